@@ -1,0 +1,62 @@
+"""``artifactd serve``: run the server."""
+
+from __future__ import annotations
+
+import click
+import uvicorn
+
+from artifactd.cli.server_options import resolve_settings, server_options
+from artifactd.http.asgi import export_settings
+from artifactd.logs import configure_logging
+from artifactd.services.backend import Backend
+
+
+@click.command()
+@server_options
+@click.option("--host", default=None,
+              help="Address to listen on (default 127.0.0.1). [env: ARTIFACTD_HOST]")
+@click.option("--port", default=None, type=int, help="Port (default 8787). [env: ARTIFACTD_PORT]")
+@click.option("--workers", default=None, type=int,
+              help="Server processes (default 1). [env: ARTIFACTD_WORKERS]")
+@click.option("--public-url", default=None, help="Base URL clients use. [env: ARTIFACTD_PUBLIC_URL]")
+@click.option("--log-format", default=None, type=click.Choice(["text", "json"]),
+              help="Access log format. [env: ARTIFACTD_LOG_FORMAT]")
+def serve(config_file: str | None, **flags: object) -> None:
+    """Start the server (REST API and git smart-HTTP on one port).
+
+    \b
+    Examples:
+      artifactd serve
+      artifactd serve --port 9000 --data-dir /var/lib/artifactd
+      ARTIFACTD_DATABASE_URL=postgresql://u:p@localhost/artifactd artifactd serve --workers 4
+    """
+    settings = resolve_settings(config_file, **flags)
+    configure_logging(settings)
+    backend = Backend.open(settings)  # migrates once, before any worker starts
+    try:
+        no_tokens = backend.meta.count_api_tokens() == 0
+    finally:
+        backend.close()
+    base = settings.effective_public_url
+    click.echo(f"artifactd listening on http://{settings.host}:{settings.port}", err=True)
+    click.echo(f"  REST API:  {base}/client/v4/accounts/<ACCOUNT_ID>/artifacts", err=True)
+    click.echo(f"  git remote: {settings.remote_url('<ACCOUNT_ID>', '<namespace>', '<repo>')}", err=True)
+    click.echo(f"  data dir:  {settings.data_path}", err=True)
+    if no_tokens:
+        click.echo(
+            "No API tokens yet. Create one with:\n"
+            f"  artifactd api-token create --data-dir {settings.data_path}",
+            err=True,
+        )
+    export_settings(settings)
+    uvicorn.run(
+        "artifactd.http.asgi:app_factory",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        timeout_keep_alive=30,
+    )

@@ -1,0 +1,240 @@
+"""Server settings: command-line flags > ``ARTIFACTD_*`` environment > TOML file > defaults.
+
+Every setting is declared once in ``SETTINGS`` with its environment variable, its TOML key
+and a description; ``docs/configuration.md`` is the table of exactly these entries (a test
+keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from artifactd.errors import ConfigError
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def parse_rate(raw: str) -> tuple[int, float]:
+    """Parse ``2000/10s`` (also ``/1m``, ``/1h``) into (requests, window seconds)."""
+    count_text, sep, window_text = raw.strip().partition("/")
+    if not sep or not count_text.isdigit() or not window_text:
+        raise ValueError(f"rate must look like '2000/10s', got {raw!r}")
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    unit = window_text[-1]
+    number = window_text[:-1]
+    if unit not in units or not number.isdigit() or int(number) <= 0:
+        raise ValueError(f"rate window must look like '10s', '1m' or '1h', got {window_text!r}")
+    count = int(count_text)
+    if count <= 0:
+        raise ValueError("rate count must be positive")
+    return count, int(number) * units[unit]
+
+
+def parse_bytes(raw: str) -> int:
+    """Parse a byte size: ``1048576``, ``10GB``, ``512MiB``, ``1TB``."""
+    text = raw.strip().upper().replace(" ", "")
+    factors = {
+        "TIB": 1 << 40, "GIB": 1 << 30, "MIB": 1 << 20, "KIB": 1 << 10,
+        "TB": 10**12, "GB": 10**9, "MB": 10**6, "KB": 10**3, "B": 1,
+    }
+    number, factor = text, 1
+    for suffix, suffix_factor in factors.items():
+        if text.endswith(suffix):
+            number, factor = text[: -len(suffix)], suffix_factor
+            break
+    if not number.isdigit():
+        raise ValueError(f"not a byte size: {raw!r}")
+    return int(number) * factor
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "ARTIFACTD_HOST", "127.0.0.1", str, "Address to listen on."),
+    Setting("port", "ARTIFACTD_PORT", 8787, int, "TCP port to listen on."),
+    Setting("data_dir", "ARTIFACTD_DATA_DIR", "./artifactd-data", str,
+            "Directory holding the SQLite database, the git repositories and the server secret."),
+    Setting("database_url", "ARTIFACTD_DATABASE_URL", "", str,
+            "SQLAlchemy URL of the metadata database; empty means SQLite at `<data_dir>/artifactd.db`. "
+            "Use `postgresql://user:pass@host/db` for PostgreSQL."),
+    Setting("workers", "ARTIFACTD_WORKERS", 1, int, "Number of server processes sharing one data dir."),
+    Setting("public_url", "ARTIFACTD_PUBLIC_URL", "", str,
+            "Base URL clients use to reach the server; empty means `http://<host>:<port>`."),
+    Setting("remote_template", "ARTIFACTD_REMOTE_TEMPLATE",
+            "{public_url}/git/{account_id}/{namespace}/{repo}.git", str,
+            "Template of each repo's git `remote`. Placeholders: `{public_url}`, `{account_id}`, "
+            "`{namespace}`, `{repo}`. A host-based form such as "
+            "`https://{account_id}.git.example.com/git/{namespace}/{repo}.git` is served too."),
+    Setting("default_account", "ARTIFACTD_DEFAULT_ACCOUNT", "", str,
+            "Account id used by `api-token create` when `--account` is not given; empty means "
+            "the data dir's own default account (a random 32-hex id made on first use)."),
+    Setting("log_level", "ARTIFACTD_LOG_LEVEL", "info", str, "Log level: debug, info, warning, error."),
+    Setting("log_format", "ARTIFACTD_LOG_FORMAT", "text", str, "Access log format: `text` or `json`."),
+    Setting("max_body_bytes", "ARTIFACTD_MAX_BODY_BYTES", 1 << 20, parse_bytes,
+            "Largest JSON request body the control plane accepts."),
+    Setting("rate_limit_control", "ARTIFACTD_RATE_LIMIT_CONTROL", "2000/10s", str,
+            "Control-plane requests allowed per namespace per window."),
+    Setting("rate_limit_git", "ARTIFACTD_RATE_LIMIT_GIT", "2000/10s", str,
+            "Git requests allowed per repo per window."),
+    Setting("max_repo_bytes", "ARTIFACTD_MAX_REPO_BYTES", 10 * 10**9, parse_bytes,
+            "Storage limit of one repo."),
+    Setting("max_account_bytes", "ARTIFACTD_MAX_ACCOUNT_BYTES", 10**12, parse_bytes,
+            "Storage limit of one account."),
+    Setting("import_allow_hosts", "ARTIFACTD_IMPORT_ALLOW_HOSTS", "", str,
+            "Comma-separated hosts and CIDRs that imports may reach even though they are "
+            "loopback or private, and that may use plain `http`."),
+    Setting("git_max_processes", "ARTIFACTD_GIT_MAX_PROCESSES", 32, int,
+            "Most git processes serving clients at once; further requests wait in a queue."),
+    Setting("git_queue_timeout", "ARTIFACTD_GIT_QUEUE_TIMEOUT", 30.0, float,
+            "Seconds a git request may wait for a free slot before it gets 503 with Retry-After."),
+    Setting("trash_grace_seconds", "ARTIFACTD_TRASH_GRACE_SECONDS", 0.0, float,
+            "Seconds a deleted repo's directory stays in the trash before it is removed."),
+    Setting("metrics_port", "ARTIFACTD_METRICS_PORT", 0, int,
+            "Serve `/metrics` on this separate port as well (0: only on the main port)."),
+    Setting("metrics_enabled", "ARTIFACTD_METRICS_ENABLED", True, _parse_bool,
+            "Serve Prometheus metrics at `/metrics`."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8787
+    data_dir: str = "./artifactd-data"
+    database_url: str = ""
+    workers: int = 1
+    public_url: str = ""
+    remote_template: str = "{public_url}/git/{account_id}/{namespace}/{repo}.git"
+    default_account: str = ""
+    log_level: str = "info"
+    log_format: str = "text"
+    max_body_bytes: int = 1 << 20
+    rate_limit_control: str = "2000/10s"
+    rate_limit_git: str = "2000/10s"
+    max_repo_bytes: int = 10 * 10**9
+    max_account_bytes: int = 10**12
+    import_allow_hosts: str = ""
+    git_max_processes: int = 32
+    git_queue_timeout: float = 30.0
+    trash_grace_seconds: float = 0.0
+    metrics_port: int = 0
+    metrics_enabled: bool = True
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_path / 'artifactd.db'}"
+
+    @property
+    def effective_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host  # noqa: S104
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def control_rate(self) -> tuple[int, float]:
+        return parse_rate(self.rate_limit_control)
+
+    @property
+    def git_rate(self) -> tuple[int, float]:
+        return parse_rate(self.rate_limit_git)
+
+    def remote_url(self, account_id: str, namespace: str, repo: str) -> str:
+        return self.remote_template.format(
+            public_url=self.effective_public_url, account_id=account_id,
+            namespace=namespace, repo=repo,
+        )
+
+
+def _coerce(setting: Setting, value: Any, origin: str) -> Any:
+    try:
+        if isinstance(value, str):
+            return setting.parse(value)
+        if setting.parse is parse_bytes and isinstance(value, int):
+            return value
+        if isinstance(value, bool) and setting.parse is _parse_bool:
+            return value
+        if isinstance(value, int | float) and setting.parse in (int, float):
+            return setting.parse(value)
+        raise ValueError(f"unexpected type {type(value).__name__}")
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: invalid value for {setting.name}: {exc}") from exc
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> Settings:
+    """Merge the sources in precedence order: flags, then environment, then file."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = config_file or env.get("ARTIFACTD_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as handle:
+                document = tomllib.load(handle)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        table = document.get("artifactd", document)
+        for key, raw in table.items():
+            setting = _BY_NAME.get(key)
+            if setting is None:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(setting, raw, f"config file {path}")
+    for setting in SETTINGS:
+        if setting.env in env and env[setting.env] != "":
+            values[setting.name] = _coerce(setting, env[setting.env], setting.env)
+    for key, raw in (flags or {}).items():
+        if raw is not None:
+            values[key] = _coerce(_BY_NAME[key], raw, f"--{key.replace('_', '-')}")
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    try:
+        settings.control_rate  # noqa: B018 - parse for validation
+        settings.git_rate  # noqa: B018
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if settings.log_format not in {"text", "json"}:
+        raise ConfigError("log_format must be 'text' or 'json'")
+    if settings.workers < 1:
+        raise ConfigError("workers must be at least 1")
+    try:
+        settings.remote_url("a", "b", "c")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"remote_template has an unknown placeholder: {exc}") from exc

@@ -1,0 +1,1 @@
+"""HTTP layer: parse, authenticate, call one service function, shape the response."""

@@ -1,0 +1,76 @@
+"""One access-log line per request. Never the query's secrets, never a header value.
+
+Only method, path (without query string: it can carry cursors but never credentials; we
+drop it anyway), status, duration and bytes are logged. The ``Authorization`` header, Basic
+credentials in URLs and repo tokens never reach this logger because nothing here reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("artifactd.access")
+
+
+class AccessLogMiddleware:
+    def __init__(self, app: ASGIApp, *, json_format: bool = False):
+        self.app = app
+        self.json_format = json_format
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+        sent = 0
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                self._write(scope, status, time.perf_counter() - started, sent, received)
+
+    def _write(self, scope: Scope, status: int, seconds: float, sent: int, received: int) -> None:
+        record: dict[str, Any] = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+            "bytes_sent": sent,
+            "bytes_received": received,
+        }
+        route = scope.get("artifactd.route")
+        if route:
+            record["route"] = route
+        repo = scope.get("artifactd.repo")
+        if repo:
+            record["repo"] = repo
+        if self.json_format:
+            log.info(json.dumps(record, separators=(",", ":")))
+        else:
+            log.info(
+                '%s %s %s %.1fms sent=%d recv=%d', record["method"], record["path"],
+                status, record["duration_ms"], sent, received,
+            )

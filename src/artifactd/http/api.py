@@ -1,0 +1,113 @@
+"""The plumbing every control-plane endpoint shares: auth, body and query parsing.
+
+An endpoint is a plain synchronous function ``(Call) -> Response``; ``endpoint`` wraps it so
+that the body is read (bounded) on the event loop and everything else, including the API
+token check and the database work, runs in the thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from artifactd.errors import Code, PayloadTooLarge, ValidationError
+from artifactd.services import accounts
+from artifactd.services.accounts import Principal
+from artifactd.services.backend import Backend
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+@dataclass
+class Call:
+    backend: Backend
+    principal: Principal
+    path: dict[str, str]
+    query: dict[str, str]
+    raw_body: bytes | None
+
+    @property
+    def account_id(self) -> str:
+        return self.principal.account_id
+
+    @property
+    def namespace(self) -> str:
+        return self.path["namespace"]
+
+    def body(self, model: type[Model]) -> Model:
+        return parse_body(self.raw_body or b"", model)
+
+    def int_query(self, name: str, default: int) -> int:
+        raw = self.query.get(name)
+        if raw is None or raw == "":
+            return default
+        text = raw.strip()
+        if not (text.isdigit() or (text.startswith("-") and text[1:].isdigit())) or len(text) > 12:
+            raise ValidationError(f"{name} must be an integer", pointer=f"/{name}")
+        return int(text)
+
+
+def parse_body(raw: bytes, model: type[Model]) -> Model:
+    if not raw.strip():
+        raise ValidationError("Request body must be a JSON object", code=Code.MALFORMED_JSON)
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"Malformed JSON: {exc}", code=Code.MALFORMED_JSON) from None
+    if not isinstance(data, dict):
+        raise ValidationError("Request body must be a JSON object", code=Code.MALFORMED_JSON)
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        pointer = "/" + "/".join(str(part) for part in first["loc"]) if first["loc"] else None
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "Unknown field"
+        raise ValidationError(
+            f"Invalid field {pointer}: {message}" if pointer else message, pointer=pointer
+        ) from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def endpoint(
+    handler: Callable[[Call], Response], *, edit: bool = False, body: bool = False
+) -> Callable[[Request], Any]:
+    async def run(request: Request) -> Response:
+        backend: Backend = request.app.state.backend
+        raw = await read_body(request, backend.settings.max_body_bytes) if body else None
+        authorization = request.headers.get("authorization")
+        path = dict(request.path_params)
+        query = dict(request.query_params)
+
+        def work() -> Response:
+            principal = accounts.authenticate(backend, authorization, path["account_id"])
+            if edit:
+                accounts.require_edit(principal)
+            return handler(Call(backend, principal, path, query, raw))
+
+        return await run_in_threadpool(work)
+
+    run.__name__ = handler.__name__
+    return run

@@ -1,0 +1,62 @@
+"""The ASGI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute
+
+from artifactd.errors import ArtifactdError
+from artifactd.http import control
+from artifactd.http.accesslog import AccessLogMiddleware
+from artifactd.http.errors import handle_domain_error, handle_http_exception, handle_unexpected
+from artifactd.services.backend import Backend
+
+log = logging.getLogger("artifactd")
+
+TRASH_SWEEP_INTERVAL = 5.0  # seconds between passes of the deleted-repo sweeper
+
+
+async def _sweep_trash_forever(backend: Backend) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(backend.repos.sweep_trash, backend.settings.trash_grace_seconds)
+        except Exception:  # keep sweeping whatever one pass hit
+            log.exception("trash sweep failed")
+        await asyncio.sleep(TRASH_SWEEP_INTERVAL)
+
+
+def build_routes() -> list[BaseRoute]:
+    return [*control.routes]
+
+
+def create_app(backend: Backend) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(_sweep_trash_forever(backend))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            backend.close()
+
+    app = Starlette(
+        routes=build_routes(),
+        exception_handlers={
+            ArtifactdError: handle_domain_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    # A trailing slash is a different (unknown) path, never a redirect: redirects would
+    # let `repo.git/` and `repo.git` both resolve, and git clients do not follow them on POST.
+    app.router.redirect_slashes = False
+    app.state.backend = backend
+    app.add_middleware(AccessLogMiddleware, json_format=backend.settings.log_format == "json")
+    return app

@@ -1,0 +1,116 @@
+"""Control-plane routes under ``/client/v4/accounts/{account_id}/artifacts`` (spec 001)."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+from starlette.routing import Route
+
+from artifactd.http.api import Call, endpoint
+from artifactd.http.envelope import success
+from artifactd.http.shapes import create_result, namespace_info, repo_info, token_info
+from artifactd.models import CreateRepoRequest, CreateTokenRequest
+from artifactd.services import repo_tokens, repos
+from artifactd.services.clock import iso
+
+PREFIX = "/client/v4/accounts/{account_id}/artifacts"
+NS = PREFIX + "/namespaces/{namespace}"
+
+
+def list_namespaces(call: Call) -> Response:
+    limit = call.int_query("limit", repos.DEFAULT_LIMIT)
+    rows, cursor = repos.list_namespaces(
+        call.backend, call.account_id, limit=limit, cursor=call.query.get("cursor") or None
+    )
+    return success(
+        [namespace_info(r) for r in rows],
+        result_info={"cursor": cursor, "per_page": limit, "count": len(rows)},
+    )
+
+
+def get_namespace(call: Call) -> Response:
+    row, count = repos.get_namespace(call.backend, call.account_id, call.namespace)
+    return success(namespace_info(row, count))
+
+
+def create_repo(call: Call) -> Response:
+    body = call.body(CreateRepoRequest)
+    created = repos.create_repo(
+        call.backend, call.account_id, call.namespace, body.name,
+        description=body.description, default_branch=body.default_branch,
+        read_only=body.read_only,
+    )
+    return success(create_result(created.repo, created.token, call.backend.settings))
+
+
+def list_repos(call: Call) -> Response:
+    page = repos.list_repos(
+        call.backend, call.account_id, call.namespace,
+        limit=call.int_query("limit", repos.DEFAULT_LIMIT),
+        cursor=call.query.get("cursor") or None,
+        search=call.query.get("search") or None,
+        sort=call.query.get("sort") or "created_at",
+        direction=call.query.get("direction") or "desc",
+    )
+    settings = call.backend.settings
+    return success(
+        [repo_info(r, settings) for r in page.repos],
+        result_info={"cursor": page.cursor, "per_page": page.per_page, "count": len(page.repos)},
+    )
+
+
+def get_repo(call: Call) -> Response:
+    repo = repos.get_repo(call.backend, call.account_id, call.namespace, call.path["name"])
+    return success(repo_info(repo, call.backend.settings))
+
+
+def delete_repo(call: Call) -> Response:
+    repo = repos.delete_repo(call.backend, call.account_id, call.namespace, call.path["name"])
+    return success({"id": repo.id}, status=202)
+
+
+def create_token(call: Call) -> Response:
+    body = call.body(CreateTokenRequest)
+    repo = repos.get_repo(call.backend, call.account_id, call.namespace, body.repo)
+    minted = repo_tokens.mint(call.backend, repo, body.scope, body.ttl)
+    return success({
+        "id": minted.row.id,
+        "plaintext": minted.plaintext,
+        "scope": minted.row.scope,
+        "expires_at": iso(minted.row.expires_us),
+    })
+
+
+def list_tokens(call: Call) -> Response:
+    repo = repos.get_repo(call.backend, call.account_id, call.namespace, call.path["name"])
+    page = repo_tokens.list_tokens(
+        call.backend, repo,
+        state=call.query.get("state") or "active",
+        page=call.int_query("page", 1),
+        per_page=call.int_query("per_page", repo_tokens.DEFAULT_PER_PAGE),
+    )
+    total_pages = (page.total + page.per_page - 1) // page.per_page
+    return success(
+        [token_info(t) for t in page.tokens],
+        result_info={
+            "page": page.page, "per_page": page.per_page, "total_pages": total_pages,
+            "count": len(page.tokens), "total_count": page.total,
+        },
+    )
+
+
+def revoke_token(call: Call) -> Response:
+    token = repo_tokens.revoke(call.backend, call.account_id, call.namespace, call.path["token_id"])
+    return success({"id": token.id})
+
+
+routes = [
+    Route(PREFIX + "/namespaces", endpoint(list_namespaces), methods=["GET"]),
+    Route(NS, endpoint(get_namespace), methods=["GET"]),
+    Route(NS + "/repos", endpoint(list_repos), methods=["GET"]),
+    Route(NS + "/repos", endpoint(create_repo, edit=True, body=True), methods=["POST"]),
+    Route(NS + "/repos/{name}", endpoint(get_repo), methods=["GET"]),
+    Route(NS + "/repos/{name}", endpoint(delete_repo, edit=True), methods=["DELETE"]),
+    Route(NS + "/repos/{name}/tokens", endpoint(list_tokens), methods=["GET"]),
+    Route(NS + "/tokens", endpoint(create_token, edit=True, body=True), methods=["POST"]),
+    Route(NS + "/tokens/{token_id}", endpoint(revoke_token, edit=True), methods=["DELETE"]),
+]

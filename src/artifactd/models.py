@@ -1,0 +1,42 @@
+"""Request bodies of the REST API, shared by the server (validation) and the SDK (building).
+
+Bodies are validated strictly: a wrong JSON type is an error (``"ttl": "60"`` is refused,
+not coerced) and unknown fields are refused, so a typo such as ``readOnly`` is reported
+instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CreateRepoRequest(_Body):
+    name: str
+    description: str | None = None
+    default_branch: str | None = None
+    read_only: bool = False
+
+
+class ForkRepoRequest(_Body):
+    name: str
+    description: str | None = None
+    read_only: bool = False
+    default_branch_only: bool = False
+
+
+class ImportRepoRequest(_Body):
+    url: str
+    branch: str | None = None
+    depth: int | None = None
+    read_only: bool = False
+    description: str | None = None
+
+
+class CreateTokenRequest(_Body):
+    repo: str
+    scope: str = "write"
+    ttl: int = 86_400

@@ -1,0 +1,75 @@
+"""Validation of namespace names, repo names and branch names.
+
+Namespace and repo names follow the spec: a letter or digit, then letters, digits, ``.``,
+``_`` or ``-``. We add a maximum of 64 characters (documented in docs/api.md). Only ASCII
+is accepted: these names appear in URLs and logs where look-alike characters would mislead.
+"""
+
+from __future__ import annotations
+
+import re
+
+from artifactd.errors import ValidationError
+
+MAX_NAME_LENGTH = 64
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def name_problem(value: object) -> str | None:
+    """Why ``value`` is not a valid namespace or repo name, or ``None`` when it is."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if not value:
+        return "must not be empty"
+    if len(value) > MAX_NAME_LENGTH:
+        return f"must be at most {MAX_NAME_LENGTH} characters"
+    if not value.isascii() or not _NAME.fullmatch(value):
+        return ("must start with a letter or digit and contain only letters, digits, "
+                "'.', '_' and '-'")
+    return None
+
+
+def check_name(value: object, field: str, what: str = "name") -> str:
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValidationError(f"Invalid {what}: {problem}", pointer=f"/{field}")
+    assert isinstance(value, str)
+    return value
+
+
+MAX_REF_LENGTH = 255
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def ref_problem(ref: str) -> str | None:
+    """Apply git's ``check-ref-format`` rules to a ref name (``refs/...`` or a short name).
+
+    Also refuses a leading ``-`` so that a ref can never be read as a git option.
+    """
+    if not ref:
+        return "must not be empty"
+    if len(ref) > MAX_REF_LENGTH:
+        return f"must be at most {MAX_REF_LENGTH} characters"
+    if ref.startswith("-"):
+        return "must not start with '-'"
+    if _REF_FORBIDDEN.search(ref):
+        return "contains a control character, space or one of ~^:?*[\\"
+    if ".." in ref or "@{" in ref or ref == "@" or "//" in ref:
+        return "must not contain '..', '@{' or '//', nor be '@'"
+    if ref.startswith("/") or ref.endswith("/") or ref.endswith("."):
+        return "must not start or end with '/' nor end with '.'"
+    for component in ref.split("/"):
+        if component.startswith(".") or component.endswith(".lock"):
+            return "no component may start with '.' or end with '.lock'"
+    return None
+
+
+def check_branch(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise ValidationError("Invalid branch name: must be a string", pointer=f"/{field}")
+    problem = ref_problem(value)
+    if problem is None and value.startswith("refs/"):
+        problem = "give the short branch name, without 'refs/'"
+    if problem is not None:
+        raise ValidationError(f"Invalid branch name: {problem}", pointer=f"/{field}")
+    return value

@@ -1,0 +1,385 @@
+"""The metadata store: every SQL statement of artifactd lives here.
+
+Rows come back as frozen dataclasses. Database-specific failures are normalised here, once:
+a duplicate repo name becomes ``Conflict(REPO_EXISTS)`` whatever the driver said.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from artifactd.errors import Code, Conflict
+from artifactd.storage.schema import (
+    accounts,
+    api_tokens,
+    namespaces,
+    repo_tokens,
+    repos,
+    server_settings,
+)
+
+SortField = Literal["created_at", "updated_at", "last_push_at", "name"]
+SORT_COLUMNS = {
+    "created_at": repos.c.created_us,
+    "updated_at": repos.c.updated_us,
+    "last_push_at": repos.c.last_push_us,
+    "name": repos.c.name,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RepoRow:
+    id: str
+    account_id: str
+    namespace: str
+    name: str
+    description: str | None
+    default_branch: str
+    read_only: bool
+    source: str | None
+    status: str
+    status_reason: str | None
+    created_us: int
+    updated_us: int
+    last_push_us: int
+    size_bytes: int
+    maintained_us: int
+    pushes_since_maintenance: int
+    import_spec: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RepoTokenRow:
+    id: str
+    repo_id: str
+    scope: str
+    created_us: int
+    expires_us: int
+    revoked_us: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiTokenRow:
+    id: str
+    account_id: str
+    permission: str
+    name: str | None
+    created_us: int
+    revoked_us: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class NamespaceRow:
+    account_id: str
+    name: str
+    created_us: int
+
+
+def _repo(row: Any) -> RepoRow:
+    return RepoRow(**{f.name: getattr(row, f.name) for f in dataclasses.fields(RepoRow)})
+
+
+def _token(row: Any) -> RepoTokenRow:
+    return RepoTokenRow(**{f.name: getattr(row, f.name) for f in dataclasses.fields(RepoTokenRow)})
+
+
+def _api_token(row: Any) -> ApiTokenRow:
+    return ApiTokenRow(**{f.name: getattr(row, f.name) for f in dataclasses.fields(ApiTokenRow)})
+
+
+_REPO_COLUMNS = [repos.c[f.name] for f in dataclasses.fields(RepoRow)]
+_TOKEN_COLUMNS = [repo_tokens.c[f.name] for f in dataclasses.fields(RepoTokenRow)]
+
+
+class MetadataStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- server settings ---------------------------------------------------------------
+    def get_or_create_setting(self, key: str, make_value: str) -> str:
+        """Return the stored value, storing ``make_value`` first if the key is new.
+
+        Concurrent first callers (several workers starting) all end with the same value.
+        """
+        with self._tx() as conn:
+            value = conn.execute(
+                select(server_settings.c.value).where(server_settings.c.key == key)
+            ).scalar_one_or_none()
+            if value is not None:
+                return str(value)
+        try:
+            with self._tx() as conn:
+                conn.execute(insert(server_settings).values(key=key, value=make_value))
+            return make_value
+        except IntegrityError:
+            with self._tx() as conn:
+                return str(conn.execute(
+                    select(server_settings.c.value).where(server_settings.c.key == key)
+                ).scalar_one())
+
+    # -- accounts and API tokens ---------------------------------------------------------
+    def ensure_account(self, account_id: str, now_us: int) -> None:
+        with self._tx() as conn:
+            exists = conn.execute(
+                select(accounts.c.id).where(accounts.c.id == account_id)
+            ).first()
+            if exists is None:
+                with suppress(IntegrityError):  # created concurrently: as good as ours
+                    conn.execute(insert(accounts).values(id=account_id, created_us=now_us))
+
+    def account_exists(self, account_id: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute(
+                select(accounts.c.id).where(accounts.c.id == account_id)
+            ).first() is not None
+
+    def insert_api_token(
+        self, *, token_id: str, account_id: str, secret_hash: str, permission: str,
+        name: str | None, now_us: int,
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(insert(api_tokens).values(
+                id=token_id, account_id=account_id, secret_hash=secret_hash,
+                permission=permission, name=name, created_us=now_us,
+            ))
+
+    def find_api_token(self, secret_hash: str) -> ApiTokenRow | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                select(api_tokens).where(api_tokens.c.secret_hash == secret_hash)
+            ).first()
+        return _api_token(row) if row else None
+
+    def list_api_tokens(self, account_id: str | None) -> list[ApiTokenRow]:
+        query = select(api_tokens).order_by(api_tokens.c.created_us)
+        if account_id:
+            query = query.where(api_tokens.c.account_id == account_id)
+        with self._tx() as conn:
+            return [_api_token(r) for r in conn.execute(query)]
+
+    def count_api_tokens(self) -> int:
+        with self._tx() as conn:
+            return int(conn.execute(select(func.count()).select_from(api_tokens)).scalar_one())
+
+    def revoke_api_token(self, token_id: str, now_us: int) -> ApiTokenRow | None:
+        with self._tx() as conn:
+            row = conn.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()
+            if row is None:
+                return None
+            if row.revoked_us is None:
+                conn.execute(
+                    update(api_tokens).where(api_tokens.c.id == token_id).values(revoked_us=now_us)
+                )
+            return _api_token(row)
+
+    # -- namespaces ----------------------------------------------------------------------
+    def get_namespace(self, account_id: str, name: str) -> NamespaceRow | None:
+        with self._tx() as conn:
+            row = conn.execute(select(namespaces).where(
+                namespaces.c.account_id == account_id, namespaces.c.name == name
+            )).first()
+        return NamespaceRow(row.account_id, row.name, row.created_us) if row else None
+
+    def count_repos(self, account_id: str, namespace: str | None = None) -> int:
+        query = select(func.count()).select_from(repos).where(repos.c.account_id == account_id)
+        if namespace is not None:
+            query = query.where(repos.c.namespace == namespace)
+        with self._tx() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def list_namespaces(
+        self, account_id: str, limit: int, after: str | None
+    ) -> list[NamespaceRow]:
+        query = select(namespaces).where(namespaces.c.account_id == account_id)
+        if after is not None:
+            query = query.where(namespaces.c.name > after)
+        query = query.order_by(namespaces.c.name).limit(limit)
+        with self._tx() as conn:
+            return [NamespaceRow(r.account_id, r.name, r.created_us) for r in conn.execute(query)]
+
+    # -- repos ---------------------------------------------------------------------------
+    def create_repo(self, repo: RepoRow, token: RepoTokenRow | None, secret_hash: str | None) -> None:
+        """Insert the repo (and its namespace, and its first token) in one transaction."""
+        try:
+            with self._tx() as conn:
+                ns_exists = conn.execute(select(namespaces.c.name).where(
+                    namespaces.c.account_id == repo.account_id,
+                    namespaces.c.name == repo.namespace,
+                )).first()
+                if ns_exists is None:
+                    conn.execute(insert(namespaces).values(
+                        account_id=repo.account_id, name=repo.namespace, created_us=repo.created_us,
+                    ))
+                conn.execute(insert(repos).values(**dataclasses.asdict(repo)))
+                if token is not None and secret_hash is not None:
+                    conn.execute(insert(repo_tokens).values(
+                        **dataclasses.asdict(token), secret_hash=secret_hash
+                    ))
+        except IntegrityError as exc:
+            if self.get_repo(repo.account_id, repo.namespace, repo.name) is not None:
+                raise Conflict(
+                    f"A repo named {repo.name!r} already exists in namespace {repo.namespace!r}",
+                    code=Code.REPO_EXISTS, pointer="/name",
+                ) from exc
+            raise
+
+    def get_repo(self, account_id: str, namespace: str, name: str) -> RepoRow | None:
+        with self._tx() as conn:
+            row = conn.execute(select(*_REPO_COLUMNS).where(
+                repos.c.account_id == account_id,
+                repos.c.namespace == namespace,
+                repos.c.name == name,
+            )).first()
+        return _repo(row) if row else None
+
+    def get_repo_by_id(self, repo_id: str) -> RepoRow | None:
+        with self._tx() as conn:
+            row = conn.execute(select(*_REPO_COLUMNS).where(repos.c.id == repo_id)).first()
+        return _repo(row) if row else None
+
+    def list_repos(
+        self,
+        account_id: str,
+        namespace: str,
+        *,
+        sort: SortField,
+        descending: bool,
+        limit: int,
+        after: tuple[Any, str] | None,
+        search: str | None,
+    ) -> list[RepoRow]:
+        column = SORT_COLUMNS[sort]
+        query = select(*_REPO_COLUMNS).where(
+            repos.c.account_id == account_id, repos.c.namespace == namespace
+        )
+        if search:
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(repos.c.name.like(f"%{escaped}%", escape="\\"))
+        if after is not None:
+            value, last_id = after
+            if descending:
+                query = query.where(or_(column < value, and_(column == value, repos.c.id < last_id)))
+            else:
+                query = query.where(or_(column > value, and_(column == value, repos.c.id > last_id)))
+        if descending:
+            query = query.order_by(column.desc(), repos.c.id.desc())
+        else:
+            query = query.order_by(column.asc(), repos.c.id.asc())
+        with self._tx() as conn:
+            return [_repo(r) for r in conn.execute(query.limit(limit))]
+
+    def delete_repo(self, repo_id: str) -> bool:
+        with self._tx() as conn:
+            conn.execute(delete(repo_tokens).where(repo_tokens.c.repo_id == repo_id))
+            result = conn.execute(delete(repos).where(repos.c.id == repo_id))
+            return bool(result.rowcount)
+
+    def update_repo(self, repo_id: str, **values: Any) -> None:
+        with self._tx() as conn:
+            conn.execute(update(repos).where(repos.c.id == repo_id).values(**values))
+
+    def record_push(self, repo_id: str, now_us: int, size_bytes: int | None = None) -> None:
+        values: dict[str, Any] = {
+            "last_push_us": now_us,
+            "updated_us": now_us,
+            "pushes_since_maintenance": repos.c.pushes_since_maintenance + 1,
+        }
+        if size_bytes is not None:
+            values["size_bytes"] = size_bytes
+        self.update_repo(repo_id, **values)
+
+    def repos_with_status(self, status: str) -> list[RepoRow]:
+        with self._tx() as conn:
+            return [_repo(r) for r in conn.execute(
+                select(*_REPO_COLUMNS).where(repos.c.status == status)
+            )]
+
+    def account_size(self, account_id: str) -> int:
+        with self._tx() as conn:
+            return int(conn.execute(
+                select(func.coalesce(func.sum(repos.c.size_bytes), 0))
+                .where(repos.c.account_id == account_id)
+            ).scalar_one())
+
+    def bulk_insert_repos(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Seed many repos at once (benchmarks); rows are full ``repos`` column dicts."""
+        with self._tx() as conn:
+            conn.execute(insert(repos), list(rows))
+
+    def ensure_namespace(self, account_id: str, name: str, now_us: int) -> None:
+        with self._tx() as conn:
+            if conn.execute(select(namespaces.c.name).where(
+                namespaces.c.account_id == account_id, namespaces.c.name == name
+            )).first() is None:
+                conn.execute(insert(namespaces).values(
+                    account_id=account_id, name=name, created_us=now_us
+                ))
+
+    # -- repo tokens ---------------------------------------------------------------------
+    def insert_repo_token(self, token: RepoTokenRow, secret_hash: str) -> None:
+        with self._tx() as conn:
+            conn.execute(insert(repo_tokens).values(**dataclasses.asdict(token), secret_hash=secret_hash))
+
+    def find_repo_token(self, secret_hash: str) -> tuple[RepoTokenRow, RepoRow] | None:
+        """The token with this secret and its repo, in one query (the git hot path)."""
+        query = (
+            select(*_TOKEN_COLUMNS, *[c.label(f"r_{c.name}") for c in _REPO_COLUMNS])
+            .select_from(repo_tokens.join(repos, repo_tokens.c.repo_id == repos.c.id))
+            .where(repo_tokens.c.secret_hash == secret_hash)
+        )
+        with self._tx() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        mapping = row._mapping
+        repo = RepoRow(**{f.name: mapping[f"r_{f.name}"] for f in dataclasses.fields(RepoRow)})
+        return _token(row), repo
+
+    def get_repo_token(self, token_id: str) -> RepoTokenRow | None:
+        with self._tx() as conn:
+            row = conn.execute(select(*_TOKEN_COLUMNS).where(repo_tokens.c.id == token_id)).first()
+        return _token(row) if row else None
+
+    def list_repo_tokens(
+        self, repo_id: str, state: str, now_us: int, offset: int, limit: int
+    ) -> tuple[list[RepoTokenRow], int]:
+        condition = repo_tokens.c.repo_id == repo_id
+        if state == "active":
+            condition = and_(condition, repo_tokens.c.revoked_us.is_(None),
+                             repo_tokens.c.expires_us > now_us)
+        elif state == "expired":
+            condition = and_(condition, repo_tokens.c.revoked_us.is_(None),
+                             repo_tokens.c.expires_us <= now_us)
+        elif state == "revoked":
+            condition = and_(condition, repo_tokens.c.revoked_us.is_not(None))
+        with self._tx() as conn:
+            total = int(conn.execute(
+                select(func.count()).select_from(repo_tokens).where(condition)
+            ).scalar_one())
+            rows = conn.execute(
+                select(*_TOKEN_COLUMNS).where(condition)
+                .order_by(repo_tokens.c.created_us.desc(), repo_tokens.c.id)
+                .offset(offset).limit(limit)
+            )
+            return [_token(r) for r in rows], total
+
+    def revoke_repo_token(self, token_id: str, now_us: int) -> bool:
+        """Revoke if not yet revoked; False when it already was."""
+        with self._tx() as conn:
+            result = conn.execute(
+                update(repo_tokens)
+                .where(repo_tokens.c.id == token_id, repo_tokens.c.revoked_us.is_(None))
+                .values(revoked_us=now_us)
+            )
+            return bool(result.rowcount)

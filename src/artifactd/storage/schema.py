@@ -1,0 +1,99 @@
+"""The metadata schema, one definition for SQLite and PostgreSQL (SQLAlchemy Core).
+
+Times are integer microseconds since the Unix epoch: exact, sortable, and the same on both
+databases. ``repos.last_push_us`` is 0 until the first push so that it can carry a plain
+keyset index (NULLs sort differently on the two databases); the API shows 0 as ``null``.
+Alembic migrations in ``storage/migrations`` create exactly these tables.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+server_settings = Table(
+    "server_settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("created_us", BigInteger, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("permission", String(8), nullable=False),
+    Column("name", String(200), nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("revoked_us", BigInteger, nullable=True),
+)
+
+namespaces = Table(
+    "namespaces",
+    metadata,
+    Column("account_id", String(32), nullable=False, primary_key=True),
+    Column("name", String(64), nullable=False, primary_key=True),
+    Column("created_us", BigInteger, nullable=False),
+)
+
+repos = Table(
+    "repos",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(32), nullable=False),
+    Column("namespace", String(64), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("default_branch", String(255), nullable=False),
+    Column("read_only", Boolean, nullable=False, default=False),
+    Column("source", Text, nullable=True),
+    Column("status", String(16), nullable=False, default="ready"),
+    Column("status_reason", Text, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    Column("last_push_us", BigInteger, nullable=False, default=0),
+    Column("size_bytes", BigInteger, nullable=False, default=0),
+    Column("maintained_us", BigInteger, nullable=False, default=0),
+    Column("pushes_since_maintenance", Integer, nullable=False, default=0),
+    Column("import_spec", Text, nullable=True),
+    UniqueConstraint("account_id", "namespace", "name", name="uq_repos_name"),
+    Index("ix_repos_created", "account_id", "namespace", "created_us", "id"),
+    Index("ix_repos_updated", "account_id", "namespace", "updated_us", "id"),
+    Index("ix_repos_pushed", "account_id", "namespace", "last_push_us", "id"),
+    Index("ix_repos_status", "status"),
+)
+
+repo_tokens = Table(
+    "repo_tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("repo_id", String(32), ForeignKey("repos.id", ondelete="CASCADE"), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("scope", String(8), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    Column("revoked_us", BigInteger, nullable=True),
+    Index("ix_repo_tokens_repo", "repo_id", "created_us"),
+)

@@ -1,0 +1,56 @@
+"""Shared fixtures. ``server`` is parametrised over SQLite and PostgreSQL where it matters."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Postgres, Server, start_server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    pg = Postgres()
+    if not pg.available:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed on this machine")
+    pg.start()
+    yield pg
+    pg.stop()
+
+
+def _server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    database_url = None
+    if request.param == "postgres":
+        pg: Postgres = request.getfixturevalue("postgres")
+        database_url = pg.new_database()
+    data_dir: Path = tmp_path_factory.mktemp(f"data-{request.param}")
+    server = start_server(data_dir, database_url=database_url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    """A server per database; tests using it run once on each."""
+    yield from _server(tmp_path_factory, request)
+
+
+@pytest.fixture(scope="session", params=["sqlite"])
+def sqlite_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    """One SQLite-backed server, for tests whose subject is not the database (git, content)."""
+    yield from _server(tmp_path_factory, request)
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:40].strip("-")
+    return f"{base}-{os.urandom(3).hex()}"
