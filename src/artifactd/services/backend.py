@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from artifactd.config import Settings
 from artifactd.services.cursor import CursorCodec
 from artifactd.storage.db import is_migrated, make_engine, migrate
+from artifactd.storage.gitrunner import GitRunner
 from artifactd.storage.metadata import MetadataStore
 from artifactd.storage.repostore import RepoStore
 
@@ -21,6 +22,7 @@ class Backend:
     settings: Settings
     meta: MetadataStore
     repos: RepoStore
+    git: GitRunner
     cursors: CursorCodec
     extras: dict[str, object] = field(default_factory=dict)
 
@@ -36,6 +38,7 @@ class Backend:
             settings=settings,
             meta=meta,
             repos=RepoStore(settings.data_path),
+            git=GitRunner(settings.data_path),
             cursors=CursorCodec(bytes.fromhex(secret)),
         )
 

@@ -1,0 +1,123 @@
+"""The one place that runs ``git``.
+
+Rules (see DESIGN "Git data plane"):
+
+- argv is a fixed list built here; callers pass git subcommands and *validated* values only,
+  and put user-derived values after ``--end-of-options`` / ``--`` where git accepts it;
+- the environment is an allowlist: nothing from the server's own environment leaks in
+  except ``PATH``, and nothing from a client reaches git except a validated
+  ``GIT_PROTOCOL`` value;
+- server-side configuration is given with ``-c`` so a repo's own config cannot turn on hooks
+  or other behaviour: hooks come only from the server-owned ``core.hooksPath``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+GIT = shutil.which("git") or "git"
+
+# Applied to every git process we start.
+BASE_CONFIG: tuple[tuple[str, str], ...] = (
+    ("safe.directory", "*"),
+    ("core.askPass", ""),
+    ("credential.helper", ""),
+    ("protocol.allow", "never"),
+    ("protocol.file.allow", "never"),
+    ("protocol.https.allow", "always"),
+    ("protocol.http.allow", "always"),
+    ("uploadpack.allowFilter", "true"),
+    ("uploadpack.allowAnySHA1InWant", "false"),
+    ("uploadpack.allowReachableSHA1InWant", "true"),
+    ("receive.fsckObjects", "true"),
+    ("transfer.fsckObjects", "true"),
+    ("gc.auto", "0"),
+    ("maintenance.auto", "false"),
+    ("core.logAllRefUpdates", "false"),
+)
+
+
+class GitError(Exception):
+    """A git process failed; ``stderr`` is git's own explanation."""
+
+    def __init__(self, args: Sequence[str], returncode: int, stderr: str):
+        super().__init__(f"git {' '.join(args[:2])} failed ({returncode}): {stderr.strip()[:500]}")
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class GitRunner:
+    def __init__(self, data_dir: Path):
+        self.hooks_dir = data_dir / "hooks"
+        self.home = data_dir / "tmp" / "git-home"
+        self.hooks_dir.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.home),
+            "LANG": "C",
+            "LC_ALL": "C",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ALLOW_PROTOCOL": "https:http",
+        }
+        if extra:
+            env.update(extra)
+        return env
+
+    def argv(
+        self, git_dir: Path | None, args: Sequence[str], config: Sequence[tuple[str, str]] = ()
+    ) -> list[str]:
+        argv = [GIT]
+        for key, value in (*BASE_CONFIG, ("core.hooksPath", str(self.hooks_dir)), *config):
+            argv += ["-c", f"{key}={value}"]
+        if git_dir is not None:
+            argv.append(f"--git-dir={git_dir}")
+        argv += list(args)
+        return argv
+
+    def run(
+        self,
+        git_dir: Path | None,
+        args: Sequence[str],
+        *,
+        input: bytes | None = None,
+        config: Sequence[tuple[str, str]] = (),
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = 600,
+        check: bool = True,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run git to completion (admin paths: fork, import, maintenance)."""
+        result = subprocess.run(
+            self.argv(git_dir, args, config), input=input, capture_output=True,
+            env=self.env(env), timeout=timeout, cwd=cwd, check=False,
+        )
+        if check and result.returncode != 0:
+            raise GitError(list(args), result.returncode, result.stderr.decode(errors="replace"))
+        return result
+
+    async def spawn(
+        self,
+        git_dir: Path | None,
+        args: Sequence[str],
+        *,
+        config: Sequence[tuple[str, str]] = (),
+        env: Mapping[str, str] | None = None,
+        stdin: int | None = subprocess.PIPE,
+        stderr: int | None = subprocess.PIPE,
+    ) -> asyncio.subprocess.Process:
+        """Start git with pipes for streaming (the HTTP data plane, cat-file --batch)."""
+        return await asyncio.create_subprocess_exec(
+            *self.argv(git_dir, args, config),
+            stdin=stdin, stdout=subprocess.PIPE, stderr=stderr, env=self.env(env),
+            start_new_session=True,
+        )
