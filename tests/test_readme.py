@@ -1,0 +1,58 @@
+"""The README quickstart runs verbatim against a real server (only the host:port changes)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from tests.harness import Server
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_blocks() -> tuple[str, str]:
+    text = README.read_text()
+    exports = next(
+        block for block in re.findall(r"```sh\n(.*?)```", text, re.S) if "export ARTIFACTS_BASE_URL" in block
+    )
+    quickstart = re.search(
+        r"<!-- quickstart:start -->\n```sh\n(.*?)```\n<!-- quickstart:end -->", text, re.S
+    )
+    assert quickstart, "README quickstart markers are missing"
+    return exports, quickstart.group(1)
+
+
+def json_documents(text: str) -> list[dict]:
+    decoder = json.JSONDecoder()
+    docs, index = [], 0
+    while index < len(text):
+        if text[index].isspace():
+            index += 1
+            continue
+        doc, index = decoder.raw_decode(text, index)
+        docs.append(doc)
+    return docs
+
+
+def test_readme_quickstart_verbatim(sqlite_server: Server) -> None:
+    exports, quickstart = readme_blocks()
+    exports = (
+        exports.replace("<account_id from api-token create>", sqlite_server.account_id)
+        .replace("<token from api-token create>", sqlite_server.token)
+        .replace("127.0.0.1:8787", f"127.0.0.1:{sqlite_server.port}")
+    )
+    script = "set -euo pipefail\n" + exports + quickstart
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    repo, tokens, revoked, deleted = json_documents(result.stdout)
+    for doc in (repo, tokens, revoked, deleted):
+        assert doc["success"] is True and doc["errors"] == [] and doc["messages"] == []
+    assert repo["result"]["name"] == "starter-repo"
+    assert repo["result"]["remote"].endswith(f"/git/{sqlite_server.account_id}/default/starter-repo.git")
+    assert {t["scope"] for t in tokens["result"]} == {"read", "write"}
+    assert tokens["result_info"]["total_count"] == 2
+    read_id = next(t["id"] for t in tokens["result"] if t["scope"] == "read")
+    assert revoked["result"] == {"id": read_id}
+    assert deleted["result"] == {"id": repo["result"]["id"]}
