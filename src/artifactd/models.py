@@ -40,3 +40,13 @@ class CreateTokenRequest(_Body):
     repo: str
     scope: str = "write"
     ttl: int = 86_400
+
+
+class RevokeRepoTokenRequest(_Body):
+    """``POST .../repos/:name/tokens/revoke`` (beyond the spec): the binding's ``revokeToken``.
+
+    ``token`` is the plaintext token or its id; it travels in the body so it never lands in a
+    URL or an access log.
+    """
+
+    token: str

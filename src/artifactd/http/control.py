@@ -8,7 +8,7 @@ from starlette.routing import Route
 from artifactd.http.api import Call, endpoint
 from artifactd.http.envelope import success
 from artifactd.http.shapes import create_result, namespace_info, repo_info, token_info
-from artifactd.models import CreateRepoRequest, CreateTokenRequest
+from artifactd.models import CreateRepoRequest, CreateTokenRequest, RevokeRepoTokenRequest
 from artifactd.services import repo_tokens, repos
 from artifactd.services.clock import iso
 
@@ -103,6 +103,14 @@ def revoke_token(call: Call) -> Response:
     return success({"id": token.id})
 
 
+def revoke_repo_token(call: Call) -> Response:
+    """Beyond the spec: revoke a token of this repo by plaintext or id (docs/api.md)."""
+    body = call.body(RevokeRepoTokenRequest)
+    repo = repos.get_repo(call.backend, call.account_id, call.namespace, call.path["name"])
+    token = repo_tokens.revoke_for_repo(call.backend, repo, body.token)
+    return success({"id": token.id})
+
+
 routes = [
     Route(PREFIX + "/namespaces", endpoint(list_namespaces), methods=["GET"]),
     Route(NS, endpoint(get_namespace), methods=["GET"]),
@@ -111,6 +119,8 @@ routes = [
     Route(NS + "/repos/{name}", endpoint(get_repo), methods=["GET"]),
     Route(NS + "/repos/{name}", endpoint(delete_repo, edit=True), methods=["DELETE"]),
     Route(NS + "/repos/{name}/tokens", endpoint(list_tokens), methods=["GET"]),
+    Route(NS + "/repos/{name}/tokens/revoke", endpoint(revoke_repo_token, edit=True, body=True),
+          methods=["POST"]),
     Route(NS + "/tokens", endpoint(create_token, edit=True, body=True), methods=["POST"]),
     Route(NS + "/tokens/{token_id}", endpoint(revoke_token, edit=True), methods=["DELETE"]),
 ]

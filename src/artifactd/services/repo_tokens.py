@@ -124,6 +124,19 @@ def find_token_for_repo(backend: Backend, repo: RepoRow, token_or_id: str) -> Re
     return token if token is not None and token.repo_id == repo.id else None
 
 
+def revoke_for_repo(backend: Backend, repo: RepoRow, token_or_id: str) -> RepoTokenRow:
+    """Revoke a token of ``repo`` given its plaintext or its id (the SDK's ``revoke_token``).
+
+    The error message never repeats what the caller sent: it may be a live plaintext token.
+    """
+    token = find_token_for_repo(backend, repo, token_or_id)
+    if token is None:
+        raise NotFound(f"No such token for repo {repo.name!r}", code=Code.TOKEN_NOT_FOUND)
+    if not backend.meta.revoke_repo_token(token.id, now_us()):
+        raise Conflict(f"Token {token.id!r} is already revoked", code=Code.TOKEN_ALREADY_REVOKED)
+    return token
+
+
 @dataclass(frozen=True)
 class GitAccess:
     repo: RepoRow
