@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 
 from artifactd.errors import ArtifactdError
-from artifactd.http import control
+from artifactd.http import control, git
 from artifactd.http.accesslog import AccessLogMiddleware
 from artifactd.http.errors import handle_domain_error, handle_http_exception, handle_unexpected
 from artifactd.services.backend import Backend
@@ -32,7 +32,7 @@ async def _sweep_trash_forever(backend: Backend) -> None:
 
 
 def build_routes() -> list[BaseRoute]:
-    return [*control.routes]
+    return [*control.routes, *git.routes]
 
 
 def create_app(backend: Backend) -> Starlette:

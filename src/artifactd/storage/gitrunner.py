@@ -114,10 +114,16 @@ class GitRunner:
         env: Mapping[str, str] | None = None,
         stdin: int | None = subprocess.PIPE,
         stderr: int | None = subprocess.PIPE,
+        limit: int = 1 << 16,
     ) -> asyncio.subprocess.Process:
-        """Start git with pipes for streaming (the HTTP data plane, cat-file --batch)."""
+        """Start git with pipes for streaming (the HTTP data plane, cat-file --batch).
+
+        The process leads its own process group (``start_new_session``) so that the helpers
+        it starts (pack-objects, index-pack) can be signalled with it. ``limit`` is the
+        stdout buffer size: larger buffers mean fewer, larger reads when streaming packs.
+        """
         return await asyncio.create_subprocess_exec(
             *self.argv(git_dir, args, config),
             stdin=stdin, stdout=subprocess.PIPE, stderr=stderr, env=self.env(env),
-            start_new_session=True,
+            start_new_session=True, limit=limit,
         )

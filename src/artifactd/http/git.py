@@ -1,0 +1,232 @@
+"""Git smart-HTTP routes: ``<remote>/info/refs``, ``git-upload-pack``, ``git-receive-pack``.
+
+A raw ASGI endpoint rather than request/response handlers, because both directions stream
+at once and a client that disconnects must stop git straight away: the request body is
+pulled from ``receive`` as git reads it, the response is pushed to ``send`` as git writes
+it, and once the body is complete a watcher keeps listening for ``http.disconnect``.
+
+Errors before the response starts are plain text with a status (git prints the text as
+``remote: ...``); 401s carry ``WWW-Authenticate: Basic`` so credential helpers work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import AsyncIterator
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers, QueryParams
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from artifactd.errors import (
+    ArtifactdError,
+    AuthenticationError,
+    RateLimited,
+    ServiceUnavailable,
+    ValidationError,
+)
+from artifactd.http.errors import status_for
+from artifactd.services import git_access, git_rpc
+from artifactd.services.backend import Backend
+
+log = logging.getLogger("artifactd.git")
+
+# Inflate a gzip body in steps of at most this many output bytes: a small compressed body
+# cannot turn into a large allocation (gzip bombs), only into more steps.
+INFLATE_STEP = 256 << 10
+NO_CACHE = [
+    (b"cache-control", b"no-cache, max-age=0, must-revalidate"),
+    (b"pragma", b"no-cache"),
+    (b"expires", b"Fri, 01 Jan 1980 00:00:00 GMT"),
+]
+
+
+async def _send_text(send: Send, status: int, message: str,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = (message.rstrip("\n") + "\n").encode("utf-8", "replace")
+    await send({
+        "type": "http.response.start", "status": status,
+        "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            *NO_CACHE, *(headers or []),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Send, exc: ArtifactdError) -> None:
+    headers: list[tuple[bytes, bytes]] = []
+    if isinstance(exc, AuthenticationError):
+        headers.append((b"www-authenticate", b'Basic realm="artifactd", charset="UTF-8"'))
+    if isinstance(exc, RateLimited | ServiceUnavailable):
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
+    await _send_text(send, status_for(exc), exc.message, headers)
+
+
+class _Body:
+    """The request body as an async iterator, then a watch for the client going away."""
+
+    def __init__(self, receive: Receive, gzip: bool):
+        self._receive = receive
+        self._gzip = gzip
+        self.complete = asyncio.Event()
+
+    async def _raw(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise git_rpc.ClientDisconnected()
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                break
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            if not self._gzip:
+                async for chunk in self._raw():
+                    yield chunk
+                return
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            async for chunk in self._raw():
+                data = chunk
+                while data:
+                    out = inflater.decompress(data, INFLATE_STEP)
+                    data = inflater.unconsumed_tail
+                    if out:
+                        yield out
+                    if inflater.eof:
+                        break
+            if not inflater.eof:
+                raise ValidationError("Truncated gzip request body")
+            tail = inflater.flush()
+            if tail:
+                yield tail
+        except zlib.error:
+            raise ValidationError("Malformed gzip request body") from None
+        finally:
+            self.complete.set()
+
+    async def wait_disconnect(self) -> None:
+        """Returns when the client disconnects (only listens once the body was read)."""
+        await self.complete.wait()
+        while True:
+            message: Message = await self._receive()
+            if message["type"] == "http.disconnect":
+                return
+
+
+class GitEndpoint:
+    """The ASGI app behind ``/git/...``."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        backend: Backend = scope["app"].state.backend
+        try:
+            await self._handle(backend, scope, receive, send)
+        except ArtifactdError as exc:
+            await _send_error(send, exc)
+
+    async def _handle(self, backend: Backend, scope: Scope, receive: Receive, send: Send) -> None:
+        target = git_access.parse_path(scope["path"])
+        if target is None:
+            await _send_text(send, 404, "Not a repository URL")
+            return
+        scope["artifactd.route"] = "git"
+        scope["artifactd.repo"] = target.label
+        headers = Headers(scope=scope)
+        method = scope["method"]
+        if target.action == "info/refs":
+            if method != "GET":
+                await _send_text(send, 405, "Use GET for info/refs", [(b"allow", b"GET")])
+                return
+            service = QueryParams(scope.get("query_string", b"")).get("service")
+            if service not in git_access.SERVICES:
+                await _send_text(send, 403, "Only smart HTTP is supported: "
+                                 "pass ?service=git-upload-pack or ?service=git-receive-pack")
+                return
+        else:
+            if method != "POST":
+                await _send_text(send, 405, f"Use POST for {target.action}", [(b"allow", b"POST")])
+                return
+            service = target.action
+            expected = f"application/x-{service}-request"
+            if headers.get("content-type", "").split(";")[0].strip().lower() != expected:
+                await _send_text(send, 415, f"Content-Type must be {expected}")
+                return
+        assert service in git_access.SERVICES
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity", "gzip", "x-gzip"):
+            await _send_text(send, 415, f"Unsupported Content-Encoding {encoding[:40]!r}")
+            return
+        protocol = git_access.protocol_for(
+            service, git_access.check_git_protocol(headers.get("git-protocol"))
+        )
+        authorized = await run_in_threadpool(
+            git_access.authorize, backend, target, headers.get("authorization"), service
+        )
+        body = _Body(receive, gzip=encoding in ("gzip", "x-gzip"))
+        if target.action == "info/refs":
+            body.complete.set()
+            stream = git_rpc.advertise(backend, authorized, protocol)
+            kind = "advertisement"
+        else:
+            stream = git_rpc.exchange(backend, authorized, protocol, body.chunks())
+            kind = "result"
+        content_type = f"application/x-{service}-{kind}".encode()
+        await _stream(stream, content_type, body, send)
+
+
+async def _stream(
+    stream: AsyncIterator[bytes], content_type: bytes, body: _Body, send: Send
+) -> None:
+    """Send git's output; a disconnect cancels it, which terminates git (see git_rpc)."""
+
+    async def produce() -> None:
+        started = False
+        try:
+            async for chunk in stream:
+                if not started:
+                    started = True
+                    await send({"type": "http.response.start", "status": 200,
+                                "headers": [(b"content-type", content_type), *NO_CACHE]})
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except ArtifactdError as exc:
+            if not started:
+                await _send_error(send, exc)
+                return
+            log.info("git response aborted after it started: %s", exc.message)
+        except git_rpc.ClientDisconnected:
+            return
+        if not started:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", content_type), *NO_CACHE]})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    producer = asyncio.ensure_future(produce())
+    watcher = asyncio.ensure_future(body.wait_disconnect())
+    try:
+        await asyncio.wait({producer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if not producer.done():
+            producer.cancel()  # the client is gone: closing the stream stops git
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        if not producer.done():
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+        with contextlib.suppress(Exception):
+            await stream.aclose()  # type: ignore[attr-defined]
+
+
+# Methods are checked by the endpoint itself so that git gets plain-text answers.
+routes = [Route("/git/{path:path}", GitEndpoint())]

@@ -1,0 +1,344 @@
+"""One smart-HTTP exchange: C git's upload-pack or receive-pack, streamed both ways.
+
+``advertise`` (GET info/refs) and ``exchange`` (POST git-upload-pack / git-receive-pack)
+are async generators of response bytes. Until their first chunk they may raise a domain
+error, which the HTTP layer turns into a status with a plain-text body git prints; after
+it the response is committed and problems travel in git's own protocol.
+
+Memory stays bounded whatever the repo or push size: the request body flows chunk by chunk
+into git's stdin (with back-pressure), the response chunk by chunk out of its stdout; only
+a receive-pack command section (at most ``MAX_COMMAND_SECTION``) is held whole.
+
+A generator that is closed early (the client went away, the server is stopping) terminates
+git's whole process group: SIGTERM first, so receive-pack removes its quarantine directory
+and takes no ref lock, then SIGKILL. Refs only move after the full pack has been received
+and checked, so an interrupted push changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from artifactd.errors import (
+    InternalError,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    ValidationError,
+)
+from artifactd.services import events
+from artifactd.services.backend import Backend
+from artifactd.services.clock import now_us
+from artifactd.services.git_access import AuthorizedGit, Service, push_ref_problem
+from artifactd.services.pktline import (
+    FLUSH,
+    PktError,
+    PushCommandReader,
+    ReceivePackScanner,
+    UploadPackScanner,
+    encode_line,
+    error_packet,
+)
+
+log = logging.getLogger("artifactd.git")
+
+READ_SIZE = 256 << 10  # bytes per read from git's stdout: fewer, larger HTTP chunks
+STDOUT_BUFFER = 1 << 20  # asyncio's stdout buffer; bounded memory per request
+# An upload-pack request is wants, haves and options: a few MB even for huge negotiations.
+MAX_UPLOAD_REQUEST = 64 << 20
+# Request bytes read and thrown away after refusing a push, so that the client reads our
+# answer instead of a reset connection; beyond this the connection is simply closed.
+MAX_DRAIN = 1 << 30
+TERM_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+STDERR_TAIL = 8 << 10  # bytes of git's stderr kept for error messages and the log
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before the request body was complete."""
+
+
+def server_config(backend: Backend, service: Service) -> list[tuple[str, str]]:
+    """Per-service ``-c`` settings on top of the runner's base configuration."""
+    if service == "git-receive-pack":
+        return [
+            ("receive.advertiseAtomic", "true"),
+            ("receive.advertisePushOptions", "true"),
+            ("receive.denyNonFastForwards", "false"),
+            ("receive.denyDeletes", "false"),
+            ("receive.maxInputSize", str(backend.settings.max_repo_bytes)),
+            ("receive.unpackLimit", "100"),
+        ]
+    return [
+        ("uploadpack.allowFilter", "true"),
+        ("uploadpack.allowReachableSHA1InWant", "true"),
+        ("lsrefs.unborn", "advertise"),
+    ]
+
+
+# -- concurrency ---------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def git_slot(backend: Backend) -> AsyncIterator[None]:
+    """At most ``git_max_processes`` git exchanges at once; the rest queue, then get 503."""
+    slots = backend.extras.get("git_slots")
+    if not isinstance(slots, asyncio.Semaphore):
+        slots = asyncio.Semaphore(max(1, backend.settings.git_max_processes))
+        backend.extras["git_slots"] = slots
+    try:
+        await asyncio.wait_for(slots.acquire(), backend.settings.git_queue_timeout)
+    except TimeoutError:
+        raise ServiceUnavailable("Too many git requests; retry shortly", retry_after=5) from None
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+# -- the child process ---------------------------------------------------------------------
+
+
+class GitChild:
+    """A running git whose process group is always reaped, whatever happens to the request."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, git_dir: Path):
+        self.proc = proc
+        self.git_dir = git_dir
+        self._stderr = bytearray()
+        self._stderr_task = asyncio.create_task(self._collect_stderr())
+
+    @classmethod
+    async def start(
+        cls, backend: Backend, authorized: AuthorizedGit, args: Sequence[str],
+        protocol: str | None, *, stdin: int,
+    ) -> GitChild:
+        env = {"GIT_PROTOCOL": protocol} if protocol else None
+        proc = await backend.git.spawn(
+            authorized.git_dir, args, config=server_config(backend, authorized.service),
+            env=env, stdin=stdin, limit=STDOUT_BUFFER,
+        )
+        return cls(proc, authorized.git_dir)
+
+    async def _collect_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(1 << 14):
+            self._stderr += chunk
+            del self._stderr[:-STDERR_TAIL]
+
+    async def read(self) -> bytes:
+        assert self.proc.stdout is not None
+        return await self.proc.stdout.read(READ_SIZE)
+
+    async def wait(self) -> int:
+        code = await self.proc.wait()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._stderr_task
+        return code
+
+    def stderr_message(self) -> str:
+        """git's last ``fatal:``/``error:`` line, with our directory path taken out."""
+        text = self._stderr.decode("utf-8", "replace").replace(str(self.git_dir), "<repo>")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        for line in reversed(lines):
+            if line.startswith(("fatal:", "error:")):
+                return line
+        return lines[-1] if lines else ""
+
+    def _signal(self, sig: int) -> None:
+        # The group outlives its leader while helpers (pack-objects, index-pack) run.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    async def terminate(self) -> None:
+        """Stop git and its helpers; safe to call more than once and from ``finally``."""
+        if self.proc.returncode is None:
+            self._signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.proc.wait()), TERM_GRACE)
+        self._signal(signal.SIGKILL)
+        await asyncio.shield(self.proc.wait())
+        self._stderr_task.cancel()
+
+
+async def _reap(child: GitChild) -> None:
+    """Terminate in a task of its own so a second cancellation cannot interrupt it."""
+    await asyncio.shield(asyncio.ensure_future(child.terminate()))
+
+
+# -- info/refs -----------------------------------------------------------------------------
+
+
+def is_v2(protocol: str | None) -> bool:
+    return bool(protocol) and "version=2" in (protocol or "").split(":")
+
+
+async def advertise(
+    backend: Backend, authorized: AuthorizedGit, protocol: str | None
+) -> AsyncIterator[bytes]:
+    """The ref advertisement (v0/v1) or capability advertisement (v2) for info/refs."""
+    service = authorized.service
+    args = [service.removeprefix("git-"), "--stateless-rpc", "--advertise-refs", "--",
+            str(authorized.git_dir)]
+    async with git_slot(backend):
+        child = await GitChild.start(backend, authorized, args, protocol, stdin=subprocess.DEVNULL)
+        try:
+            first = await child.read()
+            if not first:
+                code = await child.wait()
+                if code != 0:
+                    log.warning("git %s advertisement failed: %s", service, child.stderr_message())
+                    raise InternalError("git could not read the repository")
+            # http-backend's framing: v0/v1 start with a service announcement, v2 does not.
+            if not is_v2(protocol):
+                first = encode_line(f"# service={service}") + FLUSH + first
+            yield first
+            while chunk := await child.read():
+                yield chunk
+            await child.wait()
+        finally:
+            await _reap(child)
+
+
+# -- POST git-upload-pack / git-receive-pack -----------------------------------------------
+
+
+async def _drain(body: AsyncIterator[bytes]) -> None:
+    drained = 0
+    async for chunk in body:
+        drained += len(chunk)
+        if drained > MAX_DRAIN:
+            break
+
+
+async def _feed(
+    child: GitChild, head: bytes, body: AsyncIterator[bytes], limit: int
+) -> None:
+    """Copy the request into git's stdin with back-pressure; EOF when the body ends."""
+    stdin = child.proc.stdin
+    assert stdin is not None
+    total = len(head)
+    try:
+        if head:
+            stdin.write(head)
+            await stdin.drain()
+        async for chunk in body:
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+            stdin.write(chunk)
+            await stdin.drain()
+        stdin.close()
+    except (BrokenPipeError, ConnectionResetError):
+        # git stopped reading: it has said why on stdout/stderr, which the reader handles.
+        pass
+
+
+async def exchange(
+    backend: Backend, authorized: AuthorizedGit, protocol: str | None,
+    body: AsyncIterator[bytes],
+) -> AsyncIterator[bytes]:
+    """Run one stateless-rpc request; yields the response body."""
+    started = now_us()
+    head = b""
+    sideband = False
+    limit = MAX_UPLOAD_REQUEST
+    if authorized.service == "git-receive-pack":
+        reader = PushCommandReader()
+        try:
+            async for chunk in body:
+                if reader.feed(chunk):
+                    break
+            reader.finish()
+        except PktError as exc:
+            await _drain(body)
+            raise ValidationError(f"Malformed push request: {exc}") from None
+        commands = reader.commands
+        if not commands.updates:
+            return  # git's "0000" probe before a large push, or an empty request
+        for update in commands.updates:
+            problem = push_ref_problem(update.ref)
+            if problem is not None:
+                await _drain(body)
+                yield error_packet(f"refusing ref {update.ref!r}: {problem}",
+                                   sideband=commands.sideband)
+                return
+        head = reader.consumed + reader.rest
+        sideband = commands.sideband
+        limit = backend.settings.max_repo_bytes + (16 << 20)
+
+    args = [authorized.service.removeprefix("git-"), "--stateless-rpc", "--", str(authorized.git_dir)]
+    if authorized.service == "git-upload-pack":
+        args.insert(2, "--strict")
+    async with git_slot(backend):
+        child = await GitChild.start(backend, authorized, args, protocol, stdin=subprocess.PIPE)
+        feeder = asyncio.create_task(_feed(child, head, body, limit))
+        try:
+            async for chunk in _respond(backend, authorized, child, feeder, sideband, started):
+                yield chunk
+        finally:
+            if not feeder.done():
+                feeder.cancel()
+            await _reap(child)
+
+
+async def _respond(
+    backend: Backend, authorized: AuthorizedGit, child: GitChild, feeder: asyncio.Task[None],
+    sideband: bool, started: int,
+) -> AsyncIterator[bytes]:
+    push = authorized.service == "git-receive-pack"
+    receive_scan = ReceivePackScanner(sideband)
+    upload_scan = UploadPackScanner()
+    held = b""  # the last chunk waits until the repo's metadata is up to date
+    sent_any = False
+
+    def feeder_failed() -> BaseException | None:
+        return feeder.exception() if feeder.done() and not feeder.cancelled() else None
+
+    while True:
+        if feeder.done():
+            failure = feeder_failed()
+            if failure is not None:
+                await _reap(child)
+                raise failure
+            chunk = await child.read()
+        else:
+            reader = asyncio.ensure_future(child.read())
+            await asyncio.wait({reader, feeder}, return_when=asyncio.FIRST_COMPLETED)
+            if feeder_failed() is not None and not reader.done():
+                reader.cancel()
+                continue
+            chunk = await reader
+        if not chunk:
+            break
+        (receive_scan if push else upload_scan).feed(chunk)
+        if held:
+            yield held
+            sent_any = True
+        held = chunk
+    await feeder
+    code = await child.wait()
+    if code != 0 and not held and not sent_any:
+        message = child.stderr_message() or f"git {authorized.service} failed"
+        log.info("git %s refused a request: %s", authorized.service, message)
+        if not child.stderr_message():
+            raise InternalError(f"git {authorized.service} failed")
+        raise ValidationError(f"{authorized.service}: {message}")
+    if push and receive_scan.updated:
+        await asyncio.to_thread(_after_push, backend, authorized, started)
+    elif not push and upload_scan.sent_pack:
+        await asyncio.to_thread(events.record, backend, authorized.repo, "pull", started_us=started)
+    if held:
+        yield held
+
+
+def _after_push(backend: Backend, authorized: AuthorizedGit, started: int) -> None:
+    repo = authorized.repo
+    backend.meta.record_push(repo.id, now_us(), backend.repos.size(repo.id))
+    events.record(backend, repo, "push", started_us=started)
+
