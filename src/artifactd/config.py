@@ -42,6 +42,11 @@ def parse_rate(raw: str) -> tuple[int, float]:
     return count, int(number) * units[unit]
 
 
+def _rate_text(raw: str) -> str:
+    parse_rate(raw)
+    return raw.strip()
+
+
 def parse_bytes(raw: str) -> int:
     """Parse a byte size: ``1048576``, ``10GB``, ``512MiB``, ``1TB``."""
     text = raw.strip().upper().replace(" ", "")
@@ -91,9 +96,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_format", "ARTIFACTD_LOG_FORMAT", "text", str, "Access log format: `text` or `json`."),
     Setting("max_body_bytes", "ARTIFACTD_MAX_BODY_BYTES", 1 << 20, parse_bytes,
             "Largest JSON request body the control plane accepts."),
-    Setting("rate_limit_control", "ARTIFACTD_RATE_LIMIT_CONTROL", "2000/10s", str,
+    Setting("rate_limit_control", "ARTIFACTD_RATE_LIMIT_CONTROL", "2000/10s", _rate_text,
             "Control-plane requests allowed per namespace per window."),
-    Setting("rate_limit_git", "ARTIFACTD_RATE_LIMIT_GIT", "2000/10s", str,
+    Setting("rate_limit_git", "ARTIFACTD_RATE_LIMIT_GIT", "2000/10s", _rate_text,
             "Git requests allowed per repo per window."),
     Setting("max_repo_bytes", "ARTIFACTD_MAX_REPO_BYTES", 10 * 10**9, parse_bytes,
             "Storage limit of one repo."),
@@ -179,6 +184,8 @@ def _coerce(setting: Setting, value: Any, origin: str) -> Any:
     try:
         if isinstance(value, str):
             return setting.parse(value)
+        if setting.parse is _rate_text:
+            raise ValueError("rate must be a string such as '2000/10s'")
         if setting.parse is parse_bytes and isinstance(value, int):
             return value
         if isinstance(value, bool) and setting.parse is _parse_bool:

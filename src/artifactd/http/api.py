@@ -107,6 +107,8 @@ def endpoint(
                 accounts.require_edit(principal)
             return handler(Call(backend, principal, path, query, raw))
 
+        if backend.meta.inline_ok:
+            return work()
         return await run_in_threadpool(work)
 
     run.__name__ = handler.__name__
