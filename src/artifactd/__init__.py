@@ -1,7 +1,87 @@
-"""artifactd: self-hosted, Git-compatible versioned storage."""
+"""artifactd: self-hosted, Git-compatible versioned storage.
+
+The package's public names are the Python SDK (``Artifacts``, ``AsyncArtifacts``, their
+results and exceptions); the server lives in the subpackages.
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# After __version__, which the SDK reads for its User-Agent.
+from artifactd.client import (
+    APIError,
+    Artifacts,
+    ArtifactsError,
+    AsyncArtifacts,
+    AsyncRepo,
+    AuthenticationError,
+    Commit,
+    ConfigurationError,
+    Conflict,
+    ConnectError,
+    CreateRepoResult,
+    CreateTokenResult,
+    ImportFailed,
+    LogPage,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    Person,
+    RateLimited,
+    Repo,
+    RepoInfo,
+    RepoPage,
+    ServerError,
+    Timeout,
+    TokenInfo,
+    TokenList,
+    TransportError,
+    Tree,
+    TreeEntry,
+    UnexpectedResponse,
+    ValidationError,
+    WaitTimeout,
+    authenticated_remote,
+    token_expires_at,
+    token_secret,
+)
+
+__all__ = [
+    "APIError",
+    "Artifacts",
+    "ArtifactsError",
+    "AsyncArtifacts",
+    "AsyncRepo",
+    "AuthenticationError",
+    "Commit",
+    "ConfigurationError",
+    "Conflict",
+    "ConnectError",
+    "CreateRepoResult",
+    "CreateTokenResult",
+    "ImportFailed",
+    "LogPage",
+    "NotFound",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "Person",
+    "RateLimited",
+    "Repo",
+    "RepoInfo",
+    "RepoPage",
+    "ServerError",
+    "Timeout",
+    "TokenInfo",
+    "TokenList",
+    "TransportError",
+    "Tree",
+    "TreeEntry",
+    "UnexpectedResponse",
+    "ValidationError",
+    "WaitTimeout",
+    "__version__",
+    "authenticated_remote",
+    "token_expires_at",
+    "token_secret",
+]

@@ -1,0 +1,184 @@
+"""The client commands' shared object: console output, the SDK client, and ``abort``.
+
+Every client command receives one ``Application`` (``@pass_app``). User errors leave through
+``abort(message, code)``; SDK errors are translated to a message and an exit code once, in
+``exit_code_for`` (called by the root group), so no command prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from enum import IntEnum
+from functools import cached_property
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from artifactd.cli import _config
+from artifactd.client import Artifacts
+from artifactd.client import _errors as sdk
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ExitCode(IntEnum):
+    """Exit statuses of the client commands (docs/cli.md lists them)."""
+
+    OK = 0
+    ERROR = 1  # anything else: a git failure, an unexpected server error
+    USAGE = 2  # bad arguments or input (click's own code), refused by the CLI or the server
+    CONFIG = 3  # not logged in, unusable config file
+    NOT_FOUND = 4  # repo, token, ref or file does not exist
+    CONFLICT = 5  # name taken, repo not ready, token already revoked, target directory not empty
+    AUTH = 6  # API token missing, invalid, revoked, or without the needed permission
+    UNAVAILABLE = 7  # server unreachable, timed out, rate limited, 5xx, or not an artifactd answer
+    IMPORT_FAILED = 8  # an import ended in status failed, or did not finish in time
+
+
+def exit_code_for(exc: sdk.ArtifactsError) -> ExitCode:
+    if isinstance(exc, sdk.ValidationError):
+        return ExitCode.USAGE
+    if isinstance(exc, sdk.ConfigurationError):
+        return ExitCode.CONFIG
+    if isinstance(exc, sdk.NotFound):
+        return ExitCode.NOT_FOUND
+    if isinstance(exc, sdk.Conflict):
+        return ExitCode.CONFLICT
+    if isinstance(exc, sdk.AuthenticationError | sdk.PermissionDenied):
+        return ExitCode.AUTH
+    if isinstance(
+        exc, sdk.TransportError | sdk.UnexpectedResponse | sdk.ServerError | sdk.RateLimited
+    ):
+        return ExitCode.UNAVAILABLE
+    if isinstance(exc, sdk.ImportFailed | sdk.WaitTimeout):
+        return ExitCode.IMPORT_FAILED
+    return ExitCode.ERROR
+
+
+class Application:
+    """Console, settings and SDK client of one CLI invocation. Nothing is read until used."""
+
+    def __init__(self, namespace: str | None = None):
+        self.namespace_option = namespace
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    # Configuration and client
+
+    @cached_property
+    def settings(self) -> _config.ClientSettings:
+        try:
+            return _config.load(namespace=self.namespace_option)
+        except _config.ConfigFileError as exc:
+            self.abort(str(exc), ExitCode.CONFIG)
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.namespace or "default"
+
+    @cached_property
+    def client(self) -> Artifacts:
+        settings = self.settings
+        if settings.missing:
+            self.abort(
+                "not logged in: run `artifactd login`, or set ARTIFACTD_URL, ARTIFACTD_ACCOUNT_ID "
+                f"and ARTIFACTD_API_TOKEN (missing: {', '.join(settings.missing)})",
+                ExitCode.CONFIG,
+            )
+        return Artifacts(
+            settings.url, settings.account_id, settings.api_token, self.namespace,
+            timeout=settings.timeout,
+        )
+
+    def close(self) -> None:
+        if "client" in self.__dict__:
+            self.client.close()
+
+    # Output
+
+    def display(self, text: str = "", *, style: str | None = None) -> None:
+        self.console.print(text, style=style, markup=False)
+
+    def display_info(self, text: str) -> None:
+        """Progress and hints: on stderr, so stdout stays the command's result."""
+        self.error_console.print(text, markup=False, style="dim")
+
+    def display_success(self, text: str) -> None:
+        self.error_console.print(text, markup=False, style="green")
+
+    def display_warning(self, text: str) -> None:
+        self.error_console.print(text, markup=False, style="yellow")
+
+    def display_error(self, text: str) -> None:
+        self.error_console.print(f"Error: {text}", markup=False, style="red")
+
+    def display_json(self, value: Any) -> None:
+        click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+    def display_pairs(self, pairs: Sequence[tuple[str, object]]) -> None:
+        width = max((len(key) for key, _ in pairs), default=0)
+        for key, value in pairs:
+            self.display(f"{key + ':':<{width + 1}} {'' if value is None else value}")
+
+    def display_table(self, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        """A table for people; tab-separated rows without a header when stdout is not a terminal."""
+        cells = [["" if value is None else str(value) for value in row] for row in rows]
+        if not self.console.is_terminal:
+            for row in cells:
+                click.echo("\t".join(row))
+            return
+        table = Table(*columns, box=None, header_style="bold", pad_edge=False)
+        for row in cells:
+            table.add_row(*row)
+        self.console.print(table)
+
+    @contextlib.contextmanager
+    def status(self, text: str) -> Iterator[None]:
+        """A spinner on a terminal, one line of text otherwise."""
+        if self.error_console.is_terminal:
+            with self.error_console.status(text):
+                yield
+        else:
+            self.display_info(text)
+            yield
+
+    def abort(self, message: str, code: int = ExitCode.ERROR) -> NoReturn:
+        self.display_error(message)
+        raise click.exceptions.Exit(int(code))
+
+
+def pass_app(func: F) -> F:
+    """Give a command the ``Application`` the root group made."""
+
+    @click.pass_context
+    def wrapper(ctx: click.Context, *args: Any, **kwargs: Any) -> Any:
+        app = ctx.find_object(Application)
+        if app is None:  # a group invoked on its own, as in tests
+            app = ctx.ensure_object(Application)
+        return ctx.invoke(func, app, *args, **kwargs)
+
+    return functools.update_wrapper(wrapper, func)  # type: ignore[return-value]
+
+
+def run_guarded(ctx: click.Context, invoke: Callable[[], Any]) -> Any:
+    """Run a command; an SDK error becomes a one-line message and its exit code."""
+    try:
+        return invoke()
+    except sdk.ArtifactsError as exc:
+        app = ctx.find_object(Application) or Application()
+        app.display_error(str(exc))
+        raise click.exceptions.Exit(int(exit_code_for(exc))) from None
+    finally:
+        opened = ctx.find_object(Application)
+        if opened is not None:
+            opened.close()
+
+
+def stdout_binary() -> Any:
+    return sys.stdout.buffer

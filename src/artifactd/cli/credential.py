@@ -1,0 +1,237 @@
+"""The git credential helper: ``git-credential-artifactd`` and ``artifactd credential-helper setup``.
+
+Git runs ``git-credential-artifactd get`` with the URL it needs credentials for
+(``protocol``, ``host``, ``path`` lines on stdin; ``path`` needs ``credential.useHttpPath``).
+For a remote of this server the helper mints a short-lived repo token and answers
+``username``/``password`` (the token's secret, the spec's Basic-auth form); for anything else
+it answers nothing, which leaves the URL to the next helper. Nothing is stored, so ``store``
+and ``erase`` do nothing. A token is only handed out for a URL that the server itself reports
+as the repo's ``remote``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+
+from artifactd.cli import _config
+from artifactd.cli._app import Application, ExitCode, pass_app
+from artifactd.client import Artifacts, ArtifactsError, NotFound, PermissionDenied, token_expires_at
+
+HELPER_TTL = 900  # seconds: one git command's worth; git asks again for the next command
+SCRIPT = "git-credential-artifactd"
+# ``<prefix>/git/<account>/<namespace>/<repo>.git``; ``<account>/`` is absent when the remote
+# template puts the account in the host name (``https://<account>.git.example.com/git/ns/repo.git``).
+_REMOTE_PATH = re.compile(
+    r"^(?:.*/)?git/(?:(?P<account>[0-9a-f]{32})/)?(?P<namespace>[^/]+)/(?P<repo>[^/]+?)(?:\.git)?/?$"
+)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    protocol: str
+    host: str
+    path: str
+    namespace: str
+    repo: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.protocol}://{self.host}/{self.path}"
+
+
+def parse_request(lines: Iterable[str]) -> dict[str, str]:
+    attrs: dict[str, str] = {}
+    for line in lines:
+        line = line.rstrip("\r\n")
+        if not line:
+            break
+        key, sep, value = line.partition("=")
+        if sep:
+            attrs[key] = value
+    return attrs
+
+
+def match(attrs: dict[str, str], account_id: str) -> Wanted | None:
+    """The repo a credential request is for, if it looks like one of this account's remotes."""
+    protocol, host, path = attrs.get("protocol", ""), attrs.get("host", ""), attrs.get("path", "")
+    if protocol not in ("http", "https") or not host or not path:
+        return None
+    found = _REMOTE_PATH.match(path)
+    if not found:
+        return None
+    if found.group("account") is None:
+        if host.split(".", 1)[0].lower() != account_id:
+            return None
+    elif found.group("account") != account_id:
+        return None
+    return Wanted(protocol, host, path.strip("/"), found.group("namespace"), found.group("repo"))
+
+
+def _same_remote(remote: str, wanted: Wanted) -> bool:
+    def canonical(url: str) -> str:
+        parts = urlsplit(url)
+        path = parts.path.strip("/").removesuffix(".git")
+        return f"{parts.scheme.lower()}://{parts.netloc.rpartition('@')[2].lower()}/{path}"
+
+    return canonical(remote) == canonical(wanted.url)
+
+
+def answer(settings: _config.ClientSettings, attrs: dict[str, str], scope: str, ttl: int) -> str | None:
+    """The helper's reply to ``get``: credential lines, or ``None`` when the URL is not ours."""
+    if settings.missing:
+        return None
+    wanted = match(attrs, settings.account_id)
+    if wanted is None:
+        return None
+    with Artifacts(settings.url, settings.account_id, settings.api_token, wanted.namespace,
+                   timeout=settings.timeout) as client:
+        try:
+            repo = client.get(wanted.repo)
+        except NotFound:
+            return None
+        if not _same_remote(repo.remote, wanted):
+            return None
+        if scope == "auto":
+            try:
+                minted = repo.create_token("read" if repo.read_only else "write", ttl)
+            except PermissionDenied:
+                minted = repo.create_token("read", ttl)
+        else:
+            minted = repo.create_token(scope, ttl)
+    lines = [f"username={attrs.get('username') or 'x'}", f"password={minted.secret}"]
+    expires = token_expires_at(minted.plaintext)
+    if expires is not None:
+        lines.append(f"password_expiry_utc={int(expires.timestamp())}")
+    return "\n".join(lines) + "\n"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--scope", type=click.Choice(["auto", "read", "write"]), default="auto", show_default=True,
+              help="auto: write where the API token may mint it (read for read-only repos), else read.")
+@click.option("--ttl", type=click.IntRange(60, 86_400), default=HELPER_TTL, show_default=True,
+              metavar="SECONDS", help="Lifetime of each minted token.")
+@click.argument("action", type=click.Choice(["get", "store", "erase"]))
+def git_credential(scope: str, ttl: int, action: str) -> None:
+    """Git credential helper for artifactd remotes (git runs it; see `artifactd credential-helper setup`).
+
+    \b
+    Example (what git does):
+      printf 'protocol=http\\nhost=127.0.0.1:8787\\npath=git/<account>/default/repo.git\\n\\n' \\
+        | git-credential-artifactd get
+    """
+    attrs = parse_request(sys.stdin)
+    if action != "get":
+        return  # nothing is stored, so there is nothing to store or erase
+    try:
+        settings = _config.load()
+        reply = answer(settings, attrs, scope, ttl)
+    except (_config.ConfigFileError, ArtifactsError) as exc:
+        click.echo(f"git-credential-artifactd: {exc}", err=True)
+        sys.exit(1)
+    if reply:
+        sys.stdout.write(reply)
+
+
+def git_credential_main() -> None:
+    """Entry point of the ``git-credential-artifactd`` console script."""
+    git_credential.main(prog_name=SCRIPT)
+
+
+@click.group("credential-helper")
+def credential_helper() -> None:
+    """Let plain git commands get artifactd tokens by themselves."""
+
+
+def helper_command(scope: str, ttl: int) -> str:
+    """What to put in ``credential.<url>.helper``: ``artifactd`` if git can find the script."""
+    options = ([] if scope == "auto" else [f"--scope {scope}"]) + (
+        [] if ttl == HELPER_TTL else [f"--ttl {ttl}"]
+    )
+    if shutil.which(SCRIPT):
+        base = "artifactd"
+    else:
+        beside = Path(sys.executable).parent / SCRIPT
+        if not beside.exists():
+            raise click.ClickException(f"cannot find the {SCRIPT} script (is artifactd installed?)")
+        base = shlex.quote(str(beside.resolve()))  # git runs absolute helper paths directly
+    return " ".join([base, *options])
+
+
+def git_origin(app: Application, git_url: str | None) -> str:
+    """``scheme://host[:port]`` of this server's git remotes."""
+    if git_url:
+        parts = urlsplit(git_url)
+    else:
+        page = app.client.list(limit=1)
+        parts = urlsplit(page.repos[0].remote if page.repos else app.settings.url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        app.abort(f"not an http(s) URL: {git_url!r}", ExitCode.USAGE)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+@credential_helper.command()
+@click.option("--scope", type=click.Choice(["auto", "read", "write"]), default="auto", show_default=True,
+              help="Scope of the tokens the helper mints.")
+@click.option("--ttl", type=click.IntRange(60, 86_400), default=HELPER_TTL, show_default=True,
+              metavar="SECONDS", help="Lifetime of each minted token.")
+@click.option("--git-url", default=None,
+              help="Origin of the git remotes (default: taken from a repo's remote, else the server URL).")
+@click.option("--file", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Write to this git config file instead of the global one (~/.gitconfig).")
+@click.option("--print", "print_only", is_flag=True, help="Only print the git config commands.")
+@pass_app
+def setup(
+    app: Application, scope: str, ttl: int, git_url: str | None, config_file: str | None,
+    print_only: bool,
+) -> None:
+    """Configure git to ask git-credential-artifactd for this server's remotes.
+
+    Writes, for the server's git origin URL:
+
+    \b
+      credential.<url>.helper = ""           (no other helper stores these short-lived tokens)
+      credential.<url>.helper = artifactd
+      credential.<url>.useHttpPath = true    (the helper needs the repo's path)
+
+    \b
+    Examples:
+      artifactd credential-helper setup
+      artifactd credential-helper setup --scope read --ttl 600
+      artifactd credential-helper setup --print
+    """
+    origin = git_origin(app, git_url)
+    helper = helper_command(scope, ttl)
+    where = ["--file", config_file] if config_file else ["--global"]
+    section = f"credential.{origin}"
+    commands = [
+        [*where, "--unset-all", f"{section}.helper"],
+        [*where, "--add", f"{section}.helper", ""],
+        [*where, "--add", f"{section}.helper", helper],
+        [*where, f"{section}.useHttpPath", "true"],
+    ]
+    if print_only:
+        for args in commands:
+            click.echo(shlex.join(["git", "config", *args]))
+        return
+    git = shutil.which("git")
+    if git is None:
+        app.abort("git is not installed (or not on PATH)", ExitCode.ERROR)
+    for args in commands:
+        done = subprocess.run([git, "config", *args], capture_output=True, text=True, check=False)
+        # `--unset-all` of a key that is not there exits 5: nothing to remove is fine.
+        if done.returncode != 0 and not (args[len(where)] == "--unset-all" and done.returncode == 5):
+            app.abort(f"git config failed: {done.stderr.strip()}", ExitCode.ERROR)
+    app.display_success(
+        f"git now asks artifactd for credentials for {origin} ({helper}); "
+        "plain `git clone`, `fetch` and `push` of its remotes just work."
+    )

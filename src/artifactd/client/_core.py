@@ -1,0 +1,533 @@
+"""What the sync and async clients share, with no I/O: configuration, request building,
+response parsing, error translation and the multi-request flows.
+
+An operation is a ``Call``: method, path, query, JSON body, and the function that turns the
+``httpx.Response`` into a typed result or raises. ``Artifacts`` and ``AsyncArtifacts`` differ
+only in how they send a ``Call`` and how they sleep inside a ``Flow`` (a generator that
+yields calls and pauses and returns the final result).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote, urlsplit
+
+import httpx
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from artifactd import __version__
+from artifactd.client import _errors as errors
+from artifactd.client._types import (
+    Commit,
+    CreateRepoResult,
+    CreateTokenResult,
+    LogPage,
+    RepoInfo,
+    RepoPage,
+    TokenInfo,
+    TokenList,
+    Tree,
+)
+from artifactd.errors import Code
+from artifactd.models import CreateRepoRequest, CreateTokenRequest, ForkRepoRequest, ImportRepoRequest
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+ENV_URL = "ARTIFACTD_URL"
+ENV_ACCOUNT = "ARTIFACTD_ACCOUNT_ID"
+ENV_TOKEN = "ARTIFACTD_API_TOKEN"  # noqa: S105 - the variable's name, not a secret
+ENV_NAMESPACE = "ARTIFACTD_NAMESPACE"
+DEFAULT_NAMESPACE = "default"
+DEFAULT_TIMEOUT = 30.0
+USER_AGENT = f"artifactd-python/{__version__}"
+
+IMPORT_POLL_INTERVAL = 0.25  # seconds between status checks while an import runs; first polls are quick
+IMPORT_POLL_MAX_INTERVAL = 2.0  # and back off to this, so a long import costs ~30 requests a minute
+DEFAULT_IMPORT_WAIT = 600.0  # seconds; the server's own import timeout is of the same order
+
+_ACCOUNT_ID = re.compile(r"[0-9a-f]{32}")
+_API_PREFIX = "/client/v4"
+
+
+# Configuration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where and as whom the client talks. ``api_token`` never shows in ``repr``."""
+
+    base_url: str
+    account_id: str
+    api_token: str = field(repr=False)
+    namespace: str = DEFAULT_NAMESPACE
+    timeout: float = DEFAULT_TIMEOUT
+
+    @classmethod
+    def resolve(
+        cls, base_url: str | None, account_id: str | None, api_token: str | None,
+        namespace: str | None, timeout: float | None, env: Mapping[str, str] | None = None,
+    ) -> Config:
+        """Arguments first, then the ``ARTIFACTD_*`` environment variables."""
+        env = os.environ if env is None else env
+        url = base_url or env.get(ENV_URL) or ""
+        account = account_id or env.get(ENV_ACCOUNT) or ""
+        token = api_token or env.get(ENV_TOKEN) or ""
+        missing = [
+            f"{arg} (or {var})"
+            for arg, var, value in (
+                ("base_url", ENV_URL, url), ("account_id", ENV_ACCOUNT, account),
+                ("api_token", ENV_TOKEN, token),
+            )
+            if not value
+        ]
+        if missing:
+            raise errors.ConfigurationError("artifactd client needs " + ", ".join(missing))
+        return cls(
+            base_url=normalize_base_url(url), account_id=account.strip(), api_token=token.strip(),
+            namespace=namespace or env.get(ENV_NAMESPACE) or DEFAULT_NAMESPACE,
+            timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+        )
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self.api_token}",
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+
+
+def normalize_base_url(url: str) -> str:
+    """The server root. A URL that already ends in ``/client/v4`` (as Cloudflare's does) is accepted."""
+    text = url.strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise errors.ConfigurationError(
+            f"base URL must look like http://host:port or https://host, got {redacted_url(text)!r}"
+        )
+    if parts.path.endswith(_API_PREFIX):
+        text = text[: -len(_API_PREFIX)]
+    return text
+
+
+def redacted_url(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return url.replace(parts.netloc, "***@" + parts.netloc.rpartition("@")[2], 1)
+    return errors.redact(url)
+
+
+# Calls -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: Mapping[str, str | int] = field(default_factory=dict)
+    body: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+Step = Call[Any] | Sleep
+Flow = Generator[Step, Any, T]
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def build_body(model: type[M], **values: Any) -> dict[str, Any]:
+    """Validate a request body with the server's own model before sending it."""
+    try:
+        return model(**values).model_dump(exclude_none=True)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        pointer = "/" + "/".join(str(part) for part in first["loc"]) if first["loc"] else None
+        raise errors.ValidationError(
+            f"Invalid field {pointer}: {first['msg']}" if pointer else first["msg"],
+            code=int(Code.VALIDATION), status=None, pointer=pointer,
+        ) from None
+
+
+class Routes:
+    """Builds the ``Call`` of every operation, for one account and namespace."""
+
+    def __init__(self, account_id: str, namespace: str):
+        self.account_id = account_id
+        self.namespace = namespace
+        self.prefix = (
+            f"{_API_PREFIX}/accounts/{_segment(account_id)}/artifacts/namespaces/{_segment(namespace)}"
+        )
+
+    def repo_path(self, name: str, *rest: str) -> str:
+        return "/".join([self.prefix, "repos", _segment(name), *rest])
+
+    # Namespace methods
+
+    def create_repo(
+        self, name: str, *, description: str | None, read_only: bool, default_branch: str | None,
+    ) -> Call[CreateRepoResult]:
+        body = build_body(
+            CreateRepoRequest, name=name, description=description, read_only=read_only,
+            default_branch=default_branch,
+        )
+        return Call("POST", self.prefix + "/repos", self._create_result, body=body)
+
+    def repo_info(self, name: str) -> Call[RepoInfo]:
+        return Call("GET", self.repo_path(name), self._repo_info)
+
+    def list_repos(
+        self, *, limit: int | None = None, cursor: str | None = None, search: str | None = None,
+        sort: str | None = None, direction: str | None = None,
+    ) -> Call[RepoPage]:
+        params = {
+            key: value for key, value in (
+                ("limit", limit), ("cursor", cursor), ("search", search), ("sort", sort),
+                ("direction", direction),
+            ) if value is not None
+        }
+        return Call("GET", self.prefix + "/repos", self._repo_page, params=params)
+
+    def next_page(self, call: Call[RepoPage], page: RepoPage) -> Call[RepoPage] | None:
+        if not page.cursor:
+            return None
+        return replace(call, params={**call.params, "cursor": page.cursor})
+
+    def import_repo(
+        self, url: str, name: str, *, branch: str | None, depth: int | None, read_only: bool,
+        description: str | None,
+    ) -> Call[CreateRepoResult]:
+        body = build_body(
+            ImportRepoRequest, url=url, branch=branch, depth=depth, read_only=read_only,
+            description=description,
+        )
+        return Call("POST", self.repo_path(name, "import"), self._create_result, body=body)
+
+    def delete_repo(self, name: str) -> Call[bool]:
+        return Call("DELETE", self.repo_path(name), _found)
+
+    def revoke_token_by_id(self, token_id: str) -> Call[bool]:
+        return Call("DELETE", f"{self.prefix}/tokens/{_segment(token_id)}", _revoked)
+
+    # Repo handle methods
+
+    def create_token(self, repo: str, scope: str, ttl: int | None) -> Call[CreateTokenResult]:
+        values: dict[str, Any] = {"repo": repo, "scope": scope}
+        if ttl is not None:
+            values["ttl"] = ttl
+        body = build_body(CreateTokenRequest, **values)
+        return Call("POST", self.prefix + "/tokens", _parse(CreateTokenResult.from_json), body=body)
+
+    def list_tokens(
+        self, repo: str, *, state: str | None, page: int | None, per_page: int | None,
+    ) -> Call[TokenList]:
+        params = {
+            key: value for key, value in (("state", state), ("page", page), ("per_page", per_page))
+            if value is not None
+        }
+        return Call("GET", self.repo_path(repo, "tokens"), _token_list, params=params)
+
+    def revoke_repo_token(self, repo: str, token_or_id: str) -> Call[bool]:
+        # A plaintext token never goes into a URL (URLs end up in logs): it travels in a body.
+        return Call("POST", self.repo_path(repo, "tokens", "revoke"), _revoked, body={"token": token_or_id})
+
+    def fork(
+        self, repo: str, name: str, *, description: str | None, read_only: bool,
+        default_branch_only: bool,
+    ) -> Call[CreateRepoResult]:
+        body = build_body(
+            ForkRepoRequest, name=name, description=description, read_only=read_only,
+            default_branch_only=default_branch_only,
+        )
+        return Call("POST", self.repo_path(repo, "fork"), self._create_result, body=body)
+
+    # Content reads
+
+    def log(self, repo: str, *, ref: str | None, limit: int | None, offset: int | None) -> Call[LogPage]:
+        params = {
+            key: value for key, value in (("ref", ref), ("limit", limit), ("offset", offset))
+            if value is not None
+        }
+        return Call("GET", self.repo_path(repo, "log"), _log_page, params=params)
+
+    def commit(self, repo: str, sha: str) -> Call[Commit]:
+        return Call("GET", self.repo_path(repo, "commit", _segment(sha)), _parse(Commit.from_json))
+
+    def tree(self, repo: str, sha: str) -> Call[Tree]:
+        return Call("GET", self.repo_path(repo, "tree", _segment(sha)), _parse(Tree.from_json))
+
+    def blob(self, repo: str, sha: str) -> Call[bytes]:
+        return Call("GET", self.repo_path(repo, "blob", _segment(sha)), raw_bytes)
+
+    def file(self, repo: str, path: str, ref: str | None) -> Call[bytes]:
+        params: dict[str, str | int] = {"path": path}
+        if ref is not None:
+            params["ref"] = ref
+        return Call("GET", self.repo_path(repo, "file"), raw_bytes, params=params)
+
+    def raw(self, repo: str, ref: str, path: str) -> Call[bytes]:
+        segments = [quote(part, safe="") for part in path.strip("/").split("/")]
+        return Call("GET", self.repo_path(repo, "raw", _segment(ref), *segments), raw_bytes)
+
+    # Parsers bound to this namespace
+
+    def _create_result(self, response: httpx.Response) -> CreateRepoResult:
+        return CreateRepoResult.from_json(_object(result(response), response), self.namespace)
+
+    def _repo_info(self, response: httpx.Response) -> RepoInfo:
+        return RepoInfo.from_json(_object(result(response), response), self.namespace)
+
+    def _repo_page(self, response: httpx.Response) -> RepoPage:
+        body = envelope(response)
+        items = body.get("result")
+        info = body.get("result_info") or {}
+        if not isinstance(items, list) or not isinstance(info, dict):
+            raise unexpected(response, "a list of repos")
+        cursor = info.get("cursor")
+        per_page = info.get("per_page")
+        return RepoPage(
+            repos=[RepoInfo.from_json(item, self.namespace) for item in items if isinstance(item, dict)],
+            cursor=cursor if isinstance(cursor, str) and cursor else None,
+            per_page=per_page if isinstance(per_page, int) else len(items),
+        )
+
+
+def ensure_ready(info: RepoInfo) -> RepoInfo:
+    """``get()`` throws while a repo is not ready, as the binding does."""
+    if info.status in ("importing", "forking"):
+        raise errors.Conflict(
+            f"Repo {info.name!r} is still {info.status}; retry shortly",
+            code=int(Code.REPO_NOT_READY), status=None, retriable=True,
+        )
+    if info.status == "failed":
+        raise errors.Conflict(
+            f"Repo {info.name!r} failed: {info.status_reason or 'unknown reason'}",
+            code=int(Code.REPO_FAILED), status=None,
+        )
+    return info
+
+
+# Flows -----------------------------------------------------------------------------------
+
+
+def import_and_wait(
+    routes: Routes, import_call: Call[CreateRepoResult], name: str, timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> Flow[CreateRepoResult]:
+    """Start an import, then poll the repo until it is ready; raise if it fails or takes too long."""
+    created: CreateRepoResult = yield import_call
+    deadline = clock() + timeout
+    interval = IMPORT_POLL_INTERVAL
+    while True:
+        info: RepoInfo = yield routes.repo_info(name)
+        if info.status == "ready":
+            return created
+        if info.status == "failed":
+            raise errors.ImportFailed(
+                f"Import of {name!r} failed: {info.status_reason or 'unknown reason'}",
+                name=name, reason=info.status_reason,
+            )
+        if clock() >= deadline:
+            raise errors.WaitTimeout(
+                f"Import of {name!r} is still {info.status} after {timeout:g} s; it goes on on the "
+                "server (check it with get() or `artifactd repo get`)"
+            )
+        yield Sleep(min(interval, max(0.0, deadline - clock())))
+        interval = min(interval * 2, IMPORT_POLL_MAX_INTERVAL)
+
+
+# Responses -------------------------------------------------------------------------------
+
+
+def _is_envelope(body: object) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("success"), bool) and "errors" in body
+
+
+def _decode(response: httpx.Response) -> Any:
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def envelope(response: httpx.Response) -> dict[str, Any]:
+    """The envelope of a successful response; raise the right error for anything else."""
+    body = _decode(response)
+    if not _is_envelope(body):
+        raise unexpected(response, "a JSON envelope")
+    if body["success"] is True and response.is_success:
+        return dict(body)
+    raise api_error(response, body)
+
+
+def result(response: httpx.Response) -> Any:
+    return envelope(response).get("result")
+
+
+def raw_bytes(response: httpx.Response) -> bytes:
+    """File and blob routes answer bytes on success and an envelope on failure."""
+    if response.is_success:
+        return response.content
+    body = _decode(response)
+    if _is_envelope(body):
+        raise api_error(response, body)
+    raise unexpected(response, "file bytes or a JSON envelope")
+
+
+def _parse(build: Callable[[Mapping[str, Any]], T]) -> Callable[[httpx.Response], T]:
+    def parse(response: httpx.Response) -> T:
+        return build(_object(result(response), response))
+
+    return parse
+
+
+def _object(value: Any, response: httpx.Response) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise unexpected(response, "a JSON object in `result`")
+    return value
+
+
+def _token_list(response: httpx.Response) -> TokenList:
+    body = envelope(response)
+    items = body.get("result")
+    info = body.get("result_info") or {}
+    if not isinstance(items, list) or not isinstance(info, dict):
+        raise unexpected(response, "a list of tokens")
+    tokens = [TokenInfo.from_json(item) for item in items if isinstance(item, dict)]
+
+    def number(key: str, default: int) -> int:
+        value = info.get(key)
+        return value if isinstance(value, int) else default
+
+    return TokenList(
+        tokens=tokens, total=number("total_count", len(tokens)), page=number("page", 1),
+        per_page=number("per_page", len(tokens)), total_pages=number("total_pages", 1),
+    )
+
+
+def _log_page(response: httpx.Response) -> LogPage:
+    body = envelope(response)
+    items = body.get("result")
+    info = body.get("result_info") or {}
+    if not isinstance(items, list) or not isinstance(info, dict):
+        raise unexpected(response, "a list of commits")
+    offset, limit = info.get("offset"), info.get("per_page")
+    return LogPage(
+        commits=[Commit.from_json(item) for item in items if isinstance(item, dict)],
+        offset=offset if isinstance(offset, int) else 0,
+        limit=limit if isinstance(limit, int) else len(items),
+        has_more=info.get("has_more") is True,
+    )
+
+
+def _found(response: httpx.Response) -> bool:
+    """``delete``: ``True`` when the repo was deleted, ``False`` when there was none."""
+    try:
+        envelope(response)
+    except errors.NotFound:
+        return False
+    return True
+
+
+def _revoked(response: httpx.Response) -> bool:
+    """``revoke_token``: ``True`` when revoked now, ``False`` for an unknown or already revoked token."""
+    try:
+        envelope(response)
+    except errors.NotFound:
+        return False
+    except errors.Conflict as exc:
+        if exc.code == Code.TOKEN_ALREADY_REVOKED:
+            return False
+        raise
+    return True
+
+
+_BY_STATUS: dict[int, type[errors.APIError]] = {
+    400: errors.ValidationError,
+    401: errors.AuthenticationError,
+    403: errors.PermissionDenied,
+    404: errors.NotFound,
+    409: errors.Conflict,
+    413: errors.PayloadTooLarge,
+    429: errors.RateLimited,
+}
+
+
+def _retry_after(response: httpx.Response) -> int | None:
+    value = response.headers.get("retry-after", "")
+    return int(value) if value.isdigit() else None
+
+
+def api_error(response: httpx.Response, body: Mapping[str, Any]) -> errors.APIError:
+    """Translate an error envelope into the exception for its status."""
+    raw_errors = body.get("errors")
+    first = raw_errors[0] if isinstance(raw_errors, list) and raw_errors else {}
+    first = first if isinstance(first, dict) else {}
+    code = first.get("code") if isinstance(first.get("code"), int) else None
+    message = str(first.get("message") or f"HTTP {response.status_code}")
+    source = first.get("source")
+    pointer = source.get("pointer") if isinstance(source, dict) else None
+    status = response.status_code
+    retry_after = _retry_after(response)
+    if status == 409:
+        return errors.Conflict(
+            message, code=code, status=status, pointer=pointer,
+            retriable=first.get("retriable") is True, retry_after=retry_after,
+        )
+    if status == 429:
+        return errors.RateLimited(
+            message, code=code, status=status, pointer=pointer, retry_after=retry_after or 1
+        )
+    cls = _BY_STATUS.get(status) or (errors.ServerError if status >= 500 else errors.APIError)
+    return cls(message, code=code, status=status, pointer=pointer, retry_after=retry_after)
+
+
+_TITLE = re.compile(rb"<title>(.*?)</title>", re.I | re.S)
+
+
+def unexpected(response: httpx.Response, wanted: str) -> errors.UnexpectedResponse:
+    """A response that is not the API's: say what came back, briefly, so the user can tell why."""
+    content_type = response.headers.get("content-type", "no content type").split(";")[0]
+    title = _TITLE.search(response.content[:4096])
+    if title:
+        snippet = title.group(1)
+    else:
+        first_line = response.content[:200].strip().splitlines()
+        snippet = first_line[0] if first_line else b""
+    hint = snippet.decode("utf-8", "replace").strip()[:100]
+    request = response.request
+    return errors.UnexpectedResponse(
+        f"{request.method} {redacted_url(str(request.url))} answered HTTP {response.status_code} "
+        f"with {content_type}{f' ({hint!r})' if hint else ''}, not {wanted}: is the URL an "
+        "artifactd server, or is a proxy in the way?",
+        status=response.status_code,
+    )
+
+
+def transport_error(exc: httpx.TransportError, base_url: str, timeout: float) -> errors.TransportError:
+    """Translate httpx's transport failures once, with a message that names the server."""
+    where = redacted_url(base_url)
+    if isinstance(exc, httpx.TimeoutException):
+        kind = type(exc).__name__.replace("Timeout", "").lower() or "request"
+        return errors.Timeout(f"No answer from {where} within {timeout:g} s ({kind} timeout)")
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError):
+        if "refused" in reason.lower():
+            reason = "connection refused"
+        return errors.ConnectError(
+            f"Cannot connect to {where} ({reason}); is the server running and the URL right?"
+        )
+    return errors.TransportError(f"Request to {where} failed: {reason}")
