@@ -235,8 +235,9 @@ async def _feed(
             await stdin.drain()
         stdin.close()
     except (BrokenPipeError, ConnectionResetError):
-        # git stopped reading: it has said why on stdout/stderr, which the reader handles.
-        pass
+        # git stopped reading (it says why on stdout/stderr). Read the rest of the request
+        # anyway, so that the client gets to read git's answer rather than a reset.
+        await _drain(body)
 
 
 async def exchange(
