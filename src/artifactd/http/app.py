@@ -12,9 +12,11 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 
 from artifactd.errors import ArtifactdError
-from artifactd.http import control, git
+from artifactd.http import content, control, git, graphql, metrics, repo_actions
 from artifactd.http.accesslog import AccessLogMiddleware
 from artifactd.http.errors import handle_domain_error, handle_http_exception, handle_unexpected
+from artifactd.observability import EVENTS_DROPPED
+from artifactd.services import analytics
 from artifactd.services.backend import Backend
 
 log = logging.getLogger("artifactd")
@@ -31,22 +33,32 @@ async def _sweep_trash_forever(backend: Backend) -> None:
         await asyncio.sleep(TRASH_SWEEP_INTERVAL)
 
 
-def build_routes() -> list[BaseRoute]:
-    return [*control.routes, *git.routes]
+def build_routes(backend: Backend) -> list[BaseRoute]:
+    routes: list[BaseRoute] = [
+        *control.routes, *repo_actions.routes, *content.routes, *git.routes, *graphql.routes,
+    ]
+    if backend.settings.metrics_enabled:
+        routes += metrics.routes
+    return routes
 
 
 def create_app(backend: Backend) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        recorder = analytics.install_recorder(backend, on_drop=EVENTS_DROPPED.inc)
+        recorder.start()
         sweeper = asyncio.create_task(_sweep_trash_forever(backend))
+        await repo_actions.on_startup(backend)
         try:
             yield
         finally:
             sweeper.cancel()
+            repo_actions.on_shutdown(backend)
+            await asyncio.to_thread(recorder.stop)
             backend.close()
 
     app = Starlette(
-        routes=build_routes(),
+        routes=build_routes(backend),
         exception_handlers={
             ArtifactdError: handle_domain_error,
             HTTPException: handle_http_exception,
@@ -58,5 +70,6 @@ def create_app(backend: Backend) -> Starlette:
     # let `repo.git/` and `repo.git` both resolve, and git clients do not follow them on POST.
     app.router.redirect_slashes = False
     app.state.backend = backend
+    app.state.metrics_registry = metrics.registry_for(backend)
     app.add_middleware(AccessLogMiddleware, json_format=backend.settings.log_format == "json")
     return app
