@@ -107,6 +107,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("import_allow_hosts", "ARTIFACTD_IMPORT_ALLOW_HOSTS", "", str,
             "Comma-separated hosts and CIDRs that imports may reach even though they are "
             "loopback or private, and that may use plain `http`."),
+    Setting("import_timeout", "ARTIFACTD_IMPORT_TIMEOUT", 3600.0, float,
+            "Seconds an import may run before it is stopped and marked failed."),
+    Setting("import_concurrency", "ARTIFACTD_IMPORT_CONCURRENCY", 4, int,
+            "Imports one server process runs at once; further imports wait their turn."),
     Setting("git_max_processes", "ARTIFACTD_GIT_MAX_PROCESSES", 32, int,
             "Most git processes serving clients at once; further requests wait in a queue."),
     Setting("git_queue_timeout", "ARTIFACTD_GIT_QUEUE_TIMEOUT", 30.0, float,
@@ -140,6 +144,8 @@ class Settings:
     max_repo_bytes: int = 10 * 10**9
     max_account_bytes: int = 10**12
     import_allow_hosts: str = ""
+    import_timeout: float = 3600.0
+    import_concurrency: int = 4
     git_max_processes: int = 32
     git_queue_timeout: float = 30.0
     trash_grace_seconds: float = 0.0

@@ -92,8 +92,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def endpoint(
-    handler: Callable[[Call], Response], *, edit: bool = False, body: bool = False
+    handler: Callable[[Call], Response], *, edit: bool = False, body: bool = False,
+    blocking: bool = False,
 ) -> Callable[[Request], Any]:
+    """``blocking``: the handler runs git or network work (fork, import), so it always goes
+    to the thread pool, never inline on the event loop."""
     async def run(request: Request) -> Response:
         backend: Backend = request.app.state.backend
         raw = await read_body(request, backend.settings.max_body_bytes) if body else None
@@ -107,7 +110,7 @@ def endpoint(
                 accounts.require_edit(principal)
             return handler(Call(backend, principal, path, query, raw))
 
-        if backend.meta.inline_ok:
+        if backend.meta.inline_ok and not blocking:
             return work()
         return await run_in_threadpool(work)
 

@@ -6,7 +6,9 @@ from typing import Any
 
 from artifactd.config import Settings
 from artifactd.services.clock import iso
+from artifactd.services.content import Tree
 from artifactd.services.repo_tokens import token_state
+from artifactd.storage.gitobjects import Commit, Identity
 from artifactd.storage.metadata import NamespaceRow, RepoRow, RepoTokenRow
 
 
@@ -56,3 +58,31 @@ def namespace_info(ns: NamespaceRow, repo_count: int | None = None) -> dict[str,
     if repo_count is not None:
         body["repo_count"] = repo_count
     return body
+
+
+def identity_info(person: Identity) -> dict[str, Any]:
+    return {"name": person.name, "email": person.email, "date": person.date}
+
+
+def commit_info(commit: Commit) -> dict[str, Any]:
+    """A commit of the content routes (``log``, ``commit/:hash``); see docs/api.md."""
+    return {
+        "sha": commit.sha,
+        "tree": commit.tree,
+        "parents": list(commit.parents),
+        "author": identity_info(commit.author),
+        "committer": identity_info(commit.committer),
+        "message": commit.message,
+    }
+
+
+def tree_info(tree: Tree) -> dict[str, Any]:
+    """``tree/:hash``: the tree's sha and its entries; ``size`` is null except for blobs."""
+    return {
+        "sha": tree.sha,
+        "entries": [
+            {"name": item.entry.name, "mode": item.entry.mode, "type": item.entry.type,
+             "sha": item.entry.sha, "size": item.size}
+            for item in tree.entries
+        ],
+    }

@@ -14,11 +14,14 @@ Rules (see DESIGN "Git data plane"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 GIT = shutil.which("git") or "git"
 
@@ -104,6 +107,34 @@ class GitRunner:
         if check and result.returncode != 0:
             raise GitError(list(args), result.returncode, result.stderr.decode(errors="replace"))
         return result
+
+    def start(
+        self,
+        git_dir: Path | None,
+        args: Sequence[str],
+        *,
+        config: Sequence[tuple[str, str]] = (),
+        env: Mapping[str, str] | None = None,
+        stderr: IO[bytes] | int | None = subprocess.DEVNULL,
+    ) -> subprocess.Popen[bytes]:
+        """Start a long-running git in the background and return at once (imports).
+
+        The caller watches it (time, disk use) and stops it with ``kill_group``: like
+        ``spawn``, it leads its own process group, so the remote helper and index-pack it
+        starts are stopped with it.
+        """
+        return subprocess.Popen(
+            self.argv(git_dir, args, config), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=stderr, env=self.env(env), start_new_session=True,
+        )
+
+    @staticmethod
+    def kill_group(proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a process started by ``start`` and every process in its group."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
 
     async def spawn(
         self,

@@ -18,7 +18,10 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+from artifactd.storage.forklink import LinkedObjects, link_objects, write_packed_refs
 
 _REPO_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -62,12 +65,7 @@ class RepoStore:
         target = self.path(repo_id)
         if (target / "HEAD").is_file():
             return target
-        staging = self.tmp_root / f"init-{repo_id}-{secrets.token_hex(4)}"
-        for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags", "info"):
-            (staging / sub).mkdir(parents=True)
-        (staging / "HEAD").write_text(f"ref: refs/heads/{default_branch}\n")
-        (staging / "config").write_text(_CONFIG)
-        (staging / "description").write_text("artifactd repository\n")
+        staging = self.staging("init", repo_id, default_branch)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(staging, target)
@@ -77,6 +75,52 @@ class RepoStore:
             if not (target / "HEAD").is_file():
                 raise
         return target
+
+    def staging(self, kind: str, repo_id: str, default_branch: str) -> Path:
+        """An empty bare repository under ``tmp/``, to be filled and then ``install``-ed."""
+        staging = self.tmp_root / f"{kind}-{repo_id}-{secrets.token_hex(4)}"
+        for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags", "info"):
+            (staging / sub).mkdir(parents=True)
+        (staging / "HEAD").write_text(f"ref: refs/heads/{default_branch}\n")
+        (staging / "config").write_text(_CONFIG)
+        (staging / "description").write_text("artifactd repository\n")
+        return staging
+
+    def install(self, staging: Path, repo_id: str) -> Path:
+        """Rename a filled staging directory into place as the repo's directory.
+
+        A directory already there (made lazily by a request that raced the fork or import)
+        is moved to the trash first: the installed copy is the one the repo's row describes.
+        """
+        target = self.path(repo_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            self.trash(repo_id)
+        os.rename(staging, target)
+        return target
+
+    def discard(self, staging: Path) -> None:
+        """Drop a staging directory (a failed fork or import)."""
+        if staging.parent == self.tmp_root:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def fork(
+        self, parent_id: str, child_id: str, refs: Sequence[tuple[str, str]], default_branch: str
+    ) -> LinkedObjects:
+        """Make ``child_id`` a fork of ``parent_id``: hardlinked objects, ``refs`` as its refs.
+
+        Raises ``ObjectsMoved`` when the parent's files changed under the snapshot (a
+        concurrent repack); the caller takes a fresh ref snapshot and tries again.
+        """
+        staging = self.staging("fork", child_id, default_branch)
+        try:
+            linked = link_objects(self.path(parent_id) / "objects", staging / "objects")
+            write_packed_refs(staging, refs)
+            self.install(staging, child_id)
+        except BaseException:
+            self.discard(staging)
+            raise
+        return linked
 
     def set_head(self, repo_id: str, branch: str) -> None:
         path = self.path(repo_id)

@@ -1,0 +1,202 @@
+"""Repo content routes (spec 001 "Repo content"): log, commit, tree, blob, file, raw.
+
+These handlers are async end to end: the API token and repo checks are one short step
+(inline for SQLite, in the thread pool for PostgreSQL, like every control-plane route),
+then the reads are awaited on the worker's cat-file pool and byte bodies are streamed.
+
+Byte responses (``blob``, ``file``, ``raw``) carry the blob's id as a strong ``ETag``,
+answer ``If-None-Match`` with 304, and serve one ``Range`` (206; 416 past the end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from artifactd.errors import Code, ValidationError
+from artifactd.http.control import NS
+from artifactd.http.envelope import failure, success
+from artifactd.http.ranges import UNSATISFIABLE, etag_matches, parse_range
+from artifactd.http.shapes import commit_info, tree_info
+from artifactd.http.sniff import SNIFF_BYTES, sniff
+from artifactd.services import accounts, content, repos
+from artifactd.services.backend import Backend
+from artifactd.services.content import Blob, RepoReader
+from artifactd.storage.metadata import RepoRow
+
+# Objects named by hash never change; `private` because every read is authenticated.
+IMMUTABLE = "private, max-age=31536000, immutable"
+# Reads through a ref can change with the next push: cache, but revalidate (ETag -> 304).
+REVALIDATE = "private, no-cache"
+JSON_SHAPE = "v1"  # part of JSON ETags, so a future change of shape invalidates caches
+RAW_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+
+
+@dataclass(frozen=True)
+class Opened:
+    backend: Backend
+    reader: RepoReader
+
+
+async def _open(request: Request) -> Opened:
+    backend: Backend = request.app.state.backend
+    authorization = request.headers.get("authorization")
+    params = request.path_params
+
+    def check() -> RepoRow:
+        principal = accounts.authenticate(backend, authorization, params["account_id"])
+        repo = repos.get_repo(backend, principal.account_id, params["namespace"], params["name"])
+        repos.require_ready(repo)
+        return repo
+
+    if getattr(backend.meta, "inline_ok", False):
+        repo = check()
+    else:
+        repo = await run_in_threadpool(check)
+    return Opened(backend, RepoReader(backend, repo))
+
+
+def _int_query(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    text = raw.strip()
+    if len(text) > 12 or not (text.isdigit() or (text[:1] == "-" and text[1:].isdigit())):
+        raise ValidationError(f"{name} must be an integer", pointer=f"/{name}")
+    return int(text)
+
+
+def _json_with_etag(request: Request, result: object, etag: str) -> Response:
+    headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return success(result, headers=headers)
+
+
+async def log(request: Request) -> Response:
+    opened = await _open(request)
+    limit = _int_query(request, "limit", content.LOG_DEFAULT_LIMIT)
+    offset = _int_query(request, "offset", 0)
+    page = await opened.reader.log(request.query_params.get("ref") or None, limit, offset)
+    return success(
+        [commit_info(c) for c in page.commits],
+        result_info={
+            "page": page.offset // page.limit + 1,
+            "per_page": page.limit,
+            "offset": page.offset,
+            "count": len(page.commits),
+            "has_more": page.has_more,
+        },
+    )
+
+
+async def commit(request: Request) -> Response:
+    opened = await _open(request)
+    sha = content.check_hash(request.path_params["hash"])
+    found = await opened.reader.commit(sha)
+    return _json_with_etag(request, commit_info(found), f'"{sha}-{JSON_SHAPE}"')
+
+
+async def tree(request: Request) -> Response:
+    opened = await _open(request)
+    sha = content.check_hash(request.path_params["hash"])
+    found = await opened.reader.tree(sha)
+    return _json_with_etag(request, tree_info(found), f'"{sha}-{JSON_SHAPE}"')
+
+
+async def blob(request: Request) -> Response:
+    opened = await _open(request)
+    found = await opened.reader.blob(request.path_params["hash"])
+    return await _bytes(request, opened.backend, found, None, IMMUTABLE)
+
+
+async def file(request: Request) -> Response:
+    opened = await _open(request)
+    found = await opened.reader.file(
+        request.query_params.get("ref") or None, request.query_params.get("path")
+    )
+    return await _bytes(request, opened.backend, found, None, REVALIDATE)
+
+
+async def raw(request: Request) -> Response:
+    opened = await _open(request)
+    found, path = await opened.reader.raw(request.path_params["rest"])
+    return await _bytes(request, opened.backend, found, path, REVALIDATE)
+
+
+async def _bytes(
+    request: Request, backend: Backend, found: Blob, raw_path: str | None, cache: str
+) -> Response:
+    """The blob's bytes, or the requested range of them; ``raw_path`` set means sniff a type."""
+    etag = f'"{found.sha}"'
+    headers = {"ETag": etag, "Cache-Control": cache, "Accept-Ranges": "bytes",
+               "X-Content-Type-Options": "nosniff"}
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+
+    wanted = None
+    if_range = request.headers.get("if-range")
+    if if_range is None or etag_matches(if_range, etag, weak=False):
+        wanted = parse_range(request.headers.get("range"), found.size)
+    if wanted == UNSATISFIABLE:
+        return failure(
+            416, Code.RANGE_NOT_SATISFIABLE,
+            f"Range not satisfiable: the object is {found.size} bytes",
+            headers={**headers, "Content-Range": f"bytes */{found.size}"},
+        )
+    status, start, length = 200, 0, found.size
+    if isinstance(wanted, tuple):
+        status, start, length = 206, wanted[0], wanted[1] - wanted[0] + 1
+        headers["Content-Range"] = f"bytes {wanted[0]}-{wanted[1]}/{found.size}"
+
+    chunks: AsyncIterator[bytes] | None = None
+    first = b""
+    if raw_path is None:
+        media_type = "application/octet-stream"
+    else:
+        headers["Content-Security-Policy"] = RAW_CSP
+        head = found.data[:SNIFF_BYTES] if found.data is not None else None
+        if head is None and start == 0 and length > 0 and request.method != "HEAD":
+            # A large file: sniff its first chunk, then send that chunk ahead of the rest.
+            chunks = content.blob_chunks(backend, found, start, length)
+            first = await anext(chunks, b"")
+            head = first
+        media_type = sniff(raw_path, head)
+    headers["Content-Length"] = str(length)
+
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type=media_type)
+    if found.data is not None:
+        return Response(found.data[start:start + length], status_code=status, headers=headers,
+                        media_type=media_type)
+    body = chunks if chunks is not None else content.blob_chunks(backend, found, start, length)
+    return StreamingResponse(_prepend(first, body), status_code=status, headers=headers,
+                             media_type=media_type)
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        closer = getattr(rest, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+REPO = NS + "/repos/{name}"
+routes = [
+    Route(REPO + "/log", log, methods=["GET"]),
+    Route(REPO + "/commit/{hash}", commit, methods=["GET"]),
+    Route(REPO + "/tree/{hash}", tree, methods=["GET"]),
+    Route(REPO + "/blob/{hash}", blob, methods=["GET"]),
+    Route(REPO + "/file", file, methods=["GET"]),
+    Route(REPO + "/raw/{rest:path}", raw, methods=["GET"]),
+]

@@ -1,0 +1,111 @@
+"""Fork a repo: a new repo that starts from the parent's history and then lives on its own.
+
+The fork's directory is built before its row exists and renamed into place under a fresh
+id, so no request can see it half made and there is no ``forking`` window to wait for: the
+fork answers ``ready`` from the start. If the name turns out to be taken (the row insert
+fails), the directory goes to the trash and nothing else was created.
+
+The fork records where it came from in ``source`` as ``fork:<namespace>/<name>`` (the
+parent's name at fork time; the parent may later be deleted or its name reused).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from artifactd.errors import Code, Conflict, InternalError
+from artifactd.services import events, repos
+from artifactd.services.backend import Backend
+from artifactd.services.clock import now_us
+from artifactd.services.names import check_name
+from artifactd.storage.forklink import LinkedObjects, ObjectsMoved
+from artifactd.storage.metadata import RepoRow
+
+SNAPSHOT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class ForkedRepo:
+    created: repos.CreatedRepo
+    objects: int
+
+
+def fork_source(parent: RepoRow) -> str:
+    return f"fork:{parent.namespace}/{parent.name}"
+
+
+def read_refs(backend: Backend, parent: RepoRow) -> list[tuple[str, str]]:
+    """The parent's refs as (name, object id); symbolic refs are not copied."""
+    if not backend.repos.exists(parent.id):
+        return []
+    result = backend.git.run(
+        backend.repos.path(parent.id),
+        ["for-each-ref", "--format=%(objectname) %(refname) %(symref)"], timeout=60,
+    )
+    refs = []
+    for line in result.stdout.decode("utf-8", errors="replace").splitlines():
+        sha, _, rest = line.partition(" ")
+        name, _, symref = rest.partition(" ")
+        if name and not symref:
+            refs.append((name, sha))
+    return refs
+
+
+def check_fork_limits(backend: Backend, parent: RepoRow, linked_bytes: int) -> None:
+    """Storage limits for a new fork (issue 6 fills this in: account totals, repo count).
+
+    A fork adds no bytes on disk (hardlinks), but it is accounted the parent's size, as it
+    will keep those bytes alive once the parent is gone.
+    """
+    del backend, parent, linked_bytes
+
+
+def fork_repo(
+    backend: Backend,
+    account_id: str,
+    namespace: str,
+    parent_name: str,
+    name: object,
+    *,
+    description: str | None = None,
+    read_only: bool = False,
+    default_branch_only: bool = False,
+) -> ForkedRepo:
+    started = now_us()
+    parent = repos.get_repo(backend, account_id, namespace, parent_name)
+    repos.require_ready(parent)
+    fork_name = check_name(name, "name", "repo name")
+    if backend.meta.get_repo(account_id, namespace, fork_name) is not None:
+        raise Conflict(
+            f"A repo named {fork_name!r} already exists in namespace {namespace!r}",
+            code=Code.REPO_EXISTS, pointer="/name",
+        )
+    child_id = repos.new_repo_id()
+    linked = _link(backend, parent, child_id, default_branch_only)
+    try:
+        check_fork_limits(backend, parent, linked.bytes)
+        created = repos.create_repo(
+            backend, account_id, namespace, fork_name,
+            description=description, default_branch=parent.default_branch,
+            read_only=read_only, source=fork_source(parent), repo_id=child_id, event=None,
+        )
+    except BaseException:
+        backend.repos.trash(child_id)
+        raise
+    backend.meta.update_repo(child_id, size_bytes=linked.bytes)
+    events.record(backend, created.repo, "fork", started_us=started)
+    return ForkedRepo(created, linked.objects)
+
+
+def _link(backend: Backend, parent: RepoRow, child_id: str, default_branch_only: bool) -> LinkedObjects:
+    """Snapshot the parent's refs, then link its objects; again if a repack moved files."""
+    head = f"refs/heads/{parent.default_branch}"
+    for _attempt in range(SNAPSHOT_ATTEMPTS):
+        refs = read_refs(backend, parent)
+        if default_branch_only:
+            refs = [(n, s) for n, s in refs if n == head]
+        try:
+            return backend.repos.fork(parent.id, child_id, refs, parent.default_branch)
+        except ObjectsMoved:
+            continue
+    raise InternalError("The parent repo kept changing during the fork; try again")
