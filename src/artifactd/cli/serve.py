@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import click
 import uvicorn
+from prometheus_client import start_http_server
 
 from artifactd.cli.server_options import resolve_settings, server_options
 from artifactd.http.asgi import export_settings
@@ -19,6 +23,8 @@ from artifactd.services.backend import Backend
 @click.option("--workers", default=None, type=int,
               help="Server processes (default 1). [env: ARTIFACTD_WORKERS]")
 @click.option("--public-url", default=None, help="Base URL clients use. [env: ARTIFACTD_PUBLIC_URL]")
+@click.option("--metrics-port", default=None, type=int,
+              help="Also serve /metrics on this port. [env: ARTIFACTD_METRICS_PORT]")
 @click.option("--log-format", default=None, type=click.Choice(["text", "json"]),
               help="Access log format. [env: ARTIFACTD_LOG_FORMAT]")
 def serve(config_file: str | None, **flags: object) -> None:
@@ -48,6 +54,19 @@ def serve(config_file: str | None, **flags: object) -> None:
             f"  artifactd api-token create --data-dir {settings.data_path}",
             err=True,
         )
+    if settings.workers > 1:
+        # Each worker writes its metric samples here; /metrics merges them.
+        multiproc_dir = settings.data_path / "tmp" / "prometheus"
+        shutil.rmtree(multiproc_dir, ignore_errors=True)
+        multiproc_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc_dir)
+    if settings.metrics_port and settings.metrics_enabled:
+        from artifactd.http.metrics import registry_for
+
+        metrics_backend = Backend.open(settings, run_migrations=False)
+        start_http_server(settings.metrics_port, addr=settings.host,
+                          registry=registry_for(metrics_backend))
+        click.echo(f"  metrics:   http://{settings.host}:{settings.metrics_port}/metrics", err=True)
     export_settings(settings)
     uvicorn.run(
         "artifactd.http.asgi:app_factory",

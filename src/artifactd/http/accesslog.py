@@ -1,4 +1,4 @@
-"""One access-log line per request. Never the query's secrets, never a header value.
+"""One access-log line and the request metrics per request. Never a secret, never a header.
 
 Only method, path (without query string: it can carry cursors but never credentials; we
 drop it anyway), status, duration and bytes are logged. The ``Authorization`` header, Basic
@@ -14,7 +14,28 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from artifactd.observability import REQUEST_SECONDS, REQUESTS
+
 log = logging.getLogger("artifactd.access")
+
+_CONTENT_SEGMENTS = ("log", "commit", "tree", "blob", "file", "raw")
+
+
+def route_class(path: str) -> str:
+    """A low-cardinality label for metrics: never a repo name or an id."""
+    if path.startswith("/git/"):
+        return "git"
+    if path == "/client/v4/graphql":
+        return "graphql"
+    if path.startswith("/client/v4/accounts/"):
+        parts = path.split("/")
+        # /client/v4/accounts/<acc>/artifacts/namespaces/<ns>/repos/<name>/<segment>
+        if len(parts) > 10 and parts[8] == "repos" and parts[10] in _CONTENT_SEGMENTS:
+            return "content"
+        return "control"
+    if path == "/metrics":
+        return "metrics"
+    return "other"
 
 
 class AccessLogMiddleware:
@@ -49,8 +70,13 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, counting_receive, counting_send)
         finally:
+            elapsed = time.perf_counter() - started
+            label = route_class(scope["path"])
+            scope["artifactd.route"] = label
+            REQUESTS.labels(label, str(status)).inc()
+            REQUEST_SECONDS.labels(label).observe(elapsed)
             if log.isEnabledFor(logging.INFO):
-                self._write(scope, status, time.perf_counter() - started, sent, received)
+                self._write(scope, status, elapsed, sent, received)
 
     def _write(self, scope: Scope, status: int, seconds: float, sent: int, received: int) -> None:
         record: dict[str, Any] = {

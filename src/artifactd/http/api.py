@@ -19,9 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from artifactd.errors import Code, PayloadTooLarge, ValidationError
-from artifactd.services import accounts
+from artifactd.services import accounts, events, limits
 from artifactd.services.accounts import Principal
 from artifactd.services.backend import Backend
+from artifactd.services.clock import now_us
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -91,6 +92,20 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _body_repo_name(raw: bytes | None) -> str:
+    """The repo a failed create or token request was about, for its error event."""
+    try:
+        data = json.loads(raw or b"")
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    if isinstance(data, dict):
+        for key in ("name", "repo"):
+            value = data.get(key)
+            if isinstance(value, str) and len(value) <= 64:
+                return value
+    return ""
+
+
 def endpoint(
     handler: Callable[[Call], Response], *, edit: bool = False, body: bool = False,
     blocking: bool = False,
@@ -105,10 +120,21 @@ def endpoint(
         query = dict(request.query_params)
 
         def work() -> Response:
+            started = now_us()
             principal = accounts.authenticate(backend, authorization, path["account_id"])
-            if edit:
-                accounts.require_edit(principal)
-            return handler(Call(backend, principal, path, query, raw))
+            namespace = path.get("namespace", "")
+            try:
+                limits.check_rate(backend, "control", f"{principal.account_id}:{namespace or '*'}")
+                if edit:
+                    accounts.require_edit(principal)
+                return handler(Call(backend, principal, path, query, raw))
+            except Exception as exc:
+                # Errors of authenticated callers are analytics events of their account.
+                if namespace:
+                    events.record_error(backend, principal.account_id, namespace,
+                                        path.get("name") or _body_repo_name(raw), exc,
+                                        started_us=started)
+                raise
 
         if backend.meta.inline_ok and not blocking:
             return work()

@@ -74,6 +74,17 @@ def revoke_api_token(backend: Backend, token_id: str) -> ApiTokenRow:
 
 def authenticate(backend: Backend, authorization: str | None, account_id: str) -> Principal:
     """Check an ``Authorization: Bearer <api token>`` header against the path's account."""
+    principal = authenticate_any(backend, authorization)
+    if principal.account_id != account_id:
+        raise PermissionDenied(
+            "This API token is not authorized for this account",
+            code=Code.ACCOUNT_NOT_AUTHORIZED,
+        )
+    return principal
+
+
+def authenticate_any(backend: Backend, authorization: str | None) -> Principal:
+    """Check an API token without a path account (GraphQL names its account in the query)."""
     if not authorization:
         raise AuthenticationError(
             "Authentication required: send 'Authorization: Bearer <API token>'",
@@ -84,11 +95,6 @@ def authenticate(backend: Backend, authorization: str | None, account_id: str) -
     row = backend.meta.find_api_token(hash_secret(secret)) if secret else None
     if row is None or row.revoked_us is not None:
         raise AuthenticationError("Invalid API token", code=Code.INVALID_API_TOKEN)
-    if row.account_id != account_id:
-        raise PermissionDenied(
-            "This API token is not authorized for this account",
-            code=Code.ACCOUNT_NOT_AUTHORIZED,
-        )
     permission: Permission = "edit" if row.permission == "edit" else "read"
     return Principal(row.account_id, permission, row.id)
 

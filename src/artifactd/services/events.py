@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from artifactd.errors import ArtifactdError, InternalError, RateLimited, StorageLimitExceeded
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.storage.metadata import RepoRow
@@ -62,4 +63,28 @@ def record(
         account_id=repo.account_id, namespace=repo.namespace, repo_name=repo.name,
         event_type=event_type, datetime_us=now, duration_ms=(now - started_us) / 1000.0,
         error_message=error_message,
+    ))
+
+
+def error_event_type(exc: BaseException) -> str:
+    """The spec's error ``eventType`` for an exception that ended a request."""
+    if isinstance(exc, RateLimited):
+        return "rateLimited"
+    if isinstance(exc, StorageLimitExceeded):
+        return "storageLimitReached"
+    if isinstance(exc, ArtifactdError) and not isinstance(exc, InternalError):
+        return "clientError"
+    return "serverError"
+
+
+def record_error(
+    backend: Backend, account_id: str, namespace: str, repo_name: str, exc: BaseException,
+    *, started_us: int,
+) -> None:
+    message = exc.message if isinstance(exc, ArtifactdError) else "Internal server error"
+    now = now_us()
+    emit(backend, Event(
+        account_id=account_id, namespace=namespace, repo_name=repo_name,
+        event_type=error_event_type(exc), datetime_us=now,
+        duration_ms=(now - started_us) / 1000.0, error_message=message,
     ))

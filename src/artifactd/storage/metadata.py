@@ -208,6 +208,10 @@ class MetadataStore:
         with self._tx() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def count_all_repos(self) -> int:
+        with self._tx() as conn:
+            return int(conn.execute(select(func.count()).select_from(repos)).scalar_one())
+
     def list_namespaces(
         self, account_id: str, limit: int, after: str | None
     ) -> list[NamespaceRow]:

@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -96,4 +97,29 @@ repo_tokens = Table(
     Column("expires_us", BigInteger, nullable=False),
     Column("revoked_us", BigInteger, nullable=True),
     Index("ix_repo_tokens_repo", "repo_id", "created_us"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", String(32), nullable=False),
+    Column("namespace", String(64), nullable=False),
+    Column("repo_name", String(64), nullable=False),
+    Column("event_kind", String(8), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("error_message", Text, nullable=True),
+    Column("datetime_us", BigInteger, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Index("ix_events_account_time", "account_id", "datetime_us"),
+)
+
+# Fixed-window request counters shared by every server node (used with PostgreSQL; a single
+# machine on SQLite counts in shared memory instead, see storage/ratecounter.py).
+rate_windows = Table(
+    "rate_windows",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("window_start", BigInteger, primary_key=True),
+    Column("count", Integer, nullable=False),
 )

@@ -1,0 +1,35 @@
+"""Prometheus metrics, defined once for every layer.
+
+With ``--workers N`` each process writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` (set by
+``artifactd serve`` before the workers start) and ``/metrics`` merges them, so the numbers
+cover the whole server, not the one worker that answered the scrape.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "artifactd_http_requests_total", "HTTP requests by route class and status code.",
+    ["route_class", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "artifactd_http_request_duration_seconds", "HTTP request duration by route class.",
+    ["route_class"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+GIT_BYTES_SENT = Counter("artifactd_git_bytes_sent_total", "Bytes sent to git clients.", ["service"])
+GIT_BYTES_RECEIVED = Counter(
+    "artifactd_git_bytes_received_total", "Bytes received from git clients.", ["service"]
+)
+GIT_PROCESSES = Gauge(
+    "artifactd_git_processes", "git processes currently serving clients.",
+    multiprocess_mode="livesum",
+)
+RATE_LIMITED = Counter("artifactd_rate_limited_total", "Requests refused by a rate limit.", ["kind"])
+EVENTS_DROPPED = Counter(
+    "artifactd_events_dropped_total", "Analytics events dropped because the buffer was full."
+)
+STORAGE_REFUSED = Counter(
+    "artifactd_storage_limit_refusals_total", "Operations refused by a storage limit."
+)

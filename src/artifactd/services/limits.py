@@ -1,0 +1,82 @@
+"""Rate limits and storage limits: the spec's "Limits" page, enforced in one place.
+
+Rate limits use fixed windows aligned to the window length (e.g. 10 s windows starting at
+multiples of 10 s since the epoch): within one window exactly ``count`` requests per key are
+allowed, the rest get 429 with ``Retry-After`` = seconds until the window ends. Keys are
+``ctl:<account>:<namespace>`` for the control plane (the spec: per namespace) and
+``git:<repo id>`` for git requests (per repo). Counters are shared by every worker (see
+storage/ratecounter.py).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+from artifactd.errors import Code, RateLimited, StorageLimitExceeded
+from artifactd.observability import RATE_LIMITED, STORAGE_REFUSED
+from artifactd.services.backend import Backend
+from artifactd.services.clock import now_us
+from artifactd.storage.metadata import RepoRow
+from artifactd.storage.ratecounter import DatabaseCounter, SharedMemoryCounter
+
+
+class Counter(Protocol):
+    def hit(self, key: str, window_start: int) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def counter(backend: Backend) -> Counter:
+    existing = backend.extras.get("rate_counter")
+    if existing is None:
+        if backend.meta.engine.dialect.name == "sqlite":
+            existing = SharedMemoryCounter(backend.settings.data_path / "tmp" / "ratelimit.shm")
+        else:
+            existing = DatabaseCounter(backend.meta.engine)
+        backend.extras["rate_counter"] = existing
+    return existing  # type: ignore[return-value]
+
+
+def check_rate(backend: Backend, kind: str, key: str) -> None:
+    """Count one request against ``key``; raise ``RateLimited`` past the limit."""
+    limit, window_s = backend.settings.control_rate if kind == "control" else backend.settings.git_rate
+    window_us = int(window_s * 1_000_000)
+    now = now_us()
+    window_start = now - now % window_us
+    used = counter(backend).hit(f"{kind}:{key}", window_start)
+    if used > limit:
+        RATE_LIMITED.labels(kind).inc()
+        retry_after = max(1, math.ceil((window_start + window_us - now) / 1_000_000))
+        raise RateLimited(
+            f"Rate limit exceeded: {limit} {'control-plane' if kind == 'control' else 'git'} "
+            f"requests per {window_s:g}s; retry in {retry_after}s",
+            retry_after=retry_after,
+        )
+
+
+def check_storage(backend: Backend, repo: RepoRow, incoming_bytes: int) -> None:
+    """Refuse an operation that would take the repo or its account past its storage limit."""
+    settings = backend.settings
+    if repo.size_bytes + incoming_bytes > settings.max_repo_bytes:
+        STORAGE_REFUSED.inc()
+        raise StorageLimitExceeded(
+            f"Storage limit reached: repo {repo.namespace}/{repo.name} would use "
+            f"{repo.size_bytes + incoming_bytes} bytes, limit {settings.max_repo_bytes}",
+            code=Code.STORAGE_LIMIT,
+        )
+    account_used = backend.meta.account_size(repo.account_id)
+    if account_used + incoming_bytes > settings.max_account_bytes:
+        STORAGE_REFUSED.inc()
+        raise StorageLimitExceeded(
+            f"Storage limit reached: account would use {account_used + incoming_bytes} bytes, "
+            f"limit {settings.max_account_bytes}",
+            code=Code.STORAGE_LIMIT,
+        )
+
+
+def remaining_bytes(backend: Backend, repo: RepoRow) -> int:
+    """How many more bytes of objects this repo may store (repo and account limits)."""
+    settings = backend.settings
+    account_left = settings.max_account_bytes - backend.meta.account_size(repo.account_id)
+    return max(0, min(settings.max_repo_bytes - repo.size_bytes, account_left))
