@@ -54,3 +54,12 @@ def sqlite_server(
 def unique_name(request: pytest.FixtureRequest) -> str:
     base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:40].strip("-")
     return f"{base}-{os.urandom(3).hex()}"
+
+
+@pytest.fixture(scope="session")
+def import_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A SQLite server that may import from loopback over plain http (SDK and CLI tests)."""
+    server = start_server(tmp_path_factory.mktemp("data-import"),
+                          extra_env={"ARTIFACTD_IMPORT_ALLOW_HOSTS": "127.0.0.1"})
+    yield server
+    server.stop()
