@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import ssl
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
@@ -517,17 +519,30 @@ def unexpected(response: httpx.Response, wanted: str) -> errors.UnexpectedRespon
     )
 
 
+def _connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, in words, from the OS error under httpx's (and anyio's) wrappers."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return "host name not resolved"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS error: {seen.reason or seen}"
+        seen = seen.__cause__ or seen.__context__
+    return str(exc) or type(exc).__name__
+
+
 def transport_error(exc: httpx.TransportError, base_url: str, timeout: float) -> errors.TransportError:
     """Translate httpx's transport failures once, with a message that names the server."""
     where = redacted_url(base_url)
     if isinstance(exc, httpx.TimeoutException):
         kind = type(exc).__name__.replace("Timeout", "").lower() or "request"
         return errors.Timeout(f"No answer from {where} within {timeout:g} s ({kind} timeout)")
-    reason = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ConnectError):
-        if "refused" in reason.lower():
-            reason = "connection refused"
         return errors.ConnectError(
-            f"Cannot connect to {where} ({reason}); is the server running and the URL right?"
+            f"Cannot connect to {where} ({_connect_reason(exc)}); is the server running and the URL right?"
         )
-    return errors.TransportError(f"Request to {where} failed: {reason}")
+    return errors.TransportError(f"Request to {where} failed: {str(exc) or type(exc).__name__}")
