@@ -26,7 +26,9 @@ def seeded(sqlite_server: Server, tmp_path_factory: pytest.TempPathFactory) -> t
     return repo, other, git, work
 
 
-def credential_for(case: str, repo: Repo, other: Repo, server: Server, unique: str) -> tuple[Repo, str | None]:
+def credential_for(
+    case: str, repo: Repo, other: Repo, server: Server, unique: str
+) -> tuple[Repo, str | None]:
     """(the repo the request goes to, the token it carries) for one row of the matrix."""
     if case == "none":
         return repo, None

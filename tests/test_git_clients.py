@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import io
 import shutil
 import subprocess
 from pathlib import Path
@@ -70,12 +70,12 @@ def test_dulwich_clone_fetch_push(sqlite_server: Server, tmp_path: Path, unique_
         first = porcelain.commit(r, message=b"dulwich commit", author=b"D <d@example.com>",
                                  committer=b"D <d@example.com>").decode()
         porcelain.push(r, repo.remote, b"HEAD:refs/heads/main", username="x", password=secret,
-                       errstream=open(os.devnull, "wb"))
+                       errstream=io.BytesIO())
     assert repo.refs()["refs/heads/main"] == first
 
     cloned_path = tmp_path / "dw-clone"
     with porcelain.clone(repo.remote, str(cloned_path), username="x", password=secret,
-                         errstream=open(os.devnull, "wb")) as cloned:
+                         errstream=io.BytesIO()) as cloned:
         assert cloned.head().decode() == first
     assert (cloned_path / "hello.txt").read_text() == "hello from dulwich\n"
 
@@ -84,7 +84,7 @@ def test_dulwich_clone_fetch_push(sqlite_server: Server, tmp_path: Path, unique_
     git.run("-c", bearer(repo.token), "push", "origin", "main", cwd=tmp_path / "g")
     with DulwichRepo(str(cloned_path)) as cloned:
         result = porcelain.fetch(cloned, repo.remote, username="x", password=secret,
-                                 errstream=open(os.devnull, "wb"))
+                                 errstream=io.BytesIO())
         assert result.refs[b"refs/heads/main"].decode() == second
     repo.fsck()
 

@@ -236,7 +236,7 @@ def history(sqlite_server: Server, tmp_path: Path, unique_name: str) -> tuple[Re
 
 @pytest.mark.parametrize("version", ["0", "2"])
 def test_partial_clone_blob_none_hydrates_later(history, tmp_path: Path, version: str) -> None:
-    repo, git, commits = history
+    repo, git, _commits = history
     opts = ["-c", f"protocol.version={version}", "-c", bearer(repo.token)]
     clone = tmp_path / "partial"
     git.run(*opts, "clone", "--filter=blob:none", "--no-checkout", repo.remote, str(clone))
@@ -254,7 +254,7 @@ def test_partial_clone_blob_none_hydrates_later(history, tmp_path: Path, version
 
 @pytest.mark.parametrize("spec", ["blob:limit=1k", "tree:0"])
 def test_other_filters(history, tmp_path: Path, spec: str) -> None:
-    repo, git, commits = history
+    repo, git, _commits = history
     clone = tmp_path / "f"
     git.run("-c", bearer(repo.token), "clone", f"--filter={spec}", "--no-checkout", repo.remote, str(clone))
     missing = [line for line in git.out("rev-list", "--objects", "--missing=print", "HEAD",
@@ -267,7 +267,7 @@ def test_other_filters(history, tmp_path: Path, spec: str) -> None:
 
 @pytest.mark.parametrize("version", ["1", "2"])
 def test_shallow_and_deepen(history, tmp_path: Path, version: str) -> None:
-    repo, git, commits = history
+    repo, git, _commits = history
     opts = ["-c", f"protocol.version={version}", "-c", bearer(repo.token)]
     clone = tmp_path / "shallow"
     git.run(*opts, "clone", "--depth", "1", repo.remote, str(clone))
