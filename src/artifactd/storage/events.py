@@ -123,6 +123,8 @@ class EventStore:
         result = []
         for row in rows:
             mapping = row._mapping
+            if not mapping["count"]:
+                continue  # an ungrouped aggregate over no events: no group at all
             item: dict[str, Any] = {name: mapping[f"d_{name}"] for name in group_by}
             item.update(count=int(mapping["count"]), sum=float(mapping["sum_durationMs"]),
                         avg=float(mapping["avg_durationMs"]))
