@@ -20,20 +20,28 @@ from tests.harness import Server
 ZERO = "0" * 40
 
 
-@pytest.fixture
-def pushed(sqlite_server: Server, tmp_path: Path, unique_name: str) -> Iterator[tuple[Repo, Git, Path, str]]:
-    """A repo with one pushed commit; after the test, its refs and objects must be intact."""
-    repo = create_repo(sqlite_server, unique_name)
-    git = Git(tmp_path / "home")
-    work = tmp_path / "work"
+@pytest.fixture(scope="module")
+def seeded(sqlite_server: Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Repo, Git, Path, str]:
+    """One repo with one pushed commit, shared by the tests of this module."""
+    tmp = tmp_path_factory.mktemp("bad-input")
+    repo = create_repo(sqlite_server, f"bad-input-{tmp.name[-8:]}")
+    git = Git(tmp / "home")
+    work = tmp / "work"
     head = git.new_work(work, {"README.md": "hello\n", "data.bin": os.urandom(50_000)})
     git.run("-c", bearer(repo.token), "push", repo.remote, "main", cwd=work)
+    return repo, git, work, head
+
+
+@pytest.fixture
+def pushed(seeded) -> Iterator[tuple[Repo, Git, Path, str]]:
+    """The shared repo; after each test its refs and objects must be exactly as before."""
+    repo, _git, _work, head = seeded
     before = repo.refs()
     assert before == {"refs/heads/main": head}
-    yield repo, git, work, head
+    yield seeded
     assert repo.refs() == before, "a refused request changed a ref"
     repo.fsck()
-    assert git_processes_for(repo.git_dir) == []
+    assert wait_no_processes(repo.git_dir) == []
 
 
 def raw_request(url: str, request: bytes, read_all: bool = True) -> tuple[int, bytes]:
