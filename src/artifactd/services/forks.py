@@ -6,7 +6,8 @@ fork answers ``ready`` from the start. If the name turns out to be taken (the ro
 fails), the directory goes to the trash and nothing else was created.
 
 The fork records where it came from in ``source`` as ``fork:<namespace>/<name>`` (the
-parent's name at fork time; the parent may later be deleted or its name reused).
+parent's name at fork time; the parent may later be deleted or its name reused). It takes
+the parent's default branch, and its description unless the request gives one.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def fork_repo(
         check_fork_limits(backend, parent, linked.bytes)
         created = repos.create_repo(
             backend, account_id, namespace, fork_name,
-            description=description, default_branch=parent.default_branch,
+            description=description if description is not None else parent.description,
+            default_branch=parent.default_branch,
             read_only=read_only, source=fork_source(parent), repo_id=child_id, event=None,
         )
     except BaseException:
