@@ -375,14 +375,22 @@ def test_concurrent_pushes_one_wins(sqlite_server: Server, tmp_path: Path, uniqu
     assert len(winners) == 1, results
     for code, err in results:
         if code != 0:
-            assert "fetch first" in err or "cannot lock ref" in err or "failed to update ref" in err, err
+            # Racing: receive-pack finds the ref moved under its lock. Arriving after the
+            # winner: the client sees the new tip in the advertisement and says "fetch first".
+            assert "fetch first" in err or "cannot lock ref 'refs/heads/main'" in err, err
     winner_head = git.out("rev-parse", "HEAD", cwd=clones[winners[0]])
     assert repo.refs()["refs/heads/main"] == winner_head
     assert git.out("merge-base", "--is-ancestor", base, winner_head, cwd=clones[winners[0]]) == ""
-    loser = clones[(winners[0] + 1) % 3]
+    loser, last = clones[(winners[0] + 1) % 3], clones[(winners[0] + 2) % 3]
+    stale = git.run("-c", bearer(repo.token), "push", "origin", "main", cwd=loser, check=False)
+    assert stale.returncode != 0 and "(fetch first)" in stale.stderr
     git.run("-c", bearer(repo.token), "pull", "--rebase", "origin", "main", cwd=loser)
     git.run("-c", bearer(repo.token), "push", "origin", "main", cwd=loser)
     assert git.out("rev-list", "--count", "HEAD", cwd=loser) == "3"
+    git.run("-c", bearer(repo.token), "pull", "--rebase", "origin", "main", cwd=last)
+    git.run("-c", bearer(repo.token), "push", "origin", "main", cwd=last)
+    assert repo.refs()["refs/heads/main"] == git.out("rev-parse", "HEAD", cwd=last)
+    assert git.out("rev-list", "--count", "HEAD", cwd=last) == "4"  # no update was lost
     repo.fsck()
 
 
