@@ -1,0 +1,177 @@
+"""``git-credential-artifactd`` with the real git CLI: clone, push, and a blobless clone's
+later blob fetches, all with plain remotes and no token in sight."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from artifactd import Artifacts
+from tests.clientutil import client_env, push_files, run_cli
+from tests.harness import Server
+
+SCRIPT = "git-credential-artifactd"
+
+
+def helper(env: dict[str, str], *args: str, stdin: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([SCRIPT, *args], input=stdin, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == code, (args, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def git(env: dict[str, str], *args: str, cwd: Path | None = None,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["git", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result
+
+
+def request(remote: str, **extra: str) -> str:
+    parts = urlsplit(remote)
+    lines = [f"protocol={parts.scheme}", f"host={parts.netloc}", f"path={parts.path.lstrip('/')}"]
+    lines += [f"{k}={v}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n\n"
+
+
+@pytest.fixture
+def env(sqlite_server: Server, tmp_path: Path) -> dict[str, str]:
+    return client_env(sqlite_server, tmp_path / "home")
+
+
+@pytest.fixture
+def artifacts(sqlite_server: Server) -> Artifacts:
+    return Artifacts(sqlite_server.url, sqlite_server.account_id, sqlite_server.token)
+
+
+def setup_helper(env: dict[str, str], *args: str) -> None:
+    result = run_cli(env, "credential-helper", "setup", *args)
+    assert result.returncode == 0, result.stderr
+    assert "git now asks artifactd" in result.stderr
+
+
+def test_setup_writes_the_git_config_lines(env: dict[str, str], sqlite_server: Server) -> None:
+    printed = run_cli(env, "credential-helper", "setup", "--print", "--scope", "read")
+    assert printed.returncode == 0, printed.stderr
+    origin = sqlite_server.url
+    assert printed.stdout.splitlines() == [
+        f"git config --global --unset-all credential.{origin}.helper",
+        f"git config --global --add credential.{origin}.helper ''",
+        f"git config --global --add credential.{origin}.helper 'artifactd --scope read'",
+        f"git config --global credential.{origin}.useHttpPath true",
+    ]
+    setup_helper(env)
+    setup_helper(env)  # idempotent
+    helpers = git(env, "config", "--global", "--get-all", f"credential.{origin}.helper").stdout
+    assert helpers.splitlines() == ["", "artifactd"]
+    assert git(env, "config", "--global", f"credential.{origin}.usehttppath").stdout.strip() == "true"
+
+
+def test_clone_push_and_fetch_with_plain_remotes(
+    env: dict[str, str], artifacts: Artifacts, unique_name: str, tmp_path: Path,
+) -> None:
+    created = artifacts.create(unique_name)
+    push_files(tmp_path / "seed", created.remote, created.token, {"README.md": "one\n"})
+    setup_helper(env)
+    work = tmp_path / "work"
+    git(env, "clone", "-q", created.remote, str(work))
+    assert (work / "README.md").read_text() == "one\n"
+    assert "art_v1_" not in (work / ".git" / "config").read_text()
+    (work / "b.txt").write_text("two\n")
+    git(env, "add", "b.txt", cwd=work)
+    git(env, "commit", "-q", "-m", "Second", cwd=work)
+    git(env, "push", "-q", "origin", "main", cwd=work)
+    git(env, "fetch", "-q", cwd=work)
+    assert artifacts.get(unique_name).file("b.txt") == b"two\n"
+    scopes = [t.scope for t in artifacts.get(unique_name).list_tokens(per_page=100).tokens]
+    assert scopes.count("write") >= 3  # the create token, then the helper's for clone, push, fetch
+
+
+def test_blobless_clone_fetches_blobs_later_through_the_helper(
+    env: dict[str, str], artifacts: Artifacts, unique_name: str, tmp_path: Path,
+) -> None:
+    created = artifacts.create(unique_name)
+    push_files(tmp_path / "seed", created.remote, created.token,
+               {"README.md": "lazy\n", "big.bin": bytes(range(256)) * 64})
+    setup_helper(env, "--scope", "read")
+    work = tmp_path / "partial"
+    git(env, "clone", "-q", "--filter=blob:none", "--no-checkout", created.remote, str(work))
+    blob = git(env, "rev-parse", "HEAD:README.md", cwd=work).stdout.strip()
+    missing = git(env, "rev-list", "--objects", "--missing=print", "HEAD", cwd=work).stdout
+    assert f"?{blob}" in missing.splitlines()  # not fetched by the clone
+    before = artifacts.get(unique_name).list_tokens(state="all").total
+    assert git(env, "cat-file", "-p", blob, cwd=work).stdout == "lazy\n"  # fetched now, via the helper
+    assert artifacts.get(unique_name).list_tokens(state="all").total == before + 1
+    git(env, "checkout", "-q", "main", cwd=work)
+    assert (work / "big.bin").read_bytes() == bytes(range(256)) * 64
+
+
+def test_read_scope_cannot_push(env: dict[str, str], artifacts: Artifacts, unique_name: str,
+                                tmp_path: Path) -> None:
+    created = artifacts.create(unique_name)
+    push_files(tmp_path / "seed", created.remote, created.token, {"README.md": "ro\n"})
+    setup_helper(env, "--scope", "read")
+    work = tmp_path / "work"
+    git(env, "clone", "-q", created.remote, str(work))
+    (work / "x").write_text("x\n")
+    git(env, "add", "x", cwd=work)
+    git(env, "commit", "-q", "-m", "x", cwd=work)
+    assert git(env, "push", "-q", "origin", "main", cwd=work, check=False).returncode != 0
+
+
+def test_helper_protocol(env: dict[str, str], artifacts: Artifacts, sqlite_server: Server,
+                         unique_name: str) -> None:
+    created = artifacts.create(unique_name)
+    answer = helper(env, "get", stdin=request(created.remote)).stdout
+    lines = dict(line.split("=", 1) for line in answer.splitlines())
+    assert set(lines) == {"username", "password", "password_expiry_utc"}
+    assert lines["username"] == "x" and lines["password"].startswith("art_v1_")
+    assert "?expires=" not in lines["password"] and int(lines["password_expiry_utc"]) > 0
+    tokens = artifacts.get(unique_name).list_tokens().tokens
+    assert {t.scope for t in tokens} == {"write"} and len(tokens) == 2
+
+    read = helper(env, "--scope", "read", "--ttl", "120", "get", stdin=request(created.remote, username="me"))
+    assert "username=me\n" in read.stdout
+    assert "read" in {t.scope for t in artifacts.get(unique_name).list_tokens().tokens}
+
+    # Not ours, or not enough to tell: no answer, so git asks the next helper.
+    github = "protocol=https\nhost=github.com\npath=cloudflare/workers-sdk.git\n\n"
+    assert helper(env, "get", stdin=github).stdout == ""
+    unknown = created.remote.replace(unique_name, unique_name + "-no")
+    assert helper(env, "get", stdin=request(unknown)).stdout == ""
+    assert helper(env, "get", stdin=f"protocol=http\nhost={urlsplit(created.remote).netloc}\n\n").stdout == ""
+    other_account = created.remote.replace(sqlite_server.account_id, "f" * 32)
+    assert helper(env, "get", stdin=request(other_account)).stdout == ""
+    # store and erase: nothing stored, nothing to erase.
+    assert helper(env, "store", stdin=request(created.remote, username="x", password="p")).stdout == ""
+    assert helper(env, "erase", stdin=request(created.remote, username="x", password="p")).stdout == ""
+    # Not logged in at all: no answer.
+    bare = {k: v for k, v in env.items() if not k.startswith("ARTIFACTD_")}
+    assert helper(bare, "get", stdin=request(created.remote)).stdout == ""
+
+
+def test_helper_errors_are_one_line(env: dict[str, str], artifacts: Artifacts, sqlite_server: Server,
+                                    unique_name: str) -> None:
+    created = artifacts.create(unique_name)
+    reader = {**env, "ARTIFACTD_API_TOKEN": sqlite_server.read_token}
+    denied = helper(reader, "get", stdin=request(created.remote), code=1)
+    assert denied.stdout == "" and denied.stderr.startswith("git-credential-artifactd: ")
+    assert "(code 10012)" in denied.stderr
+
+
+def test_helper_reads_the_login_file(sqlite_server: Server, artifacts: Artifacts, unique_name: str,
+                                     tmp_path: Path) -> None:
+    env = client_env(sqlite_server, tmp_path / "home")
+    login = run_cli(env, "login")
+    assert login.returncode == 0, login.stderr
+    from_file = {k: v for k, v in env.items() if not k.startswith("ARTIFACTD_")}
+    created = artifacts.create(unique_name)
+    assert "password=art_v1_" in helper(from_file, "get", stdin=request(created.remote)).stdout
+    listed = run_cli(from_file, "repo", "list", "--search", unique_name, "--json")
+    assert [r["name"] for r in json.loads(listed.stdout)["repos"]] == [unique_name]
