@@ -117,6 +117,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds a git request may wait for a free slot before it gets 503 with Retry-After."),
     Setting("trash_grace_seconds", "ARTIFACTD_TRASH_GRACE_SECONDS", 0.0, float,
             "Seconds a deleted repo's directory stays in the trash before it is removed."),
+    Setting("maintenance_after_pushes", "ARTIFACTD_MAINTENANCE_AFTER_PUSHES", 20, int,
+            "Maintain a repo (repack, bitmaps, commit-graph, prune) after this many pushes."),
+    Setting("maintenance_interval", "ARTIFACTD_MAINTENANCE_INTERVAL", 10.0, float,
+            "Seconds between looks for repos due for maintenance (0 turns maintenance off)."),
+    Setting("gc_grace_seconds", "ARTIFACTD_GC_GRACE_SECONDS", 3600.0, float,
+            "Unreachable objects younger than this are never pruned (protects pushes in flight)."),
     Setting("metrics_port", "ARTIFACTD_METRICS_PORT", 0, int,
             "Serve `/metrics` on this separate port as well (0: only on the main port)."),
     Setting("metrics_enabled", "ARTIFACTD_METRICS_ENABLED", True, _parse_bool,
@@ -149,6 +155,9 @@ class Settings:
     git_max_processes: int = 32
     git_queue_timeout: float = 30.0
     trash_grace_seconds: float = 0.0
+    maintenance_after_pushes: int = 20
+    maintenance_interval: float = 10.0
+    gc_grace_seconds: float = 3600.0
     metrics_port: int = 0
     metrics_enabled: bool = True
 

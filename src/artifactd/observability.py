@@ -30,6 +30,11 @@ RATE_LIMITED = Counter("artifactd_rate_limited_total", "Requests refused by a ra
 EVENTS_DROPPED = Counter(
     "artifactd_events_dropped_total", "Analytics events dropped because the buffer was full."
 )
+MAINTENANCE_RUNS = Counter("artifactd_maintenance_runs_total", "Repo maintenance runs.", ["kind"])
+MAINTENANCE_SECONDS = Histogram(
+    "artifactd_maintenance_duration_seconds", "Time one repo maintenance took.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
 STORAGE_REFUSED = Counter(
     "artifactd_storage_limit_refusals_total", "Operations refused by a storage limit."
 )

@@ -17,6 +17,7 @@ from artifactd.http.accesslog import AccessLogMiddleware
 from artifactd.http.errors import handle_domain_error, handle_http_exception, handle_unexpected
 from artifactd.observability import EVENTS_DROPPED
 from artifactd.services import analytics
+from artifactd.services.maintenance import MaintenanceThread
 from artifactd.services.backend import Backend
 
 log = logging.getLogger("artifactd")
@@ -48,12 +49,15 @@ def create_app(backend: Backend) -> Starlette:
         recorder = analytics.install_recorder(backend, on_drop=EVENTS_DROPPED.inc)
         recorder.start()
         sweeper = asyncio.create_task(_sweep_trash_forever(backend))
+        maintenance = MaintenanceThread(backend)
+        maintenance.start()
         await repo_actions.on_startup(backend)
         try:
             yield
         finally:
             sweeper.cancel()
             repo_actions.on_shutdown(backend)
+            await asyncio.to_thread(maintenance.stop)
             await asyncio.to_thread(recorder.stop)
             backend.close()
 

@@ -28,6 +28,7 @@ def repo_info(repo: RepoRow, settings: Settings) -> dict[str, Any]:
         "status": repo.status,
         "status_reason": repo.status_reason,
         "size": repo.size_bytes,
+        "maintained_at": iso(repo.maintained_us),
     }
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO
 
 GIT = shutil.which("git") or "git"
+NICE = shutil.which("nice")
 
 # Applied to every git process we start.
 BASE_CONFIG: tuple[tuple[str, str], ...] = (
@@ -98,10 +99,18 @@ class GitRunner:
         timeout: float | None = 600,
         check: bool = True,
         cwd: Path | None = None,
+        low_priority: bool = False,
     ) -> subprocess.CompletedProcess[bytes]:
-        """Run git to completion (admin paths: fork, import, maintenance)."""
+        """Run git to completion (admin paths: fork, import, maintenance).
+
+        ``low_priority`` runs it under ``nice -n 19`` so background work (maintenance)
+        yields the CPU to git processes serving clients.
+        """
+        argv = self.argv(git_dir, args, config)
+        if low_priority and NICE:
+            argv = [NICE, "-n", "19", *argv]
         result = subprocess.run(
-            self.argv(git_dir, args, config), input=input, capture_output=True,
+            argv, input=input, capture_output=True,
             env=self.env(env), timeout=timeout, cwd=cwd, check=False,
         )
         if check and result.returncode != 0:

@@ -312,6 +312,23 @@ class MetadataStore:
             values["size_bytes"] = size_bytes
         self.update_repo(repo_id, **values)
 
+    def repos_due_for_maintenance(self, min_pushes: int, limit: int) -> list[RepoRow]:
+        with self._tx() as conn:
+            return [_repo(r) for r in conn.execute(
+                select(*_REPO_COLUMNS)
+                .where(repos.c.pushes_since_maintenance >= min_pushes)
+                .order_by(repos.c.pushes_since_maintenance.desc()).limit(limit)
+            )]
+
+    def finish_maintenance(self, repo_id: str, now_us: int, pushes_seen: int, size_bytes: int) -> None:
+        """Record a maintenance; pushes that arrived meanwhile stay counted for the next one."""
+        self.update_repo(
+            repo_id, maintained_us=now_us, size_bytes=size_bytes,
+            pushes_since_maintenance=func.max(repos.c.pushes_since_maintenance - pushes_seen, 0)
+            if self.engine.dialect.name == "sqlite"
+            else func.greatest(repos.c.pushes_since_maintenance - pushes_seen, 0),
+        )
+
     def repos_with_status(self, status: str) -> list[RepoRow]:
         with self._tx() as conn:
             return [_repo(r) for r in conn.execute(

@@ -84,6 +84,7 @@ repos = Table(
     Index("ix_repos_updated", "account_id", "namespace", "updated_us", "id"),
     Index("ix_repos_pushed", "account_id", "namespace", "last_push_us", "id"),
     Index("ix_repos_status", "status"),
+    Index("ix_repos_pushes_pending", "pushes_since_maintenance"),
 )
 
 repo_tokens = Table(
