@@ -21,6 +21,7 @@ branches it has, and its default branch.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
@@ -139,6 +140,7 @@ class Source:
     host: str
     port: int
     address: str  # the checked IP every connection goes to
+    alternatives: tuple[str, ...] = ()  # other checked addresses, tried if ``address`` is down
 
     @property
     def host_is_literal(self) -> bool:
@@ -189,6 +191,8 @@ def check_url(raw: object, allow: AllowList, resolve: Resolver = system_resolver
     if not host:
         raise ValidationError("url has no host", pointer="/url")
     port = parts.port or (443 if scheme == "https" else 80)
+    if scheme == "http" and not allow.hosts and not allow.networks:
+        raise refused("Plain http:// is only allowed for hosts on the server's import allowlist")
     addresses: list[IPAddress] = []
     for text in resolve(host, port):
         try:
@@ -206,7 +210,8 @@ def check_url(raw: object, allow: AllowList, resolve: Resolver = system_resolver
         raise refused("Plain http:// is only allowed for hosts on the server's import allowlist")
     path = parts.path.rstrip("/")
     netloc = parts.netloc
-    return Source(f"{scheme}://{netloc}{path}", scheme, host, port, str(addresses[0]))
+    texts = [str(a) for a in addresses]
+    return Source(f"{scheme}://{netloc}{path}", scheme, host, port, texts[0], tuple(texts[1:]))
 
 
 @dataclass(frozen=True)
@@ -226,7 +231,7 @@ def probe(
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _hop in range(MAX_REDIRECTS + 1):
             url = current.url + SERVICE_SUFFIX
-            response = _get(client, current, url)
+            current, response = _get(client, current, url)
             if response.status_code in (301, 302, 303, 307, 308):
                 location = response.headers.get("location", "")
                 target = urljoin(url, location)
@@ -243,7 +248,23 @@ def probe(
     raise unusable(f"Too many redirects (more than {MAX_REDIRECTS})")
 
 
-def _get(client: httpx.Client, source: Source, url: str) -> httpx.Response:
+def _get(client: httpx.Client, source: Source, url: str) -> tuple[Source, httpx.Response]:
+    """GET ``url`` from the first checked address that accepts a connection.
+
+    Returns the source pinned to that address (git must use the same one) and the response.
+    """
+    candidates = (source.address, *source.alternatives)
+    for index, address in enumerate(candidates):
+        pinned = dataclasses.replace(source, address=address, alternatives=())
+        try:
+            return pinned, _get_from(client, pinned, url)
+        except httpx.ConnectError as exc:
+            if index == len(candidates) - 1:
+                raise unusable(f"Could not reach {source.host}: {exc}"[:300]) from None
+    raise AssertionError("unreachable")
+
+
+def _get_from(client: httpx.Client, source: Source, url: str) -> httpx.Response:
     """GET ``url`` from ``source.address`` while naming ``source.host`` (Host, SNI, cert)."""
     parts = urlsplit(url)
     address = f"[{source.address}]" if ":" in source.address else source.address
@@ -267,6 +288,8 @@ def _get(client: httpx.Client, source: Source, url: str) -> httpx.Response:
                     chunks.append(chunk)
                 body = b"".join(chunks)
             return httpx.Response(response.status_code, headers=response.headers, content=body)
+    except httpx.ConnectError:
+        raise
     except httpx.HTTPError as exc:
         raise unusable(f"Could not reach {source.host}: {type(exc).__name__}: {exc}"[:300]) from None
 
