@@ -13,6 +13,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -141,10 +142,13 @@ class _GitBackend(BaseHTTPRequestHandler):
 
     root: Path
     fail_fetch: bool = False
+    delay: float = 0.0
 
     def _cgi(self) -> None:
         path, _, query = self.path.partition("?")
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        if self.command == "POST" and self.delay:
+            time.sleep(self.delay)
         if self.fail_fetch and self.command == "POST":
             self.send_response(500)
             self.send_header("Content-Length", "0")
@@ -182,9 +186,12 @@ class _GitBackend(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def git_source(root: Path, *, fail_fetch: bool = False) -> Iterator[str]:
-    """Serve the bare repos under ``root`` over smart HTTP; yields the base URL."""
-    handler = type("Handler", (_GitBackend,), {"root": root, "fail_fetch": fail_fetch})
+def git_source(root: Path, *, fail_fetch: bool = False, delay: float = 0.0) -> Iterator[str]:
+    """Serve the bare repos under ``root`` over smart HTTP; yields the base URL.
+
+    ``fail_fetch`` answers the fetch (POST) with 500; ``delay`` holds each POST that long.
+    """
+    handler = type("Handler", (_GitBackend,), {"root": root, "fail_fetch": fail_fetch, "delay": delay})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

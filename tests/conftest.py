@@ -63,3 +63,12 @@ def import_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                           extra_env={"ARTIFACTD_IMPORT_ALLOW_HOSTS": "127.0.0.1"})
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A SQLite server allowing 2 control-plane requests per namespace per hour (429 tests)."""
+    server = start_server(tmp_path_factory.mktemp("data-limited"),
+                          extra_env={"ARTIFACTD_RATE_LIMIT_CONTROL": "2/1h"})
+    yield server
+    server.stop()

@@ -377,3 +377,11 @@ def test_clone_header_goes_through_git_config_variables() -> None:
     assert result["GIT_CONFIG_COUNT"] == "2"
     assert result["GIT_CONFIG_KEY_1"] == "http.extraHeader"
     assert result["GIT_CONFIG_VALUE_1"] == "Authorization: Bearer t"
+
+
+def test_rate_limited_exits_7(limited_server: Server, tmp_path: Path, unique_name: str) -> None:
+    env = client_env(limited_server, tmp_path / "home", ARTIFACTD_NAMESPACE=unique_name)
+    run(env, "repo", "list")
+    run(env, "repo", "list")
+    limited = cli(env, "repo", "list", code=7)
+    assert "(code 10060)" in limited.stderr and limited.stdout == ""

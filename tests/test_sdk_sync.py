@@ -22,12 +22,14 @@ from artifactd import (
     ImportFailed,
     NotFound,
     PermissionDenied,
+    RateLimited,
     Repo,
     RepoInfo,
     Timeout,
     Tree,
     UnexpectedResponse,
     ValidationError,
+    WaitTimeout,
     authenticated_remote,
     token_expires_at,
     token_secret,
@@ -359,3 +361,27 @@ def test_import_refused_url(artifacts: Artifacts, unique_name: str) -> None:
     with pytest.raises(ValidationError) as refused:
         artifacts.import_repo("file:///etc", unique_name)
     assert refused.value.code == 10090 and refused.value.pointer == "/url"
+
+
+def test_wait_timeout_leaves_the_import_running(import_server: Server, tmp_path: Path,
+                                                unique_name: str) -> None:
+    make_source_repo(tmp_path / "home", tmp_path / "root", "slow", {"a.txt": "a\n"})
+    with git_source(tmp_path / "root", delay=3) as url, \
+            Artifacts(import_server.url, import_server.account_id, import_server.token) as client:
+        with pytest.raises(WaitTimeout) as waited:
+            client.import_repo(f"{url}/slow.git", unique_name, wait=True, wait_timeout=0.5)
+        assert "still importing after 0.5 s" in str(waited.value)
+        with pytest.raises(Conflict) as busy:
+            client.get(unique_name)
+        assert busy.value.retriable is True and busy.value.code == 10032
+
+
+def test_rate_limited(limited_server: Server, unique_name: str) -> None:
+    with Artifacts(limited_server.url, limited_server.account_id, limited_server.token,
+                   namespace=unique_name) as client:
+        client.list()
+        client.list()
+        with pytest.raises(RateLimited) as limited:
+            client.list()
+    assert limited.value.status == 429 and limited.value.code == 10060
+    assert isinstance(limited.value.retry_after, int) and limited.value.retry_after > 0
