@@ -123,6 +123,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds between looks for repos due for maintenance (0 turns maintenance off)."),
     Setting("gc_grace_seconds", "ARTIFACTD_GC_GRACE_SECONDS", 3600.0, float,
             "Unreachable objects younger than this are never pruned (protects pushes in flight)."),
+    Setting("analytics_enabled", "ARTIFACTD_ANALYTICS_ENABLED", True, _parse_bool,
+            "Record analytics events (the GraphQL dataset)."),
     Setting("metrics_port", "ARTIFACTD_METRICS_PORT", 0, int,
             "Serve `/metrics` on this separate port as well (0: only on the main port)."),
     Setting("metrics_enabled", "ARTIFACTD_METRICS_ENABLED", True, _parse_bool,
@@ -158,6 +160,7 @@ class Settings:
     maintenance_after_pushes: int = 20
     maintenance_interval: float = 10.0
     gc_grace_seconds: float = 3600.0
+    analytics_enabled: bool = True
     metrics_port: int = 0
     metrics_enabled: bool = True
 

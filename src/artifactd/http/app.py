@@ -47,7 +47,10 @@ def create_app(backend: Backend) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         recorder = analytics.install_recorder(backend, on_drop=EVENTS_DROPPED.inc)
-        recorder.start()
+        if backend.settings.analytics_enabled:
+            recorder.start()
+        else:
+            backend.extras["event_sinks"] = []
         sweeper = asyncio.create_task(_sweep_trash_forever(backend))
         maintenance = MaintenanceThread(backend)
         maintenance.start()
