@@ -56,19 +56,17 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     return f"{base}-{os.urandom(3).hex()}"
 
 
+IMPORT_SERVER_RATE = 400  # control-plane requests per namespace per hour on ``import_server``
+
+
 @pytest.fixture(scope="session")
 def import_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A SQLite server that may import from loopback over plain http (SDK and CLI tests)."""
-    server = start_server(tmp_path_factory.mktemp("data-import"),
-                          extra_env={"ARTIFACTD_IMPORT_ALLOW_HOSTS": "127.0.0.1"})
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A SQLite server allowing 2 control-plane requests per namespace per hour (429 tests)."""
-    server = start_server(tmp_path_factory.mktemp("data-limited"),
-                          extra_env={"ARTIFACTD_RATE_LIMIT_CONTROL": "2/1h"})
+    """A SQLite server for the SDK and CLI tests: it may import from loopback over plain http,
+    and allows IMPORT_SERVER_RATE control-plane requests per namespace per hour, so a test can
+    reach 429 in a namespace of its own (one server instead of two)."""
+    server = start_server(tmp_path_factory.mktemp("data-import"), extra_env={
+        "ARTIFACTD_IMPORT_ALLOW_HOSTS": "127.0.0.1",
+        "ARTIFACTD_RATE_LIMIT_CONTROL": f"{IMPORT_SERVER_RATE}/1h",
+    })
     yield server
     server.stop()

@@ -14,6 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from artifactd import Artifacts, RateLimited
 from artifactd.cli import main
 from tests.clientutil import (
     client_env,
@@ -25,6 +26,7 @@ from tests.clientutil import (
     run_cli,
     silent_server,
 )
+from tests.conftest import IMPORT_SERVER_RATE
 from tests.harness import Server
 
 
@@ -379,9 +381,11 @@ def test_clone_header_goes_through_git_config_variables() -> None:
     assert result["GIT_CONFIG_VALUE_1"] == "Authorization: Bearer t"
 
 
-def test_rate_limited_exits_7(limited_server: Server, tmp_path: Path, unique_name: str) -> None:
-    env = client_env(limited_server, tmp_path / "home", ARTIFACTD_NAMESPACE=unique_name)
-    run(env, "repo", "list")
-    run(env, "repo", "list")
+def test_rate_limited_exits_7(import_server: Server, tmp_path: Path, unique_name: str) -> None:
+    env = client_env(import_server, tmp_path / "home", ARTIFACTD_NAMESPACE=unique_name)
+    with Artifacts(import_server.url, import_server.account_id, import_server.token,
+                   namespace=unique_name) as client, contextlib.suppress(RateLimited):
+        for _ in range(2 * IMPORT_SERVER_RATE):
+            client.list(limit=1)
     limited = cli(env, "repo", "list", code=7)
     assert "(code 10060)" in limited.stderr and limited.stdout == ""

@@ -5,8 +5,8 @@ Import from ``artifactd`` directly; the modules here are private.
 
 from __future__ import annotations
 
-from artifactd.client._async import AsyncArtifacts, AsyncRepo
-from artifactd.client._errors import (
+from ._async import AsyncArtifacts, AsyncRepo
+from ._errors import (
     APIError,
     ArtifactsError,
     AuthenticationError,
@@ -25,8 +25,8 @@ from artifactd.client._errors import (
     ValidationError,
     WaitTimeout,
 )
-from artifactd.client._sync import Artifacts, Repo
-from artifactd.client._types import (
+from ._sync import Artifacts, Repo
+from ._types import (
     Commit,
     CreateRepoResult,
     CreateTokenResult,

@@ -25,8 +25,11 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from artifactd import __version__
-from artifactd.client import _errors as errors
-from artifactd.client._types import (
+from artifactd.errors import Code
+from artifactd.models import CreateRepoRequest, CreateTokenRequest, ForkRepoRequest, ImportRepoRequest
+
+from . import _errors as errors
+from ._types import (
     Commit,
     CreateRepoResult,
     CreateTokenResult,
@@ -37,8 +40,6 @@ from artifactd.client._types import (
     TokenList,
     Tree,
 )
-from artifactd.errors import Code
-from artifactd.models import CreateRepoRequest, CreateTokenRequest, ForkRepoRequest, ImportRepoRequest
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from artifactd.client import _core as core
-from artifactd.client._types import (
+from . import _core as core
+from ._types import (
     Commit,
     CreateRepoResult,
     CreateTokenResult,
