@@ -47,6 +47,7 @@ LOG_MAX_LIMIT = 200
 # Past this many commits to skip, one `git rev-list --skip` is cheaper than walking them
 # through cat-file round trips. Both produce git's default (commit date) order.
 REV_LIST_OFFSET = 500
+PREFETCH = 32  # commits read ahead along a first-parent chain in one cat-file round trip
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _POOL_KEY = "content.catfile_pool"
 
@@ -337,10 +338,14 @@ class RepoReader:
 
         Git keeps a list ordered by committer date, newest first, and inserts each parent
         after the commits of equal date already queued; a heap keyed on (-date, insertion
-        number) is the same order. Parents are fetched in one round trip per commit shown.
+        number) is the same order. Commits are fetched ahead along first-parent chains
+        (``<sha>~1``, ``<sha>~2``, ... in the same round trip), so a linear stretch of
+        history costs one round trip per ``PREFETCH`` commits rather than one per commit.
         """
-        [(info, raw)] = await self._run([("contents", start)])
-        if info is None or raw is None:
+        cache: dict[str, bytes] = {}
+        await self._fetch_commits([start], cache, want)
+        raw = cache.get(start)
+        if raw is None:
             raise _not_found_object(start, "Commit")
         counter = itertools.count()
         heap: list[tuple[int, int, str, bytes]] = [(-commit_date(raw), next(counter), start, raw)]
@@ -355,12 +360,24 @@ class RepoReader:
             if not parents:
                 continue
             seen.update(parents)
-            answers = await self._run([("contents", p) for p in parents])
-            for parent, (pinfo, praw) in zip(parents, answers, strict=True):
-                # A missing parent is a shallow boundary: git shows the commit without it.
-                if pinfo is not None and praw is not None and pinfo.type == "commit":
+            missing = [p for p in parents if p not in cache]
+            if missing:
+                await self._fetch_commits(missing, cache, want - len(out))
+            for parent in parents:
+                # Not found is a shallow boundary: git shows the commit without that parent.
+                praw = cache.pop(parent, None)
+                if praw is not None:
                     heapq.heappush(heap, (-commit_date(praw), next(counter), parent, praw))
         return out
+
+    async def _fetch_commits(self, shas: Sequence[str], cache: dict[str, bytes], budget: int) -> None:
+        """Read ``shas`` into ``cache``, and up to ``budget`` first-parent ancestors of the first."""
+        ahead = max(0, min(PREFETCH, budget) - 1)
+        commands = [("contents", sha) for sha in shas]
+        commands += [("contents", f"{shas[0]}~{k}") for k in range(1, ahead + 1)]
+        for info, raw in await self._run(commands):
+            if info is not None and raw is not None and info.type == "commit":
+                cache[info.sha] = raw
 
     async def _rev_list_page(self, start: str, skip: int, count: int) -> list[tuple[str, bytes]]:
         result = await asyncio.to_thread(

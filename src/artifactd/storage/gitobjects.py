@@ -51,16 +51,24 @@ def _decode(raw: bytes, encoding: str = "utf-8") -> str:
     return raw.decode(encoding, errors="replace")
 
 
+_ZONES: dict[bytes, timezone] = {}
+
+
 def _iso(timestamp: int, sign: bytes, hours: bytes, minutes: bytes) -> str:
-    offset = timedelta(hours=int(hours), minutes=int(minutes))
-    if sign == b"-":
-        offset = -offset
+    key = sign + hours + minutes
+    tz = _ZONES.get(key)
+    if tz is None:
+        offset = timedelta(hours=int(hours), minutes=int(minutes))
+        try:
+            tz = timezone(-offset if sign == b"-" else offset)
+        except ValueError:  # an offset of a day or more: git stores it, datetime cannot
+            tz = UTC
+        if len(_ZONES) < 4096:
+            _ZONES[key] = tz
     try:
-        tz = timezone(offset)
-        moment = (_EPOCH + timedelta(seconds=timestamp)).astimezone(tz)
-    except (OverflowError, ValueError):  # absurd dates or offsets: fall back to the epoch
-        moment = _EPOCH
-    return moment.isoformat()
+        return datetime.fromtimestamp(timestamp, tz).isoformat()
+    except (OverflowError, OSError, ValueError):  # absurd dates: fall back to the epoch
+        return _EPOCH.isoformat()
 
 
 def parse_identity(raw: bytes, encoding: str = "utf-8") -> Identity:
