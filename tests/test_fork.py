@@ -226,3 +226,19 @@ def test_fork_bad_input(sqlite_server: Server, parent: tuple[Repo, Git, Path]) -
     # Nothing half-created: no new repo directory, nothing left in tmp.
     assert {p.name for p in repos_dir.glob("*/*/*.git")} == before
     assert not list((sqlite_server.data_dir / "tmp").glob("fork-*"))
+
+
+def test_fork_and_read_on_each_database(server: Server, tmp_path: Path, unique_name: str) -> None:
+    """Fork and content reads on SQLite and PostgreSQL (auth runs in the thread pool there)."""
+    git = Git(tmp_path / "home")
+    work = tmp_path / "work"
+    repo = create_repo(server, unique_name)
+    sha = git.new_work(work, {"a.txt": "hello\n"})
+    push(git, repo, work, "main")
+    child = fork(server, unique_name, f"{unique_name}-f")
+    with server.client() as c:
+        assert c.get(f"/repos/{child.name}/file", params={"path": "a.txt"}).content == b"hello\n"
+        assert c.get(f"/repos/{child.name}/log").json()["result"][0]["sha"] == sha
+        assert c.get(f"/repos/{child.name}").json()["result"]["source"] == f"fork:default/{unique_name}"
+        envelope_error(c.post(f"/repos/{unique_name}/import", json={"url": "https://127.0.0.1/x"}),
+                       400, 10090)
