@@ -157,6 +157,23 @@ def test_login_from_environment(sqlite_server: Server, tmp_path: Path) -> None:
     assert json.loads(run(bare, "repo", "list", "--json").stdout)["cursor"] is None
 
 
+def test_login_no_verify_and_setup_options(sqlite_server: Server, tmp_path: Path) -> None:
+    env = client_env(sqlite_server, tmp_path / "home", ARTIFACTD_CLIENT_CONFIG=str(tmp_path / "c.toml"))
+    down = closed_port_url()
+    run(env, "login", "--url", down, "--no-verify")  # nothing is contacted
+    assert f'url = "{down}"' in (tmp_path / "c.toml").read_text()
+    run(env, "login", "--url", down, code=7)  # verified: the server is not there
+    printed = run(env, "credential-helper", "setup", "--print", "--ttl", "120",
+                  "--git-url", "https://acct.git.example.com/git/ns/repo.git").stdout
+    assert "--add credential.https://acct.git.example.com.helper 'artifactd --ttl 120'" in printed
+    gitconfig = tmp_path / "repo.gitconfig"
+    run(env, "credential-helper", "setup", "--file", str(gitconfig), "--git-url", "http://h:1")
+    text = gitconfig.read_text()
+    assert '[credential "http://h:1"]' in text and "useHttpPath = true" in text
+    assert '\thelper = \n\thelper = artifactd\n' in text
+    run(env, "credential-helper", "setup", "--print", "--git-url", "ssh://x", code=2)
+
+
 def test_login_without_terminal_names_what_is_missing(sqlite_server: Server, tmp_path: Path) -> None:
     env = client_env(sqlite_server, tmp_path / "home")
     env.pop("ARTIFACTD_API_TOKEN")

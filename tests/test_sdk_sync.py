@@ -21,6 +21,7 @@ from artifactd import (
     CreateTokenResult,
     ImportFailed,
     NotFound,
+    PayloadTooLarge,
     PermissionDenied,
     RateLimited,
     Repo,
@@ -280,6 +281,9 @@ def test_api_errors_are_typed(sqlite_server: Server, artifacts: Artifacts, uniqu
     with pytest.raises(ValidationError) as typed:  # caught by the SDK before sending
         repo.create_token("read", "60")  # type: ignore[arg-type]
     assert typed.value.status is None and typed.value.pointer == "/ttl"
+    with pytest.raises(PayloadTooLarge) as large:  # over the server's max_body_bytes (1 MiB)
+        artifacts.create(unique_name + "-big", description="x" * (2 << 20))
+    assert large.value.status == 413 and large.value.code == 10005
 
 
 def test_connection_refused() -> None:

@@ -32,7 +32,7 @@ class ExitCode(IntEnum):
 
     OK = 0
     ERROR = 1  # anything else: a git failure, an unexpected server error
-    USAGE = 2  # bad arguments or input (click's own code), refused by the CLI or the server
+    USAGE = 2  # bad arguments or input (click's own code), refused by the CLI or the server (400, 413)
     CONFIG = 3  # not logged in, unusable config file
     NOT_FOUND = 4  # repo, token, ref or file does not exist
     CONFLICT = 5  # name taken, repo not ready, token already revoked, target directory not empty
@@ -42,7 +42,7 @@ class ExitCode(IntEnum):
 
 
 def exit_code_for(exc: sdk.ArtifactsError) -> ExitCode:
-    if isinstance(exc, sdk.ValidationError):
+    if isinstance(exc, sdk.ValidationError | sdk.PayloadTooLarge):
         return ExitCode.USAGE
     if isinstance(exc, sdk.ConfigurationError):
         return ExitCode.CONFIG

@@ -23,11 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from artifactd.client._core import ENV_ACCOUNT, ENV_NAMESPACE, ENV_TOKEN, ENV_URL
+
 ENV_CONFIG = "ARTIFACTD_CLIENT_CONFIG"
-ENV_URL = "ARTIFACTD_URL"
-ENV_ACCOUNT = "ARTIFACTD_ACCOUNT_ID"
-ENV_TOKEN = "ARTIFACTD_API_TOKEN"  # noqa: S105 - a variable name
-ENV_NAMESPACE = "ARTIFACTD_NAMESPACE"
 ENV_TIMEOUT = "ARTIFACTD_TIMEOUT"
 KEYS = ("url", "account_id", "api_token", "namespace", "timeout")
 PRIVATE_MODE = 0o600
