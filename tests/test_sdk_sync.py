@@ -379,6 +379,10 @@ def test_wait_timeout_leaves_the_import_running(import_server: Server, tmp_path:
         with pytest.raises(Conflict) as busy:
             client.get(unique_name)
         assert busy.value.retriable is True and busy.value.code == 10032
+        assert busy.value.status is None  # said by the SDK, from the repo's status
+        with pytest.raises(Conflict) as again:  # said by the server
+            client.import_repo(f"{url}/slow.git", unique_name)
+        assert again.value.status == 409 and again.value.retriable is True
 
 
 def test_rate_limited(import_server: Server, unique_name: str) -> None:
