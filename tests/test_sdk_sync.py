@@ -110,8 +110,12 @@ def test_missing_configuration_is_named(monkeypatch: pytest.MonkeyPatch) -> None
         Artifacts(base_url="http://127.0.0.1:1")
     assert "account_id (or ARTIFACTD_ACCOUNT_ID)" in str(info.value)
     assert "api_token (or ARTIFACTD_API_TOKEN)" in str(info.value)
-    with pytest.raises(ConfigurationError, match="base URL must look like"):
-        Artifacts("ftp://example.com", "a" * 32, "artd_x")
+    for bad in ("ftp://example.com", "http://[bad", "http://host:notaport", "localhost:8787"):
+        with pytest.raises(ConfigurationError, match="base URL must look like"):
+            Artifacts(bad, "a" * 32, "artd_x")
+    with_userinfo = Artifacts("http://user:secret@127.0.0.1:1", "a" * 32, "artd_x")
+    assert "secret" not in repr(with_userinfo)
+    with_userinfo.close()
 
 
 def test_create_get_info_delete(artifacts: Artifacts, unique_name: str) -> None:

@@ -68,7 +68,10 @@ def login(
     values = {"url": url, "account_id": account_id, "api_token": api_token}
     if app.namespace_option:
         values["namespace"] = app.namespace_option
-    _config.write_file(path, values)
+    try:
+        _config.write_file(path, values)
+    except OSError as exc:
+        app.abort(f"cannot write {path}: {exc.strerror or exc}", ExitCode.CONFIG)
     app.display_success(f"Logged in to {url} as account {account_id}; saved to {path} (mode 0600).")
 
 

@@ -81,7 +81,8 @@ class AsyncArtifacts:
 
     def __repr__(self) -> str:
         return (
-            f"AsyncArtifacts(base_url={self.base_url!r}, account_id={self.account_id!r}, "
+            f"AsyncArtifacts(base_url={core.redacted_url(self.base_url)!r}, "
+            f"account_id={self.account_id!r}, "
             f"namespace={self.namespace!r})"
         )
 

@@ -110,8 +110,13 @@ class Config:
 def normalize_base_url(url: str) -> str:
     """The server root. A URL that already ends in ``/client/v4`` (as Cloudflare's does) is accepted."""
     text = url.strip().rstrip("/")
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(text)
+        httpx.URL(text)  # what the client will parse: ports, IPv6 brackets, characters
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except (ValueError, httpx.InvalidURL):
+        valid = False
+    if not valid:
         raise errors.ConfigurationError(
             f"base URL must look like http://host:port or https://host, got {redacted_url(text)!r}"
         )
@@ -121,9 +126,12 @@ def normalize_base_url(url: str) -> str:
 
 
 def redacted_url(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" in parts.netloc:
-        return url.replace(parts.netloc, "***@" + parts.netloc.rpartition("@")[2], 1)
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return errors.redact(url)
+    if "@" in netloc:
+        return url.replace(netloc, "***@" + netloc.rpartition("@")[2], 1)
     return errors.redact(url)
 
 

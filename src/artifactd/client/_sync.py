@@ -80,7 +80,7 @@ class Artifacts:
 
     def __repr__(self) -> str:
         return (
-            f"Artifacts(base_url={self.base_url!r}, account_id={self.account_id!r}, "
+            f"Artifacts(base_url={core.redacted_url(self.base_url)!r}, account_id={self.account_id!r}, "
             f"namespace={self.namespace!r})"
         )
 
