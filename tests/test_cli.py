@@ -209,7 +209,7 @@ def test_repo_commands(env: dict[str, str], unique_name: str, sqlite_server: Ser
     assert as_json["name"] == unique_name + "-2" and as_json["token"].startswith("art_v1_")
     assert set(as_json) >= {"id", "namespace", "remote", "default_branch", "expires_at"}
 
-    taken = cli(env, "repo", "create", unique_name, code=5)
+    taken = run(env, "repo", "create", unique_name, code=5)
     assert taken.stderr.startswith("Error: A repo named") and "(code 10031)" in taken.stderr
     invalid = cli(env, "repo", "create", "bad name!", code=2)
     assert "(code 10004)" in invalid.stderr
@@ -265,7 +265,7 @@ def test_token_commands(env: dict[str, str], unique_name: str) -> None:
     assert plaintext not in table
 
     cli(env, "token", "revoke", as_json["id"])
-    again = cli(env, "token", "revoke", as_json["id"], code=4)
+    again = run(env, "token", "revoke", as_json["id"], code=4)
     assert "already revoked" in again.stderr
     revoked = json.loads(run(env, "token", "list", unique_name, "--state", "revoked", "--json").stdout)
     assert [t["id"] for t in revoked] == [as_json["id"]]

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from artifactd import Artifacts
+from artifactd.cli import _config
+from artifactd.cli.credential import answer, parse_request
 from tests.clientutil import client_env, push_files, run_cli
 from tests.harness import Server
 
@@ -31,6 +33,10 @@ def git(env: dict[str, str], *args: str, cwd: Path | None = None,
     if check:
         assert result.returncode == 0, (args, result.stdout, result.stderr)
     return result
+
+
+def github_request() -> str:
+    return "protocol=https\nhost=github.com\npath=cloudflare/workers-sdk.git\n\n"
 
 
 def request(remote: str, **extra: str) -> str:
@@ -120,8 +126,8 @@ def test_blobless_clone_fetches_blobs_later_through_the_helper_read_scope(
 def test_helper_protocol(env: dict[str, str], artifacts: Artifacts, sqlite_server: Server,
                          unique_name: str) -> None:
     created = artifacts.create(unique_name)
-    answer = helper(env, "get", stdin=request(created.remote)).stdout
-    lines = dict(line.split("=", 1) for line in answer.splitlines())
+    reply = helper(env, "get", stdin=request(created.remote)).stdout
+    lines = dict(line.split("=", 1) for line in reply.splitlines())
     assert set(lines) == {"username", "password", "password_expiry_utc"}
     assert lines["username"] == "x" and lines["password"].startswith("art_v1_")
     assert "?expires=" not in lines["password"] and int(lines["password_expiry_utc"]) > 0
@@ -132,14 +138,20 @@ def test_helper_protocol(env: dict[str, str], artifacts: Artifacts, sqlite_serve
     assert "username=me\n" in read.stdout
     assert "read" in {t.scope for t in artifacts.get(unique_name).list_tokens().tokens}
 
-    # Not ours, or not enough to tell: no answer, so git asks the next helper.
-    github = "protocol=https\nhost=github.com\npath=cloudflare/workers-sdk.git\n\n"
-    assert helper(env, "get", stdin=github).stdout == ""
+    # Not ours, or not enough to tell: no answer, so git asks the next helper (in-process:
+    # the same function the script calls).
+    settings = _config.load(env=env)
+    github = parse_request(["protocol=https", "host=github.com", "path=cloudflare/workers-sdk.git"])
+    assert answer(settings, github, "auto", 900) is None
     unknown = created.remote.replace(unique_name, unique_name + "-no")
-    assert helper(env, "get", stdin=request(unknown)).stdout == ""
-    assert helper(env, "get", stdin=f"protocol=http\nhost={urlsplit(created.remote).netloc}\n\n").stdout == ""
+    assert answer(settings, parse_request(request(unknown).splitlines()), "auto", 900) is None
+    no_path = parse_request(["protocol=http", f"host={urlsplit(created.remote).netloc}"])
+    assert answer(settings, no_path, "auto", 900) is None
     other_account = created.remote.replace(sqlite_server.account_id, "f" * 32)
-    assert helper(env, "get", stdin=request(other_account)).stdout == ""
+    assert answer(settings, parse_request(request(other_account).splitlines()), "auto", 900) is None
+    elsewhere = created.remote.replace(urlsplit(created.remote).netloc, "127.0.0.2:1")
+    assert answer(settings, parse_request(request(elsewhere).splitlines()), "auto", 900) is None
+    assert helper(env, "get", stdin=github_request()).stdout == ""
     # store and erase: nothing stored, nothing to erase.
     assert helper(env, "store", stdin=request(created.remote, username="x", password="p")).stdout == ""
     assert helper(env, "erase", stdin=request(created.remote, username="x", password="p")).stdout == ""
