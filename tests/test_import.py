@@ -248,7 +248,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with a small storage cap and a short import time limit; tests restart it."""
     server = start_server(tmp_path_factory.mktemp("limited"), extra_env={
         "ARTIFACTD_IMPORT_ALLOW_HOSTS": ALLOW, "ARTIFACTD_MAX_REPO_BYTES": "300000",
-        "ARTIFACTD_IMPORT_TIMEOUT": "5",
+        "ARTIFACTD_MAX_ACCOUNT_BYTES": "1000000", "ARTIFACTD_IMPORT_TIMEOUT": "5",
     })
     yield server
     server.stop()
@@ -268,6 +268,25 @@ def test_limits(limited: Server, source: GitSource, unique_name: str) -> None:
         source.release("slow")
     assert info["status"] == "failed" and "timed out" in info["status_reason"], info
     assert not list((server.data_dir / "tmp").glob("import-*"))
+
+
+def test_fork_counts_against_storage_limits(limited: Server, tmp_path: Path, unique_name: str) -> None:
+    """A fork is accounted its parent's bytes: forks stop when the account limit is reached."""
+    git = Git(tmp_path / "home")
+    work = tmp_path / "work"
+    git.new_work(work, {"data.bin": os.urandom(250_000)})
+    with limited.client() as c:
+        created = c.post("/repos", json={"name": unique_name}).json()["result"]
+        git.run("-c", bearer(created["token"]), "push", "-q", created["remote"], "main", cwd=work)
+        statuses = [c.post(f"/repos/{unique_name}/fork", json={"name": f"{unique_name}-{i}"}).status_code
+                    for i in range(4)]
+        assert statuses[0] == 200 and statuses[-1] == 413, statuses
+        refused = c.post(f"/repos/{unique_name}/fork", json={"name": f"{unique_name}-x"})
+        envelope_error(refused, 413, 10070)
+        envelope_error(c.get(f"/repos/{unique_name}-x"), 404, 10030)
+        for i in range(4):  # free the account for the other tests on this server
+            c.delete(f"/repos/{unique_name}-{i}")
+        c.delete(f"/repos/{unique_name}")
 
 
 # -- restarts --------------------------------------------------------------------------------

@@ -12,10 +12,11 @@ the parent's default branch, and its description unless the request gives one.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from artifactd.errors import Code, Conflict, InternalError
-from artifactd.services import events, repos
+from artifactd.services import events, limits, repos
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.names import check_name
@@ -53,12 +54,13 @@ def read_refs(backend: Backend, parent: RepoRow) -> list[tuple[str, str]]:
 
 
 def check_fork_limits(backend: Backend, parent: RepoRow, linked_bytes: int) -> None:
-    """Storage limits for a new fork (issue 6 fills this in: account totals, repo count).
+    """The storage limits a new fork must fit in: the per-repo and the account limit.
 
-    A fork adds no bytes on disk (hardlinks), but it is accounted the parent's size, as it
-    will keep those bytes alive once the parent is gone.
+    A fork adds no bytes on disk (hardlinks), but it is accounted the parent's object bytes,
+    as it keeps them alive once the parent is gone; so it is checked as a new, empty repo
+    receiving that many bytes.
     """
-    del backend, parent, linked_bytes
+    limits.check_storage(backend, dataclasses.replace(parent, size_bytes=0), linked_bytes)
 
 
 def fork_repo(

@@ -4,7 +4,8 @@
 (is it git? does ``branch`` exist? what is its default branch?), creates the repo with
 status ``importing`` and returns its ``CreateRepoResult`` at once. A thread of the server
 process then fetches into a staging directory, watched for the time limit
-(``import_timeout``) and the per-repo storage limit (``max_repo_bytes``), renames it into
+(``import_timeout``) and the storage limits (what the repo and its account may still
+store: ``max_repo_bytes``, ``max_account_bytes``), renames it into
 place and marks the repo ``ready``, or ``failed`` with the reason in ``status_reason``.
 
 Lifecycle and restarts:
@@ -36,7 +37,7 @@ from typing import IO, Any
 
 from artifactd.errors import Code, Conflict, ValidationError
 from artifactd.models import ImportRepoRequest
-from artifactd.services import repo_tokens, repos
+from artifactd.services import limits, repo_tokens, repos
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.import_source import AllowList, Probe, Source, check_url, probe
@@ -279,7 +280,7 @@ def _fetch_config(source: Source) -> list[tuple[str, str]]:
 
 
 def _too_large(limit: int) -> str:
-    return f"the repository is larger than the storage limit ({limit} bytes)"
+    return f"the repository is larger than the storage limit ({limit} bytes left)"
 
 
 def _has_commit(backend: Backend, git_dir: Path, ref: str) -> bool:
@@ -335,6 +336,8 @@ def _fetch(
     backend: Backend, state: _State, repo: RepoRow, spec: ImportSpec, source: Source, staging: Path
 ) -> None:
     settings = backend.settings
+    # The repo and account storage limits, as they stand when the fetch starts.
+    cap = limits.remaining_bytes(backend, repo)
     stderr_path = staging / "import-stderr.log"
     with open(stderr_path, "wb") as stderr:
         proc = backend.git.start(
@@ -354,9 +357,9 @@ def _fetch(
             if now - started > settings.import_timeout:
                 backend.git.kill_group(proc)
                 raise ImportFailed(f"timed out after {settings.import_timeout:g} seconds")
-            if _dir_bytes(staging / "objects") > settings.max_repo_bytes:
+            if _dir_bytes(staging / "objects") > cap:
                 backend.git.kill_group(proc)
-                raise ImportFailed(_too_large(settings.max_repo_bytes))
+                raise ImportFailed(_too_large(cap))
             if now >= next_row_check:
                 next_row_check = now + ROW_CHECK_INTERVAL
                 current = backend.meta.get_repo_by_id(repo.id)
@@ -374,8 +377,8 @@ def _fetch(
         lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
         detail = next((ln for ln in lines if ln.startswith(("fatal:", "error:"))), lines[-1] if lines else "")
         raise ImportFailed(f"git fetch failed: {detail or f'exit status {proc.returncode}'}")
-    if _dir_bytes(staging / "objects") > settings.max_repo_bytes:
-        raise ImportFailed(_too_large(settings.max_repo_bytes))
+    if _dir_bytes(staging / "objects") > cap:
+        raise ImportFailed(_too_large(cap))
 
 
 # -- process lifecycle ------------------------------------------------------------------------
