@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
+import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -524,3 +526,31 @@ def test_auth(sqlite_server: Server, seeded: Seeded) -> None:
     envelope_error(httpx.get(url, headers={"Authorization": f"Bearer {other['token']}"}), 403, 10013)
     # A repo token is a git credential, not an API token.
     envelope_error(httpx.get(url, headers={"Authorization": f"Bearer {seeded.repo.token}"}), 401, 10011)
+
+
+def _catfile_pids(git_dir: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(git_dir) in cmdline and "--batch-command" in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_killed_cat_file_is_replaced(sqlite_server: Server, seeded: Seeded) -> None:
+    url = f"/repos/{seeded.repo.name}/file"
+    with c(sqlite_server) as client:
+        assert client.get(url, params={"path": "README.md"}).status_code == 200
+        pids = _catfile_pids(seeded.repo.git_dir)
+        assert pids
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        for _ in range(5):
+            r = client.get(url, params={"path": "README.md"})
+            assert r.status_code == 200 and r.content == b"# Content\n\nhello again\n"
+        assert set(_catfile_pids(seeded.repo.git_dir)).isdisjoint(pids)

@@ -159,6 +159,9 @@ class CatFilePool:
             except CatFileDied:
                 if attempt == 2:
                     raise
+                # Its siblings most likely went the same way (the repo moved, an OOM kill):
+                # drop them too, so the retry starts a fresh process.
+                self.evict(git_dir)
             finally:
                 self._release(cat)
         raise AssertionError("unreachable")
