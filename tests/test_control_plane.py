@@ -397,3 +397,22 @@ def test_unknown_namespace_and_repo(server: Server) -> None:
         envelope_error(c.get("/repos/nope-nope"), 404, 10030)
         assert c.get(server.ns_url("never-used") + "/repos").json()["result"] == []
         envelope_error(c.post(server.ns_url("-bad") + "/repos", json={"name": "x"}), 400, 10004)
+
+
+def test_concurrent_first_creates_in_a_new_namespace(server: Server, unique_name: str) -> None:
+    """Regression: racing first creates in a namespace must all succeed (namespace upsert)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    namespaces = [f"race-{unique_name}-{i}"[:64] for i in range(4)]
+
+    def create_in(args: tuple[str, int]) -> int:
+        namespace, i = args
+        with server.client() as c:
+            return c.post(server.ns_url(namespace) + "/repos", json={"name": f"r{i}"}).status_code
+
+    jobs = [(ns, i) for ns in namespaces for i in range(8)]
+    with ThreadPoolExecutor(16) as pool:
+        assert list(pool.map(create_in, jobs)) == [200] * len(jobs)
+    with server.client() as c:
+        for ns in namespaces:
+            assert c.get(server.ns_url(ns)).json()["result"]["repo_count"] == 8

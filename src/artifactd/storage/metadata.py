@@ -12,6 +12,8 @@ from contextlib import contextmanager, suppress
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from artifactd.errors import Code, Conflict
@@ -99,6 +101,12 @@ _REPO_COLUMNS = [repos.c[f.name] for f in dataclasses.fields(RepoRow)]
 _INSERT_REPO = insert(repos)
 _INSERT_TOKEN = insert(repo_tokens)
 _INSERT_NAMESPACE = insert(namespaces)
+# Two first creates in a new namespace can race; the loser's namespace insert must not
+# fail its whole create. Both databases speak ON CONFLICT DO NOTHING.
+_INSERT_NAMESPACE_IF_NEW = {
+    "sqlite": sqlite_insert(namespaces).on_conflict_do_nothing(),
+    "postgresql": postgresql_insert(namespaces).on_conflict_do_nothing(),
+}
 _TOKEN_COLUMNS = [repo_tokens.c[f.name] for f in dataclasses.fields(RepoTokenRow)]
 
 
@@ -232,7 +240,7 @@ class MetadataStore:
                     namespaces.c.name == repo.namespace,
                 )).first()
                 if ns_exists is None:
-                    conn.execute(_INSERT_NAMESPACE, {
+                    conn.execute(_INSERT_NAMESPACE_IF_NEW.get(self.engine.dialect.name, _INSERT_NAMESPACE), {
                         "account_id": repo.account_id, "name": repo.namespace,
                         "created_us": repo.created_us,
                     })
