@@ -1,6 +1,6 @@
 """Repo content routes (spec 001 "Repo content"): log, commit, tree, blob, file, raw.
 
-These handlers are async end to end: the API token and repo checks are one short step
+These handlers are async end to end: the API token, rate-limit and repo checks are one step
 (inline for SQLite, in the thread pool for PostgreSQL, like every control-plane route),
 then the reads are awaited on the worker's cat-file pool and byte bodies are streamed.
 
@@ -10,7 +10,7 @@ answer ``If-None-Match`` with 304, and serve one ``Range`` (206; 416 past the en
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
@@ -24,8 +24,10 @@ from artifactd.http.envelope import failure, success
 from artifactd.http.ranges import UNSATISFIABLE, etag_matches, parse_range
 from artifactd.http.shapes import commit_info, tree_info
 from artifactd.http.sniff import SNIFF_BYTES, sniff
-from artifactd.services import accounts, content, repos
+from artifactd.services import accounts, content, events, limits, repos
+from artifactd.services.accounts import Principal
 from artifactd.services.backend import Backend
+from artifactd.services.clock import now_us
 from artifactd.services.content import Blob, RepoReader
 from artifactd.storage.metadata import RepoRow
 
@@ -43,22 +45,45 @@ class Opened:
     reader: RepoReader
 
 
-async def _open(request: Request) -> Opened:
-    backend: Backend = request.app.state.backend
-    authorization = request.headers.get("authorization")
-    params = request.path_params
+Handler = Callable[[Request, Opened], Awaitable[Response]]
 
-    def check() -> RepoRow:
-        principal = accounts.authenticate(backend, authorization, params["account_id"])
-        repo = repos.get_repo(backend, principal.account_id, params["namespace"], params["name"])
-        repos.require_ready(repo)
-        return repo
 
-    if getattr(backend.meta, "inline_ok", False):
-        repo = check()
-    else:
-        repo = await run_in_threadpool(check)
-    return Opened(backend, RepoReader(backend, repo))
+def routed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Authenticate, rate-limit and find the ready repo, like every control-plane route.
+
+    The checks are inline for SQLite and in the thread pool for PostgreSQL (as ``endpoint``
+    does); errors of an authenticated caller become analytics events of its account.
+    """
+
+    async def run(request: Request) -> Response:
+        backend: Backend = request.app.state.backend
+        authorization = request.headers.get("authorization")
+        params = request.path_params
+        started = now_us()
+        principals: list[Principal] = []
+
+        def check() -> RepoRow:
+            principal = accounts.authenticate(backend, authorization, params["account_id"])
+            principals.append(principal)
+            limits.check_rate(backend, "control", f"{principal.account_id}:{params['namespace']}")
+            repo = repos.get_repo(backend, principal.account_id, params["namespace"], params["name"])
+            repos.require_ready(repo)
+            return repo
+
+        try:
+            if getattr(backend.meta, "inline_ok", False):
+                repo = check()
+            else:
+                repo = await run_in_threadpool(check)
+            return await handler(request, Opened(backend, RepoReader(backend, repo)))
+        except Exception as exc:
+            if principals:
+                events.record_error(backend, principals[0].account_id, params["namespace"],
+                                    params["name"], exc, started_us=started)
+            raise
+
+    run.__name__ = handler.__name__
+    return run
 
 
 def _int_query(request: Request, name: str, default: int) -> int:
@@ -78,8 +103,7 @@ def _json_with_etag(request: Request, result: object, etag: str) -> Response:
     return success(result, headers=headers)
 
 
-async def log(request: Request) -> Response:
-    opened = await _open(request)
+async def log(request: Request, opened: Opened) -> Response:
     limit = _int_query(request, "limit", content.LOG_DEFAULT_LIMIT)
     offset = _int_query(request, "offset", 0)
     page = await opened.reader.log(request.query_params.get("ref") or None, limit, offset)
@@ -95,36 +119,31 @@ async def log(request: Request) -> Response:
     )
 
 
-async def commit(request: Request) -> Response:
-    opened = await _open(request)
+async def commit(request: Request, opened: Opened) -> Response:
     sha = content.check_hash(request.path_params["hash"])
     found = await opened.reader.commit(sha)
     return _json_with_etag(request, commit_info(found), f'"{sha}-{JSON_SHAPE}"')
 
 
-async def tree(request: Request) -> Response:
-    opened = await _open(request)
+async def tree(request: Request, opened: Opened) -> Response:
     sha = content.check_hash(request.path_params["hash"])
     found = await opened.reader.tree(sha)
     return _json_with_etag(request, tree_info(found), f'"{sha}-{JSON_SHAPE}"')
 
 
-async def blob(request: Request) -> Response:
-    opened = await _open(request)
+async def blob(request: Request, opened: Opened) -> Response:
     found = await opened.reader.blob(request.path_params["hash"])
     return await _bytes(request, opened.backend, found, None, IMMUTABLE)
 
 
-async def file(request: Request) -> Response:
-    opened = await _open(request)
+async def file(request: Request, opened: Opened) -> Response:
     found = await opened.reader.file(
         request.query_params.get("ref") or None, request.query_params.get("path")
     )
     return await _bytes(request, opened.backend, found, None, REVALIDATE)
 
 
-async def raw(request: Request) -> Response:
-    opened = await _open(request)
+async def raw(request: Request, opened: Opened) -> Response:
     found, path = await opened.reader.raw(request.path_params["rest"])
     return await _bytes(request, opened.backend, found, path, REVALIDATE)
 
@@ -193,10 +212,10 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
 
 REPO = NS + "/repos/{name}"
 routes = [
-    Route(REPO + "/log", log, methods=["GET"]),
-    Route(REPO + "/commit/{hash}", commit, methods=["GET"]),
-    Route(REPO + "/tree/{hash}", tree, methods=["GET"]),
-    Route(REPO + "/blob/{hash}", blob, methods=["GET"]),
-    Route(REPO + "/file", file, methods=["GET"]),
-    Route(REPO + "/raw/{rest:path}", raw, methods=["GET"]),
+    Route(REPO + "/log", routed(log), methods=["GET"]),
+    Route(REPO + "/commit/{hash}", routed(commit), methods=["GET"]),
+    Route(REPO + "/tree/{hash}", routed(tree), methods=["GET"]),
+    Route(REPO + "/blob/{hash}", routed(blob), methods=["GET"]),
+    Route(REPO + "/file", routed(file), methods=["GET"]),
+    Route(REPO + "/raw/{rest:path}", routed(raw), methods=["GET"]),
 ]
