@@ -1,4 +1,4 @@
-"""docs/sdk.md runs: every ```python block, in order, in one namespace, against a real server.
+"""docs/sdk.md and the README run: every ```python block, in order, against a real server.
 
 Only the spec's GitHub URL changes: it points at a local smart-HTTP source (the test server
 may import from loopback), as the README test changes only the host.
@@ -17,12 +17,14 @@ from artifactd import Artifacts
 from tests.clientutil import git_source, make_source_repo
 from tests.harness import Server
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "sdk.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = (ROOT / "docs" / "sdk.md", ROOT / "README.md")  # run in this order, in one namespace
 GITHUB = "https://github.com/cloudflare/workers-sdk"
 
 
 def python_blocks() -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```$", DOC.read_text(), re.S | re.M)
+    return [block for doc in DOCS
+            for block in re.findall(r"^```python\n(.*?)^```$", doc.read_text(), re.S | re.M)]
 
 
 def test_the_doc_has_the_spec_examples() -> None:
@@ -56,7 +58,7 @@ def test_sdk_doc_examples_run(import_server: Server, tmp_path: Path, monkeypatch
     with git_source(tmp_path / "sources") as source:
         for index, block in enumerate(python_blocks(), start=1):
             code = block.replace(GITHUB, f"{source}/workers-sdk.git")
-            exec(compile(code, f"docs/sdk.md python block {index}", "exec"), scope)
+            exec(compile(code, f"docs python block {index}", "exec"), scope)
     out = capsys.readouterr().out
     with contextlib.closing(scope["artifacts"]) as artifacts:  # type: ignore[type-var]
         assert isinstance(artifacts, Artifacts)
