@@ -10,6 +10,7 @@ answer ``If-None-Match`` with 304, and serve one ``Range`` (206; 416 past the en
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ from artifactd.http.envelope import failure, success
 from artifactd.http.ranges import UNSATISFIABLE, etag_matches, parse_range
 from artifactd.http.shapes import commit_info, tree_info
 from artifactd.http.sniff import SNIFF_BYTES, sniff
-from artifactd.services import accounts, content, events, limits, repos
+from artifactd.services import accounts, content, events, git_rpc, limits, repos
 from artifactd.services.accounts import Principal
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
@@ -173,32 +174,51 @@ async def _bytes(
         status, start, length = 206, wanted[0], wanted[1] - wanted[0] + 1
         headers["Content-Range"] = f"bytes {wanted[0]}-{wanted[1]}/{found.size}"
 
-    chunks: AsyncIterator[bytes] | None = None
+    headers["Content-Length"] = str(length)
+    if found.data is None and request.method != "HEAD":
+        # A dedicated git process will stream the blob: it counts against git_max_processes
+        # like the data plane's, taken before the response starts so overload is a clean 503.
+        stack = contextlib.AsyncExitStack()
+        await stack.enter_async_context(git_rpc.git_slot(backend))
+        try:
+            return await _streamed(backend, found, raw_path, headers, status, start, length, stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+    media_type = "application/octet-stream"
+    if raw_path is not None:
+        headers["Content-Security-Policy"] = RAW_CSP
+        media_type = sniff(raw_path, found.data[:SNIFF_BYTES] if found.data is not None else None)
+    if request.method == "HEAD" or found.data is None:
+        return Response(status_code=status, headers=headers, media_type=media_type)
+    return Response(found.data[start:start + length], status_code=status, headers=headers,
+                    media_type=media_type)
+
+
+async def _streamed(
+    backend: Backend, found: Blob, raw_path: str | None, headers: dict[str, str], status: int,
+    start: int, length: int, stack: contextlib.AsyncExitStack,
+) -> Response:
+    chunks = content.blob_chunks(backend, found, start, length)
     first = b""
     if raw_path is None:
         media_type = "application/octet-stream"
     else:
         headers["Content-Security-Policy"] = RAW_CSP
-        head = found.data[:SNIFF_BYTES] if found.data is not None else None
-        if head is None and start == 0 and length > 0 and request.method != "HEAD":
+        head = None
+        if start == 0 and length > 0:
             # A large file: sniff its first chunk, then send that chunk ahead of the rest.
-            chunks = content.blob_chunks(backend, found, start, length)
             first = await anext(chunks, b"")
             head = first
         media_type = sniff(raw_path, head)
-    headers["Content-Length"] = str(length)
-
-    if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type=media_type)
-    if found.data is not None:
-        return Response(found.data[start:start + length], status_code=status, headers=headers,
-                        media_type=media_type)
-    body = chunks if chunks is not None else content.blob_chunks(backend, found, start, length)
-    return StreamingResponse(_prepend(first, body), status_code=status, headers=headers,
+    return StreamingResponse(_prepend(first, chunks, stack), status_code=status, headers=headers,
                              media_type=media_type)
 
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _prepend(
+    first: bytes, rest: AsyncIterator[bytes], stack: contextlib.AsyncExitStack
+) -> AsyncIterator[bytes]:
+    """``first`` then ``rest``; then stop the git process and give its slot back."""
     try:
         if first:
             yield first
@@ -208,6 +228,7 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
         closer = getattr(rest, "aclose", None)
         if closer is not None:
             await closer()
+        await stack.aclose()
 
 
 REPO = NS + "/repos/{name}"
