@@ -110,7 +110,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 })
                 # Check the fork is whole: fsck reads every object through the links.
                 if not quick:
-                    subprocess.run(["git", f"--git-dir={fork_dir}", "fsck", "--connectivity-only", "-q"],
+                    subprocess.run(["git", f"--git-dir={fork_dir}", "fsck", "--connectivity-only", "--no-progress"],
                                    check=True)
         return {"machine": machine(), "forks_each": forks_each, "results": results,
                 "target_ms": TARGET_MS}
@@ -121,7 +121,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 def render(results: dict[str, Any]) -> str:
     rows = "\n".join(
-        f"| {r['parent']} ({r['parent_bytes'] / 1e6:,.0f} MB, {r['parent_object_files']} files) "
+        f"| {r['parent']} ({r['parent_bytes'] / 1e6:,.1f} MB in {r['parent_object_files']} files) "
         f"| {r['objects']} | {r['fork']['p50_ms']:.1f} | {r['fork']['p99_ms']:.1f} "
         f"| {r['fork_unique_bytes'] / 1e3:,.1f} kB |"
         for r in results["results"]
@@ -145,8 +145,9 @@ A fork hardlinks the parent's object files (O(number of files), never O(bytes)),
 `packed-refs`, `HEAD` and `config`, renames the directory into place and inserts its row;
 "object bytes added" counts bytes under the fork's `objects/` in inodes the parent does not
 share (zero: every object file is a link); the fork's own files (`packed-refs`, `HEAD`,
-`config`) are a few hundred bytes. The request time is mostly the REST path (API token check, name check, the row and
-its first token); the `git for-each-ref` snapshot of the parent's refs is one git process.
+`config`) are a few hundred bytes. The request time is mostly the REST path (API token check,
+name check, the row and its first token) plus one `git for-each-ref` process for the
+snapshot of the parent's refs.
 Noise: 2 shared cores; runs vary by about ±20%, the max by more.
 """
 
