@@ -51,6 +51,7 @@ MAX_DEPTH = 2**31 - 1
 WATCH_INTERVAL = 0.2  # seconds between checks of a running fetch
 ROW_CHECK_INTERVAL = 2.0  # seconds between checks that the repo still exists
 MAX_REASON = 500
+CLAIM_WAIT = 5.0  # seconds a new attempt waits for the lock of one that is finishing
 _STATE_KEY = "imports.state"
 
 
@@ -183,15 +184,32 @@ def _lock_path(backend: Backend, repo_id: str) -> Path:
     return directory / f"import-{repo_id}.lock"
 
 
-def _claim(backend: Backend, repo_id: str) -> IO[bytes] | None:
-    """The import's lock, or ``None`` when another thread or process holds it."""
-    handle = open(_lock_path(backend, repo_id), "ab")  # noqa: SIM115 - held for the import
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+def _claim(backend: Backend, repo_id: str, wait: float = 0.0) -> IO[bytes] | None:
+    """The import's lock, or ``None`` when another thread or process holds it.
+
+    A finished runner unlinks its lock file, so a lock taken on a file that is no longer
+    the one at the path is worthless: check the inode and start over. ``wait`` covers a
+    runner of an earlier attempt that is finishing (it set the status, not yet unlocked).
+    """
+    path = _lock_path(backend, repo_id)
+    deadline = time.monotonic() + wait
+    while True:
+        handle = open(path, "ab")  # noqa: SIM115 - held for the import
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+            continue
+        try:
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return handle
         handle.close()
-        return None
-    return handle
 
 
 def launch(backend: Backend, repo_id: str, lock: IO[bytes] | None = None) -> threading.Thread:
@@ -214,7 +232,7 @@ def _run_guarded(backend: Backend, repo_id: str, lock: IO[bytes] | None) -> None
 
 def run_import(backend: Backend, repo_id: str, lock: IO[bytes] | None = None) -> None:
     state = _state(backend)
-    lock = lock or _claim(backend, repo_id)
+    lock = lock or _claim(backend, repo_id, wait=CLAIM_WAIT)
     if lock is None:
         return  # someone else is importing it
     try:
