@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -83,6 +83,11 @@ class NamespaceRow:
     created_us: int
 
 
+def _row_dict(row: Any) -> dict[str, Any]:
+    """A row dataclass as a flat dict (``dataclasses.asdict`` deep-copies every value)."""
+    return dict(vars(row))
+
+
 def _repo(row: Any) -> RepoRow:
     return RepoRow(**{f.name: getattr(row, f.name) for f in dataclasses.fields(RepoRow)})
 
@@ -108,6 +113,22 @@ _INSERT_NAMESPACE_IF_NEW = {
     "postgresql": postgresql_insert(namespaces).on_conflict_do_nothing(),
 }
 _TOKEN_COLUMNS = [repo_tokens.c[f.name] for f in dataclasses.fields(RepoTokenRow)]
+
+# The hot-path reads, built once with bind parameters: building the expression per call
+# (and SQLAlchemy computing its cache key) costs more than SQLite takes to answer.
+_SELECT_API_TOKEN = select(api_tokens).where(api_tokens.c.secret_hash == bindparam("h"))
+_SELECT_NAMESPACE_EXISTS = select(namespaces.c.name).where(
+    namespaces.c.account_id == bindparam("a"), namespaces.c.name == bindparam("n"))
+_SELECT_REPO_BY_NAME = select(*_REPO_COLUMNS).where(
+    repos.c.account_id == bindparam("a"), repos.c.namespace == bindparam("ns"),
+    repos.c.name == bindparam("n"))
+_SELECT_REPO_BY_ID = select(*_REPO_COLUMNS).where(repos.c.id == bindparam("i"))
+_SELECT_TOKEN_WITH_REPO = (
+    select(*_TOKEN_COLUMNS, *[c.label(f"r_{c.name}") for c in _REPO_COLUMNS])
+    .select_from(repo_tokens.join(repos, repo_tokens.c.repo_id == repos.c.id))
+    .where(repo_tokens.c.secret_hash == bindparam("h"))
+)
+_SELECT_TOKEN_BY_ID = select(*_TOKEN_COLUMNS).where(repo_tokens.c.id == bindparam("i"))
 
 
 class MetadataStore:
@@ -174,9 +195,7 @@ class MetadataStore:
 
     def find_api_token(self, secret_hash: str) -> ApiTokenRow | None:
         with self._tx() as conn:
-            row = conn.execute(
-                select(api_tokens).where(api_tokens.c.secret_hash == secret_hash)
-            ).first()
+            row = conn.execute(_SELECT_API_TOKEN, {"h": secret_hash}).first()
         return _api_token(row) if row else None
 
     def list_api_tokens(self, account_id: str | None) -> list[ApiTokenRow]:
@@ -235,18 +254,17 @@ class MetadataStore:
         """Insert the repo (and its namespace, and its first token) in one transaction."""
         try:
             with self._tx() as conn:
-                ns_exists = conn.execute(select(namespaces.c.name).where(
-                    namespaces.c.account_id == repo.account_id,
-                    namespaces.c.name == repo.namespace,
-                )).first()
+                ns_exists = conn.execute(
+                    _SELECT_NAMESPACE_EXISTS, {"a": repo.account_id, "n": repo.namespace}
+                ).first()
                 if ns_exists is None:
                     conn.execute(_INSERT_NAMESPACE_IF_NEW.get(self.engine.dialect.name, _INSERT_NAMESPACE), {
                         "account_id": repo.account_id, "name": repo.namespace,
                         "created_us": repo.created_us,
                     })
-                conn.execute(_INSERT_REPO, dataclasses.asdict(repo))
+                conn.execute(_INSERT_REPO, _row_dict(repo))
                 if token is not None and secret_hash is not None:
-                    conn.execute(_INSERT_TOKEN, {**dataclasses.asdict(token), "secret_hash": secret_hash})
+                    conn.execute(_INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
         except IntegrityError as exc:
             if self.get_repo(repo.account_id, repo.namespace, repo.name) is not None:
                 raise Conflict(
@@ -257,16 +275,14 @@ class MetadataStore:
 
     def get_repo(self, account_id: str, namespace: str, name: str) -> RepoRow | None:
         with self._tx() as conn:
-            row = conn.execute(select(*_REPO_COLUMNS).where(
-                repos.c.account_id == account_id,
-                repos.c.namespace == namespace,
-                repos.c.name == name,
-            )).first()
+            row = conn.execute(
+                _SELECT_REPO_BY_NAME, {"a": account_id, "ns": namespace, "n": name}
+            ).first()
         return _repo(row) if row else None
 
     def get_repo_by_id(self, repo_id: str) -> RepoRow | None:
         with self._tx() as conn:
-            row = conn.execute(select(*_REPO_COLUMNS).where(repos.c.id == repo_id)).first()
+            row = conn.execute(_SELECT_REPO_BY_ID, {"i": repo_id}).first()
         return _repo(row) if row else None
 
     def list_repos(
@@ -367,17 +383,12 @@ class MetadataStore:
     # -- repo tokens ---------------------------------------------------------------------
     def insert_repo_token(self, token: RepoTokenRow, secret_hash: str) -> None:
         with self._tx() as conn:
-            conn.execute(_INSERT_TOKEN, {**dataclasses.asdict(token), "secret_hash": secret_hash})
+            conn.execute(_INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
 
     def find_repo_token(self, secret_hash: str) -> tuple[RepoTokenRow, RepoRow] | None:
         """The token with this secret and its repo, in one query (the git hot path)."""
-        query = (
-            select(*_TOKEN_COLUMNS, *[c.label(f"r_{c.name}") for c in _REPO_COLUMNS])
-            .select_from(repo_tokens.join(repos, repo_tokens.c.repo_id == repos.c.id))
-            .where(repo_tokens.c.secret_hash == secret_hash)
-        )
         with self._tx() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_SELECT_TOKEN_WITH_REPO, {"h": secret_hash}).first()
         if row is None:
             return None
         mapping = row._mapping
@@ -386,7 +397,7 @@ class MetadataStore:
 
     def get_repo_token(self, token_id: str) -> RepoTokenRow | None:
         with self._tx() as conn:
-            row = conn.execute(select(*_TOKEN_COLUMNS).where(repo_tokens.c.id == token_id)).first()
+            row = conn.execute(_SELECT_TOKEN_BY_ID, {"i": token_id}).first()
         return _token(row) if row else None
 
     def list_repo_tokens(
