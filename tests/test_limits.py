@@ -70,7 +70,7 @@ def test_burst_gets_exactly_the_limit_across_workers(limited_server: Server) -> 
         groups = httpx.post(f"{server.url}/client/v4/graphql", headers=headers,
                             json={"query": query, "variables": {"a": server.account_id}}).json()
         found = groups["data"]["viewer"]["accounts"][0]["artifactsEventsAdaptiveGroups"]
-        if found and found[0]["count"] == 1200 - LIMIT or time.monotonic() > deadline:
+        if (found and found[0]["count"] == 1200 - LIMIT) or time.monotonic() > deadline:
             break
         time.sleep(0.3)
     assert found == [{"count": 1200 - LIMIT, "dimensions": {"repositoryNamespace": "burst"}}]

@@ -17,8 +17,8 @@ from artifactd.http.accesslog import AccessLogMiddleware
 from artifactd.http.errors import handle_domain_error, handle_http_exception, handle_unexpected
 from artifactd.observability import EVENTS_DROPPED
 from artifactd.services import analytics
-from artifactd.services.maintenance import MaintenanceThread
 from artifactd.services.backend import Backend
+from artifactd.services.maintenance import MaintenanceThread
 
 log = logging.getLogger("artifactd")
 
