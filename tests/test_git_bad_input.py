@@ -271,3 +271,31 @@ def test_disconnect_mid_push_leaves_nothing(sqlite_server: Server, tmp_path: Pat
     assert repo.refs() == {"refs/heads/main": base}
     repo.fsck()  # also checks that no incoming-* quarantine directory was left
     assert not (repo.git_dir / "objects" / new[:2] / new[2:]).exists()
+
+
+def test_no_descriptor_leak(sqlite_server: Server, seeded) -> None:
+    """Pipes to git are closed after finished, refused and aborted requests alike."""
+    repo, _git, _work, head = seeded
+    assert sqlite_server.process is not None
+    fd_dir = Path(f"/proc/{sqlite_server.process.pid}/fd")
+
+    def exercise() -> None:
+        auth = f"Bearer {repo.token}"
+        httpx.get(f"{repo.remote}/info/refs", params={"service": "git-upload-pack"},
+                  headers={"Authorization": auth})
+        rpc(repo.remote, "git-upload-pack", b"ffff", auth)
+        rpc(repo.remote, "git-receive-pack", push_body(repo, head, "refs/heads/a..b"), auth)
+        body = pkt("command=fetch\n") + b"0001" + pkt(f"want {head}\n") + pkt("done\n") + b"0000"
+        parts = urlsplit(repo.remote)
+        with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+            sock.sendall(post_head(repo, "git-upload-pack", len(body) + 10, "Git-Protocol: version=2")
+                         + body)  # ten bytes short: the server waits, then sees the disconnect
+
+    exercise()
+    assert wait_no_processes(repo.git_dir) == []
+    before = len(list(fd_dir.iterdir()))
+    for _ in range(10):
+        exercise()
+    assert wait_no_processes(repo.git_dir) == []
+    time.sleep(0.2)
+    assert len(list(fd_dir.iterdir())) <= before + 2  # slack for a keep-alive socket

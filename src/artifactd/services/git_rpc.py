@@ -22,7 +22,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from artifactd.services.pktline import (
     encode_line,
     error_packet,
 )
+from artifactd.storage.gitrunner import PipedGit
 
 log = logging.getLogger("artifactd.git")
 
@@ -107,7 +107,7 @@ async def git_slot(backend: Backend) -> AsyncIterator[None]:
 class GitChild:
     """A running git whose process group is always reaped, whatever happens to the request."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, git_dir: Path):
+    def __init__(self, proc: PipedGit, git_dir: Path):
         self.proc = proc
         self.git_dir = git_dir
         self._stderr = bytearray()
@@ -116,23 +116,21 @@ class GitChild:
     @classmethod
     async def start(
         cls, backend: Backend, authorized: AuthorizedGit, args: Sequence[str],
-        protocol: str | None, *, stdin: int,
+        protocol: str | None, *, stdin: bool,
     ) -> GitChild:
         env = {"GIT_PROTOCOL": protocol} if protocol else None
-        proc = await backend.git.spawn(
+        proc = await backend.git.spawn_piped(
             authorized.git_dir, args, config=server_config(backend, authorized.service),
             env=env, stdin=stdin, limit=STDOUT_BUFFER,
         )
         return cls(proc, authorized.git_dir)
 
     async def _collect_stderr(self) -> None:
-        assert self.proc.stderr is not None
         while chunk := await self.proc.stderr.read(1 << 14):
             self._stderr += chunk
             del self._stderr[:-STDERR_TAIL]
 
     async def read(self) -> bytes:
-        assert self.proc.stdout is not None
         return await self.proc.stdout.read(READ_SIZE)
 
     async def wait(self) -> int:
@@ -160,10 +158,11 @@ class GitChild:
         if self.proc.returncode is None:
             self._signal(signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.proc.wait()), TERM_GRACE)
+                await asyncio.wait_for(self.proc.wait(), TERM_GRACE)
         self._signal(signal.SIGKILL)
-        await asyncio.shield(self.proc.wait())
+        await self.proc.wait()
         self._stderr_task.cancel()
+        self.proc.close()
 
 
 async def _reap(child: GitChild) -> None:
@@ -186,7 +185,7 @@ async def advertise(
     args = [service.removeprefix("git-"), "--stateless-rpc", "--advertise-refs", "--",
             str(authorized.git_dir)]
     async with git_slot(backend):
-        child = await GitChild.start(backend, authorized, args, protocol, stdin=subprocess.DEVNULL)
+        child = await GitChild.start(backend, authorized, args, protocol, stdin=False)
         try:
             first = await child.read()
             if not first:
@@ -277,7 +276,7 @@ async def exchange(
     if authorized.service == "git-upload-pack":
         args.insert(2, "--strict")
     async with git_slot(backend):
-        child = await GitChild.start(backend, authorized, args, protocol, stdin=subprocess.PIPE)
+        child = await GitChild.start(backend, authorized, args, protocol, stdin=True)
         feeder = asyncio.create_task(_feed(child, head, body, limit))
         try:
             async for chunk in _respond(backend, authorized, child, feeder, sideband, started):

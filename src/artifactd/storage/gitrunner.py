@@ -19,7 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -137,6 +137,36 @@ class GitRunner:
             stdout=subprocess.DEVNULL, stderr=stderr, env=self.env(env), start_new_session=True,
         )
 
+    async def spawn_piped(
+        self,
+        git_dir: Path | None,
+        args: Sequence[str],
+        *,
+        config: Sequence[tuple[str, str]] = (),
+        env: Mapping[str, str] | None = None,
+        stdin: bool = True,
+        limit: int = 1 << 16,
+    ) -> PipedGit:
+        """Start git with its pipes attached to the running event loop (the HTTP data plane).
+
+        Unlike ``spawn`` this does not use the loop's subprocess support: under uvloop
+        (uvicorn's default loop) that forks the whole server, about 6 ms for each git request,
+        while ``subprocess.Popen`` uses vfork (under 1 ms). The exit is watched with a pidfd,
+        so no thread waits for it. The process leads its own process group.
+        """
+        proc = subprocess.Popen(
+            self.argv(git_dir, args, config),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(env),
+            start_new_session=True,
+        )
+        try:
+            return await PipedGit.attach(proc, limit)
+        except BaseException:
+            self.kill_group(proc)
+            proc.wait()
+            raise
+
     @staticmethod
     def kill_group(proc: subprocess.Popen[bytes]) -> None:
         """SIGKILL a process started by ``start`` and every process in its group."""
@@ -167,3 +197,91 @@ class GitRunner:
             stdin=stdin, stdout=subprocess.PIPE, stderr=stderr, env=self.env(env),
             start_new_session=True, limit=limit,
         )
+
+
+class PipedGit:
+    """A running git whose stdin/stdout/stderr are asyncio streams; see ``spawn_piped``."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], stdin: asyncio.StreamWriter | None,
+                 stdout: asyncio.StreamReader, stderr: asyncio.StreamReader,
+                 transports: list[asyncio.BaseTransport], exited: asyncio.Future[None]):
+        self.popen = proc
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self._transports = transports
+        self._exited = exited
+
+    @classmethod
+    async def attach(cls, proc: subprocess.Popen[bytes], limit: int) -> PipedGit:
+        loop = asyncio.get_running_loop()
+        assert proc.stdout is not None and proc.stderr is not None
+        transports: list[asyncio.BaseTransport] = []
+        readers = []
+        for pipe in (proc.stdout, proc.stderr):
+            reader = asyncio.StreamReader(limit=limit, loop=loop)
+            transport, _ = await loop.connect_read_pipe(_reader_protocol(reader, loop), pipe)
+            transports.append(transport)
+            readers.append(reader)
+        writer = None
+        if proc.stdin is not None:
+            w_transport, w_protocol = await loop.connect_write_pipe(
+                asyncio.streams.FlowControlMixin, proc.stdin
+            )
+            transports.append(w_transport)
+            writer = asyncio.StreamWriter(w_transport, w_protocol, None, loop)
+        return cls(proc, writer, readers[0], readers[1], transports, _watch_exit(loop, proc))
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode
+
+    async def wait(self) -> int:
+        await asyncio.shield(self._exited)
+        return self.popen.wait()
+
+    def close(self) -> None:
+        """Close our ends of the pipes (after the process is gone)."""
+        for transport in self._transports:
+            transport.close()
+
+
+def _reader_protocol(
+    reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop
+) -> Callable[[], asyncio.StreamReaderProtocol]:
+    return lambda: asyncio.StreamReaderProtocol(reader, loop=loop)
+
+
+_WAITERS: set[asyncio.Task[None]] = set()  # keeps fallback waiter tasks referenced
+
+
+def _watch_exit(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]) -> asyncio.Future[None]:
+    """A future done when ``proc`` has exited (and been reaped)."""
+    exited: asyncio.Future[None] = loop.create_future()
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        # No pidfd (old kernel, not Linux): a thread waits instead.
+        async def wait_in_thread() -> None:
+            await asyncio.to_thread(proc.wait)
+            if not exited.done():
+                exited.set_result(None)
+
+        task = loop.create_task(wait_in_thread())
+        _WAITERS.add(task)
+        task.add_done_callback(_WAITERS.discard)
+        return exited
+
+    def on_exit() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        proc.wait()
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
+    return exited
