@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import zlib
 from collections.abc import AsyncIterator
@@ -30,8 +31,9 @@ from artifactd.errors import (
     ValidationError,
 )
 from artifactd.http.errors import status_for
-from artifactd.services import git_access, git_rpc
+from artifactd.services import events, git_access, git_rpc, limits
 from artifactd.services.backend import Backend
+from artifactd.services.clock import now_us
 
 log = logging.getLogger("artifactd.git")
 
@@ -170,7 +172,23 @@ class GitEndpoint:
         authorized = await run_in_threadpool(
             git_access.authorize, backend, target, headers.get("authorization"), service
         )
-        body = _Body(receive, gzip=encoding in ("gzip", "x-gzip"))
+        gzip = encoding in ("gzip", "x-gzip")
+        declared = headers.get("content-length", "")
+        repo = authorized.repo
+        started = now_us()
+        try:
+            max_input = await run_in_threadpool(
+                limits.admit_git, backend, repo,
+                service == "git-receive-pack" and target.action != "info/refs",
+                int(declared) if declared.isdigit() and not gzip else None,
+            )
+        except ArtifactdError as exc:  # rate or storage limit: an error event of the repo
+            await run_in_threadpool(events.record_error, backend, repo.account_id,
+                                    repo.namespace, repo.name, exc, started_us=started)
+            raise
+        if max_input is not None:
+            authorized = dataclasses.replace(authorized, max_input_bytes=max_input)
+        body = _Body(receive, gzip=gzip)
         if target.action == "info/refs":
             body.complete.set()
             stream = git_rpc.advertise(backend, authorized, protocol)

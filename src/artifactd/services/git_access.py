@@ -150,6 +150,7 @@ class AuthorizedGit:
     access: GitAccess
     service: Service
     git_dir: Path
+    max_input_bytes: int | None = None  # pushes: pack bytes the storage limits still allow
 
     @property
     def repo(self) -> RepoRow:

@@ -31,6 +31,7 @@ from artifactd.errors import (
     ServiceUnavailable,
     ValidationError,
 )
+from artifactd.observability import STORAGE_REFUSED
 from artifactd.services import events
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
@@ -63,7 +64,9 @@ class ClientDisconnected(Exception):
     """The client closed the connection before the request body was complete."""
 
 
-def server_config(backend: Backend, service: Service) -> list[tuple[str, str]]:
+def server_config(
+    backend: Backend, service: Service, max_input_bytes: int | None = None
+) -> list[tuple[str, str]]:
     """Per-service ``-c`` settings on top of the runner's base configuration."""
     if service == "git-receive-pack":
         return [
@@ -71,7 +74,10 @@ def server_config(backend: Backend, service: Service) -> list[tuple[str, str]]:
             ("receive.advertisePushOptions", "true"),
             ("receive.denyNonFastForwards", "false"),
             ("receive.denyDeletes", "false"),
-            ("receive.maxInputSize", str(backend.settings.max_repo_bytes)),
+            # 0 would mean "no limit" to git: a repo with nothing left may take 1 byte.
+            ("receive.maxInputSize", str(max(1, max_input_bytes)
+                                         if max_input_bytes is not None
+                                         else backend.settings.max_repo_bytes)),
             ("receive.unpackLimit", "100"),
         ]
     return [
@@ -120,7 +126,8 @@ class GitChild:
     ) -> GitChild:
         env = {"GIT_PROTOCOL": protocol} if protocol else None
         proc = await backend.git.spawn_piped(
-            authorized.git_dir, args, config=server_config(backend, authorized.service),
+            authorized.git_dir, args,
+            config=server_config(backend, authorized.service, authorized.max_input_bytes),
             env=env, stdin=stdin, limit=STDOUT_BUFFER,
         )
         return cls(proc, authorized.git_dir)
@@ -331,6 +338,15 @@ async def _respond(
         raise ValidationError(f"{authorized.service}: {message}")
     if push and receive_scan.updated:
         await asyncio.to_thread(_after_push, backend, authorized, started)
+    elif push and receive_scan.unpack_error and "maximum allowed size" in (
+        receive_scan.unpack_error + receive_scan.messages + child.stderr_message()
+    ):
+        STORAGE_REFUSED.inc()
+        await asyncio.to_thread(
+            events.record, backend, authorized.repo, "storageLimitReached", started_us=started,
+            error_message=f"Storage limit reached: the pushed pack is larger than the "
+                          f"{authorized.max_input_bytes} bytes this repo may still store",
+        )
     elif not push and upload_scan.sent_pack:
         await asyncio.to_thread(events.record, backend, authorized.repo, "pull", started_us=started)
     if held:

@@ -80,3 +80,30 @@ def remaining_bytes(backend: Backend, repo: RepoRow) -> int:
     settings = backend.settings
     account_left = settings.max_account_bytes - backend.meta.account_size(repo.account_id)
     return max(0, min(settings.max_repo_bytes - repo.size_bytes, account_left))
+
+
+# A push body is the command section (a few hundred bytes per ref) plus the pack; this much
+# slack keeps a declared length from being refused for its commands alone.
+PUSH_COMMAND_SLACK = 1 << 20
+
+
+def admit_git(backend: Backend, repo: RepoRow, push: bool, declared_bytes: int | None) -> int | None:
+    """Rate-limit a git request and, for a push, return the pack bytes it may still add.
+
+    A push whose declared body (``Content-Length``) is already past what the repo and its
+    account may still store is refused here, before a byte is read; otherwise receive-pack
+    gets the remainder as ``receive.maxInputSize`` and refuses a larger pack itself, before
+    any ref moves.
+    """
+    check_rate(backend, "git", repo.id)
+    if not push:
+        return None
+    left = remaining_bytes(backend, repo)
+    if declared_bytes is not None and declared_bytes > left + PUSH_COMMAND_SLACK:
+        STORAGE_REFUSED.inc()
+        raise StorageLimitExceeded(
+            f"Storage limit reached: this push sends {declared_bytes} bytes and repo "
+            f"{repo.namespace}/{repo.name} may store {left} more",
+            code=Code.STORAGE_LIMIT,
+        )
+    return left

@@ -27,6 +27,7 @@ MAX_PKT_LEN = 65520
 MAX_COMMAND_SECTION = 4 << 20
 
 SIDEBAND_DATA, SIDEBAND_PROGRESS, SIDEBAND_ERROR = 1, 2, 3
+MESSAGES_TAIL = 4096  # characters of side-band progress text a scanner keeps
 ZERO_OID = "0" * 40
 _HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
 _OID = re.compile(r"[0-9a-f]{40}")
@@ -219,6 +220,8 @@ class ReceivePackScanner:
         self._inner = _Splitter()
         self.updated: list[str] = []
         self.rejected: list[str] = []
+        self.unpack_error: str | None = None
+        self.messages = ""  # the tail of what git told the client on side-band channel 2
 
     def feed(self, data: bytes) -> None:
         for packet in self._outer.feed(data):
@@ -230,10 +233,15 @@ class ReceivePackScanner:
                 for inner in self._inner.feed(packet[1:]):
                     if inner is not None:
                         self._report(inner)
+            elif packet[:1] == bytes([SIDEBAND_PROGRESS]):
+                text = packet[1:].decode("utf-8", "replace")
+                self.messages = (self.messages + text)[-MESSAGES_TAIL:]
 
     def _report(self, payload: bytes) -> None:
         line = payload.rstrip(b"\n").decode("utf-8", "replace")
-        if line.startswith("ok "):
+        if line.startswith("unpack ") and line != "unpack ok":
+            self.unpack_error = line[len("unpack "):]
+        elif line.startswith("ok "):
             self.updated.append(line[3:])
         elif line.startswith("ng "):
             self.rejected.append(line[3:].split(" ", 1)[0])
