@@ -188,3 +188,20 @@ def test_git_rate_limit_per_repo(limited: Server, tmp_path: Path) -> None:
                      headers={"Authorization": f"Bearer {other['token']}"}).status_code == 200
     metrics = httpx.get(f"{limited.url}/metrics").text
     assert 'artifactd_rate_limited_total{kind="git"}' in metrics
+
+
+def test_git_metrics(limited: Server, tmp_path: Path) -> None:
+    repo = make_repo(limited, "metered")
+    git = Git(tmp_path / "home")
+    work = tmp_path / "w"
+    git.new_work(work, {"data.bin": os.urandom(20_000)})
+    git.run("-c", bearer(repo["token"]), "push", "-q", repo["remote"], "HEAD:main", cwd=work)
+    git.run("-c", bearer(repo["token"]), "clone", "-q", repo["remote"], str(tmp_path / "c"))
+
+    def value(text: str, prefix: str) -> float:
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+    text = httpx.get(f"{limited.url}/metrics").text
+    assert value(text, 'artifactd_git_bytes_sent_total{service="git-upload-pack"}') > 20_000
+    assert value(text, 'artifactd_git_bytes_received_total{service="git-receive-pack"}') > 20_000
+    assert value(text, "artifactd_git_processes ") == 0  # every git process was reaped

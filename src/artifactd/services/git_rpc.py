@@ -31,7 +31,12 @@ from artifactd.errors import (
     ServiceUnavailable,
     ValidationError,
 )
-from artifactd.observability import STORAGE_REFUSED
+from artifactd.observability import (
+    GIT_BYTES_RECEIVED,
+    GIT_BYTES_SENT,
+    GIT_PROCESSES,
+    STORAGE_REFUSED,
+)
 from artifactd.services import events
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
@@ -113,11 +118,19 @@ async def git_slot(backend: Backend) -> AsyncIterator[None]:
 class GitChild:
     """A running git whose process group is always reaped, whatever happens to the request."""
 
-    def __init__(self, proc: PipedGit, git_dir: Path):
+    def __init__(self, proc: PipedGit, git_dir: Path, service: str = "git-upload-pack"):
         self.proc = proc
         self.git_dir = git_dir
+        self.service = service
         self._stderr = bytearray()
         self._stderr_task = asyncio.create_task(self._collect_stderr())
+        self._running = True
+        GIT_PROCESSES.inc()
+
+    def _exited(self) -> None:
+        if self._running:
+            self._running = False
+            GIT_PROCESSES.dec()
 
     @classmethod
     async def start(
@@ -130,7 +143,7 @@ class GitChild:
             config=server_config(backend, authorized.service, authorized.max_input_bytes),
             env=env, stdin=stdin, limit=STDOUT_BUFFER,
         )
-        return cls(proc, authorized.git_dir)
+        return cls(proc, authorized.git_dir, authorized.service)
 
     async def _collect_stderr(self) -> None:
         while chunk := await self.proc.stderr.read(1 << 14):
@@ -138,10 +151,13 @@ class GitChild:
             del self._stderr[:-STDERR_TAIL]
 
     async def read(self) -> bytes:
-        return await self.proc.stdout.read(READ_SIZE)
+        chunk = await self.proc.stdout.read(READ_SIZE)
+        GIT_BYTES_SENT.labels(self.service).inc(len(chunk))
+        return chunk
 
     async def wait(self) -> int:
         code = await self.proc.wait()
+        self._exited()
         with contextlib.suppress(asyncio.CancelledError):
             await self._stderr_task
         return code
@@ -168,6 +184,7 @@ class GitChild:
                 await asyncio.wait_for(self.proc.wait(), TERM_GRACE)
         self._signal(signal.SIGKILL)
         await self.proc.wait()
+        self._exited()
         self._stderr_task.cancel()
         self.proc.close()
 
@@ -235,6 +252,7 @@ async def _feed(
             await stdin.drain()
         async for chunk in body:
             total += len(chunk)
+            GIT_BYTES_RECEIVED.labels(child.service).inc(len(chunk))
             if total > limit:
                 raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
             stdin.write(chunk)
