@@ -113,6 +113,10 @@ class CatFile:
             await stdin.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
             raise CatFileDied(f"cat-file broke the protocol: {exc}") from exc
+        except RuntimeError as exc:
+            # uvloop refuses to write to a pipe whose process already died ("the handler
+            # is closed"): the same situation as a broken pipe.
+            raise CatFileDied(f"cat-file pipe is closed: {exc}") from exc
         self.broken = False
         self.last_used = time.monotonic()
         return answers
