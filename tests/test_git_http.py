@@ -234,17 +234,26 @@ def history(sqlite_server: Server, tmp_path: Path, unique_name: str) -> tuple[Re
     return repo, git, commits
 
 
+@pytest.mark.parametrize("auth", ["extra-header", "credential-helper"])
 @pytest.mark.parametrize("version", ["0", "2"])
-def test_partial_clone_blob_none_hydrates_later(history, tmp_path: Path, version: str) -> None:
+def test_partial_clone_blob_none_hydrates_later(history, tmp_path: Path, version: str, auth: str) -> None:
     repo, git, _commits = history
-    opts = ["-c", f"protocol.version={version}", "-c", bearer(repo.token)]
+    if auth == "credential-helper":
+        # The helper answers the 401 challenge, for the clone and for the lazy fetch later.
+        store = tmp_path / "credentials"
+        store.write_text(basic_remote(repo.remote, repo.token).rsplit("/git/", 1)[0] + "\n")
+        git.run("config", "--global", "credential.helper", f"store --file={store}")
+        opts = ["-c", f"protocol.version={version}"]
+    else:
+        opts = ["-c", f"protocol.version={version}", "-c", bearer(repo.token)]
     clone = tmp_path / "partial"
     git.run(*opts, "clone", "--filter=blob:none", "--no-checkout", repo.remote, str(clone))
     big = git.out("rev-parse", "HEAD:big.bin", cwd=clone)
     missing = git.out("rev-list", "--objects", "--missing=print", "HEAD", cwd=clone)
     assert f"?{big}" in missing.splitlines()
-    # http.extraHeader must reach the lazy fetch: set it in the clone's config.
-    git.run("config", "http.extraHeader", f"Authorization: Bearer {repo.token}", cwd=clone)
+    if auth == "extra-header":
+        # http.extraHeader must reach the lazy fetch: set it in the clone's config.
+        git.run("config", "http.extraHeader", f"Authorization: Bearer {repo.token}", cwd=clone)
     git.run("config", "protocol.version", version, cwd=clone)
     content = subprocess.run(["git", "cat-file", "-p", big], cwd=clone, env=git.env,
                              capture_output=True, check=True).stdout

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -160,6 +161,9 @@ class GitRunner:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(env),
             start_new_session=True,
         )
+        for pipe in (proc.stdout, proc.stdin):
+            if pipe is not None:
+                _widen_pipe(pipe.fileno())
         try:
             return await PipedGit.attach(proc, limit)
         except BaseException:
@@ -248,6 +252,18 @@ class PipedGit:
         """Close our ends of the pipes (after the process is gone)."""
         for transport in self._transports:
             transport.close()
+
+
+PIPE_SIZE = 1 << 20  # Linux's default pipe-max-size; the default pipe holds only 64 KiB
+
+
+def _widen_pipe(fd: int) -> None:
+    """Let git run up to 1 MiB ahead of us: 4x fewer, larger chunks through the server,
+    which is most of its CPU cost when streaming a pack. Best effort (Linux only)."""
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setpipe is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, setpipe, PIPE_SIZE)
 
 
 def _reader_protocol(
