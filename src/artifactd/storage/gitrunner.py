@@ -258,8 +258,8 @@ PIPE_SIZE = 1 << 20  # Linux's default pipe-max-size; the default pipe holds onl
 
 
 def _widen_pipe(fd: int) -> None:
-    """Let git run up to 1 MiB ahead of us: 4x fewer, larger chunks through the server,
-    which is most of its CPU cost when streaming a pack. Best effort (Linux only)."""
+    """Let git run up to 1 MiB ahead of the server: when streaming a pack the loop then
+    does about a third of the pipe reads (measured). Best effort (Linux only)."""
     setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
     if setpipe is not None:
         with contextlib.suppress(OSError):
