@@ -14,9 +14,12 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from artifactd.errors import Code
+from artifactd.http.envelope import failure
 from artifactd.observability import REQUEST_SECONDS, REQUESTS
 
 log = logging.getLogger("artifactd.access")
+errors_log = logging.getLogger("artifactd.http")
 
 _CONTENT_SEGMENTS = ("log", "commit", "tree", "blob", "file", "raw")
 
@@ -69,6 +72,12 @@ class AccessLogMiddleware:
 
         try:
             await self.app(scope, counting_receive, counting_send)
+        except Exception:
+            # Answered here rather than by Starlette's ServerErrorMiddleware, which re-raises
+            # after answering and so makes uvicorn drop the connection under the client.
+            errors_log.error("internal error", exc_info=True)
+            if status == 0:
+                await failure(500, Code.INTERNAL, "Internal server error")(scope, receive, counting_send)
         finally:
             elapsed = time.perf_counter() - started
             label = route_class(scope["path"])
