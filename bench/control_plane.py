@@ -25,7 +25,7 @@ import httpx
 from artifactd.config import Settings
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
-from bench.common import machine, start_server, summary, time_calls, work_dir, write_section
+from bench.common import UNLIMITED, machine, start_server, summary, time_calls, work_dir, write_section
 
 # Every request gets a unique name: a per-run prefix, the wrk thread number and a counter
 # (wrk's math.random is unseeded, so it cannot be used for uniqueness).
@@ -159,7 +159,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         backend.close()
         for size in sizes:
             seed(data_dir, f"size-{size}", size, account_id)
-        server = start_server(data_dir, args=("--workers", "2"))
+        server = start_server(data_dir, args=("--workers", "2"), extra_env=UNLIMITED)
         server.account_id, server.token = account_id, api_token
         headers = {"Authorization": f"Bearer {api_token}"}
         with httpx.Client(headers=headers, timeout=60) as client:

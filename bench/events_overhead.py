@@ -14,7 +14,7 @@ import statistics
 import sys
 from typing import Any
 
-from bench.common import machine, start_server, work_dir
+from bench.common import UNLIMITED, machine, start_server, work_dir
 from bench.control_plane import creates_concurrent
 
 
@@ -25,7 +25,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     servers = {}
     try:
         for mode, flag in (("on", "true"), ("off", "false")):
-            servers[mode] = start_server(dirs[mode], extra_env={"ARTIFACTD_ANALYTICS_ENABLED": flag})
+            servers[mode] = start_server(dirs[mode], extra_env={**UNLIMITED, "ARTIFACTD_ANALYTICS_ENABLED": flag})
         rates: dict[str, list[int]] = {"on": [], "off": []}
         for _ in range(rounds):
             for mode in ("off", "on"):

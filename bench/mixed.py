@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import machine, start_server, summary, work_dir
+from bench.common import UNLIMITED, machine, start_server, summary, work_dir
 from bench.scale import git, git_env
 
 
@@ -58,7 +58,7 @@ def process_tree(root: int) -> list[tuple[int, str]]:
 def run(quick: bool = False) -> dict[str, Any]:
     repos_n, clients_n, seconds = (10, 8, 10) if quick else (1000, 64, 300)
     work = work_dir("mixed-")
-    server = start_server(work / "data", args=("--workers", "2"))
+    server = start_server(work / "data", args=("--workers", "2"), extra_env=UNLIMITED)
     api = httpx.Client(headers={"Authorization": f"Bearer {server.token}"}, timeout=120)
     try:
         env = git_env(work / "home")

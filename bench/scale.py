@@ -32,7 +32,7 @@ import httpx
 from artifactd.config import Settings
 from artifactd.services.backend import Backend
 from artifactd.services.maintenance import maintain_repo
-from bench.common import machine, percentile, start_server, work_dir
+from bench.common import UNLIMITED, machine, percentile, start_server, work_dir
 from bench.control_plane import seed
 
 
@@ -174,7 +174,7 @@ def empty_repos(server: Any, work: Path, api_creates: int, seeded: int) -> dict[
 
 def run(quick: bool = False) -> dict[str, Any]:
     work = work_dir("scale-")
-    server = start_server(work / "data", extra_env={"ARTIFACTD_MAINTENANCE_INTERVAL": "0"})
+    server = start_server(work / "data", extra_env={**UNLIMITED, "ARTIFACTD_MAINTENANCE_INTERVAL": "0"})
     try:
         results: dict[str, Any] = {"machine": machine()}
         results["many_pushes"] = many_pushes(server, work, 30 if quick else 1000, 1 if quick else 5)

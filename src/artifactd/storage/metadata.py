@@ -11,7 +11,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -304,11 +315,17 @@ class MetadataStore:
             escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             query = query.where(repos.c.name.like(f"%{escaped}%", escape="\\"))
         if after is not None:
+            # A row-value comparison, not ``a < v OR (a = v AND id < i)``: both databases
+            # turn the row value into an index range scan, the OR form into a scan of
+            # everything before the cursor (O(n) deep in a large namespace). Written as SQL
+            # text because SQLAlchemy expands ``tuple_() < tuple_()`` into the OR form on
+            # SQLite; the column name comes from SORT_COLUMNS, never from the request.
             value, last_id = after
-            if descending:
-                query = query.where(or_(column < value, and_(column == value, repos.c.id < last_id)))
-            else:
-                query = query.where(or_(column > value, and_(column == value, repos.c.id > last_id)))
+            operator = "<" if descending else ">"
+            query = query.where(
+                text(f"({column.name}, repos.id) {operator} (:cursor_value, :cursor_id)")
+                .bindparams(cursor_value=value, cursor_id=last_id)
+            )
         if descending:
             query = query.order_by(column.desc(), repos.c.id.desc())
         else:
