@@ -591,6 +591,11 @@ def verdicts(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def render(report: dict[str, Any]) -> str:
+    """The docs/benchmarks.md section (the interface ``python -m bench`` calls)."""
+    return to_markdown(report)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Git data-plane benchmark")
     parser.add_argument("--quick", action="store_true", help="tiny repos, one run each")
@@ -599,7 +604,7 @@ def main(argv: list[str] | None = None) -> None:
     report = run(args.quick)
     print(json.dumps(report, indent=2))
     if not args.no_write:
-        write_section("Git data plane", to_markdown(report))
+        write_section("Git data plane", render(report))
 
 
 if __name__ == "__main__":
