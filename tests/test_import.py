@@ -336,17 +336,23 @@ def test_crash_mid_import_then_source_gone_marks_failed(limited: Server, source:
 # -- refusals: a clear 4xx, nothing created --------------------------------------------------
 
 
+PRIVATE_TEST_HOST = "private-import.artifactd.test"  # .ci/run maps it to 10.255.255.1 in /etc/hosts
+
+
 def _private_hostname() -> str | None:
-    """This machine's name, if it resolves only to private (non-loopback) addresses."""
-    name = socket.gethostname()
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(name, 443)}
-    except OSError:
-        return None
+    """A name that resolves only to private (non-loopback) addresses: the test host that
+    .ci/run puts in /etc/hosts, else this machine's own name. Nothing ever connects to it:
+    the import is refused when the name is resolved."""
     import ipaddress
-    parsed = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
-    if parsed and all(a.is_private and not a.is_loopback for a in parsed):
-        return name
+
+    for name in (PRIVATE_TEST_HOST, socket.gethostname()):
+        try:
+            addresses = {info[4][0] for info in socket.getaddrinfo(name, 443)}
+        except OSError:
+            continue
+        parsed = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
+        if parsed and all(a.is_private and not a.is_loopback for a in parsed):
+            return name
     return None
 
 
