@@ -48,7 +48,9 @@ def git_env(home: Path) -> dict[str, str]:
 def git(env: dict[str, str], *args: str, cwd: Path | None = None) -> str:
     result = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args[:3])}: {result.stderr}")
+        # Name the git command, never its options: they carry Authorization headers.
+        command = next((a for a in args if not a.startswith("-") and "=" not in a), "?")
+        raise RuntimeError(f"git {command}: {result.stderr.strip()[-300:]}")
     return result.stdout
 
 

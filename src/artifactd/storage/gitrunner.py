@@ -224,13 +224,15 @@ class PipedGit:
         readers = []
         for pipe in (proc.stdout, proc.stderr):
             reader = asyncio.StreamReader(limit=limit, loop=loop)
-            transport, _ = await loop.connect_read_pipe(_reader_protocol(reader, loop), pipe)
+            transport, _ = await loop.connect_read_pipe(
+                _reader_protocol(reader, loop), _hand_over(loop, pipe)
+            )
             transports.append(transport)
             readers.append(reader)
         writer = None
         if proc.stdin is not None:
             w_transport, w_protocol = await loop.connect_write_pipe(
-                asyncio.streams.FlowControlMixin, proc.stdin
+                asyncio.streams.FlowControlMixin, _hand_over(loop, proc.stdin)
             )
             transports.append(w_transport)
             writer = asyncio.StreamWriter(w_transport, w_protocol, None, loop)
@@ -252,6 +254,34 @@ class PipedGit:
         """Close our ends of the pipes (after the process is gone)."""
         for transport in self._transports:
             transport.close()
+
+
+class _LibuvOwnedFd:
+    """A pipe end handed to uvloop: libuv closes the descriptor, so ``close`` must not.
+
+    uvloop closes the fd itself and then calls ``close()`` on the file object it was given,
+    expecting EBADF. With a real file object that second close races other threads: by
+    then the number can belong to a new socket or pipe (seen under load as dropped client
+    connections and EBADF in unrelated subprocesses).
+    """
+
+    def __init__(self, fd: int):
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        pass
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, pipe: IO[bytes]) -> object:
+    """The object to give ``connect_*_pipe`` so that exactly one party closes the fd."""
+    if not type(loop).__module__.startswith("uvloop"):
+        return pipe  # asyncio's transports close the file object, once
+    fd = os.dup(pipe.fileno())
+    pipe.close()  # our copy, closed now and by us; libuv owns the duplicate
+    return _LibuvOwnedFd(fd)
 
 
 PIPE_SIZE = 1 << 20  # Linux's default pipe-max-size; the default pipe holds only 64 KiB

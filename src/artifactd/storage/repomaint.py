@@ -54,7 +54,9 @@ def maintain(git: GitRunner, path: Path, *, full: bool, grace_seconds: int) -> M
     expire = f"{int(grace_seconds)}.seconds.ago"
 
     def run(*args: str) -> None:
-        git.run(path, list(args), timeout=MAINTENANCE_TIMEOUT, low_priority=True)
+        # A push may hold packed-refs.lock for a moment; wait for it rather than fail.
+        git.run(path, list(args), timeout=MAINTENANCE_TIMEOUT, low_priority=True,
+                config=[("core.packedRefsTimeout", "10000")])
 
     run("pack-refs", "--all", "--prune")
     # Prune first: a geometric repack packs loose objects whether reachable or not, and a
