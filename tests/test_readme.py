@@ -7,6 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from tests.gitutil import git_env
 from tests.harness import Server
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -25,18 +26,16 @@ def readme_blocks() -> tuple[str, str]:
 
 
 def json_documents(text: str) -> list[dict]:
+    """The JSON envelopes curl printed, skipping the lines git printed between them."""
     decoder = json.JSONDecoder()
     docs, index = [], 0
-    while index < len(text):
-        if text[index].isspace():
-            index += 1
-            continue
-        doc, index = decoder.raw_decode(text, index)
+    while (start := text.find('{"result"', index)) != -1:
+        doc, index = decoder.raw_decode(text, start)
         docs.append(doc)
     return docs
 
 
-def test_readme_quickstart_verbatim(sqlite_server: Server) -> None:
+def test_readme_quickstart_verbatim(sqlite_server: Server, tmp_path: Path) -> None:
     exports, quickstart = readme_blocks()
     exports = (
         exports.replace("<account_id from api-token create>", sqlite_server.account_id)
@@ -44,8 +43,13 @@ def test_readme_quickstart_verbatim(sqlite_server: Server) -> None:
         .replace("127.0.0.1:8787", f"127.0.0.1:{sqlite_server.port}")
     )
     script = "set -euo pipefail\n" + exports + quickstart
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, env=git_env(tmp_path / "home"))
     assert result.returncode == 0, result.stderr
+    # git log --oneline -1 in the clone shows the pushed commit; both clones have the file.
+    assert re.search(r"^[0-9a-f]{7,} Initial commit$", result.stdout, re.M), result.stdout
+    for clone in ("artifacts-clone", "artifacts-clone-2"):
+        assert (tmp_path / clone / "README.md").read_text() == "# Artifacts demo\n"
     repo, tokens, revoked, deleted = json_documents(result.stdout)
     for doc in (repo, tokens, revoked, deleted):
         assert doc["success"] is True and doc["errors"] == [] and doc["messages"] == []
