@@ -10,8 +10,8 @@ times has a thousand packs and every clone pays for it. ``maintain`` runs, in or
    - *geometric* (``repack -d --geometric=2 --write-midx --write-bitmap-index``): rolls the
      small recent packs into bigger ones so pack sizes form a geometric progression, and
      writes a multi-pack index with reachability bitmaps; cost proportional to what is new;
-   - *full* (``repack -a -d --cruft``), when the repo is small or every Nth run: one pack
-     with a bitmap, unreachable objects set aside in a cruft pack that keeps their ages;
+   - *full* (``repack -a -d -f --cruft``), when the repo is small: one pack with fresh
+     deltas and a bitmap, unreachable objects set aside in a cruft pack that keeps their ages;
    cruft packs expire on the same clock as loose objects;
 4. ``commit-graph write --reachable``: faster history walks for negotiation and ``log``.
 
@@ -63,7 +63,9 @@ def maintain(git: GitRunner, path: Path, *, full: bool, grace_seconds: int) -> M
     # packed unreachable object would no longer age out through prune.
     run("prune", f"--expire={expire}")
     if full:
-        run("repack", "-a", "-d", "-q", "--write-bitmap-index", "--cruft",
+        # -f recomputes deltas: packs made by many small pushes and geometric rolls carry
+        # poor ones, and on a repo small enough for a full repack the recompute is cheap.
+        run("repack", "-a", "-d", "-f", "-q", "--write-bitmap-index", "--cruft",
             f"--cruft-expiration={expire}")
     else:
         run("repack", "-d", "-q", "--geometric=2", "--write-midx", "--write-bitmap-index")
