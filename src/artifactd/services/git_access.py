@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Literal
 
 from artifactd.errors import AuthenticationError, Code, NotFound, PermissionDenied, ValidationError
-from artifactd.services import repos
+from artifactd.services import repo_tokens, repos
 from artifactd.services.backend import Backend
 from artifactd.services.names import name_problem, ref_problem
 from artifactd.services.repo_tokens import GitAccess, token_state
-from artifactd.services.tokens import parse_repo_token
 from artifactd.storage.metadata import RepoRow
 
 Service = Literal["git-upload-pack", "git-receive-pack"]
@@ -157,19 +156,6 @@ class AuthorizedGit:
         return self.access.repo
 
 
-def _lookup(backend: Backend, credential: str) -> GitAccess:
-    """The token and its repo, whatever the token's state (the path is compared first)."""
-    parsed = parse_repo_token(credential)
-    found = backend.meta.find_repo_token(parsed.secret_hash) if parsed else None
-    if parsed is None or found is None:
-        raise AuthenticationError("Invalid repo token", code=Code.INVALID_REPO_TOKEN)
-    token, repo = found
-    if parsed.expires is not None and parsed.expires != token.expires_us // 1_000_000:
-        # A tampered ?expires= suffix: the secret is right but the string was edited.
-        raise AuthenticationError("Invalid repo token", code=Code.INVALID_REPO_TOKEN)
-    return GitAccess(repo, token)
-
-
 def _matches(target: GitTarget, repo: RepoRow) -> bool:
     return (
         repo.namespace == target.namespace
@@ -186,7 +172,7 @@ def authorize(
     if credential is None:
         raise AuthenticationError("Authentication required: use a repo token",
                                   code=Code.AUTH_REQUIRED)
-    access = _lookup(backend, credential)
+    access = repo_tokens.lookup(backend, credential)  # state is checked after the path
     if not _matches(target, access.repo):
         raise NotFound(NOT_FOUND_MESSAGE, code=Code.REPO_NOT_FOUND)
     state = token_state(access.token)

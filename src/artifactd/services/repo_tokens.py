@@ -147,12 +147,11 @@ class GitAccess:
         return self.token.scope == "write"
 
 
-def verify(backend: Backend, credential: str) -> GitAccess:
-    """Check a repo token (full string, without suffix, or bare secret) for the git plane.
+def lookup(backend: Backend, credential: str) -> GitAccess:
+    """The token (full string, without suffix, or bare secret) and its repo, any state.
 
-    Expiry and revocation are read from the database on every call, so revoking a token
-    takes effect on the next request. A ``?expires=`` suffix that does not match the stored
-    expiry means the token was tampered with and is refused.
+    A ``?expires=`` suffix that does not match the stored expiry means the token string was
+    edited, and it is refused like an unknown token.
     """
     parsed = parse_repo_token(credential)
     found = backend.meta.find_repo_token(parsed.secret_hash) if parsed else None
@@ -161,7 +160,4 @@ def verify(backend: Backend, credential: str) -> GitAccess:
     token, repo = found
     if parsed.expires is not None and parsed.expires != token.expires_us // 1_000_000:
         raise AuthenticationError("Invalid repo token", code=Code.INVALID_REPO_TOKEN)
-    state = token_state(token)
-    if state != "active":
-        raise AuthenticationError(f"Repo token is {state}", code=Code.INVALID_REPO_TOKEN)
     return GitAccess(repo, token)
