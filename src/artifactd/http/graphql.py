@@ -107,7 +107,7 @@ def _depth(selection_set: SelectionSetNode | None, document: DocumentNode, seen:
     return deepest
 
 
-def _subfields(info: GraphQLResolveInfo, path: tuple[str, ...]) -> set[str]:
+def _subfields(info: GraphQLResolveInfo[dict[str, Any]], path: tuple[str, ...]) -> set[str]:
     """Names selected under ``path`` (e.g. ("dimensions",)) of the current field."""
     def walk(selection_set: SelectionSetNode | None, remaining: tuple[str, ...]) -> set[str]:
         names: set[str] = set()
@@ -147,7 +147,7 @@ def _filter_pairs(raw: dict[str, Any] | None) -> list[tuple[str, Any]]:
     return pairs
 
 
-def resolve_accounts(_root: Any, info: GraphQLResolveInfo, filter: dict[str, str]) -> list[dict[str, str]]:
+def resolve_accounts(_root: Any, info: GraphQLResolveInfo[dict[str, Any]], filter: dict[str, str]) -> list[dict[str, str]]:
     principal: accounts.Principal = info.context["principal"]
     if filter["accountTag"] != principal.account_id:
         raise GraphQLError("Not authorized for this account: accountTag must be your API token's account")
@@ -155,7 +155,7 @@ def resolve_accounts(_root: Any, info: GraphQLResolveInfo, filter: dict[str, str
 
 
 def resolve_groups(
-    account: dict[str, str], info: GraphQLResolveInfo, limit: int,
+    account: dict[str, str], info: GraphQLResolveInfo[dict[str, Any]], limit: int,
     filter: dict[str, Any] | None = None, orderBy: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     backend: Backend = info.context["backend"]
