@@ -35,6 +35,8 @@ from artifactd.services import accounts, analytics
 from artifactd.services.backend import Backend
 from artifactd.storage.events import DIMENSIONS, TIME_DIMENSIONS
 
+Info = GraphQLResolveInfo[dict[str, Any]]  # resolvers' info; the context is a dict
+
 MAX_QUERY_CHARS = 32 * 1024
 MAX_DEPTH = 12  # the deepest spec query nests 6 levels
 
@@ -107,7 +109,7 @@ def _depth(selection_set: SelectionSetNode | None, document: DocumentNode, seen:
     return deepest
 
 
-def _subfields(info: GraphQLResolveInfo[dict[str, Any]], path: tuple[str, ...]) -> set[str]:
+def _subfields(info: Info, path: tuple[str, ...]) -> set[str]:
     """Names selected under ``path`` (e.g. ("dimensions",)) of the current field."""
     def walk(selection_set: SelectionSetNode | None, remaining: tuple[str, ...]) -> set[str]:
         names: set[str] = set()
@@ -147,7 +149,7 @@ def _filter_pairs(raw: dict[str, Any] | None) -> list[tuple[str, Any]]:
     return pairs
 
 
-def resolve_accounts(_root: Any, info: GraphQLResolveInfo[dict[str, Any]], filter: dict[str, str]) -> list[dict[str, str]]:
+def resolve_accounts(_root: Any, info: Info, filter: dict[str, str]) -> list[dict[str, str]]:
     principal: accounts.Principal = info.context["principal"]
     if filter["accountTag"] != principal.account_id:
         raise GraphQLError("Not authorized for this account: accountTag must be your API token's account")
@@ -155,7 +157,7 @@ def resolve_accounts(_root: Any, info: GraphQLResolveInfo[dict[str, Any]], filte
 
 
 def resolve_groups(
-    account: dict[str, str], info: GraphQLResolveInfo[dict[str, Any]], limit: int,
+    account: dict[str, str], info: Info, limit: int,
     filter: dict[str, Any] | None = None, orderBy: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     backend: Backend = info.context["backend"]
