@@ -81,8 +81,13 @@ def test_maintenance_in_a_loop_under_load(quiet_server: Server, tmp_path: Path) 
             except Exception as exc:
                 errors.append(f"maintenance: {exc}")
 
+    deadline = time.monotonic() + 180
+
     def cloner(k: int) -> None:
-        for i in range(4):
+        # At least 4 clones each, and on until maintenance has run a few times under them.
+        i = 0
+        while i < 4 or (runs < 3 and time.monotonic() < deadline):
+            i += 1
             target = tmp_path / f"clone-{k}-{i}"
             result = git.run("-c", header(repo["token"]), "clone", "-q", repo["remote"],
                              str(target), check=False)
