@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute
 from artifactd.errors import ArtifactdError
 from artifactd.http import content, control, git, graphql, metrics, repo_actions
 from artifactd.http.accesslog import AccessLogMiddleware
-from artifactd.http.errors import handle_domain_error, handle_http_exception, handle_unexpected
+from artifactd.http.errors import handle_domain_error, handle_http_exception
 from artifactd.observability import EVENTS_DROPPED
 from artifactd.services import analytics
 from artifactd.services.backend import Backend
@@ -69,7 +69,6 @@ def create_app(backend: Backend) -> Starlette:
         exception_handlers={
             ArtifactdError: handle_domain_error,
             HTTPException: handle_http_exception,
-            Exception: handle_unexpected,
         },
         lifespan=lifespan,
     )

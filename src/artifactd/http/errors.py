@@ -1,8 +1,10 @@
-"""Where domain errors become HTTP responses: one table, one place."""
+"""Where domain errors become HTTP responses: one table, one place.
+
+Unexpected exceptions are answered (500 envelope, traceback logged) by the request
+middleware in ``accesslog.py``, which sees every request.
+"""
 
 from __future__ import annotations
-
-import logging
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -10,8 +12,6 @@ from starlette.responses import Response
 
 from artifactd import errors as e
 from artifactd.http.envelope import failure
-
-log = logging.getLogger("artifactd.http")
 
 STATUS: dict[type[e.ArtifactdError], int] = {
     e.ValidationError: 400,
@@ -64,8 +64,3 @@ async def handle_http_exception(_request: Request, exc: Exception) -> Response:
         return failure(405, e.Code.METHOD_NOT_ALLOWED, "Method not allowed on this route",
                        headers=dict(exc.headers or {}))
     return failure(exc.status_code, e.Code.INTERNAL, str(exc.detail))
-
-
-async def handle_unexpected(_request: Request, exc: Exception) -> Response:
-    log.error("internal error", exc_info=exc)
-    return failure(500, e.Code.INTERNAL, "Internal server error")

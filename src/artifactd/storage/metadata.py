@@ -188,12 +188,6 @@ class MetadataStore:
                 with suppress(IntegrityError):  # created concurrently: as good as ours
                     conn.execute(insert(accounts).values(id=account_id, created_us=now_us))
 
-    def account_exists(self, account_id: str) -> bool:
-        with self._tx() as conn:
-            return conn.execute(
-                select(accounts.c.id).where(accounts.c.id == account_id)
-            ).first() is not None
-
     def insert_api_token(
         self, *, token_id: str, account_id: str, secret_hash: str, permission: str,
         name: str | None, now_us: int,
