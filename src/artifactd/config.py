@@ -68,66 +68,70 @@ def parse_bytes(raw: str) -> int:
 class Setting:
     name: str
     env: str
-    default: Any
     parse: Callable[[str], Any]
     help: str
 
+    @property
+    def default(self) -> Any:
+        """The default lives once, on the ``Settings`` dataclass below."""
+        return getattr(Settings, self.name)
+
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("host", "ARTIFACTD_HOST", "127.0.0.1", str, "Address to listen on."),
-    Setting("port", "ARTIFACTD_PORT", 8787, int, "TCP port to listen on."),
-    Setting("data_dir", "ARTIFACTD_DATA_DIR", "./artifactd-data", str,
+    Setting("host", "ARTIFACTD_HOST", str, "Address to listen on."),
+    Setting("port", "ARTIFACTD_PORT", int, "TCP port to listen on."),
+    Setting("data_dir", "ARTIFACTD_DATA_DIR", str,
             "Directory holding the SQLite database, the git repositories and the server secret."),
-    Setting("database_url", "ARTIFACTD_DATABASE_URL", "", str,
+    Setting("database_url", "ARTIFACTD_DATABASE_URL", str,
             "SQLAlchemy URL of the metadata database; empty means SQLite at `<data_dir>/artifactd.db`. "
             "Use `postgresql://user:pass@host/db` for PostgreSQL."),
-    Setting("workers", "ARTIFACTD_WORKERS", 1, int, "Number of server processes sharing one data dir."),
-    Setting("public_url", "ARTIFACTD_PUBLIC_URL", "", str,
+    Setting("workers", "ARTIFACTD_WORKERS", int, "Number of server processes sharing one data dir."),
+    Setting("public_url", "ARTIFACTD_PUBLIC_URL", str,
             "Base URL clients use to reach the server; empty means `http://<host>:<port>`."),
     Setting("remote_template", "ARTIFACTD_REMOTE_TEMPLATE",
-            "{public_url}/git/{account_id}/{namespace}/{repo}.git", str,
+            str,
             "Template of each repo's git `remote`. Placeholders: `{public_url}`, `{account_id}`, "
             "`{namespace}`, `{repo}`. A host-based form such as "
             "`https://{account_id}.git.example.com/git/{namespace}/{repo}.git` is served too."),
-    Setting("default_account", "ARTIFACTD_DEFAULT_ACCOUNT", "", str,
+    Setting("default_account", "ARTIFACTD_DEFAULT_ACCOUNT", str,
             "Account id used by `api-token create` when `--account` is not given; empty means "
             "the data dir's own default account (a random 32-hex id made on first use)."),
-    Setting("log_level", "ARTIFACTD_LOG_LEVEL", "info", str, "Log level: debug, info, warning, error."),
-    Setting("log_format", "ARTIFACTD_LOG_FORMAT", "text", str, "Access log format: `text` or `json`."),
-    Setting("max_body_bytes", "ARTIFACTD_MAX_BODY_BYTES", 1 << 20, parse_bytes,
+    Setting("log_level", "ARTIFACTD_LOG_LEVEL", str, "Log level: debug, info, warning, error."),
+    Setting("log_format", "ARTIFACTD_LOG_FORMAT", str, "Access log format: `text` or `json`."),
+    Setting("max_body_bytes", "ARTIFACTD_MAX_BODY_BYTES", parse_bytes,
             "Largest JSON request body the control plane accepts."),
-    Setting("rate_limit_control", "ARTIFACTD_RATE_LIMIT_CONTROL", "2000/10s", _rate_text,
+    Setting("rate_limit_control", "ARTIFACTD_RATE_LIMIT_CONTROL", _rate_text,
             "Control-plane requests allowed per namespace per window."),
-    Setting("rate_limit_git", "ARTIFACTD_RATE_LIMIT_GIT", "2000/10s", _rate_text,
+    Setting("rate_limit_git", "ARTIFACTD_RATE_LIMIT_GIT", _rate_text,
             "Git requests allowed per repo per window."),
-    Setting("max_repo_bytes", "ARTIFACTD_MAX_REPO_BYTES", 10 * 10**9, parse_bytes,
+    Setting("max_repo_bytes", "ARTIFACTD_MAX_REPO_BYTES", parse_bytes,
             "Storage limit of one repo."),
-    Setting("max_account_bytes", "ARTIFACTD_MAX_ACCOUNT_BYTES", 10**12, parse_bytes,
+    Setting("max_account_bytes", "ARTIFACTD_MAX_ACCOUNT_BYTES", parse_bytes,
             "Storage limit of one account."),
-    Setting("import_allow_hosts", "ARTIFACTD_IMPORT_ALLOW_HOSTS", "", str,
+    Setting("import_allow_hosts", "ARTIFACTD_IMPORT_ALLOW_HOSTS", str,
             "Comma-separated hosts and CIDRs that imports may reach even though they are "
             "loopback or private, and that may use plain `http`."),
-    Setting("import_timeout", "ARTIFACTD_IMPORT_TIMEOUT", 3600.0, float,
+    Setting("import_timeout", "ARTIFACTD_IMPORT_TIMEOUT", float,
             "Seconds an import may run before it is stopped and marked failed."),
-    Setting("import_concurrency", "ARTIFACTD_IMPORT_CONCURRENCY", 4, int,
+    Setting("import_concurrency", "ARTIFACTD_IMPORT_CONCURRENCY", int,
             "Imports one server process runs at once; further imports wait their turn."),
-    Setting("git_max_processes", "ARTIFACTD_GIT_MAX_PROCESSES", 32, int,
+    Setting("git_max_processes", "ARTIFACTD_GIT_MAX_PROCESSES", int,
             "Most git processes serving clients at once; further requests wait in a queue."),
-    Setting("git_queue_timeout", "ARTIFACTD_GIT_QUEUE_TIMEOUT", 30.0, float,
+    Setting("git_queue_timeout", "ARTIFACTD_GIT_QUEUE_TIMEOUT", float,
             "Seconds a git request may wait for a free slot before it gets 503 with Retry-After."),
-    Setting("trash_grace_seconds", "ARTIFACTD_TRASH_GRACE_SECONDS", 0.0, float,
+    Setting("trash_grace_seconds", "ARTIFACTD_TRASH_GRACE_SECONDS", float,
             "Seconds a deleted repo's directory stays in the trash before it is removed."),
-    Setting("maintenance_after_pushes", "ARTIFACTD_MAINTENANCE_AFTER_PUSHES", 20, int,
+    Setting("maintenance_after_pushes", "ARTIFACTD_MAINTENANCE_AFTER_PUSHES", int,
             "Maintain a repo (repack, bitmaps, commit-graph, prune) after this many pushes."),
-    Setting("maintenance_interval", "ARTIFACTD_MAINTENANCE_INTERVAL", 10.0, float,
+    Setting("maintenance_interval", "ARTIFACTD_MAINTENANCE_INTERVAL", float,
             "Seconds between looks for repos due for maintenance (0 turns maintenance off)."),
-    Setting("gc_grace_seconds", "ARTIFACTD_GC_GRACE_SECONDS", 3600.0, float,
+    Setting("gc_grace_seconds", "ARTIFACTD_GC_GRACE_SECONDS", float,
             "Unreachable objects younger than this are never pruned (protects pushes in flight)."),
-    Setting("analytics_enabled", "ARTIFACTD_ANALYTICS_ENABLED", True, _parse_bool,
+    Setting("analytics_enabled", "ARTIFACTD_ANALYTICS_ENABLED", _parse_bool,
             "Record analytics events (the GraphQL dataset)."),
-    Setting("metrics_port", "ARTIFACTD_METRICS_PORT", 0, int,
+    Setting("metrics_port", "ARTIFACTD_METRICS_PORT", int,
             "Serve `/metrics` on this separate port as well (0: only on the main port)."),
-    Setting("metrics_enabled", "ARTIFACTD_METRICS_ENABLED", True, _parse_bool,
+    Setting("metrics_enabled", "ARTIFACTD_METRICS_ENABLED", _parse_bool,
             "Serve Prometheus metrics at `/metrics`."),
 )
 
