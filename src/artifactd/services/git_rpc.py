@@ -201,13 +201,27 @@ def is_v2(protocol: str | None) -> bool:
     return bool(protocol) and "version=2" in (protocol or "").split(":")
 
 
+# The protocol v2 capability advertisement of upload-pack names no refs: it depends only on
+# git's version and the server's configuration, both fixed for the life of the process (every
+# repo is created by artifactd with the same SHA-1 format and config). It is learnt from git
+# once and then served from memory, which saves a process per fetch: the difference matters
+# to lazy (``--filter=blob:none``) clients, which fetch one blob per request.
+V2_CAPABILITIES = "git_v2_upload_pack_capabilities"
+
+
 async def advertise(
     backend: Backend, authorized: AuthorizedGit, protocol: str | None
 ) -> AsyncIterator[bytes]:
     """The ref advertisement (v0/v1) or capability advertisement (v2) for info/refs."""
     service = authorized.service
+    cacheable = service == "git-upload-pack" and is_v2(protocol)
+    cached = backend.extras.get(V2_CAPABILITIES) if cacheable else None
+    if isinstance(cached, bytes):
+        yield cached
+        return
     args = [service.removeprefix("git-"), "--stateless-rpc", "--advertise-refs", "--",
             str(authorized.git_dir)]
+    sent: list[bytes] = []
     async with git_slot(backend):
         child = await GitChild.start(backend, authorized, args, protocol, stdin=False)
         try:
@@ -221,9 +235,13 @@ async def advertise(
             if not is_v2(protocol):
                 first = encode_line(f"# service={service}") + FLUSH + first
             yield first
+            sent.append(first)
             while chunk := await child.read():
                 yield chunk
-            await child.wait()
+                if cacheable:
+                    sent.append(chunk)
+            if await child.wait() == 0 and cacheable:
+                backend.extras[V2_CAPABILITIES] = b"".join(sent)
         finally:
             await _reap(child)
 
@@ -360,13 +378,14 @@ async def _respond(
         receive_scan.unpack_error + receive_scan.messages + child.stderr_message()
     ):
         STORAGE_REFUSED.inc()
-        await asyncio.to_thread(
-            events.record, backend, authorized.repo, "storageLimitReached", started_us=started,
+        events.record(
+            backend, authorized.repo, "storageLimitReached", started_us=started,
             error_message=f"Storage limit reached: the pushed pack is larger than the "
                           f"{authorized.max_input_bytes} bytes this repo may still store",
         )
     elif not push and upload_scan.sent_pack:
-        await asyncio.to_thread(events.record, backend, authorized.repo, "pull", started_us=started)
+        # Recording appends to an in-memory buffer: no thread hop needed.
+        events.record(backend, authorized.repo, "pull", started_us=started)
     if held:
         yield held
 
