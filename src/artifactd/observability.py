@@ -22,6 +22,10 @@ GIT_BYTES_SENT = Counter("artifactd_git_bytes_sent_total", "Bytes sent to git cl
 GIT_BYTES_RECEIVED = Counter(
     "artifactd_git_bytes_received_total", "Bytes received from git clients.", ["service"]
 )
+GIT_BLOB_FETCHES = Counter(
+    "artifactd_git_blob_fetches_total",
+    "Partial-clone blob fetches answered without starting git (services/blob_fetch.py).",
+)
 GIT_PROCESSES = Gauge(
     "artifactd_git_processes", "git processes currently serving clients.",
     multiprocess_mode="livesum",

@@ -37,7 +37,7 @@ from artifactd.observability import (
     GIT_PROCESSES,
     STORAGE_REFUSED,
 )
-from artifactd.services import events
+from artifactd.services import blob_fetch, events
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.git_access import AuthorizedGit, Service, push_ref_problem
@@ -266,6 +266,7 @@ async def _feed(
     total = len(head)
     try:
         if head:
+            GIT_BYTES_RECEIVED.labels(child.service).inc(len(head))
             stdin.write(head)
             await stdin.drain()
         async for chunk in body:
@@ -280,6 +281,16 @@ async def _feed(
         # git stopped reading (it says why on stdout/stderr). Read the rest of the request
         # anyway, so that the client gets to read git's answer rather than a reset.
         await _drain(body)
+
+
+async def _read_head(body: AsyncIterator[bytes], limit: int) -> tuple[bytes, bool]:
+    """Up to about ``limit`` bytes of the request, and whether that is all of it."""
+    head = bytearray()
+    async for chunk in body:
+        head += chunk
+        if len(head) > limit:
+            return bytes(head), False
+    return bytes(head), True
 
 
 async def exchange(
@@ -314,6 +325,17 @@ async def exchange(
         head = reader.consumed + reader.rest
         sideband = commands.sideband
         limit = backend.settings.max_repo_bytes + (16 << 20)
+
+    elif is_v2(protocol):
+        head, complete = await _read_head(body, blob_fetch.MAX_REQUEST)
+        if complete:
+            answer = await blob_fetch.serve(backend, authorized.git_dir, head)
+            if answer is not None:
+                GIT_BYTES_RECEIVED.labels(authorized.service).inc(len(head))
+                GIT_BYTES_SENT.labels(authorized.service).inc(len(answer))
+                events.record(backend, authorized.repo, "pull", started_us=started)
+                yield answer
+                return
 
     args = [authorized.service.removeprefix("git-"), "--stateless-rpc", "--", str(authorized.git_dir)]
     if authorized.service == "git-upload-pack":
