@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,8 +24,18 @@ from tests.harness import Server, free_port, start_server  # noqa: E402
 # Benchmarks measure throughput, not the limiter: their servers get limits far above the load.
 UNLIMITED = {"ARTIFACTD_RATE_LIMIT_CONTROL": "100000000/10s", "ARTIFACTD_RATE_LIMIT_GIT": "100000000/10s"}
 
-__all__ = ["UNLIMITED", "Server", "free_port", "machine", "percentile", "start_server", "summary", "time_calls",
+__all__ = ["UNLIMITED", "Server", "Target", "free_port", "machine", "percentile", "start_server", "summary", "time_calls",
            "work_dir", "write_section"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One performance target of an issue and this run's verdict (None: reported, no bound)."""
+
+    what: str
+    goal: str
+    measured: str
+    met: bool | None
 
 
 def work_dir(prefix: str) -> Path:

@@ -30,7 +30,7 @@ from typing import Any
 
 from artifactd.storage.catfile import CatFilePool
 from artifactd.storage.gitrunner import GitRunner
-from bench.common import machine, start_server, summary, time_calls, work_dir, write_section
+from bench.common import Target, machine, start_server, summary, time_calls, work_dir, write_section
 from bench.synth import PRESETS, generate, size_bytes
 
 TARGET_P50_MS = 5.0
@@ -159,6 +159,17 @@ def run(quick: bool = False) -> dict[str, Any]:
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    goal = results["targets"]
+    out = []
+    for route in ("file", "commit"):
+        p50 = results["latency"][route]["p50_ms"]
+        out.append(Target(f"`{route}` p50", f"< {goal['p50_ms']:g} ms", f"{p50:.2f} ms", p50 < goal["p50_ms"]))
+        rps = results["throughput"][route]["rps"]
+        out.append(Target(f"`{route}` requests/s, one worker", f">= {goal['rps']}", f"{rps:.0f}", rps >= goal["rps"]))
+    return out
 
 
 def render(results: dict[str, Any]) -> str:

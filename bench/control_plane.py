@@ -25,7 +25,16 @@ import httpx
 from artifactd.config import Settings
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
-from bench.common import UNLIMITED, machine, start_server, summary, time_calls, work_dir, write_section
+from bench.common import (
+    UNLIMITED,
+    Target,
+    machine,
+    start_server,
+    summary,
+    time_calls,
+    work_dir,
+    write_section,
+)
 
 # Every request gets a unique name: a per-run prefix, the wrk thread number and a counter
 # (wrk's math.random is unseeded, so it cannot be used for uniqueness).
@@ -178,6 +187,21 @@ def run(quick: bool = False) -> dict[str, Any]:
             server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
     return results
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    sizes = list(results["sizes"])
+    small, large = results["sizes"][sizes[0]], results["sizes"][sizes[-1]]
+    rate = results["creates_concurrent"]["creates_per_s"]
+    out = [Target("creates, 16 concurrent clients", ">= 1,000/s", f"{rate}/s", rate >= 1000)]
+    for op in ("get", "list_first_page"):
+        p99 = max(results["sizes"][s][op]["p99_ms"] for s in sizes)
+        out.append(Target(f"{op} p99 (worst size)", "< 20 ms", f"{p99:.2f} ms", p99 < 20))
+    for op in ("create", "get", "list_first_page", "list_deep_cursor"):
+        ratio = large[op]["p50_ms"] / small[op]["p50_ms"]
+        out.append(Target(f"{op} p50, {sizes[-1]:,} vs {sizes[0]:,} repos", "<= 1.5x",
+                          f"{ratio:.2f}x", ratio <= 1.5))
+    return out
 
 
 def render(results: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import statistics
 import sys
 from typing import Any
 
-from bench.common import UNLIMITED, machine, start_server, work_dir
+from bench.common import UNLIMITED, Target, machine, start_server, work_dir
 from bench.control_plane import creates_concurrent
 
 
@@ -41,6 +41,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
     return {"machine": machine(), "rounds": rounds, "seconds": seconds, "rates": rates,
             "median_on": on, "median_off": off, "overhead_pct": round((off - on) / off * 100, 2)}
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    pct = results["overhead_pct"]
+    return [Target("analytics recording overhead on creates/s", "< 3%", f"{pct:.1f}%", pct < 3)]
 
 
 def render(results: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine, start_server, summary, work_dir, write_section
+from bench.common import Target, machine, start_server, summary, work_dir, write_section
 
 TARGET_MS = 200.0
 CHUNK = 1 << 20
@@ -117,6 +117,14 @@ def run(quick: bool = False) -> dict[str, Any]:
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    out = [Target(f"fork p50, {r['parent']} parent", f"< {TARGET_MS:g} ms", f"{r['fork']['p50_ms']:.1f} ms",
+                  r["fork"]["p50_ms"] < TARGET_MS) for r in results["results"]]
+    bytes_added = max(r["fork_unique_bytes"] for r in results["results"])
+    out.append(Target("object bytes a fork adds", "0 (no copies)", f"{bytes_added}", bytes_added == 0))
+    return out
 
 
 def render(results: dict[str, Any]) -> str:

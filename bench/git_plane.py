@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import free_port, machine, start_server, work_dir, write_section
+from bench.common import Target, free_port, machine, start_server, work_dir, write_section
 from bench.synth import PRESETS, generate, size_bytes
 
 HTTP_BACKEND = "/usr/lib/git-core/git-http-backend"
@@ -588,6 +588,24 @@ def verdicts(report: dict[str, Any]) -> list[str]:
     if conc:
         out.append(f"- {conc['clones']} concurrent clones: {conc['errors']} errors "
                    f"({'met' if conc['errors'] == 0 else 'MISSED'}: zero errors)")
+    return out
+
+
+def targets(report: dict[str, Any]) -> list[Target]:
+    out = []
+    for metric, row in report["ratios"].items():
+        if not (metric.startswith("clone_") or metric == "push"):
+            continue
+        if "vs_http_backend" in row:
+            out.append(Target(f"`{metric}` vs http-backend", "<= 1.10x", f"{row['vs_http_backend']}x",
+                              row["vs_http_backend"] <= 1.10))
+        if "dulwich_slower_x" in row:
+            out.append(Target(f"`{metric}`: dulwich slower by", ">= 5x", f"{row['dulwich_slower_x']}x",
+                              row["dulwich_slower_x"] >= 5))
+    conc = report["concurrent"].get("artifactd")
+    if conc:
+        out.append(Target(f"{conc['clones']} concurrent clones", "0 errors", str(conc["errors"]),
+                          conc["errors"] == 0))
     return out
 
 

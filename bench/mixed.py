@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import UNLIMITED, machine, start_server, summary, work_dir
+from bench.common import UNLIMITED, Target, machine, start_server, summary, work_dir
 from bench.scale import git, git_env
 
 
@@ -166,6 +166,17 @@ def run(quick: bool = False) -> dict[str, Any]:
         api.close()
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    ops = ", ".join(f"{op} {s['p50_ms']:.0f}/{s['p99_ms']:.0f}" for op, s in results["ops"].items())
+    return [
+        Target(f"mixed load errors ({results['clients']} clients, {results['seconds']} s, "
+               f"{results['repos']} repos)", "0", str(results["errors"]), results["errors"] == 0),
+        Target("mixed load p50/p99 per operation (ms)", "reported", ops, None),
+        Target("mixed load peak server RSS", "bounded, reported",
+               f"{results['peak_server_mb']} MB ({results['peak_with_git_mb']} MB with git)", None),
+    ]
 
 
 def render(results: dict[str, Any]) -> str:
