@@ -374,7 +374,8 @@ def run(quick: bool) -> dict[str, Any]:
     base = work_dir("git-plane-")
     env = client_env(base / "home")
     presets = {"small": "tiny", "large": "tiny"} if quick else {"small": "small", "large": "large"}
-    runs = {"small": 1, "large": 1} if quick else {"small": 5, "large": 3}
+    # A 50 MB push takes seconds per server: fewer runs of it than of the small clones.
+    runs = {"small": 1, "large": 1, "push": 1} if quick else {"small": 9, "large": 3, "push": 5}
     push_mb = 2 if quick else 50
     concurrency = 4 if quick else CONCURRENT_CLONES
     repos = {key: generate(PRESETS[preset], base / "src" / f"{key}.git")
@@ -405,12 +406,19 @@ def run(quick: bool) -> dict[str, Any]:
     }
 
 
+def rotated(servers: list[Served], i: int) -> list[Served]:
+    """Run i starts at a different server, so no server always follows the same neighbour."""
+    at = i % len(servers)
+    return servers[at:] + servers[:at]
+
+
 def measure(
     bench: Bench, servers: list[Served], repos: dict[str, Path], work: Path,
     runs: dict[str, int], quick: bool, concurrency: int,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """Interleaved: every run of a measurement visits each server in turn, so background load
-    (this machine is shared) hits all servers alike instead of whichever ran during it."""
+    """Interleaved: every run of a measurement visits each server in turn (starting at a
+    different one each run), so background load (this machine is shared) hits all servers
+    alike instead of whichever ran during it."""
     samples: dict[str, dict[str, list[float]]] = {s.name: {} for s in servers}
 
     def record(served: Served, metric: str, seconds: float) -> None:
@@ -427,14 +435,13 @@ def measure(
         ]
         for metric, step in steps:
             for i in range(runs[key]):
-                for served in servers:
+                for served in rotated(servers, i):
                     # dulwich needs minutes for one clone of the large repo: one run only.
                     if served.name == "dulwich" and key == "large" and i > 0 and not quick:
                         continue
                     record(served, metric, step(served))
-    push_runs = runs["small"]
-    for i in range(push_runs):
-        for served in servers:
+    for i in range(runs["push"]):
+        for served in rotated(servers, i):
             record(served, "push", bench.push(served, work, i))
 
     extra: dict[str, Any] = {"rss": {}, "concurrent": {}, "repos": {
@@ -528,10 +535,12 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"Repos from `bench/synth.py`: small = {sizes.get('small')} MB packed, "
         f"{report['repos']['small']['commits']} commits; large = {sizes.get('large')} MB packed, "
         f"{report['repos']['large']['commits']} commits. Medians of {report['runs']['small']} "
-        f"(small) / {report['runs']['large']} (large) runs, after one warm-up clone; dulwich's large "
+        f"(small), {report['runs'].get('push', report['runs']['small'])} (push) / {report['runs']['large']} "
+        "(large) runs, after one warm-up clone; dulwich's large "
         f"figures are single runs. Push: {report['push_mb']} MB of incompressible data into an "
         "empty repo. Client: the git CLI, protocol v2 (dulwich: v0, it has no v2), `clone --bare`. "
-        "Servers are measured interleaved (run i of every server before run i+1), all running at "
+        "Servers are measured interleaved (run i of every server before run i+1, each run starting "
+        "at the next server), all running at "
         "once but idle when not measured. The machine is shared with other jobs (test suites of "
         "other engineers ran at the same time), so single figures carry noise of 10-20%; "
         "ratios within ~0.1 of a target are inside that noise.",

@@ -106,22 +106,33 @@ def many_pushes(server: Any, work: Path, pushes: int, runs: int) -> dict[str, An
         loose_before = sum(1 for p in (busy_path / "objects").glob("??/*"))
         clones = work / "clones"
         clones.mkdir()
-        result: dict[str, Any] = {"pushes": pushes, "push_avg_ms": round(push_seconds / pushes * 1000, 1),
+        result: dict[str, Any] = {"pushes": pushes, "runs": runs, "push_avg_ms": round(push_seconds / pushes * 1000, 1),
                                   "loose_objects_before": loose_before}
-        result["fresh_s"] = clone_seconds(env, fresh["remote"], fresh["token"], clones, runs)
-        result["before_s"] = clone_seconds(env, busy["remote"], busy["token"], clones, runs)
+        # Each state is timed in alternation with the reference, so that drift in the
+        # machine's load falls on both sides of the ratio.
+        fresh_samples: list[float] = []
+
+        def against_fresh(key: str) -> None:
+            busy_samples = []
+            for i in range(runs):
+                pair = [(fresh, fresh_samples), (busy, busy_samples)]
+                for repo, samples in (pair if i % 2 == 0 else pair[::-1]):
+                    samples.append(clone_seconds(env, repo["remote"], repo["token"], clones, 1))
+            result[f"{key}_s"] = statistics.median(busy_samples)
+            result[f"{key}_ratio"] = round(result[f"{key}_s"] / statistics.median(fresh_samples[-runs:]), 2)
+
+        against_fresh("before")
         row = backend.meta.get_repo_by_id(busy["id"])
         report = maintain_repo(backend, row, full=False)  # type: ignore[arg-type]
         result["geometric_maintenance_s"] = round(report.seconds, 2) if report else None
-        result["after_geometric_s"] = clone_seconds(env, busy["remote"], busy["token"], clones, runs)
+        against_fresh("after_geometric")
         row = backend.meta.get_repo_by_id(busy["id"])
         report = maintain_repo(backend, row, full=True)  # type: ignore[arg-type]
         result["full_maintenance_s"] = round(report.seconds, 2) if report else None
-        result["after_full_s"] = clone_seconds(env, busy["remote"], busy["token"], clones, runs)
+        against_fresh("after_full")
+        result["fresh_s"] = statistics.median(fresh_samples)
     finally:
         backend.close()
-    for key in ("before", "after_geometric", "after_full"):
-        result[f"{key}_ratio"] = round(result[f"{key}_s"] / result["fresh_s"], 2)
     return result
 
 
@@ -206,7 +217,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     server = start_server(work / "data", extra_env={**UNLIMITED, "ARTIFACTD_MAINTENANCE_INTERVAL": "0"})
     try:
         results: dict[str, Any] = {"machine": machine()}
-        results["many_pushes"] = many_pushes(server, work, 30 if quick else 1000, 1 if quick else 5)
+        results["many_pushes"] = many_pushes(server, work, 30 if quick else 1000, 1 if quick else 9)
         results["hydration"] = hydration(server, work, 20 if quick else 200)
         results["empty"] = empty_repos(server, work, 100 if quick else 2000, 1000 if quick else 100_000)
         return results
@@ -217,11 +228,12 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 def targets(results: dict[str, Any]) -> list[Target]:
     mp, hy, em = results["many_pushes"], results["hydration"], results["empty"]
-    best = min(mp["after_geometric_ratio"], mp["after_full_ratio"])
+    # The scheduler repacks a repo this small fully (FULL_REPACK_MAX_BYTES); geometric is
+    # what a repo past that size gets, reported alongside.
     return [
         Target(f"clone after {mp['pushes']} pushes, maintenance run, vs freshly repacked", "<= 1.2x",
-               f"{mp['after_full_ratio']:.2f}x (full), {mp['after_geometric_ratio']:.2f}x (geometric)",
-               best <= 1.2),
+               f"{mp['after_full_ratio']:.2f}x (full, what this repo gets), "
+               f"{mp['after_geometric_ratio']:.2f}x (geometric)", mp["after_full_ratio"] <= 1.2),
         Target("the same before maintenance (degradation)", "reported", f"{mp['before_ratio']:.2f}x", None),
         Target("partial-clone hydration p50 per blob", "< 30 ms",
                f"{hy['artifactd']['p50_ms']} ms (http-backend {hy['http-backend']['p50_ms']} ms)",
@@ -237,7 +249,8 @@ def render(results: dict[str, Any]) -> str:
         f"Command: `python -m bench.scale`. Machine: {results['machine']}.",
         "",
         f"**{mp['pushes']} small pushes** over HTTP into one repo (average push {mp['push_avg_ms']} ms; "
-        f"{mp['loose_objects_before']} loose objects before maintenance). Bare clone, median:",
+        f"{mp['loose_objects_before']} loose objects before maintenance). Bare clone, median of "
+        f"{mp['runs']} runs, each state timed in alternation with the reference:",
         "",
         "| state | clone (s) | vs freshly repacked |",
         "|---|---|---|",

@@ -8,13 +8,13 @@ answered from the worker's pooled ``cat-file`` (the same object lookup, alternat
 included) as a pack with the blobs stored whole, which is what upload-pack sends for
 objects that have no delta base on the client.
 
-The shape is checked strictly (including the clone's ``filter`` line, which every lazy
-fetch repeats and ordinary clones lack); anything else goes to upload-pack unchanged, so git keeps
-deciding every other case and producing its own errors: haves, shallow and deepen options,
-``include-tag`` (a tag pointing at a blob would have to come too), filters other than the
-blob and tree ones partial clones use, server options, a want that is not a blob or not in
-the repo, more than ``MAX_WANTS`` objects or more than ``MAX_BYTES`` of them (compressing
-happens on the event loop, so the work per request stays small).
+The shape is checked strictly, including the clone's ``filter`` line, which every lazy
+fetch repeats and ordinary clones lack. Anything else goes to upload-pack unchanged, so git
+keeps deciding every other case and producing its own errors: haves, shallow and deepen
+options, ``include-tag`` (a tag pointing at a blob would have to come too), filters other
+than the blob and tree ones partial clones use, server options, a want that is not a blob
+or not in the repo, more than ``MAX_WANTS`` objects or more than ``MAX_BYTES`` of them
+(compressing happens on the event loop, so the work per request stays small).
 """
 
 from __future__ import annotations
@@ -148,8 +148,8 @@ async def serve(backend: Backend, git_dir: Path, request: bytes) -> bytes | None
         answers = await pool.run(git_dir, [("contents", sha) for sha in wants])
     except CatFileDied:
         return None  # upload-pack will say what is wrong with the repository
-    blobs = [data for _, data in answers]
-    if any(data is None for data in blobs):
+    blobs = [data for _, data in answers if data is not None]
+    if len(blobs) != len(wants):
         return None  # gone between the two round trips (pruned): let git answer
     GIT_BLOB_FETCHES.inc()
-    return response(pack([data for data in blobs if data is not None]))
+    return response(pack(blobs))

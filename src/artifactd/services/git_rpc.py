@@ -235,13 +235,12 @@ async def advertise(
             if not is_v2(protocol):
                 first = encode_line(f"# service={service}") + FLUSH + first
             yield first
-            sent.append(first)
             while chunk := await child.read():
                 yield chunk
                 if cacheable:
                     sent.append(chunk)
-            if await child.wait() == 0 and cacheable:
-                backend.extras[V2_CAPABILITIES] = b"".join(sent)
+            if await child.wait() == 0 and cacheable and first:
+                backend.extras[V2_CAPABILITIES] = first + b"".join(sent)
         finally:
             await _reap(child)
 
