@@ -76,6 +76,11 @@ class Server:
         headers = {"Authorization": f"Bearer {token or self.token}"}
         return httpx.Client(base_url=self.ns_url(), headers=headers, timeout=60, **kwargs)
 
+    def metric(self, series: str) -> float:
+        """The sum of the Prometheus samples whose line starts with ``series`` (0 if none)."""
+        text = httpx.get(f"{self.url}/metrics").text
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(series))
+
     def start(self, *extra: str) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process
         self.process = subprocess.Popen(

@@ -6,7 +6,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -105,9 +104,7 @@ def test_sizes_past_one_header_byte_and_one_sideband_packet(tmp_path: Path) -> N
 
 
 def fast_fetches(server: Server) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith("artifactd_git_blob_fetches_total "))
+    return server.metric("artifactd_git_blob_fetches_total ")
 
 
 def test_lazy_clone_hydrates_through_the_fast_path(server: Server, tmp_path: Path, unique_name: str) -> None:
