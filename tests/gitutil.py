@@ -10,6 +10,7 @@ import base64
 import os
 import sqlite3
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,6 +172,15 @@ def git_processes_for(path: Path) -> list[str]:
         if str(path) in cmdline and "State:\tZ" not in status:
             found.append(cmdline)
     return found
+
+
+def wait_no_processes(path: Path, seconds: float = 10, needle: str = "") -> list[str]:
+    """``git_processes_for(path)`` (those containing ``needle``) once they are gone, or at the
+    deadline: a server notices a client that hung up, and reaps its git, a moment later."""
+    deadline = time.monotonic() + seconds
+    while (left := [p for p in git_processes_for(path) if needle in p]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
 
 
 def pkt(line: str | bytes) -> bytes:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gitutil import Git, Repo, create_repo, git_processes_for
+from tests.gitutil import Git, Repo, create_repo, git_processes_for, wait_no_processes
 from tests.harness import Server
 from tests.seed import fast_history, push
 from tests.test_control_plane import envelope_error
@@ -339,7 +339,7 @@ def test_large_blob_is_streamed_with_ranges(sqlite_server: Server, seeded: Seede
         # A client that reads a little and hangs up leaves no git process behind.
         with client.stream("GET", url) as r:
             next(r.iter_raw(1024))
-    assert not [p for p in git_processes_for(seeded.repo.git_dir) if "cat-file blob" in p]
+    assert not wait_no_processes(seeded.repo.git_dir, needle="cat-file blob")
 
 
 # -- file and raw ----------------------------------------------------------------------------

@@ -14,7 +14,17 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.gitutil import Git, Repo, basic_header, bearer, create_repo, git_processes_for, pkt, rpc
+from tests.gitutil import (
+    Git,
+    Repo,
+    basic_header,
+    bearer,
+    create_repo,
+    git_processes_for,
+    pkt,
+    rpc,
+    wait_no_processes,
+)
 from tests.harness import Server
 
 ZERO = "0" * 40
@@ -216,13 +226,6 @@ def test_bad_repo_paths(pushed, tail: str) -> None:
 
 
 # -- disconnects ------------------------------------------------------------------------------
-
-
-def wait_no_processes(path: Path, seconds: float = 10) -> list[str]:
-    deadline = time.monotonic() + seconds
-    while (left := git_processes_for(path)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
 
 
 def post_head(repo: Repo, service: str, length: int, *extra: str) -> bytes:
