@@ -10,6 +10,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.pool import QueuePool
 
+from artifactd.storage.checkpointer import BACKSTOP_PAGES
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -21,7 +23,9 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, background_checkpoints: bool = False) -> Engine:
+    """``background_checkpoints``: SQLite leaves WAL checkpoints to a ``WalCheckpointer``
+    (storage/checkpointer.py) instead of running them inside a commit."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -42,6 +46,8 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
+            if background_checkpoints:
+                cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             cursor.close()
 
         return engine
