@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from enum import IntEnum
@@ -21,10 +22,14 @@ from rich.console import Console
 from rich.table import Table
 
 from artifactd.cli import _config
-from artifactd.client import Artifacts
+from artifactd.client import Artifacts, Retrying, RetryPolicy
 from artifactd.client import _errors as sdk
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+ENV_RETRIES = "ARTIFACTD_RETRIES"  # retries after the first attempt (docs/cli.md); 0 turns them off
+DEFAULT_RETRIES = 3
+MAX_RETRIES = 10  # the SDK's 30 s total budget ends the retries before more could be used
 
 
 class ExitCode(IntEnum):
@@ -93,8 +98,26 @@ class Application:
             )
         return Artifacts(
             settings.url, settings.account_id, settings.api_token, self.namespace,
-            timeout=settings.timeout,
+            timeout=settings.timeout, retries=self.retry_policy(),
         )
+
+    def retry_policy(self) -> RetryPolicy:
+        """The SDK's retry policy, told to say on stderr why the command is waiting."""
+        raw = os.environ.get(ENV_RETRIES, "").strip()
+        retries = DEFAULT_RETRIES
+        if raw:
+            if not raw.isdigit() or int(raw) > MAX_RETRIES:
+                self.abort(f"{ENV_RETRIES} must be a whole number from 0 to {MAX_RETRIES}, got {raw!r}",
+                           ExitCode.CONFIG)
+            retries = int(raw)
+
+        def tell(retrying: Retrying) -> None:
+            self.display_info(
+                f"{retrying.method} {retrying.path}: {retrying.reason}; retrying in "
+                f"{retrying.delay:.1f} s (attempt {retrying.attempt + 1} of {retries + 1})"
+            )
+
+        return RetryPolicy(attempts=retries + 1, on_retry=tell)
 
     def close(self) -> None:
         if "client" in self.__dict__:
