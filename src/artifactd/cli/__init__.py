@@ -25,6 +25,7 @@ COMMANDS = {
     "cat": "artifactd.cli.content:cat",
     "clone": "artifactd.cli.clone:clone",
     "credential-helper": "artifactd.cli.credential:credential_helper",
+    "whoami": "artifactd.cli.whoami:whoami",
 }
 
 

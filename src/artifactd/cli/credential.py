@@ -229,10 +229,12 @@ def git_origin(app: Application, git_url: str | None) -> str:
 @click.option("--file", "config_file", type=click.Path(dir_okay=False), default=None,
               help="Write to this git config file instead of the global one (~/.gitconfig).")
 @click.option("--print", "print_only", is_flag=True, help="Only print the git config commands.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print JSON: {"origin", "helper", "commands", "written"} (with --print: written false).')
 @pass_app
 def setup(
     app: Application, scope: str, ttl: int, git_url: str | None, config_file: str | None,
-    print_only: bool,
+    print_only: bool, as_json: bool,
 ) -> None:
     """Configure git to ask git-credential-artifactd for this server's remotes.
 
@@ -259,6 +261,11 @@ def setup(
         [*where, "--add", f"{section}.helper", helper],
         [*where, f"{section}.useHttpPath", "true"],
     ]
+    report = {"origin": origin, "helper": helper, "written": not print_only,
+              "commands": [["git", "config", *args] for args in commands]}
+    if print_only and as_json:
+        app.display_json(report)
+        return
     if print_only:
         for args in commands:
             click.echo(shlex.join(["git", "config", *args]))
@@ -271,6 +278,9 @@ def setup(
         # `--unset-all` of a key that is not there exits 5: nothing to remove is fine.
         if done.returncode != 0 and not (args[len(where)] == "--unset-all" and done.returncode == 5):
             app.abort(f"git config failed: {done.stderr.strip()}", ExitCode.ERROR)
+    if as_json:
+        app.display_json(report)
+        return
     app.display_success(
         f"git now asks artifactd for credentials for {origin} ({helper}); "
         "plain `git clone`, `fetch` and `push` of its remotes just work."

@@ -149,6 +149,12 @@ class AsyncArtifacts:
             returned: T = stop.value
             return returned
 
+    # Account
+
+    async def whoami(self) -> dict[str, Any]:
+        """``account_id``, ``token_id`` and ``permission`` (``read`` or ``edit``) of the API token."""
+        return await self._send(self._routes.whoami())
+
     # Namespace methods
 
     async def create(

@@ -293,6 +293,11 @@ class Routes:
             f"{_API_PREFIX}/accounts/{_segment(account_id)}/artifacts/namespaces/{_segment(namespace)}"
         )
 
+    def whoami(self) -> Call[dict[str, Any]]:
+        """The API token's account, id and permission (a route beyond the spec, docs/api.md)."""
+        path = f"{_API_PREFIX}/accounts/{_segment(self.account_id)}/artifacts/whoami"
+        return Call("GET", path, _parse(dict))
+
     def repo_path(self, name: str, *rest: str) -> str:
         return "/".join([self.prefix, "repos", _segment(name), *rest])
 

@@ -147,6 +147,12 @@ class Artifacts:
             returned: T = stop.value
             return returned
 
+    # Account
+
+    def whoami(self) -> dict[str, Any]:
+        """``account_id``, ``token_id`` and ``permission`` (``read`` or ``edit``) of the API token."""
+        return self._send(self._routes.whoami())
+
     # Namespace methods
 
     def create(
