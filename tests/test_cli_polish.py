@@ -18,6 +18,7 @@ from artifactd import Artifacts, AsyncArtifacts
 from artifactd.cli import COMMANDS, main
 from tests.clientutil import SCRIPTS, client_env, git_source, make_source_repo, push_files, run_cli
 from tests.harness import Server
+from tests.test_cli import run  # in-process, for the many variations
 
 NOT_JSON = {"serve"}  # a long-running server, not a command with a result
 
@@ -63,17 +64,15 @@ def test_whoami(sqlite_server: Server, tmp_path: Path) -> None:
     env = client_env(sqlite_server, tmp_path / "home")
     human = ok(run_cli(env, "whoami")).stdout
     assert f"account_id:  {sqlite_server.account_id}" in human and "permission:  edit" in human
-    shown = json.loads(ok(run_cli(env, "whoami", "--json")).stdout)
+    shown = json.loads(run(env, "whoami", "--json").stdout)
     assert shown["account_id"] == sqlite_server.account_id and shown["permission"] == "edit"
     assert re.fullmatch(r"[0-9a-f]{16}", shown["token_id"]) and shown["config_file"] is None
     assert sqlite_server.token not in human + json.dumps(shown)
-    reader = json.loads(ok(run_cli({**env, "ARTIFACTD_API_TOKEN": sqlite_server.read_token},
-                                   "whoami", "--json")).stdout)
+    reader = json.loads(run({**env, "ARTIFACTD_API_TOKEN": sqlite_server.read_token}, "whoami", "--json").stdout)
     assert reader["permission"] == "read" and reader["token_id"] != shown["token_id"]
-    wrong = run_cli({**env, "ARTIFACTD_API_TOKEN": "artd_" + "0" * 40}, "whoami")
-    assert wrong.returncode == 6 and wrong.stdout == ""
-    other = run_cli({**env, "ARTIFACTD_ACCOUNT_ID": "f" * 32}, "whoami")
-    assert other.returncode == 6
+    wrong = run({**env, "ARTIFACTD_API_TOKEN": "artd_" + "0" * 40}, "whoami", code=6)
+    assert wrong.stdout == ""
+    run({**env, "ARTIFACTD_ACCOUNT_ID": "f" * 32}, "whoami", code=6)
 
 
 @pytest.mark.anyio
@@ -88,30 +87,30 @@ async def test_sdk_whoami(sqlite_server: Server, anyio_backend: str) -> None:
 
 def test_new_json_outputs(sqlite_server: Server, tmp_path: Path, unique_name: str) -> None:
     env = client_env(sqlite_server, tmp_path / "home", ARTIFACTD_NAMESPACE=unique_name)
-    created = json.loads(ok(run_cli(env, "repo", "create", unique_name, "--json")).stdout)
+    created = json.loads(run(env, "repo", "create", unique_name, "--json").stdout)
     push_files(tmp_path / "git", created["remote"], created["token"], {"a.bin": b"\x00\xffdata"})
-    cat = json.loads(ok(run_cli(env, "cat", unique_name, "a.bin", "--json")).stdout)
+    cat = json.loads(run(env, "cat", unique_name, "a.bin", "--json").stdout)
     assert cat == {"repo": unique_name, "path": "a.bin", "ref": None, "size": 6,
                    "content_base64": base64.b64encode(b"\x00\xffdata").decode()}
     cloned = json.loads(ok(run_cli(env, "clone", unique_name, str(tmp_path / "c"), "--json")).stdout)
     assert cloned == {"namespace": unique_name, "repo": unique_name, "directory": str(tmp_path / "c"),
                       "remote": created["remote"]}
-    minted = json.loads(ok(run_cli(env, "token", "create", unique_name, "--json")).stdout)
-    revoked = json.loads(ok(run_cli(env, "token", "revoke", minted["id"], "--json")).stdout)
+    minted = json.loads(run(env, "token", "create", unique_name, "--json").stdout)
+    revoked = json.loads(run(env, "token", "revoke", minted["id"], "--json").stdout)
     assert revoked == {"id": minted["id"], "namespace": unique_name, "revoked": True}
-    setup = json.loads(ok(run_cli(env, "credential-helper", "setup", "--print", "--json")).stdout)
+    setup = json.loads(run(env, "credential-helper", "setup", "--print", "--json").stdout)
     assert setup["origin"] == sqlite_server.url and setup["written"] is False
     assert setup["commands"][-1][-2:] == [f"credential.{sqlite_server.url}.useHttpPath", "true"]
-    deleted = json.loads(ok(run_cli(env, "repo", "delete", unique_name, "--yes", "--json")).stdout)
+    deleted = json.loads(run(env, "repo", "delete", unique_name, "--yes", "--json").stdout)
     assert deleted == {"name": unique_name, "namespace": unique_name, "deleted": True}
-    login = json.loads(ok(run_cli(env, "login", "--json")).stdout)
+    login = json.loads(run(env, "login", "--json").stdout)
     assert login["account_id"] == sqlite_server.account_id and sqlite_server.token not in json.dumps(login)
-    assert json.loads(ok(run_cli(env, "logout", "--json")).stdout)["removed"] is True
-    assert json.loads(ok(run_cli(env, "logout", "--json")).stdout)["removed"] is False
-    api = json.loads(ok(run_cli(env, "api-token", "create", "--data-dir", str(sqlite_server.data_dir),
-                                "--json")).stdout)
-    gone = json.loads(ok(run_cli(env, "api-token", "revoke", api["id"], "--data-dir",
-                                 str(sqlite_server.data_dir), "--json")).stdout)
+    assert json.loads(run(env, "logout", "--json").stdout)["removed"] is True
+    assert json.loads(run(env, "logout", "--json").stdout)["removed"] is False
+    api = json.loads(run(env, "api-token", "create", "--data-dir", str(sqlite_server.data_dir),
+                                "--json").stdout)
+    gone = json.loads(run(env, "api-token", "revoke", api["id"], "--data-dir",
+                                 str(sqlite_server.data_dir), "--json").stdout)
     assert gone == {"id": api["id"], "state": "revoked"}
 
 
@@ -142,11 +141,9 @@ def in_terminal(env: dict[str, str], *args: str, columns: int) -> str:
 def test_values_are_never_cut(sqlite_server: Server, tmp_path: Path, unique_name: str) -> None:
     env = client_env(sqlite_server, tmp_path / "home", ARTIFACTD_NAMESPACE=unique_name)
     name = (unique_name + "-a-rather-long-repo-name-to-fit")[:64]
-    created = json.loads(ok(run_cli(env, "repo", "create", name, "--description", "words " * 12,
-                                    "--json")).stdout)
+    created = json.loads(run(env, "repo", "create", name, "--description", "words " * 12, "--json").stdout)
     sha = push_files(tmp_path / "git", created["remote"], created["token"], {"a.txt": "a\n"})
-    token_ids = [json.loads(ok(run_cli(env, "token", "create", name, "--json")).stdout)["id"]
-                 for _ in range(2)]
+    token_ids = [json.loads(run(env, "token", "create", name, "--json").stdout)["id"] for _ in range(2)]
     piped = ok(run_cli({**env, "COLUMNS": "20"}, "token", "list", name)).stdout
     assert all(token_id in piped for token_id in token_ids) and "…" not in piped
     narrow = in_terminal(env, "token", "list", name, columns=30)
