@@ -6,8 +6,8 @@ import json
 
 import click
 from rich.console import Console
-from rich.table import Table
 
+from artifactd.cli._app import print_table
 from artifactd.cli.server_options import resolve_settings, server_options
 from artifactd.errors import ArtifactdError
 from artifactd.services import accounts
@@ -84,17 +84,20 @@ def list_(
     if as_json:
         click.echo(json.dumps(items))
         return
-    table = Table("id", "account", "permission", "state", "created", "name")
-    for item in items:
-        table.add_row(item["id"], item["account_id"], item["permission"], item["state"],
-                      item["created_at"] or "", item["name"] or "")
-    Console().print(table)
+    print_table(
+        Console(highlight=False), ["ID", "ACCOUNT", "PERMISSION", "STATE", "CREATED", "NAME"],
+        [[item["id"], item["account_id"], item["permission"], item["state"], item["created_at"],
+          item["name"]] for item in items],
+    )
 
 
 @api_token.command("revoke")
 @server_options
 @click.argument("token_id")
-def revoke(config_file: str | None, data_dir: str | None, database_url: str | None, token_id: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help='Print JSON: {"id", "state": "revoked"}.')
+def revoke(
+    config_file: str | None, data_dir: str | None, database_url: str | None, token_id: str, as_json: bool,
+) -> None:
     """Revoke an API token by id; it stops working on the next request."""
     backend = _open(config_file, data_dir, database_url)
     try:
@@ -103,4 +106,7 @@ def revoke(config_file: str | None, data_dir: str | None, database_url: str | No
         raise click.ClickException(exc.message) from exc
     finally:
         backend.close()
+    if as_json:
+        click.echo(json.dumps({"id": token_id, "state": "revoked"}))
+        return
     click.echo(f"revoked {token_id}")
