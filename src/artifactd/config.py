@@ -8,6 +8,7 @@ keeps the two in step).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -133,7 +134,31 @@ SETTINGS: tuple[Setting, ...] = (
             "Serve `/metrics` on this separate port as well (0: only on the main port)."),
     Setting("metrics_enabled", "ARTIFACTD_METRICS_ENABLED", _parse_bool,
             "Serve Prometheus metrics at `/metrics`."),
+    Setting("tls_cert", "ARTIFACTD_TLS_CERT", str,
+            "PEM certificate file (the chain, leaf first); with `tls_key` the server speaks HTTPS "
+            "and the default public URL starts with `https://`."),
+    Setting("tls_key", "ARTIFACTD_TLS_KEY", str, "PEM private key file of `tls_cert`."),
 )
+
+# ARTIFACTD_* variables that are not server settings: read by the client commands, the
+# credential helper, or handed by `serve` to its worker processes.
+OTHER_ENV = frozenset({
+    "ARTIFACTD_CONFIG", "ARTIFACTD_SERVE_SETTINGS", "ARTIFACTD_URL", "ARTIFACTD_ACCOUNT_ID",
+    "ARTIFACTD_API_TOKEN", "ARTIFACTD_NAMESPACE", "ARTIFACTD_CLIENT_CONFIG", "ARTIFACTD_TIMEOUT",
+})
+
+
+def unknown_environment(env: Mapping[str, str]) -> list[str]:
+    """One warning per ``ARTIFACTD_*`` variable nothing reads (a typo is otherwise silent)."""
+    known = {s.env for s in SETTINGS} | OTHER_ENV
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith("ARTIFACTD_") or name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"unknown environment variable {name} is ignored{hint}")
+    return warnings
 
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -167,6 +192,8 @@ class Settings:
     analytics_enabled: bool = True
     metrics_port: int = 0
     metrics_enabled: bool = True
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @property
     def data_path(self) -> Path:
@@ -185,7 +212,12 @@ class Settings:
         host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host  # noqa: S104
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls_enabled else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert)
 
     @property
     def control_rate(self) -> tuple[int, float]:
@@ -263,6 +295,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("log_format must be 'text' or 'json'")
     if settings.workers < 1:
         raise ConfigError("workers must be at least 1")
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("tls_cert and tls_key go together: give both, or neither")
     try:
         settings.remote_url("a", "b", "c")
     except (KeyError, IndexError, ValueError) as exc:
