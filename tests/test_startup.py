@@ -6,6 +6,7 @@ None of these starts a server that serves: each runs the command and reads what 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
 import stat
@@ -78,6 +79,17 @@ def test_serve_reports_a_taken_port_before_listening(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         result = run("serve", "--data-dir", str(tmp_path / "d"), "--port", str(port))
     assert_one_line_error(result, f"port {port}", "already in use")
+
+
+def test_with_json_logs_a_start_up_error_is_a_json_line_too(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--log-format", "json", "--data-dir", str(tmp_path / "d"), "--port", str(port))
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [r["message"] for r in records if r["level"] == "ERROR"] == [f"port {port} on 127.0.0.1 is already in use"]
 
 
 def test_serve_reports_a_data_dir_it_cannot_create(tmp_path: Path) -> None:

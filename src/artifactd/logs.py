@@ -116,5 +116,15 @@ def logging_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+_json_configured = False  # what the last configure_logging chose, for json_logs()
+
+
 def configure_logging(settings: Settings) -> None:
+    global _json_configured
     logging.config.dictConfig(logging_config(settings))
+    _json_configured = settings.log_format == "json"
+
+
+def json_logs() -> bool:
+    """Whether this process logs JSON: then even a fatal start-up error is a JSON line."""
+    return _json_configured

@@ -11,22 +11,31 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import logging
 import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 import click
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from artifactd.config import Settings
+from artifactd.logs import json_logs
 from artifactd.services.backend import Backend
 from artifactd.storage.db import normalise_url, sqlite_path
 
 
 class StartupError(click.ClickException):
     """A one-line reason why the command cannot run."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        if json_logs():
+            logging.getLogger("artifactd.serve").error(self.message)
+        else:
+            super().show(file)
 
 
 def safe_url(url: str) -> str:
