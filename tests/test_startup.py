@@ -70,6 +70,18 @@ def test_init_creates_a_private_data_dir(tmp_path: Path) -> None:
     # Once made, the data dir is accepted without --init.
     listed = run("api-token", "list", "--json", "--data-dir", str(data))
     assert listed.returncode == 0 and '"permission": "edit"' in listed.stdout
+    assert "accessible to other users" not in listed.stderr
+
+
+def test_a_data_dir_others_can_read_is_warned_about(tmp_path: Path) -> None:
+    data = tmp_path / "shared"
+    assert run("api-token", "create", "--init", "--data-dir", str(data)).returncode == 0
+    data.chmod(0o755)
+    (data / "artifactd.db").chmod(0o644)
+    listed = run("api-token", "list", "--data-dir", str(data))
+    assert listed.returncode == 0
+    assert f"the data dir {data} is accessible to other users (mode 0755): chmod 700" in listed.stderr
+    assert "the database" in listed.stderr and "chmod 600" in listed.stderr
 
 
 def test_serve_reports_a_taken_port_before_listening(tmp_path: Path) -> None:

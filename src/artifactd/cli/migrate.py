@@ -31,14 +31,14 @@ def migrate(
     """
     from artifactd.cli import startup
     from artifactd.logs import configure_logging
-    from artifactd.storage.db import make_engine
+    from artifactd.storage.db import make_engine, sqlite_path
     from artifactd.storage.db import migrate as run_migrations
 
     settings = resolve_settings(config_file, data_dir=data_dir, database_url=database_url)
     configure_logging(settings)
     if not init:
         startup.require_data_dir(settings)
-    startup.prepare_data_dir(settings.data_path)
+    startup.prepare_data_dir(settings.data_path, sqlite_path(settings.effective_database_url))
     with startup.database_errors(settings):
         engine = make_engine(settings.effective_database_url)
         try:

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -27,13 +28,15 @@ from artifactd.logs import json_logs
 from artifactd.services.backend import Backend
 from artifactd.storage.db import normalise_url, sqlite_path
 
+log = logging.getLogger("artifactd.serve")
+
 
 class StartupError(click.ClickException):
     """A one-line reason why the command cannot run."""
 
     def show(self, file: IO[Any] | None = None) -> None:
         if json_logs():
-            logging.getLogger("artifactd.serve").error(self.message)
+            log.error(self.message)
         else:
             super().show(file)
 
@@ -62,18 +65,29 @@ def require_data_dir(settings: Settings) -> None:
         raise StartupError(f"{path} is not an artifactd data dir (no {database.name}): {hint}")
 
 
-def prepare_data_dir(path: Path) -> None:
+def prepare_data_dir(path: Path, database: Path | None = None) -> None:
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise StartupError(f"cannot create the data dir {path}: {exc.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise StartupError(f"the data dir {path} is not writable by this user")
+    # Made by us, they are private; made by an operator (or an older release), say so once.
+    _warn_if_shared(path, "data dir")
+    if database is not None and database.exists():
+        _warn_if_shared(database, "database")
+
+
+def _warn_if_shared(path: Path, what: str) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning("the %s %s is accessible to other users (mode %04o): chmod %s %s",
+                    what, path, mode, "700" if path.is_dir() else "600", path)
 
 
 def open_backend(settings: Settings, *, run_migrations: bool = True) -> Backend:
     """``Backend.open`` with every operator mistake turned into one line."""
-    prepare_data_dir(settings.data_path)
+    prepare_data_dir(settings.data_path, sqlite_path(settings.effective_database_url))
     with database_errors(settings):
         return Backend.open(settings, run_migrations=run_migrations)
 
