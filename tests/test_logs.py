@@ -81,7 +81,9 @@ def test_access_line_fields_and_request_id_echo(json_server: Server) -> None:
     assert isinstance(record["duration_ms"], int | float) and record["duration_ms"] >= 0
 
 
-@pytest.mark.parametrize("supplied", ["has space", "x" * 129, "quote\"d", "semi;colon", ""])
+@pytest.mark.parametrize(
+    "supplied", ["has space", "x" * 129, "quote\"d", "semi;colon", "", "artd_" + "7" * 40, "art_v1_" + "7" * 40],
+)
 def test_unsafe_request_id_is_replaced_by_a_generated_one(json_server: Server, supplied: str) -> None:
     with json_server.client() as c:
         response = c.get("/repos", headers={"X-Request-Id": supplied})

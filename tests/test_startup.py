@@ -58,6 +58,17 @@ def test_admin_command_refuses_a_directory_that_is_not_a_data_dir(tmp_path: Path
     assert not (tmp_path / "artifactd.db").exists()
 
 
+def test_admin_command_refuses_an_empty_postgresql_database(tmp_path: Path, postgres: Postgres) -> None:
+    url = postgres.new_database()
+    env = clean_env(ARTIFACTD_DATABASE_URL=url)
+    (tmp_path / "d").mkdir()
+    refused = run("api-token", "create", "--data-dir", str(tmp_path / "d"), env=env)
+    assert_one_line_error(refused, "has no artifactd schema", "--init")
+    created = run("api-token", "create", "--init", "--data-dir", str(tmp_path / "d"), env=env)
+    assert created.returncode == 0, created.stderr
+    assert run("api-token", "list", "--data-dir", str(tmp_path / "d"), env=env).returncode == 0
+
+
 def test_init_creates_a_private_data_dir(tmp_path: Path) -> None:
     data = tmp_path / "fresh"
     result = run("api-token", "create", "--init", "--json", "--data-dir", str(data))

@@ -32,11 +32,14 @@ JSON_FIELDS = "%(levelname)s %(name)s %(message)s"
 # Up to 128 characters from a set that cannot break a log line, a header or a shell:
 # enough for a UUID, a W3C trace id or a load balancer's own request id.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+# A client that pastes a token where the request id goes must not get it logged.
+_TOKEN_PREFIXES = ("artd_", "art_v1_")
 
 
 def safe_request_id(supplied: str | None) -> str:
     """The client's ``X-Request-Id`` if it is safe to log and echo, else a fresh one."""
-    if supplied is not None and _REQUEST_ID.fullmatch(supplied):
+    if (supplied is not None and _REQUEST_ID.fullmatch(supplied)
+            and not supplied.startswith(_TOKEN_PREFIXES)):
         return supplied
     return secrets.token_hex(16)
 

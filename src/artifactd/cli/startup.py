@@ -26,7 +26,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from artifactd.config import Settings
 from artifactd.logs import json_logs
 from artifactd.services.backend import Backend
-from artifactd.storage.db import normalise_url, sqlite_path
+from artifactd.storage.db import is_migrated, make_engine, normalise_url, sqlite_path
 
 log = logging.getLogger("artifactd.serve")
 
@@ -60,9 +60,23 @@ def require_data_dir(settings: Settings) -> None:
     hint = f"start `artifactd serve --data-dir {path}` once, or pass --init to create it"
     if not path.is_dir():
         raise StartupError(f"no data dir at {path}: {hint}")
-    database = sqlite_path(settings.effective_database_url)
-    if database is not None and not database.exists():
-        raise StartupError(f"{path} is not an artifactd data dir (no {database.name}): {hint}")
+    url = settings.effective_database_url
+    database = sqlite_path(url)
+    if database is not None:
+        if not database.exists():
+            raise StartupError(f"{path} is not an artifactd data dir (no {database.name}): {hint}")
+        return
+    # A server database that is empty is as likely a wrong URL as a wrong --data-dir.
+    with database_errors(settings):
+        engine = make_engine(url)
+        try:
+            migrated = is_migrated(engine)
+        finally:
+            engine.dispose()
+    if not migrated:
+        raise StartupError(
+            f"the database {safe_url(url)} has no artifactd schema: pass --init to create it"
+        )
 
 
 def prepare_data_dir(path: Path, database: Path | None = None) -> None:
