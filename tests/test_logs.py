@@ -16,7 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from artifactd.config import unknown_environment
+from artifactd.logs import safe_request_id
 from tests.gitutil import Git, basic_remote, create_repo
 from tests.harness import Server, start_server
 
@@ -133,3 +137,21 @@ def test_uvicorn_messages_are_json_too(json_server: Server) -> None:
         sock.recv(1024)
     record = wait_for(json_server, lambda r: r["logger"].startswith("uvicorn"))
     assert record["level"] == "WARNING"
+
+
+@given(st.text(max_size=200))
+def test_safe_request_id_keeps_only_safe_values(supplied: str) -> None:
+    result = safe_request_id(supplied)
+    assert re.fullmatch(r"[A-Za-z0-9._:@/+=-]{1,128}", result)
+    assert result == supplied or re.fullmatch(r"[0-9a-f]{32}", result)
+    assert not result.startswith(("artd_", "art_v1_"))
+
+
+def test_unknown_environment_suggests_the_closest_setting() -> None:
+    warnings = unknown_environment({
+        "ARTIFACTD_GIT_MAX_PROCESS": "4", "ARTIFACTD_PORT": "1", "ARTIFACTD_API_TOKEN": "x", "PATH": "/bin",
+    })
+    assert warnings == [
+        "unknown environment variable ARTIFACTD_GIT_MAX_PROCESS is ignored "
+        "(did you mean ARTIFACTD_GIT_MAX_PROCESSES?)"
+    ]
