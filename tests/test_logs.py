@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from artifactd.config import unknown_environment
 from artifactd.logs import safe_request_id
-from tests.gitutil import Git, basic_remote, create_repo
+from tests.gitutil import Git, basic_remote, create_repo, pkt, rpc
 from tests.harness import Server, start_server
 
 
@@ -155,3 +155,21 @@ def test_unknown_environment_suggests_the_closest_setting() -> None:
         "unknown environment variable ARTIFACTD_GIT_MAX_PROCESS is ignored "
         "(did you mean ARTIFACTD_GIT_MAX_PROCESSES?)"
     ]
+
+
+def test_application_lines_inside_a_request_carry_its_id_and_repo(json_server: Server, tmp_path: Path) -> None:
+    repo = create_repo(json_server, "json-log-refused")
+    git = Git(tmp_path / "home")
+    work = tmp_path / "work"
+    git.new_work(work, {"README.md": "hi\n"})
+    git.run("push", "-q", basic_remote(repo.remote, repo.token), "main", cwd=work)
+    # upload-pack (protocol v2) dies on an unknown command before it writes a byte; the
+    # server logs git's reason.
+    body = pkt("command=no-such-command\n") + b"0000"
+    refused = rpc(repo.remote, "git-upload-pack", body, f"Bearer {repo.token}",
+                  **{"X-Request-Id": "refused-1", "Git-Protocol": "version=2"})
+    assert refused.status_code >= 400, refused.text
+    record = wait_for(json_server, lambda r: r["logger"] == "artifactd.git" and r.get("request_id") == "refused-1")
+    assert record["route"] == "git"
+    assert record["repo"].endswith("json-log-refused")
+    assert repo.token.split("?")[0] not in json_server.log_text()
