@@ -2,7 +2,8 @@
 
 The fixture (``tests/fixtures/datadir-<release>.tar.gz``, made by
 ``tests/fixtures/build_upgrade_fixture.py`` with that release's code) holds API tokens, three
-repos in two namespaces, a long-lived repo token, a revoked one and a pushed commit. When a
+repos in two namespaces, a long-lived repo token, a revoked one and a pushed commit; its
+``-postgres`` twin adds the release's PostgreSQL database as a ``pg_dump``. When a
 release changes the schema, add its fixture to ``FIXTURES``: every older one must still open.
 """
 
@@ -23,23 +24,51 @@ import pytest
 
 from artifactd.storage.db import head_revision
 from tests.gitutil import Git, basic_remote
-from tests.harness import Server, artifactd_cmd, free_port
+from tests.harness import Postgres, Server, artifactd_cmd, free_port
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-RELEASES = ["196a928"]
+# (release, database): a fixture per release that changed the schema, on both databases.
+RELEASES = [("196a928", "sqlite"), ("196a928", "postgres")]
 
 
-@pytest.fixture(scope="module", params=RELEASES)
+def load_dump(url: str, dump: str) -> None:
+    """Load a ``pg_dump --inserts`` file; psql's own meta-commands (``\\restrict``) are skipped."""
+    import psycopg
+
+    statements = "\n".join(line for line in dump.splitlines() if not line.startswith("\\"))
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(statements.encode())
+
+
+def schema_revision(url: str | None, data: Path) -> str | None:
+    if url is None:
+        with sqlite3.connect(data / "artifactd.db") as db:
+            return str(db.execute("SELECT version_num FROM alembic_version").fetchone()[0])
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        return str(row[0]) if row else None
+
+
+@pytest.fixture(scope="module", params=RELEASES, ids=["-".join(p) for p in RELEASES])
 def upgraded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         tuple[Server, dict[str, Any], str | None]]:
-    root = tmp_path_factory.mktemp(f"upgrade-{request.param}")
-    with tarfile.open(FIXTURES / f"datadir-{request.param}.tar.gz") as archive:
+    release, database = request.param
+    root = tmp_path_factory.mktemp(f"upgrade-{release}-{database}")
+    suffix = "-postgres" if database == "postgres" else ""
+    with tarfile.open(FIXTURES / f"datadir-{release}{suffix}.tar.gz") as archive:
         archive.extractall(root, filter="data")
     manifest = json.loads((root / "fixture.json").read_text())
     data = root / "data"
-    with sqlite3.connect(data / "artifactd.db") as db:
-        before = db.execute("SELECT version_num FROM alembic_version").fetchone()[0]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTD_")}
+    url = None
+    if database == "postgres":
+        postgres: Postgres = request.getfixturevalue("postgres")
+        url = postgres.new_database()
+        load_dump(url, (root / "database.sql").read_text())
+        env["ARTIFACTD_DATABASE_URL"] = url
+    before = schema_revision(url, data)
     server = Server(data_dir=data, port=free_port(), env=env, account_id=manifest["account_id"],
                     token=manifest["edit_token"], read_token=manifest["read_token"])
     server.start()  # the new code: migrates at start, then serves
