@@ -104,6 +104,16 @@ def test_serve_reports_a_taken_port_before_listening(tmp_path: Path) -> None:
     assert_one_line_error(result, f"port {port}", "already in use")
 
 
+def test_serve_reports_a_taken_metrics_port_before_listening(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--data-dir", str(tmp_path / "d"), "--port", str(free_port()),
+                     "--metrics-port", str(port))
+    assert_one_line_error(result, f"port {port}", "already in use")
+
+
 def test_with_json_logs_a_start_up_error_is_a_json_line_too(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

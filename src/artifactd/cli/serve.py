@@ -69,6 +69,8 @@ def serve(config_file: str | None, **flags: object) -> None:
     _warn_about_settings(settings)
     startup.check_tls_files(settings)
     startup.check_port_free(settings.host, settings.port)
+    if settings.metrics_port and settings.metrics_enabled:
+        startup.check_port_free(settings.host, settings.metrics_port)
     # serve creates a missing data dir (the first run just works); the admin commands do not.
     backend = startup.open_backend(settings)  # migrates once, before any worker starts
     try:
