@@ -179,6 +179,11 @@ def test_non_loopback_host_without_public_url_gets_a_hint(tmp_path: Path) -> Non
     assert "without a public URL" not in quiet.stderr
 
 
+def test_unknown_log_level_is_refused(tmp_path: Path) -> None:
+    result = run("serve", "--data-dir", str(tmp_path / "d"), env=clean_env(ARTIFACTD_LOG_LEVEL="loud"))
+    assert result.returncode == 2 and "log_level must be one of" in result.stderr
+
+
 def test_tls_cert_without_key_is_refused(tmp_path: Path) -> None:
     result = run("serve", "--tls-cert", str(tmp_path / "cert.pem"), "--data-dir", str(tmp_path / "d"))
     assert result.returncode == 2 and "tls_cert and tls_key go together" in result.stderr

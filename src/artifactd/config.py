@@ -293,6 +293,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(str(exc)) from exc
     if settings.log_format not in {"text", "json"}:
         raise ConfigError("log_format must be 'text' or 'json'")
+    if settings.log_level.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError("log_level must be one of debug, info, warning, error")
     if settings.workers < 1:
         raise ConfigError("workers must be at least 1")
     if bool(settings.tls_cert) != bool(settings.tls_key):

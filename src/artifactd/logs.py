@@ -92,9 +92,7 @@ def _formatter(settings: Settings) -> dict[str, Any]:
 
 
 def logging_config(settings: Settings) -> dict[str, Any]:
-    level = settings.log_level.upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        level = "INFO"
+    level = settings.log_level.upper()  # validated by artifactd.config
     return {
         "version": 1,
         "disable_existing_loggers": False,
