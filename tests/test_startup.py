@@ -175,8 +175,11 @@ def test_non_loopback_host_without_public_url_gets_a_hint(tmp_path: Path) -> Non
         hinted = run("serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d"), "--port", str(port))
         quiet = run("serve", "--host", "0.0.0.0", "--public-url", "https://git.example.test",
                     "--data-dir", str(tmp_path / "d"), "--port", str(port))
+        hosted = run("serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d"), "--port", str(port),
+                     env=clean_env(ARTIFACTD_REMOTE_TEMPLATE="https://{account_id}.git.example.test/{repo}.git"))
     assert "without a public URL" in hinted.stderr and "--public-url" in hinted.stderr
     assert "without a public URL" not in quiet.stderr
+    assert "without a public URL" not in hosted.stderr  # remotes do not use the public URL
 
 
 def test_unknown_log_level_is_refused(tmp_path: Path) -> None:

@@ -31,7 +31,10 @@ def announce(settings: Settings, text: str) -> None:
 def _warn_about_settings(settings: Settings) -> None:
     for warning in unknown_environment(os.environ):
         log.warning(warning)
-    if not settings.public_url and not startup.is_loopback(settings.host):
+    # Remotes are built from remote_template; only one that uses {public_url} falls back
+    # to the listening address, which names this machine's loopback when host is 0.0.0.0.
+    remotes_use_default = not settings.public_url and "{public_url}" in settings.remote_template
+    if remotes_use_default and not startup.is_loopback(settings.host):
         log.warning(
             "listening on %s without a public URL: repo remotes will name %s, which other "
             "machines cannot reach; set --public-url (ARTIFACTD_PUBLIC_URL), e.g. "
