@@ -98,7 +98,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Account id used by `api-token create` when `--account` is not given; empty means "
             "the data dir's own default account (a random 32-hex id made on first use)."),
     Setting("log_level", "ARTIFACTD_LOG_LEVEL", str, "Log level: debug, info, warning, error."),
-    Setting("log_format", "ARTIFACTD_LOG_FORMAT", str, "Access log format: `text` or `json`."),
+    Setting("log_format", "ARTIFACTD_LOG_FORMAT", str,
+            "Format of every log line: `text` or `json` (one JSON object per line)."),
     Setting("max_body_bytes", "ARTIFACTD_MAX_BODY_BYTES", parse_bytes,
             "Largest JSON request body the control plane accepts."),
     Setting("rate_limit_control", "ARTIFACTD_RATE_LIMIT_CONTROL", _rate_text,
