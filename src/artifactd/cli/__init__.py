@@ -17,6 +17,7 @@ from artifactd.cli._app import Application, run_guarded
 COMMANDS = {
     "serve": "artifactd.cli.serve:serve",
     "api-token": "artifactd.cli.api_token:api_token",
+    "migrate": "artifactd.cli.migrate:migrate",
     "login": "artifactd.cli.login:login",
     "logout": "artifactd.cli.login:logout",
     "repo": "artifactd.cli.repo:repo",
