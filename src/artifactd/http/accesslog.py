@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from artifactd.errors import Code
 from artifactd.http.envelope import failure
 from artifactd.observability import REQUEST_SECONDS, REQUESTS
+from artifactd.redact import redact
 
 log = logging.getLogger("artifactd.access")
 errors_log = logging.getLogger("artifactd.http")
@@ -90,7 +91,7 @@ class AccessLogMiddleware:
     def _write(self, scope: Scope, status: int, seconds: float, sent: int, received: int) -> None:
         record: dict[str, Any] = {
             "method": scope["method"],
-            "path": scope["path"],
+            "path": redact(scope["path"]),
             "status": status,
             "duration_ms": round(seconds * 1000, 2),
             "bytes_sent": sent,
@@ -101,7 +102,7 @@ class AccessLogMiddleware:
             record["route"] = route
         repo = scope.get("artifactd.repo")
         if repo:
-            record["repo"] = repo
+            record["repo"] = redact(repo)
         if self.json_format:
             log.info(json.dumps(record, separators=(",", ":")))
         else:
