@@ -35,6 +35,11 @@ def redact(text: str) -> str:
     return printable(text)
 
 
+def looks_like_token(text: str) -> bool:
+    """Whether ``text`` holds a token-shaped run (names that do are refused at creation)."""
+    return any(prefix in text for prefix in _PREFIXES) and _TOKEN.search(text) is not None
+
+
 def printable(text: str) -> str:
     """``text`` with lone surrogates and U+0000 replaced by U+FFFD, so that any UTF-8 writer
     (a log stream, a PostgreSQL text column) takes it."""
