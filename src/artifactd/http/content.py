@@ -22,7 +22,6 @@ from starlette.routing import Route
 from artifactd.errors import Code, ValidationError
 from artifactd.http.control import NS
 from artifactd.http.envelope import failure, success
-from artifactd.http.jsonbody import check_text
 from artifactd.http.ranges import UNSATISFIABLE, etag_matches, parse_range
 from artifactd.http.shapes import commit_info, tree_info
 from artifactd.http.sniff import SNIFF_BYTES, sniff
@@ -67,8 +66,6 @@ def routed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         def check() -> RepoRow:
             principal = accounts.authenticate(backend, authorization, params["account_id"])
             principals.append(principal)
-            check_text(params)
-            check_text(request.query_params)
             limits.check_rate(backend, "control", f"{principal.account_id}:{params['namespace']}")
             repo = repos.get_repo(backend, principal.account_id, params["namespace"], params["name"])
             repos.require_ready(repo)
