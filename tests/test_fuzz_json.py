@@ -63,15 +63,19 @@ def bodies(fields: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[bytes
     return st.one_of(encoded, encoded, encoded, raw_bodies)
 
 
+# Never a host name: a generated host would be looked up in DNS. Each of these is refused by
+# the URL or address rules before any connection (or lookup) is made.
+REFUSED_PREFIXES = ["https://127.0.0.1/", "https://[::1]:8443/", "https://169.254.169.254/",
+                    "http://10.1.2.3/", "https://[::ffff:127.0.0.1]/", "ssh://", "file:///", "ext::",
+                    "https://user:pw@127.0.0.1/", "https://127.0.0.1:99999/"]
+import_urls = st.one_of(texts, st.tuples(st.sampled_from(REFUSED_PREFIXES), texts).map("".join))
 names = st.from_regex(r"[a-z][a-z0-9-]{0,12}", fullmatch=True)
 REST_ROUTES: dict[str, tuple[str, dict[str, st.SearchStrategy[Any]]]] = {
     "create": ("/repos", {"name": names, "description": texts, "default_branch": texts,
                           "read_only": st.booleans()}),
     "fork": ("/repos/{parent}/fork", {"name": names, "description": texts, "read_only": st.booleans(),
                                       "default_branch_only": st.booleans()}),
-    # No address of a reachable host is ever generated: imports here fail validation or the
-    # address rules, never reach the network.
-    "import": ("/repos/{parent}/import", {"url": texts.map(lambda t: "https://" + t),
+    "import": ("/repos/{parent}/import", {"url": import_urls,
                                           "branch": texts, "depth": numbers,
                                           "read_only": st.booleans(), "description": texts}),
     "token": ("/tokens", {"repo": st.one_of(names, st.just("{parent}")), "scope": st.sampled_from(

@@ -60,11 +60,12 @@ def test_logging_filter_redacts_message_arguments_and_tracebacks() -> None:
             logger.error("refused %s for %r", f"art_v1_{secret}?expires=1", {"t": f"artd_{secret}"},
                          exc_info=True)
         logger.warning("stack", stack_info=True, extra={"note": secret})
+        logger.warning("bad format %d", f"artd_{secret}")  # logged, not raised
     finally:
         logger.removeHandler(handler)
     text = stream.getvalue()
     assert f"art_v1_{secret}" not in text and f"artd_{secret}" not in text
-    assert text.count(REDACTED) == 3 and "ValueError: bad token" in text
+    assert text.count(REDACTED) == 4 and "ValueError: bad token" in text
 
 
 def _graphql(server: Server, query: str, variables: dict | None = None) -> httpx.Response:
