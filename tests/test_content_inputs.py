@@ -64,6 +64,8 @@ def test_the_reported_types_become_plain_text() -> None:
     assert sniff("a.png", b"\x89PNG\r\n\x1a\n") == "image/png"
     assert sniff("a.json", b"{}") == "application/json; charset=utf-8"
     assert sniff("song.mp3", b"ID3") == "audio/mpeg"
+    assert sniff("latin1.html", "<p>caf\xe9</p>".encode("latin-1")) == "text/plain"
+    assert sniff("nul.html", b"<p>\x00</p>") == "application/octet-stream"
 
 
 # -- a real repo: raw types and legacy tree modes over HTTP ----------------------------------

@@ -84,9 +84,11 @@ def sniff(path: str, head: bytes | None) -> str:
                 guessed = "image/webp"
     text = head is not None and _is_text(head[:SNIFF_BYTES])
     if guessed is None or not is_inert(guessed):
+        # A text type in a legacy encoding (no NUL, not UTF-8) is still text, without a charset.
         textual = guessed is not None and (
-            guessed.startswith("text/") or guessed in _TEXT_LIKE or "xml" in guessed)
-        guessed = "text/plain" if text or (head is None and textual) else "application/octet-stream"
+            guessed.startswith("text/") or guessed in _TEXT_LIKE or "xml" in guessed
+        ) and (head is None or b"\0" not in head[:SNIFF_BYTES])
+        guessed = "text/plain" if text or textual else "application/octet-stream"
     # Claim UTF-8 only when the bytes we saw are UTF-8; otherwise let the client decide.
     if text and (guessed.startswith("text/") or guessed == "application/json"):
         return f"{guessed}; charset=utf-8"
