@@ -4,7 +4,8 @@ Random structures, deep nesting, lone surrogates, U+0000, token-shaped strings, 
 numbers, wrong types and unknown fields, sent as bodies (and as query parameters of the
 listing routes): the server never answers 5xx, REST answers are always v4 envelopes and
 GraphQL answers are always GraphQL's ``{data, errors}``. Bounded and derandomized: a fixed
-number of examples per route, the same ones on every run.
+number of examples per route, the same ones on every run (``FUZZ_EXAMPLES=500`` for a
+longer run by hand).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from tests.harness import Server
 
-EXAMPLES = 60
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
