@@ -133,16 +133,19 @@ def test_a_bad_request_does_not_drop_other_accounts_events(server: Server) -> No
     theirs = httpx.Client(base_url=f"{server.url}/client/v4/accounts/{other['account_id']}"
                                    f"/artifacts/namespaces/{namespace}", timeout=30,
                           headers={"Authorization": f"Bearer {other['token']}"})
+    bad_statuses = set()
     with mine, theirs:
-        for n in range(20):
+        for n in range(10):
             assert mine.post("/repos", json={"name": f"m{n}"}).status_code == 200
             assert theirs.post("/repos", json={"name": f"t{n}"}).status_code == 200
             bad = b'{"name": "\\ud800"}' if n % 2 else b'{"name": "x\\u0000"}'
-            assert mine.post("/repos", content=bad).status_code == 400
-            assert mine.get("/repos/b%00d").status_code == 400
-    assert _create_counts(server, other["token"], other["account_id"], namespace) == {"create": 20}
+            bad_statuses.add(mine.post("/repos", content=bad).status_code)
+            bad_statuses.add(mine.get("/repos/b%00d").status_code)
+    # The other account's events first: they are what a bad request used to cost.
+    assert _create_counts(server, other["token"], other["account_id"], namespace) == {"create": 10}
     counts = _create_counts(server, server.token, server.account_id, namespace)
-    assert counts == {"create": 20, "clientError": 40}
+    assert counts == {"create": 10, "clientError": 20}
+    assert bad_statuses == {400}
 
 
 def test_a_row_the_database_refuses_costs_only_itself(tmp_path: Path) -> None:
