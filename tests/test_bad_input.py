@@ -124,8 +124,9 @@ def _create_counts(server: Server, token: str, account: str, namespace: str) -> 
 
 
 def test_a_bad_request_does_not_drop_other_accounts_events(server: Server) -> None:
-    """40 events from two accounts, with requests carrying a lone surrogate or U+0000 in a
-    name among them: every good event is kept (it used to be 4 of 40)."""
+    """50 events from two accounts, with requests carrying a lone surrogate or U+0000 in a
+    name, or a name too long for its column, among them: every event is kept (it used to be
+    4 of 40)."""
     other = server.new_api_token("edit", account=os.urandom(16).hex())
     namespace = f"iso-{os.urandom(3).hex()}"
     mine = httpx.Client(base_url=server.ns_url(namespace), timeout=30,
@@ -141,11 +142,12 @@ def test_a_bad_request_does_not_drop_other_accounts_events(server: Server) -> No
             bad = b'{"name": "\\ud800"}' if n % 2 else b'{"name": "x\\u0000"}'
             bad_statuses.add(mine.post("/repos", content=bad).status_code)
             bad_statuses.add(mine.get("/repos/b%00d").status_code)
+            bad_statuses.add(mine.get("/repos/" + "n" * 100).status_code)  # past the column width
     # The other account's events first: they are what a bad request used to cost.
     assert _create_counts(server, other["token"], other["account_id"], namespace) == {"create": 10}
     counts = _create_counts(server, server.token, server.account_id, namespace)
-    assert counts == {"create": 10, "clientError": 20}
-    assert bad_statuses == {400}
+    assert counts == {"create": 10, "clientError": 30}
+    assert bad_statuses == {400, 404}  # 404: a long name is looked up, not validated
 
 
 def test_a_row_the_database_refuses_costs_only_itself(tmp_path: Path) -> None:

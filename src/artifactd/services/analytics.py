@@ -5,12 +5,12 @@ Recording never waits on the database: ``EventRecorder`` appends to an in-memory
 multi-row insert every ``FLUSH_INTERVAL`` seconds. If the database falls behind and the
 buffer reaches ``MAX_BUFFER`` events, new events are dropped and counted (the
 ``artifactd_events_dropped_total`` metric) rather than growing memory without bound.
+Events older than ``RETENTION_DAYS`` are deleted by the same thread once an hour.
 
 One caller's event must never cost another's: text is made safe when the event is recorded
-(tokens redacted, lone surrogates replaced: ``artifactd.redact``), and if a batch insert
-still fails the batch is written again row by row, so only the rows the database refuses
-are dropped (and counted).
-Events older than ``RETENTION_DAYS`` are deleted by the same thread once an hour.
+(tokens redacted, lone surrogates and U+0000 replaced: ``artifactd.redact``; names cut to
+the column width, which PostgreSQL enforces), and if a batch insert still fails the batch is
+written again row by row, so only the rows the database refuses are dropped (and counted).
 """
 
 from __future__ import annotations
@@ -30,7 +30,14 @@ from artifactd.redact import redact
 from artifactd.services import events as domain_events
 from artifactd.services.backend import Backend
 from artifactd.services.clock import iso, now_us
-from artifactd.storage.events import DIMENSIONS, TIME_DIMENSIONS, Condition, EventStore, Order
+from artifactd.storage.events import (
+    DIMENSIONS,
+    NAME_WIDTH,
+    TIME_DIMENSIONS,
+    Condition,
+    EventStore,
+    Order,
+)
 
 log = logging.getLogger("artifactd.analytics")
 
@@ -63,8 +70,8 @@ class EventRecorder:
                 self.on_drop(1)
             return
         self.buffer.append({
-            "account_id": event.account_id, "namespace": redact(event.namespace),
-            "repo_name": redact(event.repo_name), "event_kind": event.event_kind,
+            "account_id": event.account_id, "namespace": redact(event.namespace)[:NAME_WIDTH],
+            "repo_name": redact(event.repo_name)[:NAME_WIDTH], "event_kind": event.event_kind,
             "event_type": event.event_type,
             "error_message": None if event.error_message is None else redact(event.error_message),
             "datetime_us": event.datetime_us, "duration_ms": round(event.duration_ms, 3),
