@@ -96,14 +96,19 @@ def logging_config(settings: Settings) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request": {"()": "artifactd.logs.RequestContextFilter"}},
+        "filters": {
+            "request": {"()": "artifactd.logs.RequestContextFilter"},
+            # Last, so it sees what the request filter added: no token reaches a log line,
+            # whoever logs it (artifactd.redact).
+            "redact": {"()": "artifactd.redact.RedactingFilter"},
+        },
         "formatters": {"artifactd": _formatter(settings)},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
                 "formatter": "artifactd",
-                "filters": ["request"],
+                "filters": ["request", "redact"],
             },
         },
         "root": {"handlers": ["stderr"], "level": "WARNING"},

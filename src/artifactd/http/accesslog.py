@@ -19,6 +19,7 @@ from artifactd.errors import Code
 from artifactd.http.envelope import failure
 from artifactd.logs import RequestContext, current_request, current_request_id, safe_request_id
 from artifactd.observability import REQUEST_SECONDS, REQUESTS
+from artifactd.redact import redact
 
 log = logging.getLogger("artifactd.access")
 errors_log = logging.getLogger("artifactd.http")
@@ -106,7 +107,7 @@ class AccessLogMiddleware:
         client = scope.get("client")
         record: dict[str, Any] = {
             "method": scope["method"],
-            "path": scope["path"],
+            "path": redact(scope["path"]),
             "status": status,
             "duration_ms": round(seconds * 1000, 2),
             "bytes_sent": sent,
