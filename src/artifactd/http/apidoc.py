@@ -40,6 +40,7 @@ class Operation:
     summary: str
     tag: str
     description: str = ""
+    operation_id: str = ""  # default: the handler's name
     request: type[BaseModel] | None = None
     raw_request: str | None = None  # media type of a byte request body (git)
     response: type[BaseModel] | None = None

@@ -262,7 +262,8 @@ routes = [
     )), methods=["GET"]),
     Route(REPO + "/file", routed(file, Operation(
         "Get a file's bytes at a ref", TAG, media=BYTES, description=BYTES_NOTE, query=(
-            REF, Query("path", "Path of the file in the tree", required=True),
+            REF, Query("path", "Path of the file in the tree (relative, `/`-separated)",
+                       {"type": "string", "minLength": 1, "maxLength": 4096}, required=True),
         ), extra_responses={206: "Partial content", 304: "Not modified"}, errors=(416,),
     )), methods=["GET"]),
     Route(REPO + "/raw/{rest:path}", routed(raw, Operation(

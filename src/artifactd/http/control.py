@@ -168,7 +168,8 @@ routes = [
             Query("per_page", f"Page size, 1 to {repo_tokens.MAX_PER_PAGE} (default "
                   f"{repo_tokens.DEFAULT_PER_PAGE})",
                   {"type": "integer", "minimum": 1, "maximum": repo_tokens.MAX_PER_PAGE}),
-            Query("page", "Page number (default 1)", {"type": "integer", "minimum": 1}),
+            Query("page", "Page number (default 1)",
+                  {"type": "integer", "minimum": 1, "maximum": repo_tokens.MAX_PAGE}),
         ),
     )), methods=["GET"]),
     Route(NS + "/repos/{name}/tokens/revoke", endpoint(revoke_repo_token, edit=True, body=True,

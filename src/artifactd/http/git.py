@@ -270,24 +270,24 @@ _GIT_NOTE = (
 )
 
 
-def _git_operation(summary: str, media: str, **extra: Any) -> Operation:
+def _git_operation(operation_id: str, summary: str, *media: str, **extra: Any) -> Operation:
     return Operation(summary, "Git", description=_GIT_NOTE, security="repo_token", enveloped=False,
-                     media={media: _PACK}, **extra)
+                     media=dict.fromkeys(media, _PACK), operation_id=operation_id, **extra)
 
 
 GIT_DOC = Operation("Git smart HTTP", "Git", variants=(
     ("get", REMOTE + "/info/refs", _git_operation(
-        "Git: advertise refs (the first request of every git command)",
-        "application/x-git-upload-pack-advertisement",
+        "git_info_refs", "Git: advertise refs (the first request of every git command)",
+        "application/x-git-upload-pack-advertisement", "application/x-git-receive-pack-advertisement",
         query=(Query("service", "The git service", {
             "type": "string", "enum": ["git-upload-pack", "git-receive-pack"]}, required=True),),
     )),
     ("post", REMOTE + "/git-upload-pack", _git_operation(
-        "Git: fetch or clone", "application/x-git-upload-pack-result",
+        "git_upload_pack", "Git: fetch or clone", "application/x-git-upload-pack-result",
         raw_request="application/x-git-upload-pack-request",
     )),
     ("post", REMOTE + "/git-receive-pack", _git_operation(
-        "Git: push (a write token)", "application/x-git-receive-pack-result",
+        "git_receive_pack", "Git: push (a write token)", "application/x-git-receive-pack-result",
         raw_request="application/x-git-receive-pack-request",
     )),
 ))

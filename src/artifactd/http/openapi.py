@@ -21,14 +21,15 @@ from artifactd.http.results import ApiError, Envelope
 
 REF = "#/components/schemas/{model}"
 _CONVERTER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
-_PARAM_DOC = {
-    "account_id": "The account (32 hex digits)",
-    "namespace": "Namespace name",
-    "name": "Repo name",
-    "repo": "Repo name",
-    "token_id": "Token id (16 hex digits)",
-    "hash": "Object id (40 hex digits)",
-    "rest": "`<ref>/<path>` of the file",
+NAME_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}
+_PATH_PARAMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "account_id": ("The account (32 hex digits)", {"type": "string", "pattern": "^[0-9a-f]{32}$"}),
+    "namespace": ("Namespace name", NAME_SCHEMA),
+    "name": ("Repo name", NAME_SCHEMA),
+    "repo": ("Repo name", NAME_SCHEMA),
+    "token_id": ("Token id (16 hex digits)", {"type": "string", "pattern": "^[0-9a-f]{16}$"}),
+    "hash": ("Object id (40 hex digits)", {"type": "string", "pattern": "^[0-9a-fA-F]{40}$"}),
+    "rest": ("`<ref>/<path>` of the file", {"type": "string", "pattern": "^[^/]+/.+$"}),
 }
 SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "api_token": [{"apiToken": []}],
@@ -93,7 +94,8 @@ def build_document(routes: Iterable[BaseRoute]) -> dict[str, Any]:
 
     paths: dict[str, dict[str, Any]] = {}
     seen_ids: dict[str, int] = {}
-    for method, path, operation, name in entries:
+    for method, path, operation, handler_name in entries:
+        name = operation.operation_id or handler_name
         count = seen_ids.get(name, 0)
         seen_ids[name] = count + 1
         operation_id = name if count == 0 else f"{name}_{count + 1}"
@@ -146,11 +148,11 @@ def _success_body(operation: Operation) -> dict[str, Any] | None:
 
 
 def _operation(method: str, path: str, operation: Operation, operation_id: str) -> dict[str, Any]:
-    parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
-         "description": _PARAM_DOC.get(name, name)}
-        for name in _CONVERTER.findall(path)
-    ]
+    parameters: list[dict[str, Any]] = []
+    for name in _CONVERTER.findall(path):
+        description, schema = _PATH_PARAMS.get(name, (name, {"type": "string"}))
+        parameters.append({"name": name, "in": "path", "required": True, "schema": schema,
+                           "description": description})
     parameters += [
         {"name": q.name, "in": "query", "required": q.required, "schema": q.schema,
          "description": q.description}

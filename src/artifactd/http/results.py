@@ -205,7 +205,8 @@ class TreeInfo(Result):
 
 
 class GraphQLRequest(BaseModel):
-    query: str = Field(description="A query on `viewer.accounts.artifactsEventsAdaptiveGroups`")
+    query: str = Field(description="A query on `viewer.accounts.artifactsEventsAdaptiveGroups`",
+                       min_length=1)
     variables: dict[str, Any] | None = None
     operationName: str | None = None  # GraphQL's own field name
 
