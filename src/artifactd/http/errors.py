@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.routing import Match, Route
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from artifactd import errors as e
 from artifactd.http.envelope import failure
