@@ -8,9 +8,11 @@ and under a strict ``Content-Security-Policy``.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -26,6 +28,17 @@ _templates = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+_INLINE_CODE = re.compile(r"`([^`]+)`")
+
+
+def _inline_code(text: str | None) -> Markup:
+    """Descriptions' `code` spans as <code>: the text is escaped first, then only the tags
+    added here are markup."""
+    escaped = str(escape(text or ""))
+    return Markup(_INLINE_CODE.sub(r"<code>\1</code>", escaped))  # noqa: S704  # escaped above
+
+
+_templates.filters["md"] = _inline_code
 
 
 def _schema_name(schema: dict[str, Any] | None) -> str:
