@@ -80,6 +80,7 @@ def test_results_match_their_schemas(sqlite_server: Server, unique_name: str) ->
     assert set(created) == set(schemas["CreateRepoResult"]["properties"])
     assert set(got) == set(schemas["RepoInfo"]["properties"])
     assert set(tokens["result"][0]) == set(schemas["TokenInfo"]["properties"])
+    assert set(tokens) == set(schemas["Envelope"]["properties"])
     assert set(tokens["result_info"]) == set(schemas["OffsetResultInfo"]["properties"])
 
 
