@@ -62,5 +62,13 @@ def describe(target: T, operation: Operation) -> T:
 
 
 def operation_of(target: object) -> Operation | None:
-    found = getattr(target, ATTRIBUTE, None)
-    return found if isinstance(found, Operation) else None
+    """The operation of ``target``, or of what it wraps (``functools.wraps`` sets
+    ``__wrapped__``), so that a wrapper around a described endpoint stays described."""
+    seen = 0
+    while target is not None and seen < 10:
+        found = getattr(target, ATTRIBUTE, None)
+        if isinstance(found, Operation):
+            return found
+        target = getattr(target, "__wrapped__", None)
+        seen += 1
+    return None

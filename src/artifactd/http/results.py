@@ -41,6 +41,9 @@ class ErrorSource(Result):
 
 
 class ApiError(Result):
+    # Extra members (such as ``retriable``) pass through: an error is never refused for them.
+    model_config = ConfigDict(frozen=True, extra="allow")
+
     code: int = Field(description="Stable numeric error code (docs/errors.md)")
     message: str
     documentation_url: str | None = None
