@@ -397,6 +397,9 @@ def test_unknown_route_wrong_method_and_big_body(server: Server) -> None:
         envelope_error(c.get(server.url + "/nope"), 404, 10001)
         envelope_error(c.put("/repos"), 405, 10002)
         envelope_error(c.patch("/repos/x"), 405, 10002)
+        # Allow names every method of the path, though each has a route of its own.
+        assert c.put("/repos").headers["allow"] == "GET, HEAD, POST"
+        assert c.patch("/repos/x").headers["allow"] == "DELETE, GET, HEAD"
         big = {"name": "big-body", "description": "x" * (2 << 20)}
         envelope_error(c.post("/repos", json=big), 413, 10005)
         envelope_error(c.get("/repos/big-body"), 404)
