@@ -14,11 +14,13 @@ import pytest
 import schemathesis
 from schemathesis.config import SchemathesisConfig
 
+from tests.gitutil import Git
 from tests.harness import Server, start_server
+from tests.seed import seeded
 
 MAX_EXAMPLES = 8
-NAMESPACE = "fuzz"
-SEEDED = "seeded"  # a repo that exists, so content routes get past the 404
+NAMESPACE = "default"
+SEEDED = "seeded"  # a repo with a commit, so that content routes get past the 404
 # Imports fetch from the network (a generated URL would be looked up in DNS): not fuzzed here.
 SKIPPED = {"import_repo"}
 # Valid by the schema yet refused by design: a cursor the server did not issue, a query string
@@ -34,10 +36,10 @@ for media_type in ("application/x-git-upload-pack-request", "application/x-git-r
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_server(tmp_path_factory.mktemp("data-fuzz"))
-    with server.client() as c:
-        created = c.post(server.ns_url(NAMESPACE) + "/repos", json={"name": SEEDED})
-        assert created.status_code == 200
-    server.env["FUZZ_REPO_TOKEN"] = created.json()["result"]["token"]
+    git = Git(tmp_path_factory.mktemp("fuzz-git-home"))
+    repo, _sha = seeded(server, git, tmp_path_factory.mktemp("fuzz") / "work", SEEDED,
+                        {"README.md": "# fuzz\n", "src/app.py": "print('hi')\n"})
+    server.env["FUZZ_REPO_TOKEN"] = repo.token
     yield server
     server.stop()
 
