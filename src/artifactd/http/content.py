@@ -51,11 +51,14 @@ class Opened:
 Handler = Callable[[Request, Opened], Awaitable[Response]]
 
 
-def routed(handler: Handler, doc: Operation) -> Callable[[Request], Awaitable[Response]]:
+def routed(
+    handler: Handler, doc: Operation | None = None
+) -> Callable[[Request], Awaitable[Response]]:
     """Authenticate, rate-limit and find the ready repo, like every control-plane route.
 
     The checks are inline for SQLite and in the thread pool for PostgreSQL (as ``endpoint``
     does); errors of an authenticated caller become analytics events of its account.
+    ``doc`` documents the route in the OpenAPI document (``openapi.py``).
     """
 
     async def run(request: Request) -> Response:
@@ -86,7 +89,7 @@ def routed(handler: Handler, doc: Operation) -> Callable[[Request], Awaitable[Re
             raise
 
     run.__name__ = handler.__name__
-    return describe(run, doc)
+    return describe(run, doc) if doc is not None else run
 
 
 def _int_query(request: Request, name: str, default: int) -> int:
