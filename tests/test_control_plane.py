@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime
 
 import httpx
 import pytest
@@ -28,6 +29,14 @@ def envelope_error(response: httpx.Response, status: int, code: int | None = Non
     return error
 
 
+def assert_token_expiry(result: dict[str, object]) -> None:
+    """``expires_at`` beside a returned token is the expiry its ``?expires=`` suffix encodes."""
+    token, expires_at = result["token"], result["expires_at"]
+    assert isinstance(token, str) and isinstance(expires_at, str) and ISO.fullmatch(expires_at)
+    stamp = datetime.fromisoformat(expires_at.replace("Z", "+00:00")).timestamp()
+    assert int(stamp) == int(token.rsplit("=", 1)[1])
+
+
 def create(client: httpx.Client, name: str, **fields: object) -> httpx.Response:
     return client.post("/repos", json={"name": name, **fields})
 
@@ -40,7 +49,9 @@ def test_create_get_list_delete_shapes(server: Server, unique_name: str) -> None
         body = r.json()
         assert body["success"] is True and body["errors"] == [] and body["messages"] == []
         result = body["result"]
-        assert set(result) == {"id", "name", "description", "default_branch", "remote", "token"}
+        assert set(result) == {"id", "name", "description", "default_branch", "remote", "token",
+                               "expires_at"}
+        assert_token_expiry(result)
         assert result["name"] == unique_name
         assert result["description"] == "Repository for automation experiments"
         assert result["default_branch"] == "main"
@@ -60,7 +71,8 @@ def test_create_get_list_delete_shapes(server: Server, unique_name: str) -> None
 
         listed = c.get("/repos", params={"search": unique_name}).json()
         assert [r["name"] for r in listed["result"]] == [unique_name]
-        assert listed["result_info"] == {"cursor": None, "per_page": 50, "count": 1}
+        # Spec 001 types the cursor as a string: the last page's is empty.
+        assert listed["result_info"] == {"cursor": "", "per_page": 50, "count": 1}
 
         deleted = c.delete(f"/repos/{unique_name}")
         assert deleted.status_code == 202
@@ -132,7 +144,7 @@ def test_list_pagination_every_sort(server: Server, sort: str, direction: str) -
             assert page["result_info"]["count"] == len(page["result"])
             seen += page["result"]
             cursor = page["result_info"]["cursor"]
-            if cursor is None:
+            if cursor == "":  # the last page (spec 001: the cursor is a string)
                 break
         assert len(seen) == 7 and len({r["id"] for r in seen}) == 7
         key = {"created_at": "created_at", "updated_at": "updated_at",
@@ -385,6 +397,9 @@ def test_unknown_route_wrong_method_and_big_body(server: Server) -> None:
         envelope_error(c.get(server.url + "/nope"), 404, 10001)
         envelope_error(c.put("/repos"), 405, 10002)
         envelope_error(c.patch("/repos/x"), 405, 10002)
+        # Allow names every method of the path, though each has a route of its own.
+        assert c.put("/repos").headers["allow"] == "GET, HEAD, POST"
+        assert c.patch("/repos/x").headers["allow"] == "DELETE, GET, HEAD"
         big = {"name": "big-body", "description": "x" * (2 << 20)}
         envelope_error(c.post("/repos", json=big), 413, 10005)
         envelope_error(c.get("/repos/big-body"), 404)

@@ -11,7 +11,7 @@ import pytest
 from tests.gitutil import Git, Repo, bearer, create_repo
 from tests.harness import Server
 from tests.seed import clone, push
-from tests.test_control_plane import TOKEN, envelope_error
+from tests.test_control_plane import TOKEN, assert_token_expiry, envelope_error
 
 
 def fork(server: Server, parent: str, name: str, **fields: object) -> Repo:
@@ -62,7 +62,8 @@ def test_fork_shape_refs_and_hardlinks(sqlite_server: Server, parent: tuple[Repo
         assert r.status_code == 200, r.text
         result = r.json()["result"]
         assert set(result) == {"id", "name", "description", "default_branch", "remote", "token",
-                               "objects"}
+                               "expires_at", "objects"}
+        assert_token_expiry(result)
         assert result["name"] == f"{repo.name}-f" and result["id"] != repo.id
         assert result["description"] == "the parent" and result["default_branch"] == "main"
         assert TOKEN.fullmatch(result["token"])

@@ -19,7 +19,7 @@ from tests.gitsource import GitSource
 from tests.gitutil import Git, Repo, bearer
 from tests.harness import Server, start_server
 from tests.seed import clone
-from tests.test_control_plane import TOKEN, envelope_error
+from tests.test_control_plane import TOKEN, assert_token_expiry, envelope_error
 
 ALLOW = "127.0.0.1,::1"
 
@@ -101,7 +101,9 @@ def test_full_import(importer: Server, source: GitSource, git: Git, tmp_path: Pa
                      unique_name: str) -> None:
     url = f"{source.url}/upstream.git"
     result = start_import(importer, unique_name, url)
-    assert set(result) == {"id", "name", "description", "default_branch", "remote", "token"}
+    assert set(result) == {"id", "name", "description", "default_branch", "remote", "token",
+                           "expires_at"}
+    assert_token_expiry(result)
     assert result["default_branch"] == "main" and TOKEN.fullmatch(result["token"])
     info = wait_done(importer, unique_name)
     assert info["status"] == "ready" and info["status_reason"] is None, info

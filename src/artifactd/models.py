@@ -7,7 +7,22 @@ instead of silently ignored.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def _documented(**schema: Any) -> Any:
+    """Constraints for the OpenAPI document only: the services check them (with their own
+    error codes and messages), so pydantic must not."""
+    return Field(json_schema_extra=schema)
+
+
+Name = Annotated[str, _documented(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                                  description="A letter or digit, then letters, digits, "
+                                              "'.', '_' or '-'; at most 64 characters")]
+Branch = Annotated[str, _documented(maxLength=255, description="A branch name (git "
+                                    "check-ref-format rules)")]
 
 
 class _Body(BaseModel):
@@ -15,14 +30,14 @@ class _Body(BaseModel):
 
 
 class CreateRepoRequest(_Body):
-    name: str
+    name: Name
     description: str | None = None
-    default_branch: str | None = None
+    default_branch: Branch | None = None
     read_only: bool = False
 
 
 class ForkRepoRequest(_Body):
-    name: str
+    name: Name
     description: str | None = None
     read_only: bool = False
     default_branch_only: bool = False
@@ -30,16 +45,17 @@ class ForkRepoRequest(_Body):
 
 class ImportRepoRequest(_Body):
     url: str
-    branch: str | None = None
-    depth: int | None = None
+    branch: Branch | None = None
+    depth: Annotated[int, _documented(minimum=1)] | None = None
     read_only: bool = False
     description: str | None = None
 
 
 class CreateTokenRequest(_Body):
-    repo: str
-    scope: str = "write"
-    ttl: int = 86_400
+    repo: Name
+    scope: Annotated[str, _documented(enum=["read", "write"])] = "write"
+    ttl: Annotated[int, _documented(minimum=60, maximum=31_536_000,
+                                    description="Seconds until the token expires")] = 86_400
 
 
 class RevokeRepoTokenRequest(_Body):

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from artifactd.errors import Code, PayloadTooLarge, ValidationError
+from artifactd.http.apidoc import Operation, describe
 from artifactd.http.jsonbody import check_text, load_json
 from artifactd.services import accounts, events, limits
 from artifactd.services.accounts import Principal
@@ -105,10 +106,11 @@ def _body_repo_name(raw: bytes | None) -> str:
 
 def endpoint(
     handler: Callable[[Call], Response], *, edit: bool = False, body: bool = False,
-    blocking: bool = False,
+    blocking: bool = False, doc: Operation | None = None,
 ) -> Callable[[Request], Any]:
     """``blocking``: the handler runs git or network work (fork, import), so it always goes
-    to the thread pool, never inline on the event loop."""
+    to the thread pool, never inline on the event loop. ``doc`` documents the route in the
+    OpenAPI document (``openapi.py``)."""
     async def run(request: Request) -> Response:
         backend: Backend = request.app.state.backend
         raw = await read_body(request, backend.settings.max_body_bytes) if body else None
@@ -140,4 +142,4 @@ def endpoint(
         return await run_in_threadpool(work)
 
     run.__name__ = handler.__name__
-    return run
+    return describe(run, doc) if doc is not None else run

@@ -20,9 +20,11 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from artifactd.errors import Code, NotFound, ValidationError
+from artifactd.http.apidoc import Operation, Query, describe
 from artifactd.http.control import NS
 from artifactd.http.envelope import failure, success
 from artifactd.http.ranges import UNSATISFIABLE, etag_matches, parse_range
+from artifactd.http.results import CommitInfo, LogResultInfo, TreeInfo
 from artifactd.http.shapes import commit_info, tree_info
 from artifactd.http.sniff import SNIFF_BYTES, sniff
 from artifactd.services import accounts, content, events, git_rpc, limits, repos
@@ -49,11 +51,14 @@ class Opened:
 Handler = Callable[[Request, Opened], Awaitable[Response]]
 
 
-def routed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def routed(
+    handler: Handler, doc: Operation | None = None
+) -> Callable[[Request], Awaitable[Response]]:
     """Authenticate, rate-limit and find the ready repo, like every control-plane route.
 
     The checks are inline for SQLite and in the thread pool for PostgreSQL (as ``endpoint``
     does); errors of an authenticated caller become analytics events of its account.
+    ``doc`` documents the route in the OpenAPI document (``openapi.py``).
     """
 
     async def run(request: Request) -> Response:
@@ -92,7 +97,7 @@ def routed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             raise
 
     run.__name__ = handler.__name__
-    return run
+    return describe(run, doc) if doc is not None else run
 
 
 def _int_query(request: Request, name: str, default: int) -> int:
@@ -105,7 +110,7 @@ def _int_query(request: Request, name: str, default: int) -> int:
     return int(text)
 
 
-def _json_with_etag(request: Request, result: object, etag: str) -> Response:
+def _json_with_etag(request: Request, result: CommitInfo | TreeInfo, etag: str) -> Response:
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
@@ -118,13 +123,13 @@ async def log(request: Request, opened: Opened) -> Response:
     page = await opened.reader.log(request.query_params.get("ref") or None, limit, offset)
     return success(
         [commit_info(c) for c in page.commits],
-        result_info={
-            "page": page.offset // page.limit + 1,
-            "per_page": page.limit,
-            "offset": page.offset,
-            "count": len(page.commits),
-            "has_more": page.has_more,
-        },
+        result_info=LogResultInfo(
+            page=page.offset // page.limit + 1,
+            per_page=page.limit,
+            offset=page.offset,
+            count=len(page.commits),
+            has_more=page.has_more,
+        ),
     )
 
 
@@ -239,12 +244,43 @@ async def _prepend(
         await stack.aclose()
 
 
+TAG = "Repo content"
+REF = Query("ref", "Branch, tag or commit hash (default: the repo's default branch)")
+BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+SNIFFED = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+BYTES_NOTE = ("The blob's bytes. `ETag` is the blob id (`If-None-Match` gives 304); one "
+              "`Range` is served (206, 416 past the end).")
 REPO = NS + "/repos/{name}"
 routes = [
-    Route(REPO + "/log", routed(log), methods=["GET"]),
-    Route(REPO + "/commit/{hash}", routed(commit), methods=["GET"]),
-    Route(REPO + "/tree/{hash}", routed(tree), methods=["GET"]),
-    Route(REPO + "/blob/{hash}", routed(blob), methods=["GET"]),
-    Route(REPO + "/file", routed(file), methods=["GET"]),
-    Route(REPO + "/raw/{rest:path}", routed(raw), methods=["GET"]),
+    Route(REPO + "/log", routed(log, Operation(
+        "List commits", TAG, response=CommitInfo, many=True, result_info=LogResultInfo, query=(
+            REF,
+            Query("limit", f"Commits per page, 1 to {content.LOG_MAX_LIMIT} (default "
+                  f"{content.LOG_DEFAULT_LIMIT})",
+                  {"type": "integer", "minimum": 1, "maximum": content.LOG_MAX_LIMIT}),
+            Query("offset", "Commits to skip (default 0)", {"type": "integer", "minimum": 0}),
+        ),
+    )), methods=["GET"]),
+    Route(REPO + "/commit/{hash}", routed(commit, Operation(
+        "Get a commit", TAG, response=CommitInfo, extra_responses={304: "Not modified"},
+    )), methods=["GET"]),
+    Route(REPO + "/tree/{hash}", routed(tree, Operation(
+        "Get a tree", TAG, response=TreeInfo, extra_responses={304: "Not modified"},
+    )), methods=["GET"]),
+    Route(REPO + "/blob/{hash}", routed(blob, Operation(
+        "Get a blob's bytes", TAG, media=BYTES, description=BYTES_NOTE,
+        extra_responses={206: "Partial content", 304: "Not modified"}, errors=(416,),
+    )), methods=["GET"]),
+    Route(REPO + "/file", routed(file, Operation(
+        "Get a file's bytes at a ref", TAG, media=BYTES, description=BYTES_NOTE, query=(
+            REF, Query("path", "Path of the file in the tree (relative, `/`-separated)",
+                       {"type": "string", "minLength": 1, "maxLength": 4096}, required=True),
+        ), extra_responses={206: "Partial content", 304: "Not modified"}, errors=(416,),
+    )), methods=["GET"]),
+    Route(REPO + "/raw/{rest:path}", routed(raw, Operation(
+        "Get a file by ref and path, with a content type", TAG, media=SNIFFED,
+        description="`rest` is `<ref>/<path>`. " + BYTES_NOTE + " The content type is sniffed "
+                    "from the path and the first bytes, under a sandboxing CSP.",
+        extra_responses={206: "Partial content", 304: "Not modified"}, errors=(416,),
+    )), methods=["GET"]),
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from artifactd import errors as e
 from artifactd.http.envelope import failure
@@ -56,11 +57,23 @@ async def handle_domain_error(_request: Request, exc: Exception) -> Response:
     return domain_error_response(exc)
 
 
-async def handle_http_exception(_request: Request, exc: Exception) -> Response:
+def _allowed(request: Request) -> str:
+    """Every method of every route at this path: Starlette's own ``Allow`` names only the
+    first route's, and one path (``/repos``) has a route per method."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches({**request.scope, "method": "GET"})
+            if match != Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         return failure(404, e.Code.ROUTE_NOT_FOUND, "No route matches this path")
     if exc.status_code == 405:
         return failure(405, e.Code.METHOD_NOT_ALLOWED, "Method not allowed on this route",
-                       headers=dict(exc.headers or {}))
+                       headers={**(exc.headers or {}), "Allow": _allowed(request)})
     return failure(exc.status_code, e.Code.INTERNAL, str(exc.detail))

@@ -18,6 +18,7 @@ import functools
 import logging
 import zlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, QueryParams
@@ -31,6 +32,7 @@ from artifactd.errors import (
     ServiceUnavailable,
     ValidationError,
 )
+from artifactd.http.apidoc import Operation, Query, describe
 from artifactd.http.errors import status_for
 from artifactd.redact import redact
 from artifactd.services import events, git_access, git_rpc, limits
@@ -259,4 +261,35 @@ async def _stream(
 
 
 # Methods are checked by the endpoint itself so that git gets plain-text answers.
-routes = [Route("/git/{path:path}", GitEndpoint())]
+REMOTE = "/git/{account_id}/{namespace}/{repo}.git"
+_PACK = {"schema": {"type": "string", "format": "binary"}}
+_GIT_NOTE = (
+    "The data plane that `git clone`, `fetch` and `push` speak (protocol v0, v1 and v2; "
+    "docs/git.md). Authenticate with a repo token: `Authorization: Bearer <token>`, or Basic "
+    "with any username and the token's secret as password. Errors are plain text that git "
+    "prints; a 401 carries `WWW-Authenticate: Basic`."
+)
+
+
+def _git_operation(operation_id: str, summary: str, *media: str, **extra: Any) -> Operation:
+    return Operation(summary, "Git", description=_GIT_NOTE, security="repo_token", enveloped=False,
+                     media=dict.fromkeys(media, _PACK), operation_id=operation_id, **extra)
+
+
+GIT_DOC = Operation("Git smart HTTP", "Git", variants=(
+    ("get", REMOTE + "/info/refs", _git_operation(
+        "git_info_refs", "Git: advertise refs (the first request of every git command)",
+        "application/x-git-upload-pack-advertisement", "application/x-git-receive-pack-advertisement",
+        query=(Query("service", "The git service", {
+            "type": "string", "enum": ["git-upload-pack", "git-receive-pack"]}, required=True),),
+    )),
+    ("post", REMOTE + "/git-upload-pack", _git_operation(
+        "git_upload_pack", "Git: fetch or clone", "application/x-git-upload-pack-result",
+        raw_request="application/x-git-upload-pack-request",
+    )),
+    ("post", REMOTE + "/git-receive-pack", _git_operation(
+        "git_receive_pack", "Git: push (a write token)", "application/x-git-receive-pack-result",
+        raw_request="application/x-git-receive-pack-request",
+    )),
+))
+routes = [Route("/git/{path:path}", describe(GitEndpoint(), GIT_DOC))]

@@ -30,7 +30,9 @@ from starlette.routing import Route
 
 from artifactd.errors import ArtifactdError, AuthenticationError, PermissionDenied
 from artifactd.http.api import read_body
+from artifactd.http.apidoc import Operation, describe
 from artifactd.http.jsonbody import load_json
+from artifactd.http.results import GraphQLRequest, GraphQLResponse
 from artifactd.redact import redact
 from artifactd.services import accounts, analytics
 from artifactd.services.backend import Backend
@@ -254,4 +256,9 @@ async def graphql_endpoint(request: Request) -> Response:
     return await run_in_threadpool(work)
 
 
-routes = [Route("/client/v4/graphql", graphql_endpoint, methods=["POST"])]
+routes = [Route("/client/v4/graphql", describe(graphql_endpoint, Operation(
+    "Query the analytics dataset (GraphQL)", "Analytics", request=GraphQLRequest,
+    response=GraphQLResponse, enveloped=False,
+    description="The spec's `artifactsEventsAdaptiveGroups` dataset; `accountTag` must be the "
+                "API token's account. Errors are GraphQL `errors`, not the v4 envelope.",
+)), methods=["POST"])]

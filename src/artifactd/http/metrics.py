@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from artifactd.http.apidoc import Operation, describe
 from artifactd.services.backend import Backend
 
 
@@ -48,4 +49,8 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-routes = [Route("/metrics", metrics_endpoint, methods=["GET"])]
+routes = [Route("/metrics", describe(metrics_endpoint, Operation(
+    "Prometheus metrics", "Operations", security="none", enveloped=False,
+    media={CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+    description="Text exposition format; see docs/operations.md.",
+)), methods=["GET"])]

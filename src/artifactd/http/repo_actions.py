@@ -8,9 +8,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from artifactd.http.api import Call, endpoint
-from artifactd.http.control import NS
+from artifactd.http.apidoc import Operation
+from artifactd.http.control import NS, TAG_REPOS
 from artifactd.http.envelope import success
-from artifactd.http.shapes import create_result
+from artifactd.http.results import CreateRepoResult, ForkRepoResult
+from artifactd.http.shapes import create_result, fork_result
 from artifactd.models import ForkRepoRequest, ImportRepoRequest
 from artifactd.services import content, forks, imports
 from artifactd.services.backend import Backend
@@ -23,8 +25,7 @@ def fork_repo(call: Call) -> Response:
         description=body.description, read_only=body.read_only,
         default_branch_only=body.default_branch_only,
     )
-    result = create_result(forked.created.repo, forked.created.token, call.backend.settings)
-    return success({**result, "objects": forked.objects})
+    return success(fork_result(forked.created, forked.objects, call.backend.settings))
 
 
 def import_repo(call: Call) -> Response:
@@ -32,14 +33,22 @@ def import_repo(call: Call) -> Response:
     created = imports.start_import(
         call.backend, call.account_id, call.namespace, call.path["name"], body
     )
-    return success(create_result(created.repo, created.token, call.backend.settings))
+    return success(create_result(created, call.backend.settings))
 
 
 routes = [
-    Route(NS + "/repos/{name}/fork", endpoint(fork_repo, edit=True, body=True, blocking=True),
-          methods=["POST"]),
-    Route(NS + "/repos/{name}/import", endpoint(import_repo, edit=True, body=True, blocking=True),
-          methods=["POST"]),
+    Route(NS + "/repos/{name}/fork", endpoint(
+        fork_repo, edit=True, body=True, blocking=True, doc=Operation(
+            "Fork a repo", TAG_REPOS, request=ForkRepoRequest, response=ForkRepoResult,
+            description="Creates `name` from the repo in the path, sharing its objects.",
+        )), methods=["POST"]),
+    Route(NS + "/repos/{name}/import", endpoint(
+        import_repo, edit=True, body=True, blocking=True, doc=Operation(
+            "Import a public HTTPS remote", TAG_REPOS, request=ImportRepoRequest,
+            response=CreateRepoResult,
+            description="Creates the repo at once (status `importing`); the import runs in "
+                        "the background.",
+        )), methods=["POST"]),
 ]
 
 

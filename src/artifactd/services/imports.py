@@ -171,7 +171,7 @@ def _reset_failed(
     fresh = backend.meta.get_repo_by_id(repo.id)
     assert fresh is not None
     minted = repo_tokens.mint(backend, fresh, "write", repo_tokens.DEFAULT_TTL)
-    return repos.CreatedRepo(fresh, minted.plaintext)
+    return repos.CreatedRepo(fresh, minted.plaintext, minted.row.expires_us)
 
 
 # -- the background job ---------------------------------------------------------------------

@@ -24,6 +24,7 @@ MIN_TTL = 60
 MAX_TTL = 31_536_000
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
+MAX_PAGE = 1_000_000
 STATES = ("active", "expired", "revoked", "all")
 
 
@@ -89,7 +90,7 @@ def list_tokens(
         raise ValidationError(f"state must be one of {', '.join(STATES)}", pointer="/state")
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise ValidationError(f"per_page must be between 1 and {MAX_PER_PAGE}", pointer="/per_page")
-    if not 1 <= page <= 1_000_000:
+    if not 1 <= page <= MAX_PAGE:
         raise ValidationError("page must be a positive integer", pointer="/page")
     rows, total = backend.meta.list_repo_tokens(
         repo.id, state, now_us(), (page - 1) * per_page, per_page

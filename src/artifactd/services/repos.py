@@ -24,6 +24,7 @@ READY, IMPORTING, FORKING, FAILED = "ready", "importing", "forking", "failed"
 class CreatedRepo:
     repo: RepoRow
     token: str
+    token_expires_us: int = 0  # the initial token's expiry, returned beside it as expires_at
 
 
 def new_repo_id() -> str:
@@ -59,7 +60,7 @@ def create_repo(
     backend.meta.create_repo(repo, token_row, secret_hash)
     if event is not None:
         events.record(backend, repo, event, started_us=now)
-    return CreatedRepo(repo, plaintext)
+    return CreatedRepo(repo, plaintext, token_row.expires_us)
 
 
 def get_repo(backend: Backend, account_id: str, namespace: str, name: str) -> RepoRow:
