@@ -77,5 +77,8 @@ def serve(config_file: str | None, **flags: object) -> None:
         access_log=False,
         log_level="warning",
         server_header=False,
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.http_keep_alive_timeout,  # type: ignore[arg-type]
+        # httptools with the header caps, timeouts and connection cap it lacks.
+        http="artifactd.http.protocol:GuardedHttpToolsProtocol",
+        ws="none",
     )
