@@ -61,7 +61,10 @@ class SlotPool:
 
     @staticmethod
     async def _acquire(semaphore: asyncio.Semaphore, timeout: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # (the client went away) that arrives as the semaphore is acquired.
         try:
-            await asyncio.wait_for(semaphore.acquire(), max(0.0, timeout))
+            async with asyncio.timeout(max(0.0, timeout)):
+                await semaphore.acquire()
         except TimeoutError:
             raise SlotsBusy() from None
