@@ -147,6 +147,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_size = 0  # parsed bytes of the current head (target and fields)
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._body_seen_at = 0.0  # loop time of the last body bytes
         self._linger_timer: asyncio.TimerHandle | None = None
         self._lingering = False
         self._lingered = 0
@@ -201,8 +202,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if self._in_head:
             self._head_bytes += len(data)
-        elif self._body_timer is not None:
-            self._arm_body_timer()  # the body is still arriving
+        else:
+            self._body_seen_at = self.loop.time()  # the timer looks at this when it fires
         # As uvicorn's own data_received, but parser errors become envelopes.
         try:
             self.parser.feed_data(data)
@@ -279,10 +280,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- timeouts --------------------------------------------------------------------------
 
-    def _arm_body_timer(self) -> None:
+    def _arm_body_timer(self, delay: float | None = None) -> None:
         if self._body_timer is not None:
             self._body_timer.cancel()
-        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+        if delay is None:
+            self._body_seen_at = self.loop.time()
+            delay = self.limits.body_timeout
+        self._body_timer = self.loop.call_later(delay, self._body_timed_out)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -298,6 +302,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _body_timed_out(self) -> None:
         self._body_timer = None
         if self._in_head or self.transport.is_closing():
+            return
+        quiet = self.loop.time() - self._body_seen_at
+        if quiet < self.limits.body_timeout:  # bytes came since the timer was set
+            self._arm_body_timer(self.limits.body_timeout - quiet)
             return
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
