@@ -133,7 +133,13 @@ def test_stalled_body_times_out_with_408(guarded: Server) -> None:
     assert refused(guarded, head.encode() + b'{"name": ') == (408, 10101)
 
 
+def guard_closes(server: Server) -> float:
+    return sum(server.metric(f'artifactd_http_guard_refusals_total{{reason="{reason}"}}')
+               for reason in ("displaced", "idle_timeout", "head_timeout", "busy"))
+
+
 def test_silent_and_half_open_connections_are_closed_and_metrics_answer(guarded: Server) -> None:
+    closed_before = guard_closes(guarded)
     socks = [connect(guarded) for _ in range(200)]  # five times the connection cap
     for sock in socks[:100]:
         send_quietly(sock, b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
@@ -150,6 +156,8 @@ def test_silent_and_half_open_connections_are_closed_and_metrics_answer(guarded:
         answers[first] = answers.get(first, 0) + 1
         sock.close()
     assert set(answers) <= {b"", b"reset", b"HTTP/1.1 408"}, answers
+    # Each one was closed by a guard, and counted by reason.
+    assert guard_closes(guarded) - closed_before >= len(socks)
     assert httpx.get(f"{guarded.url}/metrics", timeout=WAIT).status_code == 200
 
 

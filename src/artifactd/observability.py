@@ -42,3 +42,8 @@ MAINTENANCE_SECONDS = Histogram(
 STORAGE_REFUSED = Counter(
     "artifactd_storage_limit_refusals_total", "Operations refused by a storage limit."
 )
+HTTP_GUARD_REFUSALS = Counter(
+    "artifactd_http_guard_refusals_total",
+    "Connections answered or closed by the connection guard (http/protocol.py), by reason.",
+    ["reason"],
+)

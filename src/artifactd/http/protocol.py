@@ -37,6 +37,7 @@ from artifactd.config import Settings
 from artifactd.errors import Code
 from artifactd.http.asgi import SETTINGS_ENV
 from artifactd.http.envelope import failure
+from artifactd.observability import HTTP_GUARD_REFUSALS
 
 # Served on the connections beyond ``http_max_connections`` (the reserve); others get 503.
 RESERVED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
@@ -83,9 +84,10 @@ def process_limits() -> Limits:
 class Refusal(Exception):
     """An answer the connection gives by itself, before (or instead of) the application."""
 
-    def __init__(self, status: int, code: Code, message: str,
+    def __init__(self, reason: str, status: int, code: Code, message: str,
                  headers: tuple[tuple[bytes, bytes], ...] = ()):
         super().__init__(message)
+        self.reason = reason  # the label of artifactd_http_guard_refusals_total
         self.status = status
         self.code = code
         self.message = message
@@ -93,7 +95,7 @@ class Refusal(Exception):
 
 
 def _busy() -> Refusal:
-    return Refusal(503, Code.SERVICE_UNAVAILABLE, "Too many connections; retry shortly",
+    return Refusal("busy", 503, Code.SERVICE_UNAVAILABLE, "Too many connections; retry shortly",
                    ((b"retry-after", str(BUSY_RETRY_AFTER).encode()),))
 
 
@@ -105,6 +107,7 @@ def _reserve_gate(app: Any) -> Any:
             await app(scope, receive, send)
             return
         busy = _busy()
+        HTTP_GUARD_REFUSALS.labels(busy.reason).inc()
         response = failure(busy.status, int(busy.code), busy.message, headers={
             "Retry-After": str(BUSY_RETRY_AFTER), "Connection": "close"})
         await response(scope, receive, send)
@@ -164,6 +167,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if oldest is not None:
                 oldest._evict()
             elif len(self.connections) > self.limits.max_connections + self.limits.connection_reserve:
+                HTTP_GUARD_REFUSALS.labels("busy").inc()
                 self.transport.write(self._render(_busy()))
                 self.transport.close()  # no lingering: under a flood the descriptor matters more
                 return
@@ -186,10 +190,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _evict(self) -> None:
         _WAITING.pop(self, None)
-        if self._head_bytes == 0:
+        if self._head_bytes == 0 or self._lingering:
+            HTTP_GUARD_REFUSALS.labels("displaced").inc()
             self.transport.close()
         else:
-            self._refuse(Refusal(408, Code.REQUEST_TIMEOUT,
+            self._refuse(Refusal("displaced", 408, Code.REQUEST_TIMEOUT,
                                  "Request head not complete while the server is at its "
                                  "connection limit"))
 
@@ -216,7 +221,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             refusal = exc.__context__
             if not isinstance(refusal, Refusal):
-                refusal = Refusal(400, Code.MALFORMED_HTTP, f"Malformed HTTP request: {exc}")
+                refusal = Refusal("malformed", 400, Code.MALFORMED_HTTP, f"Malformed HTTP request: {exc}")
             self._refuse(refusal)
             return
         # A head still incomplete: httptools buffers a partial field whole, so count raw bytes.
@@ -224,7 +229,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(self._head_too_large())
 
     def _head_too_large(self) -> Refusal:
-        return Refusal(431, Code.HEADERS_TOO_LARGE,
+        return Refusal("head_too_large", 431, Code.HEADERS_TOO_LARGE,
                        f"Request head is larger than {self.limits.max_header_bytes} bytes")
 
     @property
@@ -245,13 +250,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_url(url)
         self._head_size += len(url)
         if len(self.url) > self.limits.max_request_line:
-            raise Refusal(414, Code.URI_TOO_LONG,
+            raise Refusal("target_too_long", 414, Code.URI_TOO_LONG,
                           f"Request target is longer than {self.limits.max_request_line} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         if self._header_count > self.limits.max_headers:
-            raise Refusal(431, Code.HEADERS_TOO_LARGE,
+            raise Refusal("head_too_large", 431, Code.HEADERS_TOO_LARGE,
                           f"More than {self.limits.max_headers} header fields")
         # A head that arrives in one read is only seen here: count it as the fields come.
         self._head_size += len(name) + len(value) + 4
@@ -292,11 +297,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer = None
         if not self._in_head or self.transport.is_closing():
             return
-        idle = self._head_bytes == 0 and (self.cycle is None or self.cycle.response_complete)
-        if idle:  # connected and never sent a byte: nothing to answer
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head while the previous answer is still going: its clock starts
+            # once the server is ready for it.
+            self._head_timer = self.loop.call_later(self.limits.header_timeout,
+                                                    self._head_timed_out)
+            return
+        if self._head_bytes == 0:  # connected and never sent a byte: nothing to answer
+            HTTP_GUARD_REFUSALS.labels("idle_timeout").inc()
             self.transport.close()
             return
-        self._refuse(Refusal(408, Code.REQUEST_TIMEOUT,
+        self._refuse(Refusal("head_timeout", 408, Code.REQUEST_TIMEOUT,
                              f"Request head not complete after {self.limits.header_timeout:g} s"))
 
     def _body_timed_out(self) -> None:
@@ -317,13 +328,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.flow.read_paused or (cycle.waiting_for_100_continue):
             self._arm_body_timer()
             return
-        self._refuse(Refusal(408, Code.REQUEST_TIMEOUT,
+        self._refuse(Refusal("body_timeout", 408, Code.REQUEST_TIMEOUT,
                              f"No request body bytes for {self.limits.body_timeout:g} s"))
 
     # -- refusing --------------------------------------------------------------------------
 
     def _refuse(self, refusal: Refusal) -> None:
         """Answer ``refusal`` (unless a response already started), then close gracefully."""
+        _WAITING.pop(self, None)
+        HTTP_GUARD_REFUSALS.labels(refusal.reason).inc()
         for timer in (self._head_timer, self._body_timer):
             if timer is not None:
                 timer.cancel()
