@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,6 +160,37 @@ def test_silent_and_half_open_connections_are_closed_and_metrics_answer(guarded:
     # Each one was closed by a guard, and counted by reason.
     assert guard_closes(guarded) - closed_before >= len(socks)
     assert httpx.get(f"{guarded.url}/metrics", timeout=WAIT).status_code == 200
+
+
+def test_when_every_connection_is_busy_the_reserve_serves_metrics(guarded: Server) -> None:
+    """Connections with a request in progress are never displaced; beyond the cap, new ones
+    may still reach /metrics, and anything else gets 503 (issue 18 defect 6)."""
+    path = f"/client/v4/accounts/{guarded.account_id}/artifacts/namespaces/default/repos"
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {guarded.token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n").encode()
+    busy = [connect(guarded) for _ in range(MAX_CONNECTIONS)]
+    for sock in busy:
+        sock.sendall(head + b"{")
+    done = threading.Event()
+
+    def trickle() -> None:  # a byte now and then: the bodies never complete nor time out
+        while not done.wait(BODY_TIMEOUT / 6):
+            for sock in busy:
+                send_quietly(sock, b" ")
+
+    feeder = threading.Thread(target=trickle)
+    feeder.start()
+    try:
+        assert httpx.get(f"{guarded.url}/metrics", timeout=WAIT).status_code == 200
+        r = httpx.get(f"{guarded.url}{path}", headers={"Authorization": f"Bearer {guarded.token}"},
+                      timeout=WAIT)
+        assert r.status_code == 503 and r.json()["errors"][0]["code"] == 10080
+        assert r.headers["retry-after"] == "5"
+    finally:
+        done.set()
+        feeder.join()
+        for sock in busy:
+            sock.close()
 
 
 def test_early_413_lets_the_client_finish_sending_and_read_it(guarded: Server) -> None:
