@@ -243,7 +243,8 @@ def test_slow_bodies_do_not_starve_git(guarded: Server, tmp_path: Path, unique_n
     # ...and ten that send enough to start git, then stall, hold at most the repo's share
     # (1 of 3 slots here): the others wait for it, then get 503.
     main = slow.refs()["refs/heads/main"]
-    first = pkt(f"want {main}\n") + b"0000" + pkt(f"have {main}\n") * 1500
+    # Haves git does not know: it answers nothing (no ACK) until the request is complete.
+    first = pkt(f"want {main}\n") + b"0000" + pkt(f"have {'1' * 40}\n") * 1500
     started = [stalled_upload_pack(guarded, slow.remote, read, first) for _ in range(10)]
     wait_for_metric(guarded, "artifactd_git_processes", 1)
     git.run("-c", bearer(other.token), "clone", other.remote, str(tmp_path / "c2"))

@@ -209,6 +209,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
         else:
             self._body_seen_at = self.loop.time()  # the timer looks at this when it fires
+            if self.cycle is not None and self.cycle.response_complete:
+                # Answered early (413, 401): the rest is read and dropped, up to a bound.
+                self._lingered += len(data)
+                if self._lingered > LINGER_BYTES:
+                    self.transport.close()
+                    return
         # As uvicorn's own data_received, but parser errors become envelopes.
         try:
             self.parser.feed_data(data)
