@@ -6,7 +6,8 @@ pulled from ``receive`` as git reads it, the response is pushed to ``send`` as g
 it, and once the body is complete a watcher keeps listening for ``http.disconnect``.
 
 Errors before the response starts are plain text with a status (git prints the text as
-``remote: ...``); 401s carry ``WWW-Authenticate: Basic`` so credential helpers work.
+``remote: ...``); 401s carry ``WWW-Authenticate: Basic`` so credential helpers work, except
+for a refused ``Bearer`` token, which gets 403 so that git prints the reason.
 """
 
 from __future__ import annotations
