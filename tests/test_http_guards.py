@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -252,3 +255,21 @@ def test_slow_bodies_do_not_starve_git(guarded: Server, tmp_path: Path, unique_n
     statuses = {read_answer(sock)[0] for sock in silent + started}
     assert statuses <= {408, 503}, statuses
     wait_for_metric(guarded, "artifactd_git_processes", 0)
+
+
+def test_serve_raises_the_open_file_limit_the_caps_need() -> None:
+    """1,100 half-open connections used to exhaust a 1,024-descriptor worker."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip("the hard open-file limit is too low to raise the soft one")
+    code = ("import resource\nfrom artifactd.config import Settings\n"
+            "from artifactd.http.protocol import ensure_descriptor_budget\n"
+            "print(ensure_descriptor_budget(Settings(http_max_connections=1500)))\n"
+            "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+    )
+    warning, raised = result.stdout.split("\n")[:2]
+    assert warning == "None"
+    assert int(raised) == 1500 + 32 + 4 * 32 + 64

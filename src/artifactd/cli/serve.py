@@ -11,6 +11,7 @@ from prometheus_client import start_http_server
 
 from artifactd.cli.server_options import resolve_settings, server_options
 from artifactd.http.asgi import export_settings
+from artifactd.http.protocol import ensure_descriptor_budget
 from artifactd.logs import configure_logging
 from artifactd.services.backend import Backend
 
@@ -68,6 +69,8 @@ def serve(config_file: str | None, **flags: object) -> None:
                           registry=registry_for(metrics_backend))
         click.echo(f"  metrics:   http://{settings.host}:{settings.metrics_port}/metrics", err=True)
     export_settings(settings)
+    if warning := ensure_descriptor_budget(settings):
+        click.echo(warning, err=True)
     uvicorn.run(
         "artifactd.http.asgi:app_factory",
         factory=True,

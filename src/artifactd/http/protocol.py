@@ -25,6 +25,7 @@ import asyncio
 import functools
 import json
 import os
+import resource
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,31 @@ class Limits:
             max_connections=settings.http_max_connections,
             connection_reserve=settings.http_connection_reserve,
         )
+
+
+# Descriptors per git process serving a client (stdin, stdout, stderr pipes, and some slack
+# for the pooled cat-file processes and the database).
+DESCRIPTORS_PER_GIT = 4
+DESCRIPTORS_BASE = 64
+
+
+def ensure_descriptor_budget(settings: Settings) -> str | None:
+    """Raise this process's soft ``RLIMIT_NOFILE`` (workers inherit it) so that a worker at
+    its connection cap can still accept health checks and run git; a warning when the hard
+    limit is too low (a worker out of descriptors cannot accept anyone)."""
+    needed = (settings.http_max_connections + settings.http_connection_reserve
+              + DESCRIPTORS_PER_GIT * settings.git_max_processes + DESCRIPTORS_BASE)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return None
+    target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        return (f"warning: open-file limit {target} is below the {needed} descriptors that "
+                f"http_max_connections, http_connection_reserve and git_max_processes need; "
+                f"raise `ulimit -n` or lower http_max_connections")
+    return None
 
 
 @functools.cache
