@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -79,6 +81,12 @@ def test_auth_matrix(sqlite_server: Server, seeded, tmp_path: Path, unique_name:
     if not can_clone:
         if case == "other-repo":
             assert "not found" in cloned.stderr
+        elif form == "bearer" and case in ("expired", "revoked"):
+            # The reason, not a credential prompt git cannot answer.
+            # (the matrix's expired token keeps its old ?expires= suffix: "Invalid repo token")
+            reason = "remote: Repo token is revoked" if case == "revoked" else "remote: "
+            assert reason in cloned.stderr, cloned.stderr
+            assert "Username" not in cloned.stderr
         else:
             assert "Authentication failed" in cloned.stderr or "could not read Username" in cloned.stderr
 
@@ -128,8 +136,12 @@ def test_http_answers(sqlite_server: Server, seeded, unique_name: str) -> None:
     repo.expire_token(expired["id"])
     # Without the suffix: the test moved the stored expiry, so the old suffix looks tampered.
     r = _get(repo.remote, f"Bearer {expired['plaintext'].split('?')[0]}")
+    # A Bearer token comes from http.extraHeader: 403 with the reason, which git prints.
+    assert r.status_code == 403 and r.text == "Repo token is expired\n"
+    assert "www-authenticate" not in r.headers
+    r = _get(repo.remote, basic_header(expired["plaintext"].split("?")[0]))
     assert r.status_code == 401 and r.text == "Repo token is expired\n"
-    assert "www-authenticate" in r.headers
+    assert "www-authenticate" in r.headers  # Basic: credential helpers may retry
     revoked = repo.mint("read")
     with sqlite_server.client() as c:
         c.delete(f"/tokens/{revoked['id']}")
@@ -156,4 +168,60 @@ def test_http_answers(sqlite_server: Server, seeded, unique_name: str) -> None:
 def test_api_token_is_not_a_repo_token(sqlite_server: Server, seeded) -> None:
     repo, *_ = seeded
     r = _get(repo.remote, f"Bearer {sqlite_server.token}")
+    assert r.status_code == 403 and r.text == "Invalid repo token\n"
+    r = _get(repo.remote, basic_header(sqlite_server.token))
     assert r.status_code == 401 and r.text == "Invalid repo token\n"
+
+
+def test_git_prints_why_a_bearer_token_is_refused(sqlite_server: Server, seeded, tmp_path: Path,
+                                                   unique_name: str) -> None:
+    """Issue 11: with the spec's `http.extraHeader` form, git shows the server's reason
+    instead of asking for a username it cannot use (prompts are off, as in CI)."""
+    repo, other, git, _work = seeded
+    expired = repo.mint("read")
+    repo.expire_token(expired["id"])
+    revoked = repo.mint("read")
+    with sqlite_server.client() as c:
+        assert c.delete(f"/tokens/{revoked['id']}").status_code == 200
+    unknown = "art_v1_" + "ab" * 20
+    cases = {
+        "expired": (expired["plaintext"].split("?")[0], "remote: Repo token is expired"),
+        "revoked": (revoked["plaintext"], "remote: Repo token is revoked"),
+        "malformed": ("not-a-token", "remote: Invalid repo token"),
+        "unknown": (unknown, "remote: Invalid repo token"),
+        "other-repo": (other.mint("read")["plaintext"], "remote: Repository not found"),
+    }
+    for case, (token, reason) in cases.items():
+        for n, args in enumerate((["clone", repo.remote, str(tmp_path / f"c-{case}")],
+                                  ["ls-remote", repo.remote],
+                                  ["push", repo.remote, "HEAD:refs/heads/x"])):
+            result = git.run("-c", bearer(token), *args, cwd=_work, check=False)
+            assert result.returncode != 0, (case, n)
+            assert reason in result.stderr, (case, result.stderr)
+            assert "Username" not in result.stderr, (case, result.stderr)
+    # A token for another repo gets exactly the answer of a missing repo.
+    missing = repo.remote.replace(repo.name, f"missing-{unique_name}")
+    token = cases["other-repo"][0]
+    wrong = git.run("-c", bearer(token), "ls-remote", repo.remote, check=False).stderr
+    gone = git.run("-c", bearer(token), "ls-remote", missing, check=False).stderr
+    assert wrong.replace(repo.remote, "URL") == gone.replace(missing, "URL")
+    # No credentials at all: still 401 + WWW-Authenticate, so credential helpers get asked.
+    none = git.run("ls-remote", repo.remote, check=False)
+    assert "could not read Username" in none.stderr
+
+
+def test_docs_auth_examples_run(sqlite_server: Server, seeded, tmp_path: Path) -> None:
+    """docs/git.md's authentication block, verbatim, on this server's http:// remote."""
+    repo, _other, git, _work = seeded
+    text = (Path(__file__).resolve().parent.parent / "docs" / "git.md").read_text()
+    section = text.split("## Authentication", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block is not None
+    env = {**git.env, "ARTIFACTS_TOKEN": repo.mint("read")["plaintext"], "ARTIFACTS_REMOTE": repo.remote}
+    result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + block.group(1)], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for clone in ("env-clone", "header-clone", "basic-clone"):
+        assert (tmp_path / clone / "README.md").exists(), clone
+    # The environment form leaves no token in the clone's config.
+    assert "art_v1_" not in (tmp_path / "env-clone" / ".git" / "config").read_text()

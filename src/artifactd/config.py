@@ -139,6 +139,30 @@ SETTINGS: tuple[Setting, ...] = (
             "PEM certificate file (the chain, leaf first); with `tls_key` the server speaks HTTPS "
             "and the default public URL starts with `https://`."),
     Setting("tls_key", "ARTIFACTD_TLS_KEY", str, "PEM private key file of `tls_cert`."),
+    Setting("git_max_processes_per_repo", "ARTIFACTD_GIT_MAX_PROCESSES_PER_REPO", int,
+            "Most of the `git_max_processes` slots one repo may hold at once, so that one "
+            "client cannot starve the others."),
+    Setting("http_max_request_line", "ARTIFACTD_HTTP_MAX_REQUEST_LINE", parse_bytes,
+            "Longest request target (path and query) accepted; longer gets 414."),
+    Setting("http_max_header_bytes", "ARTIFACTD_HTTP_MAX_HEADER_BYTES", parse_bytes,
+            "Largest request head (request line and all headers) accepted; larger gets 431."),
+    Setting("http_max_headers", "ARTIFACTD_HTTP_MAX_HEADERS", int,
+            "Most header fields in one request; more gets 431."),
+    Setting("http_header_timeout", "ARTIFACTD_HTTP_HEADER_TIMEOUT", float,
+            "Seconds a connection may take to send a complete request head (from connecting, "
+            "or from the first byte of a later request); then 408 and the connection is closed."),
+    Setting("http_body_timeout", "ARTIFACTD_HTTP_BODY_TIMEOUT", float,
+            "Seconds a request body may go without a byte arriving; then 408 (or, once the "
+            "answer has started, the connection is closed)."),
+    Setting("http_keep_alive_timeout", "ARTIFACTD_HTTP_KEEP_ALIVE_TIMEOUT", float,
+            "Seconds an idle keep-alive connection stays open between requests."),
+    Setting("http_max_connections", "ARTIFACTD_HTTP_MAX_CONNECTIONS", int,
+            "Open connections one worker serves; keep it well under `ulimit -n`. At the cap a "
+            "new connection displaces the oldest one that has no request in progress."),
+    Setting("http_connection_reserve", "ARTIFACTD_HTTP_CONNECTION_RESERVE", int,
+            "Connections beyond `http_max_connections`, when every connection has a request in "
+            "progress, that may still reach `/metrics`, `/healthz` and `/readyz` (others get "
+            "503); beyond both, a connection is answered 503 and closed."),
 )
 
 # ARTIFACTD_* variables that are not server settings: read by the client commands, the
@@ -195,6 +219,15 @@ class Settings:
     metrics_enabled: bool = True
     tls_cert: str = ""
     tls_key: str = ""
+    git_max_processes_per_repo: int = 8
+    http_max_request_line: int = 8 << 10
+    http_max_header_bytes: int = 64 << 10
+    http_max_headers: int = 100
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 60.0
+    http_keep_alive_timeout: float = 30.0
+    http_max_connections: int = 512
+    http_connection_reserve: int = 32
 
     @property
     def data_path(self) -> Path:
@@ -304,3 +337,12 @@ def _validate(settings: Settings) -> None:
         settings.remote_url("a", "b", "c")
     except (KeyError, IndexError, ValueError) as exc:
         raise ConfigError(f"remote_template has an unknown placeholder: {exc}") from exc
+    for name in ("git_max_processes_per_repo", "http_max_request_line", "http_max_header_bytes",
+                 "http_max_headers", "http_max_connections"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    for name in ("http_header_timeout", "http_body_timeout", "http_keep_alive_timeout"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be a positive number of seconds")
+    if settings.http_connection_reserve < 0:
+        raise ConfigError("http_connection_reserve must not be negative")

@@ -46,3 +46,8 @@ SQLITE_CHECKPOINTS = Counter(
     "artifactd_sqlite_checkpoints_total",
     "WAL checkpoints run by the background checkpointer (SQLite only).",
 )
+HTTP_GUARD_REFUSALS = Counter(
+    "artifactd_http_guard_refusals_total",
+    "Connections answered or closed by the connection guard (http/protocol.py), by reason.",
+    ["reason"],
+)

@@ -14,6 +14,7 @@ from artifactd.cli import startup
 from artifactd.cli.server_options import resolve_settings, server_options
 from artifactd.config import Settings, unknown_environment
 from artifactd.http.asgi import export_settings
+from artifactd.http.protocol import ensure_descriptor_budget
 from artifactd.logs import configure_logging, logging_config
 
 log = logging.getLogger("artifactd.serve")
@@ -106,6 +107,8 @@ def serve(config_file: str | None, **flags: object) -> None:
                           registry=registry_for(metrics_backend))
         announce(settings, f"  metrics:   http://{settings.host}:{settings.metrics_port}/metrics")
     export_settings(settings)
+    if warning := ensure_descriptor_budget(settings):
+        click.echo(warning, err=True)
     uvicorn.run(
         "artifactd.http.asgi:app_factory",
         factory=True,
@@ -118,5 +121,8 @@ def serve(config_file: str | None, **flags: object) -> None:
         ssl_certfile=settings.tls_cert or None,
         ssl_keyfile=settings.tls_key or None,
         server_header=False,
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.http_keep_alive_timeout,  # type: ignore[arg-type]
+        # httptools with the header caps, timeouts and connection cap it lacks.
+        http="artifactd.http.protocol:GuardedHttpToolsProtocol",
+        ws="none",
     )

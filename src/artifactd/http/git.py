@@ -6,7 +6,8 @@ pulled from ``receive`` as git reads it, the response is pushed to ``send`` as g
 it, and once the body is complete a watcher keeps listening for ``http.disconnect``.
 
 Errors before the response starts are plain text with a status (git prints the text as
-``remote: ...``); 401s carry ``WWW-Authenticate: Basic`` so credential helpers work.
+``remote: ...``); 401s carry ``WWW-Authenticate: Basic`` so credential helpers work, except
+for a refused ``Bearer`` token, which gets 403 so that git prints the reason.
 """
 
 from __future__ import annotations
@@ -65,13 +66,25 @@ async def _send_text(send: Send, status: int, message: str,
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_error(send: Send, exc: ArtifactdError) -> None:
+def _sent_bearer(scope: Scope) -> bool:
+    authorization = Headers(scope=scope).get("authorization", "")
+    return authorization.strip()[:7].lower() == "bearer "
+
+
+async def _send_error(send: Send, exc: ArtifactdError, bearer: bool = False) -> None:
+    status = status_for(exc)
     headers: list[tuple[bytes, bytes]] = []
     if isinstance(exc, AuthenticationError):
-        headers.append((b"www-authenticate", b'Basic realm="artifactd", charset="UTF-8"'))
+        if bearer:
+            # The token came from `http.extraHeader`, which git cannot change: a 401 would
+            # only make it ask for a username ("could not read Username"). git prints the
+            # text of a 403 as "remote: ...", so the client learns why.
+            status = 403
+        else:
+            headers.append((b"www-authenticate", b'Basic realm="artifactd", charset="UTF-8"'))
     if isinstance(exc, RateLimited | ServiceUnavailable):
         headers.append((b"retry-after", str(exc.retry_after).encode()))
-    await _send_text(send, status_for(exc), exc.message, headers)
+    await _send_text(send, status, exc.message, headers)
 
 
 class _Body:
@@ -155,7 +168,7 @@ class GitEndpoint:
         try:
             await self._handle(backend, scope, receive, send)
         except ArtifactdError as exc:
-            await _send_error(send, exc)
+            await _send_error(send, exc, bearer=_sent_bearer(scope))
 
     async def _handle(self, backend: Backend, scope: Scope, receive: Receive, send: Send) -> None:
         target = git_access.parse_path(scope["path"])

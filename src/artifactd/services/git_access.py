@@ -15,6 +15,9 @@ for it:
   with any valid token gets (a deleted repo's tokens are deleted with it: 401);
 - the right repo, but the token expired or was revoked: 401;
 - a push with a ``read`` token, or to a ``read_only`` repo: 403 with a message git prints.
+
+(The HTTP layer answers a refused ``Bearer`` token with 403 rather than 401: see
+``http/git.py``.)
 """
 
 from __future__ import annotations

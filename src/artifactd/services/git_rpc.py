@@ -41,6 +41,7 @@ from artifactd.services import blob_fetch, events
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.git_access import AuthorizedGit, Service, push_ref_problem
+from artifactd.services.git_slots import SlotPool, SlotsBusy
 from artifactd.services.pktline import (
     FLUSH,
     PktError,
@@ -58,6 +59,9 @@ READ_SIZE = 256 << 10  # bytes per read from git's stdout: fewer, larger HTTP ch
 STDOUT_BUFFER = 1 << 20  # asyncio's stdout buffer; bounded memory per request
 # An upload-pack request is wants, haves and options: a few MB even for huge negotiations.
 MAX_UPLOAD_REQUEST = 64 << 20
+# A git slot is taken once the request is complete or this much of it arrived, not before:
+# a client that opens a request and sends nothing (or only its headers) holds no slot.
+SLOT_AFTER_BYTES = 64 << 10
 # Request bytes read and thrown away after refusing a push, so that the client reads our
 # answer instead of a reset connection; beyond this the connection is simply closed.
 MAX_DRAIN = 1 << 30
@@ -96,20 +100,19 @@ def server_config(
 
 
 @contextlib.asynccontextmanager
-async def git_slot(backend: Backend) -> AsyncIterator[None]:
-    """At most ``git_max_processes`` git exchanges at once; the rest queue, then get 503."""
-    slots = backend.extras.get("git_slots")
-    if not isinstance(slots, asyncio.Semaphore):
-        slots = asyncio.Semaphore(max(1, backend.settings.git_max_processes))
-        backend.extras["git_slots"] = slots
+async def git_slot(backend: Backend, repo_id: str | None = None) -> AsyncIterator[None]:
+    """At most ``git_max_processes`` git exchanges at once, at most
+    ``git_max_processes_per_repo`` of them for ``repo_id``; the rest queue, then get 503."""
+    pool = backend.extras.get("git_slots")
+    if not isinstance(pool, SlotPool):
+        settings = backend.settings
+        pool = SlotPool(settings.git_max_processes, settings.git_max_processes_per_repo)
+        backend.extras["git_slots"] = pool
     try:
-        await asyncio.wait_for(slots.acquire(), backend.settings.git_queue_timeout)
-    except TimeoutError:
+        async with pool.slot(repo_id, backend.settings.git_queue_timeout):
+            yield
+    except SlotsBusy:
         raise ServiceUnavailable("Too many git requests; retry shortly", retry_after=5) from None
-    try:
-        yield
-    finally:
-        slots.release()
 
 
 # -- the child process ---------------------------------------------------------------------
@@ -222,7 +225,7 @@ async def advertise(
     args = [service.removeprefix("git-"), "--stateless-rpc", "--advertise-refs", "--",
             str(authorized.git_dir)]
     sent: list[bytes] = []
-    async with git_slot(backend):
+    async with git_slot(backend, authorized.repo.id):
         child = await GitChild.start(backend, authorized, args, protocol, stdin=False)
         try:
             first = await child.read()
@@ -322,6 +325,8 @@ async def exchange(
                                    sideband=commands.sideband)
                 return
         head = reader.consumed + reader.rest
+        if len(reader.rest) < SLOT_AFTER_BYTES:
+            head += (await _read_head(body, SLOT_AFTER_BYTES - len(reader.rest)))[0]
         sideband = commands.sideband
         limit = backend.settings.max_repo_bytes + (16 << 20)
 
@@ -335,11 +340,13 @@ async def exchange(
                 events.record(backend, authorized.repo, "pull", started_us=started)
                 yield answer
                 return
+    else:
+        head = (await _read_head(body, SLOT_AFTER_BYTES))[0]
 
     args = [authorized.service.removeprefix("git-"), "--stateless-rpc", "--", str(authorized.git_dir)]
     if authorized.service == "git-upload-pack":
         args.insert(2, "--strict")
-    async with git_slot(backend):
+    async with git_slot(backend, authorized.repo.id):
         child = await GitChild.start(backend, authorized, args, protocol, stdin=True)
         feeder = asyncio.create_task(_feed(child, head, body, limit))
         try:
