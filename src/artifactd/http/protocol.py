@@ -253,6 +253,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             refusal = exc.__context__
             if not isinstance(refusal, Refusal):
+                # uvicorn's own words and logger, as before the guard answered these itself.
+                self.logger.warning("Invalid HTTP request received.")
                 refusal = Refusal("malformed", 400, Code.MALFORMED_HTTP, f"Malformed HTTP request: {exc}")
             self._refuse(refusal)
             return
