@@ -127,6 +127,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds between looks for repos due for maintenance (0 turns maintenance off)."),
     Setting("gc_grace_seconds", "ARTIFACTD_GC_GRACE_SECONDS", float,
             "Unreachable objects younger than this are never pruned (protects pushes in flight)."),
+    Setting("shutdown_timeout", "ARTIFACTD_SHUTDOWN_TIMEOUT", float,
+            "Seconds a graceful shutdown (SIGTERM) waits for open requests to finish before "
+            "it closes them and exits."),
     Setting("analytics_enabled", "ARTIFACTD_ANALYTICS_ENABLED", _parse_bool,
             "Record analytics events (the GraphQL dataset)."),
     Setting("metrics_port", "ARTIFACTD_METRICS_PORT", int,
@@ -164,6 +167,7 @@ class Settings:
     maintenance_after_pushes: int = 20
     maintenance_interval: float = 10.0
     gc_grace_seconds: float = 3600.0
+    shutdown_timeout: float = 30.0
     analytics_enabled: bool = True
     metrics_port: int = 0
     metrics_enabled: bool = True

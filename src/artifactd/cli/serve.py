@@ -78,4 +78,6 @@ def serve(config_file: str | None, **flags: object) -> None:
         log_level="warning",
         server_header=False,
         timeout_keep_alive=30,
+        # Without a bound a client holding a half-sent body keeps SIGTERM waiting forever.
+        timeout_graceful_shutdown=max(0.1, settings.shutdown_timeout),
     )

@@ -96,6 +96,8 @@ def fork_repo(
     except BaseException:
         backend.repos.trash(child_id)
         raise
+    finally:
+        backend.repos.settle_fork(child_id)
     backend.meta.update_repo(child_id, size_bytes=linked.bytes)
     events.record(backend, created.repo, "fork", started_us=started)
     return ForkedRepo(created, linked.objects)

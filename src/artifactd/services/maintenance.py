@@ -88,7 +88,7 @@ def clean_stale_tmp(backend: Backend) -> int:
 
     removed = 0
     cutoff = time.time() - STALE_TMP_SECONDS
-    keep = {"git-home", "locks", "prometheus", "ratelimit.shm"}
+    keep = {"git-home", "locks", "pending", "prometheus", "ratelimit.shm"}
     for entry in backend.repos.tmp_root.iterdir():
         if entry.name in keep:
             continue
