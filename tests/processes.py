@@ -3,6 +3,7 @@ the server (its own process marks are what is under test, so they are not used h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -86,7 +87,5 @@ def wait_gone(data_dir: Path, seconds: float = 20) -> dict[int, str]:
 def kill_all(pids: list[int] | dict[int, str]) -> None:
     """Test cleanup: SIGKILL processes a failing test left (they would hold the data dir)."""
     for pid in list(pids):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass

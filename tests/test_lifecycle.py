@@ -3,7 +3,6 @@ reclaimed at start-up (issue 18 defects 8, 9 and 12)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -212,3 +211,62 @@ def test_startup_removes_fork_debris_of_a_crash(server: Server, tmp_path: Path,
     with server.client() as c:
         listed = c.get("/repos", params={"per_page": 100}).json()["result"]
         assert orphan_id not in {r["id"] for r in listed}
+
+
+def test_forks_in_a_loop_during_maintenance(server: Server, tmp_path: Path, unique_name: str) -> None:
+    """Issue 12 item 6: a fork racing the parent's maintenance (prune removing emptied loose
+    object directories, a repack replacing packs) takes a new snapshot instead of a 500."""
+    import threading
+
+    from artifactd.config import Settings
+    from artifactd.services.backend import Backend
+    from artifactd.services.maintenance import maintain_repo
+
+    ensure_running(server)
+    git = Git(tmp_path / "home")
+    work = tmp_path / "work"
+    git.new_work(work, {"f.txt": "0\n"})
+    with server.client() as c:
+        parent = c.post("/repos", json={"name": unique_name}).json()["result"]
+
+    def push_commits(count: int, tag: str) -> None:
+        for i in range(count):
+            git.commit_files(work, {f"d{j}/{tag}.txt": f"{tag} {i} {j}\n" for j in range(12)}, f"{tag}{i}")
+            git.run("-c", bearer(parent["token"]), "push", "-q", parent["remote"], "HEAD:main", cwd=work)
+
+    push_commits(20, "base")  # small pushes arrive as loose objects in many directories
+    backend = Backend.open(Settings(data_dir=str(server.data_dir)), run_migrations=False)
+    rounds = 4
+    done = threading.Event()
+    errors: list[str] = []
+
+    def maintainer() -> None:
+        try:
+            for r in range(rounds):
+                row = backend.meta.get_repo_by_id(parent["id"])
+                assert row is not None
+                maintain_repo(backend, row, full=r % 2 == 0)
+                push_commits(2, f"r{r}")  # fresh loose objects for the next round to pack
+        except Exception as exc:  # reported below
+            errors.append(repr(exc))
+        finally:
+            done.set()
+
+    statuses: list[int] = []
+    thread = threading.Thread(target=maintainer)
+    thread.start()
+    try:
+        with server.client() as c:
+            while not done.is_set() and len(statuses) < 400:
+                name = f"{unique_name}-f{len(statuses)}"
+                r = c.post(f"/repos/{unique_name}/fork", json={"name": name})
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    c.delete(f"/repos/{name}")
+                else:
+                    errors.append(r.text)
+    finally:
+        thread.join()
+        backend.close()
+    assert not errors, errors[:3]
+    assert statuses and set(statuses) == {200}, statuses
