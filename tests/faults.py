@@ -113,7 +113,9 @@ class Rig:
 
     # -- scenarios: each ends with the server killed ----------------------------------------
 
-    def kill_mid_push(self, iteration: int) -> None:
+    def kill_mid_push(self, iteration: int, in_quarantine: bool = False) -> None:
+        """``in_quarantine``: kill once receive-pack has written pack data into its quarantine
+        directory (objects/incoming-*), i.e. always with a pack half received."""
         stop = threading.Event()
 
         def pusher() -> None:
@@ -134,7 +136,11 @@ class Rig:
         for _ in range(skip):
             wait_for(self._running("receive-pack", repo_id), 10, step=0.01)
             wait_for(lambda: not self._running("receive-pack", repo_id)(), 10, step=0.01)
-        self._kill_when(self._running("receive-pack", repo_id))
+        if in_quarantine:
+            objects = self.git_dir("push") / "objects"
+            self._kill_when(lambda: any(objects.glob("incoming-*/pack/*")))
+        else:
+            self._kill_when(self._running("receive-pack", repo_id))
         stop.set()
         thread.join()
 
@@ -253,9 +259,12 @@ class Rig:
             found.append(f"{scenario}: acknowledged forks lost: {lost[:5]}")
         return found
 
+    def git_dir(self, name: str) -> Path:
+        repo_id = self.repos[name]["id"]
+        return self.server.data_dir / "repos" / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
+
     def _check_push(self, scenario: str) -> list[str]:
-        repo = self.repos["push"]
-        git_dir = self.server.data_dir / "repos" / repo["id"][:2] / repo["id"][2:4] / f"{repo['id']}.git"
+        git_dir = self.git_dir("push")
         head = subprocess.run(["git", f"--git-dir={git_dir}", "rev-parse", "--verify", "-q", "refs/heads/main"],
                               capture_output=True, text=True).stdout.strip()
         if not head:
@@ -263,6 +272,11 @@ class Rig:
         ok = subprocess.run(["git", f"--git-dir={git_dir}", "merge-base", "--is-ancestor", self.acked_push, head],
                             capture_output=True).returncode == 0
         return [] if ok else [f"{scenario}: acknowledged push {self.acked_push[:12]} lost (branch at {head[:12]})"]
+
+    def quarantine_leftovers(self) -> list[str]:
+        """Quarantine directories of pushes that a crash cut short (objects/incoming-*)."""
+        return sorted(str(p.relative_to(self.server.data_dir))
+                      for p in (self.server.data_dir / "repos").glob("*/*/*.git/objects/incoming-*"))
 
     def sizes_disagree(self) -> list[str]:
         """Repos whose recorded size is not what their objects use on disk (metadata drift)."""

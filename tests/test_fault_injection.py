@@ -5,7 +5,6 @@ form is ``python -m bench --only faults``)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -29,11 +28,16 @@ def test_kill_9_mid_operation_breaks_no_invariant(rig: Rig, scenario: str) -> No
         assert not broken, broken
 
 
-@pytest.mark.xfail(strict=True, reason="push lane: a push killed after its ref update but "
-                   "before its size is recorded (or leaving its quarantine) drifts the repo's "
-                   "recorded size from its objects on disk; remove once their reconcile merges")
+# Not strict: git removes its quarantine itself on the EOF or SIGTERM a crash usually
+# brings, and maintenance after the restart records the size on disk; the drift shows in
+# some runs only (seen: "recorded 0, on disk 81920").
+@pytest.mark.xfail(strict=False, reason="push lane: a push killed with its pack half "
+                   "received can leave its quarantine (objects/incoming-*), counted in the size "
+                   "on disk but never recorded; remove once their quarantine cleanup merges")
 def test_kill_9_mid_push_keeps_recorded_size_in_step(rig: Rig) -> None:
-    for iteration in range(ITERATIONS):
-        rig.inject("push", 100 + iteration)
-        assert not rig.restart_and_check("push")
+    rig.kill_mid_push(100, in_quarantine=True)
+    assert not rig.restart_and_check("push")
+    # Both halves of "refs and metadata agree" that a cut-short push can break: its debris
+    # is gone, and the size recorded for the repo is what its objects use on disk.
+    assert not rig.quarantine_leftovers()
     assert not rig.sizes_disagree()

@@ -23,6 +23,7 @@ OWNER_VAR = "ARTIFACTD_OWNER"
 PROC = Path("/proc")
 KILL_ROUNDS = 50  # a process may fork a helper between two scans; scan until none is left
 ROUND_PAUSE = 0.02
+TERM_GRACE = 1.0  # seconds git gets after SIGTERM to remove its quarantine and lock files
 
 
 def marked_processes(data_dir: Path) -> Iterator[tuple[int, str]]:
@@ -47,20 +48,29 @@ def marked_processes(data_dir: Path) -> Iterator[tuple[int, str]]:
         yield int(entry.name), owner.decode(errors="replace")
 
 
-def end_processes(data_dir: Path, doomed: Callable[[str], bool]) -> int:
-    """SIGKILL every marked process whose owner token ``doomed`` accepts; returns how many.
+def end_processes(data_dir: Path, doomed: Callable[[str], bool], grace: float = TERM_GRACE) -> int:
+    """End every marked process whose owner token ``doomed`` accepts; returns how many.
 
-    Scans again after each round, until a scan finds none: a git killed between two scans
-    may just have started a helper.
+    SIGTERM first: git removes a push's quarantine directory and its ref locks on SIGTERM,
+    not on SIGKILL. After ``grace`` seconds SIGKILL, scanning again after each round until a
+    scan finds none: a git killed between two scans may just have started a helper.
     """
-    killed = 0
+    found = [pid for pid, owner in marked_processes(data_dir) if doomed(owner)]
+    ended = set(found)
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while found and time.monotonic() < deadline:
+        time.sleep(ROUND_PAUSE)
+        found = [pid for pid, owner in marked_processes(data_dir) if doomed(owner)]
     for _round in range(KILL_ROUNDS):
         found = [pid for pid, owner in marked_processes(data_dir) if doomed(owner)]
         if not found:
             break
+        ended.update(found)
         for pid in found:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-                killed += 1
         time.sleep(ROUND_PAUSE)
-    return killed
+    return len(ended)
