@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 
@@ -79,5 +80,5 @@ def serve(config_file: str | None, **flags: object) -> None:
         server_header=False,
         timeout_keep_alive=30,
         # Without a bound a client holding a half-sent body keeps SIGTERM waiting forever.
-        timeout_graceful_shutdown=max(0.1, settings.shutdown_timeout),
+        timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_timeout)),  # whole seconds
     )

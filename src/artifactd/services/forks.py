@@ -3,7 +3,9 @@
 The fork's directory is built before its row exists and renamed into place under a fresh
 id, so no request can see it half made and there is no ``forking`` window to wait for: the
 fork answers ``ready`` from the start. If the name turns out to be taken (the row insert
-fails), the directory goes to the trash and nothing else was created.
+fails), the directory goes to the trash and nothing else was created. A crash between the
+rename and the row leaves a fork intent (``RepoStore.fork``) that start-up resolves
+(``services.recovery``): without a row, the directory goes to the trash.
 
 The fork records where it came from in ``source`` as ``fork:<namespace>/<name>`` (the
 parent's name at fork time; the parent may later be deleted or its name reused). It takes
