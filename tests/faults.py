@@ -210,7 +210,7 @@ class Rig:
         with self.client() as c:
             cursor = None
             while True:
-                params: dict[str, str | int] = {"per_page": 100}
+                params: dict[str, str | int] = {"limit": 200}
                 if cursor:
                     params["cursor"] = cursor
                 r = c.get("/repos", params=params)

@@ -3,6 +3,7 @@ reclaimed at start-up (issue 18 defects 8, 9 and 12)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -148,6 +149,18 @@ def test_sigterm_is_bounded_while_a_client_holds_a_half_sent_body(
         source.release("term")
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "soon"])
+def test_bad_shutdown_timeout_refuses_to_start(tmp_path: Path, value: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTD_")}
+    env["ARTIFACTD_SHUTDOWN_TIMEOUT"] = value
+    result = subprocess.run(
+        [sys.executable, "-m", "artifactd", "serve", "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, env=env, timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "shutdown_timeout" in result.stderr.lower() and "Traceback" not in result.stderr
+
+
 CRASHING_FORK = textwrap.dedent("""
     import os, sys
     from artifactd.config import Settings
@@ -209,7 +222,7 @@ def test_startup_removes_fork_debris_of_a_crash(server: Server, tmp_path: Path,
         live.repos.discard(live_area)
         live.close()
     with server.client() as c:
-        listed = c.get("/repos", params={"per_page": 100}).json()["result"]
+        listed = c.get("/repos", params={"limit": 200}).json()["result"]
         assert orphan_id not in {r["id"] for r in listed}
 
 

@@ -267,6 +267,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("log_format must be 'text' or 'json'")
     if settings.workers < 1:
         raise ConfigError("workers must be at least 1")
+    if not settings.shutdown_timeout >= 0:  # also refuses nan
+        raise ConfigError("shutdown_timeout must be a number of seconds, 0 or more")
     try:
         settings.remote_url("a", "b", "c")
     except (KeyError, IndexError, ValueError) as exc:
