@@ -47,7 +47,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
 
 def render(results: dict[str, Any]) -> str:
     rows = "\n".join(
-        f"| {name} | {s['kills']} | {len(s['violations'])} |"
+        f"| {name} | {s['kills']} | {s['landed']} | {len(s['violations'])} |"
         for name, s in results["scenarios"].items()
     )
     examples = [v for s in results["scenarios"].values() for v in s["violations"]][:10]
@@ -57,10 +57,12 @@ times per scenario ({', '.join(SCENARIOS)}, interleaved), a restart after each k
 invariant checked: `git fsck --strict` clean in every repo, no repo stuck importing or forking
 (the interrupted import resumes), no repo directory without a row, no work area left in `tmp/`,
 no git process of the data dir alive once the server is gone, no acknowledged push or fork
-lost. `python -m bench.faults` ({results['seconds']:g} s).
+lost. A kill "landed mid-operation" when the operation's git process (receive-pack, the
+import's fetch, a maintenance step) or a fork request was seen running just before it.
+`python -m bench.faults` ({results['seconds']:g} s).
 
-| scenario | kills survived | invariant violations |
-|---|---|---|
+| scenario | kills survived | kills that landed mid-operation | invariant violations |
+|---|---|---|---|
 {rows}
 
 Violations seen:

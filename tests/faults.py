@@ -42,6 +42,7 @@ class Rig:
     acked_forks: list[str] = field(default_factory=list)
     imports: list[str] = field(default_factory=list)
     kills: int = 0
+    landed: dict[str, int] = field(default_factory=dict)  # kills that hit the operation's git
     violations: list[str] = field(default_factory=list)
     rng: random.Random = field(default_factory=lambda: random.Random(18))
 
@@ -102,8 +103,9 @@ class Rig:
         self.server.process.wait()
         self.kills += 1
 
-    def _kill_when(self, condition: Callable[[], bool], seconds: float = 10) -> None:
-        wait_for(condition, seconds, step=0.01)
+    def _kill_when(self, condition: Callable[[], bool], scenario: str, seconds: float = 10) -> None:
+        if wait_for(condition, seconds, step=0.01):
+            self.landed[scenario] = self.landed.get(scenario, 0) + 1
         self._kill()
 
     def _running(self, *needles: str) -> Callable[[], bool]:
@@ -138,9 +140,9 @@ class Rig:
             wait_for(lambda: not self._running("receive-pack", repo_id)(), 10, step=0.01)
         if in_quarantine:
             objects = self.git_dir("push") / "objects"
-            self._kill_when(lambda: any(objects.glob("incoming-*/pack/*")))
+            self._kill_when(lambda: any(objects.glob("incoming-*/pack/*")), "push")
         else:
-            self._kill_when(self._running("receive-pack", repo_id))
+            self._kill_when(self._running("receive-pack", repo_id), "push")
         stop.set()
         thread.join()
 
@@ -164,7 +166,8 @@ class Rig:
 
         thread = threading.Thread(target=forker)
         thread.start()
-        wait_for(lambda: any(n.startswith(f"fork-{iteration}-") for n in self.acked_forks), 10, step=0.01)
+        if wait_for(lambda: any(n.startswith(f"fork-{iteration}-") for n in self.acked_forks), 10, step=0.01):
+            self.landed["fork"] = self.landed.get("fork", 0) + 1  # forks were running
         time.sleep(self.rng.uniform(0, 0.05))  # somewhere inside a later fork
         self._kill()
         stop.set()
@@ -177,14 +180,15 @@ class Rig:
             r = c.post(f"/repos/{name}/import", json={"url": f"{self.source.url}/up.git"})
             assert r.status_code == 200, r.text
         self.imports.append(name)
-        self._kill_when(self._running("fetch", f"import-{r.json()['result']['id']}"))
+        self._kill_when(self._running("fetch", f"import-{r.json()['result']['id']}"), "import")
 
     def kill_mid_maintenance(self, iteration: int) -> None:
         repo_id = self.repos["maint"]["id"]
         self._push_files("maint", {"m.txt": f"{iteration}\n"})  # due after one push
         step = self.rng.choice(["repack", "pack-objects", "commit-graph"])
-        if not wait_for(self._running(step, repo_id), 10, step=0.005):
-            wait_for(self._running(repo_id), 5, step=0.005)
+        if wait_for(self._running(step, repo_id), 10, step=0.005) or \
+                wait_for(self._running(repo_id), 5, step=0.005):
+            self.landed["maintenance"] = self.landed.get("maintenance", 0) + 1
         self._kill()
 
     def inject(self, scenario: str, iteration: int) -> None:
@@ -282,14 +286,24 @@ class Rig:
         """Repos whose recorded size is not what their objects use on disk (metadata drift)."""
         from artifactd.config import Settings
         from artifactd.services.backend import Backend
+        from artifactd.services.maintenance import repo_lock
 
         backend = Backend.open(Settings(data_dir=str(self.server.data_dir)), run_migrations=False)
         try:
             drift = []
             for name, created in self.repos.items():
-                row = backend.meta.get_repo_by_id(created["id"])
-                if row is not None and row.size_bytes != backend.repos.size(row.id):
-                    drift.append(f"{name}: recorded {row.size_bytes}, on disk {backend.repos.size(row.id)}")
+                # Compared under the repo's maintenance lock: a repack in progress has
+                # temporary packs on disk that are not drift.
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    with repo_lock(backend, created["id"]) as held:
+                        if held:
+                            row = backend.meta.get_repo_by_id(created["id"])
+                            on_disk = backend.repos.size(created["id"])
+                            if row is not None and row.size_bytes != on_disk:
+                                drift.append(f"{name}: recorded {row.size_bytes}, on disk {on_disk}")
+                            break
+                    time.sleep(0.05)
             return drift
         finally:
             backend.close()
@@ -298,7 +312,7 @@ class Rig:
 def run_faults(base: Path, iterations: int, scenarios: tuple[str, ...] = SCENARIOS) -> dict[str, object]:
     """Each scenario ``iterations`` times (interleaved); the kills survived and the violations."""
     rig = Rig.create(base)
-    results: dict[str, dict[str, object]] = {s: {"kills": 0, "violations": []} for s in scenarios}
+    results: dict[str, dict[str, object]] = {s: {"kills": 0, "landed": 0, "violations": []} for s in scenarios}
     try:
         for iteration in range(iterations):
             for scenario in scenarios:
@@ -306,6 +320,7 @@ def run_faults(base: Path, iterations: int, scenarios: tuple[str, ...] = SCENARI
                 broken = rig.restart_and_check(scenario)
                 entry = results[scenario]
                 entry["kills"] = int(str(entry["kills"])) + 1
+                entry["landed"] = rig.landed.get(scenario, 0)
                 violations = entry["violations"]
                 assert isinstance(violations, list)
                 violations.extend(broken)
