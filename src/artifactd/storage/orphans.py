@@ -1,7 +1,7 @@
 """Finding and ending git processes that outlived the server process that started them.
 
 Every git the server starts carries two variables in its environment (``GitRunner.env``):
-``ARTIFACTD_DATA_DIR`` (which data dir it works on) and ``ARTIFACTD_OWNER`` (the owner
+``ARTIFACTD_GIT_DATA_DIR`` (which data dir it works on) and ``ARTIFACTD_GIT_OWNER`` (the owner
 token of the server process that started it, see ``owner``). git passes its environment on
 to everything it starts (``git-remote-https``, ``index-pack``, ``pack-objects``), so the
 marks find a whole tree of helpers, whatever session or parent they ended up in, and
@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-DATA_DIR_VAR = "ARTIFACTD_DATA_DIR"
-OWNER_VAR = "ARTIFACTD_OWNER"
+# Not ARTIFACTD_DATA_DIR: that is a setting, and may be in the server's own environment.
+DATA_DIR_VAR = "ARTIFACTD_GIT_DATA_DIR"
+OWNER_VAR = "ARTIFACTD_GIT_OWNER"
 PROC = Path("/proc")
 KILL_ROUNDS = 50  # a process may fork a helper between two scans; scan until none is left
 ROUND_PAUSE = 0.02

@@ -6,7 +6,7 @@ The kernel drops the lock when the process dies, however it dies (``kill -9`` in
 "can I take that lock?" answers "is the owner gone?" without pids (which are reused) and
 across the workers of one data dir. The token is written into everything the process
 leaves on disk or in the process table while it works: staging directory names, fork
-intents, and the environment of every git it starts (``ARTIFACTD_OWNER``). Start-up then
+intents, and the environment of every git it starts (``ARTIFACTD_GIT_OWNER``). Start-up then
 reclaims exactly what dead owners left, and never touches what a live one is making.
 """
 
