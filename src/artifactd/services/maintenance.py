@@ -83,7 +83,8 @@ def run_due(backend: Backend) -> int:
 
 
 def clean_stale_tmp(backend: Backend) -> int:
-    """Remove work areas (fork, import, init staging) left behind by a crash."""
+    """Remove old leftovers in ``tmp/``: work areas whose name carries no owner token (made
+    by versions before ``services.recovery``, which reclaims the others at once)."""
     import shutil
 
     removed = 0
