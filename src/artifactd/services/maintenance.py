@@ -90,6 +90,9 @@ def clean_stale_tmp(backend: Backend) -> int:
     removed = 0
     cutoff = time.time() - STALE_TMP_SECONDS
     keep = {"git-home", "locks", "pending", "prometheus", "ratelimit.shm"}
+    # A work area with an owner may belong to a live import that runs for hours: only its
+    # owner's death (``services.recovery``) makes it debris, never its age.
+    keep |= {path.name for path, owner in backend.repos.work_areas() if owner is not None}
     for entry in backend.repos.tmp_root.iterdir():
         if entry.name in keep:
             continue
