@@ -57,7 +57,7 @@ def reclaim(backend: Backend) -> Reclaimed:
     for child_id, token, intent in backend.repos.pending_forks():
         if not is_dead(token):
             continue
-        if backend.meta.get_repo_by_id(child_id) is None:
+        if backend.meta.get_repo_by_id(child_id) is None and backend.repos.path(child_id).exists():
             backend.repos.trash(child_id)
             forks += 1
         intent.unlink(missing_ok=True)
