@@ -283,3 +283,29 @@ def test_forks_in_a_loop_during_maintenance(server: Server, tmp_path: Path, uniq
         backend.close()
     assert not errors, errors[:3]
     assert statuses and set(statuses) == {200}, statuses
+
+
+def test_old_repo_directories_without_a_row_go_to_the_trash(server: Server, tmp_path: Path) -> None:
+    """A directory in repos/ that no row owns and no intent names (left by an older version,
+    or a lazy creation racing a delete) is moved to the trash after start-up once it is
+    older than an hour; a young one and one with a row stay."""
+    import secrets
+
+    def make_dir(repo_id: str, age: float) -> Path:
+        path = server.data_dir / "repos" / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
+        subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True, capture_output=True)
+        stamp = time.time() - age
+        os.utime(path, (stamp, stamp))
+        return path
+
+    ensure_running(server)
+    with server.client() as c:
+        owned = c.post("/repos", json={"name": f"owned-{secrets.token_hex(3)}"}).json()["result"]
+    old_orphan = make_dir(secrets.token_hex(16), 7200)
+    young_orphan = make_dir(secrets.token_hex(16), 0)
+    owned_dir = make_dir(owned["id"], 7200)
+    kill9(server)
+    server.start()
+    assert wait_for(lambda: not old_orphan.exists(), 30), "an old directory without a row stayed"
+    assert young_orphan.is_dir() and owned_dir.is_dir()
+    young_orphan.rename(tmp_path / "young")  # leave the data dir as the other tests expect

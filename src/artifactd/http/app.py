@@ -37,6 +37,10 @@ async def _sweep_trash_forever(backend: Backend) -> None:
 
 
 async def _reclaim_forever(backend: Backend) -> None:
+    try:  # once, in the background: it walks every repo directory
+        await asyncio.to_thread(recovery.trash_unowned_dirs, backend)
+    except Exception:
+        log.exception("sweeping repo directories without a row failed")
     while True:
         await asyncio.sleep(RECLAIM_INTERVAL)
         try:

@@ -12,11 +12,17 @@ leave three kinds of debris, each marked with its owner token (see ``storage.own
 
 Only what belongs to an owner whose lock is free is touched: never a work area or a
 directory that a live process (this one, another worker) is making right now.
+
+``trash_unowned_dirs`` is the slower sweep for directories in ``repos/`` that have no row
+and no intent (left by versions before intents, or a lazy creation racing a delete): it
+runs once in the background after start-up and spares young directories and those a
+live fork intent names.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from artifactd.services.backend import Backend
@@ -69,3 +75,44 @@ def reclaim(backend: Backend) -> Reclaimed:
                     "%d work areas removed, %d fork directories without a row trashed",
                     processes, work_areas, forks)
     return result
+
+
+ORPHAN_DIR_GRACE = 3600.0  # seconds: younger directories without a row are left alone
+ORPHAN_BATCH = 500
+
+
+def trash_unowned_dirs(backend: Backend, grace: float = ORPHAN_DIR_GRACE) -> int:
+    """Move repo directories that no row owns to the trash; returns how many."""
+    pending = {child for child, token, _ in backend.repos.pending_forks()
+               if backend.owner.is_alive(token)}
+    cutoff = time.time() - grace
+    moved = 0
+    batch: list[str] = []
+
+    def flush() -> int:
+        owned = backend.meta.existing_repo_ids(batch)
+        count = 0
+        for repo_id in batch:
+            if repo_id in owned or repo_id in pending:
+                continue
+            try:
+                if backend.repos.path(repo_id).stat().st_mtime > cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
+            # Asked again one by one: a row may have come since the batch was read.
+            if backend.meta.get_repo_by_id(repo_id) is None:
+                backend.repos.trash(repo_id)
+                count += 1
+        batch.clear()
+        return count
+
+    for repo_id, _path in backend.repos.repo_dirs():
+        batch.append(repo_id)
+        if len(batch) >= ORPHAN_BATCH:
+            moved += flush()
+    moved += flush()
+    if moved:
+        log.warning("moved %d repo directories without a row to the trash", moved)
+    return moved
+

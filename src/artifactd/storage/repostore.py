@@ -23,7 +23,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from artifactd.storage.forklink import LinkedObjects, link_objects, write_packed_refs
@@ -154,6 +154,14 @@ class RepoStore:
             if match:
                 found.append((match["repo"], match["owner"], entry))
         return found
+
+    def repo_dirs(self) -> Iterator[tuple[str, Path]]:
+        """(repo id, directory) of every repository directory under ``repos/``."""
+        for path in self.root.glob("??/??/*.git"):
+            repo_id = path.name.removesuffix(".git")
+            if _REPO_ID.fullmatch(repo_id) and path.parent.parent.name == repo_id[:2] \
+                    and path.parent.name == repo_id[2:4]:
+                yield repo_id, path
 
     def work_areas(self) -> list[tuple[Path, str | None]]:
         """(path, owner token or None for areas of older versions) of every work area in tmp/."""
