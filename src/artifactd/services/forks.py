@@ -15,9 +15,10 @@ the parent's default branch, and its description unless the request gives one.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 
-from artifactd.errors import Code, Conflict, InternalError
+from artifactd.errors import Code, Conflict, ServiceUnavailable
 from artifactd.services import events, limits, repos
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
@@ -25,7 +26,7 @@ from artifactd.services.names import check_name
 from artifactd.storage.forklink import LinkedObjects, ObjectsMoved
 from artifactd.storage.metadata import RepoRow
 
-SNAPSHOT_ATTEMPTS = 5
+SNAPSHOT_ATTEMPTS = 12
 
 
 @dataclass(frozen=True)
@@ -106,14 +107,20 @@ def fork_repo(
 
 
 def _link(backend: Backend, parent: RepoRow, child_id: str, default_branch_only: bool) -> LinkedObjects:
-    """Snapshot the parent's refs, then link its objects; again if a repack moved files."""
+    """Snapshot the parent's refs, then link its objects; again if a repack moved files.
+
+    A repack replaces packs and prune-packed removes loose objects one directory after
+    another for a moment; under load several attempts in a row can land in that moment,
+    so attempts back off (about 3 s in all) before the fork gives up with a retriable 503.
+    """
     head = f"refs/heads/{parent.default_branch}"
-    for _attempt in range(SNAPSHOT_ATTEMPTS):
+    for attempt in range(SNAPSHOT_ATTEMPTS):
         refs = read_refs(backend, parent)
         if default_branch_only:
             refs = [(n, s) for n, s in refs if n == head]
         try:
             return backend.repos.fork(parent.id, child_id, refs, parent.default_branch)
         except ObjectsMoved:
-            continue
-    raise InternalError("The parent repo kept changing during the fork; try again")
+            time.sleep(min(0.4, 0.01 * 2**attempt))
+    raise ServiceUnavailable("The parent repo kept changing during the fork (maintenance); "
+                             "try again", retry_after=1)
