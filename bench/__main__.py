@@ -32,6 +32,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("fork", "Fork"),
     ("scale", "Maintenance, hydration and empty repos"),
     ("mixed", "Mixed load"),
+    ("faults", "Fault injection"),
 )
 
 TARGETS_TITLE = "Targets"

@@ -129,6 +129,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds between looks for repos due for maintenance (0 turns maintenance off)."),
     Setting("gc_grace_seconds", "ARTIFACTD_GC_GRACE_SECONDS", float,
             "Unreachable objects younger than this are never pruned (protects pushes in flight)."),
+    Setting("shutdown_timeout", "ARTIFACTD_SHUTDOWN_TIMEOUT", float,
+            "Seconds a graceful shutdown (SIGTERM) waits for open requests to finish before "
+            "it closes them and exits."),
     Setting("analytics_enabled", "ARTIFACTD_ANALYTICS_ENABLED", _parse_bool,
             "Record analytics events (the GraphQL dataset)."),
     Setting("metrics_port", "ARTIFACTD_METRICS_PORT", int,
@@ -214,6 +217,7 @@ class Settings:
     maintenance_after_pushes: int = 20
     maintenance_interval: float = 10.0
     gc_grace_seconds: float = 3600.0
+    shutdown_timeout: float = 30.0
     analytics_enabled: bool = True
     metrics_port: int = 0
     metrics_enabled: bool = True
@@ -333,6 +337,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("workers must be at least 1")
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise ConfigError("tls_cert and tls_key go together: give both, or neither")
+    if not settings.shutdown_timeout >= 0:  # also refuses nan
+        raise ConfigError("shutdown_timeout must be a number of seconds, 0 or more")
     try:
         settings.remote_url("a", "b", "c")
     except (KeyError, IndexError, ValueError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 
@@ -125,4 +126,6 @@ def serve(config_file: str | None, **flags: object) -> None:
         # httptools with the header caps, timeouts and connection cap it lacks.
         http="artifactd.http.protocol:GuardedHttpToolsProtocol",
         ws="none",
+        # Without a bound a client holding a half-sent body keeps SIGTERM waiting forever.
+        timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_timeout)),  # whole seconds
     )

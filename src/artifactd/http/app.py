@@ -16,14 +16,16 @@ from artifactd.http import content, control, git, graphql, health, metrics, refe
 from artifactd.http.accesslog import AccessLogMiddleware
 from artifactd.http.errors import handle_domain_error, handle_http_exception
 from artifactd.observability import EVENTS_DROPPED, SQLITE_CHECKPOINTS
-from artifactd.services import analytics
+from artifactd.services import analytics, recovery
 from artifactd.services.backend import Backend
 from artifactd.services.maintenance import MaintenanceThread
 from artifactd.storage.checkpointer import WalCheckpointer
+from artifactd.storage.watchdog import Watchdog
 
 log = logging.getLogger("artifactd")
 
 TRASH_SWEEP_INTERVAL = 5.0  # seconds between passes of the deleted-repo sweeper
+RECLAIM_INTERVAL = 60.0  # seconds between looks for what a crashed sibling worker left
 
 
 async def _sweep_trash_forever(backend: Backend) -> None:
@@ -33,6 +35,19 @@ async def _sweep_trash_forever(backend: Backend) -> None:
         except Exception:  # keep sweeping whatever one pass hit
             log.exception("trash sweep failed")
         await asyncio.sleep(TRASH_SWEEP_INTERVAL)
+
+
+async def _reclaim_forever(backend: Backend) -> None:
+    try:  # once, in the background: it walks every repo directory
+        await asyncio.to_thread(recovery.trash_unowned_dirs, backend)
+    except Exception:
+        log.exception("sweeping repo directories without a row failed")
+    while True:
+        await asyncio.sleep(RECLAIM_INTERVAL)
+        try:
+            await asyncio.to_thread(recovery.reclaim, backend)
+        except Exception:
+            log.exception("reclaiming crash debris failed")
 
 
 def build_routes(backend: Backend) -> list[BaseRoute]:
@@ -48,6 +63,10 @@ def build_routes(backend: Backend) -> list[BaseRoute]:
 def create_app(backend: Backend) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        # First end what a crashed predecessor left running, then watch our own children.
+        await asyncio.to_thread(recovery.reclaim, backend)
+        watchdog = Watchdog(backend.settings.data_path, backend.owner.token)
+        reclaimer = asyncio.create_task(_reclaim_forever(backend))
         recorder = analytics.install_recorder(backend, on_drop=EVENTS_DROPPED.inc)
         if backend.settings.analytics_enabled:
             recorder.start()
@@ -65,11 +84,13 @@ def create_app(backend: Backend) -> Starlette:
             yield
         finally:
             sweeper.cancel()
+            reclaimer.cancel()
             if checkpointer is not None:
                 await asyncio.to_thread(checkpointer.stop)
             repo_actions.on_shutdown(backend)
             await asyncio.to_thread(maintenance.stop)
             await asyncio.to_thread(recorder.stop)
+            await asyncio.to_thread(watchdog.stop)  # ends any git child still running
             backend.close()
 
     app = Starlette(

@@ -14,6 +14,7 @@ from artifactd.services.cursor import CursorCodec
 from artifactd.storage.db import is_migrated, make_engine, migrate
 from artifactd.storage.gitrunner import GitRunner
 from artifactd.storage.metadata import MetadataStore
+from artifactd.storage.owner import Owner
 from artifactd.storage.repostore import RepoStore
 
 DATA_DIR_MODE = 0o700
@@ -26,6 +27,7 @@ class Backend:
     repos: RepoStore
     git: GitRunner
     cursors: CursorCodec
+    owner: Owner
     extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -39,13 +41,16 @@ class Backend:
             migrate(engine)
         meta = MetadataStore(engine)
         secret = meta.get_or_create_setting("cursor_key", secrets.token_hex(32))
+        owner = Owner(settings.data_path)
         return cls(
             settings=settings,
             meta=meta,
-            repos=RepoStore(settings.data_path),
-            git=GitRunner(settings.data_path),
+            repos=RepoStore(settings.data_path, owner=owner.token),
+            git=GitRunner(settings.data_path, owner=owner.token),
             cursors=CursorCodec(bytes.fromhex(secret)),
+            owner=owner,
         )
 
     def close(self) -> None:
         self.meta.engine.dispose()
+        self.owner.release()

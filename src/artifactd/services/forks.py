@@ -3,7 +3,9 @@
 The fork's directory is built before its row exists and renamed into place under a fresh
 id, so no request can see it half made and there is no ``forking`` window to wait for: the
 fork answers ``ready`` from the start. If the name turns out to be taken (the row insert
-fails), the directory goes to the trash and nothing else was created.
+fails), the directory goes to the trash and nothing else was created. A crash between the
+rename and the row leaves a fork intent (``RepoStore.fork``) that start-up resolves
+(``services.recovery``): without a row, the directory goes to the trash.
 
 The fork records where it came from in ``source`` as ``fork:<namespace>/<name>`` (the
 parent's name at fork time; the parent may later be deleted or its name reused). It takes
@@ -13,9 +15,10 @@ the parent's default branch, and its description unless the request gives one.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 
-from artifactd.errors import Code, Conflict, InternalError
+from artifactd.errors import Code, Conflict, ServiceUnavailable
 from artifactd.services import events, limits, repos
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
@@ -23,7 +26,7 @@ from artifactd.services.names import check_name
 from artifactd.storage.forklink import LinkedObjects, ObjectsMoved
 from artifactd.storage.metadata import RepoRow
 
-SNAPSHOT_ATTEMPTS = 5
+SNAPSHOT_ATTEMPTS = 12
 
 
 @dataclass(frozen=True)
@@ -96,20 +99,28 @@ def fork_repo(
     except BaseException:
         backend.repos.trash(child_id)
         raise
+    finally:
+        backend.repos.settle_fork(child_id)
     backend.meta.update_repo(child_id, size_bytes=linked.bytes)
     events.record(backend, created.repo, "fork", started_us=started)
     return ForkedRepo(created, linked.objects)
 
 
 def _link(backend: Backend, parent: RepoRow, child_id: str, default_branch_only: bool) -> LinkedObjects:
-    """Snapshot the parent's refs, then link its objects; again if a repack moved files."""
+    """Snapshot the parent's refs, then link its objects; again if a repack moved files.
+
+    A repack replaces packs and prune-packed removes loose objects one directory after
+    another for a moment; under load several attempts in a row can land in that moment,
+    so attempts back off (about 3 s in all) before the fork gives up with a retriable 503.
+    """
     head = f"refs/heads/{parent.default_branch}"
-    for _attempt in range(SNAPSHOT_ATTEMPTS):
+    for attempt in range(SNAPSHOT_ATTEMPTS):
         refs = read_refs(backend, parent)
         if default_branch_only:
             refs = [(n, s) for n, s in refs if n == head]
         try:
             return backend.repos.fork(parent.id, child_id, refs, parent.default_branch)
         except ObjectsMoved:
-            continue
-    raise InternalError("The parent repo kept changing during the fork; try again")
+            time.sleep(min(0.4, 0.01 * 2**attempt))
+    raise ServiceUnavailable("The parent repo kept changing during the fork (maintenance); "
+                             "try again", retry_after=1)

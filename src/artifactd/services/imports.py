@@ -16,7 +16,8 @@ Lifecycle and restarts:
   importer (a restart or crash) and are resumed from scratch, at most ``MAX_ATTEMPTS``
   times in all, then marked failed. Several workers never run the same import twice.
 - On shutdown running fetches are killed and their repos stay ``importing``, to be
-  resumed by the next start.
+  resumed by the next start. On a crash the server's watchdog ends them (and start-up
+  ends any it missed, before resuming): see ``storage.watchdog`` and ``services.recovery``.
 - A failed import is retried by POSTing the import again to the same name (with the same
   or a corrected body); or the repo is deleted like any other. Deleting a repo while it
   imports stops the fetch.

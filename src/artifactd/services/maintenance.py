@@ -83,12 +83,16 @@ def run_due(backend: Backend) -> int:
 
 
 def clean_stale_tmp(backend: Backend) -> int:
-    """Remove work areas (fork, import, init staging) left behind by a crash."""
+    """Remove old leftovers in ``tmp/``: work areas whose name carries no owner token (made
+    by versions before ``services.recovery``, which reclaims the others at once)."""
     import shutil
 
     removed = 0
     cutoff = time.time() - STALE_TMP_SECONDS
-    keep = {"git-home", "locks", "prometheus", "ratelimit.shm"}
+    keep = {"git-home", "locks", "pending", "prometheus", "ratelimit.shm"}
+    # A work area with an owner may belong to a live import that runs for hours: only its
+    # owner's death (``services.recovery``) makes it debris, never its age.
+    keep |= {path.name for path, owner in backend.repos.work_areas() if owner is not None}
     for entry in backend.repos.tmp_root.iterdir():
         if entry.name in keep:
             continue

@@ -64,19 +64,27 @@ def _link(src: Path, dst: Path) -> int:
         raise ObjectsMoved(str(src)) from exc
 
 
+def _list(directory: Path) -> list[os.DirEntry[str]]:
+    """The entries of ``directory``; one that vanished (prune removes emptied loose-object
+    directories, a repack replaces packs) means the snapshot is stale, as for a file."""
+    try:
+        with os.scandir(directory) as entries:
+            return list(entries)
+    except FileNotFoundError as exc:
+        raise ObjectsMoved(str(directory)) from exc
+
+
 def link_objects(src_objects: Path, dst_objects: Path) -> LinkedObjects:
     """Hardlink every object file of ``src_objects`` into the (empty) ``dst_objects``."""
     objects = total = files = 0
     if not src_objects.is_dir():
         return LinkedObjects(0, 0, 0)
-    with os.scandir(src_objects) as entries:
-        names = sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
+    names = sorted(e.name for e in _list(src_objects) if e.is_dir(follow_symlinks=False))
     for name in names:
         if len(name) == 2 and set(name) <= _HEX2:  # loose objects fan-out directory
             loose = src_objects / name
             target = dst_objects / name
-            with os.scandir(loose) as entries:
-                files_here = [e.name for e in entries if len(e.name) == 38 and not e.name.startswith(".")]
+            files_here = [e.name for e in _list(loose) if len(e.name) == 38 and not e.name.startswith(".")]
             if files_here:
                 target.mkdir(exist_ok=True)
             for file in files_here:
@@ -86,8 +94,7 @@ def link_objects(src_objects: Path, dst_objects: Path) -> LinkedObjects:
     pack_dir = src_objects / "pack"
     if pack_dir.is_dir():
         (dst_objects / "pack").mkdir(exist_ok=True)
-        with os.scandir(pack_dir) as entries:
-            pack_files = sorted(e.name for e in entries if e.is_file(follow_symlinks=False))
+        pack_files = sorted(e.name for e in _list(pack_dir) if e.is_file(follow_symlinks=False))
         # Link each pack before its index: a reader that sees an .idx expects its .pack.
         for file in sorted(pack_files, key=lambda f: (not f.endswith(".pack"), f)):
             if file.startswith("tmp_") or not (
@@ -108,7 +115,7 @@ def link_objects(src_objects: Path, dst_objects: Path) -> LinkedObjects:
         chain_dir = info_dir / "commit-graphs"
         if chain_dir.is_dir():
             (dst_objects / "info" / "commit-graphs").mkdir(exist_ok=True)
-            for file in sorted(p.name for p in chain_dir.iterdir()):
+            for file in sorted(e.name for e in _list(chain_dir)):
                 if file.startswith("tmp_"):
                     continue
                 total += _link(chain_dir / file, dst_objects / "info" / "commit-graphs" / file)

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from artifactd.storage.orphans import DATA_DIR_VAR, OWNER_VAR
+
 GIT = shutil.which("git") or "git"
 NICE = shutil.which("nice")
 
@@ -57,7 +59,10 @@ class GitError(Exception):
 
 
 class GitRunner:
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, owner: str = ""):
+        # Marks every git we start (and every helper git starts) as ours, so that what
+        # outlives a crash of this process can be found and ended (see ``orphans``).
+        self.marks = {DATA_DIR_VAR: str(data_dir), OWNER_VAR: owner}
         self.hooks_dir = data_dir / "hooks"
         self.home = data_dir / "tmp" / "git-home"
         self.hooks_dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +78,7 @@ class GitRunner:
             "GIT_CONFIG_GLOBAL": os.devnull,
             "GIT_TERMINAL_PROMPT": "0",
             "GIT_ALLOW_PROTOCOL": "https:http",
+            **self.marks,
         }
         if extra:
             env.update(extra)

@@ -370,6 +370,13 @@ class MetadataStore:
                 select(*_REPO_COLUMNS).where(repos.c.status == status)
             )]
 
+    def existing_repo_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` have a repo row (the orphan-directory sweep asks in batches)."""
+        if not ids:
+            return set()
+        with self._tx() as conn:
+            return {str(r[0]) for r in conn.execute(select(repos.c.id).where(repos.c.id.in_(list(ids))))}
+
     def account_size(self, account_id: str) -> int:
         with self._tx() as conn:
             return int(conn.execute(
