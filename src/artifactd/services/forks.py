@@ -96,7 +96,13 @@ def fork_repo(
     except BaseException:
         backend.repos.trash(child_id)
         raise
-    backend.meta.update_repo(child_id, size_bytes=linked.bytes)
+    # The check above read the totals; this conditional update is the one that holds when
+    # forks and pushes of the account run at the same time.
+    if not backend.meta.set_repo_size(child_id, linked.bytes,
+                                      account_limit=backend.settings.max_account_bytes):
+        backend.meta.delete_repo(child_id)
+        backend.repos.trash(child_id)
+        raise limits.account_limit_error(backend, account_id, linked.bytes)
     events.record(backend, created.repo, "fork", started_us=started)
     return ForkedRepo(created, linked.objects)
 

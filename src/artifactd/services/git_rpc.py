@@ -50,6 +50,7 @@ from artifactd.services.pktline import (
     encode_line,
     error_packet,
 )
+from artifactd.services.push_guard import PushSession
 from artifactd.storage.gitrunner import PipedGit
 
 log = logging.getLogger("artifactd.git")
@@ -135,14 +136,19 @@ class GitChild:
     @classmethod
     async def start(
         cls, backend: Backend, authorized: AuthorizedGit, args: Sequence[str],
-        protocol: str | None, *, stdin: bool,
+        protocol: str | None, *, stdin: bool, push: PushSession | None = None,
     ) -> GitChild:
-        env = {"GIT_PROTOCOL": protocol} if protocol else None
+        env = {"GIT_PROTOCOL": protocol} if protocol else {}
+        if push is not None:
+            env.update(push.channel.env())
         proc = await backend.git.spawn_piped(
             authorized.git_dir, args,
             config=server_config(backend, authorized.service, authorized.max_input_bytes),
-            env=env, stdin=stdin, limit=STDOUT_BUFFER,
+            env=env or None, stdin=stdin, limit=STDOUT_BUFFER,
+            pass_fds=push.channel.child_fds if push is not None else (),
         )
+        if push is not None:
+            push.spawned()
         return cls(proc, authorized.git_dir, authorized.service)
 
     async def _collect_stderr(self) -> None:
@@ -340,15 +346,24 @@ async def exchange(
     if authorized.service == "git-upload-pack":
         args.insert(2, "--strict")
     async with git_slot(backend):
-        child = await GitChild.start(backend, authorized, args, protocol, stdin=True)
-        feeder = asyncio.create_task(_feed(child, head, body, limit))
+        push = None
+        if authorized.service == "git-receive-pack":
+            push = await PushSession.open(backend, authorized.repo, started)
         try:
-            async for chunk in _respond(backend, authorized, child, feeder, sideband, started):
-                yield chunk
+            child = await GitChild.start(backend, authorized, args, protocol, stdin=True,
+                                         push=push)
+            feeder = asyncio.create_task(_feed(child, head, body, limit))
+            try:
+                async for chunk in _respond(backend, authorized, child, feeder, sideband,
+                                            started):
+                    yield chunk
+            finally:
+                if not feeder.done():
+                    feeder.cancel()
+                await _reap(child)
         finally:
-            if not feeder.done():
-                feeder.cancel()
-            await _reap(child)
+            if push is not None:
+                await push.close()
 
 
 async def _respond(
@@ -393,9 +408,8 @@ async def _respond(
         if not child.stderr_message():
             raise InternalError(f"git {authorized.service} failed")
         raise ValidationError(f"{authorized.service}: {message}")
-    if push and receive_scan.updated:
-        await asyncio.to_thread(_after_push, backend, authorized, started)
-    elif push and receive_scan.unpack_error and "maximum allowed size" in (
+    # A push was recorded by its post-receive hook (see push_guard) before git exited.
+    if push and receive_scan.unpack_error and "maximum allowed size" in (
         receive_scan.unpack_error + receive_scan.messages + child.stderr_message()
     ):
         STORAGE_REFUSED.inc()
@@ -409,10 +423,4 @@ async def _respond(
         events.record(backend, authorized.repo, "pull", started_us=started)
     if held:
         yield held
-
-
-def _after_push(backend: Backend, authorized: AuthorizedGit, started: int) -> None:
-    repo = authorized.repo
-    backend.meta.record_push(repo.id, now_us(), backend.repos.size(repo.id))
-    events.record(backend, repo, "push", started_us=started)
 
