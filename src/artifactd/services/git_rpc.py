@@ -282,9 +282,12 @@ async def _feed(
             stdin.write(chunk)
             await stdin.drain()
         stdin.close()
-    except (BrokenPipeError, ConnectionResetError):
+    except (BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
         # git stopped reading (it says why on stdout/stderr). Read the rest of the request
-        # anyway, so that the client gets to read git's answer rather than a reset.
+        # anyway, so that the client gets to read git's answer rather than a reset. uvloop
+        # reports a pipe it already saw closed as RuntimeError instead of BrokenPipeError.
+        if isinstance(exc, RuntimeError) and not stdin.is_closing():
+            raise
         await _drain(body)
 
 
