@@ -25,8 +25,9 @@ from tests.harness import Server, start_server
 MAX_REPO_BYTES = 250_000
 MAX_ACCOUNT_BYTES = 600_000
 BLOB = 100_000  # incompressible bytes per push: two fit in a repo, five in an account
-GIT_RATE = 40  # git requests per repo per minute (a push makes two)
-CONTROL_RATE = 60  # control-plane requests per namespace per minute
+# Hour-long windows, so that a test's burst almost never straddles two of them.
+GIT_RATE = 40  # git requests per repo per hour (a push makes two)
+CONTROL_RATE = 40  # control-plane requests per namespace per hour
 WRITERS = 8
 
 
@@ -36,8 +37,8 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         tmp_path_factory.mktemp("push-integrity"),
         extra_env={"ARTIFACTD_MAX_REPO_BYTES": str(MAX_REPO_BYTES),
                    "ARTIFACTD_MAX_ACCOUNT_BYTES": str(MAX_ACCOUNT_BYTES),
-                   "ARTIFACTD_RATE_LIMIT_GIT": f"{GIT_RATE}/60s",
-                   "ARTIFACTD_RATE_LIMIT_CONTROL": f"{CONTROL_RATE}/60s",
+                   "ARTIFACTD_RATE_LIMIT_GIT": f"{GIT_RATE}/1h",
+                   "ARTIFACTD_RATE_LIMIT_CONTROL": f"{CONTROL_RATE}/1h",
                    "ARTIFACTD_MAINTENANCE_INTERVAL": "0"},
         args=("--workers", "2"),
     )
@@ -152,9 +153,7 @@ def test_concurrent_pushes_hold_the_account_limit(limited: Server, tmp_path: Pat
 
 def test_concurrent_git_requests_hold_the_rate_limit(limited: Server) -> None:
     repo = create_repo(limited, "rated-git")
-    left = 60 - time.time() % 60
-    if left < 15:
-        time.sleep(left + 0.2)
+    wait_for_fresh_window()
     statuses: list[int] = []
     url = repo.remote + "/info/refs?service=git-upload-pack"
 
@@ -172,9 +171,7 @@ def test_concurrent_git_requests_hold_the_rate_limit(limited: Server) -> None:
 
 def test_concurrent_control_requests_hold_the_rate_limit(limited: Server) -> None:
     account, token = new_account(limited)
-    left = 60 - time.time() % 60
-    if left < 15:
-        time.sleep(left + 0.2)
+    wait_for_fresh_window()
     statuses: list[int] = []
 
     def create(i: int) -> None:
@@ -187,6 +184,12 @@ def test_concurrent_control_requests_hold_the_rate_limit(limited: Server) -> Non
     for thread in threads:
         thread.join()
     assert sorted(statuses) == [200] * CONTROL_RATE + [429] * WRITERS
+
+
+def wait_for_fresh_window() -> None:
+    left = 3600 - time.time() % 3600
+    if left < 30:
+        time.sleep(left + 0.2)
 
 
 def raw_push_body(git: Git, work: Path, new: str, capabilities: str) -> bytes:
