@@ -249,6 +249,25 @@ def test_push_whose_client_hangs_up_leaves_nothing(limited: Server, tmp_path: Pa
     assert_recorded_matches_disk(repo)
 
 
+def hold_lock_while_admitted(db: sqlite3.Connection, git: Git, work: Path, repo: Repo) -> bool:
+    """Push, and once the push is admitted (its intent row exists) take the database's write
+    lock: git then moves the ref, and the server's record of it waits for the lock. False
+    (lock released, push done) when the push was recorded before the lock was taken."""
+    push = subprocess.Popen(
+        ["git", "-C", str(work), "-c", bearer(repo.token), "push", "-q", repo.remote,
+         "HEAD:main"], env=git.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not db.execute("SELECT count(*) FROM push_intents").fetchone()[0]:
+        assert time.monotonic() < deadline and push.poll() in (None, 0)
+        time.sleep(0.001)
+    db.execute("BEGIN IMMEDIATE")
+    if db.execute("SELECT count(*) FROM push_intents").fetchone()[0] == 1:
+        return True
+    db.execute("ROLLBACK")
+    push.wait(timeout=30)
+    return False
+
+
 def test_crash_between_ref_update_and_record_converges(tmp_path: Path) -> None:
     """kill -9 while the push's record waits on the database; the restart settles it."""
     server = start_server(tmp_path / "data", extra_env={"ARTIFACTD_MAINTENANCE_INTERVAL": "0"})
@@ -256,19 +275,15 @@ def test_crash_between_ref_update_and_record_converges(tmp_path: Path) -> None:
         repo = create_repo(server, "crashed")
         git = Git(tmp_path / "home")
         work = tmp_path / "w"
-        head = git.new_work(work, {"blob.bin": os.urandom(BLOB)})
+        git.new_work(work, {"README.md": "x\n"})
         db = sqlite3.connect(server.data_dir / "artifactd.db", isolation_level=None, timeout=30)
-        push = subprocess.Popen(
-            ["git", "-C", str(work), "-c", bearer(repo.token), "push", "-q", repo.remote,
-             "HEAD:main"], env=git.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # Once the push is admitted (its intent row exists), hold the database's write lock:
-        # git moves the ref, and the server's record of it waits for the lock.
+        for attempt in range(10):
+            head = git.commit_files(work, {f"blob{attempt}.bin": os.urandom(BLOB)}, "big")
+            if hold_lock_while_admitted(db, git, work, repo):
+                break
+        else:
+            pytest.fail("every push was recorded before the test could hold the lock")
         deadline = time.monotonic() + 30
-        while not db.execute("SELECT count(*) FROM push_intents").fetchone()[0]:
-            assert time.monotonic() < deadline and push.poll() is None
-            time.sleep(0.002)
-        db.execute("BEGIN IMMEDIATE")
-        assert db.execute("SELECT count(*) FROM push_intents").fetchone()[0] == 1
         while repo.refs().get("refs/heads/main") != head:
             assert time.monotonic() < deadline
             time.sleep(0.01)
@@ -277,7 +292,6 @@ def test_crash_between_ref_update_and_record_converges(tmp_path: Path) -> None:
         server.process.wait()
         db.execute("ROLLBACK")
         db.close()
-        push.wait(timeout=30)
         assert wait_no_processes(repo.git_dir) == []
 
         server.start()
@@ -292,11 +306,11 @@ def test_crash_between_ref_update_and_record_converges(tmp_path: Path) -> None:
                 "SELECT used_bytes, reserved_bytes FROM account_storage WHERE account_id = ?",
                 (server.account_id,)).fetchone()
         assert (used, reserved) == (info["size"], 0)
-        # The maintenance counter saw the push too: the next one is the second.
+        # The maintenance counter saw the push too (and the attempts recorded before it).
         git.commit_files(work, {"more.txt": "more\n"}, "more")
         git.run("-C", str(work), "-c", bearer(repo.token), "push", "-q", repo.remote, "HEAD:main")
         with sqlite3.connect(server.data_dir / "artifactd.db") as check:
             assert check.execute("SELECT pushes_since_maintenance FROM repos WHERE id = ?",
-                                 (repo.id,)).fetchone()[0] == 2
+                                 (repo.id,)).fetchone()[0] == attempt + 2
     finally:
         server.stop()

@@ -358,7 +358,7 @@ async def exchange(
             feeder = asyncio.create_task(_feed(child, head, body, limit))
             try:
                 async for chunk in _respond(backend, authorized, child, feeder, sideband,
-                                            started):
+                                            started, push):
                     yield chunk
             finally:
                 if not feeder.done():
@@ -371,7 +371,7 @@ async def exchange(
 
 async def _respond(
     backend: Backend, authorized: AuthorizedGit, child: GitChild, feeder: asyncio.Task[None],
-    sideband: bool, started: int,
+    sideband: bool, started: int, session: PushSession | None = None,
 ) -> AsyncIterator[bytes]:
     push = authorized.service == "git-receive-pack"
     receive_scan = ReceivePackScanner(sideband)
@@ -411,7 +411,8 @@ async def _respond(
         if not child.stderr_message():
             raise InternalError(f"git {authorized.service} failed")
         raise ValidationError(f"{authorized.service}: {message}")
-    # A push was recorded by its post-receive hook (see push_guard) before git exited.
+    if session is not None:
+        await session.record(reported=bool(receive_scan.updated))
     if push and receive_scan.unpack_error and "maximum allowed size" in (
         receive_scan.unpack_error + receive_scan.messages + child.stderr_message()
     ):

@@ -7,11 +7,14 @@ One push, from the server's side:
    reserved against the repo and account limits in one transaction that also writes a push
    intent. Concurrent pushes, forks and imports are thus admitted against totals that
    include each other; a push that does not fit is refused before any ref moves;
-3. ``post-receive`` (refs moved): the reservation is released and the push recorded (size
-   from the disk, ``last_push_at``, the maintenance counter, the push event) before the
-   client reads git's last answer. It does not depend on ``report-status``;
-4. when the request ends, whatever the reason: an intent still open is settled against the
-   refs on disk, and the last push out of the repo removes quarantines left behind.
+3. when receive-pack exits, before the client reads git's last answer: the reservation is
+   released and the push recorded (size from the disk; if a ref moved, ``last_push_at``,
+   the maintenance counter and the push event). Whether a ref moved is read from the refs
+   on disk (do they hold the ids ``pre-receive`` announced?), so it does not depend on the
+   client asking for ``report-status``; git's own ``ok <ref>`` lines, when there are any,
+   also count (they cover a push whose ref a concurrent push moved on at once);
+4. when the request ends, whatever the reason: an intent still open is settled the same
+   way, and the last push out of the repo removes quarantines left behind.
 
 A crash leaves at most an intent row (and a quarantine); ``reconcile`` settles every intent
 whose repo has no push running, at start-up and whenever a push of that repo ends.
@@ -33,7 +36,6 @@ from artifactd.observability import STORAGE_REFUSED
 from artifactd.services import events
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
-from artifactd.storage.gitrunner import GitError
 from artifactd.storage.metadata import PushIntentRow, RepoRow
 from artifactd.storage.pushhooks import HookMessage, PushChannel, RefUpdate
 
@@ -71,13 +73,10 @@ class PushSession:
 
     async def _serve(self) -> None:
         async for message in self.channel.messages():
-            if message is None:
-                self.channel.answer("refuse artifactd: malformed hook message")
-            elif message.hook == "pre-receive":
-                self.channel.answer(await _blocking(self.backend, self._admit, message))
+            if message is None or self.intent is not None:
+                self.channel.answer("refuse artifactd: unexpected hook message")
             else:
-                await asyncio.to_thread(self._record, message)
-                self.channel.answer("ok")
+                self.channel.answer(await _blocking(self.backend, self._admit, message))
 
     def _admit(self, message: HookMessage) -> str:
         backend, repo = self.backend, self.repo
@@ -113,13 +112,11 @@ class PushSession:
                       error_message=message_text)
         return f"refuse {message_text}"
 
-    def _record(self, message: HookMessage) -> None:
-        """post-receive: git moved the refs in ``message`` (only those that succeeded)."""
-        if self.intent is None or self.recorded:
-            return
-        self.recorded = True
-        pushed = now_us() if message.updates else None
-        _finish(self.backend, self.repo, self.intent, pushed)
+    async def record(self, reported: bool) -> None:
+        """receive-pack exited: record what it did (``reported``: git said ``ok <ref>``)."""
+        if self.intent is not None and not self.recorded:
+            self.recorded = True
+            await asyncio.to_thread(settle_intent, self.backend, self.repo, self.intent, reported)
 
     async def close(self) -> None:
         """The request ended (git exited or was killed): settle, clean up, release."""
@@ -134,9 +131,9 @@ class PushSession:
         backend, repo = self.backend, self.repo
         try:
             if self.intent is not None and not self.recorded:
-                # No post-receive (git killed after, or while, moving refs): the disk decides.
+                # git was stopped (the client left, the server stops): the disk decides.
                 self.recorded = True
-                settle_intent(backend, repo, self.intent)
+                settle_intent(backend, repo, self.intent, reported=False)
         finally:
             if backend.repos.end_push(repo.id, self.lock_fd):
                 reconcile_repo(backend, repo.id)
@@ -170,35 +167,30 @@ def _finish(backend: Backend, repo: RepoRow, intent: PushIntentRow, pushed_us: i
 
 def refs_moved(backend: Backend, repo_id: str, updates: tuple[RefUpdate, ...]) -> bool:
     """Whether any of ``updates`` is what the repo's refs now say."""
-    if not updates or not backend.repos.exists(repo_id):
+    if not updates:
         return False
-    try:
-        result = backend.git.run(backend.repos.path(repo_id),
-                                 ["for-each-ref", "--format=%(objectname) %(refname)"], timeout=60)
-    except GitError:
-        return False
-    current = {}
-    for line in result.stdout.decode("utf-8", "replace").splitlines():
-        sha, _, name = line.partition(" ")
-        current[name] = sha
+    current = backend.repos.read_refs(repo_id, [update.ref for update in updates])
     for update in updates:
+        now = current.get(update.ref)
         if update.new in ZERO_IDS:
-            if update.old not in ZERO_IDS and update.ref not in current:
+            if update.old not in ZERO_IDS and now is None:
                 return True
-        elif current.get(update.ref) == update.new:
+        elif now == update.new:
             return True
     return False
 
 
-def settle_intent(backend: Backend, repo: RepoRow, intent: PushIntentRow) -> None:
-    """Record an intent that no post-receive recorded, as the disk has it."""
-    moved = refs_moved(backend, repo.id, _load_updates(intent.updates))
+def settle_intent(
+    backend: Backend, repo: RepoRow, intent: PushIntentRow, reported: bool = False
+) -> None:
+    """Record an admitted push as the disk has it (and as git reported, when it did)."""
+    moved = reported or refs_moved(backend, repo.id, _load_updates(intent.updates))
     _finish(backend, repo, intent, now_us() if moved else None)
 
 
 def reconcile_repo(backend: Backend, repo_id: str) -> int:
     """Settle the repo's intents if none of its pushes runs; returns how many were settled."""
-    intents = [i for i in backend.meta.pending_pushes() if i.repo_id == repo_id]
+    intents = backend.meta.pending_pushes(repo_id)
     if not intents:
         return 0
     return _settle_idle(backend, repo_id, intents)

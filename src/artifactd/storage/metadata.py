@@ -508,12 +508,15 @@ class MetadataStore:
             self._add_to_account(conn, account_id, used=new - old, reserved=-amount)
         return True
 
-    def pending_pushes(self) -> list[PushIntentRow]:
-        """Every push admitted and not yet recorded (at start-up: left behind by a crash)."""
+    def pending_pushes(self, repo_id: str | None = None) -> list[PushIntentRow]:
+        """Pushes admitted and not yet recorded (at start-up: left behind by a crash)."""
+        query = select(push_intents)
+        if repo_id is not None:
+            query = query.where(push_intents.c.repo_id == repo_id)
         with self._tx() as conn:
             return [PushIntentRow(**{f.name: getattr(r, f.name)
                                      for f in dataclasses.fields(PushIntentRow)})
-                    for r in conn.execute(select(push_intents))]
+                    for r in conn.execute(query)]
 
     def repos_due_for_maintenance(self, min_pushes: int, limit: int) -> list[RepoRow]:
         with self._tx() as conn:

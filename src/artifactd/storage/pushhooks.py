@@ -1,16 +1,17 @@
-"""Server-owned receive-pack hooks, and the pipes over which they talk to the server.
+"""The server-owned receive-pack hook, and the pipes over which it talks to the server.
 
 receive-pack runs ``pre-receive`` once the pushed objects are in its quarantine directory and
-before any ref moves, and ``post-receive`` after the refs moved. Both are one small POSIX
-shell script in the server's ``core.hooksPath`` (a repo's own config can never name
-another). The script forwards the hook's name, the quarantine path and git's
-``<old> <new> <ref>`` lines to the server over a pipe inherited from it, then waits for one
-answer line on a second pipe (opened as ``/dev/fd/N``: dash, a common ``/bin/sh``,
-only redirects descriptors 0-9): ``ok``, or ``refuse <message>``, which it prints (git relays it
-to the client as ``remote: ...``) before refusing the push.
+before any ref moves. It is a small POSIX shell script in the server's ``core.hooksPath`` (a
+repo's own config can never name another). The script forwards its name, the quarantine
+path and git's ``<old> <new> <ref>`` lines to the server over a pipe inherited from it, then
+waits for one answer line on a second pipe (both opened as ``/dev/fd/N``: dash, a common
+``/bin/sh``, only redirects descriptors 0-9): ``ok``, or ``refuse <message>``, which it
+prints (git relays it to the client as ``remote: ...``) before refusing the push.
 
-So the server learns what a push is about to change and what it changed from git itself,
-whatever capabilities the client asked for. A receive-pack not started by the server has no
+So the server learns what a push is about to change from git itself, whatever capabilities
+the client asked for; what it changed is then read from the refs on disk (see
+services/push_guard.py). There is no ``post-receive``: each hook is a process git starts
+for every push, and the refs say the same. A receive-pack not started by the server has no
 pipes, and its pushes are refused.
 """
 
@@ -27,7 +28,7 @@ from pathlib import Path
 
 ENV_TO_SERVER = "ARTIFACTD_PUSH_TO_SERVER"
 ENV_FROM_SERVER = "ARTIFACTD_PUSH_FROM_SERVER"
-HOOKS = ("pre-receive", "post-receive")
+HOOKS = ("pre-receive",)
 # git's ref lines are 2 x 40 hex + a ref name (at most a few hundred bytes); a push with
 # this many bytes of them is refused rather than buffered.
 MAX_MESSAGE = 16 << 20
@@ -42,7 +43,12 @@ if [ -z "$to" ] || [ -z "$from" ]; then
     echo "artifactd: pushes are only accepted through the server" >&2
     exit 1
 fi
-{{ printf '%s %s\\n' "${{0##*/}}" "${{GIT_QUARANTINE_PATH:--}}"; cat; printf '.\\n'; }} >"/dev/fd/$to" || exit 1
+# Builtins only (no cat): a hook costs git one process.
+{{
+    printf '%s %s\\n' "${{0##*/}}" "${{GIT_QUARANTINE_PATH:--}}"
+    while IFS= read -r line; do printf '%s\\n' "$line"; done
+    printf '.\\n'
+}} >"/dev/fd/$to" || exit 1
 IFS= read -r answer <"/dev/fd/$from" || answer="refuse the server did not answer"
 [ "$answer" = ok ] && exit 0
 printf '%s\\n' "${{answer#refuse }}" >&2
@@ -72,7 +78,7 @@ class RefUpdate:
 
 @dataclass(frozen=True)
 class HookMessage:
-    hook: str  # "pre-receive" | "post-receive"
+    hook: str  # "pre-receive"
     quarantine: str | None  # GIT_QUARANTINE_PATH as git set it; None without one
     updates: tuple[RefUpdate, ...]
 
