@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.gitutil import ZERO, Git, Repo, bearer, create_repo, pkt, wait_no_processes
-from tests.harness import Server, start_server
+from tests.harness import Postgres, Server, start_server
 
 MAX_REPO_BYTES = 250_000
 MAX_ACCOUNT_BYTES = 600_000
@@ -31,15 +31,36 @@ CONTROL_RATE = 40  # control-plane requests per namespace per hour
 WRITERS = 8
 
 
+LIMITED_ENV = {
+    "ARTIFACTD_MAX_REPO_BYTES": str(MAX_REPO_BYTES),
+    "ARTIFACTD_MAX_ACCOUNT_BYTES": str(MAX_ACCOUNT_BYTES),
+    "ARTIFACTD_MAINTENANCE_INTERVAL": "0",
+}
+
+
+@pytest.fixture(scope="module")
+def limited_pg(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> Iterator[Server]:
+    """The same limits on PostgreSQL (row locks instead of SQLite's database lock)."""
+    server = start_server(tmp_path_factory.mktemp("push-integrity-pg"),
+                          database_url=postgres.new_database(), extra_env=LIMITED_ENV,
+                          args=("--workers", "2"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_limited(request: pytest.FixtureRequest) -> Server:
+    name = "limited" if request.param == "sqlite" else "limited_pg"
+    server: Server = request.getfixturevalue(name)
+    return server
+
+
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_server(
         tmp_path_factory.mktemp("push-integrity"),
-        extra_env={"ARTIFACTD_MAX_REPO_BYTES": str(MAX_REPO_BYTES),
-                   "ARTIFACTD_MAX_ACCOUNT_BYTES": str(MAX_ACCOUNT_BYTES),
-                   "ARTIFACTD_RATE_LIMIT_GIT": f"{GIT_RATE}/1h",
-                   "ARTIFACTD_RATE_LIMIT_CONTROL": f"{CONTROL_RATE}/1h",
-                   "ARTIFACTD_MAINTENANCE_INTERVAL": "0"},
+        extra_env={**LIMITED_ENV, "ARTIFACTD_RATE_LIMIT_GIT": f"{GIT_RATE}/1h",
+                   "ARTIFACTD_RATE_LIMIT_CONTROL": f"{CONTROL_RATE}/1h"},
         args=("--workers", "2"),
     )
     yield server
@@ -109,8 +130,8 @@ def assert_recorded_matches_disk(repo: Repo, client: httpx.Client | None = None)
     return info
 
 
-def test_concurrent_pushes_hold_the_repo_limit(limited: Server, tmp_path: Path) -> None:
-    repo = create_repo(limited, "crowded")
+def test_concurrent_pushes_hold_the_repo_limit(any_limited: Server, tmp_path: Path) -> None:
+    repo = create_repo(any_limited, "crowded")
     git = Git(tmp_path / "home")
     results = push_all(git, prepared_pushes(tmp_path, git, [repo] * WRITERS))
     accepted = [r for r in results if r.returncode == 0]
@@ -124,11 +145,11 @@ def test_concurrent_pushes_hold_the_repo_limit(limited: Server, tmp_path: Path) 
     repo.fsck()
 
 
-def test_concurrent_pushes_hold_the_account_limit(limited: Server, tmp_path: Path) -> None:
-    account, token = new_account(limited)
+def test_concurrent_pushes_hold_the_account_limit(any_limited: Server, tmp_path: Path) -> None:
+    account, token = new_account(any_limited)
     git = Git(tmp_path / "home")
-    with account_client(limited, account, token) as client:
-        targets = [account_repo(limited, client, f"share-{i}") for i in range(WRITERS)]
+    with account_client(any_limited, account, token) as client:
+        targets = [account_repo(any_limited, client, f"share-{i}") for i in range(WRITERS)]
         results = push_all(git, prepared_pushes(tmp_path, git, targets))
         accepted = [r for r in results if r.returncode == 0]
         assert 1 <= len(accepted) <= MAX_ACCOUNT_BYTES // BLOB, [r.stderr for r in results]
@@ -149,6 +170,28 @@ def test_concurrent_pushes_hold_the_account_limit(limited: Server, tmp_path: Pat
         assert sum(int(r["size"]) for r in listed) <= MAX_ACCOUNT_BYTES
         for repo in targets:
             assert_recorded_matches_disk(repo, client)
+
+
+def account_totals(server: Server, account: str) -> tuple[int, int]:
+    with sqlite3.connect(server.data_dir / "artifactd.db") as db:
+        row = db.execute("SELECT used_bytes, reserved_bytes FROM account_storage "
+                         "WHERE account_id = ?", (account,)).fetchone()
+    return (row[0], row[1]) if row else (0, 0)
+
+
+def test_running_total_follows_pushes_forks_and_deletes(limited: Server, tmp_path: Path) -> None:
+    account, token = new_account(limited)
+    git = Git(tmp_path / "home")
+    with account_client(limited, account, token) as client:
+        repo = account_repo(limited, client, "counted")
+        push_all(git, prepared_pushes(tmp_path, git, [repo]))
+        size = int(str(assert_recorded_matches_disk(repo, client)["size"]))
+        assert size >= BLOB and account_totals(limited, account) == (size, 0)
+        assert client.post(f"/repos/{repo.name}/fork", json={"name": "counted-fork"}).status_code == 200
+        assert account_totals(limited, account) == (2 * size, 0)
+        for name in (repo.name, "counted-fork"):
+            assert client.delete(f"/repos/{name}").status_code in (200, 202)
+    assert account_totals(limited, account) == (0, 0)
 
 
 def test_concurrent_git_requests_hold_the_rate_limit(limited: Server) -> None:
