@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
 
+from artifactd.errors import Code, NotFound
 from artifactd.observability import STORAGE_REFUSED
 from artifactd.services import events
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
+from artifactd.services.git_access import NOT_FOUND_MESSAGE
 from artifactd.storage.metadata import PushIntentRow, RepoRow
 from artifactd.storage.pushhooks import HookMessage, PushChannel, RefUpdate
 
@@ -60,9 +62,12 @@ class PushSession:
 
     @classmethod
     async def open(cls, backend: Backend, repo: RepoRow, started_us: int) -> PushSession:
-        fd = backend.repos.lock_push(repo.id, wait=False)
-        if fd is None:  # a cleanup holds it for a moment
-            fd = await asyncio.to_thread(backend.repos.lock_push, repo.id)
+        try:
+            fd = backend.repos.lock_push(repo.id, wait=False)
+            if fd is None:  # a cleanup holds it for a moment
+                fd = await asyncio.to_thread(backend.repos.lock_push, repo.id)
+        except FileNotFoundError:  # deleted since the request was authorized
+            raise NotFound(NOT_FOUND_MESSAGE, code=Code.REPO_NOT_FOUND) from None
         assert fd is not None
         return cls(backend, repo, started_us, PushChannel(), fd)
 

@@ -186,7 +186,11 @@ class RepoStore:
     def quarantine_size(self, repo_id: str, quarantine: str) -> int | None:
         """Bytes in one push's quarantine; None unless ``quarantine`` names one of this repo."""
         path = Path(quarantine)
-        if path.parent != self.path(repo_id) / "objects" or not _QUARANTINE.fullmatch(path.name):
+        objects = self.path(repo_id) / "objects"
+        # Compared resolved: git may report the path through a symlinked data dir.
+        if not _QUARANTINE.fullmatch(path.name) or (
+            path.parent != objects and os.path.realpath(path.parent) != os.path.realpath(objects)
+        ):
             return None
         return _tree_bytes(path)
 
