@@ -60,7 +60,8 @@ def check_fork_limits(backend: Backend, parent: RepoRow, linked_bytes: int) -> N
     as it keeps them alive once the parent is gone; so it is checked as a new, empty repo
     receiving that many bytes.
     """
-    limits.check_storage(backend, dataclasses.replace(parent, size_bytes=0), linked_bytes)
+    limits.check_storage(backend, dataclasses.replace(parent, size_bytes=0, reserved_bytes=0),
+                         linked_bytes)
 
 
 def fork_repo(
