@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.gitsource import GitSource
 from tests.gitutil import ZERO, Git, Repo, bearer, create_repo, pkt, wait_no_processes
 from tests.harness import Postgres, Server, start_server
 
@@ -35,6 +36,7 @@ LIMITED_ENV = {
     "ARTIFACTD_MAX_REPO_BYTES": str(MAX_REPO_BYTES),
     "ARTIFACTD_MAX_ACCOUNT_BYTES": str(MAX_ACCOUNT_BYTES),
     "ARTIFACTD_MAINTENANCE_INTERVAL": "0",
+    "ARTIFACTD_IMPORT_ALLOW_HOSTS": "127.0.0.1",
 }
 
 
@@ -357,3 +359,38 @@ def test_crash_between_ref_update_and_record_converges(tmp_path: Path) -> None:
                                  (repo.id,)).fetchone()[0] == attempt + 2
     finally:
         server.stop()
+
+
+def test_concurrent_imports_hold_the_account_limit(limited: Server, tmp_path: Path) -> None:
+    git = Git(tmp_path / "home")
+    source = GitSource(tmp_path / "upstream")
+    work = tmp_path / "w"
+    git.new_work(work, {"blob.bin": os.urandom(BLOB)})
+    git.run("clone", "-q", "--bare", str(work), str(source.root / "big.git"))
+    source.start()
+    account, token = new_account(limited)
+    try:
+        # Every import starts its fetch (and reads the room left) before any may finish.
+        source.hold("big")
+        with account_client(limited, account, token) as client:
+            for i in range(WRITERS):
+                r = client.post(f"/repos/imported-{i}/import", json={"url": f"{source.url}/big.git"})
+                assert r.status_code == 200, r.text
+            deadline = time.monotonic() + 60
+            while source.count("git-upload-pack") < WRITERS and time.monotonic() < deadline:
+                time.sleep(0.05)
+            source.release("big")
+            infos = []
+            for i in range(WRITERS):
+                while (info := client.get(f"/repos/imported-{i}").json()["result"])["status"] == "importing":
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+                infos.append(info)
+    finally:
+        source.release("big")
+        source.stop()
+    ready = [info for info in infos if info["status"] == "ready"]
+    assert 1 <= len(ready) <= MAX_ACCOUNT_BYTES // BLOB, infos
+    assert all("storage limit" in str(info["status_reason"]) for info in infos if info not in ready)
+    assert sum(int(info["size"]) for info in ready) <= MAX_ACCOUNT_BYTES
+    assert account_totals(limited, account) == (sum(int(info["size"]) for info in ready), 0)
