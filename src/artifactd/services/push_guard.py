@@ -55,8 +55,7 @@ class PushSession:
     started_us: int
     channel: PushChannel
     lock_fd: int
-    intent: PushIntentRow | None = None
-    updates: tuple[RefUpdate, ...] = ()
+    intent: PushIntentRow | None = None  # set once pre-receive admitted the push
     recorded: bool = False
     _server: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -100,15 +99,15 @@ class PushSession:
         refused = backend.meta.reserve_push(
             intent, settings.max_repo_bytes, settings.max_account_bytes)
         if refused is None:
-            self.intent, self.updates = intent, message.updates
+            self.intent = intent
             return "ok"
         STORAGE_REFUSED.inc()
         if refused == "repo":
             current = backend.meta.get_repo_by_id(repo.id)
-            used = (current.size_bytes if current else 0)
+            used = current.size_bytes + current.reserved_bytes if current else 0
             message_text = (f"Storage limit reached: this push adds {incoming} bytes to repo "
-                            f"{repo.namespace}/{repo.name}, which stores or has reserved at "
-                            f"least {used} of its {settings.max_repo_bytes} bytes")
+                            f"{repo.namespace}/{repo.name}, which uses {used} of its "
+                            f"{settings.max_repo_bytes} bytes")
         else:
             message_text = (f"Storage limit reached: this push adds {incoming} bytes and the "
                             f"account uses {backend.meta.account_size(repo.account_id)} of its "

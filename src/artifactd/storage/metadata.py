@@ -526,7 +526,9 @@ class MetadataStore:
                 .order_by(repos.c.pushes_since_maintenance.desc()).limit(limit)
             )]
 
-    def finish_maintenance(self, repo_id: str, now_us: int, pushes_seen: int, size_bytes: int) -> None:
+    def finish_maintenance(
+        self, repo_id: str, now_us: int, pushes_seen: int, size_bytes: int | Callable[[], int]
+    ) -> None:
         """Record a maintenance; pushes that arrived meanwhile stay counted for the next one."""
         self.set_repo_size(
             repo_id, size_bytes, maintained_us=now_us,
