@@ -247,7 +247,9 @@ def raw_push_body(git: Git, work: Path, new: str, capabilities: str) -> bytes:
 
 
 def test_push_without_report_status_is_recorded(limited: Server, tmp_path: Path) -> None:
-    repo = create_repo(limited, "quiet-push")
+    account, token = new_account(limited)  # room of its own, whatever other tests stored
+    with account_client(limited, account, token) as client:
+        repo = account_repo(limited, client, "quiet-push")
     git = Git(tmp_path / "home")
     work = tmp_path / "w"
     head = git.new_work(work, {"blob.bin": os.urandom(BLOB)})
@@ -257,13 +259,17 @@ def test_push_without_report_status_is_recorded(limited: Server, tmp_path: Path)
                             "Content-Type": "application/x-git-receive-pack-request"})
     assert r.status_code == 200
     assert repo.refs() == {"refs/heads/main": head}
-    info = assert_recorded_matches_disk(repo)
+    with account_client(limited, account, token) as client:
+        info = assert_recorded_matches_disk(repo, client)
     assert int(str(info["size"])) >= BLOB
     assert info["last_push_at"] is not None
+    assert account_totals(limited, account) == (info["size"], 0)
 
 
 def test_push_whose_client_hangs_up_leaves_nothing(limited: Server, tmp_path: Path) -> None:
-    repo = create_repo(limited, "hang-up")
+    account, token = new_account(limited)
+    with account_client(limited, account, token) as client:
+        repo = account_repo(limited, client, "hang-up")
     git = Git(tmp_path / "home")
     work = tmp_path / "w"
     git.new_work(work, {"README.md": "x\n"})
@@ -285,13 +291,15 @@ def test_push_whose_client_hangs_up_leaves_nothing(limited: Server, tmp_path: Pa
         time.sleep(0.1)
     assert quarantines(repo) == []
     # Whatever the pushes did, the record agrees with the disk and the next push fits.
-    info = assert_recorded_matches_disk(repo)
+    with account_client(limited, account, token) as client:
+        info = assert_recorded_matches_disk(repo, client)
     assert int(str(info["size"])) <= MAX_REPO_BYTES
     clean = tmp_path / "clean"
     git.new_work(clean, {"small.txt": "fits\n"})
     git.run("-C", str(clean), "-c", bearer(repo.token), "push", "-q", "-f", repo.remote,
             "HEAD:refs/heads/after")
-    assert_recorded_matches_disk(repo)
+    with account_client(limited, account, token) as client:
+        assert_recorded_matches_disk(repo, client)
 
 
 def hold_lock_while_admitted(db: sqlite3.Connection, git: Git, work: Path, repo: Repo) -> bool:
