@@ -31,9 +31,6 @@ def test_kill_9_mid_operation_breaks_no_invariant(rig: Rig, scenario: str) -> No
 # Not strict: whether a kill lands in the window (git moved the ref, the server has not
 # recorded the push yet) is up to timing, so this fails in most runs, not all (seen:
 # "push: recorded 0, on disk 780980"). A push killed mid-pack can also leave its quarantine.
-@pytest.mark.xfail(strict=False, reason="push lane: a push killed after git moved its ref but "
-                   "before the server recorded it leaves the repo's recorded size behind its "
-                   "objects on disk; remove once their crash reconcile merges")
 def test_kill_9_mid_push_keeps_recorded_size_in_step(rig: Rig) -> None:
     """After the kills above (or one mid-push kill when run alone), the recorded size of
     every repo is what its objects use on disk and no push left its quarantine behind."""

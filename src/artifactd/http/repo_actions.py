@@ -14,7 +14,7 @@ from artifactd.http.envelope import success
 from artifactd.http.results import CreateRepoResult, ForkRepoResult
 from artifactd.http.shapes import create_result, fork_result
 from artifactd.models import ForkRepoRequest, ImportRepoRequest
-from artifactd.services import content, forks, imports
+from artifactd.services import content, forks, imports, push_guard
 from artifactd.services.backend import Backend
 
 
@@ -53,7 +53,8 @@ routes = [
 
 
 async def on_startup(backend: Backend) -> None:
-    """Resume imports that lost their importer (a restart or crash)."""
+    """Settle pushes a crash interrupted, then resume imports that lost their importer."""
+    await asyncio.to_thread(push_guard.reconcile, backend)
     await asyncio.to_thread(imports.resume_interrupted, backend)
 
 

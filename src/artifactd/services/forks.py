@@ -63,7 +63,8 @@ def check_fork_limits(backend: Backend, parent: RepoRow, linked_bytes: int) -> N
     as it keeps them alive once the parent is gone; so it is checked as a new, empty repo
     receiving that many bytes.
     """
-    limits.check_storage(backend, dataclasses.replace(parent, size_bytes=0), linked_bytes)
+    limits.check_storage(backend, dataclasses.replace(parent, size_bytes=0, reserved_bytes=0),
+                         linked_bytes)
 
 
 def fork_repo(
@@ -101,7 +102,13 @@ def fork_repo(
         raise
     finally:
         backend.repos.settle_fork(child_id)
-    backend.meta.update_repo(child_id, size_bytes=linked.bytes)
+    # The check above read the totals; this conditional update is the one that holds when
+    # forks and pushes of the account run at the same time.
+    if not backend.meta.set_repo_size(child_id, linked.bytes,
+                                      account_limit=backend.settings.max_account_bytes):
+        backend.meta.delete_repo(child_id)
+        backend.repos.trash(child_id)
+        raise limits.account_limit_error(backend, account_id, linked.bytes)
     events.record(backend, created.repo, "fork", started_us=started)
     return ForkedRepo(created, linked.objects)
 

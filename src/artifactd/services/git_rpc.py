@@ -51,6 +51,7 @@ from artifactd.services.pktline import (
     encode_line,
     error_packet,
 )
+from artifactd.services.push_guard import PushSession
 from artifactd.storage.gitrunner import PipedGit
 
 log = logging.getLogger("artifactd.git")
@@ -138,14 +139,19 @@ class GitChild:
     @classmethod
     async def start(
         cls, backend: Backend, authorized: AuthorizedGit, args: Sequence[str],
-        protocol: str | None, *, stdin: bool,
+        protocol: str | None, *, stdin: bool, push: PushSession | None = None,
     ) -> GitChild:
-        env = {"GIT_PROTOCOL": protocol} if protocol else None
+        env = {"GIT_PROTOCOL": protocol} if protocol else {}
+        if push is not None:
+            env.update(push.channel.env())
         proc = await backend.git.spawn_piped(
             authorized.git_dir, args,
             config=server_config(backend, authorized.service, authorized.max_input_bytes),
-            env=env, stdin=stdin, limit=STDOUT_BUFFER,
+            env=env or None, stdin=stdin, limit=STDOUT_BUFFER,
+            pass_fds=push.channel.child_fds if push is not None else (),
         )
+        if push is not None:
+            push.spawned()
         return cls(proc, authorized.git_dir, authorized.service)
 
     async def _collect_stderr(self) -> None:
@@ -279,9 +285,12 @@ async def _feed(
             stdin.write(chunk)
             await stdin.drain()
         stdin.close()
-    except (BrokenPipeError, ConnectionResetError):
+    except (BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
         # git stopped reading (it says why on stdout/stderr). Read the rest of the request
-        # anyway, so that the client gets to read git's answer rather than a reset.
+        # anyway, so that the client gets to read git's answer rather than a reset. uvloop
+        # reports a pipe it already saw closed as RuntimeError instead of BrokenPipeError.
+        if isinstance(exc, RuntimeError) and not stdin.is_closing():
+            raise
         await _drain(body)
 
 
@@ -347,20 +356,29 @@ async def exchange(
     if authorized.service == "git-upload-pack":
         args.insert(2, "--strict")
     async with git_slot(backend, authorized.repo.id):
-        child = await GitChild.start(backend, authorized, args, protocol, stdin=True)
-        feeder = asyncio.create_task(_feed(child, head, body, limit))
+        push = None
+        if authorized.service == "git-receive-pack":
+            push = await PushSession.open(backend, authorized.repo, started)
         try:
-            async for chunk in _respond(backend, authorized, child, feeder, sideband, started):
-                yield chunk
+            child = await GitChild.start(backend, authorized, args, protocol, stdin=True,
+                                         push=push)
+            feeder = asyncio.create_task(_feed(child, head, body, limit))
+            try:
+                async for chunk in _respond(backend, authorized, child, feeder, sideband,
+                                            started, push):
+                    yield chunk
+            finally:
+                if not feeder.done():
+                    feeder.cancel()
+                await _reap(child)
         finally:
-            if not feeder.done():
-                feeder.cancel()
-            await _reap(child)
+            if push is not None:
+                await push.close()
 
 
 async def _respond(
     backend: Backend, authorized: AuthorizedGit, child: GitChild, feeder: asyncio.Task[None],
-    sideband: bool, started: int,
+    sideband: bool, started: int, session: PushSession | None = None,
 ) -> AsyncIterator[bytes]:
     push = authorized.service == "git-receive-pack"
     receive_scan = ReceivePackScanner(sideband)
@@ -400,9 +418,9 @@ async def _respond(
         if not child.stderr_message():
             raise InternalError(f"git {authorized.service} failed")
         raise ValidationError(f"{authorized.service}: {message}")
-    if push and receive_scan.updated:
-        await asyncio.to_thread(_after_push, backend, authorized, started)
-    elif push and receive_scan.unpack_error and "maximum allowed size" in (
+    if session is not None:
+        await session.record(reported=bool(receive_scan.updated))
+    if push and receive_scan.unpack_error and "maximum allowed size" in (
         receive_scan.unpack_error + receive_scan.messages + child.stderr_message()
     ):
         STORAGE_REFUSED.inc()
@@ -416,10 +434,4 @@ async def _respond(
         events.record(backend, authorized.repo, "pull", started_us=started)
     if held:
         yield held
-
-
-def _after_push(backend: Backend, authorized: AuthorizedGit, started: int) -> None:
-    repo = authorized.repo
-    backend.meta.record_push(repo.id, now_us(), backend.repos.size(repo.id))
-    events.record(backend, repo, "push", started_us=started)
 

@@ -342,10 +342,15 @@ def _import(backend: Backend, state: _State, repo: RepoRow) -> None:
         backend.repos.discard(staging)
         raise
     now = now_us()
-    backend.meta.update_repo(
-        repo.id, status=repos.READY, status_reason=None, default_branch=default_branch,
-        size_bytes=size, updated_us=now, last_push_us=now,
-    )
+    if not backend.meta.set_repo_size(
+        repo.id, size, account_limit=backend.settings.max_account_bytes,
+        status=repos.READY, status_reason=None, default_branch=default_branch,
+        updated_us=now, last_push_us=now,
+    ):
+        backend.repos.trash(repo.id)
+        if backend.meta.get_repo_by_id(repo.id) is not None:
+            # Pushes, forks or imports into the account took the room meanwhile.
+            raise ImportFailed(_too_large(limits.remaining_bytes(backend, repo)))
     if backend.meta.get_repo_by_id(repo.id) is None:  # deleted while we fetched
         backend.repos.trash(repo.id)
     log.info("imported repo %s from %s (%d bytes)", repo.id, found.source.url, size)

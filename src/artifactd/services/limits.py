@@ -56,13 +56,17 @@ def check_rate(backend: Backend, kind: str, key: str) -> None:
 
 
 def check_storage(backend: Backend, repo: RepoRow, incoming_bytes: int) -> None:
-    """Refuse an operation that would take the repo or its account past its storage limit."""
+    """Refuse an operation that would take the repo or its account past its storage limit.
+
+    A pre-check against the running totals (one row each); see ``remaining_bytes``.
+    """
     settings = backend.settings
-    if repo.size_bytes + incoming_bytes > settings.max_repo_bytes:
+    repo_used = repo.size_bytes + repo.reserved_bytes
+    if repo_used + incoming_bytes > settings.max_repo_bytes:
         STORAGE_REFUSED.inc()
         raise StorageLimitExceeded(
             f"Storage limit reached: repo {repo.namespace}/{repo.name} would use "
-            f"{repo.size_bytes + incoming_bytes} bytes, limit {settings.max_repo_bytes}",
+            f"{repo_used + incoming_bytes} bytes, limit {settings.max_repo_bytes}",
             code=Code.STORAGE_LIMIT,
         )
     account_used = backend.meta.account_size(repo.account_id)
@@ -76,15 +80,33 @@ def check_storage(backend: Backend, repo: RepoRow, incoming_bytes: int) -> None:
 
 
 def remaining_bytes(backend: Backend, repo: RepoRow) -> int:
-    """How many more bytes of objects this repo may store (repo and account limits)."""
+    """How many more bytes of objects this repo may store (repo and account limits).
+
+    Both totals include bytes reserved by pushes in flight. This is a first, cheap filter
+    (git refuses a larger pack while receiving it); the exact check is the reservation a
+    push makes from its pre-receive hook (services/push_guard.py), and the conditional
+    update a fork or an import makes when it records its size.
+    """
     settings = backend.settings
     account_left = settings.max_account_bytes - backend.meta.account_size(repo.account_id)
-    return max(0, min(settings.max_repo_bytes - repo.size_bytes, account_left))
+    repo_left = settings.max_repo_bytes - repo.size_bytes - repo.reserved_bytes
+    return max(0, min(repo_left, account_left))
 
 
 # A push body is the command section (a few hundred bytes per ref) plus the pack; this much
 # slack keeps a declared length from being refused for its commands alone.
 PUSH_COMMAND_SLACK = 1 << 20
+
+
+def account_limit_error(backend: Backend, account_id: str, incoming_bytes: int) -> StorageLimitExceeded:
+    """The error for a fork or import refused by the account limit when it recorded its size."""
+    STORAGE_REFUSED.inc()
+    used = backend.meta.account_size(account_id)
+    return StorageLimitExceeded(
+        f"Storage limit reached: account would use {used + incoming_bytes} bytes, "
+        f"limit {backend.settings.max_account_bytes}",
+        code=Code.STORAGE_LIMIT,
+    )
 
 
 def admit_git(backend: Backend, repo: RepoRow, push: bool, declared_bytes: int | None) -> int | None:

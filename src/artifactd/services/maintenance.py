@@ -60,8 +60,9 @@ def maintain_repo(backend: Backend, repo: RepoRow, *, full: bool | None = None) 
             full = repo.size_bytes < FULL_REPACK_MAX_BYTES
         report = maintain(backend.git, backend.repos.path(repo.id), full=full,
                           grace_seconds=int(backend.settings.gc_grace_seconds))
+        # Measured with the row locked, so a push recorded meanwhile is not overwritten.
         backend.meta.finish_maintenance(repo.id, now_us(), repo.pushes_since_maintenance,
-                                        backend.repos.size(repo.id))
+                                        lambda: backend.repos.size(repo.id))
     MAINTENANCE_RUNS.labels("full" if report.full else "geometric").inc()
     MAINTENANCE_SECONDS.observe(report.seconds)
     log.info("maintained repo %s: %d packs -> %d (%s, %.2fs)", repo.id, report.packs_before,

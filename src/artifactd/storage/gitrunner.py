@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from artifactd.storage.orphans import DATA_DIR_VAR, OWNER_VAR
+from artifactd.storage.pushhooks import install_hooks
 
 GIT = shutil.which("git") or "git"
 NICE = shutil.which("nice")
@@ -67,6 +68,7 @@ class GitRunner:
         self.home = data_dir / "tmp" / "git-home"
         self.hooks_dir.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
+        install_hooks(self.hooks_dir)
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {
@@ -153,19 +155,21 @@ class GitRunner:
         env: Mapping[str, str] | None = None,
         stdin: bool = True,
         limit: int = 1 << 16,
+        pass_fds: Sequence[int] = (),
     ) -> PipedGit:
         """Start git with its pipes attached to the running event loop (the HTTP data plane).
 
         Unlike ``spawn`` this does not use the loop's subprocess support: under uvloop
         (uvicorn's default loop) that forks the whole server, about 6 ms for each git request,
         while ``subprocess.Popen`` uses vfork (under 1 ms). The exit is watched with a pidfd,
-        so no thread waits for it. The process leads its own process group.
+        so no thread waits for it. The process leads its own process group. ``pass_fds``
+        stay open in git and its hooks (receive-pack's channel to the server).
         """
         proc = subprocess.Popen(
             self.argv(git_dir, args, config),
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(env),
-            start_new_session=True,
+            start_new_session=True, pass_fds=tuple(pass_fds),
         )
         for pipe in (proc.stdout, proc.stdin):
             if pipe is not None:

@@ -7,7 +7,7 @@ a duplicate repo name becomes ``Conflict(REPO_EXISTS)`` whatever the driver said
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -29,9 +30,11 @@ from sqlalchemy.exc import IntegrityError
 
 from artifactd.errors import Code, Conflict
 from artifactd.storage.schema import (
+    account_storage,
     accounts,
     api_tokens,
     namespaces,
+    push_intents,
     repo_tokens,
     repos,
     server_settings,
@@ -65,6 +68,7 @@ class RepoRow:
     maintained_us: int
     pushes_since_maintenance: int
     import_spec: str | None
+    reserved_bytes: int = 0  # admitted for pushes in flight
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +89,24 @@ class ApiTokenRow:
     name: str | None
     created_us: int
     revoked_us: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class PushIntentRow:
+    id: str
+    repo_id: str
+    account_id: str
+    reserved_bytes: int
+    updates: str
+    started_us: int
+
+
+class _Refused(Exception):
+    """Rolls a storage transaction back; ``reason`` names the limit that refused it."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,23 +351,172 @@ class MetadataStore:
 
     def delete_repo(self, repo_id: str) -> bool:
         with self._tx() as conn:
+            locked = self._lock_repo(conn, repo_id)
             conn.execute(delete(repo_tokens).where(repo_tokens.c.repo_id == repo_id))
+            conn.execute(delete(push_intents).where(push_intents.c.repo_id == repo_id))
             result = conn.execute(delete(repos).where(repos.c.id == repo_id))
+            if locked is not None:
+                size, reserved, account_id = locked
+                self._add_to_account(conn, account_id, used=-size, reserved=-reserved)
             return bool(result.rowcount)
 
     def update_repo(self, repo_id: str, **values: Any) -> None:
         with self._tx() as conn:
             conn.execute(update(repos).where(repos.c.id == repo_id).values(**values))
 
-    def record_push(self, repo_id: str, now_us: int, size_bytes: int | None = None) -> None:
-        values: dict[str, Any] = {
-            "last_push_us": now_us,
-            "updated_us": now_us,
-            "pushes_since_maintenance": repos.c.pushes_since_maintenance + 1,
-        }
-        if size_bytes is not None:
-            values["size_bytes"] = size_bytes
-        self.update_repo(repo_id, **values)
+    # -- storage accounting --------------------------------------------------------------
+    # Every change of a repo's size goes through these methods, which change the account's
+    # running total in the same transaction. Each starts by locking the repo's row with a
+    # write: that takes SQLite's database write lock (pysqlite begins a transaction at its
+    # first write, so a read first would run outside it) and PostgreSQL's row lock; every
+    # transaction takes the repo row before the account row, so they cannot deadlock.
+
+    def _lock_repo(self, conn: Connection, repo_id: str) -> tuple[int, int, str] | None:
+        """Lock the repo's row; its (size_bytes, reserved_bytes, account_id), or None."""
+        conn.execute(update(repos).where(repos.c.id == repo_id)
+                     .values(reserved_bytes=repos.c.reserved_bytes))
+        row = conn.execute(select(repos.c.size_bytes, repos.c.reserved_bytes, repos.c.account_id)
+                           .where(repos.c.id == repo_id)).first()
+        return (int(row.size_bytes), int(row.reserved_bytes), row.account_id) if row else None
+
+    def _add_to_account(self, conn: Connection, account_id: str, used: int = 0,
+                        reserved: int = 0) -> None:
+        make = postgresql_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        statement = make(account_storage).values(
+            account_id=account_id, used_bytes=used, reserved_bytes=reserved)
+        conn.execute(statement.on_conflict_do_update(
+            index_elements=[account_storage.c.account_id],
+            set_={"used_bytes": account_storage.c.used_bytes + statement.excluded.used_bytes,
+                  "reserved_bytes": account_storage.c.reserved_bytes
+                  + statement.excluded.reserved_bytes},
+        ))
+
+    def account_size(self, account_id: str) -> int:
+        """Bytes the account stores plus bytes reserved by pushes in flight: one row read."""
+        with self._tx() as conn:
+            row = conn.execute(
+                select(account_storage.c.used_bytes + account_storage.c.reserved_bytes)
+                .where(account_storage.c.account_id == account_id)
+            ).first()
+        return int(row[0]) if row else 0
+
+    def account_usage(self, account_id: str) -> tuple[int, int]:
+        """The account's running totals: (used_bytes, reserved_bytes)."""
+        with self._tx() as conn:
+            row = conn.execute(
+                select(account_storage.c.used_bytes, account_storage.c.reserved_bytes)
+                .where(account_storage.c.account_id == account_id)
+            ).first()
+        return (int(row.used_bytes), int(row.reserved_bytes)) if row else (0, 0)
+
+    def set_repo_size(
+        self, repo_id: str, size_bytes: int | Callable[[], int], *,
+        account_limit: int | None = None, **values: Any,
+    ) -> bool:
+        """Record the repo's size (and other ``values``) and the account's total with it.
+
+        ``size_bytes`` may be a function that measures the disk: it is then called with the
+        row locked, so two writers of one repo cannot record their measurements out of
+        order. With ``account_limit``, a growth that would take the account past it is
+        refused (False, nothing changed); False too when the repo row is gone.
+        """
+        try:
+            with self._tx() as conn:
+                locked = self._lock_repo(conn, repo_id)
+                if locked is None:
+                    return False
+                old, _reserved, account_id = locked
+                new = size_bytes() if callable(size_bytes) else size_bytes
+                self._add_to_account(conn, account_id)
+                delta = new - old
+                changed = conn.execute(
+                    update(account_storage)
+                    .where(account_storage.c.account_id == account_id,
+                           (account_storage.c.used_bytes + account_storage.c.reserved_bytes
+                            + delta <= account_limit)
+                           if account_limit is not None and delta > 0 else true())
+                    .values(used_bytes=account_storage.c.used_bytes + delta)
+                ).rowcount
+                if not changed:
+                    raise _Refused("account")
+                conn.execute(update(repos).where(repos.c.id == repo_id)
+                             .values(size_bytes=new, **values))
+        except _Refused:
+            return False
+        return True
+
+    def reserve_push(
+        self, intent: PushIntentRow, repo_limit: int, account_limit: int
+    ) -> str | None:
+        """Admit a push of ``intent.reserved_bytes``; None, or the limit that refused it.
+
+        Each limit is one conditional update, so concurrent pushes into a repo or an
+        account are admitted one after another against totals that include each other.
+        """
+        amount = intent.reserved_bytes
+        try:
+            with self._tx() as conn:
+                if not conn.execute(
+                    update(repos)
+                    .where(repos.c.id == intent.repo_id,
+                           repos.c.size_bytes + repos.c.reserved_bytes + amount <= repo_limit)
+                    .values(reserved_bytes=repos.c.reserved_bytes + amount)
+                ).rowcount:
+                    raise _Refused("repo")
+                self._add_to_account(conn, intent.account_id)
+                if not conn.execute(
+                    update(account_storage)
+                    .where(account_storage.c.account_id == intent.account_id,
+                           account_storage.c.used_bytes + account_storage.c.reserved_bytes
+                           + amount <= account_limit)
+                    .values(reserved_bytes=account_storage.c.reserved_bytes + amount)
+                ).rowcount:
+                    raise _Refused("account")
+                conn.execute(insert(push_intents), _row_dict(intent))
+        except _Refused as refused:
+            return refused.reason
+        return None
+
+    def finish_push(
+        self, intent_id: str, repo_id: str, measure: Callable[[], int], pushed_us: int | None
+    ) -> bool:
+        """Release a push's reservation and record what it did, in one transaction.
+
+        ``measure`` gives the repo's size on disk; ``pushed_us`` is set when refs moved (then
+        ``last_push_at`` and the maintenance counter change too). False when the intent was
+        already finished (or its repo deleted): nothing is recorded twice.
+        """
+        with self._tx() as conn:
+            locked = self._lock_repo(conn, repo_id)
+            row = conn.execute(select(push_intents.c.reserved_bytes)
+                               .where(push_intents.c.id == intent_id)).first()
+            if row is None:
+                return False
+            conn.execute(delete(push_intents).where(push_intents.c.id == intent_id))
+            if locked is None:
+                return False
+            old, _reserved, account_id = locked
+            amount = int(row.reserved_bytes)
+            new = measure()
+            values: dict[str, Any] = {
+                "size_bytes": new, "reserved_bytes": repos.c.reserved_bytes - amount,
+            }
+            if pushed_us is not None:
+                values.update(last_push_us=pushed_us, updated_us=pushed_us,
+                              pushes_since_maintenance=repos.c.pushes_since_maintenance + 1)
+            conn.execute(update(repos).where(repos.c.id == repo_id).values(**values))
+            self._add_to_account(conn, account_id, used=new - old, reserved=-amount)
+        return True
+
+    def pending_pushes(self, repo_id: str | None = None) -> list[PushIntentRow]:
+        """Pushes admitted and not yet recorded (at start-up: left behind by a crash)."""
+        query = select(push_intents)
+        if repo_id is not None:
+            query = query.where(push_intents.c.repo_id == repo_id)
+        with self._tx() as conn:
+            return [PushIntentRow(**{f.name: getattr(r, f.name)
+                                     for f in dataclasses.fields(PushIntentRow)})
+                    for r in conn.execute(query)]
 
     def repos_due_for_maintenance(self, min_pushes: int, limit: int) -> list[RepoRow]:
         with self._tx() as conn:
@@ -355,10 +526,12 @@ class MetadataStore:
                 .order_by(repos.c.pushes_since_maintenance.desc()).limit(limit)
             )]
 
-    def finish_maintenance(self, repo_id: str, now_us: int, pushes_seen: int, size_bytes: int) -> None:
+    def finish_maintenance(
+        self, repo_id: str, now_us: int, pushes_seen: int, size_bytes: int | Callable[[], int]
+    ) -> None:
         """Record a maintenance; pushes that arrived meanwhile stay counted for the next one."""
-        self.update_repo(
-            repo_id, maintained_us=now_us, size_bytes=size_bytes,
+        self.set_repo_size(
+            repo_id, size_bytes, maintained_us=now_us,
             pushes_since_maintenance=func.max(repos.c.pushes_since_maintenance - pushes_seen, 0)
             if self.engine.dialect.name == "sqlite"
             else func.greatest(repos.c.pushes_since_maintenance - pushes_seen, 0),
@@ -377,17 +550,15 @@ class MetadataStore:
         with self._tx() as conn:
             return {str(r[0]) for r in conn.execute(select(repos.c.id).where(repos.c.id.in_(list(ids))))}
 
-    def account_size(self, account_id: str) -> int:
-        with self._tx() as conn:
-            return int(conn.execute(
-                select(func.coalesce(func.sum(repos.c.size_bytes), 0))
-                .where(repos.c.account_id == account_id)
-            ).scalar_one())
-
     def bulk_insert_repos(self, rows: Sequence[dict[str, Any]]) -> None:
         """Seed many repos at once (benchmarks); rows are full ``repos`` column dicts."""
+        totals: dict[str, int] = {}
+        for row in rows:
+            totals[row["account_id"]] = totals.get(row["account_id"], 0) + row.get("size_bytes", 0)
         with self._tx() as conn:
             conn.execute(insert(repos), list(rows))
+            for account_id, used in totals.items():
+                self._add_to_account(conn, account_id, used=used)
 
     def ensure_namespace(self, account_id: str, name: str, now_us: int) -> None:
         with self._tx() as conn:

@@ -18,6 +18,8 @@ creating a repo costs a database row and nothing on disk.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import secrets
@@ -29,6 +31,10 @@ from pathlib import Path
 from artifactd.storage.forklink import LinkedObjects, link_objects, write_packed_refs
 
 _REPO_ID = re.compile(r"[0-9a-f]{32}")
+# receive-pack's quarantine: objects/tmp_objdir-incoming-XXXXXX (git's tmp-objdir.c).
+QUARANTINE_PREFIX = "tmp_objdir-"
+_QUARANTINE = re.compile(r"tmp_objdir-incoming-[A-Za-z0-9]{6}")
+PUSH_LOCK = "artifactd-push.flock"  # not *.lock: that is git's own lock-file pattern
 
 _CONFIG = """[core]
 \trepositoryformatversion = 0
@@ -199,13 +205,125 @@ class RepoStore:
         return removed
 
     def size(self, repo_id: str) -> int:
-        """Bytes used by the repo's objects (what storage limits count)."""
-        path = self.path(repo_id) / "objects"
-        total = 0
-        for dirpath, _dirs, files in os.walk(path):
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(dirpath, name)).st_size
-                except FileNotFoundError:
-                    continue
-        return total
+        """Bytes used by the repo's objects (what storage limits count).
+
+        Quarantine directories of pushes in flight are not counted: their bytes are reserved
+        while the push runs and counted here once git moved them into place.
+        """
+        return _tree_bytes(self.path(repo_id) / "objects", skip_prefix=QUARANTINE_PREFIX)
+
+    def read_refs(self, repo_id: str, names: Sequence[str]) -> dict[str, str | None]:
+        """The object ids ``names`` point at (None: no such ref), read from the files
+        backend directly: a loose ref file, else ``packed-refs``. No process, so that a
+        push can check what it changed cheaply. Names are git-checked ref names."""
+        root = self.path(repo_id)
+        found: dict[str, str | None] = {}
+        packed: dict[str, str] | None = None
+        for name in names:
+            if not name.startswith("refs/") or ".." in name or "//" in name:
+                found[name] = None
+                continue
+            try:
+                found[name] = (root / name).read_text().strip() or None
+                continue
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                pass
+            if packed is None:
+                packed = _packed_refs(root / "packed-refs")
+            found[name] = packed.get(name)
+        return found
+
+    def quarantine_size(self, repo_id: str, quarantine: str) -> int | None:
+        """Bytes in one push's quarantine; None unless ``quarantine`` names one of this repo."""
+        path = Path(quarantine)
+        objects = self.path(repo_id) / "objects"
+        # Compared resolved: git may report the path through a symlinked data dir.
+        if not _QUARANTINE.fullmatch(path.name) or (
+            path.parent != objects and os.path.realpath(path.parent) != os.path.realpath(objects)
+        ):
+            return None
+        return _tree_bytes(path)
+
+    def lock_push(self, repo_id: str, *, wait: bool = True) -> int | None:
+        """A shared lock held for the life of one receive-pack (see ``end_push``).
+
+        Returns the lock's descriptor; None without ``wait`` while a cleanup holds it.
+        """
+        path = self.path(repo_id) / PUSH_LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    @contextlib.contextmanager
+    def idle_push_lock(self, repo_id: str) -> Iterator[bool]:
+        """Yields True while holding the repo's push lock exclusively: no receive-pack of
+        this machine runs for it, so quarantines there belong to no one."""
+        try:
+            fd = os.open(self.path(repo_id) / PUSH_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                         0o644)
+        except FileNotFoundError:  # the repo directory is gone (deleted, never made)
+            yield True
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def end_push(self, repo_id: str, fd: int) -> bool:
+        """Release a push's lock; the last push out removes every quarantine left behind.
+
+        git removes its quarantine itself, except when it is killed or a hook answer never
+        comes; whatever the reason a push ended, nothing of it stays. Returns whether this
+        call found the repo idle (and so cleaned it).
+        """
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        with self.idle_push_lock(repo_id) as idle:
+            if idle:
+                self.remove_quarantines(repo_id)
+            return idle
+
+    def remove_quarantines(self, repo_id: str) -> None:
+        """Remove the repo's quarantine directories (only with the push lock held exclusively)."""
+        objects = self.path(repo_id) / "objects"
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(objects):
+                if entry.name.startswith(QUARANTINE_PREFIX) and entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _packed_refs(path: Path) -> dict[str, str]:
+    refs: dict[str, str] = {}
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return refs
+    for line in text.splitlines():
+        if line.startswith(("#", "^")):
+            continue
+        sha, _, name = line.partition(" ")
+        if name:
+            refs[name] = sha
+    return refs
+
+
+def _tree_bytes(path: Path, skip_prefix: str | None = None) -> int:
+    total = 0
+    for dirpath, dirs, files in os.walk(path):
+        if skip_prefix is not None and dirpath == str(path):
+            dirs[:] = [d for d in dirs if not d.startswith(skip_prefix)]
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total

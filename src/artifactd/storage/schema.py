@@ -79,12 +79,40 @@ repos = Table(
     Column("maintained_us", BigInteger, nullable=False, default=0),
     Column("pushes_since_maintenance", Integer, nullable=False, default=0),
     Column("import_spec", Text, nullable=True),
+    # Bytes admitted for pushes still in flight (see push_intents).
+    Column("reserved_bytes", BigInteger, nullable=False, default=0),
     UniqueConstraint("account_id", "namespace", "name", name="uq_repos_name"),
     Index("ix_repos_created", "account_id", "namespace", "created_us", "id"),
     Index("ix_repos_updated", "account_id", "namespace", "updated_us", "id"),
     Index("ix_repos_pushed", "account_id", "namespace", "last_push_us", "id"),
     Index("ix_repos_status", "status"),
     Index("ix_repos_pushes_pending", "pushes_since_maintenance"),
+)
+
+# Running storage totals per account, changed in the same transaction as every repo size,
+# so that the account limit is one row read and holds for concurrent writers: ``used_bytes``
+# is the sum of the account's ``repos.size_bytes``, ``reserved_bytes`` of its repos'
+# ``reserved_bytes``.
+account_storage = Table(
+    "account_storage",
+    metadata,
+    Column("account_id", String(32), primary_key=True),
+    Column("used_bytes", BigInteger, nullable=False, default=0),
+    Column("reserved_bytes", BigInteger, nullable=False, default=0),
+)
+
+# A push admitted by the pre-receive hook and not yet recorded: its reservation and the ref
+# updates it asked for. A row left behind by a crash is reconciled with the disk at start-up.
+push_intents = Table(
+    "push_intents",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("repo_id", String(32), nullable=False),
+    Column("account_id", String(32), nullable=False),
+    Column("reserved_bytes", BigInteger, nullable=False),
+    Column("updates", Text, nullable=False),
+    Column("started_us", BigInteger, nullable=False),
+    Index("ix_push_intents_repo", "repo_id"),
 )
 
 repo_tokens = Table(
