@@ -121,7 +121,7 @@ def endpoint(
 
         def work() -> Response:
             started = now_us()
-            principal = accounts.authenticate(backend, authorization, path["account_id"])
+            principal = accounts.authenticate(backend, authorization, path.get("account_id"))
             namespace = path.get("namespace", "")
             try:
                 limits.check_rate(backend, "control", f"{principal.account_id}:{namespace or '*'}")

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 
 from artifactd.errors import ArtifactdError
-from artifactd.http import content, control, git, graphql, metrics, repo_actions
+from artifactd.http import content, control, git, graphql, metrics, repo_actions, v1
 from artifactd.http.accesslog import AccessLogMiddleware
 from artifactd.http.errors import handle_domain_error, handle_http_exception
 from artifactd.observability import EVENTS_DROPPED
@@ -35,8 +35,9 @@ async def _sweep_trash_forever(backend: Backend) -> None:
 
 
 def build_routes(backend: Backend) -> list[BaseRoute]:
+    control_plane = [*control.routes, *repo_actions.routes, *content.routes]
     routes: list[BaseRoute] = [
-        *control.routes, *repo_actions.routes, *content.routes, *git.routes, *graphql.routes,
+        *control_plane, *v1.derive(control_plane), *git.routes, *graphql.routes,
     ]
     if backend.settings.metrics_enabled:
         routes += metrics.routes

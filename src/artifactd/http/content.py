@@ -64,7 +64,7 @@ def routed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         principals: list[Principal] = []
 
         def check() -> RepoRow:
-            principal = accounts.authenticate(backend, authorization, params["account_id"])
+            principal = accounts.authenticate(backend, authorization, params.get("account_id"))
             principals.append(principal)
             limits.check_rate(backend, "control", f"{principal.account_id}:{params['namespace']}")
             repo = repos.get_repo(backend, principal.account_id, params["namespace"], params["name"])

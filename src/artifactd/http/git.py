@@ -258,4 +258,10 @@ async def _stream(
 
 
 # Methods are checked by the endpoint itself so that git gets plain-text answers.
-routes = [Route("/git/{path:path}", GitEndpoint())]
+routes = [
+    Route("/git/{path:path}", GitEndpoint()),
+    # The changelog's remote form, without /git (git_access.parse_path): only git's three
+    # endpoints under a `<repo>.git`, so no other path is taken from the JSON routes.
+    *(Route("/{namespace}/{repo}.git/" + action, GitEndpoint())
+      for action in ("info/refs", "git-upload-pack", "git-receive-pack")),
+]
