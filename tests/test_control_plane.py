@@ -60,7 +60,8 @@ def test_create_get_list_delete_shapes(server: Server, unique_name: str) -> None
 
         listed = c.get("/repos", params={"search": unique_name}).json()
         assert [r["name"] for r in listed["result"]] == [unique_name]
-        assert listed["result_info"] == {"cursor": None, "per_page": 50, "count": 1}
+        assert listed["result_info"] == {"cursor": None, "per_page": 50, "count": 1,
+                                         "total_count": 1}
 
         deleted = c.delete(f"/repos/{unique_name}")
         assert deleted.status_code == 202

@@ -10,6 +10,7 @@ real git CLI.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from artifactd import Artifacts, AsyncArtifacts
+from artifactd.client import Conflict, ValidationError
+from artifactd.client._core import api_error
 from artifactd.errors import Code
+from tests.clientutil import client_env, run_cli
 from tests.gitsource import GitSource
 from tests.gitutil import Git, basic_remote, bearer
 from tests.harness import Server
@@ -250,3 +255,99 @@ def test_changelog_remote_form(import_server: Server, tmp_path: Path, unique_nam
     # Any other two-segment path is still a JSON 404, not a git answer.
     r = httpx.get(f"{import_server.url}/{NAMESPACE}/{unique_name}")
     assert r.status_code == 404 and r.json()["success"] is False
+
+
+# -- the SDK and the CLI: the binding's newer shapes and Cloudflare's variable names ----------
+
+
+def cloudflare_env(server: Server) -> dict[str, str]:
+    """Only the variables Cloudflare's docs export: no ARTIFACTD_*, no account id."""
+    return {
+        "ARTIFACTS_BASE_URL": f"{server.url}/v1/api/namespaces/{NAMESPACE}",
+        "CLOUDFLARE_API_TOKEN": server.token,
+    }
+
+
+def test_sdk_binding_shapes_from_cloudflare_variables(
+    import_server: Server, source: GitSource, unique_name: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in [k for k in os.environ if k.startswith("ARTIFACTD_")]:
+        monkeypatch.delenv(key)
+    for key, value in cloudflare_env(import_server).items():
+        monkeypatch.setenv(key, value)
+    with Artifacts() as artifacts:
+        assert artifacts.namespace == NAMESPACE and artifacts.account_id == ""
+        created = artifacts.create(unique_name, set_default_branch="trunk")
+        assert created.default_branch == "trunk"
+        assert created.token_expires_at is not None
+        assert created.token_expires_at == created.expires_at
+        with pytest.raises(ValidationError):
+            artifacts.create(unique_name + "-x", default_branch="a", set_default_branch="b")
+        imported = artifacts.import_repo(
+            source={"url": f"{source.url}/upstream.git", "branch": "main"},
+            target={"name": f"{unique_name}-imp", "opts": {"readOnly": True,
+                                                           "description": "mirror"}},
+            wait=True, wait_timeout=60,
+        )
+        info = artifacts.info(imported.name)
+        assert info.read_only is True and info.description == "mirror"
+        with pytest.raises(ValidationError):
+            artifacts.import_repo(f"{source.url}/upstream.git", "x",
+                                  source={"url": f"{source.url}/upstream.git"}, target={"name": "x"})
+        # `total` counts every matching repo, not only this page's.
+        page = artifacts.list(limit=1, search=unique_name)
+        assert len(page) == 1 and page.total == 2 and page.cursor is not None
+        assert artifacts.list(search=unique_name).total == 2
+        repo = artifacts.get(unique_name)
+        repo.create_token("read", 3600)
+        assert repo.list_tokens().total == 2
+    # The same through the /client/v4 base: the v1 one acted on the token's account.
+    with Artifacts(import_server.url, import_server.account_id, import_server.token,
+                   NAMESPACE) as v4:
+        assert v4.info(unique_name).default_branch == "trunk"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_async_sdk_from_cloudflare_variables(anyio_backend: str, import_server: Server, unique_name: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in os.environ if k.startswith("ARTIFACTD_")]:
+        monkeypatch.delenv(key)
+    for key, value in cloudflare_env(import_server).items():
+        monkeypatch.setenv(key, value)
+    async with AsyncArtifacts() as artifacts:
+        created = await artifacts.create(unique_name, set_default_branch="dev")
+        assert created.default_branch == "dev" and created.token_expires_at is not None
+        assert (await artifacts.list(search=unique_name)).total == 1
+
+
+def test_published_in_progress_codes_are_retriable_without_the_field() -> None:
+    # The hosted service sends the code alone; artifactd also sends "retriable": true.
+    for code in (10302, 10303):
+        response = httpx.Response(409, json={
+            "result": None, "success": False, "messages": [],
+            "errors": [{"code": code, "message": "still importing"}],
+        })
+        error = api_error(response, response.json())
+        assert isinstance(error, Conflict) and error.retriable is True and error.code == code
+    taken = httpx.Response(409, json={"result": None, "success": False, "messages": [],
+                                      "errors": [{"code": 10201, "message": "exists"}]})
+    assert api_error(taken, taken.json()).retriable is False  # type: ignore[attr-defined]
+
+
+def test_cli_from_cloudflare_variables(import_server: Server, tmp_path: Path,
+                                       unique_name: str) -> None:
+    env = client_env(import_server, tmp_path / "home")
+    for key in ("ARTIFACTD_URL", "ARTIFACTD_ACCOUNT_ID", "ARTIFACTD_API_TOKEN"):
+        del env[key]
+    env.update(cloudflare_env(import_server))
+    created = run_cli(env, "repo", "create", unique_name, "--json")
+    assert created.returncode == 0, created.stderr
+    with v1(import_server) as c:
+        assert ok(c.get(f"/repos/{unique_name}"))["name"] == unique_name
+    # The artifactd variables win over Cloudflare's: a wrong fallback token is not used.
+    env.update({"ARTIFACTD_URL": import_server.url, "ARTIFACTD_ACCOUNT_ID": import_server.account_id,
+                "ARTIFACTD_API_TOKEN": import_server.token, "CLOUDFLARE_API_TOKEN": "artd_" + "0" * 40,
+                "ARTIFACTD_NAMESPACE": NAMESPACE})
+    listed = run_cli(env, "repo", "get", unique_name, "--json")
+    assert listed.returncode == 0, listed.stderr
