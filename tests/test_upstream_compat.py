@@ -204,9 +204,14 @@ def test_import_in_progress(import_server: Server, source: GitSource, unique_nam
         source.release("slow")
 
 
+def v4(server: Server) -> httpx.Client:
+    return httpx.Client(base_url=server.ns_url(NAMESPACE),
+                        headers={"Authorization": f"Bearer {server.token}"}, timeout=60)
+
+
 def test_unknown_fields_are_ignored_and_types_still_checked(import_server: Server,
                                                             unique_name: str) -> None:
-    with v1(import_server) as c:
+    with v4(import_server) as c:
         # A camel-cased or future field is ignored, as Cloudflare's v4 API ignores it.
         created = ok(c.post("/repos", json={"name": unique_name, "readOnly": True,
                                             "labels": {"team": "x"}}))
@@ -237,7 +242,7 @@ def test_v1_base_auth(import_server: Server, unique_name: str) -> None:
 
 def test_changelog_remote_form(import_server: Server, tmp_path: Path, unique_name: str) -> None:
     """``git clone https://x:${REPO_TOKEN}@<host>/<namespace>/<repo>.git`` (the changelog)."""
-    with v1(import_server) as c:
+    with v4(import_server) as c:
         created = ok(c.post("/repos", json={"name": unique_name}))
     remote = f"{import_server.url}/{NAMESPACE}/{unique_name}.git"
     git = Git(tmp_path / "home")
