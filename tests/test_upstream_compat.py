@@ -22,6 +22,9 @@ from artifactd import Artifacts, AsyncArtifacts
 from artifactd.client import Conflict, ValidationError
 from artifactd.client._core import api_error
 from artifactd.errors import Code
+from artifactd.errors import Conflict as DomainConflict
+from artifactd.services.repos import require_ready
+from artifactd.storage.metadata import RepoRow
 from tests.clientutil import client_env, run_cli
 from tests.gitsource import GitSource
 from tests.gitutil import Git, basic_remote, bearer
@@ -356,3 +359,15 @@ def test_cli_from_cloudflare_variables(import_server: Server, tmp_path: Path,
                 "ARTIFACTD_NAMESPACE": NAMESPACE})
     listed = run_cli(env, "repo", "get", unique_name, "--json")
     assert listed.returncode == 0, listed.stderr
+
+
+@pytest.mark.parametrize(("status", "name"), [("importing", "IMPORT_IN_PROGRESS"),
+                                              ("forking", "FORK_IN_PROGRESS")])
+def test_not_ready_repos_carry_the_published_codes(status: str, name: str) -> None:
+    # A fork holds "forking" only inside its own request (hardlinks take milliseconds), so
+    # the rule is checked where it lives rather than by racing a request against a fork.
+    repo = RepoRow("0" * 32, "a" * 32, "default", "r", None, "main", False, None, status, None,
+                   0, 0, 0, 0, 0, 0, None)
+    with pytest.raises(DomainConflict) as raised:
+        require_ready(repo)
+    assert raised.value.code == PUBLISHED_ERRORS[name][0] and raised.value.retriable is True
