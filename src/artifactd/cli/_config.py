@@ -117,8 +117,8 @@ def load(
     from_file = read_file(path) if use_file else {}
 
     def pick(option: str | None, variable: str, key: str, fallback: str | None = None) -> str:
-        return (option or env.get(variable) or str(from_file.get(key) or "")
-                or (env.get(fallback) or "" if fallback else ""))
+        last = env.get(fallback) if fallback else None
+        return option or env.get(variable) or str(from_file.get(key) or "") or last or ""
 
     timeout: float | None = None
     raw_timeout = env.get(ENV_TIMEOUT)

@@ -225,9 +225,10 @@ class ImportRequest:
     description: str | None = None
 
 
-def _pick(mapping: Mapping[str, Any], *keys: str) -> Any:
-    """The first of ``keys`` present (the binding's camelCase or the Python spelling)."""
-    return next((mapping[key] for key in keys if key in mapping), None)
+def _pick(mapping: Mapping[str, Any], keys: tuple[str, ...], default: Any) -> Any:
+    """The value of the first of ``keys`` present (the binding's camelCase or the Python
+    spelling), else ``default``. Values pass as they are: the request model checks types."""
+    return next((mapping[key] for key in keys if key in mapping), default)
 
 
 def import_request(
@@ -256,8 +257,8 @@ def import_request(
     return ImportRequest(
         url=source["url"], name=target["name"],
         branch=source.get("branch", branch), depth=source.get("depth", depth),
-        read_only=bool(_pick(opts, "readOnly", "read_only") or read_only),
-        description=_pick(opts, "description") or description,
+        read_only=_pick(opts, ("readOnly", "read_only"), read_only),
+        description=_pick(opts, ("description",), description),
     )
 
 
