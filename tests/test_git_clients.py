@@ -91,9 +91,15 @@ def test_dulwich_clone_fetch_push(sqlite_server: Server, tmp_path: Path, unique_
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    exe = shutil.which("node")
-    if exe is None or not (NODE_DIR / "node_modules" / "isomorphic-git").is_dir():
-        pytest.fail("node and tests/node/node_modules are required: run `npm ci` in tests/node")
+    """Node.js with isomorphic-git; a fresh clone gets its locked packages here (`npm ci`),
+    so the README's test command needs no extra set-up step."""
+    exe, npm = shutil.which("node"), shutil.which("npm")
+    if exe is None or npm is None:
+        pytest.fail("Node.js and npm are required for the isomorphic-git test (Debian: nodejs npm)")
+    if not (NODE_DIR / "node_modules" / "isomorphic-git").is_dir():
+        installed = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR,
+                                   capture_output=True, text=True, timeout=300)
+        assert installed.returncode == 0, installed.stdout + installed.stderr
     return exe
 
 

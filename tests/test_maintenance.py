@@ -168,15 +168,17 @@ def test_scheduler_maintains_busy_repos(tmp_path: Path) -> None:
     try:
         repo = make_repo(server, "sched")
         git = Git(tmp_path / "home")
-        push_n(git, repo, tmp_path / "w", 4)
-        deadline = time.monotonic() + 30
+        # Exactly the threshold: the scheduler's one run then covers every push, so what it
+        # left on disk is what the assertions below see, however the host schedules it.
+        push_n(git, repo, tmp_path / "w", 3)
+        deadline = time.monotonic() + 120  # a bound on a loaded host, not an expected time
         with server.client() as c:
             while time.monotonic() < deadline:
                 got = c.get("/repos/sched").json()["result"]
-                if got["maintained_at"]:
+                if got["maintained_at"] and got["maintained_at"] >= got["last_push_at"]:
                     break
                 time.sleep(0.3)
-        assert got["maintained_at"], "the scheduler never maintained a repo with 4 pushes"
+        assert got["maintained_at"], "the scheduler never maintained a repo with 3 pushes"
         path = server.data_dir / "repos" / repo["id"][:2] / repo["id"][2:4] / f"{repo['id']}.git"
         assert count_packs(path) == 1
         assert (path / "objects" / "info" / "commit-graph").exists()

@@ -42,3 +42,7 @@ MAINTENANCE_SECONDS = Histogram(
 STORAGE_REFUSED = Counter(
     "artifactd_storage_limit_refusals_total", "Operations refused by a storage limit."
 )
+SQLITE_CHECKPOINTS = Counter(
+    "artifactd_sqlite_checkpoints_total",
+    "WAL checkpoints run by the background checkpointer (SQLite only).",
+)

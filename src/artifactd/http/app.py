@@ -15,10 +15,11 @@ from artifactd.errors import ArtifactdError
 from artifactd.http import content, control, git, graphql, metrics, repo_actions, v1
 from artifactd.http.accesslog import AccessLogMiddleware
 from artifactd.http.errors import handle_domain_error, handle_http_exception
-from artifactd.observability import EVENTS_DROPPED
+from artifactd.observability import EVENTS_DROPPED, SQLITE_CHECKPOINTS
 from artifactd.services import analytics
 from artifactd.services.backend import Backend
 from artifactd.services.maintenance import MaintenanceThread
+from artifactd.storage.checkpointer import WalCheckpointer
 
 log = logging.getLogger("artifactd")
 
@@ -55,11 +56,17 @@ def create_app(backend: Backend) -> Starlette:
         sweeper = asyncio.create_task(_sweep_trash_forever(backend))
         maintenance = MaintenanceThread(backend)
         maintenance.start()
+        checkpointer = None
+        if backend.meta.engine.dialect.name == "sqlite":
+            checkpointer = WalCheckpointer(backend.meta.engine, on_checkpoint=SQLITE_CHECKPOINTS.inc)
+            checkpointer.start()
         await repo_actions.on_startup(backend)
         try:
             yield
         finally:
             sweeper.cancel()
+            if checkpointer is not None:
+                await asyncio.to_thread(checkpointer.stop)
             repo_actions.on_shutdown(backend)
             await asyncio.to_thread(maintenance.stop)
             await asyncio.to_thread(recorder.stop)

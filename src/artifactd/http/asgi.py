@@ -24,4 +24,4 @@ def export_settings(settings: Settings) -> None:
 def app_factory() -> Starlette:
     settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
     configure_logging(settings)
-    return create_app(Backend.open(settings, run_migrations=False))
+    return create_app(Backend.open(settings, run_migrations=False, serving=True))

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from artifactd.errors import Code, ValidationError
+from artifactd.errors import Code, NotFound, ValidationError
 from artifactd.http.control import NS
 from artifactd.http.envelope import failure, success
 from artifactd.http.ranges import UNSATISFIABLE, etag_matches, parse_range
@@ -66,8 +66,16 @@ def routed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         def check() -> RepoRow:
             principal = accounts.authenticate(backend, authorization, params.get("account_id"))
             principals.append(principal)
-            limits.check_rate(backend, "control", f"{principal.account_id}:{params['namespace']}")
-            repo = repos.get_repo(backend, principal.account_id, params["namespace"], params["name"])
+            try:
+                repo = repos.get_repo(backend, principal.account_id, params["namespace"], params["name"])
+            except NotFound:
+                # Probing for names is charged to the namespace, like any control-plane call.
+                limits.check_rate(backend, "control", f"{principal.account_id}:{params['namespace']}")
+                raise
+            # Reads of a repo count against that repo's rate (the spec's 2,000 per 10 s per
+            # artifact, shared with its git requests), not the namespace's control-plane
+            # rate, which would cap a namespace of thousands of repos at 200 reads/s.
+            limits.check_rate(backend, "git", repo.id)
             repos.require_ready(repo)
             return repo
 

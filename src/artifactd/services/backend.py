@@ -27,9 +27,11 @@ class Backend:
     extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, settings: Settings, *, run_migrations: bool = True) -> Backend:
+    def open(cls, settings: Settings, *, run_migrations: bool = True, serving: bool = False) -> Backend:
+        """``serving``: a server process, whose app checkpoints SQLite's WAL in a thread of
+        its own (storage/checkpointer.py) instead of inside request commits."""
         settings.data_path.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(settings.effective_database_url)
+        engine = make_engine(settings.effective_database_url, background_checkpoints=serving)
         if run_migrations or not is_migrated(engine):
             migrate(engine)
         meta = MetadataStore(engine)
