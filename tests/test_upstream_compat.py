@@ -11,14 +11,17 @@ real git CLI.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from artifactd import Artifacts, AsyncArtifacts
+from artifactd.cli.credential import match
 from artifactd.client import Conflict, ValidationError
 from artifactd.client._core import api_error
 from artifactd.errors import Code
@@ -371,3 +374,38 @@ def test_not_ready_repos_carry_the_published_codes(status: str, name: str) -> No
     with pytest.raises(DomainConflict) as raised:
         require_ready(repo)
     assert raised.value.code == PUBLISHED_ERRORS[name][0] and raised.value.retriable is True
+
+
+def helper_request(remote: str) -> str:
+    parts = urlsplit(remote)
+    return f"protocol={parts.scheme}\nhost={parts.netloc}\npath={parts.path.lstrip('/')}\n\n"
+
+
+def test_credential_helper_with_a_cloudflare_login(import_server: Server, tmp_path: Path,
+                                                   unique_name: str) -> None:
+    env = client_env(import_server, tmp_path / "home")
+    for key in ("ARTIFACTD_URL", "ARTIFACTD_ACCOUNT_ID", "ARTIFACTD_API_TOKEN"):
+        del env[key]
+    env.update(cloudflare_env(import_server))
+    with v4(import_server) as c:
+        remote = ok(c.post("/repos", json={"name": unique_name}))["remote"]
+    got = subprocess.run(["git-credential-artifactd", "get"], input=helper_request(remote), env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    assert "password=art_v1_" in got.stdout
+    # A remote of another repo name, or of a foreign host, gets no answer.
+    for other in (remote.replace(unique_name, unique_name + "-no"),
+                  "https://github.com/cloudflare/workers-sdk.git"):
+        quiet = subprocess.run(["git-credential-artifactd", "get"], input=helper_request(other),
+                               env=env, capture_output=True, text=True, timeout=60)
+        assert quiet.returncode == 0 and quiet.stdout == "", quiet.stderr
+
+
+def test_credential_helper_claims_changelog_remotes_only_on_its_server() -> None:
+    def wanted(host: str, path: str, server: str) -> object:
+        return match({"protocol": "https", "host": host, "path": path}, "a" * 32, server)
+
+    found = wanted("artifacts.example.com", "default/repo.git", "artifacts.example.com")
+    assert found is not None and (found.namespace, found.repo) == ("default", "repo")  # type: ignore[attr-defined]
+    assert wanted("github.com", "cloudflare/workers-sdk.git", "artifacts.example.com") is None
+    assert wanted("artifacts.example.com", "default/repo", "artifacts.example.com") is None

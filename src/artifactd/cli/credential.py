@@ -26,6 +26,7 @@ import click
 from artifactd.cli import _config
 from artifactd.cli._app import Application, ExitCode, pass_app
 from artifactd.client import Artifacts, ArtifactsError, NotFound, PermissionDenied, token_expires_at
+from artifactd.client._core import normalize_base_url
 
 HELPER_TTL = 900  # seconds: one git command's worth; git asks again for the next command
 SCRIPT = "git-credential-artifactd"
@@ -34,6 +35,8 @@ SCRIPT = "git-credential-artifactd"
 _REMOTE_PATH = re.compile(
     r"^(?:.*/)?git/(?:(?P<account>[0-9a-f]{32})/)?(?P<namespace>[^/]+)/(?P<repo>[^/]+?)(?:\.git)?/?$"
 )
+# ``<namespace>/<repo>.git`` (the changelog's remote form): claimed only on the server's own host.
+_BARE_REMOTE_PATH = re.compile(r"^(?P<namespace>[^/]+)/(?P<repo>[^/]+?)\.git/?$")
 
 
 @dataclass(frozen=True)
@@ -61,15 +64,24 @@ def parse_request(lines: Iterable[str]) -> dict[str, str]:
     return attrs
 
 
-def match(attrs: dict[str, str], account_id: str) -> Wanted | None:
-    """The repo a credential request is for, if it looks like one of this account's remotes."""
+def match(attrs: dict[str, str], account_id: str, server_host: str = "") -> Wanted | None:
+    """The repo a credential request is for, if it looks like one of this account's remotes.
+
+    ``account_id`` is empty with a ``/v1/api`` login (the API token's account, unknown
+    here): any account is taken, and the remote check in ``answer`` decides.
+    """
     protocol, host, path = attrs.get("protocol", ""), attrs.get("host", ""), attrs.get("path", "")
     if protocol not in ("http", "https") or not host or not path:
         return None
     found = _REMOTE_PATH.match(path)
     if not found:
-        return None
-    if found.group("account") is None:
+        bare = _BARE_REMOTE_PATH.match(path)
+        if bare is None or not server_host or host.lower() != server_host.lower():
+            return None
+        return Wanted(protocol, host, path.strip("/"), bare.group("namespace"), bare.group("repo"))
+    if not account_id:
+        pass
+    elif found.group("account") is None:
         if host.split(".", 1)[0].lower() != account_id:
             return None
     elif found.group("account") != account_id:
@@ -90,7 +102,7 @@ def answer(settings: _config.ClientSettings, attrs: dict[str, str], scope: str, 
     """The helper's reply to ``get``: credential lines, or ``None`` when the URL is not ours."""
     if settings.missing:
         return None
-    wanted = match(attrs, settings.account_id)
+    wanted = match(attrs, settings.account_id, urlsplit(normalize_base_url(settings.url)).netloc)
     if wanted is None:
         return None
     with Artifacts(settings.url, settings.account_id, settings.api_token, wanted.namespace,
