@@ -409,3 +409,19 @@ def test_credential_helper_claims_changelog_remotes_only_on_its_server() -> None
     assert found is not None and (found.namespace, found.repo) == ("default", "repo")  # type: ignore[attr-defined]
     assert wanted("github.com", "cloudflare/workers-sdk.git", "artifacts.example.com") is None
     assert wanted("artifacts.example.com", "default/repo", "artifacts.example.com") is None
+
+
+def test_sdk_takes_account_and_namespace_from_a_v4_base_url(
+    import_server: Server, unique_name: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``ARTIFACTS_BASE_URL`` as the older docs (and the README) export it."""
+    for key in [k for k in os.environ if k.startswith("ARTIFACTD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("ARTIFACTS_BASE_URL", import_server.ns_url(NAMESPACE))
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", import_server.token)
+    with Artifacts() as artifacts:
+        assert artifacts.account_id == import_server.account_id
+        assert artifacts.namespace == NAMESPACE and artifacts.base_url == import_server.url
+        assert artifacts.create(unique_name).name == unique_name
+    with v1(import_server) as c:
+        assert ok(c.get(f"/repos/{unique_name}"))["name"] == unique_name

@@ -34,7 +34,7 @@ from artifactd.client._core import (
     ENV_NAMESPACE,
     ENV_TOKEN,
     ENV_URL,
-    v1_base,
+    base_parts,
 )
 
 ENV_CONFIG = "ARTIFACTD_CLIENT_CONFIG"
@@ -67,7 +67,7 @@ class ClientSettings:
     @property
     def missing(self) -> list[str]:
         # A /v1/api base URL names no account: the server takes the API token's.
-        needed = ("url", "api_token") if v1_base(self.url) else ("url", "account_id", "api_token")
+        needed = ("url", "api_token") if base_parts(self.url).v1 else ("url", "account_id", "api_token")
         return [name for name in needed if not getattr(self, name)]
 
 
@@ -132,12 +132,12 @@ def load(
     elif "timeout" in from_file:
         timeout = float(from_file["timeout"])
     picked_url = pick(url, ENV_URL, "url", ENV_CF_URL)
-    v1 = v1_base(picked_url)
+    parts = base_parts(picked_url)  # ARTIFACTS_BASE_URL may carry the account and namespace
     return ClientSettings(
         url=picked_url,
-        account_id=pick(account_id, ENV_ACCOUNT, "account_id", ENV_CF_ACCOUNT),
+        account_id=pick(account_id, ENV_ACCOUNT, "account_id", ENV_CF_ACCOUNT) or parts.account_id or "",
         api_token=pick(api_token, ENV_TOKEN, "api_token", ENV_CF_TOKEN),
-        namespace=pick(namespace, ENV_NAMESPACE, "namespace") or (v1[1] if v1 else None) or "",
+        namespace=pick(namespace, ENV_NAMESPACE, "namespace") or parts.namespace or "",
         timeout=timeout,
         path=path if from_file else None,
     )

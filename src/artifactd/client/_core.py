@@ -49,7 +49,8 @@ ENV_ACCOUNT = "ARTIFACTD_ACCOUNT_ID"
 ENV_TOKEN = "ARTIFACTD_API_TOKEN"  # noqa: S105 - the variable's name, not a secret
 ENV_NAMESPACE = "ARTIFACTD_NAMESPACE"
 # Fallbacks: the names Cloudflare's Artifacts docs export, read after the ARTIFACTD_* ones.
-# ARTIFACTS_BASE_URL is the REST base with its namespace (``<host>/v1/api/namespaces/<ns>``).
+# ARTIFACTS_BASE_URL is a REST base with its namespace (``<host>/v1/api/namespaces/<ns>``, or
+# ``<host>/client/v4/accounts/<account>/artifacts/namespaces/<ns>`` in the older docs).
 ENV_CF_URL = "ARTIFACTS_BASE_URL"
 ENV_CF_ACCOUNT = "CLOUDFLARE_ACCOUNT_ID"
 ENV_CF_TOKEN = "CLOUDFLARE_API_TOKEN"  # noqa: S105 - the variable's name, not a secret
@@ -64,8 +65,13 @@ DEFAULT_IMPORT_WAIT = 600.0  # seconds; the server's own import timeout is of th
 _ACCOUNT_ID = re.compile(r"[0-9a-f]{32}")
 _API_PREFIX = "/client/v4"
 _V1_PREFIX = "/v1/api"
-# ``.../v1/api`` or ``.../v1/api/namespaces/<ns>``: the newer reference's base, no account in it.
+# ``.../v1/api[/namespaces/<ns>]``: the newer reference's base, no account in it.
 _V1_BASE = re.compile(r"(?P<root>.*?)/v1/api(?:/namespaces/(?P<namespace>[^/]+))?/*")
+# ``.../client/v4[/accounts/<account>/artifacts[/namespaces/<ns>]]``: the v4 base.
+_V4_BASE = re.compile(
+    r"(?P<root>.*?)/client/v4"
+    r"(?:/accounts/(?P<account>[^/]+)/artifacts(?:/namespaces/(?P<namespace>[^/]+))?)?/*"
+)
 
 
 # Configuration ---------------------------------------------------------------------------
@@ -94,14 +100,15 @@ class Config:
         """
         env = os.environ if env is None else env
         url = base_url or env.get(ENV_URL) or env.get(ENV_CF_URL) or ""
-        account = account_id or env.get(ENV_ACCOUNT) or env.get(ENV_CF_ACCOUNT) or ""
+        parts = base_parts(url)
+        account = (account_id or env.get(ENV_ACCOUNT) or env.get(ENV_CF_ACCOUNT)
+                   or parts.account_id or "")
         token = api_token or env.get(ENV_TOKEN) or env.get(ENV_CF_TOKEN) or ""
-        v1 = v1_base(url)
         missing = [
             f"{arg} (or {var})"
             for arg, var, value in (
                 ("base_url", ENV_URL, url),
-                ("account_id", ENV_ACCOUNT, account or (v1 is not None)),
+                ("account_id", ENV_ACCOUNT, account or parts.v1),
                 ("api_token", ENV_TOKEN, token),
             )
             if not value
@@ -110,8 +117,7 @@ class Config:
             raise errors.ConfigurationError("artifactd client needs " + ", ".join(missing))
         return cls(
             base_url=normalize_base_url(url), account_id=account.strip(), api_token=token.strip(),
-            namespace=(namespace or env.get(ENV_NAMESPACE) or (v1[1] if v1 else None)
-                       or DEFAULT_NAMESPACE),
+            namespace=namespace or env.get(ENV_NAMESPACE) or parts.namespace or DEFAULT_NAMESPACE,
             timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
         )
 
@@ -123,21 +129,33 @@ class Config:
         }
 
 
-def v1_base(url: str) -> tuple[str, str | None] | None:
-    """``(server root, namespace or None)`` for a ``/v1/api[/namespaces/<ns>]`` URL, else ``None``."""
-    match = _V1_BASE.fullmatch(url.strip())
-    if match is None:
-        return None
-    return match.group("root"), match.group("namespace")
+@dataclass(frozen=True)
+class BaseParts:
+    """What a base URL says beyond the server root (``ARTIFACTS_BASE_URL`` says a lot)."""
+
+    root: str
+    account_id: str | None = None
+    namespace: str | None = None
+    v1: bool = False  # the ``/v1/api`` base: no account needed, the token's is used
+
+
+def base_parts(url: str) -> BaseParts:
+    """Split ``.../v1/api[/namespaces/<ns>]`` or
+    ``.../client/v4[/accounts/<account>/artifacts[/namespaces/<ns>]]``; any other URL is a root."""
+    text = url.strip()
+    v1 = _V1_BASE.fullmatch(text)
+    if v1 is not None:
+        return BaseParts(v1.group("root"), None, v1.group("namespace"), v1=True)
+    v4 = _V4_BASE.fullmatch(text)
+    if v4 is not None:
+        return BaseParts(v4.group("root"), v4.group("account"), v4.group("namespace"))
+    return BaseParts(text)
 
 
 def normalize_base_url(url: str) -> str:
-    """The server root. A URL that already ends in ``/client/v4`` (as Cloudflare's does), or in
-    ``/v1/api[/namespaces/<ns>]`` (the newer reference's ``ARTIFACTS_BASE_URL``), is accepted."""
-    text = url.strip().rstrip("/")
-    v1 = v1_base(text)
-    if v1 is not None:
-        text = v1[0]
+    """The server root. A URL that already ends in ``/client/v4`` (as Cloudflare's does), or is a
+    whole REST base (``ARTIFACTS_BASE_URL``, either form: ``base_parts``), is accepted."""
+    text = base_parts(url.strip().rstrip("/")).root
     try:
         parts = urlsplit(text)
         httpx.URL(text)  # what the client will parse: ports, IPv6 brackets, characters
@@ -148,8 +166,6 @@ def normalize_base_url(url: str) -> str:
         raise errors.ConfigurationError(
             f"base URL must look like http://host:port or https://host, got {redacted_url(text)!r}"
         )
-    if parts.path.endswith(_API_PREFIX):
-        text = text[: -len(_API_PREFIX)]
     return text
 
 
