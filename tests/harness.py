@@ -65,7 +65,7 @@ class Server:
         )
 
     def new_api_token(self, permission: str = "edit", account: str | None = None) -> dict[str, Any]:
-        args = ["api-token", "create", "--permission", permission, "--json"]
+        args = ["api-token", "create", "--init", "--permission", permission, "--json"]
         if account:
             args += ["--account", account]
         result = self.admin(*args)

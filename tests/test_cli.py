@@ -277,7 +277,7 @@ def test_log_and_cat(env: dict[str, str], unique_name: str, tmp_path: Path) -> N
     first = push_files(tmp_path / "git", created["remote"], created["token"],
                        {"README.md": "# readme\n", "bin.dat": bytes(range(256))}, "First commit")
     table = cli(env, "log", unique_name).stdout
-    assert table.splitlines() == [f"{first[:12]}\t2026-01-01 00:00\tTest Author\tFirst commit"]
+    assert table.splitlines() == [f"{first}\t2026-01-01 00:00\tTest Author\tFirst commit"]  # whole when piped
     commits = json.loads(run(env, "log", unique_name, "--json", "-n", "1").stdout)
     assert commits[0]["sha"] == first and commits[0]["message"].startswith("First commit")
     assert cli(env, "cat", unique_name, "README.md").stdout == "# readme\n"

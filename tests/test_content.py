@@ -391,7 +391,7 @@ def test_raw(sqlite_server: Server, seeded: Seeded) -> None:
         assert r.headers["x-content-type-options"] == "nosniff"
         assert "sandbox" in r.headers["content-security-policy"]
         assert client.get(f"{url}/main/image.png").headers["content-type"] == "image/png"
-        assert client.get(f"{url}/main/src/a.py").headers["content-type"].startswith("text/x-python")
+        assert client.get(f"{url}/main/src/a.py").headers["content-type"] == "text/plain; charset=utf-8"
         html = client.get(f"{url}/main/index.html")
         assert html.headers["content-type"] == "text/plain; charset=utf-8"  # never rendered
         assert client.get(f"{url}/main/notes").headers["content-type"] == "text/plain; charset=utf-8"

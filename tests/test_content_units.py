@@ -118,7 +118,7 @@ def test_ref_candidates() -> None:
     ("a.svg", b"<svg>", "text/plain; charset=utf-8"),
     ("a.png", b"whatever", "image/png"),
     ("noext", b"\x89PNG\r\n\x1a\n....", "image/png"),
-    ("noext", b"%PDF-1.4", "application/pdf"),
+    ("noext", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", "application/octet-stream"),  # never a document
     ("noext", b"hello \xc3", "text/plain; charset=utf-8"),  # UTF-8 cut mid-character
     ("noext", b"\x00\x01", "application/octet-stream"),
     ("noext", b"\xff\xfe\xfd latin-1?", "application/octet-stream"),

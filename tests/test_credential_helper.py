@@ -94,9 +94,16 @@ def test_clone_push_and_fetch_with_plain_remotes(
     git(env, "commit", "-q", "-m", "Second", cwd=work)
     git(env, "push", "-q", "origin", "main", cwd=work)
     git(env, "fetch", "-q", cwd=work)
+    git(env, "pull", "-q", cwd=work)
+    git(env, "ls-remote", "-q", "origin", cwd=work)
     assert artifacts.get(unique_name).file("b.txt") == b"two\n"
-    scopes = [t.scope for t in artifacts.get(unique_name).list_tokens(per_page=100).tokens]
-    assert scopes.count("write") >= 3  # the create token, then the helper's for clone, push, fetch
+    scopes = sorted(t.scope for t in artifacts.get(unique_name).list_tokens(per_page=100).tokens)
+    # The create token; one read token for the clone, reused by fetch, pull and ls-remote;
+    # one write token, for the push only.
+    assert scopes == ["read", "write", "write"]
+    cache = tmp_path / "home" / ".cache" / "artifactd" / "git-tokens.json"
+    assert oct(cache.stat().st_mode & 0o777) == "0o600"
+    assert oct(cache.parent.stat().st_mode & 0o777) == "0o700"
 
 
 def test_blobless_clone_fetches_blobs_later_through_the_helper_read_scope(
@@ -113,6 +120,10 @@ def test_blobless_clone_fetches_blobs_later_through_the_helper_read_scope(
     assert f"?{blob}" in missing.splitlines()  # not fetched by the clone
     before = artifacts.get(unique_name).list_tokens(state="all").total
     assert git(env, "cat-file", "-p", blob, cwd=work).stdout == "lazy\n"  # fetched now, via the helper
+    assert artifacts.get(unique_name).list_tokens(state="all").total == before  # the clone's, cached
+    uncached = {**env, "XDG_CACHE_HOME": str(tmp_path / "empty-cache")}
+    other = git(env, "rev-parse", "HEAD:big.bin", cwd=work).stdout.strip()
+    assert git(uncached, "cat-file", "-s", other, cwd=work).stdout.strip() == str(256 * 64)
     assert artifacts.get(unique_name).list_tokens(state="all").total == before + 1
     git(env, "checkout", "-q", "main", cwd=work)
     assert (work / "big.bin").read_bytes() == bytes(range(256)) * 64
@@ -152,7 +163,7 @@ def test_helper_protocol(env: dict[str, str], artifacts: Artifacts, sqlite_serve
     elsewhere = created.remote.replace(urlsplit(created.remote).netloc, "127.0.0.2:1")
     assert answer(settings, parse_request(request(elsewhere).splitlines()), "auto", 900) is None
     assert helper(env, "get", stdin=github_request()).stdout == ""
-    # store and erase: nothing stored, nothing to erase.
+    # store: nothing to add; erase of a secret not in the cache: nothing to drop.
     assert helper(env, "store", stdin=request(created.remote, username="x", password="p")).stdout == ""
     assert helper(env, "erase", stdin=request(created.remote, username="x", password="p")).stdout == ""
     # Not logged in at all: no answer.
@@ -179,3 +190,42 @@ def test_helper_reads_the_login_file(sqlite_server: Server, artifacts: Artifacts
     assert "password=art_v1_" in helper(from_file, "get", stdin=request(created.remote)).stdout
     listed = run_cli(from_file, "repo", "list", "--search", unique_name, "--json")
     assert [r["name"] for r in json.loads(listed.stdout)["repos"]] == [unique_name]
+
+
+def test_helper_reuses_a_live_cached_token_and_forgets_a_refused_one(
+    env: dict[str, str], artifacts: Artifacts, unique_name: str, tmp_path: Path,
+) -> None:
+    created = artifacts.create(unique_name)
+    handle = artifacts.get(unique_name)
+    first = helper(env, "--scope", "read", "get", stdin=request(created.remote)).stdout
+    again = helper(env, "--scope", "read", "get", stdin=request(created.remote)).stdout
+    assert first == again and "password=art_v1_" in first
+    assert [t.scope for t in handle.list_tokens().tokens].count("read") == 1
+    secret = dict(line.split("=", 1) for line in first.splitlines())["password"]
+    cache = tmp_path / "home" / ".cache" / "artifactd" / "git-tokens.json"
+    assert secret in cache.read_text() and oct(cache.stat().st_mode & 0o777) == "0o600"
+    # git erases a credential the server refused (say, revoked): the next get mints anew.
+    assert handle.revoke_token(secret)
+    helper(env, "erase", stdin=request(created.remote, username="x", password=secret))
+    assert secret not in cache.read_text()
+    fresh = helper(env, "--scope", "read", "get", stdin=request(created.remote)).stdout
+    assert fresh != first and "password=art_v1_" in fresh
+    # A cache other users could read is not trusted: ignored (a new token), then replaced.
+    cache.chmod(0o644)
+    widened = helper(env, "--scope", "read", "get", stdin=request(created.remote)).stdout
+    assert widened != fresh and oct(cache.stat().st_mode & 0o777) == "0o600"
+    # --no-cache mints every time.
+    before = handle.list_tokens().total
+    helper(env, "--scope", "read", "--no-cache", "get", stdin=request(created.remote))
+    assert handle.list_tokens().total == before + 1
+
+
+def test_git_subcommand_and_ancestry() -> None:
+    import os
+
+    from artifactd.cli._git_operation import asking_operation, git_subcommand
+
+    assert git_subcommand(["git", "-C", "dir", "-c", "a=b", "push", "origin"]) == "push"
+    assert git_subcommand(["/usr/lib/git-core/git-remote-http", "origin", "http://x"]) == "remote-http"
+    assert git_subcommand(["git", "--no-pager"]) is None and git_subcommand(["python"]) is None
+    assert asking_operation(os.getpid()) is None  # pytest has no git ancestor

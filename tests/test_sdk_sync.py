@@ -58,6 +58,8 @@ EXPECTED_EXPORTS = {
     "ArtifactsError", "APIError", "ValidationError", "AuthenticationError", "PermissionDenied",
     "NotFound", "Conflict", "PayloadTooLarge", "RateLimited", "ServerError", "UnexpectedResponse",
     "TransportError", "ConnectError", "Timeout", "ImportFailed", "WaitTimeout", "ConfigurationError",
+    # retries
+    "RetryPolicy", "Retrying",
     # helpers
     "token_secret", "token_expires_at", "authenticated_remote",
 }

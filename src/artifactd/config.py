@@ -8,6 +8,7 @@ keeps the two in step).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -98,7 +99,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Account id used by `api-token create` when `--account` is not given; empty means "
             "the data dir's own default account (a random 32-hex id made on first use)."),
     Setting("log_level", "ARTIFACTD_LOG_LEVEL", str, "Log level: debug, info, warning, error."),
-    Setting("log_format", "ARTIFACTD_LOG_FORMAT", str, "Access log format: `text` or `json`."),
+    Setting("log_format", "ARTIFACTD_LOG_FORMAT", str,
+            "Format of every log line: `text` or `json` (one JSON object per line)."),
     Setting("max_body_bytes", "ARTIFACTD_MAX_BODY_BYTES", parse_bytes,
             "Largest JSON request body the control plane accepts."),
     Setting("rate_limit_control", "ARTIFACTD_RATE_LIMIT_CONTROL", _rate_text,
@@ -134,7 +136,31 @@ SETTINGS: tuple[Setting, ...] = (
             "Serve `/metrics` on this separate port as well (0: only on the main port)."),
     Setting("metrics_enabled", "ARTIFACTD_METRICS_ENABLED", _parse_bool,
             "Serve Prometheus metrics at `/metrics`."),
+    Setting("tls_cert", "ARTIFACTD_TLS_CERT", str,
+            "PEM certificate file (the chain, leaf first); with `tls_key` the server speaks HTTPS "
+            "and the default public URL starts with `https://`."),
+    Setting("tls_key", "ARTIFACTD_TLS_KEY", str, "PEM private key file of `tls_cert`."),
 )
+
+# ARTIFACTD_* variables that are not server settings: read by the client commands, the
+# credential helper, or handed by `serve` to its worker processes.
+OTHER_ENV = frozenset({
+    "ARTIFACTD_CONFIG", "ARTIFACTD_SERVE_SETTINGS", "ARTIFACTD_URL", "ARTIFACTD_ACCOUNT_ID",
+    "ARTIFACTD_API_TOKEN", "ARTIFACTD_NAMESPACE", "ARTIFACTD_CLIENT_CONFIG", "ARTIFACTD_TIMEOUT",
+})
+
+
+def unknown_environment(env: Mapping[str, str]) -> list[str]:
+    """One warning per ``ARTIFACTD_*`` variable nothing reads (a typo is otherwise silent)."""
+    known = {s.env for s in SETTINGS} | OTHER_ENV
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith("ARTIFACTD_") or name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"unknown environment variable {name} is ignored{hint}")
+    return warnings
 
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -168,6 +194,8 @@ class Settings:
     analytics_enabled: bool = True
     metrics_port: int = 0
     metrics_enabled: bool = True
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @property
     def data_path(self) -> Path:
@@ -186,7 +214,12 @@ class Settings:
         host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host  # noqa: S104
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls_enabled else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert)
 
     @property
     def control_rate(self) -> tuple[int, float]:
@@ -262,8 +295,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(str(exc)) from exc
     if settings.log_format not in {"text", "json"}:
         raise ConfigError("log_format must be 'text' or 'json'")
+    if settings.log_level.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError("log_level must be one of debug, info, warning, error")
     if settings.workers < 1:
         raise ConfigError("workers must be at least 1")
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("tls_cert and tls_key go together: give both, or neither")
     try:
         settings.remote_url("a", "b", "c")
     except (KeyError, IndexError, ValueError) as exc:

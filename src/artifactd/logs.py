@@ -1,18 +1,136 @@
-"""Logging set-up shared by the server and the CLI."""
+"""Logging set-up shared by the server, its workers and the CLI: one format for every logger.
+
+``logging_config`` is a ``logging.config.dictConfig`` document. ``artifactd serve`` applies
+it and hands the same document to uvicorn (``log_config``), which applies it again in every
+worker process before anything logs, so the access log, the application's loggers and
+uvicorn's own messages all go through one handler on the root logger.
+
+With ``log_format = "json"`` every line is one JSON object (python-json-logger) carrying
+``timestamp`` (UTC, ISO 8601), ``level``, ``logger`` and ``message``; lines written while a
+request is being served also carry ``request_id`` and ``route``, and ``repo`` once known.
+
+Nothing here reads headers: the request id is the only value taken from a request, and only
+after ``safe_request_id`` checked it.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import logging
-import sys
+import logging.config
+import re
+import secrets
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from artifactd.config import Settings
 
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JSON_FIELDS = "%(levelname)s %(name)s %(message)s"
+
+# Up to 128 characters from a set that cannot break a log line, a header or a shell:
+# enough for a UUID, a W3C trace id or a load balancer's own request id.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+# A client that pastes a token where the request id goes must not get it logged.
+_TOKEN_PREFIXES = ("artd_", "art_v1_")
+
+
+def safe_request_id(supplied: str | None) -> str:
+    """The client's ``X-Request-Id`` if it is safe to log and echo, else a fresh one."""
+    if (supplied is not None and _REQUEST_ID.fullmatch(supplied)
+            and not supplied.startswith(_TOKEN_PREFIXES)):
+        return supplied
+    return secrets.token_hex(16)
+
+
+@dataclass
+class RequestContext:
+    """What every log line written while serving one request says about that request."""
+
+    request_id: str
+    route: str
+    # The ASGI scope's own dict: handlers record the repo there once they resolved it.
+    scope: MutableMapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+current_request: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
+    "artifactd_request", default=None
+)
+
+
+def current_request_id() -> str:
+    context = current_request.get()
+    return context.request_id if context is not None else "-"
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds ``request_id``, ``route`` and ``repo`` of the request being served to a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = current_request.get()
+        if context is not None:
+            if not hasattr(record, "request_id"):
+                record.request_id = context.request_id
+            if not hasattr(record, "route"):
+                record.route = context.route
+            repo = context.scope.get("artifactd.repo")
+            if repo and not hasattr(record, "repo"):
+                record.repo = repo
+        return True
+
+
+def _formatter(settings: Settings) -> dict[str, Any]:
+    if settings.log_format == "json":
+        return {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": JSON_FIELDS,
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": True,
+        }
+    return {"format": TEXT_FORMAT}
+
+
+def logging_config(settings: Settings) -> dict[str, Any]:
+    level = settings.log_level.upper()  # validated by artifactd.config
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {
+            "request": {"()": "artifactd.logs.RequestContextFilter"},
+            # Last, so it sees what the request filter added: no token reaches a log line,
+            # whoever logs it (artifactd.redact).
+            "redact": {"()": "artifactd.redact.RedactingFilter"},
+        },
+        "formatters": {"artifactd": _formatter(settings)},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "artifactd",
+                "filters": ["request", "redact"],
+            },
+        },
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
+        "loggers": {
+            "artifactd": {"level": level, "handlers": [], "propagate": True},
+            # uvicorn's loggers keep no handler of their own: they reach ours on the root.
+            "uvicorn": {"handlers": [], "propagate": True},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            "uvicorn.access": {"handlers": [], "propagate": True},
+        },
+    }
+
+
+_json_configured = False  # what the last configure_logging chose, for json_logs()
+
 
 def configure_logging(settings: Settings) -> None:
-    level = getattr(logging, settings.log_level.upper(), logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("artifactd")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    global _json_configured
+    logging.config.dictConfig(logging_config(settings))
+    _json_configured = settings.log_format == "json"
+
+
+def json_logs() -> bool:
+    """Whether this process logs JSON: then even a fatal start-up error is a JSON line."""
+    return _json_configured

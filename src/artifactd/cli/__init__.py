@@ -17,6 +17,7 @@ from artifactd.cli._app import Application, run_guarded
 COMMANDS = {
     "serve": "artifactd.cli.serve:serve",
     "api-token": "artifactd.cli.api_token:api_token",
+    "migrate": "artifactd.cli.migrate:migrate",
     "login": "artifactd.cli.login:login",
     "logout": "artifactd.cli.login:logout",
     "repo": "artifactd.cli.repo:repo",
@@ -25,6 +26,7 @@ COMMANDS = {
     "cat": "artifactd.cli.content:cat",
     "clone": "artifactd.cli.clone:clone",
     "credential-helper": "artifactd.cli.credential:credential_helper",
+    "whoami": "artifactd.cli.whoami:whoami",
 }
 
 
@@ -58,6 +60,8 @@ def main(ctx: click.Context, namespace: str | None) -> None:
     Start a server with `artifactd serve`, create an API token with
     `artifactd api-token create`, then use the REST API, git, or the client commands
     (`artifactd login`, `repo`, `token`, `clone`, ...). Client settings come from
-    `artifactd login` or ARTIFACTD_URL, ARTIFACTD_ACCOUNT_ID and ARTIFACTD_API_TOKEN.
+    `artifactd login` or ARTIFACTD_URL, ARTIFACTD_ACCOUNT_ID and ARTIFACTD_API_TOKEN;
+    `artifactd whoami` checks them. Requests are retried on 429, 503 and connection errors
+    (ARTIFACTD_RETRIES, default 3; 0 for none). Shell completion: docs/cli.md.
     """
     ctx.obj = Application(namespace=namespace)

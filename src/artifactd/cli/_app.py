@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from enum import IntEnum
@@ -21,10 +22,14 @@ from rich.console import Console
 from rich.table import Table
 
 from artifactd.cli import _config
-from artifactd.client import Artifacts
+from artifactd.client import Artifacts, Retrying, RetryPolicy
 from artifactd.client import _errors as sdk
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+ENV_RETRIES = "ARTIFACTD_RETRIES"  # retries after the first attempt (docs/cli.md); 0 turns them off
+DEFAULT_RETRIES = 3
+MAX_RETRIES = 10  # the SDK's 30 s total budget ends the retries before more could be used
 
 
 class ExitCode(IntEnum):
@@ -93,8 +98,26 @@ class Application:
             )
         return Artifacts(
             settings.url, settings.account_id, settings.api_token, self.namespace,
-            timeout=settings.timeout,
+            timeout=settings.timeout, retries=self.retry_policy(),
         )
+
+    def retry_policy(self) -> RetryPolicy:
+        """The SDK's retry policy, told to say on stderr why the command is waiting."""
+        raw = os.environ.get(ENV_RETRIES, "").strip()
+        retries = DEFAULT_RETRIES
+        if raw:
+            if not raw.isdigit() or int(raw) > MAX_RETRIES:
+                self.abort(f"{ENV_RETRIES} must be a whole number from 0 to {MAX_RETRIES}, got {raw!r}",
+                           ExitCode.CONFIG)
+            retries = int(raw)
+
+        def tell(retrying: Retrying) -> None:
+            self.display_info(
+                f"{retrying.method} {retrying.path}: {retrying.reason}; retrying in "
+                f"{retrying.delay:.1f} s (attempt {retrying.attempt + 1} of {retries + 1})"
+            )
+
+        return RetryPolicy(attempts=retries + 1, on_retry=tell)
 
     def close(self) -> None:
         if "client" in self.__dict__:
@@ -128,29 +151,44 @@ class Application:
 
     def display_table(self, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         """A table for people; tab-separated rows without a header when stdout is not a terminal."""
-        cells = [["" if value is None else str(value) for value in row] for row in rows]
-        if not self.console.is_terminal:
-            for row in cells:
-                click.echo("\t".join(row))
-            return
-        table = Table(*columns, box=None, header_style="bold", pad_edge=False)
-        for row in cells:
-            table.add_row(*row)
-        self.console.print(table)
+        print_table(self.console, columns, rows)
 
     @contextlib.contextmanager
-    def status(self, text: str) -> Iterator[None]:
-        """A spinner on a terminal, one line of text otherwise."""
+    def status(self, text: str) -> Iterator[Callable[[str], None]]:
+        """A spinner on a terminal, one line of text otherwise; yields ``update(text)``, which
+        changes the spinner's text (or prints one more line)."""
         if self.error_console.is_terminal:
-            with self.error_console.status(text):
-                yield
+            with self.error_console.status(text) as spinner:
+                yield lambda new: spinner.update(new)
         else:
             self.display_info(text)
-            yield
+            yield self.display_info
 
     def abort(self, message: str, code: int = ExitCode.ERROR) -> NoReturn:
         self.display_error(message)
         raise click.exceptions.Exit(int(code))
+
+
+def print_table(console: Console, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Rows as a table on a terminal, tab-separated without a header otherwise; never a value cut.
+
+    rich fits a table to the terminal by ellipsising cells, which would cut ids, names and
+    remotes; instead the table is laid out as wide as its widest cells need, and a narrow
+    terminal wraps the long lines whole.
+    """
+    cells = [["" if value is None else str(value) for value in row] for row in rows]
+    if not console.is_terminal:
+        for row in cells:
+            click.echo("\t".join(row))
+        return
+    widths = [max([len(title), *(len(row[index]) for row in cells)]) for index, title in enumerate(columns)]
+    needed = sum(widths) + 2 * (len(widths) - 1)  # rich's default padding: one space each side
+    table = Table(*columns, box=None, header_style="bold", pad_edge=False)
+    for row in cells:
+        table.add_row(*row)
+    wide = Console(file=console.file, width=max(needed, console.width), highlight=False,
+                   force_terminal=True, color_system="auto" if console.color_system else None, soft_wrap=True)
+    wide.print(table)
 
 
 def pass_app(func: F) -> F:

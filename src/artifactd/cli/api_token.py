@@ -6,18 +6,12 @@ import json
 
 import click
 from rich.console import Console
-from rich.table import Table
 
-from artifactd.cli.server_options import resolve_settings, server_options
+from artifactd.cli._app import print_table
+from artifactd.cli.server_options import init_option, open_admin_backend, server_options
 from artifactd.errors import ArtifactdError
 from artifactd.services import accounts
-from artifactd.services.backend import Backend
 from artifactd.services.clock import iso
-
-
-def _open(config_file: str | None, data_dir: str | None, database_url: str | None) -> Backend:
-    settings = resolve_settings(config_file, data_dir=data_dir, database_url=database_url)
-    return Backend.open(settings)
 
 
 @click.group("api-token")
@@ -27,12 +21,13 @@ def api_token() -> None:
 
 @api_token.command("create")
 @server_options
+@init_option
 @click.option("--account", default=None, help="Account id (32 hex). Default: the data dir's default account.")
 @click.option("--permission", type=click.Choice(["read", "edit"]), default="edit", show_default=True)
 @click.option("--name", default=None, help="A label to recognise the token by.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: account_id, id, token, permission.")
 def create(
-    config_file: str | None, data_dir: str | None, database_url: str | None,
+    config_file: str | None, data_dir: str | None, database_url: str | None, init: bool,
     account: str | None, permission: str, name: str | None, as_json: bool,
 ) -> None:
     """Create an API token and print it once.
@@ -41,8 +36,9 @@ def create(
     Examples:
       artifactd api-token create
       artifactd api-token create --permission read --json
+      artifactd api-token create --init --data-dir /var/lib/artifactd   # before the first serve
     """
-    backend = _open(config_file, data_dir, database_url)
+    backend = open_admin_backend(config_file, data_dir, database_url, init)
     try:
         row, token = accounts.create_api_token(backend, account, permission, name)
     except ArtifactdError as exc:
@@ -71,7 +67,7 @@ def list_(
     account: str | None, as_json: bool,
 ) -> None:
     """List API tokens (never their secrets)."""
-    backend = _open(config_file, data_dir, database_url)
+    backend = open_admin_backend(config_file, data_dir, database_url, init=False)
     try:
         rows = backend.meta.list_api_tokens(account)
     finally:
@@ -84,23 +80,29 @@ def list_(
     if as_json:
         click.echo(json.dumps(items))
         return
-    table = Table("id", "account", "permission", "state", "created", "name")
-    for item in items:
-        table.add_row(item["id"], item["account_id"], item["permission"], item["state"],
-                      item["created_at"] or "", item["name"] or "")
-    Console().print(table)
+    print_table(
+        Console(highlight=False), ["ID", "ACCOUNT", "PERMISSION", "STATE", "CREATED", "NAME"],
+        [[item["id"], item["account_id"], item["permission"], item["state"], item["created_at"],
+          item["name"]] for item in items],
+    )
 
 
 @api_token.command("revoke")
 @server_options
 @click.argument("token_id")
-def revoke(config_file: str | None, data_dir: str | None, database_url: str | None, token_id: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help='Print JSON: {"id", "state": "revoked"}.')
+def revoke(
+    config_file: str | None, data_dir: str | None, database_url: str | None, token_id: str, as_json: bool,
+) -> None:
     """Revoke an API token by id; it stops working on the next request."""
-    backend = _open(config_file, data_dir, database_url)
+    backend = open_admin_backend(config_file, data_dir, database_url, init=False)
     try:
         accounts.revoke_api_token(backend, token_id)
     except ArtifactdError as exc:
         raise click.ClickException(exc.message) from exc
     finally:
         backend.close()
+    if as_json:
+        click.echo(json.dumps({"id": token_id, "state": "revoked"}))
+        return
     click.echo(f"revoked {token_id}")

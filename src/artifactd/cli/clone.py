@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -51,10 +52,12 @@ def split_target(target: str, default_namespace: str) -> tuple[str, str]:
 @click.option("--depth", type=click.IntRange(min=1), default=None, help="Shallow clone depth.")
 @click.option("--filter", "filter_spec", default=None, metavar="SPEC",
               help="Partial clone filter, e.g. blob:none (later fetches need the credential helper).")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print JSON: {"namespace", "repo", "directory", "remote"}; git prints to stderr.')
 @pass_app
 def clone(
     app: Application, target: str, directory: Path | None, scope: str, ttl: int, branch: str | None,
-    depth: int | None, filter_spec: str | None,
+    depth: int | None, filter_spec: str | None, as_json: bool,
 ) -> None:
     """Clone NAMESPACE/REPO into DIRECTORY (default: the repo's name).
 
@@ -90,10 +93,16 @@ def clone(
     env = command_config_env(os.environ, "http.extraHeader", f"Authorization: Bearer {minted.plaintext}")
     env["GIT_TERMINAL_PROMPT"] = "0"  # a refused token must fail, not prompt for a password
     try:
-        returncode = subprocess.run(argv, env=env, check=False).returncode
+        # With --json, stdout is the JSON document alone: git's own output goes to stderr.
+        returncode = subprocess.run(argv, env=env, check=False,
+                                    stdout=sys.stderr if as_json else None).returncode
     finally:
         with contextlib.suppress(ArtifactsError):
             handle.revoke_token(minted.id)
     if returncode != 0:
         app.abort(f"git clone failed (exit status {returncode})", ExitCode.ERROR)
+    if as_json:
+        app.display_json({"namespace": namespace, "repo": name, "directory": str(destination),
+                          "remote": handle.remote})
+        return
     app.display_success(f"Cloned {namespace}/{name} into {destination}.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import click
 
 from artifactd.cli._app import Application, pass_app, stdout_binary
@@ -32,8 +34,9 @@ def log(app: Application, repo: str, ref: str | None, limit: int, offset: int, a
     app.display_table(
         ["COMMIT", "DATE", "AUTHOR", "SUBJECT"],
         [
-            [c.sha[:12], c.author.date.strftime("%Y-%m-%d %H:%M") if c.author.date else "",
-             c.author.name, c.subject]
+            # The short sha for people, as git log does; the whole of it for scripts.
+            [c.sha[:12] if app.console.is_terminal else c.sha,
+             c.author.date.strftime("%Y-%m-%d %H:%M") if c.author.date else "", c.author.name, c.subject]
             for c in page
         ],
     )
@@ -45,8 +48,10 @@ def log(app: Application, repo: str, ref: str | None, limit: int, offset: int, a
 @click.argument("repo")
 @click.argument("path")
 @click.option("--ref", default=None, help="Branch, tag or commit (default: the default branch).")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print JSON: {"repo", "path", "ref", "size", "content_base64"}.')
 @pass_app
-def cat(app: Application, repo: str, path: str, ref: str | None) -> None:
+def cat(app: Application, repo: str, path: str, ref: str | None, as_json: bool) -> None:
     """Print the bytes of file PATH of REPO, as they are.
 
     \b
@@ -55,6 +60,10 @@ def cat(app: Application, repo: str, path: str, ref: str | None) -> None:
       artifactd cat starter-repo src/app.py --ref v1.0 > app.py
     """
     data = app.client.get(repo).file(path, ref)
+    if as_json:
+        app.display_json({"repo": repo, "path": path, "ref": ref, "size": len(data),
+                          "content_base64": base64.b64encode(data).decode("ascii")})
+        return
     out = stdout_binary()
     out.write(data)
     out.flush()

@@ -2,11 +2,16 @@
 
 Git runs ``git-credential-artifactd get`` with the URL it needs credentials for
 (``protocol``, ``host``, ``path`` lines on stdin; ``path`` needs ``credential.useHttpPath``).
-For a remote of this server the helper mints a short-lived repo token and answers
-``username``/``password`` (the token's secret, the spec's Basic-auth form); for anything else
-it answers nothing, which leaves the URL to the next helper. Nothing is stored, so ``store``
-and ``erase`` do nothing. A token is only handed out for a URL that the server itself reports
-as the repo's ``remote``.
+For a remote of this server the helper answers ``username``/``password`` (a repo token's
+secret, the spec's Basic-auth form); for anything else it answers nothing, which leaves the
+URL to the next helper. A token is only minted for a URL that the server itself reports as
+the repo's ``remote``.
+
+Scope: ``read`` when the git command that asked is a clone or fetch, ``write`` when it is a
+push (``_git_operation`` says why the helper has to look at its parent processes for that).
+Tokens are cached (``_token_cache``, mode 0600) and reused while they have life left, so a
+clone, a fetch and a push in a row mint one read and one write token, not three; ``erase``
+(git's word for "the server refused this one") drops the refused token from the cache.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from urllib.parse import urlsplit
 
 import click
 
-from artifactd.cli import _config
+from artifactd.cli import _config, _token_cache
 from artifactd.cli._app import Application, ExitCode, pass_app
+from artifactd.cli._git_operation import Operation, asking_operation
 from artifactd.client import Artifacts, ArtifactsError, NotFound, PermissionDenied, token_expires_at
 from artifactd.client._core import normalize_base_url
 
-HELPER_TTL = 900  # seconds: one git command's worth; git asks again for the next command
+HELPER_TTL = 900  # seconds: cached, one token serves the git commands of these 15 minutes
 SCRIPT = "git-credential-artifactd"
 # ``<prefix>/git/<account>/<namespace>/<repo>.git``; ``<account>/`` is absent when the remote
 # template puts the account in the host name (``https://<account>.git.example.com/git/ns/repo.git``).
@@ -98,13 +104,38 @@ def _same_remote(remote: str, wanted: Wanted) -> bool:
     return canonical(remote) == canonical(wanted.url)
 
 
-def answer(settings: _config.ClientSettings, attrs: dict[str, str], scope: str, ttl: int) -> str | None:
-    """The helper's reply to ``get``: credential lines, or ``None`` when the URL is not ours."""
+def _reply(attrs: dict[str, str], secret: str, expires_at: float | None) -> str:
+    lines = [f"username={attrs.get('username') or 'x'}", f"password={secret}"]
+    if expires_at is not None:
+        lines.append(f"password_expiry_utc={int(expires_at)}")
+    return "\n".join(lines) + "\n"
+
+
+def answer(
+    settings: _config.ClientSettings, attrs: dict[str, str], scope: str, ttl: int, *,
+    operation: Operation | None = None, cache: Path | None = None,
+) -> str | None:
+    """The helper's reply to ``get``: credential lines, or ``None`` when the URL is not ours.
+
+    ``scope`` ``auto`` follows ``operation`` (what the asking git command does); when that is
+    unknown, it is ``write`` where the API token may mint it (``read`` for read-only repos).
+    """
     if settings.missing:
         return None
     wanted = match(attrs, settings.account_id, urlsplit(normalize_base_url(settings.url)).netloc)
     if wanted is None:
         return None
+    desired: str | None = scope if scope in ("read", "write") else operation
+
+    def key(for_scope: str) -> str:
+        return _token_cache.cache_key(settings.url, settings.account_id, settings.api_token,
+                                      wanted.url, for_scope)
+
+    if cache is not None:
+        for candidate in [desired] if desired else ["write", "read"]:
+            cached = _token_cache.lookup(cache, key(candidate))
+            if cached is not None:
+                return _reply(attrs, cached.secret, cached.expires_at)
     with Artifacts(settings.url, settings.account_id, settings.api_token, wanted.namespace,
                    timeout=settings.timeout) as client:
         try:
@@ -113,27 +144,31 @@ def answer(settings: _config.ClientSettings, attrs: dict[str, str], scope: str, 
             return None
         if not _same_remote(repo.remote, wanted):
             return None
-        if scope == "auto":
+        if desired is not None and scope != "auto":
+            minted = repo.create_token(desired, ttl)
+        elif desired == "read" or repo.read_only:
+            minted = repo.create_token("read", ttl)  # a push to a read-only repo fails either way
+        else:
             try:
-                minted = repo.create_token("read" if repo.read_only else "write", ttl)
+                minted = repo.create_token("write", ttl)
             except PermissionDenied:
                 minted = repo.create_token("read", ttl)
-        else:
-            minted = repo.create_token(scope, ttl)
-    lines = [f"username={attrs.get('username') or 'x'}", f"password={minted.secret}"]
     expires = token_expires_at(minted.plaintext)
-    if expires is not None:
-        lines.append(f"password_expiry_utc={int(expires.timestamp())}")
-    return "\n".join(lines) + "\n"
+    expires_at = expires.timestamp() if expires is not None else None
+    if cache is not None and expires_at is not None:
+        _token_cache.remember(cache, key(minted.scope), _token_cache.CachedToken(minted.secret, expires_at))
+    return _reply(attrs, minted.secret, expires_at)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--scope", type=click.Choice(["auto", "read", "write"]), default="auto", show_default=True,
-              help="auto: write where the API token may mint it (read for read-only repos), else read.")
+              help="auto: read for clone and fetch, write for push (when the git command cannot be "
+                   "told: write where the API token may mint it, read for read-only repos).")
 @click.option("--ttl", type=click.IntRange(60, 86_400), default=HELPER_TTL, show_default=True,
               metavar="SECONDS", help="Lifetime of each minted token.")
+@click.option("--no-cache", is_flag=True, help="Mint a token for every git command instead of reusing one.")
 @click.argument("action", type=click.Choice(["get", "store", "erase"]))
-def git_credential(scope: str, ttl: int, action: str) -> None:
+def git_credential(scope: str, ttl: int, no_cache: bool, action: str) -> None:
     """Git credential helper for artifactd remotes (git runs it; see `artifactd credential-helper setup`).
 
     \b
@@ -142,11 +177,16 @@ def git_credential(scope: str, ttl: int, action: str) -> None:
         | git-credential-artifactd get
     """
     attrs = parse_request(sys.stdin)
+    cache = None if no_cache else _token_cache.cache_path()
+    if action == "erase":
+        if cache is not None and attrs.get("password"):
+            _token_cache.forget_secret(cache, attrs["password"])
+        return
     if action != "get":
-        return  # nothing is stored, so there is nothing to store or erase
+        return  # tokens are cached when minted; git's own "store" has nothing to add
     try:
         settings = _config.load()
-        reply = answer(settings, attrs, scope, ttl)
+        reply = answer(settings, attrs, scope, ttl, operation=asking_operation(), cache=cache)
     except (_config.ConfigFileError, ArtifactsError) as exc:
         click.echo(f"git-credential-artifactd: {exc}", err=True)
         sys.exit(1)
@@ -201,10 +241,12 @@ def git_origin(app: Application, git_url: str | None) -> str:
 @click.option("--file", "config_file", type=click.Path(dir_okay=False), default=None,
               help="Write to this git config file instead of the global one (~/.gitconfig).")
 @click.option("--print", "print_only", is_flag=True, help="Only print the git config commands.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print JSON: {"origin", "helper", "commands", "written"} (with --print: written false).')
 @pass_app
 def setup(
     app: Application, scope: str, ttl: int, git_url: str | None, config_file: str | None,
-    print_only: bool,
+    print_only: bool, as_json: bool,
 ) -> None:
     """Configure git to ask git-credential-artifactd for this server's remotes.
 
@@ -231,6 +273,11 @@ def setup(
         [*where, "--add", f"{section}.helper", helper],
         [*where, f"{section}.useHttpPath", "true"],
     ]
+    report = {"origin": origin, "helper": helper, "written": not print_only,
+              "commands": [["git", "config", *args] for args in commands]}
+    if print_only and as_json:
+        app.display_json(report)
+        return
     if print_only:
         for args in commands:
             click.echo(shlex.join(["git", "config", *args]))
@@ -243,6 +290,9 @@ def setup(
         # `--unset-all` of a key that is not there exits 5: nothing to remove is fine.
         if done.returncode != 0 and not (args[len(where)] == "--unset-all" and done.returncode == 5):
             app.abort(f"git config failed: {done.stderr.strip()}", ExitCode.ERROR)
+    if as_json:
+        app.display_json(report)
+        return
     app.display_success(
         f"git now asks artifactd for credentials for {origin} ({helper}); "
         "plain `git clone`, `fetch` and `push` of its remotes just work."

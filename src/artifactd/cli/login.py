@@ -21,10 +21,12 @@ from artifactd.client import Artifacts
 )
 @click.option("--api-token-stdin", is_flag=True, help="Read the API token from the first line of stdin.")
 @click.option("--no-verify", is_flag=True, help="Save without checking the token against the server.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print JSON: {"url", "account_id", "namespace", "config_file"} (never the token).')
 @pass_app
 def login(
     app: Application, url: str | None, account_id: str | None, api_token: str | None,
-    api_token_stdin: bool, no_verify: bool,
+    api_token_stdin: bool, no_verify: bool, as_json: bool,
 ) -> None:
     """Save the server URL, account id and API token for the client commands.
 
@@ -72,12 +74,17 @@ def login(
         _config.write_file(path, values)
     except OSError as exc:
         app.abort(f"cannot write {path}: {exc.strerror or exc}", ExitCode.CONFIG)
+    if as_json:
+        app.display_json({"url": url, "account_id": account_id, "namespace": values.get("namespace"),
+                          "config_file": str(path)})
+        return
     app.display_success(f"Logged in to {url} as account {account_id}; saved to {path} (mode 0600).")
 
 
 @click.command()
+@click.option("--json", "as_json", is_flag=True, help='Print JSON: {"config_file", "removed": bool}.')
 @pass_app
-def logout(app: Application) -> None:
+def logout(app: Application, as_json: bool) -> None:
     """Delete the saved config file (the API token itself stays valid: revoke it on the server).
 
     \b
@@ -88,6 +95,12 @@ def logout(app: Application) -> None:
     try:
         path.unlink()
     except FileNotFoundError:
+        if as_json:
+            app.display_json({"config_file": str(path), "removed": False})
+            return
         app.display_info(f"Not logged in ({path} does not exist).")
+        return
+    if as_json:
+        app.display_json({"config_file": str(path), "removed": True})
         return
     app.display_success(f"Removed {path}.")

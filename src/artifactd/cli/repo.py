@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import datetime
 
 import click
 
 from artifactd.cli._app import Application, ExitCode, pass_app
-from artifactd.client import CreateRepoResult, RepoInfo
+from artifactd.client import CreateRepoResult, ImportFailed, RepoInfo, WaitTimeout
+from artifactd.client._core import IMPORT_POLL_INTERVAL, IMPORT_POLL_MAX_INTERVAL
 
 JSON_HELP = "Print JSON for scripts."
 
@@ -139,8 +142,9 @@ def get(app: Application, name: str, as_json: bool) -> None:
 @repo.command()
 @click.argument("name")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP + ' {"name", "namespace", "deleted": true}')
 @pass_app
-def delete(app: Application, name: str, yes: bool) -> None:
+def delete(app: Application, name: str, yes: bool, as_json: bool) -> None:
     """Delete a repo, its tokens and its content.
 
     \b
@@ -160,6 +164,9 @@ def delete(app: Application, name: str, yes: bool) -> None:
             app.abort(f"repo {name!r} not deleted (confirm, or pass --yes)", ExitCode.USAGE)
     if not app.client.delete(name):
         app.abort(f"Repo {name!r} not found in namespace {app.namespace!r}", ExitCode.NOT_FOUND)
+    if as_json:
+        app.display_json({"name": name, "namespace": app.namespace, "deleted": True})
+        return
     app.display_success(f"Deleted repo {name!r}.")
 
 
@@ -210,16 +217,53 @@ def import_(
 ) -> None:
     """Import a public HTTPS git remote URL into a new repo NAME.
 
-    Waits (with a spinner) until the repo is ready; exit status 8 if the import fails.
+    Waits until the repo is ready, showing the phases the server reports (importing, then
+    ready with its size, or failed with the reason) on stderr; exit status 8 if it fails.
 
     \b
     Examples:
       artifactd repo import https://github.com/cloudflare/workers-sdk workers-sdk --branch main
       artifactd repo import https://gitlab.com/group/project.git project --depth 100 --no-wait
     """
-    with app.status(f"Importing {url} into {name}..."):
+    with app.status(f"Importing {url} into {name}...") as update:
         created = app.client.import_repo(
             url, name, branch=branch, depth=depth, read_only=read_only, description=description,
-            wait=wait, wait_timeout=wait_timeout,
         )
+        if wait:
+            follow_import(app, name, wait_timeout, update)
     show_created(app, created, "Imported" if wait else "Started importing", as_json)
+
+
+def follow_import(app: Application, name: str, timeout: float, update: Callable[[str], None]) -> None:
+    """Poll the repo until the import ends, showing each phase the server reports.
+
+    The server reports phases, not counts: the repo is ``importing`` until the fetch and its
+    checks are done, then ``ready`` (with its size) or ``failed`` (with the reason). So the
+    progress is the phase, the time it has taken, and the size at the end.
+    """
+    started = time.monotonic()
+    interval = IMPORT_POLL_INTERVAL
+    shown = ""
+    while True:
+        info = app.client.info(name)
+        elapsed = time.monotonic() - started
+        if info.status != shown:
+            update(f"import: {info.status}" + (f" ({elapsed:.1f} s)" if shown else ""))
+            shown = info.status
+        if info.status == "ready":
+            app.display_info(f"import: ready after {elapsed:.1f} s, {info.size} bytes")
+            return
+        if info.status == "failed":
+            raise ImportFailed(
+                f"Import of {name!r} failed: {info.status_reason or 'unknown reason'}",
+                name=name, reason=info.status_reason,
+            )
+        if elapsed >= timeout:
+            raise WaitTimeout(
+                f"Import of {name!r} is still {info.status} after {timeout:g} s; it goes on on the "
+                "server (check it with `artifactd repo get`)"
+            )
+        if app.error_console.is_terminal:
+            update(f"import: {info.status} ({elapsed:.0f} s)")
+        time.sleep(min(interval, max(0.0, timeout - elapsed)))
+        interval = min(interval * 2, IMPORT_POLL_MAX_INTERVAL)

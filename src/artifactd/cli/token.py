@@ -77,8 +77,9 @@ def list_(app: Application, repo: str, state: str, as_json: bool) -> None:
 
 @token.command()
 @click.argument("token_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP + ' {"id", "namespace", "revoked": true}')
 @pass_app
-def revoke(app: Application, token_id: str) -> None:
+def revoke(app: Application, token_id: str, as_json: bool) -> None:
     """Revoke a repo token of the namespace by its id; git refuses it on the next request.
 
     \b
@@ -91,4 +92,7 @@ def revoke(app: Application, token_id: str) -> None:
             f"No active token {token_id!r} in namespace {app.namespace!r} (unknown or already revoked)",
             ExitCode.NOT_FOUND,
         )
+    if as_json:
+        app.display_json({"id": token_id, "namespace": app.namespace, "revoked": True})
+        return
     app.display_success(f"Revoked token {token_id}.")

@@ -6,6 +6,7 @@ Import from ``artifactd`` directly; the modules here are private.
 from __future__ import annotations
 
 from ._async import AsyncArtifacts, AsyncRepo
+from ._core import Retrying, RetryPolicy
 from ._errors import (
     APIError,
     ArtifactsError,
@@ -66,6 +67,8 @@ __all__ = [
     "Repo",
     "RepoInfo",
     "RepoPage",
+    "RetryPolicy",
+    "Retrying",
     "ServerError",
     "Timeout",
     "TokenInfo",

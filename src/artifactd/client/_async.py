@@ -6,6 +6,7 @@ sleeping differ.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import TracebackType
@@ -36,6 +37,8 @@ class AsyncArtifacts:
             created = await artifacts.create("starter-repo")
             repo = await artifacts.get("starter-repo")
             token = await repo.create_token("read", 3600)
+
+    Retries as ``Artifacts`` does (``retries``, a ``RetryPolicy``; ``None`` for none).
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class AsyncArtifacts:
         namespace: str | None = None,
         *,
         timeout: float | None = None,
+        retries: core.RetryPolicy | None = core.RetryPolicy(),
         transport: httpx.AsyncBaseTransport | None = None,
     ):
         self._config = core.Config.resolve(base_url, account_id, api_token, namespace, timeout)
@@ -55,6 +59,7 @@ class AsyncArtifacts:
             timeout=self._config.timeout, transport=transport, follow_redirects=False,
         )
         self._owns_http = True
+        self._retries = retries or core.NO_RETRIES
 
     # Lifecycle
 
@@ -65,6 +70,7 @@ class AsyncArtifacts:
         view._routes = core.Routes(self._config.account_id, namespace)
         view._http = self._http
         view._owns_http = False
+        view._retries = self._retries
         return view
 
     @property
@@ -103,13 +109,31 @@ class AsyncArtifacts:
     # I/O: the only two places the async client differs from the blocking one
 
     async def _send(self, call: core.Call[T]) -> T:
-        try:
-            response = await self._http.request(
-                call.method, call.path, params=dict(call.params) or None, json=call.body
+        started = time.monotonic()
+        attempt = 1
+        while True:
+            response: httpx.Response | None = None
+            failure: httpx.TransportError | None = None
+            try:
+                response = await self._http.request(
+                    call.method, call.path, params=dict(call.params) or None, json=call.body
+                )
+            except httpx.TransportError as exc:
+                failure = exc
+            delay = self._retries.delay(
+                call.method, attempt, time.monotonic() - started, response=response, error=failure,
             )
-        except httpx.TransportError as exc:
-            raise core.transport_error(exc, self.base_url, self._config.timeout) from exc
-        return call.parse(response)
+            if delay is None:
+                if failure is not None:
+                    raise core.transport_error(failure, self.base_url, self._config.timeout) from failure
+                assert response is not None
+                return call.parse(response)
+            if self._retries.on_retry is not None:
+                self._retries.on_retry(core.Retrying(
+                    call.method, call.path, attempt, delay, core.retry_reason(response, failure),
+                ))
+            await anyio.sleep(delay)
+            attempt += 1
 
     async def _run(self, flow: core.Flow[T]) -> T:
         value: Any = None
@@ -124,6 +148,12 @@ class AsyncArtifacts:
         except StopIteration as stop:
             returned: T = stop.value
             return returned
+
+    # Account
+
+    async def whoami(self) -> dict[str, Any]:
+        """``account_id``, ``token_id`` and ``permission`` (``read`` or ``edit``) of the API token."""
+        return await self._send(self._routes.whoami())
 
     # Namespace methods
 

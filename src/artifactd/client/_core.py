@@ -9,8 +9,10 @@ yields calls and pauses and returns the final result).
 
 from __future__ import annotations
 
+import email.utils
 import json
 import os
+import random
 import re
 import socket
 import ssl
@@ -179,6 +181,114 @@ def redacted_url(url: str) -> str:
     return errors.redact(url)
 
 
+# Retry policy ----------------------------------------------------------------------------
+
+# A request is sent again only when doing so cannot apply it twice: the method is idempotent
+# (GET, HEAD, PUT, DELETE), or the failure proves the server never processed it. artifactd
+# decides a 429 before any handler runs, and a connection that could not be opened carried
+# nothing, so those two are retried for POST too; a 503 or a connection lost mid-request may
+# come after the work was done, so a POST (create, fork, import, mint) is not sent again.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+RETRY_STATUSES = frozenset({429, 503})
+# A kept-alive connection the server closed as the request went out ("Server disconnected
+# without sending a response"): the server may have seen the request, so idempotent only.
+CONNECTION_LOST = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+@dataclass(frozen=True)
+class Retrying:
+    """What a retry hook is told before the client sleeps and sends the request again."""
+
+    method: str
+    path: str
+    attempt: int  # the attempt that failed, from 1
+    delay: float  # seconds the client sleeps now
+    reason: str  # "HTTP 429", "HTTP 503", "connection refused", ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long to retry. ``RetryPolicy(attempts=1)`` (or ``retries=None``) never retries.
+
+    The wait before attempt *n + 1* is the server's ``Retry-After`` when it sent one, else
+    ``backoff * 2 ** (n - 1)`` seconds capped at ``max_backoff``, with up to 25 % jitter so that
+    many clients refused at once do not come back at once. No retry starts that would end past
+    ``max_elapsed`` seconds after the first attempt: a ``Retry-After`` longer than what is left
+    raises at once, with the server's ``retry_after`` on the exception.
+    """
+
+    attempts: int = 4  # total attempts, the first included
+    backoff: float = 0.5  # seconds before the second attempt
+    max_backoff: float = 8.0
+    max_elapsed: float = 30.0
+    on_retry: Callable[[Retrying], None] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.backoff < 0 or self.max_backoff < 0 or self.max_elapsed < 0:
+            raise errors.ConfigurationError(
+                "RetryPolicy needs attempts >= 1 and non-negative backoff, max_backoff, max_elapsed"
+            )
+
+    def delay(
+        self, method: str, attempt: int, elapsed: float, *, response: httpx.Response | None = None,
+        error: httpx.TransportError | None = None, jitter: Callable[[], float] = random.random,
+    ) -> float | None:
+        """Seconds to wait before sending again, or ``None`` to give the outcome to the caller."""
+        if attempt >= self.attempts:
+            return None
+        idempotent = method.upper() in IDEMPOTENT_METHODS
+        server_wait: float | None = None
+        if response is not None:
+            if response.status_code not in RETRY_STATUSES:
+                return None
+            if response.status_code != 429 and not idempotent:
+                return None
+            server_wait = retry_after_seconds(response.headers.get("retry-after"))
+        elif error is not None:
+            # A timeout is not retried: the next attempt would wait as long again, and a
+            # request the server is still working on is not helped by a second copy.
+            lost = idempotent and isinstance(error, CONNECTION_LOST)
+            if not (isinstance(error, httpx.ConnectError) or lost):
+                return None
+        else:
+            return None
+        if server_wait is not None:
+            wait = server_wait
+        else:
+            wait = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
+            wait *= 1 + 0.25 * jitter()
+        if elapsed + wait > self.max_elapsed:
+            return None
+        return wait
+
+
+NO_RETRIES = RetryPolicy(attempts=1)
+
+
+def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """``Retry-After`` as seconds: a number of seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+def retry_reason(response: httpx.Response | None, error: httpx.TransportError | None) -> str:
+    if response is not None:
+        return f"HTTP {response.status_code}"
+    if isinstance(error, httpx.ConnectError):
+        return _connect_reason(error)
+    return type(error).__name__ if error is not None else "unknown"
+
+
 # Calls -----------------------------------------------------------------------------------
 
 
@@ -289,6 +399,11 @@ class Routes:
             f"{_API_PREFIX}/accounts/{_segment(account_id)}/artifacts/namespaces/{_segment(namespace)}"
             if account_id else f"{_V1_PREFIX}/namespaces/{_segment(namespace)}"
         )
+
+    def whoami(self) -> Call[dict[str, Any]]:
+        """The API token's account, id and permission (a route beyond the spec, docs/api.md)."""
+        path = f"{_API_PREFIX}/accounts/{_segment(self.account_id)}/artifacts/whoami"
+        return Call("GET", path, _parse(dict))
 
     def repo_path(self, name: str, *rest: str) -> str:
         return "/".join([self.prefix, "repos", _segment(name), *rest])

@@ -35,6 +35,9 @@ class Artifacts:
             created = artifacts.create("starter-repo")
             repo = artifacts.get("starter-repo")
             token = repo.create_token("read", 3600)
+
+    Idempotent requests are retried on 429, 503 and connection errors (``retries``, a
+    ``RetryPolicy``; ``retries=None`` sends every request once).
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class Artifacts:
         namespace: str | None = None,
         *,
         timeout: float | None = None,
+        retries: core.RetryPolicy | None = core.RetryPolicy(),
         transport: httpx.BaseTransport | None = None,
     ):
         self._config = core.Config.resolve(base_url, account_id, api_token, namespace, timeout)
@@ -54,6 +58,7 @@ class Artifacts:
             timeout=self._config.timeout, transport=transport, follow_redirects=False,
         )
         self._owns_http = True
+        self._retries = retries or core.NO_RETRIES
 
     # Lifecycle
 
@@ -64,6 +69,7 @@ class Artifacts:
         view._routes = core.Routes(self._config.account_id, namespace)
         view._http = self._http
         view._owns_http = False
+        view._retries = self._retries
         return view
 
     @property
@@ -101,13 +107,31 @@ class Artifacts:
     # I/O: the only two places the blocking client differs from the async one
 
     def _send(self, call: core.Call[T]) -> T:
-        try:
-            response = self._http.request(
-                call.method, call.path, params=dict(call.params) or None, json=call.body
+        started = time.monotonic()
+        attempt = 1
+        while True:
+            response: httpx.Response | None = None
+            failure: httpx.TransportError | None = None
+            try:
+                response = self._http.request(
+                    call.method, call.path, params=dict(call.params) or None, json=call.body
+                )
+            except httpx.TransportError as exc:
+                failure = exc
+            delay = self._retries.delay(
+                call.method, attempt, time.monotonic() - started, response=response, error=failure,
             )
-        except httpx.TransportError as exc:
-            raise core.transport_error(exc, self.base_url, self._config.timeout) from exc
-        return call.parse(response)
+            if delay is None:
+                if failure is not None:
+                    raise core.transport_error(failure, self.base_url, self._config.timeout) from failure
+                assert response is not None
+                return call.parse(response)
+            if self._retries.on_retry is not None:
+                self._retries.on_retry(core.Retrying(
+                    call.method, call.path, attempt, delay, core.retry_reason(response, failure),
+                ))
+            time.sleep(delay)
+            attempt += 1
 
     def _run(self, flow: core.Flow[T]) -> T:
         value: Any = None
@@ -122,6 +146,12 @@ class Artifacts:
         except StopIteration as stop:
             returned: T = stop.value
             return returned
+
+    # Account
+
+    def whoami(self) -> dict[str, Any]:
+        """``account_id``, ``token_id`` and ``permission`` (``read`` or ``edit``) of the API token."""
+        return self._send(self._routes.whoami())
 
     # Namespace methods
 

@@ -1,13 +1,14 @@
 """One access-log line and the request metrics per request. Never a secret, never a header.
 
 Only method, path (without query string: it can carry cursors but never credentials; we
-drop it anyway), status, duration and bytes are logged. The ``Authorization`` header, Basic
-credentials in URLs and repo tokens never reach this logger because nothing here reads them.
+drop it anyway), status, duration, bytes, the client's address and the request id are
+logged. The ``Authorization`` header, Basic credentials in URLs and repo tokens never reach
+this logger because nothing here reads them; the one header read is ``X-Request-Id``, and
+only a value ``safe_request_id`` accepts is logged and echoed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -16,12 +17,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from artifactd.errors import Code
 from artifactd.http.envelope import failure
+from artifactd.logs import RequestContext, current_request, current_request_id, safe_request_id
 from artifactd.observability import REQUEST_SECONDS, REQUESTS
+from artifactd.redact import redact
 
 log = logging.getLogger("artifactd.access")
 errors_log = logging.getLogger("artifactd.http")
 
 _CONTENT_SEGMENTS = ("log", "commit", "tree", "blob", "file", "raw")
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+def _supplied_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID_HEADER:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def route_class(path: str) -> str:
@@ -42,15 +53,18 @@ def route_class(path: str) -> str:
 
 
 class AccessLogMiddleware:
-    def __init__(self, app: ASGIApp, *, json_format: bool = False):
+    def __init__(self, app: ASGIApp):
         self.app = app
-        self.json_format = json_format
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        request_id = safe_request_id(_supplied_request_id(scope))
+        label = route_class(scope["path"])
+        scope["artifactd.route"] = label
+        context_token = current_request.set(RequestContext(request_id, label, scope))
         status = 0
         sent = 0
         received = 0
@@ -66,6 +80,9 @@ class AccessLogMiddleware:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", ()) if k != REQUEST_ID_HEADER]
+                headers.append((REQUEST_ID_HEADER, request_id.encode("ascii")))
+                message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)
@@ -80,32 +97,25 @@ class AccessLogMiddleware:
                 await failure(500, Code.INTERNAL, "Internal server error")(scope, receive, counting_send)
         finally:
             elapsed = time.perf_counter() - started
-            label = route_class(scope["path"])
-            scope["artifactd.route"] = label
             REQUESTS.labels(label, str(status)).inc()
             REQUEST_SECONDS.labels(label).observe(elapsed)
             if log.isEnabledFor(logging.INFO):
                 self._write(scope, status, elapsed, sent, received)
+            current_request.reset(context_token)
 
     def _write(self, scope: Scope, status: int, seconds: float, sent: int, received: int) -> None:
+        client = scope.get("client")
         record: dict[str, Any] = {
             "method": scope["method"],
-            "path": scope["path"],
+            "path": redact(scope["path"]),
             "status": status,
             "duration_ms": round(seconds * 1000, 2),
             "bytes_sent": sent,
             "bytes_received": received,
+            "client": client[0] if client else None,
         }
-        route = scope.get("artifactd.route")
-        if route:
-            record["route"] = route
-        repo = scope.get("artifactd.repo")
-        if repo:
-            record["repo"] = repo
-        if self.json_format:
-            log.info(json.dumps(record, separators=(",", ":")))
-        else:
-            log.info(
-                '%s %s %s %.1fms sent=%d recv=%d', record["method"], record["path"],
-                status, record["duration_ms"], sent, received,
-            )
+        # request_id, route and repo come from the request context (artifactd.logs).
+        log.info(
+            "%s %s %s %.1fms sent=%d recv=%d rid=%s", record["method"], record["path"],
+            status, record["duration_ms"], sent, received, current_request_id(), extra=record,
+        )

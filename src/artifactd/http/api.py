@@ -7,7 +7,6 @@ token check and the database work, runs in the thread pool.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from artifactd.errors import Code, PayloadTooLarge, ValidationError
+from artifactd.http.jsonbody import check_text, load_json
 from artifactd.services import accounts, events, limits
 from artifactd.services.accounts import Principal
 from artifactd.services.backend import Backend
@@ -59,10 +59,7 @@ class Call:
 def parse_body(raw: bytes, model: type[Model]) -> Model:
     if not raw.strip():
         raise ValidationError("Request body must be a JSON object", code=Code.MALFORMED_JSON)
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"Malformed JSON: {exc}", code=Code.MALFORMED_JSON) from None
+    data = load_json(raw)
     if not isinstance(data, dict):
         raise ValidationError("Request body must be a JSON object", code=Code.MALFORMED_JSON)
     try:
@@ -95,8 +92,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 def _body_repo_name(raw: bytes | None) -> str:
     """The repo a failed create or token request was about, for its error event."""
     try:
-        data = json.loads(raw or b"")
-    except (ValueError, UnicodeDecodeError):
+        data = load_json(raw or b"")
+    except ValidationError:
         return ""
     if isinstance(data, dict):
         for key in ("name", "repo"):
@@ -124,6 +121,8 @@ def endpoint(
             principal = accounts.authenticate(backend, authorization, path.get("account_id"))
             namespace = path.get("namespace", "")
             try:
+                check_text(path)
+                check_text(query)
                 limits.check_rate(backend, "control", f"{principal.account_id}:{namespace or '*'}")
                 if edit:
                     accounts.require_edit(principal)

@@ -85,5 +85,5 @@ def create_app(backend: Backend) -> Starlette:
     app.router.redirect_slashes = False
     app.state.backend = backend
     app.state.metrics_registry = metrics.registry_for(backend)
-    app.add_middleware(AccessLogMiddleware, json_format=backend.settings.log_format == "json")
+    app.add_middleware(AccessLogMiddleware)
     return app

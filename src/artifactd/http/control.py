@@ -113,7 +113,17 @@ def revoke_repo_token(call: Call) -> Response:
     return success({"id": token.id})
 
 
+def whoami(call: Call) -> Response:
+    """Beyond the spec: the account and permission of the API token that sent the request."""
+    principal = call.principal
+    return success({
+        "account_id": principal.account_id, "token_id": principal.token_id,
+        "permission": principal.permission,
+    })
+
+
 routes = [
+    Route(PREFIX + "/whoami", endpoint(whoami), methods=["GET"]),
     Route(PREFIX + "/namespaces", endpoint(list_namespaces), methods=["GET"]),
     Route(NS, endpoint(get_namespace), methods=["GET"]),
     Route(NS + "/repos", endpoint(list_repos), methods=["GET"]),

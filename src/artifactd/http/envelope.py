@@ -7,6 +7,8 @@ from typing import Any
 
 from starlette.responses import Response
 
+from artifactd.redact import redact
+
 
 class JSONEnvelopeResponse(Response):
     media_type = "application/json"
@@ -29,7 +31,7 @@ def failure(
     status: int, code: int, message: str, *, pointer: str | None = None,
     headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
 ) -> JSONEnvelopeResponse:
-    error: dict[str, Any] = {"code": code, "message": message}
+    error: dict[str, Any] = {"code": code, "message": redact(message)}
     if pointer:
         error["source"] = {"pointer": pointer}
     if extra:

@@ -32,6 +32,7 @@ from artifactd.errors import (
     ValidationError,
 )
 from artifactd.http.errors import status_for
+from artifactd.redact import redact
 from artifactd.services import events, git_access, git_rpc, limits
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
@@ -50,7 +51,7 @@ NO_CACHE = [
 
 async def _send_text(send: Send, status: int, message: str,
                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = (message.rstrip("\n") + "\n").encode("utf-8", "replace")
+    body = (redact(message).rstrip("\n") + "\n").encode("utf-8", "replace")
     await send({
         "type": "http.response.start", "status": status,
         "headers": [

@@ -7,7 +7,6 @@ the query text is capped at ``MAX_QUERY_CHARS``, its nesting at ``MAX_DEPTH``, a
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from graphql import (
@@ -31,6 +30,8 @@ from starlette.routing import Route
 
 from artifactd.errors import ArtifactdError, AuthenticationError, PermissionDenied
 from artifactd.http.api import read_body
+from artifactd.http.jsonbody import load_json
+from artifactd.redact import redact
 from artifactd.services import accounts, analytics
 from artifactd.services.backend import Backend
 from artifactd.storage.events import DIMENSIONS, TIME_DIMENSIONS
@@ -193,7 +194,8 @@ SCHEMA.get_type("Account").fields["artifactsEventsAdaptiveGroups"].resolve = res
 
 
 def _errors(status: int, *messages: str) -> JSONResponse:
-    return JSONResponse({"data": None, "errors": [{"message": m} for m in messages]}, status_code=status)
+    return JSONResponse({"data": None, "errors": [{"message": redact(m)} for m in messages]},
+                        status_code=status)
 
 
 def run_query(backend: Backend, principal: accounts.Principal, body: dict[str, Any]) -> JSONResponse:
@@ -222,7 +224,9 @@ def run_query(backend: Backend, principal: accounts.Principal, body: dict[str, A
     )
     payload: dict[str, Any] = {"data": result.data}  # type: ignore[union-attr]
     if result.errors:  # type: ignore[union-attr]
-        payload["errors"] = [e.formatted for e in result.errors]  # type: ignore[union-attr]
+        payload["errors"] = [  # graphql-core messages quote the query: redact what they echo
+            {**e.formatted, "message": redact(e.message)} for e in result.errors  # type: ignore[union-attr]
+        ]
     return JSONResponse(payload)
 
 
@@ -240,9 +244,9 @@ async def graphql_endpoint(request: Request) -> Response:
         except (AuthenticationError, PermissionDenied) as exc:
             return _errors(401, exc.message)
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return _errors(400, "Request body is not valid JSON")
+            body = load_json(raw)
+        except ArtifactdError as exc:
+            return _errors(400, exc.message)
         if not isinstance(body, dict):
             return _errors(400, "Request body must be a JSON object")
         return run_query(backend, principal, body)

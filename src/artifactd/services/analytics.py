@@ -6,6 +6,11 @@ multi-row insert every ``FLUSH_INTERVAL`` seconds. If the database falls behind 
 buffer reaches ``MAX_BUFFER`` events, new events are dropped and counted (the
 ``artifactd_events_dropped_total`` metric) rather than growing memory without bound.
 Events older than ``RETENTION_DAYS`` are deleted by the same thread once an hour.
+
+One caller's event must never cost another's: text is made safe when the event is recorded
+(tokens redacted, lone surrogates and U+0000 replaced: ``artifactd.redact``; names cut to
+the column width, which PostgreSQL enforces), and if a batch insert still fails the batch is
+written again row by row, so only the rows the database refuses are dropped (and counted).
 """
 
 from __future__ import annotations
@@ -21,10 +26,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from artifactd.errors import ValidationError
+from artifactd.redact import redact
 from artifactd.services import events as domain_events
 from artifactd.services.backend import Backend
 from artifactd.services.clock import iso, now_us
-from artifactd.storage.events import DIMENSIONS, TIME_DIMENSIONS, Condition, EventStore, Order
+from artifactd.storage.events import (
+    DIMENSIONS,
+    NAME_WIDTH,
+    TIME_DIMENSIONS,
+    Condition,
+    EventStore,
+    Order,
+)
 
 log = logging.getLogger("artifactd.analytics")
 
@@ -32,6 +45,9 @@ FLUSH_INTERVAL = 0.5  # seconds: how stale a query may be for another worker's e
 MAX_BUFFER = 100_000  # events held in memory at most (~20 MB) before dropping
 RETENTION_DAYS = 31  # the spec: metrics can be queried for the past 31 days
 PURGE_INTERVAL = 3600.0
+# Row-by-row retry gives up after this many refusals in a row: then the database is failing,
+# not one row, and retrying the rest of a large batch one by one would only stall the writer.
+MAX_CONSECUTIVE_ROW_FAILURES = 20
 MAX_LIMIT = 10_000
 MAX_QUANTILE_ROWS = 1_000_000
 QUANTILES = {"P25": 0.25, "P50": 0.50, "P75": 0.75, "P90": 0.90, "P95": 0.95, "P99": 0.99,
@@ -54,9 +70,10 @@ class EventRecorder:
                 self.on_drop(1)
             return
         self.buffer.append({
-            "account_id": event.account_id, "namespace": event.namespace,
-            "repo_name": event.repo_name, "event_kind": event.event_kind,
-            "event_type": event.event_type, "error_message": event.error_message,
+            "account_id": event.account_id, "namespace": redact(event.namespace)[:NAME_WIDTH],
+            "repo_name": redact(event.repo_name)[:NAME_WIDTH], "event_kind": event.event_kind,
+            "event_type": event.event_type,
+            "error_message": None if event.error_message is None else redact(event.error_message),
             "datetime_us": event.datetime_us, "duration_ms": round(event.duration_ms, 3),
         })
 
@@ -70,9 +87,30 @@ class EventRecorder:
             try:
                 self.store.insert_many(rows)
             except Exception:
-                log.exception("could not write %d analytics events; dropping them", len(rows))
-                if self.on_drop:
-                    self.on_drop(len(rows))
+                log.warning("could not write a batch of %d analytics events; writing them one by one",
+                            len(rows), exc_info=True)
+                lost = self._insert_one_by_one(rows)
+                if lost and self.on_drop:
+                    self.on_drop(lost)
+
+    def _insert_one_by_one(self, rows: list[dict[str, Any]]) -> int:
+        """Write each row in its own transaction; the number of rows dropped."""
+        lost = 0
+        refused_in_a_row = 0
+        for index, row in enumerate(rows):
+            try:
+                self.store.insert_many([row])
+                refused_in_a_row = 0
+            except Exception:
+                lost += 1
+                refused_in_a_row += 1
+                log.exception("dropping an analytics event the database refused")
+                if refused_in_a_row >= MAX_CONSECUTIVE_ROW_FAILURES:
+                    rest = len(rows) - index - 1
+                    log.error("the database refused %d events in a row; dropping the other %d",
+                              refused_in_a_row, rest)
+                    return lost + rest
+        return lost
 
     def purge(self) -> int:
         return self.store.delete_older_than(now_us() - RETENTION_DAYS * 86_400 * 1_000_000)

@@ -16,6 +16,8 @@ from artifactd.storage.gitrunner import GitRunner
 from artifactd.storage.metadata import MetadataStore
 from artifactd.storage.repostore import RepoStore
 
+DATA_DIR_MODE = 0o700
+
 
 @dataclass
 class Backend:
@@ -30,7 +32,8 @@ class Backend:
     def open(cls, settings: Settings, *, run_migrations: bool = True, serving: bool = False) -> Backend:
         """``serving``: a server process, whose app checkpoints SQLite's WAL in a thread of
         its own (storage/checkpointer.py) instead of inside request commits."""
-        settings.data_path.mkdir(parents=True, exist_ok=True)
+        # 0700: the data dir holds the database (token hashes, the cursor key) and every repo.
+        settings.data_path.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
         engine = make_engine(settings.effective_database_url, background_checkpoints=serving)
         if run_migrations or not is_migrated(engine):
             migrate(engine)

@@ -3,6 +3,9 @@
 Namespace and repo names follow the spec: a letter or digit, then letters, digits, ``.``,
 ``_`` or ``-``. We add a maximum of 64 characters (documented in docs/api.md). Only ASCII
 is accepted: these names appear in URLs and logs where look-alike characters would mislead.
+A name that looks like a token is refused too: the server redacts such strings from
+everything it writes (``artifactd.redact``), so the repo could not be told apart in logs and
+analytics, and the caller most likely pasted a credential where a name belongs.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import re
 
 from artifactd.errors import Code, ValidationError
+from artifactd.redact import looks_like_token
 
 MAX_NAME_LENGTH = 64
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -26,6 +30,8 @@ def name_problem(value: object) -> str | None:
     if not value.isascii() or not _NAME.fullmatch(value):
         return ("must start with a letter or digit and contain only letters, digits, "
                 "'.', '_' and '-'")
+    if looks_like_token(value):
+        return "must not look like an API or repo token (art_v1_<40 hex>, artd_<40 hex>)"
     return None
 
 

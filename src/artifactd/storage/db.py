@@ -1,20 +1,65 @@
-"""Engine creation and migrations for SQLite and PostgreSQL."""
+"""Engine creation and migrations for SQLite and PostgreSQL.
+
+Migrations run under a lock, so that several workers or nodes starting at once upgrade the
+schema exactly once: a ``flock`` on a file beside the SQLite database (one machine), or a
+transaction-scoped ``pg_advisory_xact_lock`` on PostgreSQL (any number of machines). The
+second process waits, then finds the schema at head and does nothing.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
+import os
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
 from artifactd.storage.checkpointer import BACKSTOP_PAGES
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The pg_advisory_lock key every artifactd node agrees on ("artd" in ASCII).
+PG_MIGRATION_LOCK_KEY = 0x61727464
+PRIVATE_FILE_MODE = 0o600  # the database holds token hashes and the cursor key
+
+log = logging.getLogger("artifactd.migrate")
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    before: str | None  # None: an empty database
+    after: str
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file of a SQLite URL, or None for another database or an in-memory one."""
+    parsed = make_url(normalise_url(url) if isinstance(url, str) else url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the SQLite file ourselves (an empty file is an empty database) so that it is
+    0600 from the start; SQLite gives its -wal and -shm files the same mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
 
 
 def normalise_url(url: str) -> str:
@@ -30,6 +75,9 @@ def make_engine(url: str, *, background_checkpoints: bool = False) -> Engine:
     (storage/checkpointer.py) instead of running them inside a commit."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path is not None:
+            _create_private_file(path)
         engine = create_engine(
             url,
             poolclass=QueuePool,
@@ -84,13 +132,61 @@ def _ping_idle_connections(engine: Engine) -> None:
             raise DisconnectionError("pooled connection is dead") from exc
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
+def _alembic_config(connection: Connection) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("waiting for another process to finish migrating the database")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _pg_lock(connection: Connection) -> None:
+    """Held until the migration transaction ends (commit or rollback)."""
+    key = {"key": PG_MIGRATION_LOCK_KEY}
+    if not connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), key).scalar():
+        log.warning("waiting for another process to finish migrating the database")
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), key)
+
+
+def migrate(engine: Engine) -> MigrationResult:
+    """Bring the schema to the newest revision (idempotent, safe to run concurrently)."""
+    path = sqlite_path(engine.url)
+    lock = _file_lock(path.with_name(path.name + ".migrate-lock")) if path else contextlib.nullcontext()
+    with lock, engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            _pg_lock(connection)
+        before = current_revision(connection)
+        command.upgrade(_alembic_config(connection), "head")
+        after = current_revision(connection)
+    assert after is not None
+    if before != after:
+        log.info("database migrated from %s to %s", before or "an empty schema", after)
+    return MigrationResult(before, after)
 
 
 def is_migrated(engine: Engine) -> bool:

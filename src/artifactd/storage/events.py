@@ -15,6 +15,9 @@ from sqlalchemy import BigInteger, ColumnElement, Engine, delete, func, insert, 
 from artifactd.storage.schema import events
 
 MINUTE_US = 60 * 1_000_000
+# Width of the namespace and repo-name columns: PostgreSQL refuses longer values (SQLite
+# does not), and an error event can name a repo that failed validation for being too long.
+NAME_WIDTH: int = events.c.repo_name.type.length  # type: ignore[attr-defined]
 
 # Dimension name -> (SQL expression, bucket width in microseconds for time dimensions).
 _TIME_BUCKETS = {

@@ -133,11 +133,29 @@ def commit_parents(raw: bytes) -> list[str]:
     return parents
 
 
-_TYPES = {
-    b"40000": ("040000", "tree"),
-    b"040000": ("040000", "tree"),  # zero-padded by some old tools
-    b"160000": ("160000", "commit"),
-}
+_S_IFMT, _S_IFREG, _S_IFLNK, _S_IFDIR, _S_IFGITLINK = 0o170000, 0o100000, 0o120000, 0o040000, 0o160000
+_TYPE_OF_MODE = {_S_IFDIR: "tree", _S_IFGITLINK: "commit"}
+
+
+def canonical_mode(raw: bytes) -> tuple[str, str] | None:
+    """A tree entry's mode as ``git ls-tree`` prints it, and the entry's type.
+
+    This is git's ``canon_mode``: old histories (git's own among them) hold modes such as
+    ``100664`` and zero-padded ``040000``, which git reads as ``100644`` and ``040000``. A
+    regular file is ``100755`` when the owner's execute bit is set, else ``100644``; any
+    other non-link, non-directory mode is a gitlink. ``None`` when ``raw`` is not octal.
+    """
+    if not raw or raw.strip(b"01234567"):
+        return None
+    mode = int(raw, 8)
+    kind = mode & _S_IFMT
+    if kind == _S_IFREG:
+        mode = 0o100755 if mode & 0o100 else 0o100644
+    elif kind not in (_S_IFLNK, _S_IFDIR):
+        mode = _S_IFGITLINK
+    else:
+        mode = kind
+    return f"{mode:06o}", _TYPE_OF_MODE.get(mode, "blob")
 
 
 def parse_tree(raw: bytes) -> list[TreeEntry]:
@@ -154,6 +172,7 @@ def parse_tree(raw: bytes) -> list[TreeEntry]:
         name = raw[space + 1:nul]
         sha = raw[nul + 1:nul + 21].hex()
         pos = nul + 21
-        shown, kind = _TYPES.get(mode, (mode.decode("ascii", errors="replace").rjust(6, "0"), "blob"))
+        # A mode git itself could not parse is shown as stored rather than refused.
+        shown, kind = canonical_mode(mode) or (mode.decode("ascii", errors="replace"), "blob")
         entries.append(TreeEntry(name.decode("utf-8", errors="replace"), shown, kind, sha))
     return entries
