@@ -60,7 +60,7 @@ def test_deeply_nested_json_is_a_400_envelope(server: Server, parent: str, route
         for body in (DEEP, _route_body(template, DEEP)):
             response = c.request(method, path.format(parent=parent), content=body,
                                  headers={"Content-Type": "application/json"})
-            assert "nested deeper" in envelope_error(response, 400, 10003)["message"]
+            assert "nested deeper" in envelope_error(response, 400, 11003)["message"]
         assert c.get("/repos", params={"limit": 200}).json()["result"] == before
 
 
@@ -74,27 +74,27 @@ def test_unwritable_text_is_a_400_naming_the_field(
         before = c.get("/repos", params={"limit": 200}).json()["result"]
         response = c.request(method, path.format(parent=parent), content=_route_body(template, value),
                              headers={"Content-Type": "application/json"})
-        error = envelope_error(response, 400, 10004)
+        error = envelope_error(response, 400, 10100)
         assert error["source"]["pointer"] == pointer
         assert c.get("/repos", params={"limit": 200}).json()["result"] == before
 
 
 def test_unwritable_text_in_a_field_name_or_a_list(server: Server) -> None:
     with server.client() as c:
-        error = envelope_error(c.post("/repos", content=b'{"name": "ok", "\\udc00": 1}'), 400, 10004)
+        error = envelope_error(c.post("/repos", content=b'{"name": "ok", "\\udc00": 1}'), 400, 10100)
         assert error["source"]["pointer"] == "/"
-        error = envelope_error(c.post("/repos", content=b'{"name": "ok", "x": [1, "\\udfff"]}'), 400, 10004)
+        error = envelope_error(c.post("/repos", content=b'{"name": "ok", "x": [1, "\\udfff"]}'), 400, 10100)
         assert error["source"]["pointer"] == "/x/1"
-        envelope_error(c.post("/repos", content=b'{"name": "ok", "x": NaN}'), 400, 10003)
+        envelope_error(c.post("/repos", content=b'{"name": "ok", "x": NaN}'), 400, 11003)
 
 
 def test_unwritable_text_in_query_and_path_parameters(server: Server, parent: str) -> None:
     with server.client() as c:
-        error = envelope_error(c.get("/repos", params={"search": "a\x00b"}), 400, 10004)
+        error = envelope_error(c.get("/repos", params={"search": "a\x00b"}), 400, 10100)
         assert error["source"]["pointer"] == "/search"
-        # Content paths have their own rule (tests/test_content.py): 10205, never a 500.
-        envelope_error(c.get(f"/repos/{parent}/file", params={"path": "a\x00"}), 400, 10205)
-        error = envelope_error(c.get("/repos/a%00b"), 400, 10004)
+        # Content paths have their own rule (tests/test_content.py): 11205, never a 500.
+        envelope_error(c.get(f"/repos/{parent}/file", params={"path": "a\x00"}), 400, 11205)
+        error = envelope_error(c.get("/repos/a%00b"), 400, 10100)
         assert error["source"]["pointer"] == "/name"
 
 

@@ -210,9 +210,9 @@ def test_repo_commands(env: dict[str, str], unique_name: str, sqlite_server: Ser
     assert set(as_json) >= {"id", "namespace", "remote", "default_branch", "expires_at"}
 
     taken = run(env, "repo", "create", unique_name, code=5)
-    assert taken.stderr.startswith("Error: A repo named") and "(code 10031)" in taken.stderr
+    assert taken.stderr.startswith("Error: A repo named") and "(code 10201)" in taken.stderr
     invalid = cli(env, "repo", "create", "bad name!", code=2)
-    assert "(code 10004)" in invalid.stderr
+    assert "(code 10101)" in invalid.stderr
 
     rows = cli(env, "repo", "list", "--search", unique_name, "--sort", "name", "--direction", "asc").stdout
     assert rows.splitlines() == [
@@ -305,7 +305,7 @@ def test_fork_and_import(import_server: Server, tmp_path: Path, unique_name: str
         failed = cli(env, "repo", "import", f"{url}/upstream.git", unique_name + "-bad", code=8)
         assert f"Import of '{unique_name}-bad' failed" in failed.stderr
     refused = run(env, "repo", "import", "ftp://example.com/x.git", unique_name + "-ftp", code=2)
-    assert "(code 10090)" in refused.stderr
+    assert "(code 11090)" in refused.stderr
 
     forked = json.loads(cli(env, "repo", "fork", unique_name, unique_name + "-fork",
                             "--default-branch-only", "--description", "copy", "--json").stdout)
@@ -359,7 +359,7 @@ def test_bad_input_exits_cleanly(case: str, sqlite_server: Server, tmp_path: Pat
     elif case == "wrong-token":
         env["ARTIFACTD_API_TOKEN"] = "artd_" + "0" * 40
         result = cli(env, "repo", "get", "x", code=6)
-        assert result.stderr == "Error: Invalid API token (code 10011)\n"
+        assert result.stderr == "Error: Invalid API token (code 11011)\n"
     elif case == "proxy-502":
         with proxy_502() as url:
             env["ARTIFACTD_URL"] = url
@@ -373,7 +373,7 @@ def test_bad_input_exits_cleanly(case: str, sqlite_server: Server, tmp_path: Pat
     else:
         env["ARTIFACTD_API_TOKEN"] = sqlite_server.read_token
         result = cli(env, "repo", "create", "x", code=6)
-        assert "(code 10012)" in result.stderr
+        assert "(code 11012)" in result.stderr
     assert result.stdout == ""
     assert env["ARTIFACTD_API_TOKEN"] not in result.stderr
 
@@ -401,4 +401,4 @@ def test_rate_limited_exits_7(import_server: Server, tmp_path: Path, unique_name
         for _ in range(2 * IMPORT_SERVER_RATE):
             client.list(limit=1)
     limited = cli(env, "repo", "list", code=7)
-    assert "(code 10060)" in limited.stderr and limited.stdout == ""
+    assert "(code 11060)" in limited.stderr and limited.stdout == ""

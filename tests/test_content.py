@@ -150,15 +150,15 @@ def test_log_refs(sqlite_server: Server, seeded: Seeded, ref_kind: str) -> None:
 def test_log_bad_input(sqlite_server: Server, seeded: Seeded) -> None:
     url = f"/repos/{seeded.repo.name}/log"
     with c(sqlite_server) as client:
-        envelope_error(client.get(url, params={"ref": "nope"}), 404, 10201)
-        envelope_error(client.get(url, params={"ref": "0" * 40}), 404, 10201)
+        envelope_error(client.get(url, params={"ref": "nope"}), 404, 11201)
+        envelope_error(client.get(url, params={"ref": "0" * 40}), 404, 11201)
         for bad in ("main..feature", "main^", "main~1", "HEAD@{1}", ":/msg", "-n", "a b"):
-            err = envelope_error(client.get(url, params={"ref": bad}), 400, 10004)
+            err = envelope_error(client.get(url, params={"ref": bad}), 400, 10100)
             assert err["source"]["pointer"] == "/ref"
-        envelope_error(client.get(url, params={"limit": 0}), 400, 10004)
-        envelope_error(client.get(url, params={"limit": 201}), 400, 10004)
-        envelope_error(client.get(url, params={"offset": -1}), 400, 10004)
-        envelope_error(client.get(url, params={"limit": "x"}), 400, 10004)
+        envelope_error(client.get(url, params={"limit": 0}), 400, 10100)
+        envelope_error(client.get(url, params={"limit": 201}), 400, 10100)
+        envelope_error(client.get(url, params={"offset": -1}), 400, 10100)
+        envelope_error(client.get(url, params={"limit": "x"}), 400, 10100)
         r = client.get(url, params={"offset": 1000})
         assert r.status_code == 200 and r.json()["result"] == []
 
@@ -231,10 +231,10 @@ def test_commit(sqlite_server: Server, seeded: Seeded) -> None:
         # An annotated tag's hash peels to its commit.
         tagged = client.get(f"{url}/{seeded.tag_object}").json()["result"]
         assert tagged["sha"] == seeded.first
-        envelope_error(client.get(f"{url}/{'0' * 40}"), 404, 10202)
-        envelope_error(client.get(f"{url}/{seeded.blob('README.md')}"), 404, 10202)
+        envelope_error(client.get(f"{url}/{'0' * 40}"), 404, 11202)
+        envelope_error(client.get(f"{url}/{seeded.blob('README.md')}"), 404, 11202)
         for bad in ("abc", "z" * 40, seeded.feature[:39], seeded.feature + "0", "main"):
-            envelope_error(client.get(f"{url}/{bad}"), 400, 10203)
+            envelope_error(client.get(f"{url}/{bad}"), 400, 11203)
 
 
 def test_tree(sqlite_server: Server, seeded: Seeded) -> None:
@@ -265,9 +265,9 @@ def test_tree(sqlite_server: Server, seeded: Seeded) -> None:
         peeled = client.get(f"{url}/{seeded.head}")
         assert peeled.json()["result"]["sha"] == root
         assert client.get(f"{url}/{root}", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
-        envelope_error(client.get(f"{url}/{seeded.blob('README.md')}"), 404, 10202)
-        envelope_error(client.get(f"{url}/{'0' * 40}"), 404, 10202)
-        envelope_error(client.get(f"{url}/xyz"), 400, 10203)
+        envelope_error(client.get(f"{url}/{seeded.blob('README.md')}"), 404, 11202)
+        envelope_error(client.get(f"{url}/{'0' * 40}"), 404, 11202)
+        envelope_error(client.get(f"{url}/xyz"), 400, 11203)
 
 
 # -- blob: bytes, ETag, Range ----------------------------------------------------------------
@@ -306,17 +306,17 @@ def test_blob_bytes_etag_range(sqlite_server: Server, seeded: Seeded) -> None:
         assert client.get(url, headers={"Range": "bytes=0-1", "If-Range": f'"{sha}"'}).status_code == 206
 
         bad = client.get(url, headers={"Range": f"bytes={len(data)}-"})
-        envelope_error(bad, 416, 10206)
+        envelope_error(bad, 416, 11206)
         assert bad.headers["content-range"] == f"bytes */{len(data)}"
-        envelope_error(client.get(url, headers={"Range": "bytes=-0"}), 416, 10206)
+        envelope_error(client.get(url, headers={"Range": "bytes=-0"}), 416, 11206)
 
         head = client.head(url)
         assert head.status_code == 200 and head.content == b""
         assert head.headers["content-length"] == str(len(data))
 
-        envelope_error(client.get(f"/repos/{seeded.repo.name}/blob/{seeded.tree()}"), 404, 10202)
-        envelope_error(client.get(f"/repos/{seeded.repo.name}/blob/{'f' * 40}"), 404, 10202)
-        envelope_error(client.get(f"/repos/{seeded.repo.name}/blob/README.md"), 400, 10203)
+        envelope_error(client.get(f"/repos/{seeded.repo.name}/blob/{seeded.tree()}"), 404, 11202)
+        envelope_error(client.get(f"/repos/{seeded.repo.name}/blob/{'f' * 40}"), 404, 11202)
+        envelope_error(client.get(f"/repos/{seeded.repo.name}/blob/README.md"), 400, 11203)
 
 
 def test_large_blob_is_streamed_with_ranges(sqlite_server: Server, seeded: Seeded) -> None:
@@ -373,13 +373,13 @@ def test_file(sqlite_server: Server, seeded: Seeded) -> None:
         envelope_error(client.get(url, params={"path": "src/nope/a.py"}), 404, 10200)
         envelope_error(client.get(url, params={"path": "README.md/x"}), 404, 10200)
         envelope_error(client.get(url, params={"path": "sub"}), 404, 10200)
-        envelope_error(client.get(url, params={"path": "src"}), 400, 10204)
-        envelope_error(client.get(url, params={"ref": "nope", "path": "README.md"}), 404, 10201)
+        envelope_error(client.get(url, params={"path": "src"}), 400, 11204)
+        envelope_error(client.get(url, params={"ref": "nope", "path": "README.md"}), 404, 11201)
         for bad in ("../etc/passwd", "src/../README.md", "/etc/passwd", "a\x00b", "src//a.py",
                     "./README.md", "src/", "", "a\nb", "x" * 5000):
-            err = envelope_error(client.get(url, params={"path": bad}), 400, 10205)
+            err = envelope_error(client.get(url, params={"path": bad}), 400, 11205)
             assert err["source"]["pointer"] == "/path"
-        envelope_error(client.get(url), 400, 10205)
+        envelope_error(client.get(url), 400, 11205)
 
 
 def test_raw(sqlite_server: Server, seeded: Seeded) -> None:
@@ -414,12 +414,12 @@ def test_raw(sqlite_server: Server, seeded: Seeded) -> None:
         ranged = client.get(f"{url}/main/README.md", headers={"Range": "bytes=2-8"})
         assert ranged.status_code == 206 and ranged.content == b"Content"
 
-        envelope_error(client.get(f"{url}/nope/README.md"), 404, 10201)
+        envelope_error(client.get(f"{url}/nope/README.md"), 404, 11201)
         envelope_error(client.get(f"{url}/main/nope"), 404, 10200)
-        envelope_error(client.get(f"{url}/main/src"), 400, 10204)
-        envelope_error(client.get(f"{url}/main"), 400, 10205)
-        envelope_error(client.get(f"{url}/main/src/%2E%2E/README.md"), 400, 10205)
-        envelope_error(client.get(f"{url}/main/a%00b"), 400, 10205)
+        envelope_error(client.get(f"{url}/main/src"), 400, 11204)
+        envelope_error(client.get(f"{url}/main"), 400, 11205)
+        envelope_error(client.get(f"{url}/main/src/%2E%2E/README.md"), 400, 11205)
+        envelope_error(client.get(f"{url}/main/a%00b"), 400, 11205)
 
 
 def test_warm_repo_reuses_one_cat_file(sqlite_server: Server, seeded: Seeded) -> None:
@@ -491,13 +491,13 @@ def test_never_pushed_repo_reads_as_empty(sqlite_server: Server, unique_name: st
     assert not repo.git_dir.exists()
     base = f"/repos/{repo.name}"
     with c(sqlite_server) as client:
-        envelope_error(client.get(f"{base}/log"), 404, 10201)
-        envelope_error(client.get(f"{base}/file", params={"path": "README.md"}), 404, 10201)
-        envelope_error(client.get(f"{base}/raw/main/README.md"), 404, 10201)
-        envelope_error(client.get(f"{base}/commit/{'a' * 40}"), 404, 10202)
-        envelope_error(client.get(f"{base}/tree/{'a' * 40}"), 404, 10202)
-        envelope_error(client.get(f"{base}/blob/{'a' * 40}"), 404, 10202)
-        envelope_error(client.get(f"{base}/blob/nothex"), 400, 10203)
+        envelope_error(client.get(f"{base}/log"), 404, 11201)
+        envelope_error(client.get(f"{base}/file", params={"path": "README.md"}), 404, 11201)
+        envelope_error(client.get(f"{base}/raw/main/README.md"), 404, 11201)
+        envelope_error(client.get(f"{base}/commit/{'a' * 40}"), 404, 11202)
+        envelope_error(client.get(f"{base}/tree/{'a' * 40}"), 404, 11202)
+        envelope_error(client.get(f"{base}/blob/{'a' * 40}"), 404, 11202)
+        envelope_error(client.get(f"{base}/blob/nothex"), 400, 11203)
     assert not repo.git_dir.exists()  # reads never create the directory
 
 
@@ -511,21 +511,21 @@ def test_unknown_and_deleted_repo(sqlite_server: Server, seeded: Seeded, tmp_pat
     with c(sqlite_server) as client:
         assert client.get(f"/repos/{repo.name}/log").status_code == 200
         assert client.delete(f"/repos/{repo.name}").status_code == 202
-        envelope_error(client.get(f"/repos/{repo.name}/log"), 404, 10030)
-        envelope_error(client.get(f"/repos/{repo.name}/file", params={"path": "README.md"}), 404, 10030)
-        envelope_error(client.get("/repos/no-such-repo/log"), 404, 10030)
+        envelope_error(client.get(f"/repos/{repo.name}/log"), 404, 10200)
+        envelope_error(client.get(f"/repos/{repo.name}/file", params={"path": "README.md"}), 404, 10200)
+        envelope_error(client.get("/repos/no-such-repo/log"), 404, 10200)
 
 
 def test_auth(sqlite_server: Server, seeded: Seeded) -> None:
     url = f"{sqlite_server.ns_url()}/repos/{seeded.repo.name}/file?path=README.md"
-    envelope_error(httpx.get(url), 401, 10010)
-    envelope_error(httpx.get(url, headers={"Authorization": "Bearer nope"}), 401, 10011)
+    envelope_error(httpx.get(url), 401, 11010)
+    envelope_error(httpx.get(url, headers={"Authorization": "Bearer nope"}), 401, 11011)
     with c(sqlite_server, sqlite_server.read_token) as client:  # read permission is enough
         assert client.get(f"/repos/{seeded.repo.name}/file", params={"path": "README.md"}).status_code == 200
     other = sqlite_server.new_api_token("edit", account="f" * 32)
-    envelope_error(httpx.get(url, headers={"Authorization": f"Bearer {other['token']}"}), 403, 10013)
+    envelope_error(httpx.get(url, headers={"Authorization": f"Bearer {other['token']}"}), 403, 11013)
     # A repo token is a git credential, not an API token.
-    envelope_error(httpx.get(url, headers={"Authorization": f"Bearer {seeded.repo.token}"}), 401, 10011)
+    envelope_error(httpx.get(url, headers={"Authorization": f"Bearer {seeded.repo.token}"}), 401, 11011)
 
 
 def _catfile_pids(git_dir: Path) -> list[int]:

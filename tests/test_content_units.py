@@ -164,7 +164,7 @@ def test_check_url_uses_every_resolved_address() -> None:
 
     with pytest.raises(ArtifactdError) as info:
         check_url("https://example.com/r.git", AllowList.parse(""), mixed)
-    assert int(info.value.code) == 10090 and "10.0.0.5" in info.value.message
+    assert int(info.value.code) == 11090 and "10.0.0.5" in info.value.message
     source = check_url("https://example.com:444/r.git/", AllowList.parse(""), public)
     assert source.url == "https://example.com:444/r.git" and source.address == "93.184.216.34"
     assert source.curl_resolve() == "example.com:444:93.184.216.34"

@@ -72,13 +72,14 @@ def test_create_get_list_delete_shapes(server: Server, unique_name: str) -> None
         listed = c.get("/repos", params={"search": unique_name}).json()
         assert [r["name"] for r in listed["result"]] == [unique_name]
         # Spec 001 types the cursor as a string: the last page's is empty.
-        assert listed["result_info"] == {"cursor": "", "per_page": 50, "count": 1}
+        assert listed["result_info"] == {"cursor": "", "per_page": 50, "count": 1,
+                                         "total_count": 1}
 
         deleted = c.delete(f"/repos/{unique_name}")
         assert deleted.status_code == 202
         assert deleted.json()["result"] == {"id": result["id"]}
-        envelope_error(c.get(f"/repos/{unique_name}"), 404, 10030)
-        envelope_error(c.delete(f"/repos/{unique_name}"), 404, 10030)
+        envelope_error(c.get(f"/repos/{unique_name}"), 404, 10200)
+        envelope_error(c.delete(f"/repos/{unique_name}"), 404, 10200)
         # The name is free again at once.
         again = create(c, unique_name)
         assert again.status_code == 200 and again.json()["result"]["id"] != result["id"]
@@ -89,7 +90,7 @@ def test_defaults_and_duplicate(server: Server, unique_name: str) -> None:
         result = create(c, unique_name).json()["result"]
         assert result["description"] is None and result["default_branch"] == "main"
         dup = create(c, unique_name, description="other")
-        envelope_error(dup, 409, 10031)
+        envelope_error(dup, 409, 10201)
         assert c.get(f"/repos/{unique_name}").json()["result"]["description"] is None
 
 
@@ -106,7 +107,7 @@ def test_namespaces(server: Server, unique_name: str) -> None:
     namespace = f"ns-{unique_name}"[:60]
     with server.client() as c:
         assert c.get(server.ns_url(namespace)).status_code == 404
-        envelope_error(c.get(server.ns_url(namespace)), 404, 10020)
+        envelope_error(c.get(server.ns_url(namespace)), 404, 11020)
         assert c.post(server.ns_url(namespace) + "/repos", json={"name": "r1"}).status_code == 200
         ns = c.get(server.ns_url(namespace)).json()["result"]
         assert ns["name"] == namespace and ns["repo_count"] == 1 and ISO.fullmatch(ns["created_at"])
@@ -157,7 +158,7 @@ def test_list_pagination_every_sort(server: Server, sort: str, direction: str) -
         other = "name" if sort != "name" else "created_at"
         bad = c.get(base, params={"limit": 3, "sort": other, "direction": direction,
                                   "cursor": first["result_info"]["cursor"]})
-        envelope_error(bad, 400, 10050)
+        envelope_error(bad, 400, 11050)
 
 
 def test_tokens_mint_list_revoke(server: Server, unique_name: str) -> None:
@@ -187,7 +188,7 @@ def test_tokens_mint_list_revoke(server: Server, unique_name: str) -> None:
 
         revoked = c.delete(f"/tokens/{token['id']}")
         assert revoked.status_code == 200 and revoked.json()["result"] == {"id": token["id"]}
-        envelope_error(c.delete(f"/tokens/{token['id']}"), 409, 10041)
+        envelope_error(c.delete(f"/tokens/{token['id']}"), 409, 11041)
         active = {t["id"] for t in c.get(f"/repos/{unique_name}/tokens").json()["result"]}
         assert token["id"] not in active
         revoked_list = c.get(f"/repos/{unique_name}/tokens", params={"state": "revoked"}).json()
@@ -208,9 +209,9 @@ def test_token_of_other_namespace_is_unknown(server: Server, unique_name: str) -
         c.post(server.ns_url("other-ns") + "/repos", json={"name": unique_name})
         token = c.post(server.ns_url("other-ns") + "/tokens", json={"repo": unique_name}).json()
         token_id = token["result"]["id"]
-        envelope_error(c.delete(f"/tokens/{token_id}"), 404, 10040)
-        envelope_error(c.delete("/tokens/0123456789abcdef"), 404, 10040)
-        envelope_error(c.delete("/tokens/not-an-id"), 404, 10040)
+        envelope_error(c.delete(f"/tokens/{token_id}"), 404, 11040)
+        envelope_error(c.delete("/tokens/0123456789abcdef"), 404, 11040)
+        envelope_error(c.delete("/tokens/not-an-id"), 404, 11040)
         # Still active in its own namespace.
         listed = c.get(server.ns_url("other-ns") + f"/repos/{unique_name}/tokens").json()
         assert token_id in {t["id"] for t in listed["result"]}
@@ -221,8 +222,8 @@ def test_delete_revokes_tokens_and_hides_repo(server: Server, unique_name: str) 
         create(c, unique_name)
         token_id = c.post("/tokens", json={"repo": unique_name}).json()["result"]["id"]
         c.delete(f"/repos/{unique_name}")
-        envelope_error(c.get(f"/repos/{unique_name}/tokens"), 404, 10030)
-        envelope_error(c.delete(f"/tokens/{token_id}"), 404, 10040)
+        envelope_error(c.get(f"/repos/{unique_name}/tokens"), 404, 10200)
+        envelope_error(c.delete(f"/tokens/{token_id}"), 404, 11040)
         assert unique_name not in [r["name"] for r in c.get("/repos", params={"limit": 200}).json()["result"]]
 
 
@@ -252,14 +253,14 @@ def test_auth_matrix(server: Server, method: str, path: str, body: dict | None, 
             target = (account_url + path) if account_url else url
             return http.request(method, target, json=body, headers=headers)
 
-        envelope_error(call({}), 401, 10010)
+        envelope_error(call({}), 401, 11010)
         assert call({}).headers["www-authenticate"].startswith("Bearer")
-        envelope_error(call({"Authorization": "Bearer artd_" + "0" * 40}), 401, 10011)
-        envelope_error(call({"Authorization": "Bearer nonsense"}), 401, 10011)
-        envelope_error(call({"Authorization": "Basic eDp5"}), 401, 10011)
+        envelope_error(call({"Authorization": "Bearer artd_" + "0" * 40}), 401, 11011)
+        envelope_error(call({"Authorization": "Bearer nonsense"}), 401, 11011)
+        envelope_error(call({"Authorization": "Basic eDp5"}), 401, 11011)
         read = call({"Authorization": f"Bearer {server.read_token}"})
         if writes:
-            envelope_error(read, 403, 10012)
+            envelope_error(read, 403, 11012)
         else:
             assert read.status_code == 200, read.text
         # Another account's token and an unknown account get the same answer.
@@ -267,7 +268,7 @@ def test_auth_matrix(server: Server, method: str, path: str, body: dict | None, 
         other_answer = call({"Authorization": f"Bearer {other['token']}"})
         unknown_answer = call({"Authorization": f"Bearer {server.token}"},
                               account_url=f"{server.url}/client/v4/accounts/{'e' * 32}/artifacts")
-        envelope_error(other_answer, 403, 10013)
+        envelope_error(other_answer, 403, 11013)
         assert other_answer.json() == unknown_answer.json()
         assert other_answer.status_code == unknown_answer.status_code
 
@@ -278,7 +279,7 @@ def test_revoked_api_token_stops_working(server: Server) -> None:
         assert c.get("/repos").status_code == 200
         result = server.admin("api-token", "revoke", token["id"])
         assert result.returncode == 0, result.stderr
-        envelope_error(c.get("/repos"), 401, 10011)
+        envelope_error(c.get("/repos"), 401, 11011)
 
 
 # -- bad input ---------------------------------------------------------------------------
@@ -291,7 +292,8 @@ BAD_NAMES = ["a/b", "..", "../x", "-lead", ".hidden", "with space", "ünïcode",
 def test_bad_repo_names(server: Server, name: str) -> None:
     with server.client() as c:
         before = c.get("/repos", params={"limit": 200}).json()["result"]
-        error = envelope_error(create(c, name), 400, 10004)
+        # INVALID_REPO_NAME; a NUL is refused earlier, in any JSON string (INVALID_INPUT).
+        error = envelope_error(create(c, name), 400, 10100 if "\x00" in name else 10101)
         assert error["source"]["pointer"] == "/name"
         assert c.get("/repos", params={"limit": 200}).json()["result"] == before
 
@@ -300,14 +302,14 @@ def test_name_length_limit(server: Server) -> None:
     with server.client() as c:
         ok = "n" + "x" * 63
         assert create(c, ok).status_code == 200
-        envelope_error(create(c, ok + "y"), 400, 10004)
+        envelope_error(create(c, ok + "y"), 400, 10101)
 
 
 @pytest.mark.parametrize("raw", [b"{", b"[]", b"\"name\"", b"null", b"", b"\xff\xfe"])
 def test_malformed_json(server: Server, raw: bytes) -> None:
     with server.client() as c:
         envelope_error(c.post("/repos", content=raw, headers={"Content-Type": "application/json"}),
-                       400, 10003)
+                       400, 11003)
 
 
 @pytest.mark.parametrize(("body", "pointer"), [
@@ -316,31 +318,32 @@ def test_malformed_json(server: Server, raw: bytes) -> None:
     ({"name": "ok-name", "description": 7}, "/description"),
     ({"name": "ok-name", "default_branch": "bad..branch"}, "/default_branch"),
     ({"name": "ok-name", "default_branch": "-x"}, "/default_branch"),
-    ({"name": "ok-name", "unknown": 1}, "/unknown"),
+    ({"name": 5, "unknown": 1}, "/name"),  # unknown fields are ignored, types still checked
     ({}, "/name"),
 ])
 def test_create_validation(server: Server, body: dict, pointer: str) -> None:
     with server.client() as c:
-        error = envelope_error(c.post("/repos", json=body), 400, 10004)
+        error = envelope_error(c.post("/repos", json=body), 400, 10100)
         assert error["source"]["pointer"] == pointer
         envelope_error(c.get("/repos/ok-name"), 404)
 
 
-@pytest.mark.parametrize(("body", "pointer"), [
-    ({"repo": "tok-target", "ttl": 59}, "/ttl"),
-    ({"repo": "tok-target", "ttl": 31536001}, "/ttl"),
-    ({"repo": "tok-target", "ttl": "3600"}, "/ttl"),
-    ({"repo": "tok-target", "ttl": 60.5}, "/ttl"),
-    ({"repo": "tok-target", "scope": "admin"}, "/scope"),
-    ({"repo": 3}, "/repo"),
-    ({"scope": "read"}, "/repo"),
+# A ttl out of range is INVALID_TTL (10103); a wrong type or any other field INVALID_INPUT.
+@pytest.mark.parametrize(("body", "pointer", "code"), [
+    ({"repo": "tok-target", "ttl": 59}, "/ttl", 10103),
+    ({"repo": "tok-target", "ttl": 31536001}, "/ttl", 10103),
+    ({"repo": "tok-target", "ttl": "3600"}, "/ttl", 10100),
+    ({"repo": "tok-target", "ttl": 60.5}, "/ttl", 10100),
+    ({"repo": "tok-target", "scope": "admin"}, "/scope", 10100),
+    ({"repo": 3}, "/repo", 10100),
+    ({"scope": "read"}, "/repo", 10100),
 ])
-def test_token_validation(server: Server, body: dict, pointer: str) -> None:
+def test_token_validation(server: Server, body: dict, pointer: str, code: int) -> None:
     with server.client() as c:
         if c.get("/repos/tok-target").status_code == 404:
             create(c, "tok-target")
         before = c.get("/repos/tok-target/tokens", params={"state": "all"}).json()["result_info"]
-        error = envelope_error(c.post("/tokens", json=body), 400, 10004)
+        error = envelope_error(c.post("/tokens", json=body), 400, code)
         assert error["source"]["pointer"] == pointer
         after = c.get("/repos/tok-target/tokens", params={"state": "all"}).json()["result_info"]
         assert before["total_count"] == after["total_count"]
@@ -355,14 +358,14 @@ def test_token_ttl_bounds_accepted(server: Server, unique_name: str) -> None:
 
 def test_token_for_unknown_repo(server: Server) -> None:
     with server.client() as c:
-        envelope_error(c.post("/tokens", json={"repo": "does-not-exist"}), 404, 10030)
-        envelope_error(c.get("/repos/does-not-exist/tokens"), 404, 10030)
+        envelope_error(c.post("/tokens", json={"repo": "does-not-exist"}), 404, 10200)
+        envelope_error(c.get("/repos/does-not-exist/tokens"), 404, 10200)
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "201", "abc", "1.5", "99999999999999999999"])
 def test_bad_limits(server: Server, limit: str) -> None:
     with server.client() as c:
-        error = envelope_error(c.get("/repos", params={"limit": limit}), 400, 10004)
+        error = envelope_error(c.get("/repos", params={"limit": limit}), 400, 10100)
         assert error["source"]["pointer"] == "/limit"
         envelope_error(c.get(server.account_url + "/namespaces", params={"limit": limit}), 400)
 
@@ -372,7 +375,7 @@ def test_bad_limits(server: Server, limit: str) -> None:
 ])
 def test_bad_list_params(server: Server, params: dict) -> None:
     with server.client() as c:
-        envelope_error(c.get("/repos", params=params), 400, 10004)
+        envelope_error(c.get("/repos", params=params), 400, 10100)
 
 
 def test_garbage_and_tampered_cursors(server: Server) -> None:
@@ -388,30 +391,30 @@ def test_garbage_and_tampered_cursors(server: Server) -> None:
             payload[:-2] + "AA." + signature, "x" * 5000, "%%%", cursor + "x",
         ]
         for bad in tampered:
-            envelope_error(c.get(base, params={"limit": 1, "cursor": bad}), 400, 10050)
-            envelope_error(c.get(server.account_url + "/namespaces", params={"cursor": bad}), 400, 10050)
+            envelope_error(c.get(base, params={"limit": 1, "cursor": bad}), 400, 11050)
+            envelope_error(c.get(server.account_url + "/namespaces", params={"cursor": bad}), 400, 11050)
 
 
 def test_unknown_route_wrong_method_and_big_body(server: Server) -> None:
     with server.client() as c:
-        envelope_error(c.get(server.url + "/nope"), 404, 10001)
-        envelope_error(c.put("/repos"), 405, 10002)
-        envelope_error(c.patch("/repos/x"), 405, 10002)
+        envelope_error(c.get(server.url + "/nope"), 404, 11001)
+        envelope_error(c.put("/repos"), 405, 11002)
+        envelope_error(c.patch("/repos/x"), 405, 11002)
         # Allow names every method of the path, though each has a route of its own.
         assert c.put("/repos").headers["allow"] == "GET, HEAD, POST"
         assert c.patch("/repos/x").headers["allow"] == "DELETE, GET, HEAD"
         big = {"name": "big-body", "description": "x" * (2 << 20)}
-        envelope_error(c.post("/repos", json=big), 413, 10005)
+        envelope_error(c.post("/repos", json=big), 413, 11005)
         envelope_error(c.get("/repos/big-body"), 404)
 
 
 def test_unknown_namespace_and_repo(server: Server) -> None:
     with server.client() as c:
-        envelope_error(c.get(server.ns_url("no-such-ns")), 404, 10020)
+        envelope_error(c.get(server.ns_url("no-such-ns")), 404, 11020)
         envelope_error(c.get(server.ns_url("bad..ns/")), 404)
-        envelope_error(c.get("/repos/nope-nope"), 404, 10030)
+        envelope_error(c.get("/repos/nope-nope"), 404, 10200)
         assert c.get(server.ns_url("never-used") + "/repos").json()["result"] == []
-        envelope_error(c.post(server.ns_url("-bad") + "/repos", json={"name": "x"}), 400, 10004)
+        envelope_error(c.post(server.ns_url("-bad") + "/repos", json={"name": "x"}), 400, 10100)
 
 
 def test_concurrent_first_creates_in_a_new_namespace(server: Server, unique_name: str) -> None:

@@ -177,7 +177,7 @@ def test_helper_errors_are_one_line(env: dict[str, str], artifacts: Artifacts, s
     reader = {**env, "ARTIFACTD_API_TOKEN": sqlite_server.read_token}
     denied = helper(reader, "get", stdin=request(created.remote), code=1)
     assert denied.stdout == "" and denied.stderr.startswith("git-credential-artifactd: ")
-    assert "(code 10012)" in denied.stderr
+    assert "(code 11012)" in denied.stderr
 
 
 def test_helper_reads_the_login_file(sqlite_server: Server, artifacts: Artifacts, unique_name: str,

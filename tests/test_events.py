@@ -58,7 +58,7 @@ def test_every_action_and_error_type(sqlite_server: Server, tmp_path: Path) -> N
         (objects / "ab" / ("c" * 38)).mkdir(parents=True)
         broken = c.post(f"{base}/repos/parent/fork", json={"name": "child2"})
         assert broken.status_code == 500
-        assert broken.json()["errors"][0] == {"code": 10000, "message": "Internal server error"}
+        assert broken.json()["errors"][0] == {"code": 10400, "message": "Internal server error"}
         assert c.get(f"{base}/repos/child2").status_code == 404  # nothing half-created
 
     counts = event_counts(server, ns, expected=9)

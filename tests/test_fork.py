@@ -127,9 +127,9 @@ def test_fork_diverges_and_is_isolated(sqlite_server: Server, parent: tuple[Repo
     with sqlite_server.client() as c:
         assert c.get(f"/repos/{a.name}/blob/{secret_blob}").content == b"only in fork a\n"
         for other in (repo.name, b.name):
-            envelope_error(c.get(f"/repos/{other}/blob/{secret_blob}"), 404, 10202)
-            envelope_error(c.get(f"/repos/{other}/commit/{secret_commit}"), 404, 10202)
-        envelope_error(c.get(f"/repos/{a.name}/commit/{parent_new}"), 404, 10202)
+            envelope_error(c.get(f"/repos/{other}/blob/{secret_blob}"), 404, 11202)
+            envelope_error(c.get(f"/repos/{other}/commit/{secret_commit}"), 404, 11202)
+        envelope_error(c.get(f"/repos/{a.name}/commit/{parent_new}"), 404, 11202)
     # Fetching another fork's object by id over git is refused too.
     b_clone = clone(git, b, tmp_path / "b")
     want = git.run("-c", bearer(b.token), "fetch", b.remote, secret_commit, cwd=b_clone, check=False)
@@ -194,7 +194,7 @@ def test_fork_of_never_pushed_repo(sqlite_server: Server, tmp_path: Path, unique
     with sqlite_server.client() as c:
         r = c.post(f"/repos/{unique_name}/fork", json={"name": f"{unique_name}-g"})
         assert r.json()["result"]["objects"] == 0
-        envelope_error(c.get(f"/repos/{child.name}/log"), 404, 10201)
+        envelope_error(c.get(f"/repos/{child.name}/log"), 404, 11201)
     git = Git(tmp_path / "home")
     work = tmp_path / "work"
     git.new_work(work)
@@ -210,20 +210,20 @@ def test_fork_bad_input(sqlite_server: Server, parent: tuple[Repo, Git, Path]) -
     before = {p.name for p in repos_dir.glob("*/*/*.git")}
     with sqlite_server.client() as c:
         url = f"/repos/{repo.name}/fork"
-        envelope_error(c.post("/repos/no-such-parent/fork", json={"name": "x1"}), 404, 10030)
-        err = envelope_error(c.post(url, json={"name": taken}), 409, 10031)
+        envelope_error(c.post("/repos/no-such-parent/fork", json={"name": "x1"}), 404, 10200)
+        err = envelope_error(c.post(url, json={"name": taken}), 409, 10201)
         assert err["source"]["pointer"] == "/name"
-        err = envelope_error(c.post(url, json={"name": repo.name}), 409, 10031)
+        err = envelope_error(c.post(url, json={"name": repo.name}), 409, 10201)
         for bad in ("", "-x", "a b", "a/b", "x" * 65, "..", "é"):
-            err = envelope_error(c.post(url, json={"name": bad}), 400, 10004)
+            err = envelope_error(c.post(url, json={"name": bad}), 400, 10101)
             assert err["source"]["pointer"] == "/name"
-        envelope_error(c.post(url, json={}), 400, 10004)
-        envelope_error(c.post(url, json={"name": "ok-name", "default_branch_only": "yes"}), 400, 10004)
-        envelope_error(c.post(url, json={"name": "ok-name", "unknown": 1}), 400, 10004)
-        envelope_error(c.post(url, content=b"{"), 400, 10003)
+        envelope_error(c.post(url, json={}), 400, 10100)
+        envelope_error(c.post(url, json={"name": "ok-name", "default_branch_only": "yes"}), 400, 10100)
+        envelope_error(c.post(url, json={"name": 7, "unknown": 1}), 400, 10100)
+        envelope_error(c.post(url, content=b"{"), 400, 11003)
         assert c.get("/repos/ok-name").status_code == 404
     with sqlite_server.client(sqlite_server.read_token) as c:
-        envelope_error(c.post(f"/repos/{repo.name}/fork", json={"name": "by-reader"}), 403, 10012)
+        envelope_error(c.post(f"/repos/{repo.name}/fork", json={"name": "by-reader"}), 403, 11012)
     # Nothing half-created: no new repo directory, nothing left in tmp.
     assert {p.name for p in repos_dir.glob("*/*/*.git")} == before
     assert not list((sqlite_server.data_dir / "tmp").glob("fork-*"))
@@ -242,4 +242,4 @@ def test_fork_and_read_on_each_database(server: Server, tmp_path: Path, unique_n
         assert c.get(f"/repos/{child.name}/log").json()["result"][0]["sha"] == sha
         assert c.get(f"/repos/{child.name}").json()["result"]["source"] == f"fork:default/{unique_name}"
         envelope_error(c.post(f"/repos/{unique_name}/import", json={"url": "https://127.0.0.1/x"}),
-                       400, 10090)
+                       400, 11090)

@@ -89,12 +89,12 @@ def refused(server: Server, raw: bytes) -> tuple[int, int]:
 
 def test_long_request_target_is_414(guarded: Server) -> None:
     target = "/client/v4/" + "a" * 9000
-    assert refused(guarded, f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode()) == (414, 10102)
+    assert refused(guarded, f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode()) == (414, 11102)
 
 
 def test_large_head_is_431_in_one_read_and_streamed(guarded: Server) -> None:
     big = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (70 << 10) + b"\r\n\r\n"
-    assert refused(guarded, big) == (431, 10103)
+    assert refused(guarded, big) == (431, 11103)
     # A header line that never ends: refused once the cap is passed, not buffered forever.
     sock = connect(guarded)
     send_quietly(sock, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: ")
@@ -108,13 +108,13 @@ def test_large_head_is_431_in_one_read_and_streamed(guarded: Server) -> None:
         if answered:
             break
         send_quietly(sock, b"a" * (64 << 10))
-    assert error_of(*read_answer(sock)) == (431, 10103)
+    assert error_of(*read_answer(sock)) == (431, 11103)
 
 
 def test_too_many_header_fields_is_431(guarded: Server) -> None:
     fields = "".join(f"X-F{n}: v\r\n" for n in range(101))
     assert refused(guarded, f"GET /metrics HTTP/1.1\r\nHost: x\r\n{fields}\r\n".encode()) == (
-        431, 10103)
+        431, 11103)
     fields = "".join(f"X-F{n}: v\r\n" for n in range(90))  # under the cap: served
     sock = connect(guarded)
     sock.sendall(f"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{fields}\r\n".encode())
@@ -122,19 +122,19 @@ def test_too_many_header_fields_is_431(guarded: Server) -> None:
 
 
 def test_malformed_requests_get_envelopes(guarded: Server) -> None:
-    assert refused(guarded, b"FOO /metrics HTTP/1.1\r\nHost: x\r\n\r\n") == (400, 10100)
-    assert refused(guarded, b"GET /metrics HTTP/9.9 junk\r\n\r\n") == (400, 10100)
+    assert refused(guarded, b"FOO /metrics HTTP/1.1\r\nHost: x\r\n\r\n") == (400, 11100)
+    assert refused(guarded, b"GET /metrics HTTP/9.9 junk\r\n\r\n") == (400, 11100)
 
 
 def test_incomplete_head_times_out_with_408(guarded: Server) -> None:
-    assert refused(guarded, b"GET /metrics HTTP/1.1\r\nHost: x\r\n") == (408, 10101)
+    assert refused(guarded, b"GET /metrics HTTP/1.1\r\nHost: x\r\n") == (408, 11101)
 
 
 def test_stalled_body_times_out_with_408(guarded: Server) -> None:
     path = f"/client/v4/accounts/{guarded.account_id}/artifacts/namespaces/default/repos"
     head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {guarded.token}\r\n"
             "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")
-    assert refused(guarded, head.encode() + b'{"name": ') == (408, 10101)
+    assert refused(guarded, head.encode() + b'{"name": ') == (408, 11101)
 
 
 def guard_closes(server: Server) -> float:
@@ -187,7 +187,7 @@ def test_when_every_connection_is_busy_the_reserve_serves_metrics(guarded: Serve
         assert httpx.get(f"{guarded.url}/metrics", timeout=WAIT).status_code == 200
         r = httpx.get(f"{guarded.url}{path}", headers={"Authorization": f"Bearer {guarded.token}"},
                       timeout=WAIT)
-        assert r.status_code == 503 and r.json()["errors"][0]["code"] == 10080
+        assert r.status_code == 503 and r.json()["errors"][0]["code"] == 11080
         assert r.headers["retry-after"] == "5"
     finally:
         done.set()
@@ -207,7 +207,7 @@ def test_early_413_lets_the_client_finish_sending_and_read_it(guarded: Server) -
                   f"Content-Length: {len(body)}\r\n\r\n").encode())
     sock.sendall(body)  # the old server closed at once: EPIPE or a reset here
     status, _headers, answer = read_answer(sock)
-    assert status == 413 and json.loads(answer)["errors"][0]["code"] == 10005
+    assert status == 413 and json.loads(answer)["errors"][0]["code"] == 11005
 
 
 # -- git slots -----------------------------------------------------------------------------

@@ -162,7 +162,7 @@ def test_remote_default_branch_and_empty_remote(importer: Server, source: GitSou
     info = wait_done(importer, f"{unique_name}-e")
     assert info["status"] == "ready" and empty["default_branch"] == "main"
     with importer.client() as c:
-        envelope_error(c.get(f"/repos/{unique_name}-e/log"), 404, 10201)
+        envelope_error(c.get(f"/repos/{unique_name}-e/log"), 404, 11201)
 
 
 def test_hostname_source_is_pinned_to_a_checked_address(importer: Server, source: GitSource,
@@ -188,13 +188,13 @@ def test_conflict_while_importing(importer: Server, source: GitSource, git: Git,
             assert [(r["name"], r["status"]) for r in listed] == [(unique_name, "importing")]
             for path in ("log", "commit/" + "a" * 40, "tree/" + "a" * 40, "blob/" + "a" * 40,
                          "file?path=README.md", "raw/main/README.md"):
-                err = envelope_error(c.get(f"/repos/{unique_name}/{path}"), 409, 10032)
+                err = envelope_error(c.get(f"/repos/{unique_name}/{path}"), 409, 10302)
                 assert err["retriable"] is True and "importing" in err["message"]
             err = envelope_error(c.post(f"/repos/{unique_name}/fork", json={"name": f"{unique_name}-f"}),
-                                 409, 10032)
+                                 409, 10302)
             assert err["retriable"] is True
             again = c.post(f"/repos/{unique_name}/import", json={"url": f"{source.url}/slow.git"})
-            assert envelope_error(again, 409, 10032)["retriable"] is True
+            assert envelope_error(again, 409, 10302)["retriable"] is True
         cloned = git.run("-c", bearer(result["token"]), "clone", result["remote"],
                          str(tmp_path / "early"), check=False)
         assert cloned.returncode != 0
@@ -217,7 +217,7 @@ def test_failed_import_then_retry_and_delete(importer: Server, source: GitSource
     with importer.client() as c:
         listed = c.get("/repos", params={"search": unique_name}).json()["result"]
         assert listed[0]["status"] == "failed" and listed[0]["status_reason"]
-        err = envelope_error(c.get(f"/repos/{unique_name}/log"), 409, 10034)
+        err = envelope_error(c.get(f"/repos/{unique_name}/log"), 409, 11034)
         assert "retry the import" in err["message"]
         assert not list((importer.data_dir / "tmp").glob(f"import-{first['id']}-*"))
         # Retry: POST the import again to the same name.
@@ -232,7 +232,7 @@ def test_failed_import_then_retry_and_delete(importer: Server, source: GitSource
         assert c.get(f"/repos/{unique_name}/log").status_code == 200
         # A ready repo is not re-imported.
         envelope_error(c.post(f"/repos/{unique_name}/import", json={"url": f"{source.url}/flaky.git"}),
-                       409, 10031)
+                       409, 10201)
     # A failed import can be deleted instead.
     source.fail("flaky")
     try:
@@ -242,7 +242,7 @@ def test_failed_import_then_retry_and_delete(importer: Server, source: GitSource
         source.fail("flaky", False)
     with importer.client() as c:
         assert c.delete(f"/repos/{unique_name}-d").status_code == 202
-        envelope_error(c.get(f"/repos/{unique_name}-d"), 404, 10030)
+        envelope_error(c.get(f"/repos/{unique_name}-d"), 404, 10200)
 
 
 @pytest.fixture(scope="module")
@@ -284,8 +284,8 @@ def test_fork_counts_against_storage_limits(limited: Server, tmp_path: Path, uni
                     for i in range(4)]
         assert statuses[0] == 200 and statuses[-1] == 413, statuses
         refused = c.post(f"/repos/{unique_name}/fork", json={"name": f"{unique_name}-x"})
-        envelope_error(refused, 413, 10070)
-        envelope_error(c.get(f"/repos/{unique_name}-x"), 404, 10030)
+        envelope_error(refused, 413, 11070)
+        envelope_error(c.get(f"/repos/{unique_name}-x"), 404, 10200)
         for i in range(4):  # free the account for the other tests on this server
             c.delete(f"/repos/{unique_name}-{i}")
         c.delete(f"/repos/{unique_name}")
@@ -392,9 +392,9 @@ INVALID = ["not a url", "example.com/repo.git", "https://", "https:///path", "ht
 @pytest.mark.parametrize("url", REFUSED)
 def test_refused_urls(sqlite_server: Server, url: str, unique_name: str) -> None:
     with sqlite_server.client() as c:
-        err = envelope_error(c.post(f"/repos/{unique_name}/import", json={"url": url}), 400, 10090)
+        err = envelope_error(c.post(f"/repos/{unique_name}/import", json={"url": url}), 400, 11090)
         assert err["source"]["pointer"] == "/url"
-        envelope_error(c.get(f"/repos/{unique_name}"), 404, 10030)
+        envelope_error(c.get(f"/repos/{unique_name}"), 404, 10200)
 
 
 def test_private_hostname_refused(sqlite_server: Server, unique_name: str) -> None:
@@ -403,7 +403,7 @@ def test_private_hostname_refused(sqlite_server: Server, unique_name: str) -> No
         pytest.skip("this machine's host name does not resolve to a private address")
     with sqlite_server.client() as c:
         err = envelope_error(c.post(f"/repos/{unique_name}/import",
-                                    json={"url": f"https://{name}/repo.git"}), 400, 10090)
+                                    json={"url": f"https://{name}/repo.git"}), 400, 11090)
         assert "private" in err["message"]
 
 
@@ -411,8 +411,8 @@ def test_private_hostname_refused(sqlite_server: Server, unique_name: str) -> No
 def test_invalid_urls(sqlite_server: Server, url: str, unique_name: str) -> None:
     with sqlite_server.client() as c:
         err = envelope_error(c.post(f"/repos/{unique_name}/import", json={"url": url}), 400)
-        assert err["code"] in (10004, 10091) and err["source"]["pointer"] == "/url"
-        envelope_error(c.get(f"/repos/{unique_name}"), 404, 10030)
+        assert err["code"] in (10100, 10104) and err["source"]["pointer"] == "/url"
+        envelope_error(c.get(f"/repos/{unique_name}"), 404, 10200)
 
 
 def test_refused_redirects_and_non_git_sources(importer: Server, source: GitSource,
@@ -427,39 +427,39 @@ def test_refused_redirects_and_non_git_sources(importer: Server, source: GitSour
     source.pages["/broken.git/info/refs"] = (200, "application/x-git-upload-pack-advertisement",
                                              b"garbage")
     cases = [
-        ("/to-metadata.git", 10090), ("/to-private.git", 10090), ("/to-file.git", 10090),
-        ("/to-elsewhere.git", 10091), ("/html.git", 10091), ("/private.git", 10091),
-        ("/broken.git", 10091), ("/missing.git", 10091),
+        ("/to-metadata.git", 11090), ("/to-private.git", 11090), ("/to-file.git", 11090),
+        ("/to-elsewhere.git", 10104), ("/html.git", 10104), ("/private.git", 10106),
+        ("/broken.git", 10104), ("/missing.git", 10200),
     ]
     with importer.client() as c:
         for path, code in cases:
             r = c.post(f"/repos/{unique_name}/import", json={"url": source.url + path})
             envelope_error(r, 400, code)
-            envelope_error(c.get(f"/repos/{unique_name}"), 404, 10030)
+            envelope_error(c.get(f"/repos/{unique_name}"), 404, 10200)
         # The artifactd API itself is not a git repository either.
         r = c.post(f"/repos/{unique_name}/import", json={"url": importer.ns_url()})
-        envelope_error(r, 400, 10091)
+        envelope_error(r, 400, 10200)
         # A nonexistent branch, and bad depths.
         r = c.post(f"/repos/{unique_name}/import", json={"url": f"{source.url}/upstream.git",
                                                           "branch": "nope"})
-        assert envelope_error(r, 400, 10092)["source"]["pointer"] == "/branch"
+        assert envelope_error(r, 400, 11092)["source"]["pointer"] == "/branch"
         for depth in (0, -5, "3", 1.5, True, 2**40):
             r = c.post(f"/repos/{unique_name}/import", json={"url": f"{source.url}/upstream.git",
                                                               "depth": depth})
-            assert envelope_error(r, 400, 10004)["source"]["pointer"] == "/depth"
+            assert envelope_error(r, 400, 10100)["source"]["pointer"] == "/depth"
         for body in ({}, {"url": 5}, {"url": f"{source.url}/upstream.git", "branch": "a..b"},
-                     {"url": f"{source.url}/upstream.git", "extra": 1}):
-            envelope_error(c.post(f"/repos/{unique_name}/import", json=body), 400, 10004)
+                     {"url": 5, "extra": 1}):
+            envelope_error(c.post(f"/repos/{unique_name}/import", json=body), 400, 10100)
         envelope_error(c.post("/repos/bad name/import", json={"url": f"{source.url}/upstream.git"}),
-                       400, 10004)
-        envelope_error(c.get(f"/repos/{unique_name}"), 404, 10030)
+                       400, 10101)
+        envelope_error(c.get(f"/repos/{unique_name}"), 404, 10200)
         c.post("/repos", json={"name": f"{unique_name}-taken"})
         envelope_error(c.post(f"/repos/{unique_name}-taken/import",
-                              json={"url": f"{source.url}/upstream.git"}), 409, 10031)
+                              json={"url": f"{source.url}/upstream.git"}), 409, 10201)
         # A redirect to an allowed git remote is followed.
         ok = c.post(f"/repos/{unique_name}/import", json={"url": f"{source.url}/to-good.git"})
         assert ok.status_code == 200, ok.text
     assert wait_done(importer, unique_name)["status"] == "ready"
     with importer.client(importer.read_token) as c:
         envelope_error(c.post(f"/repos/{unique_name}-r/import",
-                              json={"url": f"{source.url}/upstream.git"}), 403, 10012)
+                              json={"url": f"{source.url}/upstream.git"}), 403, 11012)

@@ -54,7 +54,7 @@ def test_burst_gets_exactly_the_limit_across_workers(limited_server: Server) -> 
     refused = next(r for r in responses if r.status_code == 429)
     assert 1 <= int(refused.headers["retry-after"]) <= WINDOW
     body = refused.json()
-    assert body["success"] is False and body["errors"][0]["code"] == 10060
+    assert body["success"] is False and body["errors"][0]["code"] == 11060
     # Another namespace has its own budget.
     assert httpx.get(server.ns_url("other") + "/repos", headers=headers).status_code == 200
 

@@ -38,7 +38,7 @@ def test_reads_use_the_per_repo_rate(read_server: Server, tmp_path: Path) -> Non
         # The repo's budget is shared with its git requests and runs out for that repo only.
         refused = c.get("/repos/first/file", params={"ref": "main", "path": "README.md"})
         assert refused.status_code == 429, refused.text
-        assert refused.json()["errors"][0]["code"] == 10060 and refused.headers["retry-after"]
+        assert refused.json()["errors"][0]["code"] == 11060 and refused.headers["retry-after"]
         # The namespace's control-plane budget is untouched by the reads.
         assert c.get("/repos/first").status_code == 200
         # Probing names that do not exist is charged to the namespace.

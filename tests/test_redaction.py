@@ -90,7 +90,7 @@ def test_tokens_in_names_never_come_back_or_reach_logs_or_analytics(sqlite_serve
                 answers.append(response.text)
         answers.append(c.delete(f"/tokens/{api_token}").text)
         created = c.post("/repos", json={"name": repo_token})  # a pasted credential, refused
-        assert envelope_error(created, 400, 10004)["source"]["pointer"] == "/name"
+        assert envelope_error(created, 400, 10101)["source"]["pointer"] == "/name"
         answers.append(created.text)
         answers.append(c.post("/tokens", json={"repo": api_token, "scope": "read"}).text)
     answers.append(_graphql(server, f"{{ {repo_token} }}").text)  # graphql-core quotes the field

@@ -88,7 +88,7 @@ async def test_create_get_list_iterate_delete(artifacts: AsyncArtifacts, unique_
     assert await artifacts.delete(unique_name) is False
     with pytest.raises(NotFound) as missing:
         await artifacts.get(unique_name)
-    assert missing.value.code == 10030
+    assert missing.value.code == 10200
 
 
 async def test_tokens(artifacts: AsyncArtifacts, unique_name: str) -> None:
@@ -154,7 +154,7 @@ async def test_errors(sqlite_server: Server, artifacts: AsyncArtifacts, unique_n
     await artifacts.create(unique_name)
     with pytest.raises(Conflict) as taken:
         await artifacts.create(unique_name)
-    assert taken.value.code == 10031
+    assert taken.value.code == 10201
     with pytest.raises(ValidationError):
         await artifacts.list(limit=1000)
     async with AsyncArtifacts(closed_port_url(), "a" * 32, "artd_" + "1" * 40) as down:

@@ -150,8 +150,8 @@ def test_create_get_info_delete(artifacts: Artifacts, unique_name: str) -> None:
     assert artifacts.delete(unique_name) is False
     with pytest.raises(NotFound) as missing:
         artifacts.get(unique_name)
-    assert missing.value.code == 10030 and missing.value.status == 404
-    assert "not found" in str(missing.value) and "(code 10030)" in str(missing.value)
+    assert missing.value.code == 10200 and missing.value.status == 404
+    assert "not found" in str(missing.value) and "(code 10200)" in str(missing.value)
 
 
 def test_list_pages_and_iterate(artifacts: Artifacts, unique_name: str) -> None:
@@ -263,18 +263,18 @@ def test_api_errors_are_typed(sqlite_server: Server, artifacts: Artifacts, uniqu
     bad = Artifacts(sqlite_server.url, sqlite_server.account_id, "artd_" + "0" * 40)
     with bad, pytest.raises(AuthenticationError) as auth:
         bad.list()
-    assert auth.value.code == 10011 and auth.value.status == 401
+    assert auth.value.code == 11011 and auth.value.status == 401
     assert "artd_" + "0" * 40 not in str(auth.value)
 
     reader = Artifacts(sqlite_server.url, sqlite_server.account_id, sqlite_server.read_token)
     with reader, pytest.raises(PermissionDenied) as denied:
         reader.create(unique_name)
-    assert denied.value.code == 10012
+    assert denied.value.code == 11012
 
     artifacts.create(unique_name)
     with pytest.raises(Conflict) as taken:
         artifacts.create(unique_name)
-    assert taken.value.code == 10031 and taken.value.retriable is False
+    assert taken.value.code == 10201 and taken.value.retriable is False
 
     with pytest.raises(ValidationError) as invalid:
         artifacts.create("not a valid name!")
@@ -289,7 +289,7 @@ def test_api_errors_are_typed(sqlite_server: Server, artifacts: Artifacts, uniqu
     assert typed.value.status is None and typed.value.pointer == "/ttl"
     with pytest.raises(PayloadTooLarge) as large:  # over the server's max_body_bytes (1 MiB)
         artifacts.create(unique_name + "-big", description="x" * (2 << 20))
-    assert large.value.status == 413 and large.value.code == 10005
+    assert large.value.status == 413 and large.value.code == 11005
 
 
 def test_connection_refused() -> None:
@@ -365,13 +365,13 @@ def test_import_failure_is_reported(import_server: Server, tmp_path: Path, uniqu
         assert client.info(unique_name).status == "failed"
         with pytest.raises(Conflict) as not_ready:  # get() refuses a repo that is not ready
             client.get(unique_name)
-        assert not_ready.value.code == 10034 and not_ready.value.retriable is False
+        assert not_ready.value.code == 11034 and not_ready.value.retriable is False
 
 
 def test_import_refused_url(artifacts: Artifacts, unique_name: str) -> None:
     with pytest.raises(ValidationError) as refused:
         artifacts.import_repo("file:///etc", unique_name)
-    assert refused.value.code == 10090 and refused.value.pointer == "/url"
+    assert refused.value.code == 11090 and refused.value.pointer == "/url"
 
 
 def test_wait_timeout_leaves_the_import_running(import_server: Server, tmp_path: Path,
@@ -384,7 +384,7 @@ def test_wait_timeout_leaves_the_import_running(import_server: Server, tmp_path:
         assert "still importing after 0.5 s" in str(waited.value)
         with pytest.raises(Conflict) as busy:
             client.get(unique_name)
-        assert busy.value.retriable is True and busy.value.code == 10032
+        assert busy.value.retriable is True and busy.value.code == 10302
         assert busy.value.status is None  # said by the SDK, from the repo's status
         with pytest.raises(Conflict) as again:  # said by the server
             client.import_repo(f"{url}/slow.git", unique_name)
@@ -398,5 +398,5 @@ def test_rate_limited(import_server: Server, unique_name: str) -> None:
         # window boundary falls in between.
         for _ in range(2 * IMPORT_SERVER_RATE + 1):
             client.list(limit=1)
-    assert limited.value.status == 429 and limited.value.code == 10060
+    assert limited.value.status == 429 and limited.value.code == 11060
     assert isinstance(limited.value.retry_after, int) and limited.value.retry_after > 0

@@ -93,7 +93,8 @@ SETTINGS: tuple[Setting, ...] = (
             str,
             "Template of each repo's git `remote`. Placeholders: `{public_url}`, `{account_id}`, "
             "`{namespace}`, `{repo}`. A host-based form such as "
-            "`https://{account_id}.git.example.com/git/{namespace}/{repo}.git` is served too."),
+            "`https://{account_id}.git.example.com/git/{namespace}/{repo}.git` is served too, "
+            "and so is the changelog's `{public_url}/{namespace}/{repo}.git`."),
     Setting("default_account", "ARTIFACTD_DEFAULT_ACCOUNT", str,
             "Account id used by `api-token create` when `--account` is not given; empty means "
             "the data dir's own default account (a random 32-hex id made on first use)."),

@@ -22,44 +22,68 @@ from enum import IntEnum
 
 
 class Code(IntEnum):
-    INTERNAL = 10000
-    ROUTE_NOT_FOUND = 10001
-    METHOD_NOT_ALLOWED = 10002
-    MALFORMED_JSON = 10003
-    VALIDATION = 10004
-    BODY_TOO_LARGE = 10005
-    UNSUPPORTED_MEDIA_TYPE = 10006
-    AUTH_REQUIRED = 10010
-    INVALID_API_TOKEN = 10011
-    PERMISSION_DENIED = 10012
-    ACCOUNT_NOT_AUTHORIZED = 10013
-    NAMESPACE_NOT_FOUND = 10020
-    REPO_NOT_FOUND = 10030
-    REPO_EXISTS = 10031
-    REPO_NOT_READY = 10032
-    REPO_READ_ONLY = 10033
-    REPO_FAILED = 10034
-    TOKEN_NOT_FOUND = 10040
-    TOKEN_ALREADY_REVOKED = 10041
-    INVALID_REPO_TOKEN = 10042
-    INVALID_CURSOR = 10050
-    RATE_LIMITED = 10060
-    STORAGE_LIMIT = 10070
-    SERVICE_UNAVAILABLE = 10080
-    IMPORT_REFUSED = 10090
-    IMPORT_SOURCE_INVALID = 10091
-    IMPORT_BRANCH_NOT_FOUND = 10092
-    MALFORMED_HTTP = 10100
-    REQUEST_TIMEOUT = 10101
-    URI_TOO_LONG = 10102
-    HEADERS_TOO_LARGE = 10103
-    FILE_NOT_FOUND = 10200
-    REF_NOT_FOUND = 10201
-    OBJECT_NOT_FOUND = 10202
-    INVALID_HASH = 10203
-    PATH_IS_DIRECTORY = 10204
-    INVALID_PATH = 10205
-    RANGE_NOT_SATISFIABLE = 10206
+    """Every numeric error code the server sends (``docs/errors.md`` lists them).
+
+    The first block is Cloudflare's published Artifacts error table: where an artifactd error
+    means what a published code means, it is sent with that code, so clients written against
+    the hosted service work unchanged. The second block is artifactd's own, finer codes, kept
+    at 11000 and above so that they collide with no published code (10100-10499). Old names
+    that now share a published number stay as aliases.
+    """
+
+    # Published (Cloudflare Artifacts "Error codes").
+    INVALID_INPUT = 10100
+    INVALID_REPO_NAME = 10101
+    INVALID_TTL = 10103
+    INVALID_URL = 10104
+    REMOTE_AUTH_REQUIRED = 10106
+    NOT_FOUND = 10200
+    ALREADY_EXISTS = 10201
+    IMPORT_IN_PROGRESS = 10302
+    FORK_IN_PROGRESS = 10303
+    INTERNAL_ERROR = 10400
+    UPSTREAM_UNAVAILABLE = 10401
+    MEMORY_LIMIT = 10402
+    # Aliases: artifactd errors that carry a published code.
+    VALIDATION = INVALID_INPUT
+    REPO_NOT_FOUND = NOT_FOUND
+    FILE_NOT_FOUND = NOT_FOUND
+    REPO_EXISTS = ALREADY_EXISTS
+    INTERNAL = INTERNAL_ERROR
+
+    # artifactd's own (no published code has their meaning).
+    ROUTE_NOT_FOUND = 11001
+    METHOD_NOT_ALLOWED = 11002
+    MALFORMED_JSON = 11003
+    BODY_TOO_LARGE = 11005
+    UNSUPPORTED_MEDIA_TYPE = 11006
+    AUTH_REQUIRED = 11010
+    INVALID_API_TOKEN = 11011
+    PERMISSION_DENIED = 11012
+    ACCOUNT_NOT_AUTHORIZED = 11013
+    NAMESPACE_NOT_FOUND = 11020
+    REPO_READ_ONLY = 11033
+    REPO_FAILED = 11034
+    TOKEN_NOT_FOUND = 11040
+    TOKEN_ALREADY_REVOKED = 11041
+    INVALID_REPO_TOKEN = 11042
+    INVALID_CURSOR = 11050
+    RATE_LIMITED = 11060
+    STORAGE_LIMIT = 11070
+    SERVICE_UNAVAILABLE = 11080
+    IMPORT_REFUSED = 11090
+    IMPORT_BRANCH_NOT_FOUND = 11092
+    # The connection guard (http/protocol.py): answers before any route runs.
+    MALFORMED_HTTP = 11100
+    REQUEST_TIMEOUT = 11101
+    URI_TOO_LONG = 11102
+    HEADERS_TOO_LARGE = 11103
+    REF_NOT_FOUND = 11201
+    OBJECT_NOT_FOUND = 11202
+    INVALID_HASH = 11203
+    PATH_IS_DIRECTORY = 11204
+    INVALID_PATH = 11205
+    RANGE_NOT_SATISFIABLE = 11206
 
 
 class ArtifactdError(Exception):

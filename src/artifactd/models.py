@@ -1,8 +1,8 @@
 """Request bodies of the REST API, shared by the server (validation) and the SDK (building).
 
 Bodies are validated strictly: a wrong JSON type is an error (``"ttl": "60"`` is refused,
-not coerced) and unknown fields are refused, so a typo such as ``readOnly`` is reported
-instead of silently ignored.
+not coerced). Unknown fields are ignored, as Cloudflare's v4 API ignores them, so a client
+written for a newer API version (or sending extra keys) keeps working (docs/api.md).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ Branch = Annotated[str, _documented(maxLength=255, description="A branch name (g
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class CreateRepoRequest(_Body):

@@ -1,8 +1,11 @@
 """The client configuration the CLI and the git credential helper share.
 
-Values come from, in order: command-line options, the ``ARTIFACTD_*`` environment, then the
+Values come from, in order: command-line options, the ``ARTIFACTD_*`` environment, the
 file ``artifactd login`` writes (``$ARTIFACTD_CLIENT_CONFIG``, else
-``$XDG_CONFIG_HOME/artifactd/client.toml``, else ``~/.config/artifactd/client.toml``)::
+``$XDG_CONFIG_HOME/artifactd/client.toml``, else ``~/.config/artifactd/client.toml``), and last
+the names Cloudflare's docs export (``ARTIFACTS_BASE_URL``, ``CLOUDFLARE_ACCOUNT_ID``,
+``CLOUDFLARE_API_TOKEN``): last, so that a Cloudflare token set for other tools never
+replaces the artifactd login::
 
     url = "http://127.0.0.1:8787"
     account_id = "0123456789abcdef0123456789abcdef"
@@ -23,7 +26,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from artifactd.client._core import ENV_ACCOUNT, ENV_NAMESPACE, ENV_TOKEN, ENV_URL
+from artifactd.client._core import (
+    ENV_ACCOUNT,
+    ENV_CF_ACCOUNT,
+    ENV_CF_TOKEN,
+    ENV_CF_URL,
+    ENV_NAMESPACE,
+    ENV_TOKEN,
+    ENV_URL,
+    base_parts,
+)
 
 ENV_CONFIG = "ARTIFACTD_CLIENT_CONFIG"
 ENV_TIMEOUT = "ARTIFACTD_TIMEOUT"
@@ -54,7 +66,9 @@ class ClientSettings:
 
     @property
     def missing(self) -> list[str]:
-        return [name for name in ("url", "account_id", "api_token") if not getattr(self, name)]
+        # A /v1/api base URL names no account: the server takes the API token's.
+        needed = ("url", "api_token") if base_parts(self.url).v1 else ("url", "account_id", "api_token")
+        return [name for name in needed if not getattr(self, name)]
 
 
 def read_file(path: Path) -> dict[str, str | float]:
@@ -102,8 +116,9 @@ def load(
     path = config_path(env)
     from_file = read_file(path) if use_file else {}
 
-    def pick(option: str | None, variable: str, key: str) -> str:
-        return option or env.get(variable) or str(from_file.get(key) or "")
+    def pick(option: str | None, variable: str, key: str, fallback: str | None = None) -> str:
+        last = env.get(fallback) if fallback else None
+        return option or env.get(variable) or str(from_file.get(key) or "") or last or ""
 
     timeout: float | None = None
     raw_timeout = env.get(ENV_TIMEOUT)
@@ -116,11 +131,13 @@ def load(
             raise ConfigFileError(f"{ENV_TIMEOUT} must be positive")
     elif "timeout" in from_file:
         timeout = float(from_file["timeout"])
+    picked_url = pick(url, ENV_URL, "url", ENV_CF_URL)
+    parts = base_parts(picked_url)  # ARTIFACTS_BASE_URL may carry the account and namespace
     return ClientSettings(
-        url=pick(url, ENV_URL, "url"),
-        account_id=pick(account_id, ENV_ACCOUNT, "account_id"),
-        api_token=pick(api_token, ENV_TOKEN, "api_token"),
-        namespace=pick(namespace, ENV_NAMESPACE, "namespace"),
+        url=picked_url,
+        account_id=pick(account_id, ENV_ACCOUNT, "account_id", ENV_CF_ACCOUNT) or parts.account_id or "",
+        api_token=pick(api_token, ENV_TOKEN, "api_token", ENV_CF_TOKEN),
+        namespace=pick(namespace, ENV_NAMESPACE, "namespace") or parts.namespace or "",
         timeout=timeout,
         path=path if from_file else None,
     )

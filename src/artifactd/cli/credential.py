@@ -32,6 +32,7 @@ from artifactd.cli import _config, _token_cache
 from artifactd.cli._app import Application, ExitCode, pass_app
 from artifactd.cli._git_operation import Operation, asking_operation
 from artifactd.client import Artifacts, ArtifactsError, NotFound, PermissionDenied, token_expires_at
+from artifactd.client._core import normalize_base_url
 
 HELPER_TTL = 900  # seconds: cached, one token serves the git commands of these 15 minutes
 SCRIPT = "git-credential-artifactd"
@@ -40,6 +41,8 @@ SCRIPT = "git-credential-artifactd"
 _REMOTE_PATH = re.compile(
     r"^(?:.*/)?git/(?:(?P<account>[0-9a-f]{32})/)?(?P<namespace>[^/]+)/(?P<repo>[^/]+?)(?:\.git)?/?$"
 )
+# ``<namespace>/<repo>.git`` (the changelog's remote form): claimed only on the server's own host.
+_BARE_REMOTE_PATH = re.compile(r"^(?P<namespace>[^/]+)/(?P<repo>[^/]+?)\.git/?$")
 
 
 @dataclass(frozen=True)
@@ -67,15 +70,24 @@ def parse_request(lines: Iterable[str]) -> dict[str, str]:
     return attrs
 
 
-def match(attrs: dict[str, str], account_id: str) -> Wanted | None:
-    """The repo a credential request is for, if it looks like one of this account's remotes."""
+def match(attrs: dict[str, str], account_id: str, server_host: str = "") -> Wanted | None:
+    """The repo a credential request is for, if it looks like one of this account's remotes.
+
+    ``account_id`` is empty with a ``/v1/api`` login (the API token's account, unknown
+    here): any account is taken, and the remote check in ``answer`` decides.
+    """
     protocol, host, path = attrs.get("protocol", ""), attrs.get("host", ""), attrs.get("path", "")
     if protocol not in ("http", "https") or not host or not path:
         return None
     found = _REMOTE_PATH.match(path)
     if not found:
-        return None
-    if found.group("account") is None:
+        bare = _BARE_REMOTE_PATH.match(path)
+        if bare is None or not server_host or host.lower() != server_host.lower():
+            return None
+        return Wanted(protocol, host, path.strip("/"), bare.group("namespace"), bare.group("repo"))
+    if not account_id:
+        pass
+    elif found.group("account") is None:
         if host.split(".", 1)[0].lower() != account_id:
             return None
     elif found.group("account") != account_id:
@@ -110,7 +122,7 @@ def answer(
     """
     if settings.missing:
         return None
-    wanted = match(attrs, settings.account_id)
+    wanted = match(attrs, settings.account_id, urlsplit(normalize_base_url(settings.url)).netloc)
     if wanted is None:
         return None
     desired: str | None = scope if scope in ("read", "write") else operation

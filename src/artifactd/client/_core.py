@@ -50,6 +50,12 @@ ENV_URL = "ARTIFACTD_URL"
 ENV_ACCOUNT = "ARTIFACTD_ACCOUNT_ID"
 ENV_TOKEN = "ARTIFACTD_API_TOKEN"  # noqa: S105 - the variable's name, not a secret
 ENV_NAMESPACE = "ARTIFACTD_NAMESPACE"
+# Fallbacks: the names Cloudflare's Artifacts docs export, read after the ARTIFACTD_* ones.
+# ARTIFACTS_BASE_URL is a REST base with its namespace (``<host>/v1/api/namespaces/<ns>``, or
+# ``<host>/client/v4/accounts/<account>/artifacts/namespaces/<ns>`` in the older docs).
+ENV_CF_URL = "ARTIFACTS_BASE_URL"
+ENV_CF_ACCOUNT = "CLOUDFLARE_ACCOUNT_ID"
+ENV_CF_TOKEN = "CLOUDFLARE_API_TOKEN"  # noqa: S105 - the variable's name, not a secret
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TIMEOUT = 30.0
 USER_AGENT = f"artifactd-python/{__version__}"
@@ -60,6 +66,14 @@ DEFAULT_IMPORT_WAIT = 600.0  # seconds; the server's own import timeout is of th
 
 _ACCOUNT_ID = re.compile(r"[0-9a-f]{32}")
 _API_PREFIX = "/client/v4"
+_V1_PREFIX = "/v1/api"
+# ``.../v1/api[/namespaces/<ns>]``: the newer reference's base, no account in it.
+_V1_BASE = re.compile(r"(?P<root>.*?)/v1/api(?:/namespaces/(?P<namespace>[^/]+))?/*")
+# ``.../client/v4[/accounts/<account>/artifacts[/namespaces/<ns>]]``: the v4 base.
+_V4_BASE = re.compile(
+    r"(?P<root>.*?)/client/v4"
+    r"(?:/accounts/(?P<account>[^/]+)/artifacts(?:/namespaces/(?P<namespace>[^/]+))?)?/*"
+)
 
 
 # Configuration ---------------------------------------------------------------------------
@@ -70,7 +84,7 @@ class Config:
     """Where and as whom the client talks. ``api_token`` never shows in ``repr``."""
 
     base_url: str
-    account_id: str
+    account_id: str  # "" on a ``/v1/api`` base URL: the server takes the API token's account
     api_token: str = field(repr=False)
     namespace: str = DEFAULT_NAMESPACE
     timeout: float = DEFAULT_TIMEOUT
@@ -80,15 +94,23 @@ class Config:
         cls, base_url: str | None, account_id: str | None, api_token: str | None,
         namespace: str | None, timeout: float | None, env: Mapping[str, str] | None = None,
     ) -> Config:
-        """Arguments first, then the ``ARTIFACTD_*`` environment variables."""
+        """Arguments first, then the ``ARTIFACTD_*`` environment variables, then Cloudflare's
+        (``ARTIFACTS_BASE_URL``, ``CLOUDFLARE_ACCOUNT_ID``, ``CLOUDFLARE_API_TOKEN``).
+
+        A base URL of the ``/v1/api`` form needs no account id, and its namespace
+        (``/v1/api/namespaces/<ns>``) is the default namespace.
+        """
         env = os.environ if env is None else env
-        url = base_url or env.get(ENV_URL) or ""
-        account = account_id or env.get(ENV_ACCOUNT) or ""
-        token = api_token or env.get(ENV_TOKEN) or ""
+        url = base_url or env.get(ENV_URL) or env.get(ENV_CF_URL) or ""
+        parts = base_parts(url)
+        account = (account_id or env.get(ENV_ACCOUNT) or env.get(ENV_CF_ACCOUNT)
+                   or parts.account_id or "")
+        token = api_token or env.get(ENV_TOKEN) or env.get(ENV_CF_TOKEN) or ""
         missing = [
             f"{arg} (or {var})"
             for arg, var, value in (
-                ("base_url", ENV_URL, url), ("account_id", ENV_ACCOUNT, account),
+                ("base_url", ENV_URL, url),
+                ("account_id", ENV_ACCOUNT, account or parts.v1),
                 ("api_token", ENV_TOKEN, token),
             )
             if not value
@@ -97,7 +119,7 @@ class Config:
             raise errors.ConfigurationError("artifactd client needs " + ", ".join(missing))
         return cls(
             base_url=normalize_base_url(url), account_id=account.strip(), api_token=token.strip(),
-            namespace=namespace or env.get(ENV_NAMESPACE) or DEFAULT_NAMESPACE,
+            namespace=namespace or env.get(ENV_NAMESPACE) or parts.namespace or DEFAULT_NAMESPACE,
             timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
         )
 
@@ -109,9 +131,33 @@ class Config:
         }
 
 
+@dataclass(frozen=True)
+class BaseParts:
+    """What a base URL says beyond the server root (``ARTIFACTS_BASE_URL`` says a lot)."""
+
+    root: str
+    account_id: str | None = None
+    namespace: str | None = None
+    v1: bool = False  # the ``/v1/api`` base: no account needed, the token's is used
+
+
+def base_parts(url: str) -> BaseParts:
+    """Split ``.../v1/api[/namespaces/<ns>]`` or
+    ``.../client/v4[/accounts/<account>/artifacts[/namespaces/<ns>]]``; any other URL is a root."""
+    text = url.strip()
+    v1 = _V1_BASE.fullmatch(text)
+    if v1 is not None:
+        return BaseParts(v1.group("root"), None, v1.group("namespace"), v1=True)
+    v4 = _V4_BASE.fullmatch(text)
+    if v4 is not None:
+        return BaseParts(v4.group("root"), v4.group("account"), v4.group("namespace"))
+    return BaseParts(text)
+
+
 def normalize_base_url(url: str) -> str:
-    """The server root. A URL that already ends in ``/client/v4`` (as Cloudflare's does) is accepted."""
-    text = url.strip().rstrip("/")
+    """The server root. A URL that already ends in ``/client/v4`` (as Cloudflare's does), or is a
+    whole REST base (``ARTIFACTS_BASE_URL``, either form: ``base_parts``), is accepted."""
+    text = base_parts(url.strip().rstrip("/")).root
     try:
         parts = urlsplit(text)
         httpx.URL(text)  # what the client will parse: ports, IPv6 brackets, characters
@@ -122,8 +168,6 @@ def normalize_base_url(url: str) -> str:
         raise errors.ConfigurationError(
             f"base URL must look like http://host:port or https://host, got {redacted_url(text)!r}"
         )
-    if parts.path.endswith(_API_PREFIX):
-        text = text[: -len(_API_PREFIX)]
     return text
 
 
@@ -283,14 +327,77 @@ def build_body(model: type[M], **values: Any) -> dict[str, Any]:
         ) from None
 
 
+def _sdk_invalid(message: str, pointer: str) -> errors.ValidationError:
+    return errors.ValidationError(message, code=int(Code.VALIDATION), status=None, pointer=pointer)
+
+
+def default_branch_of(default_branch: str | None, set_default_branch: str | None) -> str | None:
+    """``create``'s branch: ``default_branch`` or the binding's ``setDefaultBranch``, not two."""
+    if default_branch is not None and set_default_branch is not None \
+            and default_branch != set_default_branch:
+        raise _sdk_invalid("pass default_branch or set_default_branch, not both", "/default_branch")
+    return default_branch if default_branch is not None else set_default_branch
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    """``import_repo``'s arguments, whichever of its two shapes the caller used."""
+
+    url: str
+    name: str
+    branch: str | None = None
+    depth: int | None = None
+    read_only: bool = False
+    description: str | None = None
+
+
+def _pick(mapping: Mapping[str, Any], keys: tuple[str, ...], default: Any) -> Any:
+    """The value of the first of ``keys`` present (the binding's camelCase or the Python
+    spelling), else ``default``. Values pass as they are: the request model checks types."""
+    return next((mapping[key] for key in keys if key in mapping), default)
+
+
+def import_request(
+    url: str | None, name: str | None, *, source: Mapping[str, Any] | None,
+    target: Mapping[str, Any] | None, branch: str | None, depth: int | None, read_only: bool,
+    description: str | None,
+) -> ImportRequest:
+    """``import_repo(url, name, ...)`` or the binding's ``import_repo(source={url, branch,
+    depth}, target={name, opts: {description, readOnly}})``; the server checks the values."""
+    if source is None and target is None:
+        if url is None or name is None:
+            raise _sdk_invalid("import_repo needs url and name (or source= and target=)", "/url")
+        return ImportRequest(url, name, branch, depth, read_only, description)
+    if url is not None or name is not None:
+        raise _sdk_invalid("pass url and name, or source= and target=, not both", "/url")
+    if source is None or target is None:
+        raise _sdk_invalid("import_repo needs both source= and target=",
+                           "/source" if source is None else "/target")
+    opts = target.get("opts") or {}
+    if not isinstance(opts, Mapping):
+        raise _sdk_invalid("target['opts'] must be a mapping", "/target/opts")
+    if not isinstance(source.get("url"), str):
+        raise _sdk_invalid("source['url'] must be the URL to import", "/source/url")
+    if not isinstance(target.get("name"), str):
+        raise _sdk_invalid("target['name'] must be the new repo's name", "/target/name")
+    return ImportRequest(
+        url=source["url"], name=target["name"],
+        branch=source.get("branch", branch), depth=source.get("depth", depth),
+        read_only=_pick(opts, ("readOnly", "read_only"), read_only),
+        description=_pick(opts, ("description",), description),
+    )
+
+
 class Routes:
     """Builds the ``Call`` of every operation, for one account and namespace."""
 
     def __init__(self, account_id: str, namespace: str):
         self.account_id = account_id
         self.namespace = namespace
+        # Without an account id, the /v1/api base: the server takes the API token's account.
         self.prefix = (
             f"{_API_PREFIX}/accounts/{_segment(account_id)}/artifacts/namespaces/{_segment(namespace)}"
+            if account_id else f"{_V1_PREFIX}/namespaces/{_segment(namespace)}"
         )
 
     def whoami(self) -> Call[dict[str, Any]]:
@@ -332,15 +439,12 @@ class Routes:
             return None
         return replace(call, params={**call.params, "cursor": page.cursor})
 
-    def import_repo(
-        self, url: str, name: str, *, branch: str | None, depth: int | None, read_only: bool,
-        description: str | None,
-    ) -> Call[CreateRepoResult]:
+    def import_repo(self, request: ImportRequest) -> Call[CreateRepoResult]:
         body = build_body(
-            ImportRepoRequest, url=url, branch=branch, depth=depth, read_only=read_only,
-            description=description,
+            ImportRepoRequest, url=request.url, branch=request.branch, depth=request.depth,
+            read_only=request.read_only, description=request.description,
         )
-        return Call("POST", self.repo_path(name, "import"), self._create_result, body=body)
+        return Call("POST", self.repo_path(request.name, "import"), self._create_result, body=body)
 
     def delete_repo(self, name: str) -> Call[bool]:
         return Call("DELETE", self.repo_path(name), _found)
@@ -424,10 +528,12 @@ class Routes:
             raise unexpected(response, "a list of repos")
         cursor = info.get("cursor")
         per_page = info.get("per_page")
+        total = info.get("total_count")
         return RepoPage(
             repos=[RepoInfo.from_json(item, self.namespace) for item in items if isinstance(item, dict)],
             cursor=cursor if isinstance(cursor, str) and cursor else None,
             per_page=per_page if isinstance(per_page, int) else len(items),
+            total=total if isinstance(total, int) and not isinstance(total, bool) else None,
         )
 
 
@@ -436,7 +542,9 @@ def ensure_ready(info: RepoInfo) -> RepoInfo:
     if info.status in ("importing", "forking"):
         raise errors.Conflict(
             f"Repo {info.name!r} is still {info.status}; retry shortly",
-            code=int(Code.REPO_NOT_READY), status=None, retriable=True,
+            code=int(Code.IMPORT_IN_PROGRESS if info.status == "importing"
+                     else Code.FORK_IN_PROGRESS),
+            status=None, retriable=True,
         )
     if info.status == "failed":
         raise errors.Conflict(
@@ -609,9 +717,11 @@ def api_error(response: httpx.Response, body: Mapping[str, Any]) -> errors.APIEr
     status = response.status_code
     retry_after = _retry_after(response)
     if status == 409:
+        # The hosted service says "retry" by its code alone (no ``retriable`` field).
+        retriable = first.get("retriable") is True or code in errors.RETRIABLE_CODES
         return errors.Conflict(
-            message, code=code, status=status, pointer=pointer,
-            retriable=first.get("retriable") is True, retry_after=retry_after,
+            message, code=code, status=status, pointer=pointer, retriable=retriable,
+            retry_after=retry_after,
         )
     if status == 429:
         return errors.RateLimited(

@@ -27,6 +27,11 @@ from __future__ import annotations
 
 import re
 
+from artifactd.errors import Code
+
+# A 409 with one of these codes passes by itself, whether or not it says ``retriable``.
+RETRIABLE_CODES = frozenset({int(Code.IMPORT_IN_PROGRESS), int(Code.FORK_IN_PROGRESS)})
+
 _SECRET = re.compile(r"(art_v1_|artd_)[0-9a-fA-F]{8,}(\?expires=\d+)?")
 
 

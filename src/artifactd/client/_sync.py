@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import TracebackType
 from typing import Any, TypeVar
@@ -157,11 +157,14 @@ class Artifacts:
 
     def create(
         self, name: str, *, read_only: bool = False, description: str | None = None,
-        default_branch: str | None = None,
+        default_branch: str | None = None, set_default_branch: str | None = None,
     ) -> CreateRepoResult:
-        """Create a repo; the result carries its ``remote`` and an initial write ``token``."""
+        """Create a repo; the result carries its ``remote`` and an initial write ``token``.
+
+        ``set_default_branch`` is the binding's name for ``default_branch``."""
         return self._send(self._routes.create_repo(
-            name, description=description, read_only=read_only, default_branch=default_branch,
+            name, description=description, read_only=read_only,
+            default_branch=core.default_branch_of(default_branch, set_default_branch),
         ))
 
     def get(self, name: str) -> Repo:
@@ -196,18 +199,24 @@ class Artifacts:
             call = self._routes.next_page(call, page)
 
     def import_repo(
-        self, url: str, name: str, *, branch: str | None = None, depth: int | None = None,
-        read_only: bool = False, description: str | None = None, wait: bool = False,
+        self, url: str | None = None, name: str | None = None, *,
+        source: Mapping[str, Any] | None = None, target: Mapping[str, Any] | None = None,
+        branch: str | None = None, depth: int | None = None, read_only: bool = False,
+        description: str | None = None, wait: bool = False,
         wait_timeout: float = core.DEFAULT_IMPORT_WAIT,
     ) -> CreateRepoResult:
-        """Import a public HTTPS remote. With ``wait=True``, return once the repo is ready
-        (``ImportFailed`` if the import fails, ``WaitTimeout`` after ``wait_timeout`` seconds)."""
-        call = self._routes.import_repo(
-            url, name, branch=branch, depth=depth, read_only=read_only, description=description,
+        """Import a public HTTPS remote: ``import_repo(url, name)``, or the binding's shape
+        ``import_repo(source={"url": ..., "branch": ...}, target={"name": ..., "opts": {...}})``.
+        With ``wait=True``, return once the repo is ready (``ImportFailed`` if the import
+        fails, ``WaitTimeout`` after ``wait_timeout`` seconds)."""
+        request = core.import_request(
+            url, name, source=source, target=target, branch=branch, depth=depth,
+            read_only=read_only, description=description,
         )
+        call = self._routes.import_repo(request)
         if not wait:
             return self._send(call)
-        return self._run(core.import_and_wait(self._routes, call, name, wait_timeout))
+        return self._run(core.import_and_wait(self._routes, call, request.name, wait_timeout))
 
     def delete(self, name: str) -> bool:
         """Delete a repo: ``True`` if it was deleted, ``False`` if there was no such repo."""

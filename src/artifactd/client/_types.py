@@ -126,11 +126,16 @@ def _repo_fields(data: Mapping[str, Any], namespace: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RepoPage:
-    """One page of ``list()``; ``cursor`` is ``None`` on the last page. Iterating yields repos."""
+    """One page of ``list()``; ``cursor`` is ``None`` on the last page. Iterating yields repos.
+
+    ``total`` (the binding's ``page.total``) counts the matching repos across all pages; it is
+    ``None`` when the server does not say (a server without ``result_info.total_count``).
+    """
 
     repos: list[RepoInfo]
     cursor: str | None
     per_page: int
+    total: int | None = None
 
     def __iter__(self) -> Iterator[RepoInfo]:
         return iter(self.repos)
@@ -158,6 +163,11 @@ class CreateRepoResult:
     @property
     def expires_at(self) -> datetime | None:
         return token_expires_at(self.token)
+
+    @property
+    def token_expires_at(self) -> datetime | None:
+        """The binding's ``tokenExpiresAt``: when the initial ``token`` expires."""
+        return self.expires_at
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], namespace: str) -> CreateRepoResult:

@@ -120,7 +120,7 @@ def endpoint(
 
         def work() -> Response:
             started = now_us()
-            principal = accounts.authenticate(backend, authorization, path["account_id"])
+            principal = accounts.authenticate(backend, authorization, path.get("account_id"))
             namespace = path.get("namespace", "")
             try:
                 check_text(path)

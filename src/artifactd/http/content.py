@@ -69,7 +69,7 @@ def routed(
         principals: list[Principal] = []
 
         def check() -> RepoRow:
-            principal = accounts.authenticate(backend, authorization, params["account_id"])
+            principal = accounts.authenticate(backend, authorization, params.get("account_id"))
             principals.append(principal)
             try:
                 repo = repos.get_repo(backend, principal.account_id, params["namespace"], params["name"])

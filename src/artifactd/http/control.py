@@ -68,8 +68,10 @@ def list_repos(call: Call) -> Response:
     settings = call.backend.settings
     return success(
         [repo_info(r, settings) for r in page.repos],
+        # total_count is beyond the published CursorResultInfo: the binding's `list().total`.
         result_info=CursorResultInfo(
-            cursor=page.cursor or "", per_page=page.per_page, count=len(page.repos)
+            cursor=page.cursor or "", per_page=page.per_page, count=len(page.repos),
+            total_count=page.total,
         ),
     )
 

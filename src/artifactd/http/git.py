@@ -289,20 +289,32 @@ def _git_operation(operation_id: str, summary: str, *media: str, **extra: Any) -
                      media=dict.fromkeys(media, _PACK), operation_id=operation_id, **extra)
 
 
-GIT_DOC = Operation("Git smart HTTP", "Git", variants=(
-    ("get", REMOTE + "/info/refs", _git_operation(
-        "git_info_refs", "Git: advertise refs (the first request of every git command)",
-        "application/x-git-upload-pack-advertisement", "application/x-git-receive-pack-advertisement",
-        query=(Query("service", "The git service", {
-            "type": "string", "enum": ["git-upload-pack", "git-receive-pack"]}, required=True),),
-    )),
-    ("post", REMOTE + "/git-upload-pack", _git_operation(
-        "git_upload_pack", "Git: fetch or clone", "application/x-git-upload-pack-result",
-        raw_request="application/x-git-upload-pack-request",
-    )),
-    ("post", REMOTE + "/git-receive-pack", _git_operation(
-        "git_receive_pack", "Git: push (a write token)", "application/x-git-receive-pack-result",
-        raw_request="application/x-git-receive-pack-request",
-    )),
-))
-routes = [Route("/git/{path:path}", describe(GitEndpoint(), GIT_DOC))]
+def _git_doc(remote: str, suffix: str = "") -> Operation:
+    return Operation("Git smart HTTP", "Git", variants=(
+        ("get", remote + "/info/refs", _git_operation(
+            "git_info_refs" + suffix, "Git: advertise refs (the first request of every git command)",
+            "application/x-git-upload-pack-advertisement", "application/x-git-receive-pack-advertisement",
+            query=(Query("service", "The git service", {
+                "type": "string", "enum": ["git-upload-pack", "git-receive-pack"]}, required=True),),
+        )),
+        ("post", remote + "/git-upload-pack", _git_operation(
+            "git_upload_pack" + suffix, "Git: fetch or clone", "application/x-git-upload-pack-result",
+            raw_request="application/x-git-upload-pack-request",
+        )),
+        ("post", remote + "/git-receive-pack", _git_operation(
+            "git_receive_pack" + suffix, "Git: push (a write token)", "application/x-git-receive-pack-result",
+            raw_request="application/x-git-receive-pack-request",
+        )),
+    ))
+
+
+GIT_DOC = _git_doc(REMOTE)
+# The changelog's remote form, without /git and the account (the repo token names it).
+CHANGELOG_DOC = _git_doc("/{namespace}/{repo}.git", "_changelog_form")
+routes = [
+    Route("/git/{path:path}", describe(GitEndpoint(), GIT_DOC)),
+    # Only git's three endpoints under a `<repo>.git` (git_access.parse_path), so no other
+    # path is taken from the JSON routes.
+    *(Route("/{namespace}/{repo}.git/" + action, describe(GitEndpoint(), CHANGELOG_DOC))
+      for action in ("info/refs", "git-upload-pack", "git-receive-pack")),
+]

@@ -27,7 +27,7 @@ def _no_constants(name: str) -> Any:
 
 
 def load_json(raw: bytes) -> Any:
-    """Parse ``raw``; raise ``ValidationError`` (code 10003 for syntax, 10004 for text) on
+    """Parse ``raw``; raise ``ValidationError`` (code 11003 for syntax, 10100 for text) on
     anything a handler could not safely use."""
     try:
         data = json.loads(raw, parse_constant=_no_constants)

@@ -63,6 +63,7 @@ ERROR_STATUSES = {
 
 def documented(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, str, Operation, str]]:
     """``(method, path, operation, handler name)`` for every described route."""
+    variants_done: set[int] = set()
     for route in routes:
         if isinstance(route, Mount):
             yield from documented(route.routes, prefix + route.path)
@@ -74,6 +75,11 @@ def documented(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[
             continue
         name = getattr(route.endpoint, "__name__", type(route.endpoint).__name__)
         if operation.variants:
+            # Variants name their own paths: several routes sharing one such operation (the
+            # changelog-form git routes) are documented once.
+            if id(operation) in variants_done:
+                continue
+            variants_done.add(id(operation))
             for method, path, variant in operation.variants:
                 yield method, prefix + path, variant, name
             continue

@@ -63,6 +63,8 @@ class CursorResultInfo(Result):
     cursor: str = Field(description="Opaque cursor for the next page; empty on the last page")
     per_page: int
     count: int
+    total_count: int | None = Field(
+        default=None, description="Beyond the spec: repos matching the listing (repo lists only)")
 
 
 class OffsetResultInfo(Result):

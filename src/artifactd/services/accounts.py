@@ -72,10 +72,14 @@ def revoke_api_token(backend: Backend, token_id: str) -> ApiTokenRow:
     return row
 
 
-def authenticate(backend: Backend, authorization: str | None, account_id: str) -> Principal:
-    """Check an ``Authorization: Bearer <api token>`` header against the path's account."""
+def authenticate(backend: Backend, authorization: str | None, account_id: str | None) -> Principal:
+    """Check an ``Authorization: Bearer <api token>`` header against the path's account.
+
+    ``account_id`` is ``None`` on the ``/v1/api`` base path, whose routes name no account:
+    the request acts on the token's own account.
+    """
     principal = authenticate_any(backend, authorization)
-    if principal.account_id != account_id:
+    if account_id is not None and principal.account_id != account_id:
         raise PermissionDenied(
             "This API token is not authorized for this account",
             code=Code.ACCOUNT_NOT_AUTHORIZED,

@@ -49,6 +49,13 @@ _PATH = re.compile(
     r"/git/(?:(?P<account>[^/]+)/)?(?P<namespace>[^/]+)/(?P<repo>[^/]+)\.git"
     r"/(?P<action>info/refs|git-upload-pack|git-receive-pack)"
 )
+# /<namespace>/<repo>.git/<action>: the remote form of Cloudflare's changelog
+# (``https://x:<token>@artifacts.cloudflare.dev/<namespace>/<repo>.git``); as with the
+# host-based form, the repo token says which account.
+_BARE_PATH = re.compile(
+    r"/(?P<namespace>[^/]+)/(?P<repo>[^/]+)\.git"
+    r"/(?P<action>info/refs|git-upload-pack|git-receive-pack)"
+)
 _ACCOUNT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Git-Protocol: ``version=N`` and optional ``key=value`` entries, ':'-separated. Anything
 # else (newlines, spaces, shell metacharacters, unknown shapes) is refused, never passed on.
@@ -80,10 +87,10 @@ def parse_path(path: str) -> GitTarget | None:
     the repo-name rules, which rule out ``.``, ``..`` and empty segments. A trailing ``/``
     does not match.
     """
-    match = _PATH.fullmatch(path)
+    match = _PATH.fullmatch(path) or _BARE_PATH.fullmatch(path)
     if match is None:
         return None
-    account = match.group("account")
+    account = match.groupdict().get("account")
     if account is not None and not _ACCOUNT.fullmatch(account):
         return None
     if name_problem(match.group("namespace")) or name_problem(match.group("repo")):

@@ -53,8 +53,13 @@ def refused(message: str, pointer: str = "/url") -> ValidationError:
     return ValidationError(message, code=Code.IMPORT_REFUSED, pointer=pointer)
 
 
-def unusable(message: str, pointer: str = "/url") -> ValidationError:
-    return ValidationError(message, code=Code.IMPORT_SOURCE_INVALID, pointer=pointer)
+def unusable(message: str, pointer: str = "/url", code: Code = Code.INVALID_URL) -> ValidationError:
+    """The URL leads to no importable git repository; ``code`` is the published code for why."""
+    return ValidationError(message, code=code, pointer=pointer)
+
+
+def unreachable(message: str) -> ValidationError:
+    return unusable(message, code=Code.UPSTREAM_UNAVAILABLE)
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ def system_resolver(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise unusable(f"Could not resolve host {host!r}: {exc}") from None
+        raise unreachable(f"Could not resolve host {host!r}: {exc}") from None
     seen: list[str] = []
     for info in infos:
         address = str(info[4][0]).split("%", 1)[0]
@@ -200,7 +205,7 @@ def check_url(raw: object, allow: AllowList, resolve: Resolver = system_resolver
         except ValueError:
             continue
     if not addresses:
-        raise unusable(f"Could not resolve host {host!r}")
+        raise unreachable(f"Could not resolve host {host!r}")
     for address in addresses:
         problem = address_problem(address)
         if problem and not allow.admits(host, address):
@@ -260,7 +265,7 @@ def _get(client: httpx.Client, source: Source, url: str) -> tuple[Source, httpx.
             return pinned, _get_from(client, pinned, url)
         except httpx.ConnectError as exc:
             if index == len(candidates) - 1:
-                raise unusable(f"Could not reach {source.host}: {exc}"[:300]) from None
+                raise unreachable(f"Could not reach {source.host}: {exc}"[:300]) from None
     raise AssertionError("unreachable")
 
 
@@ -284,22 +289,23 @@ def _get_from(client: httpx.Client, source: Source, url: str) -> httpx.Response:
                 for chunk in response.iter_bytes():
                     size += len(chunk)
                     if size > MAX_ADVERTISEMENT:
-                        raise unusable("The remote's ref advertisement is too large")
+                        raise unusable("The remote's ref advertisement is too large", code=Code.MEMORY_LIMIT)
                     chunks.append(chunk)
                 body = b"".join(chunks)
             return httpx.Response(response.status_code, headers=response.headers, content=body)
     except httpx.ConnectError:
         raise
     except httpx.HTTPError as exc:
-        raise unusable(f"Could not reach {source.host}: {type(exc).__name__}: {exc}"[:300]) from None
+        raise unreachable(f"Could not reach {source.host}: {type(exc).__name__}: {exc}"[:300]) from None
 
 
 def _advertised(source: Source, response: httpx.Response) -> Probe:
     status = response.status_code
     if status in (401, 403):
-        raise unusable("The remote requires authentication: only public repositories can be imported")
+        raise unusable("The remote requires authentication: only public repositories can be imported",
+                       code=Code.REMOTE_AUTH_REQUIRED)
     if status == 404:
-        raise unusable("Not found: the URL is not a git repository")
+        raise unusable("Not found: the URL is not a git repository", code=Code.NOT_FOUND)
     if status != 200:
         raise unusable(f"The remote answered HTTP {status}; expected a git repository")
     kind = response.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from artifactd.errors import ValidationError
+from artifactd.errors import Code, ValidationError
 from artifactd.redact import looks_like_token
 
 MAX_NAME_LENGTH = 64
@@ -38,7 +38,9 @@ def name_problem(value: object) -> str | None:
 def check_name(value: object, field: str, what: str = "name") -> str:
     problem = name_problem(value)
     if problem is not None:
-        raise ValidationError(f"Invalid {what}: {problem}", pointer=f"/{field}")
+        # A repo name has its own published code (INVALID_REPO_NAME); other names do not.
+        code = Code.INVALID_REPO_NAME if what == "repo name" else Code.INVALID_INPUT
+        raise ValidationError(f"Invalid {what}: {problem}", code=code, pointer=f"/{field}")
     assert isinstance(value, str)
     return value
 

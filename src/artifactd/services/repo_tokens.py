@@ -55,7 +55,8 @@ def check_ttl(value: object) -> int:
         raise ValidationError("ttl must be an integer number of seconds", pointer="/ttl")
     if not MIN_TTL <= value <= MAX_TTL:
         raise ValidationError(
-            f"ttl must be between {MIN_TTL} and {MAX_TTL} seconds", pointer="/ttl"
+            f"ttl must be between {MIN_TTL} and {MAX_TTL} seconds", code=Code.INVALID_TTL,
+            pointer="/ttl",
         )
     return value
 

@@ -77,7 +77,8 @@ def require_ready(repo: RepoRow) -> None:
     if repo.status in (IMPORTING, FORKING):
         raise Conflict(
             f"Repo {repo.name!r} is still {repo.status}; retry shortly",
-            code=Code.REPO_NOT_READY, retriable=True,
+            code=Code.IMPORT_IN_PROGRESS if repo.status == IMPORTING else Code.FORK_IN_PROGRESS,
+            retriable=True,
         )
     if repo.status == FAILED:
         raise Conflict(
@@ -92,6 +93,7 @@ class RepoPage:
     repos: list[RepoRow]
     cursor: str | None
     per_page: int
+    total: int  # repos of the namespace that match ``search``, across all pages
 
 
 def _sort_value(repo: RepoRow, sort: SortField) -> Any:
@@ -144,7 +146,11 @@ def list_repos(
         next_cursor = backend.cursors.encode(
             {**query_key, "v": _sort_value(last, sort_field), "i": last.id}
         )
-    return RepoPage(rows, next_cursor, limit)
+    # A first page that is also the last one counts itself; only longer lists pay a COUNT.
+    total = len(rows) if after is None and next_cursor is None else backend.meta.count_repos(
+        account_id, namespace, search or None
+    )
+    return RepoPage(rows, next_cursor, limit, total)
 
 
 def delete_repo(backend: Backend, account_id: str, namespace: str, name: str) -> RepoRow:

@@ -255,10 +255,15 @@ class MetadataStore:
             )).first()
         return NamespaceRow(row.account_id, row.name, row.created_us) if row else None
 
-    def count_repos(self, account_id: str, namespace: str | None = None) -> int:
+    def count_repos(
+        self, account_id: str, namespace: str | None = None, search: str | None = None
+    ) -> int:
         query = select(func.count()).select_from(repos).where(repos.c.account_id == account_id)
         if namespace is not None:
             query = query.where(repos.c.namespace == namespace)
+        if search:
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(repos.c.name.like(f"%{escaped}%", escape="\\"))
         with self._tx() as conn:
             return int(conn.execute(query).scalar_one())
 
