@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from artifactd.errors import Code, PayloadTooLarge, ValidationError
 from artifactd.http.apidoc import Operation, describe
-from artifactd.http.jsonbody import check_text, load_json
+from artifactd.http.jsonbody import check_text, check_tree, load_json
 from artifactd.services import accounts, events, limits
 from artifactd.services.accounts import Principal
 from artifactd.services.backend import Backend
@@ -60,9 +60,13 @@ class Call:
 def parse_body(raw: bytes, model: type[Model]) -> Model:
     if not raw.strip():
         raise ValidationError("Request body must be a JSON object", code=Code.MALFORMED_JSON)
-    data = load_json(raw)
+    data = load_json(raw, check=False)
     if not isinstance(data, dict):
         raise ValidationError("Request body must be a JSON object", code=Code.MALFORMED_JSON)
+    # Unknown fields are ignored (docs/api.md), content and all: the text rules apply to the
+    # fields the route reads.
+    data = {key: value for key, value in data.items() if key in model.model_fields}
+    check_tree(data)
     try:
         return model.model_validate(data)
     except PydanticValidationError as exc:

@@ -26,9 +26,10 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def load_json(raw: bytes) -> Any:
+def load_json(raw: bytes, *, check: bool = True) -> Any:
     """Parse ``raw``; raise ``ValidationError`` (code 11003 for syntax, 10100 for text) on
-    anything a handler could not safely use."""
+    anything a handler could not safely use. ``check=False`` leaves the text rules to the
+    caller (``check_tree`` on the part it reads)."""
     try:
         data = json.loads(raw, parse_constant=_no_constants)
     except RecursionError:
@@ -36,8 +37,14 @@ def load_json(raw: bytes) -> Any:
                               code=Code.MALFORMED_JSON) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(f"Malformed JSON: {exc}", code=Code.MALFORMED_JSON) from None
-    _check_tree(data)
+    if check:
+        _check_tree(data)
     return data
+
+
+def check_tree(data: Any) -> None:
+    """The text and depth rules of ``load_json`` on an already parsed value."""
+    _check_tree(data)
 
 
 def _pointer(parts: tuple[str, ...]) -> str:
