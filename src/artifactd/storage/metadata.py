@@ -258,6 +258,13 @@ class MetadataStore:
     def count_repos(
         self, account_id: str, namespace: str | None = None, search: str | None = None
     ) -> int:
+        if namespace is not None and not search:
+            # The running count (kept with every insert and delete), not a count of rows.
+            with self._tx() as conn:
+                value = conn.execute(select(namespaces.c.repo_count).where(
+                    namespaces.c.account_id == account_id, namespaces.c.name == namespace,
+                )).scalar()
+            return int(value or 0)
         query = select(func.count()).select_from(repos).where(repos.c.account_id == account_id)
         if namespace is not None:
             query = query.where(repos.c.namespace == namespace)
@@ -295,6 +302,7 @@ class MetadataStore:
                         "created_us": repo.created_us,
                     })
                 conn.execute(_INSERT_REPO, _row_dict(repo))
+                self._add_to_namespace(conn, repo.account_id, repo.namespace, 1)
                 if token is not None and secret_hash is not None:
                     conn.execute(_INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
         except IntegrityError as exc:
@@ -357,13 +365,23 @@ class MetadataStore:
     def delete_repo(self, repo_id: str) -> bool:
         with self._tx() as conn:
             locked = self._lock_repo(conn, repo_id)
+            place = conn.execute(select(repos.c.account_id, repos.c.namespace)
+                                 .where(repos.c.id == repo_id)).first()
             conn.execute(delete(repo_tokens).where(repo_tokens.c.repo_id == repo_id))
             conn.execute(delete(push_intents).where(push_intents.c.repo_id == repo_id))
             result = conn.execute(delete(repos).where(repos.c.id == repo_id))
+            if place is not None and result.rowcount:
+                self._add_to_namespace(conn, place[0], place[1], -1)
             if locked is not None:
                 size, reserved, account_id = locked
                 self._add_to_account(conn, account_id, used=-size, reserved=-reserved)
             return bool(result.rowcount)
+
+    @staticmethod
+    def _add_to_namespace(conn: Connection, account_id: str, namespace: str, repos_added: int) -> None:
+        conn.execute(update(namespaces).where(
+            namespaces.c.account_id == account_id, namespaces.c.name == namespace,
+        ).values(repo_count=namespaces.c.repo_count + repos_added))
 
     def update_repo(self, repo_id: str, **values: Any) -> None:
         with self._tx() as conn:
@@ -558,12 +576,17 @@ class MetadataStore:
     def bulk_insert_repos(self, rows: Sequence[dict[str, Any]]) -> None:
         """Seed many repos at once (benchmarks); rows are full ``repos`` column dicts."""
         totals: dict[str, int] = {}
+        counts: dict[tuple[str, str], int] = {}
         for row in rows:
             totals[row["account_id"]] = totals.get(row["account_id"], 0) + row.get("size_bytes", 0)
+            place = (row["account_id"], row["namespace"])
+            counts[place] = counts.get(place, 0) + 1
         with self._tx() as conn:
             conn.execute(insert(repos), list(rows))
             for account_id, used in totals.items():
                 self._add_to_account(conn, account_id, used=used)
+            for (account_id, namespace), added in counts.items():
+                self._add_to_namespace(conn, account_id, namespace, added)
 
     def ensure_namespace(self, account_id: str, name: str, now_us: int) -> None:
         with self._tx() as conn:

@@ -57,6 +57,8 @@ namespaces = Table(
     Column("account_id", String(32), nullable=False, primary_key=True),
     Column("name", String(64), nullable=False, primary_key=True),
     Column("created_us", BigInteger, nullable=False),
+    # Kept with every repo insert and delete (storage/metadata.py), never counted.
+    Column("repo_count", BigInteger, nullable=False, server_default="0"),
 )
 
 repos = Table(
