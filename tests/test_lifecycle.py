@@ -309,3 +309,49 @@ def test_old_repo_directories_without_a_row_go_to_the_trash(server: Server, tmp_
     assert wait_for(lambda: not old_orphan.exists(), 30), "an old directory without a row stayed"
     assert young_orphan.is_dir() and owned_dir.is_dir()
     young_orphan.rename(tmp_path / "young")  # leave the data dir as the other tests expect
+
+
+def test_startup_settles_an_interrupted_maintenance(server: Server, tmp_path: Path,
+                                                    unique_name: str) -> None:
+    """A server killed mid-maintenance leaves git's temporary packs and a recorded size that
+    is no longer the disk's; its maintenance intent makes start-up remove the one and
+    measure the other (the fault-injection module hits this window by chance)."""
+    import sqlite3
+
+    from artifactd.config import Settings
+    from artifactd.services.backend import Backend
+
+    ensure_running(server)
+    git = Git(tmp_path / "home")
+    work = tmp_path / "work"
+    git.new_work(work, {"a.txt": "a\n"})
+    with server.client() as c:
+        repo = c.post("/repos", json={"name": unique_name}).json()["result"]
+    git.run("-c", bearer(repo["token"]), "push", "-q", repo["remote"], "main", cwd=work)
+    kill9(server)
+    path = server.data_dir / "repos" / repo["id"][:2] / repo["id"][2:4] / f"{repo['id']}.git"
+    pack_dir = path / "objects" / "pack"
+    pack_dir.mkdir(exist_ok=True)
+    leftovers = [pack_dir / "tmp_pack_Xq3v9a", pack_dir / ".tmp-4242-pack-0123.pack"]
+    for leftover in leftovers:
+        leftover.write_bytes(os.urandom(5000))
+    dead_owner = "0123456789abcdef"  # no lock file: a process that is gone
+    intent = server.data_dir / "tmp" / "pending" / f"maint-{repo['id']}.{dead_owner}"
+    intent.touch()
+    db = sqlite3.connect(server.data_dir / "artifactd.db")
+    try:  # the size as a crash mid-repack leaves it: behind the disk (the account with it)
+        (recorded,) = db.execute("SELECT size_bytes FROM repos WHERE id = ?", (repo["id"],)).fetchone()
+        db.execute("UPDATE repos SET size_bytes = 1 WHERE id = ?", (repo["id"],))
+        db.execute("UPDATE account_storage SET used_bytes = used_bytes - ? + 1", (recorded,))
+        db.commit()
+    finally:
+        db.close()
+    server.start()
+    assert not any(leftover.exists() for leftover in leftovers), "git's temporary packs survived"
+    assert not intent.exists()
+    backend = Backend.open(Settings(data_dir=str(server.data_dir)), run_migrations=False)
+    try:
+        row = backend.meta.get_repo_by_id(repo["id"])
+        assert row is not None and row.size_bytes == backend.repos.size(repo["id"]) == recorded
+    finally:
+        backend.close()

@@ -58,11 +58,15 @@ def maintain_repo(backend: Backend, repo: RepoRow, *, full: bool | None = None) 
             return None
         if full is None:
             full = repo.size_bytes < FULL_REPACK_MAX_BYTES
+        # A crash from here to the recorded size leaves an intent that start-up settles
+        # (services/recovery.py): git's temporary packs removed, the size measured again.
+        backend.repos.begin_maintenance(repo.id)
         report = maintain(backend.git, backend.repos.path(repo.id), full=full,
                           grace_seconds=int(backend.settings.gc_grace_seconds))
         # Measured with the row locked, so a push recorded meanwhile is not overwritten.
         backend.meta.finish_maintenance(repo.id, now_us(), repo.pushes_since_maintenance,
                                         lambda: backend.repos.size(repo.id))
+        backend.repos.end_maintenance(repo.id)
     MAINTENANCE_RUNS.labels("full" if report.full else "geometric").inc()
     MAINTENANCE_SECONDS.observe(report.seconds)
     log.info("maintained repo %s: %d packs -> %d (%s, %.2fs)", repo.id, report.packs_before,

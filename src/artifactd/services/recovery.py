@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 from artifactd.services.backend import Backend
+from artifactd.services.maintenance import repo_lock
 from artifactd.storage.orphans import end_processes
 from artifactd.storage.owner import OWNER_RE
 
@@ -37,10 +38,11 @@ class Reclaimed:
     processes: int
     work_areas: int
     forks: int
+    maintenance: int = 0
 
     @property
     def total(self) -> int:
-        return self.processes + self.work_areas + self.forks
+        return self.processes + self.work_areas + self.forks + self.maintenance
 
 
 def reclaim(backend: Backend) -> Reclaimed:
@@ -67,14 +69,32 @@ def reclaim(backend: Backend) -> Reclaimed:
             backend.repos.trash(child_id)
             forks += 1
         intent.unlink(missing_ok=True)
+    maintenance = 0
+    for repo_id, token, intent in backend.repos.pending_maintenance():
+        if is_dead(token) and settle_maintenance(backend, repo_id):
+            intent.unlink(missing_ok=True)
+            maintenance += 1
     for token in gone_tokens:
         owner.forget(token)
-    result = Reclaimed(processes, work_areas, forks)
+    result = Reclaimed(processes, work_areas, forks, maintenance)
     if result.total:
         log.warning("reclaimed what crashed server processes left: %d git processes ended, "
-                    "%d work areas removed, %d fork directories without a row trashed",
-                    processes, work_areas, forks)
+                    "%d work areas removed, %d fork directories without a row trashed, "
+                    "%d interrupted maintenance runs settled",
+                    processes, work_areas, forks, maintenance)
     return result
+
+
+def settle_maintenance(backend: Backend, repo_id: str) -> bool:
+    """A maintenance run whose process died: remove git's temporary packs and record the
+    size on disk. False if another process maintains the repo now (it records the size)."""
+    with repo_lock(backend, repo_id) as held:
+        if not held:
+            return False
+        if backend.meta.get_repo_by_id(repo_id) is not None and backend.repos.exists(repo_id):
+            backend.repos.remove_temp_packs(repo_id)
+            backend.meta.set_repo_size(repo_id, lambda: backend.repos.size(repo_id))
+    return True
 
 
 ORPHAN_DIR_GRACE = 3600.0  # seconds: younger directories without a row are left alone

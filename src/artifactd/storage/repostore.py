@@ -6,6 +6,7 @@ Layout under ``<data_dir>/repos``::
     trash/<id>.<nonce>                     deleted, waiting to be removed in the background
     tmp/<kind>-<id>-<owner>-<nonce>        work areas for forks, imports and lazy creation
     tmp/pending/fork-<id>.<owner>          a fork installed before its row exists
+    tmp/pending/maint-<id>.<owner>         a maintenance run in progress
 
 Work areas and fork intents carry the owner token of the process making them (see
 ``owner``), so that what a crash leaves behind is known to be debris, and what a live
@@ -52,6 +53,10 @@ _CONFIG = """[core]
 
 _WORK_AREA = re.compile(r"(?P<kind>[a-z]+)-(?P<repo>[0-9a-f]{32})-(?:(?P<owner>[0-9a-f]{16})-)?[0-9a-f]{8}")
 _PENDING_FORK = re.compile(r"fork-(?P<repo>[0-9a-f]{32})\.(?P<owner>[0-9a-f]{16})")
+_PENDING_MAINTENANCE = re.compile(r"maint-(?P<repo>[0-9a-f]{32})\.(?P<owner>[0-9a-f]{16})")
+# What git leaves in objects/pack/ when it dies mid-write: pack-objects' and index-pack's
+# temporary files, and repack's ``.tmp-<pid>-pack-*`` before it renames them into place.
+_GIT_TEMP_PACK_PREFIXES = ("tmp_pack_", "tmp_idx_", "tmp_rev_", "tmp_mtimes_", ".tmp-")
 
 
 class RepoStore:
@@ -160,6 +165,35 @@ class RepoStore:
             if match:
                 found.append((match["repo"], match["owner"], entry))
         return found
+
+    def begin_maintenance(self, repo_id: str) -> None:
+        """Mark a maintenance of ``repo_id`` in progress: if this process dies before
+        ``end_maintenance``, start-up knows the repo's packs and recorded size need a look."""
+        (self.pending_root / f"maint-{repo_id}.{self.owner}").touch()
+
+    def end_maintenance(self, repo_id: str) -> None:
+        (self.pending_root / f"maint-{repo_id}.{self.owner}").unlink(missing_ok=True)
+
+    def pending_maintenance(self) -> list[tuple[str, str, Path]]:
+        """(repo id, owner token, intent file) of maintenance runs begun and not ended."""
+        found = []
+        for entry in self.pending_root.iterdir():
+            match = _PENDING_MAINTENANCE.fullmatch(entry.name)
+            if match:
+                found.append((match["repo"], match["owner"], entry))
+        return found
+
+    def remove_temp_packs(self, repo_id: str) -> int:
+        """Remove what a git killed mid-write left in objects/pack/; returns how many files.
+        Only for a repo no git is writing to (its maintenance lock held, its owner dead)."""
+        pack_dir = self.path(repo_id) / "objects" / "pack"
+        removed = 0
+        if pack_dir.is_dir():
+            for entry in pack_dir.iterdir():
+                if entry.name.startswith(_GIT_TEMP_PACK_PREFIXES) and entry.is_file():
+                    entry.unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     def repo_dirs(self) -> Iterator[tuple[str, Path]]:
         """(repo id, directory) of every repository directory under ``repos/``."""
