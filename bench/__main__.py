@@ -33,6 +33,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("scale", "Maintenance, hydration and empty repos"),
     ("mixed", "Mixed load"),
     ("faults", "Fault injection"),
+    ("hardening", "Hardening: racing pushes and fuzzing"),
 )
 
 TARGETS_TITLE = "Targets"

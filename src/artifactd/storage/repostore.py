@@ -159,9 +159,12 @@ class RepoStore:
 
     def pending_forks(self) -> list[tuple[str, str, Path]]:
         """(child id, owner token, intent file) of forks installed but not settled yet."""
+        return self._intents(_PENDING_FORK)
+
+    def _intents(self, pattern: re.Pattern[str]) -> list[tuple[str, str, Path]]:
         found = []
         for entry in self.pending_root.iterdir():
-            match = _PENDING_FORK.fullmatch(entry.name)
+            match = pattern.fullmatch(entry.name)
             if match:
                 found.append((match["repo"], match["owner"], entry))
         return found
@@ -176,12 +179,7 @@ class RepoStore:
 
     def pending_maintenance(self) -> list[tuple[str, str, Path]]:
         """(repo id, owner token, intent file) of maintenance runs begun and not ended."""
-        found = []
-        for entry in self.pending_root.iterdir():
-            match = _PENDING_MAINTENANCE.fullmatch(entry.name)
-            if match:
-                found.append((match["repo"], match["owner"], entry))
-        return found
+        return self._intents(_PENDING_MAINTENANCE)
 
     def remove_temp_packs(self, repo_id: str) -> int:
         """Remove what a git killed mid-write left in objects/pack/; returns how many files.
