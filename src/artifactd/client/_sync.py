@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 import httpx
 
 from . import _core as core
+from . import _reads as reads
+from ._reads import Blame, Comparison, Patch, TreeWalkPage
 from ._types import (
     Commit,
     CreateRepoResult,
@@ -277,6 +279,32 @@ class Repo(RepoInfo):
     def raw(self, ref: str, path: str) -> bytes:
         """A file's bytes through the ``raw/:ref/:path`` route."""
         return self._artifacts._send(self._artifacts._routes.raw(self.name, ref, path))
+
+    # Read helpers (compare, blame, recursive tree, archive)
+
+    def compare(self, base: str, head: str) -> Comparison:
+        """``base...head``; each side ``ref`` or ``repo:ref`` (a repo of this namespace)."""
+        return self._artifacts._send(reads.compare(self._artifacts._routes, self.name, base, head))
+
+    def compare_patch(self, base: str, head: str) -> Patch:
+        """The unified diff of ``base...head`` (``truncated`` when the server cut it)."""
+        return self._artifacts._send(reads.compare_patch(self._artifacts._routes, self.name, base,
+                                                             head))
+
+    def blame(self, path: str, ref: str | None = None) -> Blame:
+        """Which commit last changed each line of ``path`` at ``ref``."""
+        return self._artifacts._send(reads.blame(self._artifacts._routes, self.name, path, ref))
+
+    def walk_tree(
+        self, sha: str, *, limit: int | None = None, offset: int | None = None,
+    ) -> TreeWalkPage:
+        """One page of every file below a tree (or a commit's tree), with sizes."""
+        return self._artifacts._send(reads.walk(self._artifacts._routes, self.name, sha, limit,
+                                                    offset))
+
+    def archive(self, ref: str, format: str = "tar.gz") -> bytes:
+        """The ``tar.gz`` or ``zip`` archive of ``ref``."""
+        return self._artifacts._send(reads.archive(self._artifacts._routes, self.name, ref, format))
 
 
 __all__ = ["Artifacts", "Repo"]

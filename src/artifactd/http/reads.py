@@ -38,6 +38,9 @@ TRUNCATED_HEADER = "X-Artifactd-Truncated"
 
 
 def wants_diff(request: Request) -> bool:
+    """``Accept: text/x-diff`` (or ``?format=diff``, for clients that cannot set headers)."""
+    if request.query_params.get("format") == "diff":
+        return True
     accept = request.headers.get("accept", "")
     return any(part.split(";")[0].strip() in (DIFF_TYPE, "text/x-patch")
                for part in accept.split(","))
@@ -133,7 +136,7 @@ routes = [
     Route(REPO + "/compare/{basehead:path}", routed(compare, Operation(
         "Compare two refs", TAG, response=CompareInfo,
         description="`basehead` is `base...head`, each side `ref` or `repo:ref` (a repo of the "
-                    "same namespace). With `Accept: text/x-diff` the unified diff instead "
+                    "same namespace). With `Accept: text/x-diff` (or `format=diff`) the unified diff "
                     f"(cut at {compares.MAX_PATCH_BYTES} bytes; `{TRUNCATED_HEADER}` says so).",
     )), methods=["GET"]),
     Route(REPO + "/archive/{rest:path}", routed(archive, Operation(
