@@ -61,8 +61,11 @@ def compare(app: Application, repo: str, base: str, head: str, patch: bool, as_j
               show_default=True, help="Archive format.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file (default: REPO-REF.FORMAT; `-` for stdout).")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print JSON: {"repo", "ref", "format", "path", "size"}.')
 @pass_app
-def archive(app: Application, repo: str, ref: str, fmt: str, output: Path | None) -> None:
+def archive(app: Application, repo: str, ref: str, fmt: str, output: Path | None,
+            as_json: bool) -> None:
     """Download REF of REPO as a tar.gz or zip archive.
 
     \b
@@ -79,4 +82,8 @@ def archive(app: Application, repo: str, ref: str, fmt: str, output: Path | None
         return
     target = output or Path(f"{repo}-{ref.replace('/', '-')}.{fmt}")
     target.write_bytes(data)
+    if as_json:
+        app.display_json({"repo": repo, "ref": ref, "format": fmt, "path": str(target),
+                          "size": len(data)})
+        return
     app.display_info(f"Wrote {len(data)} bytes to {target}")
