@@ -26,7 +26,16 @@ from typing import Any
 
 import httpx
 
-from bench.common import UNLIMITED, Target, machine, start_server, summary, time_calls, work_dir, write_section
+from bench.common import (
+    UNLIMITED,
+    Target,
+    machine,
+    start_server,
+    summary,
+    time_calls,
+    work_dir,
+    write_section,
+)
 from bench.fork import make_parent
 
 COMPARE_TARGET_MS = 50.0

@@ -13,6 +13,7 @@ most ``MAX_COMMITS`` commits and ``MAX_PATCH_BYTES`` of patch, each with a trunc
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,36 +126,40 @@ async def compare(
     others = [backend.repos.path(head.repo.id)] if head.repo.id != base.repo.id else []
     env = gitread.alternates_env(others)
 
-    found = await gitread.run(backend, git_dir, ["merge-base", "--end-of-options", base.sha,
-                                                 head.sha], max_bytes=4096, env=env,
-                              ok_codes=(0, 1))
+    # Independent reads run side by side: the time of a compare is mostly process starts.
+    found, counts, listed = await asyncio.gather(
+        gitread.run(backend, git_dir, ["merge-base", "--end-of-options", base.sha, head.sha],
+                    max_bytes=4096, env=env, ok_codes=(0, 1)),
+        gitread.run(backend, git_dir, [
+            "rev-list", "--left-right", "--count", "--end-of-options",
+            f"{base.sha}...{head.sha}",
+        ], max_bytes=4096, env=env),
+        gitread.run(backend, git_dir, [
+            "rev-list", "--reverse", "--topo-order", "--end-of-options", head.sha, f"^{base.sha}",
+        ], max_bytes=41 * 100_000, env=env),
+    )
     merge_base = found.data.decode().strip() or None
     if merge_base is not None and not _HEX.fullmatch(merge_base):
         merge_base = None
-    counts = await gitread.run(backend, git_dir, [
-        "rev-list", "--left-right", "--count", "--end-of-options", f"{base.sha}...{head.sha}",
-    ], max_bytes=4096, env=env)
     behind_text, _, ahead_text = counts.data.decode().strip().partition("\t")
     behind_by, ahead_by = int(behind_text or 0), int(ahead_text or 0)
 
-    commits, commits_truncated = await _commits(backend, git_dir, env, base.sha, head.sha)
-    diff_from = merge_base or base.sha
-    listing = await gitread.run(backend, git_dir, [
-        "diff", "--raw", "--numstat", "-z", "-M", "--no-ext-diff", "--no-textconv",
-        "--end-of-options", diff_from, head.sha,
-    ], max_bytes=MAX_RAW_BYTES, env=env)
+    (commits, commits_truncated), listing = await asyncio.gather(
+        _commits(backend, git_dir, env, listed),
+        gitread.run(backend, git_dir, [
+            "diff", "--raw", "--numstat", "-z", "-M", "--no-ext-diff", "--no-textconv",
+            "--end-of-options", merge_base or base.sha, head.sha,
+        ], max_bytes=MAX_RAW_BYTES, env=env),
+    )
     files, truncated = parse_raw_numstat(listing.data, MAX_FILES)
     return Comparison(base, head, merge_base, ahead_by, behind_by, commits, files,
                       truncated or listing.truncated, commits_truncated, git_dir, env)
 
 
 async def _commits(
-    backend: Backend, git_dir: Path, env: dict[str, str], base: str, head: str
+    backend: Backend, git_dir: Path, env: dict[str, str], listed: gitread.Output
 ) -> tuple[list[Commit], bool]:
-    """Commits in head and not in base, oldest first, at most MAX_COMMITS of them."""
-    listed = await gitread.run(backend, git_dir, [
-        "rev-list", "--reverse", "--topo-order", "--end-of-options", head, f"^{base}",
-    ], max_bytes=41 * 100_000, env=env)
+    """The listed commits (in head, not in base; oldest first), at most MAX_COMMITS of them."""
     shas = listed.data.decode().split()
     truncated = listed.truncated or len(shas) > MAX_COMMITS
     shas = [sha for sha in shas[:MAX_COMMITS] if _HEX.fullmatch(sha)]
