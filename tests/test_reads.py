@@ -223,3 +223,22 @@ def test_recursive_tree_with_sizes_paginated(sqlite_server: Server, family: Fami
         r = c.get(f"/repos/{family.child.name}/tree/{family.child_head}",
                   params={"recursive": "true", "limit": 0})
         assert envelope_error(r, 400)["source"]["pointer"] == "/limit"
+
+
+def test_compare_with_json_hunks(sqlite_server: Server, family: Family) -> None:
+    with sqlite_server.client() as c:
+        r = c.get(f"/repos/{family.child.name}/compare/{family.parent.name}:main...main",
+                  params={"hunks": "true"})
+        assert r.status_code == 200, r.text
+        result = r.json()["result"]
+        plain = c.get(f"/repos/{family.child.name}/compare/{family.parent.name}:main...main")
+        assert "hunks" not in plain.json()["result"]["files"][0]
+    assert result["hunks_truncated"] is False
+    files = {f["path"]: f for f in result["files"]}
+    [hunk] = files["README.md"]["hunks"]
+    assert (hunk["old_start"], hunk["old_lines"], hunk["new_start"], hunk["new_lines"]) == (1, 4, 1, 5)
+    assert "-line two" in hunk["lines"] and "+line two changed" in hunk["lines"]
+    assert "+line four" in hunk["lines"]
+    assert files["image.bin"]["hunks"] == [] and files["image.bin"]["binary"] is True
+    assert files["added.txt"]["hunks"][0]["lines"] == ["+new file"]
+    assert files["gone.txt"]["hunks"][0]["lines"] == ["-deleted in the fork"]

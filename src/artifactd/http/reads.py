@@ -21,6 +21,7 @@ from artifactd.http.results import (
     ChangedFileInfo,
     CompareInfo,
     CompareSideInfo,
+    HunkInfo,
     IdentityInfo,
     LogResultInfo,
     TreeWalkEntryInfo,
@@ -32,6 +33,7 @@ from artifactd.services import blame as blames
 from artifactd.services import compare as compares
 from artifactd.services import treewalk
 from artifactd.services.compare import Comparison, Side
+from artifactd.services.hunks import Hunk, split_files
 
 DIFF_TYPE = "text/x-diff"
 TRUNCATED_HEADER = "X-Artifactd-Truncated"
@@ -50,7 +52,18 @@ def _side(side: Side) -> CompareSideInfo:
     return CompareSideInfo(repo=side.repo.name, ref=side.ref, sha=side.sha)
 
 
-def compare_info(found: Comparison) -> CompareInfo:
+def compare_info(
+    found: Comparison, file_hunks: list[list[Hunk]] | None = None, cut: bool | None = None
+) -> CompareInfo:
+    """The compare result; with ``file_hunks`` (one list per file, in order) the JSON hunks."""
+    def hunks_of(index: int) -> list[HunkInfo] | None:
+        if file_hunks is None:
+            return None
+        found_hunks = file_hunks[index] if index < len(file_hunks) else []
+        return [HunkInfo(old_start=h.old_start, old_lines=h.old_lines, new_start=h.new_start,
+                         new_lines=h.new_lines, header=h.header, lines=h.lines)
+                for h in found_hunks]
+
     return CompareInfo(
         base=_side(found.base), head=_side(found.head), merge_base=found.merge_base,
         ahead_by=found.ahead_by, behind_by=found.behind_by,
@@ -58,9 +71,10 @@ def compare_info(found: Comparison) -> CompareInfo:
         commits_truncated=found.commits_truncated,
         files=[ChangedFileInfo(path=f.path, previous_path=f.previous_path,
                                status=f.status,
-                               additions=f.additions, deletions=f.deletions, binary=f.binary)
-               for f in found.files],
-        truncated=found.truncated,
+                               additions=f.additions, deletions=f.deletions, binary=f.binary,
+                               hunks=hunks_of(index))
+               for index, f in enumerate(found.files)],
+        truncated=found.truncated, hunks_truncated=cut,
     )
 
 
@@ -74,6 +88,9 @@ async def compare(request: Request, opened: Opened) -> Response:
             TRUNCATED_HEADER: "true" if patch.truncated else "false",
             "Cache-Control": "private, no-cache",
         })
+    if request.query_params.get("hunks", "").lower() in ("true", "1"):
+        patch = await compares.patch(opened.backend, found)
+        return success(compare_info(found, split_files(patch.data), patch.truncated))
     return success(compare_info(found))
 
 
@@ -134,7 +151,11 @@ ARCHIVE = {"application/gzip": {"schema": {"type": "string", "format": "binary"}
            "application/zip": {"schema": {"type": "string", "format": "binary"}}}
 routes = [
     Route(REPO + "/compare/{basehead:path}", routed(compare, Operation(
-        "Compare two refs", TAG, response=CompareInfo,
+        "Compare two refs", TAG, response=CompareInfo, query=(
+            Query("hunks", "Add each file's diff hunks as JSON", {"type": "boolean"}),
+            Query("format", "`diff` for the unified diff (as `Accept: text/x-diff`)",
+                  {"type": "string", "enum": ["diff", "json"]}),
+        ),
         description="`basehead` is `base...head`, each side `ref` or `repo:ref` (a repo of the "
                     "same namespace). With `Accept: text/x-diff` (or `format=diff`) the unified diff "
                     f"(cut at {compares.MAX_PATCH_BYTES} bytes; `{TRUNCATED_HEADER}` says so).",

@@ -258,6 +258,15 @@ class CompareSideInfo(Result):
     sha: Sha
 
 
+class HunkInfo(Result):
+    old_start: int
+    old_lines: int
+    new_start: int
+    new_lines: int
+    header: str = Field(description="git's function context after the hunk's second @@")
+    lines: list[str] = Field(description="Lines with their ' ', '+', '-' or '\\' prefix")
+
+
 class ChangedFileInfo(Result):
     path: str
     previous_path: str | None = Field(description="The old path of a rename or copy, else null")
@@ -266,6 +275,12 @@ class ChangedFileInfo(Result):
     additions: int
     deletions: int
     binary: bool
+    hunks: list[HunkInfo] | None = Field(None, description="With `hunks=true`: the file's diff "
+                                                           "hunks (none for a binary file)")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(self, handler, ("hunks",))
 
 
 class CompareInfo(Result):
@@ -280,6 +295,12 @@ class CompareInfo(Result):
     files: list[ChangedFileInfo] = Field(description="Files changed from the merge base to "
                                                      "head (at most 300)")
     truncated: bool = Field(description="True when files were left out (over 300 files)")
+    hunks_truncated: bool | None = Field(None, description="With `hunks=true`: true when the "
+                                                           "patch was cut at its size limit")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(self, handler, ("hunks_truncated",))
 
 
 class BlameRangeInfo(Result):
