@@ -124,6 +124,20 @@ def test_repo_token_limits_tools_to_its_repo_and_scope(
         assert c.get(f"/repos/{parent.name}-nope").status_code == 404
 
 
+def test_read_api_token_runs_read_tools_only(sqlite_server: Server,
+                                             pair: tuple[Repo, Repo, str]) -> None:
+    parent, _, _ = pair
+    _, results = call(
+        sqlite_server, sqlite_server.read_token,
+        ("read_file", {"repo": parent.name, "path": "README.md"}),
+        ("fork", {"repo": parent.name, "name": f"{parent.name}-read-fork"}),
+        ("mint_read_token", {"repo": parent.name}),
+        ("read_file", {"repo": parent.name, "path": "README.md", "namespace": "no-such-ns"}),
+    )
+    assert [failed for failed, _ in results] == [False, True, True, True]
+    assert "Artifacts > Edit" in results[1][1] and "Artifacts > Edit" in results[2][1]
+
+
 def test_unauthenticated_and_bad_tokens_are_refused(sqlite_server: Server, tmp_path: Path) -> None:
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
     for headers in ({}, {"Authorization": "Bearer art_v1_" + "0" * 40},
