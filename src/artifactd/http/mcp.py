@@ -293,7 +293,7 @@ def routes_for(backend: Backend) -> list[BaseRoute]:
 
 
 DOC = Operation(
-    "MCP server (streamable HTTP)", "MCP", enveloped=False,
+    "MCP server (streamable HTTP)", "MCP", enveloped=False, operation_id="mcp",
     media={"application/json": {"schema": {"type": "object"}}},
     description="JSON-RPC of the Model Context Protocol (stateless streamable HTTP, JSON "
                 "answers). `Authorization: Bearer` with an API token or a repo token, which "
