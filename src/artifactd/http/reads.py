@@ -166,10 +166,8 @@ routes = [
     )), methods=["GET"]),
     Route(REPO + "/blame", routed(blame, Operation(
         "Blame a file", TAG, response=BlameInfo, query=(
-            # 1024 characters keep the request target under the server's 8 KiB line limit
-            # whatever their UTF-8 encoding; the path itself may be up to 4096 bytes.
             REF, Query("path", "Path of the file in the tree",
-                       {"type": "string", "minLength": 1, "maxLength": 1024}, required=True),
+                       {"type": "string", "minLength": 1, "maxLength": 4096}, required=True),
         ), errors=(414,),
     )), methods=["GET"]),
 ]
