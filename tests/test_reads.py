@@ -242,3 +242,19 @@ def test_compare_with_json_hunks(sqlite_server: Server, family: Family) -> None:
     assert files["image.bin"]["hunks"] == [] and files["image.bin"]["binary"] is True
     assert files["added.txt"]["hunks"][0]["lines"] == ["+new file"]
     assert files["gone.txt"]["hunks"][0]["lines"] == ["-deleted in the fork"]
+
+
+def test_compare_truncates_files_with_a_flag(sqlite_server: Server, tmp_path: Path) -> None:
+    git = Git(tmp_path / "home")
+    work = tmp_path / "work"
+    repo = create_repo(sqlite_server, f"reads-many-{random.randrange(1 << 30)}")
+    git.new_work(work, {"README.md": "many\n"})
+    git.run("checkout", "-q", "-b", "many", cwd=work)
+    git.commit_files(work, {f"f/{i:03d}.txt": f"{i}\n" for i in range(305)}, "305 files")
+    push(git, repo, work, "main:refs/heads/main", "many:refs/heads/many")
+    with sqlite_server.client() as c:
+        r = c.get(f"/repos/{repo.name}/compare/main...many")
+        assert r.status_code == 200, r.text
+        result = r.json()["result"]
+    assert result["truncated"] is True and len(result["files"]) == 300
+    assert [f["path"] for f in result["files"]][:2] == ["f/000.txt", "f/001.txt"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from artifactd.errors import NotFound, ValidationError
-from artifactd.services import gitread, repos
+from artifactd.services import gitread, limits, repos
 from artifactd.services.backend import Backend
 from artifactd.services.content import RepoReader, check_ref
 from artifactd.services.names import name_problem
@@ -92,6 +92,7 @@ def finder_for(backend: Backend, account_id: str, namespace: str) -> RepoFinder:
     """Repos an API token of the account can read: every repo of its namespaces."""
     def find(name: str) -> RepoRow:
         repo = repos.get_repo(backend, account_id, namespace, name)
+        limits.check_rate(backend, "git", repo.id)  # a read of that repo, like its own routes
         repos.require_ready(repo)
         return repo
     return find
