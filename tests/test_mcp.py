@@ -98,6 +98,10 @@ def test_tools_with_an_api_token(sqlite_server: Server, pair: tuple[Repo, Repo, 
     refs = httpx.get(f"{parent.remote}/info/refs?service=git-upload-pack",
                      headers={"Authorization": f"Bearer {minted}"})
     assert refs.status_code == 200
+    # Neither the caller's token nor the minted one reaches the server's log.
+    logged = sqlite_server.log_path.read_text(errors="replace")
+    assert "/mcp" in logged  # the access log is there
+    assert minted.split("?")[0] not in logged and sqlite_server.token not in logged
     assert "Invalid path" in results[9][1]
     assert "must be between 60 and 3600" in results[11][1]
     assert "not found" in results[10][1].lower()
