@@ -158,6 +158,9 @@ def test_archive_tar_gz_and_zip(sqlite_server: Server, family: Family, tmp_path:
         expected = subprocess.run(["git", "archive", "--format=zip", family.base],
                                   cwd=family.work, capture_output=True, check=True).stdout
         assert r.content == expected
+        head = c.head(f"/repos/{family.child.name}/archive/main.zip")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-type"] == "application/zip"
         for path, status in (("main.tar", 404), ("nope.zip", 404), ("a..b.zip", 400),
                              (".zip", 404)):
             r = c.get(f"/repos/{family.child.name}/archive/{path}")

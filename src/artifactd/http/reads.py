@@ -100,12 +100,13 @@ async def archive(request: Request, opened: Opened) -> Response:
         raise NotFound("Archives are <ref>.tar.gz or <ref>.zip", code=Code.ROUTE_NOT_FOUND)
     ref, fmt = parsed
     sha = await opened.reader.resolve_commit(ref)
-    started = await archives.start(opened.backend, opened.reader.git_dir, sha, fmt)
     filename = f"{opened.reader.repo.name}-{sha[:12]}.{fmt}"
-    return StreamingResponse(started.chunks(), media_type=started.media_type, headers={
-        "Content-Disposition": f'attachment; filename="{filename}"',
-        "ETag": f'"{sha}-{fmt}"', "Cache-Control": "private, no-cache",
-    })
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"',
+               "Cache-Control": "private, no-cache"}
+    if request.method == "HEAD":  # the headers only: no git archive for a body nobody reads
+        return Response(headers=headers, media_type=archives.FORMATS[fmt])
+    started = await archives.start(opened.backend, opened.reader.git_dir, sha, fmt)
+    return StreamingResponse(started.chunks(), media_type=started.media_type, headers=headers)
 
 
 async def blame(request: Request, opened: Opened) -> Response:
