@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from artifactd import Artifacts, AsyncArtifacts
+from artifactd import Artifacts, AsyncArtifacts, NotFound
 from artifactd.cli import main
 from tests.clientutil import client_env, run_cli
 from tests.harness import Server
@@ -39,7 +39,20 @@ def test_sync_sdk(sqlite_server: Server, family: Family) -> None:  # noqa: F811
             assert "added.txt" in tar.getnames()
 
 
-def test_async_sdk(sqlite_server: Server, family: Family) -> None:  # noqa: F811
+def test_sync_archive_to_a_file(sqlite_server: Server, family: Family, tmp_path: Path) -> None:  # noqa: F811
+    with Artifacts(sqlite_server.url, sqlite_server.account_id, sqlite_server.token) as client:
+        child = client.get(family.child.name)
+        target = tmp_path / "out.tar.gz"
+        size = child.archive_to(target, "main")
+        assert size == target.stat().st_size > 0
+        with tarfile.open(target, mode="r:gz") as tar:
+            assert "image.bin" in tar.getnames()
+        with pytest.raises(NotFound):
+            child.archive_to(tmp_path / "missing.zip", "no-such-ref", "zip")
+        assert not (tmp_path / "missing.zip").exists()
+
+
+def test_async_sdk(sqlite_server: Server, family: Family, tmp_path: Path) -> None:  # noqa: F811
     async def go() -> None:
         async with AsyncArtifacts(sqlite_server.url, sqlite_server.account_id,
                                   sqlite_server.token) as client:
@@ -49,7 +62,8 @@ def test_async_sdk(sqlite_server: Server, family: Family) -> None:  # noqa: F811
             assert (await child.blame("new.txt")).ranges[0].original_path == "old.txt"
             page = await child.walk_tree(family.child_head)
             assert {f.path for f in page} >= {"src/lib/deep.py"} and not page.has_more
-            data = await child.archive(family.base, "zip")
+            assert await child.archive_to(tmp_path / "a.zip", family.base, "zip") > 0
+            data = (tmp_path / "a.zip").read_bytes()
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 assert "old.txt" in archive.namelist()
     asyncio.run(go())

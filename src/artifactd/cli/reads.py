@@ -74,16 +74,16 @@ def archive(app: Application, repo: str, ref: str, fmt: str, output: Path | None
       artifactd archive starter-repo v1.0 --format zip -o release.zip
       artifactd archive starter-repo main -o - | tar tz
     """
-    data = app.client.get(repo).archive(ref, fmt)
+    handle = app.client.get(repo)
     if output is not None and str(output) == "-":
         out = stdout_binary()
-        out.write(data)
+        out.write(handle.archive(ref, fmt))
         out.flush()
         return
     target = output or Path(f"{repo}-{ref.replace('/', '-')}.{fmt}")
-    target.write_bytes(data)
+    size = handle.archive_to(target, ref, fmt)  # streamed to the file, never held in memory
     if as_json:
         app.display_json({"repo": repo, "ref": ref, "format": fmt, "path": str(target),
-                          "size": len(data)})
+                          "size": size})
         return
-    app.display_info(f"Wrote {len(data)} bytes to {target}")
+    app.display_info(f"Wrote {size} bytes to {target}")

@@ -6,6 +6,7 @@ sleeping differ.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, fields, replace
@@ -310,6 +311,20 @@ class AsyncRepo(RepoInfo):
     async def archive(self, ref: str, format: str = "tar.gz") -> bytes:
         """The ``tar.gz`` or ``zip`` archive of ``ref``."""
         return await self._artifacts._send(reads.archive(self._artifacts._routes, self.name, ref, format))
+
+    async def archive_to(self, target: str | os.PathLike[str], ref: str, format: str = "tar.gz") -> int:
+        """Stream the archive of ``ref`` into the file ``target`` (flat memory); its size."""
+        call = reads.archive(self._artifacts._routes, self.name, ref, format)
+        async with self._artifacts._http.stream(call.method, call.path) as response:
+            if not response.is_success:
+                await response.aread()
+                reads.raw_bytes(response)  # raises the API's error
+            size = 0
+            with open(target, "wb") as out:
+                async for chunk in response.aiter_bytes():
+                    out.write(chunk)
+                    size += len(chunk)
+            return size
 
 
 __all__ = ["AsyncArtifacts", "AsyncRepo"]

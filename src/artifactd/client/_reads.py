@@ -220,5 +220,16 @@ def archive(routes: Routes, repo: str, ref: str, fmt: str) -> Call[bytes]:
                 raw_bytes)
 
 
-__all__ = ["Blame", "BlameCommit", "BlameRange", "ChangedFile", "CompareSide", "Comparison",
-           "Patch", "TreeFile", "TreeWalkPage", "result"]
+__all__ = [
+    "Blame",
+    "BlameCommit",
+    "BlameRange",
+    "ChangedFile",
+    "CompareSide",
+    "Comparison",
+    "Patch",
+    "TreeFile",
+    "TreeWalkPage",
+    "raw_bytes",
+    "result",
+]

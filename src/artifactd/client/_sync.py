@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
@@ -305,6 +306,20 @@ class Repo(RepoInfo):
     def archive(self, ref: str, format: str = "tar.gz") -> bytes:
         """The ``tar.gz`` or ``zip`` archive of ``ref``."""
         return self._artifacts._send(reads.archive(self._artifacts._routes, self.name, ref, format))
+
+    def archive_to(self, target: str | os.PathLike[str], ref: str, format: str = "tar.gz") -> int:
+        """Stream the archive of ``ref`` into the file ``target`` (flat memory); its size."""
+        call = reads.archive(self._artifacts._routes, self.name, ref, format)
+        with self._artifacts._http.stream(call.method, call.path) as response:
+            if not response.is_success:
+                response.read()
+                reads.raw_bytes(response)  # raises the API's error
+            size = 0
+            with open(target, "wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    size += len(chunk)
+            return size
 
 
 __all__ = ["Artifacts", "Repo"]
