@@ -20,7 +20,7 @@ from artifactd.services.backend import Backend
 from artifactd.storage.gitrunner import GitRunner, PipedGit
 
 FORMATS = {"tar.gz": "application/gzip", "zip": "application/zip"}
-CHUNK = 1 << 16
+CHUNK = 1 << 18  # reads of up to 256 KiB: the pipe holds 1 MiB (gitrunner widens it)
 
 
 @dataclass
@@ -62,6 +62,7 @@ async def start(backend: Backend, git_dir: Path, sha: str, fmt: str) -> Archive:
     try:
         proc = await backend.git.spawn_piped(
             git_dir, ["archive", f"--format={fmt}", "--end-of-options", sha], stdin=False,
+            limit=CHUNK,
             config=[("tar.tar.gz.command", "gzip -cn"), ("tar.tar.gz.remote", "false")],
         )
     except BaseException:
