@@ -26,6 +26,17 @@ from ._errors import (
     ValidationError,
     WaitTimeout,
 )
+from ._reads import (
+    Blame,
+    BlameCommit,
+    BlameRange,
+    ChangedFile,
+    CompareSide,
+    Comparison,
+    Patch,
+    TreeFile,
+    TreeWalkPage,
+)
 from ._sync import Artifacts, Repo
 from ._types import (
     Commit,
@@ -51,7 +62,13 @@ __all__ = [
     "AsyncArtifacts",
     "AsyncRepo",
     "AuthenticationError",
+    "Blame",
+    "BlameCommit",
+    "BlameRange",
+    "ChangedFile",
     "Commit",
+    "CompareSide",
+    "Comparison",
     "ConfigurationError",
     "Conflict",
     "ConnectError",
@@ -60,6 +77,7 @@ __all__ = [
     "ImportFailed",
     "LogPage",
     "NotFound",
+    "Patch",
     "PayloadTooLarge",
     "PermissionDenied",
     "Person",
@@ -76,6 +94,8 @@ __all__ = [
     "TransportError",
     "Tree",
     "TreeEntry",
+    "TreeFile",
+    "TreeWalkPage",
     "UnexpectedResponse",
     "ValidationError",
     "WaitTimeout",

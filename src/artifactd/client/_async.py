@@ -6,6 +6,7 @@ sleeping differ.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -16,6 +17,8 @@ import anyio
 import httpx
 
 from . import _core as core
+from . import _reads as reads
+from ._reads import Blame, Comparison, Patch, TreeWalkPage
 from ._types import (
     Commit,
     CreateRepoResult,
@@ -291,6 +294,46 @@ class AsyncRepo(RepoInfo):
     async def raw(self, ref: str, path: str) -> bytes:
         """A file's bytes through the ``raw/:ref/:path`` route."""
         return await self._artifacts._send(self._artifacts._routes.raw(self.name, ref, path))
+
+    # Read helpers (compare, blame, recursive tree, archive)
+
+    async def compare(self, base: str, head: str) -> Comparison:
+        """``base...head``; each side ``ref`` or ``repo:ref`` (a repo of this namespace)."""
+        return await self._artifacts._send(reads.compare(self._artifacts._routes, self.name, base, head))
+
+    async def compare_patch(self, base: str, head: str) -> Patch:
+        """The unified diff of ``base...head`` (``truncated`` when the server cut it)."""
+        return await self._artifacts._send(reads.compare_patch(self._artifacts._routes, self.name, base,
+                                                             head))
+
+    async def blame(self, path: str, ref: str | None = None) -> Blame:
+        """Which commit last changed each line of ``path`` at ``ref``."""
+        return await self._artifacts._send(reads.blame(self._artifacts._routes, self.name, path, ref))
+
+    async def walk_tree(
+        self, sha: str, *, limit: int | None = None, offset: int | None = None,
+    ) -> TreeWalkPage:
+        """One page of every file below a tree (or a commit's tree), with sizes."""
+        return await self._artifacts._send(reads.walk(self._artifacts._routes, self.name, sha, limit,
+                                                    offset))
+
+    async def archive(self, ref: str, format: str = "tar.gz") -> bytes:
+        """The ``tar.gz`` or ``zip`` archive of ``ref``."""
+        return await self._artifacts._send(reads.archive(self._artifacts._routes, self.name, ref, format))
+
+    async def archive_to(self, target: str | os.PathLike[str], ref: str, format: str = "tar.gz") -> int:
+        """Stream the archive of ``ref`` into the file ``target`` (flat memory); its size."""
+        call = reads.archive(self._artifacts._routes, self.name, ref, format)
+        async with self._artifacts._http.stream(call.method, call.path) as response:
+            if not response.is_success:
+                await response.aread()
+                reads.raw_bytes(response)  # raises the API's error
+            size = 0
+            with open(target, "wb") as out:
+                async for chunk in response.aiter_bytes():
+                    out.write(chunk)
+                    size += len(chunk)
+            return size
 
 
 __all__ = ["AsyncArtifacts", "AsyncRepo"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -11,6 +12,8 @@ from typing import Any, TypeVar
 import httpx
 
 from . import _core as core
+from . import _reads as reads
+from ._reads import Blame, Comparison, Patch, TreeWalkPage
 from ._types import (
     Commit,
     CreateRepoResult,
@@ -286,6 +289,46 @@ class Repo(RepoInfo):
     def raw(self, ref: str, path: str) -> bytes:
         """A file's bytes through the ``raw/:ref/:path`` route."""
         return self._artifacts._send(self._artifacts._routes.raw(self.name, ref, path))
+
+    # Read helpers (compare, blame, recursive tree, archive)
+
+    def compare(self, base: str, head: str) -> Comparison:
+        """``base...head``; each side ``ref`` or ``repo:ref`` (a repo of this namespace)."""
+        return self._artifacts._send(reads.compare(self._artifacts._routes, self.name, base, head))
+
+    def compare_patch(self, base: str, head: str) -> Patch:
+        """The unified diff of ``base...head`` (``truncated`` when the server cut it)."""
+        return self._artifacts._send(reads.compare_patch(self._artifacts._routes, self.name, base,
+                                                             head))
+
+    def blame(self, path: str, ref: str | None = None) -> Blame:
+        """Which commit last changed each line of ``path`` at ``ref``."""
+        return self._artifacts._send(reads.blame(self._artifacts._routes, self.name, path, ref))
+
+    def walk_tree(
+        self, sha: str, *, limit: int | None = None, offset: int | None = None,
+    ) -> TreeWalkPage:
+        """One page of every file below a tree (or a commit's tree), with sizes."""
+        return self._artifacts._send(reads.walk(self._artifacts._routes, self.name, sha, limit,
+                                                    offset))
+
+    def archive(self, ref: str, format: str = "tar.gz") -> bytes:
+        """The ``tar.gz`` or ``zip`` archive of ``ref``."""
+        return self._artifacts._send(reads.archive(self._artifacts._routes, self.name, ref, format))
+
+    def archive_to(self, target: str | os.PathLike[str], ref: str, format: str = "tar.gz") -> int:
+        """Stream the archive of ``ref`` into the file ``target`` (flat memory); its size."""
+        call = reads.archive(self._artifacts._routes, self.name, ref, format)
+        with self._artifacts._http.stream(call.method, call.path) as response:
+            if not response.is_success:
+                response.read()
+                reads.raw_bytes(response)  # raises the API's error
+            size = 0
+            with open(target, "wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    size += len(chunk)
+            return size
 
 
 __all__ = ["Artifacts", "Repo"]

@@ -15,6 +15,9 @@ from artifactd.errors import ArtifactdError
 from artifactd.http import content, control, git, graphql, health, metrics, reference, repo_actions, v1
 from artifactd.http.accesslog import AccessLogMiddleware
 from artifactd.http.errors import handle_domain_error, handle_http_exception
+from artifactd.http.mcp import routes_for as mcp_routes
+from artifactd.http.mcp import running as mcp_running
+from artifactd.http.reads import routes as read_routes
 from artifactd.observability import EVENTS_DROPPED, SQLITE_CHECKPOINTS
 from artifactd.services import analytics, recovery
 from artifactd.services.backend import Backend
@@ -51,10 +54,10 @@ async def _reclaim_forever(backend: Backend) -> None:
 
 
 def build_routes(backend: Backend) -> list[BaseRoute]:
-    control_plane = [*control.routes, *repo_actions.routes, *content.routes]
+    control_plane = [*control.routes, *repo_actions.routes, *content.routes, *read_routes]
     routes: list[BaseRoute] = [
         *control_plane, *v1.derive(control_plane), *git.routes, *graphql.routes,
-        *health.routes, *reference.routes,
+        *health.routes, *reference.routes, *mcp_routes(backend),
     ]
     if backend.settings.metrics_enabled:
         routes += metrics.routes
@@ -82,7 +85,8 @@ def create_app(backend: Backend) -> Starlette:
             checkpointer.start()
         await repo_actions.on_startup(backend)
         try:
-            yield
+            async with mcp_running(backend):
+                yield
         finally:
             sweeper.cancel()
             reclaimer.cancel()

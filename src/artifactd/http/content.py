@@ -140,6 +140,10 @@ async def commit(request: Request, opened: Opened) -> Response:
 
 
 async def tree(request: Request, opened: Opened) -> Response:
+    if request.query_params.get("recursive", "").lower() in ("true", "1"):
+        from artifactd.http.reads import recursive_tree  # reads builds on this module
+
+        return await recursive_tree(request, opened)
     sha = content.check_hash(request.path_params["hash"])
     found = await opened.reader.tree(sha)
     return _json_with_etag(request, tree_info(found), f'"{sha}-{JSON_SHAPE}"')
@@ -266,6 +270,13 @@ routes = [
     )), methods=["GET"]),
     Route(REPO + "/tree/{hash}", routed(tree, Operation(
         "Get a tree", TAG, response=TreeInfo, extra_responses={304: "Not modified"},
+        description="With `recursive=true`, every file below the tree (`path`, `mode`, `type`, "
+                    "`sha`, `size`), paginated with `limit` (1 to 10000, default 1000) and "
+                    "`offset` (docs/api.md).",
+        query=(Query("recursive", "List every file below the tree, with sizes",
+                     {"type": "boolean"}),
+               Query("limit", "Entries per page of a recursive listing", {"type": "integer"}),
+               Query("offset", "Entries to skip in a recursive listing", {"type": "integer"})),
     )), methods=["GET"]),
     Route(REPO + "/blob/{hash}", routed(blob, Operation(
         "Get a blob's bytes", TAG, media=BYTES, description=BYTES_NOTE,

@@ -249,3 +249,93 @@ class CheckResult(Result):
 class Readiness(Result):
     status: Literal["ok", "unavailable"]
     checks: list[CheckResult]
+
+
+# -- read helpers: compare, blame, recursive tree (issue 13; docs/api.md) -----------------
+
+
+class CompareSideInfo(Result):
+    repo: str = Field(description="Name of the repo the side was read from")
+    ref: str
+    sha: Sha
+
+
+class HunkInfo(Result):
+    old_start: int
+    old_lines: int
+    new_start: int
+    new_lines: int
+    header: str = Field(description="git's function context after the hunk's second @@")
+    lines: list[str] = Field(description="Lines with their ' ', '+', '-' or '\\' prefix")
+
+
+class ChangedFileInfo(Result):
+    path: str
+    previous_path: str | None = Field(description="The old path of a rename or copy, else null")
+    status: Literal["added", "removed", "modified", "renamed", "copied", "changed", "unmerged",
+                    "unknown"]
+    additions: int
+    deletions: int
+    binary: bool
+    hunks: list[HunkInfo] | None = Field(None, description="With `hunks=true`: the file's diff "
+                                                           "hunks (none for a binary file)")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(self, handler, ("hunks",))
+
+
+class CompareInfo(Result):
+    base: CompareSideInfo
+    head: CompareSideInfo
+    merge_base: Sha | None = Field(description="Null when the two sides share no history")
+    ahead_by: int = Field(description="Commits in head and not in base")
+    behind_by: int = Field(description="Commits in base and not in head")
+    commits: list[CommitInfo] = Field(description="Commits in head and not in base, oldest "
+                                                  "first (at most 250)")
+    commits_truncated: bool
+    files: list[ChangedFileInfo] = Field(description="Files changed from the merge base to "
+                                                     "head (at most 300)")
+    truncated: bool = Field(description="True when files were left out (over 300 files)")
+    hunks_truncated: bool | None = Field(None, description="With `hunks=true`: true when the "
+                                                           "patch was cut at its size limit")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(self, handler, ("hunks_truncated",))
+
+
+class BlameRangeInfo(Result):
+    start: int = Field(description="First line (1-based) in the file at the ref")
+    lines: int
+    commit: Sha
+    original_start: int = Field(description="First line in the commit that introduced them")
+    original_path: str
+
+
+class BlameCommitInfo(Result):
+    sha: Sha
+    author: IdentityInfo
+    committer: IdentityInfo
+    summary: str
+
+
+class BlameInfo(Result):
+    sha: Sha = Field(description="The commit the file was blamed at")
+    path: str
+    ranges: list[BlameRangeInfo]
+    commits: list[BlameCommitInfo]
+
+
+class TreeWalkEntryInfo(Result):
+    path: str
+    mode: str
+    type: Literal["blob", "commit"]
+    sha: Sha
+    size: int | None = Field(description="Bytes of a blob; null for submodules")
+
+
+class TreeWalkInfo(Result):
+    sha: Sha
+    entries: list[TreeWalkEntryInfo]
+    truncated: bool = Field(description="True when the tree is too large to list in full")

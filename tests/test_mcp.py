@@ -1,0 +1,152 @@
+"""The MCP server at /mcp, driven by the official SDK's own client over streamable HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.gitutil import Git, Repo, create_repo
+from tests.harness import Server
+from tests.seed import push
+from tests.test_fork import fork
+
+
+async def _call(server: Server, token: str, calls: list[tuple[str, dict[str, Any]]]
+                ) -> tuple[list[str], list[tuple[bool, Any]]]:
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http, \
+            streamable_http_client(f"{server.url}/mcp", http_client=http) as streams:
+        read, write = streams[0], streams[1]
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            tools = sorted(t.name for t in (await session.list_tools()).tools)
+            results = []
+            for name, args in calls:
+                out = await session.call_tool(name, args)
+                text = "".join(getattr(c, "text", "") for c in out.content)
+                payload: Any = out.structured_content if out.structured_content is not None else text
+                if not out.is_error and out.structured_content is None:
+                    payload = json.loads(text)
+                results.append((bool(out.is_error), payload if not out.is_error else text))
+            return tools, results
+
+
+def call(server: Server, token: str, *calls: tuple[str, dict[str, Any]]
+         ) -> tuple[list[str], list[tuple[bool, Any]]]:
+    return asyncio.run(_call(server, token, list(calls)))
+
+
+@pytest.fixture(scope="module")
+def pair(sqlite_server: Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Repo, Repo, str]:
+    root = tmp_path_factory.mktemp("mcp")
+    git = Git(root / "home")
+    work = root / "work"
+    parent = create_repo(sqlite_server, f"mcp-parent-{random.randrange(1 << 30)}")
+    base = git.new_work(work, {"README.md": "# MCP\n", "src/app.py": "print(1)\n"})
+    git.run("notes", "add", "-m", "prompt: write the app", base, cwd=work)
+    push(git, parent, work, "HEAD:refs/heads/main", "refs/notes/commits:refs/notes/commits")
+    child = fork(sqlite_server, parent.name, f"{parent.name}-agent")
+    git.commit_files(work, {"src/app.py": "print(2)\n"}, "Agent change")
+    push(git, child, work, "HEAD:refs/heads/main")
+    return parent, child, base
+
+
+def test_tools_with_an_api_token(sqlite_server: Server, pair: tuple[Repo, Repo, str]) -> None:
+    parent, child, base = pair
+    fork_name = f"{parent.name}-via-mcp"
+    tools, results = call(
+        sqlite_server, sqlite_server.token,
+        ("read_file", {"repo": parent.name, "path": "src/app.py"}),
+        ("list_tree", {"repo": parent.name, "recursive": True}),
+        ("list_tree", {"repo": parent.name, "path": "src"}),
+        ("log", {"repo": child.name, "limit": 5}),
+        ("compare", {"repo": child.name, "base": f"{parent.name}:main", "head": "main",
+                     "patch": True}),
+        ("read_notes", {"repo": parent.name, "commit": base}),
+        ("read_notes", {"repo": child.name, "commit": "main", "notes_ref": "prompts"}),
+        ("fork", {"repo": parent.name, "name": fork_name}),
+        ("mint_read_token", {"repo": parent.name, "ttl": 120}),
+        ("read_file", {"repo": parent.name, "path": "../etc/passwd"}),
+        ("read_file", {"repo": "no-such-repo", "path": "README.md"}),
+        ("mint_read_token", {"repo": parent.name, "ttl": 86400}),
+    )
+    assert tools == ["compare", "fork", "list_tree", "log", "mint_read_token", "read_file",
+                     "read_notes"]
+    ok = [r for failed, r in results if not failed]
+    assert [failed for failed, _ in results] == [False] * 9 + [True] * 3
+    assert ok[0]["content"] == "print(1)\n" and ok[0]["encoding"] == "utf-8"
+    assert {e["path"] for e in ok[1]["entries"]} == {"README.md", "src/app.py"}
+    assert [e["name"] for e in ok[2]["entries"]] == ["app.py"]
+    assert ok[3]["commits"][0]["message"].strip() == "Agent change"
+    assert ok[3]["commits"][1]["sha"] == base and ok[3]["has_more"] is False
+    assert ok[4]["ahead_by"] == 1 and ok[4]["merge_base"] == base
+    assert [f["path"] for f in ok[4]["files"]] == ["src/app.py"]
+    assert "-print(1)\n+print(2)" in ok[4]["patch"]
+    assert ok[5]["content"].strip() == "prompt: write the app"
+    assert ok[6]["content"] is None
+    assert ok[7]["name"] == fork_name and ok[7]["token"]
+    minted = ok[8]["token"]
+    # The minted token reads over git's smart HTTP and the MCP server, and nothing else.
+    refs = httpx.get(f"{parent.remote}/info/refs?service=git-upload-pack",
+                     headers={"Authorization": f"Bearer {minted}"})
+    assert refs.status_code == 200
+    # Neither the caller's token nor the minted one reaches the server's log.
+    logged = sqlite_server.log_path.read_text(errors="replace")
+    assert "/mcp" in logged  # the access log is there
+    assert minted.split("?")[0] not in logged and sqlite_server.token not in logged
+    assert "Invalid path" in results[9][1]
+    assert "must be between 60 and 3600" in results[11][1]
+    assert "not found" in results[10][1].lower()
+
+
+def test_repo_token_limits_tools_to_its_repo_and_scope(
+    sqlite_server: Server, pair: tuple[Repo, Repo, str]
+) -> None:
+    parent, child, _ = pair
+    read_token = parent.mint("read")["plaintext"]
+    _, results = call(
+        sqlite_server, read_token,
+        ("read_file", {"repo": parent.name, "path": "README.md"}),
+        ("read_file", {"repo": child.name, "path": "README.md"}),
+        ("compare", {"repo": parent.name, "base": "main", "head": f"{child.name}:main"}),
+        ("fork", {"repo": parent.name, "name": f"{parent.name}-nope"}),
+        ("mint_read_token", {"repo": parent.name, "ttl": 60}),
+    )
+    assert [failed for failed, _ in results] == [False, True, True, True, False]
+    assert results[0][1]["content"] == "# MCP\n"
+    # Another repo is just missing to a repo token, even the fork of its own repo.
+    assert "not found" in results[1][1].lower() and "not found" in results[2][1].lower()
+    with sqlite_server.client() as c:
+        assert c.get(f"/repos/{parent.name}-nope").status_code == 404
+
+
+def test_read_api_token_runs_read_tools_only(sqlite_server: Server,
+                                             pair: tuple[Repo, Repo, str]) -> None:
+    parent, _, _ = pair
+    _, results = call(
+        sqlite_server, sqlite_server.read_token,
+        ("read_file", {"repo": parent.name, "path": "README.md"}),
+        ("fork", {"repo": parent.name, "name": f"{parent.name}-read-fork"}),
+        ("mint_read_token", {"repo": parent.name}),
+        ("read_file", {"repo": parent.name, "path": "README.md", "namespace": "no-such-ns"}),
+    )
+    assert [failed for failed, _ in results] == [False, True, True, True]
+    assert "Artifacts > Edit" in results[1][1] and "Artifacts > Edit" in results[2][1]
+
+
+def test_unauthenticated_and_bad_tokens_are_refused(sqlite_server: Server, tmp_path: Path) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    for headers in ({}, {"Authorization": "Bearer art_v1_" + "0" * 40},
+                    {"Authorization": "Bearer artd_" + "0" * 40}):
+        r = httpx.post(f"{sqlite_server.url}/mcp", json=body, headers={
+            **headers, "Accept": "application/json, text/event-stream"})
+        assert r.status_code == 401, r.text
+        assert r.json()["success"] is False
