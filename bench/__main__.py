@@ -31,6 +31,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("content", "Content routes"),
     ("fork", "Fork"),
     ("scale", "Maintenance, hydration and empty repos"),
+    ("dense", "Dense small repos and read fan-out"),
     ("mixed", "Mixed load"),
     ("faults", "Fault injection"),
 )

@@ -243,22 +243,43 @@ class GitRunner:
 
 async def _popen_off_loop(popen: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
     """``popen()`` in a worker thread; a process started for a caller that was cancelled
-    meanwhile is killed and reaped, never left running."""
-    started = asyncio.ensure_future(asyncio.to_thread(popen))
-    try:
-        return await asyncio.shield(started)
-    except asyncio.CancelledError:
-        def reap(done: asyncio.Future[subprocess.Popen[bytes]]) -> None:
-            if not done.cancelled() and done.exception() is None:
-                proc = done.result()
-                GitRunner.kill_group(proc)
-                for pipe in (proc.stdin, proc.stdout, proc.stderr):
-                    if pipe is not None:
-                        pipe.close()
-                threading.Thread(target=proc.wait, daemon=True).start()
+    meanwhile is killed and reaped, never left running.
 
-        started.add_done_callback(reap)
+    Whichever side comes second under the lock ends the process: the thread, when it
+    finds the caller gone, or the cancelled caller, when the thread already handed it one.
+    No loop callback is involved, so it holds even when the loop closes right after.
+    """
+    lock = threading.Lock()
+    started: list[subprocess.Popen[bytes]] = []
+    abandoned = False
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = popen()
+        with lock:
+            if not abandoned:
+                started.append(proc)
+                return proc
+        _end(proc)
+        return proc
+
+    try:
+        return await asyncio.to_thread(start)
+    except asyncio.CancelledError:
+        with lock:
+            abandoned = True
+            orphan = started.pop() if started else None
+        if orphan is not None:
+            _end(orphan)
         raise
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a process nobody will use, close our pipe ends and reap it."""
+    GitRunner.kill_group(proc)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    proc.wait()
 
 
 class PipedGit:
