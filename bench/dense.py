@@ -128,13 +128,16 @@ def serve_cgi(base: Path, repos: dict[str, Path]) -> tuple[str, Any]:
     return f"http://127.0.0.1:{port}", stop
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, pushed: int | None = None,
+        fan_out: list[int] | None = None) -> dict[str, Any]:
+    """Full form: 1,000 pushed repos, fan-out over 100 and 10,000 repos; ``--quick``: 20
+    and 100. ``pushed``/``fan_out`` pick sizes in between (``--pushed N``)."""
     work = work_dir("dense-")
     server = start_server(work / "data", extra_env={**UNLIMITED,
                                                     "ARTIFACTD_MAINTENANCE_INTERVAL": "0.2"})
     env = git_env(work / "home")
-    pushed = 20 if quick else 1000
-    fan_out = [100] if quick else [100, 10_000]
+    pushed = pushed or (20 if quick else 1000)
+    fan_out = fan_out or ([100] if quick else [100, 10_000])
     try:
         seed_work = work / "seed"
         seed_work.mkdir()
@@ -306,6 +309,13 @@ def render(results: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    out = run("--quick" in sys.argv)
+    # python -m bench.dense [--quick] [--pushed N] [--write]: --write rewrites the section.
+    sizes = sys.argv[sys.argv.index("--pushed") + 1] if "--pushed" in sys.argv else None
+    out = run("--quick" in sys.argv, pushed=int(sizes) if sizes else None,
+              fan_out=[100] if sizes else None)
     print(out)
     print(render(out))
+    if "--write" in sys.argv:
+        from bench.common import write_section
+
+        write_section("Dense small repos and read fan-out", render(out))
