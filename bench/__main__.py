@@ -32,6 +32,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("fork", "Fork"),
     ("scale", "Maintenance, hydration and empty repos"),
     ("dense", "Dense small repos and read fan-out"),
+    ("agent_loop", "Agent loop"),
     ("mixed", "Mixed load"),
     ("faults", "Fault injection"),
 )
