@@ -272,4 +272,4 @@ def test_serve_raises_the_open_file_limit_the_caps_need() -> None:
     )
     warning, raised = result.stdout.split("\n")[:2]
     assert warning == "None"
-    assert int(raised) == 1500 + 32 + 4 * 32 + 64
+    assert int(raised) == 1500 + 32 + 4 * 32 + 64 + 2 * 256  # 256: the cat-file pool

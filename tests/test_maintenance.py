@@ -168,8 +168,15 @@ def test_scheduler_maintains_busy_repos(tmp_path: Path) -> None:
     try:
         repo = make_repo(server, "sched")
         git = Git(tmp_path / "home")
-        # Exactly the threshold: the scheduler's one run then covers every push, so what it
-        # left on disk is what the assertions below see, however the host schedules it.
+        # A first push makes a repo due (compacted); wait for that run to be done.
+        push_n(git, repo, tmp_path / "w", 1)
+        deadline = time.monotonic() + 120  # a bound on a loaded host, not an expected time
+        with server.client() as c:
+            while time.monotonic() < deadline and not c.get("/repos/sched").json()["result"][
+                    "maintained_at"]:
+                time.sleep(0.3)
+        # Then exactly the threshold: the scheduler's one run then covers every push, so what
+        # it left on disk is what the assertions below see, however the host schedules it.
         push_n(git, repo, tmp_path / "w", 3)
         deadline = time.monotonic() + 120  # a bound on a loaded host, not an expected time
         with server.client() as c:

@@ -125,7 +125,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trash_grace_seconds", "ARTIFACTD_TRASH_GRACE_SECONDS", float,
             "Seconds a deleted repo's directory stays in the trash before it is removed."),
     Setting("maintenance_after_pushes", "ARTIFACTD_MAINTENANCE_AFTER_PUSHES", int,
-            "Maintain a repo (repack, bitmaps, commit-graph, prune) after this many pushes."),
+            "Maintain a repo (repack, bitmaps, commit-graph, prune) after this many pushes "
+            "(a small repo is also compacted after its first push)."),
     Setting("maintenance_interval", "ARTIFACTD_MAINTENANCE_INTERVAL", float,
             "Seconds between looks for repos due for maintenance (0 turns maintenance off)."),
     Setting("gc_grace_seconds", "ARTIFACTD_GC_GRACE_SECONDS", float,

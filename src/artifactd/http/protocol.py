@@ -39,6 +39,7 @@ from artifactd.errors import Code
 from artifactd.http.asgi import SETTINGS_ENV
 from artifactd.http.envelope import failure
 from artifactd.observability import HTTP_GUARD_REFUSALS
+from artifactd.storage import catfile
 
 # Served on the connections beyond ``http_max_connections`` (the reserve); others get 503.
 RESERVED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
@@ -87,7 +88,8 @@ def ensure_descriptor_budget(settings: Settings) -> str | None:
     its connection cap can still accept health checks and run git; a warning when the hard
     limit is too low (a worker out of descriptors cannot accept anyone)."""
     needed = (settings.http_max_connections + settings.http_connection_reserve
-              + DESCRIPTORS_PER_GIT * settings.git_max_processes + DESCRIPTORS_BASE)
+              + DESCRIPTORS_PER_GIT * settings.git_max_processes + DESCRIPTORS_BASE
+              + 2 * catfile.MAX_PROCESSES)  # the content routes' pool: stdin and stdout each
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return None

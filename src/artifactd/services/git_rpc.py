@@ -88,7 +88,6 @@ def server_config(
             ("receive.maxInputSize", str(max(1, max_input_bytes)
                                          if max_input_bytes is not None
                                          else backend.settings.max_repo_bytes)),
-            ("receive.unpackLimit", "100"),
         ]
     return [
         ("uploadpack.allowFilter", "true"),

@@ -29,6 +29,9 @@ log = logging.getLogger("artifactd.maintenance")
 
 BATCH = 10
 FULL_REPACK_MAX_BYTES = 256 << 20  # below this a full repack is cheap: one pack + bitmap
+# Below this a repo is compacted (refs packed, one pack, no bitmap or commit-graph): for a
+# few commits those indexes cost more disk than the walks they save (``repomaint``).
+SMALL_REPO_MAX_BYTES = 1 << 20
 STALE_TMP_SECONDS = 6 * 3600  # work areas older than this are leftovers of a crash
 
 
@@ -56,13 +59,18 @@ def maintain_repo(backend: Backend, repo: RepoRow, *, full: bool | None = None) 
     with repo_lock(backend, repo.id) as held:
         if not held:
             return None
+        # The scheduler's choice (``full`` not given): a small repo due for its first push,
+        # not for being busy, is compacted; a busy one gets bitmaps and a commit-graph.
+        small = (full is None and repo.size_bytes < SMALL_REPO_MAX_BYTES
+                 and repo.pushes_since_maintenance < backend.settings.maintenance_after_pushes)
         if full is None:
             full = repo.size_bytes < FULL_REPACK_MAX_BYTES
         # A crash from here to the recorded size leaves an intent that start-up settles
         # (services/recovery.py): git's temporary packs removed, the size measured again.
         backend.repos.begin_maintenance(repo.id)
         report = maintain(backend.git, backend.repos.path(repo.id), full=full,
-                          grace_seconds=int(backend.settings.gc_grace_seconds))
+                          grace_seconds=int(backend.settings.gc_grace_seconds),
+                          small=small)
         # Measured with the row locked, so a push recorded meanwhile is not overwritten.
         backend.meta.finish_maintenance(repo.id, now_us(), repo.pushes_since_maintenance,
                                         lambda: backend.repos.size(repo.id))

@@ -20,7 +20,13 @@ Large blobs do not go through the pool: ``stream_blob`` starts a dedicated
 ``git cat-file blob`` and streams its output, so a slow download never holds a pooled
 process and memory stays bounded whatever the blob size.
 
-Everything here runs on the event loop of the worker process that created the pool.
+Processes are started from a worker thread with ``Popen`` (vfork and exec; see
+``GitRunner.spawn_piped``), never by forking the server on the event loop: when reads fan
+out over many repos, each miss costs the loop a thread hop instead of a fork of the whole
+server. The pool is an LRU over repositories: a working set of thousands of repos shares
+at most ``max_processes`` processes, the least recently used idle ones closed first.
+
+Everything else here runs on the event loop of the worker process that created the pool.
 """
 
 from __future__ import annotations
@@ -28,14 +34,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import subprocess
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from artifactd.storage.gitrunner import GitRunner
+from artifactd.storage.gitrunner import GitRunner, PipedGit
 
 # Replace refs would let a repo make `commit/<sha>` show other bytes than <sha> names, which
 # breaks the immutability the object routes' strong ETags promise.
@@ -65,7 +70,7 @@ Answer = tuple[ObjectInfo | None, bytes | None]
 class CatFile:
     """One ``git cat-file --batch-command --buffer`` process for one repository."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, key: Path):
+    def __init__(self, proc: PipedGit, key: Path):
         self.proc = proc
         self.key = key
         self.last_used = time.monotonic()
@@ -125,7 +130,8 @@ class CatFile:
         self.broken = True
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+                self.proc.popen.kill()
+        self.proc.close()  # our pipe ends; the exit watcher reaps the process
 
 
 @dataclass
@@ -135,9 +141,16 @@ class _Slot:
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
 
 
+# Sized for a working set of a few hundred repos (reads fanning out over one per agent):
+# a pool smaller than the working set starts a process on nearly every read. An idle
+# cat-file of a small repo is about 1 MB of private memory and two descriptors (its
+# stderr goes to /dev/null), which ``http.protocol``'s descriptor budget counts.
+MAX_PROCESSES = 256
+
+
 class CatFilePool:
     def __init__(
-        self, git: GitRunner, *, max_processes: int = 64, per_repo: int = 2,
+        self, git: GitRunner, *, max_processes: int = MAX_PROCESSES, per_repo: int = 2,
         idle_seconds: float = 60.0,
     ):
         self.git = git
@@ -188,9 +201,9 @@ class CatFilePool:
                 slot.count += 1
                 self._total += 1
                 try:
-                    proc = await self.git.spawn(
+                    proc = await self.git.spawn_piped(
                         key, ["cat-file", "--batch-command", "--buffer"], config=READ_CONFIG,
-                        stderr=subprocess.DEVNULL,
+                        stderr=False, off_loop=True,
                     )
                 except BaseException:
                     slot.count -= 1
@@ -299,9 +312,9 @@ async def stream_blob(
     """
     if not re.fullmatch(r"[0-9a-f]{40}", sha):
         raise ValueError("stream_blob needs a full object id")
-    proc = await git.spawn(
-        git_dir, ["cat-file", "blob", sha], config=READ_CONFIG,
-        stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = await git.spawn_piped(
+        git_dir, ["cat-file", "blob", sha], config=READ_CONFIG, stdin=False, stderr=False,
+        off_loop=True, limit=chunk,
     )
     assert proc.stdout is not None
     try:
@@ -321,4 +334,5 @@ async def stream_blob(
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+                proc.popen.kill()
+        proc.close()

@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -47,6 +48,20 @@ BASE_CONFIG: tuple[tuple[str, str], ...] = (
     ("gc.auto", "0"),
     ("maintenance.auto", "false"),
     ("core.logAllRefUpdates", "false"),
+    # Every push and fetch is kept as the pack it arrived as, however few objects it holds:
+    # git unpacks a pack of fewer than ``unpackLimit`` objects into loose files (default 100,
+    # each a file and often a fan-out directory of its own), so 1 means "always keep".
+    ("transfer.unpackLimit", "1"),
+    ("receive.unpackLimit", "1"),
+    ("fetch.unpackLimit", "1"),
+)
+
+# What a repository's own ``config`` file would say; repos have none (see
+# ``repostore.SKELETON_DIRS``). ``core.bare`` matters: without it git takes the working
+# directory for a work tree and receive-pack refuses updates to the checked-out branch.
+REPO_CONFIG: tuple[tuple[str, str], ...] = (
+    ("core.repositoryFormatVersion", "0"),
+    ("core.bare", "true"),
 )
 
 
@@ -90,7 +105,9 @@ class GitRunner:
         self, git_dir: Path | None, args: Sequence[str], config: Sequence[tuple[str, str]] = ()
     ) -> list[str]:
         argv = [GIT]
-        for key, value in (*BASE_CONFIG, ("core.hooksPath", str(self.hooks_dir)), *config):
+        repo_config = REPO_CONFIG if git_dir is not None else ()
+        for key, value in (*BASE_CONFIG, *repo_config, ("core.hooksPath", str(self.hooks_dir)),
+                           *config):
             argv += ["-c", f"{key}={value}"]
         if git_dir is not None:
             argv.append(f"--git-dir={git_dir}")
@@ -156,6 +173,8 @@ class GitRunner:
         stdin: bool = True,
         limit: int = 1 << 16,
         pass_fds: Sequence[int] = (),
+        stderr: bool = True,
+        off_loop: bool = False,
     ) -> PipedGit:
         """Start git with its pipes attached to the running event loop (the HTTP data plane).
 
@@ -163,14 +182,23 @@ class GitRunner:
         (uvicorn's default loop) that forks the whole server, about 6 ms for each git request,
         while ``subprocess.Popen`` uses vfork (under 1 ms). The exit is watched with a pidfd,
         so no thread waits for it. The process leads its own process group. ``pass_fds``
-        stay open in git and its hooks (receive-pack's channel to the server).
+        stay open in git and its hooks (receive-pack's channel to the server). Without
+        ``stderr`` git's stderr goes to /dev/null and ``PipedGit.stderr`` is at its end.
+
+        ``off_loop`` starts the process from a worker thread: ``Popen`` (vfork and exec,
+        ``close_fds``, no ``preexec_fn``) then costs the loop nothing but the thread hop, so
+        many starts at once (reads fanning out over many repos) do not stall other requests.
         """
-        proc = subprocess.Popen(
-            self.argv(git_dir, args, config),
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(env),
-            start_new_session=True, pass_fds=tuple(pass_fds),
-        )
+        def popen() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                self.argv(git_dir, args, config),
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE if stderr else subprocess.DEVNULL, env=self.env(env),
+                start_new_session=True, pass_fds=tuple(pass_fds),
+            )
+
+        proc = await _popen_off_loop(popen) if off_loop else popen()
         for pipe in (proc.stdout, proc.stdin):
             if pipe is not None:
                 _widen_pipe(pipe.fileno())
@@ -213,6 +241,47 @@ class GitRunner:
         )
 
 
+async def _popen_off_loop(popen: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """``popen()`` in a worker thread; a process started for a caller that was cancelled
+    meanwhile is killed and reaped, never left running.
+
+    Whichever side comes second under the lock ends the process: the thread, when it
+    finds the caller gone, or the cancelled caller, when the thread already handed it one.
+    No loop callback is involved, so it holds even when the loop closes right after.
+    """
+    lock = threading.Lock()
+    started: list[subprocess.Popen[bytes]] = []
+    abandoned = False
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = popen()
+        with lock:
+            if not abandoned:
+                started.append(proc)
+                return proc
+        _end(proc)
+        return proc
+
+    try:
+        return await asyncio.to_thread(start)
+    except asyncio.CancelledError:
+        with lock:
+            abandoned = True
+            orphan = started.pop() if started else None
+        if orphan is not None:
+            _end(orphan)
+        raise
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a process nobody will use, close our pipe ends and reap it."""
+    GitRunner.kill_group(proc)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    proc.wait()
+
+
 class PipedGit:
     """A running git whose stdin/stdout/stderr are asyncio streams; see ``spawn_piped``."""
 
@@ -229,16 +298,19 @@ class PipedGit:
     @classmethod
     async def attach(cls, proc: subprocess.Popen[bytes], limit: int) -> PipedGit:
         loop = asyncio.get_running_loop()
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
         transports: list[asyncio.BaseTransport] = []
         readers = []
         for pipe in (proc.stdout, proc.stderr):
             reader = asyncio.StreamReader(limit=limit, loop=loop)
+            readers.append(reader)
+            if pipe is None:  # stderr to /dev/null: a reader already at its end
+                reader.feed_eof()
+                continue
             transport, _ = await loop.connect_read_pipe(
                 _reader_protocol(reader, loop), _hand_over(loop, pipe)
             )
             transports.append(transport)
-            readers.append(reader)
         writer = None
         if proc.stdin is not None:
             w_transport, w_protocol = await loop.connect_write_pipe(

@@ -545,7 +545,12 @@ class MetadataStore:
         with self._tx() as conn:
             return [_repo(r) for r in conn.execute(
                 select(*_REPO_COLUMNS)
-                .where(repos.c.pushes_since_maintenance >= min_pushes)
+                # A repo's first push makes it due too, so a small repo is compacted
+                # promptly (refs packed) rather than after ``min_pushes`` pushes. The range
+                # is on the pushes index; the maintained test filters within it.
+                .where(repos.c.pushes_since_maintenance >= 1,
+                       (repos.c.pushes_since_maintenance >= min_pushes)
+                       | (repos.c.maintained_us == 0))
                 .order_by(repos.c.pushes_since_maintenance.desc()).limit(limit)
             )]
 

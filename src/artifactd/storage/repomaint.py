@@ -15,6 +15,12 @@ times has a thousand packs and every clone pays for it. ``maintain`` runs, in or
    cruft packs expire on the same clock as loose objects;
 4. ``commit-graph write --reachable``: faster history walks for negotiation and ``log``.
 
+A *small* repo (most agent repos: a few commits) is compacted instead: refs packed, the
+packs rolled into one only when there is more than one, and no bitmap or commit-graph,
+which would cost more inodes and blocks than the walks they speed up; empty directories
+git left under ``refs/`` are removed. Its disk cost is then git's minimum (see
+``repostore.SKELETON_DIRS``).
+
 Nothing here moves a ref, and git replaces packs atomically (new pack and index written and
 renamed into place before old ones are deleted; readers holding an old pack open keep
 reading it), so clones and pushes running at the same time see a consistent repo. The grace
@@ -26,6 +32,8 @@ a fork still links.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +56,8 @@ def count_packs(path: Path) -> int:
     return sum(1 for _ in pack_dir.glob("*.pack")) if pack_dir.is_dir() else 0
 
 
-def maintain(git: GitRunner, path: Path, *, full: bool, grace_seconds: int) -> MaintenanceReport:
+def maintain(git: GitRunner, path: Path, *, full: bool, grace_seconds: int,
+             small: bool = False) -> MaintenanceReport:
     started = time.monotonic()
     before = count_packs(path)
     expire = f"{int(grace_seconds)}.seconds.ago"
@@ -62,6 +71,11 @@ def maintain(git: GitRunner, path: Path, *, full: bool, grace_seconds: int) -> M
     # Prune first: a geometric repack packs loose objects whether reachable or not, and a
     # packed unreachable object would no longer age out through prune.
     run("prune", f"--expire={expire}")
+    if small:
+        if before > 1 or _has_loose_objects(path):
+            run("repack", "-a", "-d", "-f", "-q", "--cruft", f"--cruft-expiration={expire}")
+        _remove_empty_dirs(path / "refs")
+        return MaintenanceReport(True, before, count_packs(path), time.monotonic() - started)
     if full:
         # -f recomputes deltas: packs made by many small pushes and geometric rolls carry
         # poor ones, and on a repo small enough for a full repack the recompute is cheap.
@@ -71,3 +85,21 @@ def maintain(git: GitRunner, path: Path, *, full: bool, grace_seconds: int) -> M
         run("repack", "-d", "-q", "--geometric=2", "--write-midx", "--write-bitmap-index")
     run("commit-graph", "write", "--reachable")
     return MaintenanceReport(full, before, count_packs(path), time.monotonic() - started)
+
+
+def _has_loose_objects(path: Path) -> bool:
+    objects = path / "objects"
+    return any(len(entry.name) == 2 and entry.is_dir() for entry in objects.iterdir()) \
+        if objects.is_dir() else False
+
+
+def _remove_empty_dirs(root: Path) -> None:
+    """Remove empty directories below ``root`` (not ``root``), deepest first.
+
+    A ref update racing this recreates its directory: git makes leading directories
+    race-proof (it retries when one vanishes), as it must against its own pruning.
+    """
+    for dirpath, _dirs, _files in sorted(os.walk(root), key=lambda w: -len(w[0])):
+        if dirpath != str(root):
+            with contextlib.suppress(OSError):  # not empty, or already gone
+                os.rmdir(dirpath)

@@ -37,18 +37,14 @@ QUARANTINE_PREFIX = "tmp_objdir-"
 _QUARANTINE = re.compile(r"tmp_objdir-incoming-[A-Za-z0-9]{6}")
 PUSH_LOCK = "artifactd-push.flock"  # not *.lock: that is git's own lock-file pattern
 
-_CONFIG = """[core]
-\trepositoryformatversion = 0
-\tfilemode = true
-\tbare = true
-\tlogallrefupdates = false
-[receive]
-\tfsckObjects = true
-\tdenyNonFastForwards = false
-\tdenyDeletes = false
-[gc]
-\tauto = 0
-"""
+# What git needs to take a directory for a repository (setup.c ``is_git_directory``): a
+# valid HEAD, an ``objects`` and a ``refs`` directory. Everything else is made by git when it
+# first writes there (``objects/pack`` by the first push, ``refs/heads`` by a ref update)
+# or not needed at all: the configuration a repo file would hold is given to every git we
+# run with ``-c`` (``gitrunner.REPO_CONFIG``), so there is no ``config``, ``description``,
+# ``info/`` or ``hooks/``. Each directory or small file costs an inode and a disk block:
+# at millions of small repos they are most of the disk.
+SKELETON_DIRS = ("objects", "refs")
 
 
 _WORK_AREA = re.compile(r"(?P<kind>[a-z]+)-(?P<repo>[0-9a-f]{32})-(?:(?P<owner>[0-9a-f]{16})-)?[0-9a-f]{8}")
@@ -102,11 +98,10 @@ class RepoStore:
         """An empty bare repository under ``tmp/``, to be filled and then ``install``-ed."""
         self.path(repo_id)  # validates the id
         staging = self.tmp_root / f"{kind}-{repo_id}-{self.owner}-{secrets.token_hex(4)}"
-        for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags", "info"):
-            (staging / sub).mkdir(parents=True)
+        staging.mkdir()
+        for sub in SKELETON_DIRS:
+            (staging / sub).mkdir()
         (staging / "HEAD").write_text(f"ref: refs/heads/{default_branch}\n")
-        (staging / "config").write_text(_CONFIG)
-        (staging / "description").write_text("artifactd repository\n")
         return staging
 
     def install(self, staging: Path, repo_id: str) -> Path:

@@ -1,0 +1,164 @@
+"""The agent loop: create a repo, push one small commit, clone it, read a file, delete it.
+
+16 agents run the loop concurrently for a fixed time against artifactd and, in the same
+run, against the plain reference: ``git init --bare`` (+ ``http.receivepack``) for the
+create, C ``git http-backend`` behind nginx + fcgiwrap for the push and the clone, a CGI
+``git cat-file`` for the read (see ``bench.dense``) and ``rm -rf`` for the delete. Loops/s
+of each and the ratio. Target (issue 12): at least 1.5x the reference.
+
+    python -m bench.agent_loop [--quick]
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from bench.common import UNLIMITED, Target, machine, start_server, work_dir
+from bench.dense import serve_cgi
+from bench.git_plane import serve_http_backend
+from bench.scale import git, git_env
+
+AGENTS = 16
+TARGET_RATIO = 1.5
+
+
+def run_agents(loop: Callable[[int], None], seconds: float) -> dict[str, Any]:
+    """``loop(n)`` by AGENTS threads until ``seconds`` pass; loops/s and errors."""
+    counter = itertools.count()
+    done, errors = [0], []
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def agent() -> None:
+        while time.monotonic() < deadline:
+            try:
+                loop(next(counter))
+            except Exception as exc:  # counted and reported, never raised into the run
+                with lock:
+                    errors.append(type(exc).__name__)
+                continue
+            with lock:
+                done[0] += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=agent) for _ in range(AGENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    return {"loops": done[0], "loops_per_s": round(done[0] / elapsed, 2), "errors": len(errors)}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    work = work_dir("agent-loop-")
+    seconds = 8 if quick else 60
+    server = start_server(work / "data", extra_env={**UNLIMITED})
+    env = git_env(work / "home")
+    seed = work / "seed"
+    seed.mkdir()
+    git(env, "init", "-q", "-b", "main", cwd=seed)
+    (seed / "notes.txt").write_text("an agent's notes\n")
+    git(env, "add", "-A", cwd=seed)
+    git(env, "commit", "-q", "-m", "first", cwd=seed)
+    clones = work / "clones"
+    clones.mkdir()
+    try:
+        local = threading.local()  # a keep-alive connection per agent
+
+        def api() -> httpx.Client:
+            if not hasattr(local, "client"):
+                local.client = httpx.Client(base_url=server.ns_url(), timeout=60,
+                                            headers={"Authorization": f"Bearer {server.token}"})
+            client: httpx.Client = local.client
+            return client
+
+        def ours(n: int) -> None:
+            client = api()
+            made = client.post("/repos", json={"name": f"agent-{n}"})
+            assert made.status_code == 200, made.text
+            repo = made.json()["result"]
+            header = f"http.extraHeader=Authorization: Bearer {repo['token']}"
+            git(env, "-c", header, "push", "-q", repo["remote"], "main", cwd=seed)
+            dest = clones / f"a{n}"
+            git(env, "-c", header, "clone", "-q", repo["remote"], str(dest))
+            shutil.rmtree(dest)
+            read = client.get(f"/repos/agent-{n}/raw/main/notes.txt")
+            assert read.content == b"an agent's notes\n", read.text
+            assert client.delete(f"/repos/agent-{n}").status_code in (200, 202)
+
+        artifactd = run_agents(ours, seconds)
+    finally:
+        server.stop()
+
+    backend = serve_http_backend(work / "ref", {})
+    cgi_url, stop_cgi = serve_cgi(work / "cgi", {})
+    cgi_root = work / "cgi" / "cgi-root"
+    http_root = work / "ref" / "http-root"
+    reader = threading.local()
+    try:
+        def reference(n: int) -> None:
+            assert backend.new_push_target is not None
+            url = backend.new_push_target(n)  # git init --bare + http.receivepack
+            git(env, "push", "-q", url, "main", cwd=seed)
+            dest = clones / f"r{n}"
+            git(env, "clone", "-q", url, str(dest))
+            shutil.rmtree(dest)
+            (cgi_root / f"push-{n}.git").symlink_to(http_root / f"push-{n}.git")
+            if not hasattr(reader, "client"):
+                reader.client = httpx.Client(timeout=60)
+            read = reader.client.get(f"{cgi_url}/git/push-{n}.git/notes.txt")
+            assert read.content == b"an agent's notes\n", read.text
+            (cgi_root / f"push-{n}.git").unlink()
+            shutil.rmtree(http_root / f"push-{n}.git")
+
+        plain = run_agents(reference, seconds)
+    finally:
+        stop_cgi()
+        backend.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return {"machine": machine(), "agents": AGENTS, "seconds": seconds, "artifactd": artifactd,
+            "reference": plain,
+            "ratio": round(artifactd["loops_per_s"] / max(plain["loops_per_s"], 0.01), 2)}
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    return [Target(f"agent loop, {results['agents']} agents, vs git init --bare + http-backend",
+                   f">= {TARGET_RATIO}x", f"{results['ratio']:.2f}x "
+                   f"({results['artifactd']['loops_per_s']} vs {results['reference']['loops_per_s']} loops/s)",
+                   results["ratio"] >= TARGET_RATIO
+                   and results["artifactd"]["errors"] == 0)]
+
+
+def render(results: dict[str, Any]) -> str:
+    a, r = results["artifactd"], results["reference"]
+    return "\n".join([
+        f"Command: `python -m bench.agent_loop`. Machine: {results['machine']}.",
+        "",
+        f"{results['agents']} agents, each looping for {results['seconds']} s: create a repo, push "
+        "one small commit (git CLI), clone it, read a file over HTTP, delete the repo. The "
+        "reference does the same with `git init --bare`, C `git http-backend` (nginx + fcgiwrap), "
+        "a CGI `git cat-file` and `rm -rf`, in the same run.",
+        "",
+        "| server | loops/s | loops | errors |",
+        "|---|---|---|---|",
+        f"| artifactd | **{a['loops_per_s']}** | {a['loops']} | {a['errors']} |",
+        f"| `git init --bare` + `git http-backend` (reference) | {r['loops_per_s']} | {r['loops']} | "
+        f"{r['errors']} |",
+        "",
+        f"Ratio: **{results['ratio']:.2f}x** (target at least {TARGET_RATIO}x).",
+    ])
+
+
+if __name__ == "__main__":
+    out = run("--quick" in sys.argv)
+    print(out)
+    print(render(out))
