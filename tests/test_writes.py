@@ -16,7 +16,7 @@ import pytest
 
 from tests.gitutil import ZERO, Git, Repo, create_repo
 from tests.harness import Server
-from tests.seed import clone, push, seeded
+from tests.seed import clone, seeded
 from tests.test_control_plane import envelope_error
 
 AUTHOR = {"name": "Agent Smith", "email": "agent@example.com", "date": "2026-01-02T03:04:05Z"}
