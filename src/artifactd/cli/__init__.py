@@ -24,6 +24,8 @@ COMMANDS = {
     "token": "artifactd.cli.token:token",
     "log": "artifactd.cli.content:log",
     "cat": "artifactd.cli.content:cat",
+    "commit": "artifactd.cli.writes:commit",
+    "merge": "artifactd.cli.writes:merge",
     "clone": "artifactd.cli.clone:clone",
     "credential-helper": "artifactd.cli.credential:credential_helper",
     "whoami": "artifactd.cli.whoami:whoami",
