@@ -423,3 +423,66 @@ def test_notes_write_read_remove(sqlite_server: Server, git: Git, tmp_path: Path
         ok(c.delete(url))
         envelope_error(c.get(url), 404, 12008)
     assert ZERO not in repo.refs().values()
+
+
+# -- streamed (NDJSON) commits ---------------------------------------------------------------
+
+
+def _ndjson(header: dict[str, object], changes: list[dict[str, object]]) -> bytes:
+    import json
+    return b"".join(json.dumps(line).encode() + b"\n" for line in [header, *changes])
+
+
+def test_ndjson_commit_streams_past_the_json_body_limit(sqlite_server: Server, git: Git,
+                                                        tmp_path: Path,
+                                                        base_repo: tuple[Repo, str]) -> None:
+    repo, head = base_repo
+    big = random.Random(5).randbytes(3 << 20)  # past max_body_bytes (1 MiB) of a JSON body
+    header = {"branch": "main", "message": "streamed", "expected_head": head, "author": AUTHOR}
+    changes: list[dict[str, object]] = [
+        {"op": "put", "path": "big.bin", "content": base64.b64encode(big).decode(),
+         "encoding": "base64"},
+        {"op": "put", "path": "small.txt", "content": "small\n"},
+        {"op": "delete", "path": "old.txt"},
+    ]
+    body = _ndjson(header, changes)
+
+    def chunks() -> object:
+        for start in range(0, len(body), 65536):
+            yield body[start:start + 65536]
+
+    with sqlite_server.client() as c:
+        as_json = c.post(f"/repos/{repo.name}/commits", content=body)
+        envelope_error(as_json, 413)
+        made = ok(c.post(f"/repos/{repo.name}/commits", content=chunks(),  # type: ignore[arg-type]
+                         headers={"Content-Type": "application/x-ndjson"}))
+    assert made["parents"] == [head]
+    work = fresh_clone(git, repo, tmp_path / "nd")
+    assert (work / "big.bin").read_bytes() == big and not (work / "old.txt").exists()
+
+
+@pytest.mark.parametrize("lines,status,pointer", [
+    ([{"branch": "main", "message": "m"}, {"op": "put", "path": "../x", "content": ""}], 400,
+     "/changes/0/path"),
+    ([{"branch": "main", "message": "m"}, {"op": "put", "path": "a", "content": "x"},
+      {"op": "put", "path": "b", "content": "!", "encoding": "base64"}], 400,
+     "/changes/1/content"),
+    ([{"branch": "main", "message": "m"}, {"op": "put", "path": "a", "contnt": "x"}], 400,
+     "/changes/0/contnt"),
+    ([{"branch": "main", "message": "m"}], 400, "/changes"),
+    ([{"branch": "main", "message": "m", "expected_head": "nothex"}], 400, "/expected_head"),
+])
+def test_ndjson_bad_input_writes_nothing(sqlite_server: Server, base_repo: tuple[Repo, str],
+                                         lines: list[dict[str, object]], status: int,
+                                         pointer: str) -> None:
+    repo, head = base_repo
+    with sqlite_server.client() as c:
+        answer = c.post(f"/repos/{repo.name}/commits", content=_ndjson(lines[0], lines[1:]),
+                        headers={"Content-Type": "application/x-ndjson"})
+    assert envelope_error(answer, status)["source"]["pointer"] == pointer
+    assert repo.refs() == {"refs/heads/main": head}
+    with sqlite_server.client() as c:
+        garbage = c.post(f"/repos/{repo.name}/commits", content=b"{not json\n",
+                         headers={"Content-Type": "application/x-ndjson"})
+    envelope_error(garbage, 400, 10003)
+    assert list((sqlite_server.data_dir / "tmp").glob(f"write-{repo.id}-*")) == []

@@ -6,13 +6,18 @@ edit permission (``endpoint(edit=True)``); the services apply the rest of a push
 
 from __future__ import annotations
 
+import contextlib
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from artifactd.http.api import Call, endpoint
-from artifactd.http.apidoc import Operation, Query
+from artifactd.http.apidoc import Operation, Query, describe
 from artifactd.http.control import NS
 from artifactd.http.envelope import success
+from artifactd.http.jsonbody import check_text
 from artifactd.http.results import (
     CommitWriteResult,
     ConflictInfo,
@@ -28,7 +33,19 @@ from artifactd.models import (
     NoteRequest,
     UpdateRefRequest,
 )
-from artifactd.services import commits, merges, notes, refs
+from artifactd.services import (
+    accounts,
+    commit_stream,
+    commits,
+    events,
+    limits,
+    merges,
+    notes,
+    refs,
+    write_access,
+)
+from artifactd.services.backend import Backend
+from artifactd.services.clock import now_us
 
 TAG_WRITES = "Writes"
 
@@ -41,8 +58,52 @@ def _ref_result(info: refs.RefInfo) -> RefResult:
 def create_commit(call: Call) -> Response:
     made = commits.commit_request(call.backend, call.account_id, call.namespace,
                                   call.path["name"], call.body(CommitRequest))
+    return _commit_result(made)
+
+
+def _commit_result(made: commits.CommitResult) -> Response:
     return success(CommitWriteResult(sha=made.sha, tree=made.tree, branch=made.branch,
                                      parents=made.parents))
+
+
+_json_commit = endpoint(create_commit, edit=True, body=True, blocking=True)
+NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+
+
+async def commit_files(request: Request) -> Response:
+    """JSON bodies go through ``endpoint`` (bounded by ``max_body_bytes``); an NDJSON body
+    streams, one change per line, with the same checks in the same order."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in NDJSON:
+        answer: Response = await _json_commit(request)
+        return answer
+    backend: Backend = request.app.state.backend
+    path = dict(request.path_params)
+    authorization = request.headers.get("authorization")
+    started = now_us()
+    principals: list[accounts.Principal] = []
+
+    def begin() -> None:
+        principal = accounts.authenticate(backend, authorization, path["account_id"])
+        principals.append(principal)
+        check_text(path)
+        limits.check_rate(backend, "control", f"{principal.account_id}:{path['namespace']}")
+        accounts.require_edit(principal)
+
+    try:
+        await run_in_threadpool(begin)
+        account = principals[0].account_id
+        with contextlib.ExitStack() as stack:
+            target = await run_in_threadpool(lambda: stack.enter_context(
+                write_access.admit(backend, account, path["namespace"], path["name"])))
+            spec = await commit_stream.read_commit(backend, target, request.stream())
+            made = await run_in_threadpool(commits.commit, backend, target, spec)
+        return _commit_result(made)
+    except Exception as exc:
+        if principals:
+            events.record_error(backend, principals[0].account_id, path["namespace"],
+                                path["name"], exc, started_us=started)
+        raise
 
 
 def list_refs(call: Call) -> Response:
@@ -116,13 +177,14 @@ NOTES_REF = Query("notes_ref", "Notes ref: `commits` (default, refs/notes/commit
 REPO = NS + "/repos/{name}"
 
 routes = [
-    Route(REPO + "/commits", endpoint(create_commit, edit=True, body=True, blocking=True,
-          doc=Operation(
-              "Commit files", TAG_WRITES, request=CommitRequest, response=CommitWriteResult,
-              description="Puts, deletes and moves files on a branch in one commit, "
-                          "atomically; `expected_head` makes it a compare-and-swap.",
-              errors=(400, 404, 409, 413),
-          )), methods=["POST"]),
+    Route(REPO + "/commits", describe(commit_files, Operation(
+        "Commit files", TAG_WRITES, request=CommitRequest, response=CommitWriteResult,
+        description="Puts, deletes and moves files on a branch in one commit, atomically; "
+                    "`expected_head` makes it a compare-and-swap. Large commits: an "
+                    "`application/x-ndjson` body, the header object on the first line and one "
+                    "change per line, streamed (docs/api.md).",
+        errors=(400, 404, 409, 413),
+    )), methods=["POST"]),
     Route(REPO + "/refs", endpoint(list_refs, blocking=True, doc=Operation(
         "List branches and tags", TAG_WRITES, response=RefResult, many=True,
         result_info=CursorResultInfo, query=(
