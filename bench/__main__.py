@@ -30,6 +30,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("git_plane", "Git data plane"),
     ("content", "Content routes"),
     ("fork", "Fork"),
+    ("writes", "Writes without a git client"),
     ("scale", "Maintenance, hydration and empty repos"),
     ("mixed", "Mixed load"),
     ("faults", "Fault injection"),

@@ -303,10 +303,9 @@ def commit(backend: Backend, target: write_access.WriteTarget, spec: CommitSpec)
     write_access.check_room(backend, target.repo, sum(p.size for p in puts))
     for put, sha in zip(puts, writer.hash_files([p.file for p in puts]), strict=True):
         put.sha = sha
-    base_tree = writer.tree_of(parent) if parent else None
-    before = writer.list_tree(base_tree) if base_tree else {}
+    before = writer.list_tree(parent) if parent else {}
     after = _apply(before, spec.changes)
-    tree = writer.write_tree(base_tree, _removed(before, after), _added(before, after))
+    tree = writer.write_tree(parent, _removed(before, after), _added(before, after), full=after)
     parents = [parent] if parent else []
     sha = writer.commit_tree(tree, parents, spec.message, spec.author, spec.committer)
     try:
@@ -314,7 +313,7 @@ def commit(backend: Backend, target: write_access.WriteTarget, spec: CommitSpec)
     except RefUpdateRefused:
         raise Conflict(f"Branch {spec.branch!r} moved while the commit was made; retry",
                        code=Code.HEAD_MOVED, pointer="/branch") from None
-    write_access.record_write(backend, target)
+    write_access.record_write(backend, target, writer.loose_size([sha, tree, *(p.sha for p in puts)]))
     return CommitResult(sha, tree, spec.branch, parents)
 
 

@@ -73,9 +73,12 @@ def check_room(backend: Backend, repo: RepoRow, incoming_bytes: int) -> None:
     limits.check_storage(backend, repo, incoming_bytes)
 
 
-def record_write(backend: Backend, target: WriteTarget) -> None:
+def record_write(backend: Backend, target: WriteTarget, added_bytes: int | None = None) -> None:
+    """Record a write like a push: ``added_bytes`` (the loose objects the write made) saves
+    walking the repo's objects for its size; without it the size is measured."""
     repo = target.repo
-    backend.meta.record_push(repo.id, now_us(), backend.repos.size(repo.id))
+    size = repo.size_bytes + added_bytes if added_bytes is not None else backend.repos.size(repo.id)
+    backend.meta.record_push(repo.id, now_us(), size)
     events.record(backend, repo, "push", started_us=target.started_us)
 
 

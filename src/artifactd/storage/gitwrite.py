@@ -24,6 +24,7 @@ from pathlib import Path
 from artifactd.storage.gitrunner import GitError, GitRunner
 
 ZERO = "0" * 40
+SMALL_TREE = 2000  # files: up to this many, a tree is written from its listing alone
 # git's plumbing reads pathspecs literally with this set: no `:(glob)` magic from a path.
 LITERAL = {"GIT_LITERAL_PATHSPECS": "1"}
 
@@ -129,6 +130,14 @@ class GitWriter:
             raise GitError(["hash-object"], 0, "hash-object returned a short answer")
         return shas
 
+    def loose_size(self, shas: Iterable[str]) -> int:
+        """Bytes on disk of those objects that are loose (what a write just added)."""
+        total = 0
+        for sha in shas:
+            with contextlib.suppress(OSError):
+                total += (self.git_dir / "objects" / sha[:2] / sha[2:]).stat().st_size
+        return total
+
     def hash_bytes(self, data: bytes) -> str:
         return self._git(["hash-object", "-w", "--no-filters", "--stdin"], input=data).strip()
 
@@ -146,22 +155,29 @@ class GitWriter:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(leftover)
 
-    def write_tree(self, base_tree: str | None, removals: Iterable[str],
-                   additions: Iterable[tuple[str, IndexEntry]]) -> str:
-        """``base_tree`` with ``removals`` taken out and ``additions`` put in; the new tree id.
+    def write_tree(self, base: str | None, removals: Iterable[str],
+                   additions: Iterable[tuple[str, IndexEntry]],
+                   full: dict[str, IndexEntry] | None = None) -> str:
+        """``base`` (a tree or commit) with ``removals`` taken out and ``additions`` put in;
+        the new tree id.
 
-        Removals come first in the stream so that a file replaced by a directory (or the
-        reverse) in the same write is never both at once.
+        Given ``full`` (every file of the result) and a small tree, the index is built from it
+        directly, which saves the ``read-tree`` process; a large tree is read with
+        ``read-tree``, whose cache-tree lets ``write-tree`` rehash only the changed
+        directories. Removals come first in the stream so that a file replaced by a
+        directory (or the reverse) in the same write is never both at once.
         """
         stream = bytearray()
+        if full is not None and len(full) <= SMALL_TREE:
+            base, removals, additions = None, (), full.items()
         for path in removals:
             stream += b"0 " + ZERO.encode() + b"\t" + path.encode("utf-8", "surrogateescape") + b"\0"
         for path, entry in additions:
             stream += f"{entry.mode} {entry.sha}\t".encode()
             stream += path.encode("utf-8", "surrogateescape") + b"\0"
         with self.temp_index() as env:
-            if base_tree is not None:
-                self._git(["read-tree", base_tree], env=env)
+            if base is not None:
+                self._git(["read-tree", base], env=env)
             if stream:
                 self._git(["update-index", "-z", "--index-info"], input=bytes(stream), env=env)
             return self._git(["write-tree"], env=env).strip()
