@@ -486,3 +486,24 @@ def test_ndjson_bad_input_writes_nothing(sqlite_server: Server, base_repo: tuple
                          headers={"Content-Type": "application/x-ndjson"})
     envelope_error(garbage, 400, 10003)
     assert list((sqlite_server.data_dir / "tmp").glob(f"write-{repo.id}-*")) == []
+
+
+# -- both databases --------------------------------------------------------------------------
+
+
+def test_writes_on_each_database(server: Server, tmp_path: Path) -> None:
+    """A commit, a fork merge and a note record their push like git does, on SQLite and
+    PostgreSQL alike."""
+    git = Git(tmp_path / "home")
+    repo, head = seeded(server, git, tmp_path / "seed", _name("db"))
+    fork = _fork(server, repo)
+    agent = ok(commit(server, fork, [{"op": "put", "path": "agent.txt", "content": "a\n"}]))
+    with server.client() as c:
+        merged = ok(c.post(f"/repos/{repo.name}/merge", json={"head": f"{fork}:main"}))
+        ok(c.put(f"/repos/{repo.name}/notes/{agent['sha']}", json={"message": "why"}))
+        info = ok(c.get(f"/repos/{repo.name}"))
+    assert info["last_push_at"] is not None
+    work = fresh_clone(git, repo, tmp_path / "check")
+    assert git.out("rev-parse", "HEAD", cwd=work) == merged["sha"]
+    assert git.out("rev-parse", "HEAD^2", cwd=work) == agent["sha"]
+    assert git.out("rev-parse", "HEAD^1", cwd=work) == head
