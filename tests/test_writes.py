@@ -150,9 +150,22 @@ def test_bad_changes_write_nothing(sqlite_server: Server, base_repo: tuple[Repo,
                                    pointer: str) -> None:
     repo, head = base_repo
     before = repo.refs()
+    objects = sorted((repo.git_dir / "objects").rglob("*"))
     error = envelope_error(commit(sqlite_server, repo.name, changes), status)
     assert error["source"]["pointer"] == pointer, error
     assert repo.refs() == before == {"refs/heads/main": head}
+    assert sorted((repo.git_dir / "objects").rglob("*")) == objects, "a refused commit wrote objects"
+
+
+def test_refused_commit_writes_no_object(sqlite_server: Server,
+                                         base_repo: tuple[Repo, str]) -> None:
+    repo, _ = base_repo
+    objects = sorted((repo.git_dir / "objects").rglob("*"))
+    refused = commit(sqlite_server, repo.name, [
+        {"op": "put", "path": "new-content.txt", "content": "never stored\n"},
+        {"op": "delete", "path": "missing.txt"}])
+    assert envelope_error(refused, 404)["source"]["pointer"] == "/changes/1/path"
+    assert sorted((repo.git_dir / "objects").rglob("*")) == objects
 
 
 @pytest.mark.parametrize("fields,pointer", [

@@ -299,12 +299,17 @@ def commit(backend: Backend, target: write_access.WriteTarget, spec: CommitSpec)
     _check_shape(spec.changes)
     writer = target.writer
     full, old, parent = _start(writer, spec)
-    puts = [c.put for c in spec.changes if c.put is not None]
-    write_access.check_room(backend, target.repo, sum(p.size for p in puts))
-    for put, sha in zip(puts, writer.hash_files([p.file for p in puts]), strict=True):
-        put.sha = sha
+    puts = {c.path: c.put for c in spec.changes if c.put is not None}
+    write_access.check_room(backend, target.repo, sum(p.size for p in puts.values()))
     before = writer.list_tree(parent) if parent else {}
+    # Every change is checked against the branch before a blob is written, so a refused
+    # commit leaves no object behind.
     after = _apply(before, spec.changes)
+    for put, sha in zip(puts.values(), writer.hash_files([p.file for p in puts.values()]),
+                        strict=True):
+        put.sha = sha
+    after = {path: IndexEntry(entry.mode, puts[path].sha) if path in puts else entry
+             for path, entry in after.items()}
     tree = writer.write_tree(parent, _removed(before, after), _added(before, after), full=after)
     parents = [parent] if parent else []
     sha = writer.commit_tree(tree, parents, spec.message, spec.author, spec.committer)
@@ -313,7 +318,8 @@ def commit(backend: Backend, target: write_access.WriteTarget, spec: CommitSpec)
     except RefUpdateRefused:
         raise Conflict(f"Branch {spec.branch!r} moved while the commit was made; retry",
                        code=Code.HEAD_MOVED, pointer="/branch") from None
-    write_access.record_write(backend, target, writer.loose_size([sha, tree, *(p.sha for p in puts)]))
+    written = [sha, tree, *(p.sha for p in puts.values())]
+    write_access.record_write(backend, target, writer.loose_size(written))
     return CommitResult(sha, tree, spec.branch, parents)
 
 
