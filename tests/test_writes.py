@@ -520,3 +520,36 @@ def test_writes_on_each_database(server: Server, tmp_path: Path) -> None:
     assert git.out("rev-parse", "HEAD", cwd=work) == merged["sha"]
     assert git.out("rev-parse", "HEAD^2", cwd=work) == agent["sha"]
     assert git.out("rev-parse", "HEAD^1", cwd=work) == head
+
+
+def test_rest_writes_are_push_events(sqlite_server: Server) -> None:
+    """The spec's pushes-by-repo analytics query counts REST commits, merges and notes."""
+    import time
+
+    from tests.test_analytics import graphql, groups, spec_queries
+
+    namespace = _name("events")
+    headers = {"Authorization": f"Bearer {sqlite_server.token}"}
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+    with httpx.Client(base_url=sqlite_server.ns_url(namespace), headers=headers, timeout=60) as c:
+        ok(c.post("/repos", json={"name": "w"}))
+        first = ok(c.post("/repos/w/commits", json={"branch": "main", "message": "one", "changes": [
+            {"op": "put", "path": "a", "content": "a"}]}))
+        ok(c.post("/repos/w/commits", json={"branch": "side", "base": "main", "message": "two",
+                                            "changes": [{"op": "put", "path": "b", "content": "b"}]}))
+        ok(c.post("/repos/w/merge", json={"head": "side", "strategy": "fast-forward"}))
+        ok(c.put(f"/repos/w/notes/{first['sha']}", json={"message": "n"}))
+        ok(c.post("/repos/w/merge", json={"head": "side", "dry_run": True}))  # writes nothing
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
+    query = spec_queries()["ArtifactsPushesByRepo"]
+    variables = {"accountTag": sqlite_server.account_id, "datetimeStart": start,
+                 "datetimeEnd": end}
+    deadline = time.monotonic() + 30
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = {g["dimensions"]["repository"]: g["count"]
+                  for g in groups(graphql(sqlite_server, query, variables))}
+        if counts.get(f"{namespace}/w") == 4:
+            break
+        time.sleep(0.2)
+    assert counts.get(f"{namespace}/w") == 4, counts
