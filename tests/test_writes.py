@@ -253,6 +253,34 @@ def test_rest_commits_racing_git_pushes_lose_nothing(sqlite_server: Server, git:
     assert len(won) + len(lost) == 8 and won, (won, lost)
 
 
+def test_concurrent_rest_commits_one_wins_each_round(sqlite_server: Server, git: Git,
+                                                     tmp_path: Path,
+                                                     base_repo: tuple[Repo, str]) -> None:
+    repo, _ = base_repo
+    answers: list[tuple[str, int, str]] = []
+
+    def writer(n: int) -> None:
+        for i in range(5):
+            response = commit(sqlite_server, repo.name,
+                              [{"op": "put", "path": f"w{n}/{i}", "content": f"{n} {i}"}])
+            sha = response.json()["result"]["sha"] if response.status_code == 200 else ""
+            answers.append((f"w{n}/{i}", response.status_code, sha))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {status for _, status, _ in answers} <= {200, 409}
+    work = fresh_clone(git, repo, tmp_path / "check")
+    history = set(git.out("rev-list", "HEAD", cwd=work).split())
+    files = set(git.out("ls-files", cwd=work).split())
+    won = {(path, sha) for path, status, sha in answers if status == 200}
+    assert won, answers
+    assert {sha for _, sha in won} <= history
+    assert {path for path, _ in won} == {p for p in files if p.startswith("w")}
+
+
 # -- refs ------------------------------------------------------------------------------------
 
 
