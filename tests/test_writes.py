@@ -373,9 +373,11 @@ def test_merge_conflicts_dry_run_and_409(sqlite_server: Server,
     repo, _ = base_repo
     _diverged(sqlite_server, repo)
     before = repo.refs()
+    objects = sorted((repo.git_dir / "objects").rglob("*"))
     with sqlite_server.client() as c:
         dry = ok(c.post(f"/repos/{repo.name}/merge", json={
             "head": "theirs", "target": "ours", "dry_run": True}))
+        assert sorted((repo.git_dir / "objects").rglob("*")) == objects, "a dry run wrote"
         assert dry["mergeable"] is False and [f["path"] for f in dry["conflicts"]] == ["README.md"]
         hunk = dry["conflicts"][0]["hunks"][0]
         assert hunk.startswith("<<<<<<< ") and "ours\n=======\ntheirs\n>>>>>>> " in hunk

@@ -127,6 +127,8 @@ def merge(backend: Backend, account_id: str, namespace: str, name: str,
         if head is None:
             raise NotFound(f"Ref {head_ref!r} not found", code=Code.REF_NOT_FOUND,
                            pointer="/head")
+        if request.dry_run:
+            writer.quarantine()  # merge-tree writes trees and blobs: none stay in the repo
         if source is not writer:
             if request.dry_run:
                 writer.borrow_objects(source.git_dir)

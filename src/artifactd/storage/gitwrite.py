@@ -54,11 +54,22 @@ class GitWriter:
         self.git_dir = git_dir
         self.tmp_dir = tmp_dir
         self.env: dict[str, str] = dict(LITERAL)
+        self._alternates: list[str] = []
 
     def borrow_objects(self, other: Path) -> None:
         """Read (never write) the objects of another repo of the server too: a dry-run merge
         of a fork sees the fork's commits without copying them."""
-        self.env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = str(other / "objects")
+        self._alternates.append(str(other / "objects"))
+        self.env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = os.pathsep.join(self._alternates)
+
+    def quarantine(self) -> None:
+        """Write new objects to the work area from now on (read the repo's as alternates):
+        a dry run computes trees without leaving a byte in the repo."""
+        objects = self.tmp_dir / "objects"
+        objects.mkdir(parents=True, exist_ok=True)
+        self.env["GIT_OBJECT_DIRECTORY"] = str(objects)
+        self._alternates.insert(0, str(self.git_dir / "objects"))
+        self.env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = os.pathsep.join(self._alternates)
 
     def _run(self, args: Sequence[str], *, input: bytes | None = None, check: bool = True,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
