@@ -361,6 +361,20 @@ def test_merge_agent_fork_into_baseline(sqlite_server: Server, git: Git, tmp_pat
     repo.fsck()
 
 
+def test_fast_forward_from_a_fork(sqlite_server: Server, git: Git, tmp_path: Path,
+                                  base_repo: tuple[Repo, str]) -> None:
+    repo, _ = base_repo
+    fork = _fork(sqlite_server, repo)
+    ahead = ok(commit(sqlite_server, fork, [{"op": "put", "path": "ff.txt", "content": "ff\n"}]))
+    with sqlite_server.client() as c:
+        done = ok(c.post(f"/repos/{repo.name}/merge", json={"head": f"{fork}:main",
+                                                           "strategy": "fast-forward"}))
+    assert done["sha"] == ahead["sha"]
+    work = fresh_clone(git, repo, tmp_path / "ff")
+    assert (work / "ff.txt").read_text() == "ff\n"
+    repo.fsck()
+
+
 def _diverged(server: Server, repo: Repo) -> None:
     ok(commit(server, repo.name, [{"op": "put", "path": "README.md", "content": "ours\n"}],
               branch="ours", base="main"))
@@ -384,6 +398,7 @@ def test_merge_conflicts_dry_run_and_409(sqlite_server: Server,
         real = c.post(f"/repos/{repo.name}/merge", json={"head": "theirs", "target": "ours"})
         error = envelope_error(real, 409, 12005)
         assert [f["path"] for f in error["conflicts"]] == ["README.md"]
+        assert sorted((repo.git_dir / "objects").rglob("*")) == objects, "a refused merge wrote"
         ff = c.post(f"/repos/{repo.name}/merge", json={"head": "theirs", "target": "ours",
                                                        "strategy": "fast-forward"})
         envelope_error(ff, 409, 12007)

@@ -127,8 +127,9 @@ def merge(backend: Backend, account_id: str, namespace: str, name: str,
         if head is None:
             raise NotFound(f"Ref {head_ref!r} not found", code=Code.REF_NOT_FOUND,
                            pointer="/head")
-        if request.dry_run:
-            writer.quarantine()  # merge-tree writes trees and blobs: none stay in the repo
+        # merge-tree writes trees and blobs (conflicted files too) and a fork's head is fetched:
+        # all of it waits in the work area until the merge is known to succeed.
+        writer.quarantine()
         if source is not writer:
             if request.dry_run:
                 writer.borrow_objects(source.git_dir)
@@ -153,6 +154,7 @@ def merge(backend: Backend, account_id: str, namespace: str, name: str,
                                code=Code.NOT_FAST_FORWARD, pointer="/strategy")
             outcome.tree = writer.tree_of(head)
             if not request.dry_run:
+                writer.adopt_quarantine()
                 _move(writer, full, head, target_head)
                 outcome.sha = head
                 write_access.record_write(backend, admitted)
@@ -173,6 +175,7 @@ def merge(backend: Backend, account_id: str, namespace: str, name: str,
         outcome.tree = tree
         if request.dry_run:
             return outcome
+        writer.adopt_quarantine()
         parents = [target_head, head] if request.strategy == "merge" else [target_head]
         text = message or (f"Merge {request.head} into {target_name}\n"
                            if request.strategy == "merge" else f"Squash {request.head} into "

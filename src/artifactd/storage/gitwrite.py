@@ -80,6 +80,29 @@ class GitWriter:
              env: dict[str, str] | None = None) -> str:
         return self._run(args, input=input, env=env).stdout.decode()
 
+    def adopt_quarantine(self) -> None:
+        """Move what the quarantine holds into the repo (a write that passed every check):
+        loose objects first, then packs, each ``.idx`` after its ``.pack`` so a reader never
+        sees an index without its pack."""
+        source = Path(self.env.pop("GIT_OBJECT_DIRECTORY"))
+        self._alternates.remove(str(self.git_dir / "objects"))
+        if self._alternates:
+            self.env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = os.pathsep.join(self._alternates)
+        else:
+            self.env.pop("GIT_ALTERNATE_OBJECT_DIRECTORIES", None)
+        target = self.git_dir / "objects"
+        for fanout in sorted(source.glob("[0-9a-f][0-9a-f]")):
+            (target / fanout.name).mkdir(exist_ok=True)
+            for loose in fanout.iterdir():
+                destination = target / fanout.name / loose.name
+                if not destination.exists():
+                    os.replace(loose, destination)
+        packs = sorted((source / "pack").glob("*"), key=lambda p: p.suffix == ".idx")
+        for pack in packs:
+            (target / "pack").mkdir(exist_ok=True)
+            if pack.suffix in (".pack", ".idx", ".rev") and not (target / "pack" / pack.name).exists():
+                os.replace(pack, target / "pack" / pack.name)
+
     # -- reads -------------------------------------------------------------------------
 
     def resolve(self, full_ref: str) -> str | None:
