@@ -31,6 +31,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("content", "Content routes"),
     ("fork", "Fork"),
     ("reads", "Read helpers"),
+    ("writes", "Writes without a git client"),
     ("scale", "Maintenance, hydration and empty repos"),
     ("dense", "Dense small repos and read fan-out"),
     ("agent_loop", "Agent loop"),

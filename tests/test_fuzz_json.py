@@ -82,6 +82,16 @@ REST_ROUTES: dict[str, tuple[str, dict[str, st.SearchStrategy[Any]]]] = {
     "token": ("/tokens", {"repo": st.one_of(names, st.just("{parent}")), "scope": st.sampled_from(
         ["read", "write", "admin", ""]), "ttl": numbers}),
     "revoke": ("/repos/{parent}/tokens/revoke", {"token": texts}),
+    "commit": ("/repos/{parent}/commits", {
+        "branch": st.one_of(st.just("main"), texts), "message": texts, "expected_head": texts,
+        "base": texts, "author": values, "changes": st.one_of(values, st.lists(
+            st.fixed_dictionaries({}, optional={
+                "op": st.sampled_from(["put", "delete", "move", "x"]), "path": texts,
+                "content": texts, "encoding": st.sampled_from(["utf-8", "base64", "x"]),
+                "mode": texts, "from": texts}), max_size=4))}),
+    "merge": ("/repos/{parent}/merge", {"head": texts, "target": texts, "strategy": texts,
+                                        "message": texts, "dry_run": st.booleans(),
+                                        "expected_head": texts}),
 }
 
 GRAPHQL_QUERIES = [

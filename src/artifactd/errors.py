@@ -84,6 +84,16 @@ class Code(IntEnum):
     PATH_IS_DIRECTORY = 11204
     INVALID_PATH = 11205
     RANGE_NOT_SATISFIABLE = 11206
+    # Writes without a git client (services/commits.py, merges.py, refs.py, notes.py).
+    HEAD_MOVED = 12000
+    INVALID_CHANGE = 12001
+    INVALID_CONTENT = 12002
+    TOO_MANY_CHANGES = 12003
+    REF_EXISTS = 12004
+    MERGE_CONFLICT = 12005
+    UNRELATED_HISTORIES = 12006
+    NOT_FAST_FORWARD = 12007
+    NOTE_NOT_FOUND = 12008
 
 
 class ArtifactdError(Exception):
@@ -123,10 +133,11 @@ class Conflict(ArtifactdError):
 
     def __init__(
         self, message: str, *, code: Code | None = None, pointer: str | None = None,
-        retriable: bool = False,
+        retriable: bool = False, details: dict[str, object] | None = None,
     ):
         super().__init__(message, code=code, pointer=pointer)
         self.retriable = retriable
+        self.details = details  # extra members of the error (a merge's conflicts)
 
 
 class PayloadTooLarge(ArtifactdError):

@@ -66,3 +66,76 @@ class RevokeRepoTokenRequest(_Body):
     """
 
     token: str
+
+
+# -- writes without a git client (commits, refs, merge, notes) ------------------------------
+
+Hash = Annotated[str, _documented(pattern="^[0-9a-f]{40}$", description="A full commit id")]
+RepoPath = Annotated[str, _documented(maxLength=4096, description="A relative '/'-separated "
+                                      "path: no '.', '..', empty or '.git' component")]
+
+
+class Person(_Body):
+    name: Annotated[str, _documented(maxLength=256)]
+    email: Annotated[str, _documented(maxLength=256)]
+    date: Annotated[str, _documented(description="ISO 8601 or '<unix seconds> <+hhmm>'; "
+                                     "default now")] | None = None
+
+
+class FileChange(_Body):
+    """One change of a commit. ``op``: ``put`` (``path``, ``content``, ``encoding``,
+    ``mode``), ``delete`` (``path``) or ``move`` (``from`` to ``path``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    op: Annotated[str, _documented(enum=["put", "delete", "move"])]
+    path: RepoPath
+    content: str | None = None
+    encoding: Annotated[str, _documented(enum=["utf-8", "base64"])] = "utf-8"
+    mode: Annotated[str, _documented(enum=["100644", "100755", "120000"])] | None = None
+    from_: RepoPath | None = Field(None, alias="from")
+
+
+class CommitRequest(_Body):
+    branch: Branch
+    message: str
+    author: Person | None = None
+    committer: Person | None = None
+    expected_head: Hash | None = None
+    base: Annotated[str, _documented(description="Where a new branch starts (a ref or "
+                                     "commit); only when the branch does not exist")] | None = None
+    changes: list[FileChange]
+
+
+class CreateBranchRequest(_Body):
+    name: Branch
+    target: Annotated[str, _documented(description="A ref or commit id")]
+
+
+class UpdateRefRequest(_Body):
+    """Move a branch or tag (``ref``: a short branch name, or ``refs/heads/...`` /
+    ``refs/tags/...``) to ``target``, if it is still at ``expected``."""
+
+    ref: Annotated[str, _documented(maxLength=255)]
+    target: Hash
+    expected: Hash | None = None
+    force: bool = False
+
+
+class MergeRequest(_Body):
+    head: Annotated[str, _documented(description="'ref' of this repo or 'repo:ref' of a repo "
+                                     "of the same namespace (a fork)")]
+    target: Branch | None = None
+    strategy: Annotated[str, _documented(enum=["merge", "squash", "fast-forward"])] = "merge"
+    message: str | None = None
+    dry_run: bool = False
+    expected_head: Hash | None = None
+    author: Person | None = None
+
+
+class NoteRequest(_Body):
+    message: str
+    notes_ref: Annotated[str, _documented(description="Notes ref: 'commits' (default) or a "
+                                          "name under refs/notes/")] = "commits"
+    author: Person | None = None
+    expected: Hash | None = None

@@ -26,6 +26,8 @@ COMMANDS = {
     "cat": "artifactd.cli.content:cat",
     "compare": "artifactd.cli.reads:compare",
     "archive": "artifactd.cli.reads:archive",
+    "commit": "artifactd.cli.writes:commit",
+    "merge": "artifactd.cli.writes:merge",
     "clone": "artifactd.cli.clone:clone",
     "credential-helper": "artifactd.cli.credential:credential_helper",
     "whoami": "artifactd.cli.whoami:whoami",

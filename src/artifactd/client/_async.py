@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from types import TracebackType
 from typing import Any, TypeVar
@@ -18,6 +18,7 @@ import httpx
 
 from . import _core as core
 from . import _reads as reads
+from . import _writes as writes
 from ._reads import Blame, Comparison, Patch, TreeWalkPage
 from ._types import (
     Commit,
@@ -334,6 +335,65 @@ class AsyncRepo(RepoInfo):
                     out.write(chunk)
                     size += len(chunk)
             return size
+    # Writes without a git client (docs/api.md "Writes without a git client")
+
+    async def commit_files(
+        self, branch: str, message: str, changes: Sequence[writes.Change], *,
+        author: Mapping[str, str] | None = None, committer: Mapping[str, str] | None = None,
+        expected_head: str | None = None, base: str | None = None,
+    ) -> writes.CommitResult:
+        """Commit ``changes`` (``Put``, ``Delete``, ``Move``) on ``branch`` atomically;
+        ``expected_head`` makes it a compare-and-swap, ``base`` starts a new branch."""
+        return await self._artifacts._send(writes.commit_files(
+            self._artifacts._routes, self.name, branch, message, changes, author=author,
+            committer=committer, expected_head=expected_head, base=base))
+
+    async def list_refs(self, kind: str | None = None, *, per_page: int | None = None,
+                  cursor: str | None = None) -> writes.RefPage:
+        """Branches and tags (``kind``: all, branches or tags), one page."""
+        return await self._artifacts._send(writes.list_refs(
+            self._artifacts._routes, self.name, kind=kind, per_page=per_page, cursor=cursor))
+
+    async def create_branch(self, name: str, target: str) -> writes.RefInfo:
+        """A new branch at ``target`` (a ref or commit)."""
+        return await self._artifacts._send(
+            writes.create_branch(self._artifacts._routes, self.name, name, target))
+
+    async def move_ref(self, ref: str, target: str, *, expected: str | None = None,
+                 force: bool = False) -> writes.RefInfo:
+        """Point a branch or tag at ``target`` if it is at ``expected`` (compare-and-swap)."""
+        return await self._artifacts._send(writes.move_ref(
+            self._artifacts._routes, self.name, ref, target, expected=expected, force=force))
+
+    async def delete_ref(self, ref: str, *, expected: str | None = None) -> writes.RefInfo:
+        """Delete a branch (short name) or ``refs/tags/...``."""
+        return await self._artifacts._send(
+            writes.delete_ref(self._artifacts._routes, self.name, ref, expected=expected))
+
+    async def merge(self, head: str, *, target: str | None = None, strategy: str = "merge",
+              message: str | None = None, dry_run: bool = False,
+              expected_head: str | None = None) -> writes.MergeResult:
+        """Merge ``head`` (``ref`` or ``repo:ref`` of a fork) into ``target``."""
+        return await self._artifacts._send(writes.merge(
+            self._artifacts._routes, self.name, head, target=target, strategy=strategy,
+            message=message, dry_run=dry_run, expected_head=expected_head))
+
+    async def get_note(self, commit: str, notes_ref: str | None = None) -> writes.Note:
+        """The git note of ``commit`` (on refs/notes/commits unless ``notes_ref``)."""
+        return await self._artifacts._send(
+            writes.get_note(self._artifacts._routes, self.name, commit, notes_ref))
+
+    async def put_note(self, commit: str, message: str, *, notes_ref: str | None = None,
+                 expected: str | None = None) -> writes.Note:
+        """Write (replace) the git note of ``commit``."""
+        return await self._artifacts._send(writes.put_note(
+            self._artifacts._routes, self.name, commit, message, notes_ref=notes_ref,
+            expected=expected))
+
+    async def delete_note(self, commit: str, notes_ref: str | None = None) -> writes.Note:
+        """Remove the git note of ``commit``."""
+        return await self._artifacts._send(
+            writes.delete_note(self._artifacts._routes, self.name, commit, notes_ref))
 
 
 __all__ = ["AsyncArtifacts", "AsyncRepo"]

@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute
 
 from artifactd.errors import ArtifactdError
 from artifactd.http import content, control, git, graphql, health, metrics, reference, repo_actions, v1
+from artifactd.http import writes as writes_routes
 from artifactd.http.accesslog import AccessLogMiddleware
 from artifactd.http.errors import handle_domain_error, handle_http_exception
 from artifactd.http.mcp import routes_for as mcp_routes
@@ -54,7 +55,8 @@ async def _reclaim_forever(backend: Backend) -> None:
 
 
 def build_routes(backend: Backend) -> list[BaseRoute]:
-    control_plane = [*control.routes, *repo_actions.routes, *content.routes, *read_routes]
+    control_plane = [*control.routes, *repo_actions.routes, *content.routes, *read_routes,
+                     *writes_routes.routes]
     routes: list[BaseRoute] = [
         *control_plane, *v1.derive(control_plane), *git.routes, *graphql.routes,
         *health.routes, *reference.routes, *mcp_routes(backend),

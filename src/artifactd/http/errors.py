@@ -39,13 +39,15 @@ def status_for(exc: e.ArtifactdError) -> int:
 
 def domain_error_response(exc: e.ArtifactdError) -> Response:
     headers: dict[str, str] = {}
-    extra = None
+    extra: dict[str, object] | None = None
     if isinstance(exc, e.RateLimited | e.ServiceUnavailable):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, e.AuthenticationError):
         headers["WWW-Authenticate"] = 'Bearer realm="artifactd"'
     if isinstance(exc, e.Conflict) and exc.retriable:
         extra = {"retriable": True}
+    if isinstance(exc, e.Conflict) and exc.details:
+        extra = {**(extra or {}), **exc.details}
     return failure(
         status_for(exc), int(exc.code), exc.message, pointer=exc.pointer, headers=headers,
         extra=extra,

@@ -339,3 +339,45 @@ class TreeWalkInfo(Result):
     sha: Sha
     entries: list[TreeWalkEntryInfo]
     truncated: bool = Field(description="True when the tree is too large to list in full")
+# -- writes without a git client: commits, refs, merge, notes (docs/api.md "Writes") --------
+
+
+class CommitWriteResult(Result):
+    sha: Sha
+    tree: Sha
+    branch: str
+    parents: list[Sha]
+
+
+class RefResult(Result):
+    name: str = Field(description="Short name (branch or tag)")
+    ref: str = Field(description="Full ref name (refs/heads/... or refs/tags/...)")
+    kind: Literal["branch", "tag"]
+    target: Sha = Field(description="The commit (an annotated tag's peeled commit)")
+    object_type: str = Field(description="commit, or tag for an annotated tag")
+
+
+class ConflictInfo(Result):
+    path: str
+    hunks: list[str] = Field(description="Each conflict region with git's markers "
+                                         "(<<<<<<< ours, =======, >>>>>>> theirs)")
+
+
+class MergeResult(Result):
+    mergeable: bool
+    sha: Sha | None = Field(description="The new commit (null for a dry run or a conflict)")
+    tree: Sha | None = None
+    target: str
+    head: Sha = Field(description="The commit merged in")
+    merge_base: Sha | None
+    fast_forward: bool
+    conflicts: list[ConflictInfo]
+    messages: list[str] = Field(default_factory=list, description="git's merge messages")
+
+
+class NoteResult(Result):
+    commit: Sha
+    notes_ref: str
+    message: str
+    note_sha: Sha = Field(description="The note's blob")
+    notes_commit: Sha = Field(description="The notes ref's commit")

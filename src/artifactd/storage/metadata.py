@@ -554,6 +554,12 @@ class MetadataStore:
                 .order_by(repos.c.pushes_since_maintenance.desc()).limit(limit)
             )]
 
+    def record_repo_write(self, repo_id: str, now_us: int, measure: Callable[[], int]) -> None:
+        """A write that moved refs without a push (REST commits, merges): like a push, it
+        sets ``last_push_at``, counts towards maintenance and records the measured size."""
+        self.set_repo_size(repo_id, measure, last_push_us=now_us, updated_us=now_us,
+                           pushes_since_maintenance=repos.c.pushes_since_maintenance + 1)
+
     def finish_maintenance(
         self, repo_id: str, now_us: int, pushes_seen: int, size_bytes: int | Callable[[], int]
     ) -> None:

@@ -1,0 +1,350 @@
+"""Commits from files (issue 13 item 1): put, delete and move files on a branch, atomically.
+
+A commit is built with C git plumbing in a private work area: the contents are spooled to
+files and written as blobs by one ``hash-object --stdin-paths``, the parent's tree is read into
+a temporary index, the changes are applied with ``update-index --index-info``, then
+``write-tree``, ``commit-tree`` and one ``update-ref`` that moves the branch only if it is
+still where it was read (compare-and-swap). Nothing moves unless every change is valid: a
+racing push or commit makes the loser a ``409`` and loses nothing of the winner's.
+
+Rules checked before anything is written (each a 4xx with ``source.pointer``):
+
+- paths are relative, ``/``-separated, without empty, ``.``, ``..`` or ``.git`` components,
+  NUL or control characters, at most 4096 bytes;
+- ``content`` is valid for its ``encoding``; ``mode`` is a file mode (no submodules);
+- no path is both a file and a directory after the changes; a path changes at most once;
+- a delete or move names a file that exists; at most ``MAX_CHANGES`` changes;
+- ``expected_head``, when given, is the branch's current commit.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from artifactd.errors import Code, Conflict, NotFound, ValidationError
+from artifactd.models import CommitRequest, FileChange, Person
+from artifactd.services import write_access
+from artifactd.services.backend import Backend
+from artifactd.services.content import HASH, check_hash, path_problem, ref_candidates
+from artifactd.services.names import check_branch, ref_problem
+from artifactd.storage.gitwrite import ZERO, GitWriter, Identity, IndexEntry, RefUpdateRefused
+
+MAX_CHANGES = 1000
+MAX_MESSAGE_BYTES = 1 << 20
+MODES = ("100644", "100755", "120000")
+DEFAULT_IDENTITY = Identity("artifactd", "artifactd@localhost")
+_BAD_IDENTITY = re.compile(r"[<>\x00-\x1f\x7f]")
+_BAD_DATE = re.compile(r"[^0-9A-Za-z:+\-. ]")
+
+
+@dataclass
+class Put:
+    """Content of a ``put``, spooled to a server-owned file (never held whole in memory)."""
+
+    file: Path
+    size: int
+    sha: str = ""
+
+
+@dataclass
+class Change:
+    op: str
+    path: str
+    pointer: str  # "/changes/<i>"
+    mode: str = "100644"
+    source: str | None = None  # move: the file moved
+    put: Put | None = None
+
+
+@dataclass
+class CommitSpec:
+    branch: str
+    message: str
+    author: Identity
+    committer: Identity
+    expected_head: str | None
+    base: str | None
+    changes: list[Change] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    sha: str
+    tree: str
+    branch: str
+    parents: list[str]
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def check_repo_path(value: str | None, pointer: str) -> str:
+    if value is None:
+        raise ValidationError("path is required", code=Code.INVALID_PATH, pointer=pointer)
+    problem = path_problem(value)
+    if problem is None and any(part.lower() == ".git" for part in value.split("/")):
+        problem = "must not contain a '.git' component"
+    if problem is None and value != value.strip("\ufeff"):
+        problem = "must not start or end with a byte-order mark"
+    if problem is not None:
+        raise ValidationError(f"Invalid path: {problem}", code=Code.INVALID_PATH, pointer=pointer)
+    return value
+
+
+def identity(person: Person | None, pointer: str, fallback: Identity) -> Identity:
+    if person is None:
+        return fallback
+    for key, value in (("name", person.name), ("email", person.email)):
+        if not value.strip() or len(value) > 256 or _BAD_IDENTITY.search(value):
+            raise ValidationError(
+                f"Invalid {key}: 1 to 256 characters, no '<', '>' or control characters",
+                pointer=f"{pointer}/{key}",
+            )
+    if person.date is not None and (not person.date or len(person.date) > 64
+                                    or _BAD_DATE.search(person.date)):
+        raise ValidationError("Invalid date: use ISO 8601 or '<unix seconds> <+hhmm>'",
+                              pointer=f"{pointer}/date")
+    return Identity(person.name, person.email, person.date)
+
+
+def check_message(message: str, pointer: str = "/message") -> str:
+    if not message.strip():
+        raise ValidationError("message must not be empty", pointer=pointer)
+    if "\0" in message or len(message.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+        raise ValidationError(f"message must have no NUL and at most {MAX_MESSAGE_BYTES} bytes",
+                              pointer=pointer)
+    return message if message.endswith("\n") else message + "\n"
+
+
+def check_expected(value: str | None, pointer: str = "/expected_head") -> str | None:
+    return None if value is None else check_hash(value, pointer)
+
+
+def decode_content(change: FileChange, pointer: str) -> bytes:
+    if change.content is None:
+        raise ValidationError("content is required for put", pointer=f"{pointer}/content")
+    if change.encoding == "base64":
+        try:
+            return base64.b64decode(change.content, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValidationError("content is not valid base64", code=Code.INVALID_CONTENT,
+                                  pointer=f"{pointer}/content") from None
+    if change.encoding != "utf-8":
+        raise ValidationError("encoding must be 'utf-8' or 'base64'",
+                              pointer=f"{pointer}/encoding")
+    try:
+        return change.content.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("content is not valid UTF-8 text", code=Code.INVALID_CONTENT,
+                              pointer=f"{pointer}/content") from None
+
+
+def check_change(change: FileChange, index: int) -> Change:
+    """A change's fields, without its content (``spool`` writes that)."""
+    pointer = f"/changes/{index}"
+    path = check_repo_path(change.path, f"{pointer}/path")
+    if change.op == "put":
+        mode = change.mode or "100644"
+        if mode not in MODES:
+            raise ValidationError(f"mode must be one of {', '.join(MODES)}",
+                                  pointer=f"{pointer}/mode")
+        if change.from_ is not None:
+            raise ValidationError("from is only for move", pointer=f"{pointer}/from")
+        return Change("put", path, pointer, mode=mode)
+    if change.content is not None or change.mode is not None:
+        field_name = "content" if change.content is not None else "mode"
+        raise ValidationError(f"{field_name} is only for put", pointer=f"{pointer}/{field_name}")
+    if change.op == "delete":
+        if change.from_ is not None:
+            raise ValidationError("from is only for move", pointer=f"{pointer}/from")
+        return Change("delete", path, pointer)
+    if change.op == "move":
+        source = check_repo_path(change.from_, f"{pointer}/from")
+        return Change("move", path, pointer, source=source)
+    raise ValidationError("op must be 'put', 'delete' or 'move'", code=Code.INVALID_CHANGE,
+                          pointer=f"{pointer}/op")
+
+
+def spec_header(request: CommitRequest) -> CommitSpec:
+    check_branch(request.branch, "branch")
+    if request.base is not None:
+        problem = ref_problem(request.base)
+        if problem is not None:
+            raise ValidationError(f"Invalid base: {problem}", pointer="/base")
+    author = identity(request.author, "/author", DEFAULT_IDENTITY)
+    committer = identity(request.committer, "/committer", author)
+    return CommitSpec(
+        branch=request.branch, message=check_message(request.message), author=author,
+        committer=committer, expected_head=check_expected(request.expected_head),
+        base=request.base,
+    )
+
+
+def check_count(count: int) -> None:
+    if count > MAX_CHANGES:
+        raise ValidationError(f"At most {MAX_CHANGES} changes in one commit",
+                              code=Code.TOO_MANY_CHANGES, pointer="/changes")
+
+
+def spool(change: Change, data: bytes, work: Path) -> None:
+    """Write a put's content to a file of the work area (hash-object reads it from there)."""
+    if change.mode == "120000" and not data:
+        raise ValidationError("A symlink needs a target (content)", code=Code.INVALID_CONTENT,
+                              pointer=f"{change.pointer}/content")
+    target = work / f"blob-{change.pointer.rsplit('/', 1)[1]}"
+    target.write_bytes(data)
+    change.put = Put(target, len(data))
+
+
+# -- the commit ------------------------------------------------------------------------------
+
+
+def _check_shape(changes: list[Change]) -> None:
+    """Refuse a path changed twice, and a file and a directory at one path, in the changes."""
+    touched: dict[str, str] = {}
+    for change in changes:
+        for path in (change.path, change.source) if change.source else (change.path,):
+            if path in touched:
+                raise ValidationError(f"Path {path!r} is changed twice ({touched[path]})",
+                                      code=Code.INVALID_CHANGE, pointer=f"{change.pointer}/path")
+            touched[path] = change.pointer
+    written = {c.path: c.pointer for c in changes if c.op != "delete"}
+    for path, pointer in written.items():
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            prefix = "/".join(parts[:depth])
+            if prefix in written:
+                raise ValidationError(
+                    f"{prefix!r} would be both a file and a directory",
+                    code=Code.INVALID_CHANGE, pointer=f"{pointer}/path",
+                )
+
+
+def _apply(files: dict[str, IndexEntry], changes: list[Change]) -> dict[str, IndexEntry]:
+    result = dict(files)
+    for change in changes:
+        if change.op == "put":
+            assert change.put is not None
+            result[change.path] = IndexEntry(change.mode, change.put.sha)
+            continue
+        source = change.source if change.op == "move" else change.path
+        assert source is not None
+        if source not in result:
+            where = "from" if change.op == "move" else "path"
+            raise NotFound(f"No file {source!r} on the branch", code=Code.FILE_NOT_FOUND,
+                           pointer=f"{change.pointer}/{where}")
+        entry = result.pop(source)
+        if change.op == "move":
+            result[change.path] = entry
+    directories = {path.rsplit("/", 1)[0] for path in result if "/" in path}
+    for parent in list(directories):
+        while "/" in parent:
+            parent = parent.rsplit("/", 1)[0]
+            directories.add(parent)
+    for change in changes:
+        if change.op == "delete":
+            continue
+        if change.path in directories:
+            raise ValidationError(f"{change.path!r} is a directory on the branch",
+                                  code=Code.INVALID_CHANGE, pointer=f"{change.pointer}/path")
+        parts = change.path.split("/")
+        for depth in range(1, len(parts)):
+            prefix = "/".join(parts[:depth])
+            if prefix in result:
+                raise ValidationError(f"{prefix!r} is a file on the branch",
+                                      code=Code.INVALID_CHANGE, pointer=f"{change.pointer}/path")
+    return result
+
+
+def resolve_any(writer: GitWriter, ref: str) -> str | None:
+    """A branch, tag or commit id of the repo, as ``content`` reads it."""
+    for candidate in ref_candidates(ref):
+        if HASH.fullmatch(candidate) and writer.object_type(candidate) == "commit":
+            return candidate
+        if not HASH.fullmatch(candidate):
+            found = writer.resolve(candidate)
+            if found is not None:
+                return found
+    return None
+
+
+def _start(writer: GitWriter, spec: CommitSpec) -> tuple[str, str | None, str | None]:
+    """(full branch ref, its current commit, the parent: that commit or a new branch's base)."""
+    full = f"refs/heads/{spec.branch}"
+    head = writer.resolve(full)
+    if spec.expected_head is not None and head != spec.expected_head:
+        raise Conflict(
+            f"Branch {spec.branch!r} is at {head or 'nothing (it does not exist)'}, "
+            f"not at expected_head {spec.expected_head}",
+            code=Code.HEAD_MOVED, pointer="/expected_head",
+        )
+    if head is not None or spec.base is None:
+        if head is None and writer.refs(["refs/heads/"]):
+            raise NotFound(f"Branch {spec.branch!r} not found: give 'base' to start it",
+                           code=Code.REF_NOT_FOUND, pointer="/branch")
+        return full, head, head
+    base = resolve_any(writer, spec.base)
+    if base is None:
+        raise NotFound(f"Ref {spec.base!r} not found", code=Code.REF_NOT_FOUND, pointer="/base")
+    return full, None, base
+
+
+def commit(backend: Backend, target: write_access.WriteTarget, spec: CommitSpec) -> CommitResult:
+    """Make the commit of a validated ``spec`` whose contents are spooled in the work area."""
+    _check_shape(spec.changes)
+    writer = target.writer
+    full, old, parent = _start(writer, spec)
+    puts = {c.path: c.put for c in spec.changes if c.put is not None}
+    write_access.check_room(backend, target.repo, sum(p.size for p in puts.values()))
+    before = writer.list_tree(parent) if parent else {}
+    # Every change is checked against the branch before a blob is written, so a refused
+    # commit leaves no object behind.
+    after = _apply(before, spec.changes)
+    for put, sha in zip(puts.values(), writer.hash_files([p.file for p in puts.values()]),
+                        strict=True):
+        put.sha = sha
+    after = {path: IndexEntry(entry.mode, puts[path].sha) if path in puts else entry
+             for path, entry in after.items()}
+    tree = writer.write_tree(parent, _removed(before, after), _added(before, after), full=after)
+    parents = [parent] if parent else []
+    sha = writer.commit_tree(tree, parents, spec.message, spec.author, spec.committer)
+    try:
+        writer.update_refs([(full, sha, old or ZERO)])
+    except RefUpdateRefused:
+        raise Conflict(f"Branch {spec.branch!r} moved while the commit was made; retry",
+                       code=Code.HEAD_MOVED, pointer="/branch") from None
+    written = [sha, tree, *(p.sha for p in puts.values())]
+    write_access.record_write(backend, target, writer.loose_size(written))
+    return CommitResult(sha, tree, spec.branch, parents)
+
+
+def _removed(before: dict[str, IndexEntry], after: dict[str, IndexEntry]) -> Iterable[str]:
+    return [path for path in before if path not in after]
+
+
+def _added(before: dict[str, IndexEntry],
+           after: dict[str, IndexEntry]) -> Iterable[tuple[str, IndexEntry]]:
+    return [(path, entry) for path, entry in after.items() if before.get(path) != entry]
+
+
+def commit_request(backend: Backend, account_id: str, namespace: str, name: str,
+                   request: CommitRequest) -> CommitResult:
+    """``POST .../commits`` with a JSON body (contents inline)."""
+    spec = spec_header(request)
+    check_count(len(request.changes))
+    if not request.changes:
+        raise ValidationError("changes must not be empty", code=Code.INVALID_CHANGE,
+                              pointer="/changes")
+    spec.changes = [check_change(change, i) for i, change in enumerate(request.changes)]
+    contents = [decode_content(raw, c.pointer) if c.op == "put" else b""
+                for raw, c in zip(request.changes, spec.changes, strict=True)]
+    with write_access.admit(backend, account_id, namespace, name) as target:
+        for change, data in zip(spec.changes, contents, strict=True):
+            if change.op == "put":
+                spool(change, data, write_access.work_dir(target))
+        return commit(backend, target, spec)
