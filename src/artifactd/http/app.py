@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 
 from artifactd.errors import ArtifactdError
-from artifactd.http import content, control, git, graphql, health, metrics, reference, repo_actions
+from artifactd.http import content, control, dashboard, git, graphql, health, metrics, reference, repo_actions
 from artifactd.http.accesslog import AccessLogMiddleware
 from artifactd.http.errors import handle_domain_error, handle_http_exception
 from artifactd.observability import EVENTS_DROPPED, SQLITE_CHECKPOINTS
@@ -53,7 +53,7 @@ async def _reclaim_forever(backend: Backend) -> None:
 def build_routes(backend: Backend) -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         *control.routes, *repo_actions.routes, *content.routes, *git.routes, *graphql.routes,
-        *health.routes, *reference.routes,
+        *health.routes, *reference.routes, *dashboard.routes,
     ]
     if backend.settings.metrics_enabled:
         routes += metrics.routes
