@@ -5,6 +5,8 @@ script or style)."""
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -12,7 +14,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
-from pygments.lexers import TextLexer, guess_lexer_for_filename
+from pygments.lexers import TextLexer, get_lexer_for_filename
 from pygments.util import ClassNotFound
 from starlette.responses import HTMLResponse
 
@@ -53,11 +55,43 @@ def cut_lines(text: str) -> str:
     )
 
 
+class HighlightCache:
+    """Highlighted HTML by (blob id, file name): a blob id names its bytes forever, so a page
+    seen again skips Pygments (tens of ms for a few hundred lines). Bounded by total size."""
+
+    def __init__(self, max_bytes: int = 32 << 20):
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.items: OrderedDict[tuple[str, str], Markup] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> Markup | None:
+        with self.lock:
+            found = self.items.get(key)
+            if found is not None:
+                self.items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, str], value: Markup) -> None:
+        with self.lock:
+            if key in self.items or len(value) > self.max_bytes // 4:
+                return
+            self.items[key] = value
+            self.size += len(value)
+            while self.size > self.max_bytes:
+                _, dropped = self.items.popitem(last=False)
+                self.size -= len(dropped)
+
+
+HIGHLIGHTS = HighlightCache()
+
+
 def highlighted(path: str, text: str) -> Markup:
     """Pygments HTML of ``text``: it escapes every character of the file itself."""
     clean = cut_lines(reveal(text))
     try:
-        lexer = guess_lexer_for_filename(path, clean[:4096]) if len(clean) <= HIGHLIGHT_MAX else TextLexer()
+        # By file name only: guessing from content tries every lexer (tens of ms per page).
+        lexer = get_lexer_for_filename(path) if len(clean) <= HIGHLIGHT_MAX else TextLexer()
     except ClassNotFound:
         lexer = TextLexer()
     return Markup(highlight(clean, lexer, FORMATTER))  # noqa: S704  # pygments escapes its input

@@ -11,7 +11,7 @@ from starlette.responses import Response, StreamingResponse
 
 from artifactd.errors import NotFound, ValidationError
 from artifactd.http.dashboard.handling import Ctx, redirect
-from artifactd.http.dashboard.render import SHOW_MAX, highlighted
+from artifactd.http.dashboard.render import HIGHLIGHTS, SHOW_MAX, highlighted
 from artifactd.http.sniff import SNIFF_BYTES, sniff
 from artifactd.models import ImportRepoRequest
 from artifactd.services import browse, content, forks, imports, limits, repo_tokens, repos
@@ -157,7 +157,11 @@ async def file_page(ctx: Ctx) -> Response:
         shown = "image"
     elif blob.data is not None and blob.size <= SHOW_MAX and kind.startswith(("text/", "application/json")):
         shown = "text"
-        body = highlighted(path, blob.data.decode("utf-8", errors="replace"))
+        name = path.rsplit("/", 1)[-1]
+        body = HIGHLIGHTS.get((blob.sha, name))
+        if body is None:  # CPU work: off the event loop
+            body = await run_in_threadpool(highlighted, name, blob.data.decode("utf-8", errors="replace"))
+            HIGHLIGHTS.put((blob.sha, name), body)
     return ctx.render("file.html", repo=repo, ref=ref, path=path, blob=blob, kind=kind, shown=shown,
                       body=body, repo_url=repo_url(repo), ns_url=ns_url(repo.namespace))
 
