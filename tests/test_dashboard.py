@@ -3,6 +3,7 @@ tamper-proof), CSRF on every form, read tokens refused on every write, headers."
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 
@@ -176,3 +177,25 @@ def test_bad_input_pages_say_what_happened(sqlite_server: Server, unique_name: s
                     headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 413
     assert _repo_names(sqlite_server, ns) == ["keep"]
+
+
+def test_activity_charts_are_server_rendered_svg(sqlite_server: Server, unique_name: str) -> None:
+    ns = _ns(unique_name)
+    _create(sqlite_server, ns, "busy")
+    _create(sqlite_server, ns, "quiet")
+    with sqlite_server.client() as c:
+        for _ in range(3):
+            assert c.get(sqlite_server.ns_url(ns) + "/repos/busy").status_code == 200
+    client = signed_in(sqlite_server)
+    repo_page = client.get(f"/dashboard/ns/{ns}/r/busy/analytics")
+    assert repo_page.status_code == 200
+    assert repo_page.text.count('<rect class="bar"') == 24
+    assert "<td>create</td>" in repo_page.text
+    ns_page = client.get(f"/dashboard/ns/{ns}/analytics")
+    assert ns_page.status_code == 200
+    rows = re.findall(r'/r/([a-z]+)/analytics">[a-z]+</a></td><td>(\d+)</td>', ns_page.text)
+    assert dict(rows).keys() == {"busy", "quiet"}
+    assert int(dict(rows)["busy"]) >= 1
+    # The busiest hour's bar is full height (its title names the count).
+    titles = [int(n) for n in re.findall(r"<title>\d\d:00: (\d+)</title>", ns_page.text)]
+    assert len(titles) == 24 and max(titles) >= 2

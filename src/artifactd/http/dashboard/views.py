@@ -3,6 +3,7 @@ same decisions (a read token changes nothing); no SQL and no git here."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from pydantic import ValidationError as PydanticValidationError
@@ -10,12 +11,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from artifactd.errors import NotFound, ValidationError
+from artifactd.http.dashboard.charts import bar_chart
 from artifactd.http.dashboard.handling import Ctx, redirect
 from artifactd.http.dashboard.render import HIGHLIGHTS, SHOW_MAX, highlighted
 from artifactd.http.sniff import SNIFF_BYTES, sniff
 from artifactd.models import ImportRepoRequest
-from artifactd.services import browse, content, forks, imports, limits, repo_tokens, repos
+from artifactd.services import analytics, browse, content, forks, imports, limits, repo_tokens, repos
+from artifactd.services.clock import iso, now_us
 from artifactd.services.content import RepoReader, check_path
+from artifactd.services.names import check_name
+from artifactd.storage.events import Condition, Order
 from artifactd.storage.metadata import RepoRow
 
 NAMESPACES_PER_PAGE = 50
@@ -292,3 +297,52 @@ async def delete_repo(ctx: Ctx) -> Response:
     await ctx.db(repos.delete_repo, ctx.backend, ctx.account_id, repo.namespace, repo.name)
     return redirect(ns_url(repo.namespace))
 
+
+
+# -- analytics -------------------------------------------------------------------------------
+
+ANALYTICS_HOURS = 24
+HOUR_US = 3600 * 1_000_000
+
+
+def _groups(ctx: Ctx, conditions: list[Condition], dimensions: list[str], order: list[Order],
+            limit: int) -> list[dict[str, Any]]:
+    return analytics.query_groups(ctx.backend, analytics.GroupsQuery(
+        account_id=ctx.account_id, conditions=conditions, dimensions=dimensions, order=order,
+        limit=limit, want_quantiles=False,
+    ))
+
+
+async def analytics_page(ctx: Ctx) -> Response:
+    """Operations per hour over the last day, by event type (and by repo for a namespace),
+    from the analytics service that answers GraphQL."""
+    namespace = ctx.param("namespace")
+    repo = await _repo(ctx) if "name" in ctx.request.path_params else None
+    check_name(namespace, "namespace", "namespace name")
+    now = now_us()
+    first_hour = (now - (ANALYTICS_HOURS - 1) * HOUR_US) // HOUR_US * HOUR_US
+    where = [Condition("repositoryNamespace", "=", namespace), Condition("datetime", ">=", first_hour)]
+    if repo is not None:
+        where.append(Condition("repositoryName", "=", repo.name))
+    hourly = await ctx.db(_groups, ctx, where, ["datetimeHour"], [Order("datetimeHour", False)],
+                          ANALYTICS_HOURS + 1)
+    counts = {row["dimensions"]["datetimeHour"][:13]: int(row["count"]) for row in hourly}
+    points = []
+    for k in range(ANALYTICS_HOURS):
+        stamp = iso(first_hour + k * HOUR_US) or ""
+        points.append((stamp[11:13] + ":00", counts.get(stamp[:13], 0)))
+    by_type = [
+        {"type": row["dimensions"]["eventType"], "kind": row["dimensions"]["eventKind"],
+         "count": row["count"], "avg": row["avg"]}
+        for row in await ctx.db(_groups, ctx, where, ["eventType", "eventKind"],
+                                [Order("count", True)], 50)
+    ]
+    by_repo: list[tuple[str, int]] = []
+    if repo is None:
+        by_repo = [(row["dimensions"]["repositoryName"], int(row["count"]))
+                   for row in await ctx.db(_groups, ctx, where, ["repositoryName"],
+                                           [Order("count", True)], 20)]
+    return ctx.render("analytics.html", repo=repo, namespace=namespace, hours=ANALYTICS_HOURS,
+                      over_time=bar_chart("Operations per hour", points), by_type=by_type,
+                      by_repo=by_repo, ns_url=ns_url(namespace),
+                      repo_url=repo_url(repo) if repo else "")
