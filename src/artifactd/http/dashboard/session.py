@@ -9,7 +9,7 @@ request (``accounts.authenticate_any``), so revoking it ends the session at once
 Each session has a random CSRF token, sent in a hidden field of every form and compared in
 constant time on every POST. Before sign-in, the login form uses a double-submit token (a
 random cookie that the form must repeat). Cookies are ``HttpOnly``, ``SameSite=Strict``,
-``Path=/dashboard`` and ``Secure`` when the request came over https.
+``Path=/dashboard`` and ``Secure`` when the request came over https or ``public_url`` is https.
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ def read_session(backend: Backend, request: Request) -> Session | None:
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """https here, or behind a TLS proxy whose address is the configured ``public_url``."""
+    backend: Backend = request.app.state.backend
+    return request.url.scheme == "https" or backend.settings.effective_public_url.startswith("https://")
 
 
 def set_session(backend: Backend, request: Request, response: Response, session: Session) -> None:
