@@ -62,3 +62,25 @@ def commit_patch(backend: Backend, repo: RepoRow, sha: str) -> Patch:
     data = result.stdout
     truncated = len(data) > MAX_DIFF_BYTES
     return Patch(data[:MAX_DIFF_BYTES].decode("utf-8", errors="replace"), truncated)
+
+
+FORK_SCAN = 1000  # repos looked at, at most, to find a repo's forks
+
+
+@dataclass(frozen=True)
+class Forks:
+    children: list[RepoRow]
+    complete: bool  # False: more repos were created after the parent than were looked at
+
+
+def fork_children(backend: Backend, parent: RepoRow, scan: int = FORK_SCAN) -> Forks:
+    """The parent's forks. A fork lives in its parent's namespace and is created after it, so
+    one keyset page of the namespace in creation order, starting at the parent, holds them
+    (bounded by ``scan``: a namespace of a million repos is never walked)."""
+    rows = backend.meta.list_repos(
+        parent.account_id, parent.namespace, sort="created_at", descending=False,
+        limit=scan + 1, after=(parent.created_us, parent.id), search=None,
+    )
+    source = f"fork:{parent.namespace}/{parent.name}"
+    children = [row for row in rows[:scan] if row.source == source]
+    return Forks(children, complete=len(rows) <= scan)

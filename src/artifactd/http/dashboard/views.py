@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from markupsafe import Markup
 from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
@@ -105,20 +106,37 @@ async def repo_page(ctx: Ctx) -> Response:
     repo = await _repo(ctx)
     refs: list[browse.Ref] = []
     tree = None
-    readme = None
+    readme: Markup | None = None
     if repo.status == repos.READY:
         refs = await ctx.db(browse.list_refs, ctx.backend, repo)
         reader = RepoReader(ctx.backend, repo)
         if any(r.kind == "branch" and r.name == repo.default_branch for r in refs):
             commit = await reader.commit(await reader.resolve_commit(repo.default_branch))
             tree = await reader.tree(commit.tree)
+            readme = await _readme(reader, tree)
     parent = _parent(repo)
+    forks_of = await ctx.db(browse.fork_children, ctx.backend, repo)
     settings = ctx.backend.settings
     return ctx.render(
         "repo.html", repo=repo, remote=settings.remote_url(repo.account_id, repo.namespace, repo.name),
-        refs=refs, tree=tree, readme=readme, parent=parent, ref=repo.default_branch, path="",
+        refs=refs, tree=tree, readme=readme, parent=parent, forks=forks_of, ref=repo.default_branch, path="",
         repo_url=repo_url(repo), ns_url=ns_url(repo.namespace),
     )
+
+
+README_MAX = 256 << 10
+
+
+async def _readme(reader: RepoReader, tree: content.Tree) -> Markup | None:
+    """The root README, highlighted as text (never rendered as HTML or Markdown)."""
+    for item in tree.entries:
+        if item.entry.type == "blob" and item.entry.name.lower().startswith("readme") \
+                and (item.size or 0) <= README_MAX:
+            blob = await reader.blob(item.entry.sha)
+            if blob.data is not None and b"\0" not in blob.data[:SNIFF_BYTES]:
+                return await run_in_threadpool(highlighted, item.entry.name,
+                                               blob.data.decode("utf-8", errors="replace"))
+    return None
 
 
 def _parent(repo: RepoRow) -> tuple[str, str] | None:
