@@ -123,7 +123,8 @@ def _secret(server: Server) -> str:
     return str(row[0])
 
 
-def test_read_token_is_refused_on_every_write(sqlite_server: Server, unique_name: str) -> None:
+def test_read_token_is_refused_on_every_write(server: Server, unique_name: str) -> None:
+    sqlite_server = server  # both databases
     ns = _ns(unique_name)
     _create(sqlite_server, ns, "keep")
     client = signed_in(sqlite_server, sqlite_server.read_token)
@@ -179,7 +180,8 @@ def test_bad_input_pages_say_what_happened(sqlite_server: Server, unique_name: s
     assert _repo_names(sqlite_server, ns) == ["keep"]
 
 
-def test_activity_charts_are_server_rendered_svg(sqlite_server: Server, unique_name: str) -> None:
+def test_activity_charts_are_server_rendered_svg(server: Server, unique_name: str) -> None:
+    sqlite_server = server  # both databases
     ns = _ns(unique_name)
     _create(sqlite_server, ns, "busy")
     _create(sqlite_server, ns, "quiet")

@@ -108,7 +108,7 @@ async def repo_page(ctx: Ctx) -> Response:
     tree = None
     readme: Markup | None = None
     if repo.status == repos.READY:
-        refs = await ctx.db(browse.list_refs, ctx.backend, repo)
+        refs = await run_in_threadpool(browse.list_refs, ctx.backend, repo)  # runs git
         reader = RepoReader(ctx.backend, repo)
         if any(r.kind == "branch" and r.name == repo.default_branch for r in refs):
             commit = await reader.commit(await reader.resolve_commit(repo.default_branch))
@@ -226,7 +226,7 @@ async def commit_page(ctx: Ctx) -> Response:
     repos.require_ready(repo)
     sha = content.check_hash(ctx.param("sha"))
     commit = await RepoReader(ctx.backend, repo).commit(sha)
-    patch = await ctx.db(browse.commit_patch, ctx.backend, repo, commit.sha)
+    patch = await run_in_threadpool(browse.commit_patch, ctx.backend, repo, commit.sha)  # runs git
     return ctx.render("commit.html", repo=repo, commit=commit, files=split_patch(patch.text),
                       truncated=patch.truncated, repo_url=repo_url(repo), ns_url=ns_url(repo.namespace))
 
@@ -257,7 +257,7 @@ def split_patch(text: str) -> list[tuple[str, list[tuple[str, str]]]]:
 async def refs_page(ctx: Ctx) -> Response:
     repo = await _repo(ctx)
     repos.require_ready(repo)
-    refs = await ctx.db(browse.list_refs, ctx.backend, repo)
+    refs = await run_in_threadpool(browse.list_refs, ctx.backend, repo)  # runs git
     return ctx.render("refs.html", repo=repo, refs=refs, limit=browse.MAX_REFS,
                       repo_url=repo_url(repo), ns_url=ns_url(repo.namespace))
 
@@ -342,7 +342,9 @@ async def analytics_page(ctx: Ctx) -> Response:
     where = [Condition("repositoryNamespace", "=", namespace), Condition("datetime", ">=", first_hour)]
     if repo is not None:
         where.append(Condition("repositoryName", "=", repo.name))
-    hourly = await ctx.db(_groups, ctx, where, ["datetimeHour"], [Order("datetimeHour", False)],
+    # Ordered by count, not by the hour: ordering by a time bucket fails on PostgreSQL in
+    # EventStore.aggregate (the bucket expression is bound twice); every bucket fits anyway.
+    hourly = await ctx.db(_groups, ctx, where, ["datetimeHour"], [Order("count", True)],
                           ANALYTICS_HOURS + 1)
     counts = {row["dimensions"]["datetimeHour"][:13]: int(row["count"]) for row in hourly}
     points = []
