@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+from pathlib import Path
 
 import httpx
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from tests.dashboardutil import csrf_of, signed_in
-from tests.harness import Server
+from tests.harness import Server, start_server
 
 COOKIE = "artifactd_session"
 
@@ -201,3 +202,17 @@ def test_activity_charts_are_server_rendered_svg(server: Server, unique_name: st
     # The busiest hour's bar is full height (its title names the count).
     titles = [int(n) for n in re.findall(r"<title>\d\d:00: (\d+)</title>", ns_page.text)]
     assert len(titles) == 24 and max(titles) >= 2
+
+
+def test_cookies_are_secure_behind_an_https_public_url(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data", extra_env={"ARTIFACTD_PUBLIC_URL": "https://dash.example"})
+    try:
+        form = httpx.get(server.url + "/dashboard/login")
+        assert "Secure" in form.headers["set-cookie"]
+        # httpx keeps a Secure cookie for https only: send it by hand over this plain http.
+        r = httpx.post(server.url + "/dashboard/login", cookies={"artifactd_login": form.cookies["artifactd_login"]},
+                       data={"csrf": csrf_of(form.text), "token": server.token})
+        cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith(COOKIE))
+        assert "Secure" in cookie and "HttpOnly" in cookie
+    finally:
+        server.stop()

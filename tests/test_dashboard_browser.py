@@ -54,6 +54,14 @@ def new_page(browser: Any, server: Server, token: str, width: int = 1100) -> Any
     return page
 
 
+def assert_labelled(page: Any) -> None:
+    """Every form control has a label (or an aria-label), for screen readers and keyboards."""
+    unlabelled = page.evaluate("""[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+        .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.name)""")
+    assert unlabelled == [], page.url
+    assert page.evaluate("[...document.querySelectorAll('button')].filter(b => !b.innerText.trim() && !b.getAttribute('aria-label')).length") == 0
+
+
 def tab(page: Any, name: str) -> None:
     page.get_by_role("navigation", name="Repo").get_by_role("link", name=name, exact=True).click()
 
@@ -62,6 +70,7 @@ def test_sign_in_create_push_browse_tokens_fork_delete(browser: Any, sqlite_serv
                                                      unique_name: str, tmp_path: Path, shots: Path) -> None:
     server, ns, name = sqlite_server, "ui-" + unique_name[-6:], "demo"
     page = new_page(browser, server, server.token)
+    assert_labelled(page)
     # Create a repo from the namespaces page.
     page.get_by_label("Namespace").fill(ns)
     page.get_by_label("Repo name").fill(name)
@@ -76,6 +85,7 @@ def test_sign_in_create_push_browse_tokens_fork_delete(browser: Any, sqlite_serv
     page.get_by_label("Lifetime (seconds)").fill("3600")
     page.get_by_role("button", name="Mint").click()
     token = page.locator("#minted").inner_text().strip()
+    assert_labelled(page)
     assert token.startswith("art_v1_")
     git = Git(tmp_path / "home")
     work = tmp_path / "work"
@@ -115,6 +125,7 @@ def test_sign_in_create_push_browse_tokens_fork_delete(browser: Any, sqlite_serv
     assert "Hello from the browser test." in page.locator(".readme").inner_text()
     page.goto(fork_url)
     page.screenshot(path=str(shots / "repo.png"), full_page=True)
+    assert_labelled(page)
     # Delete asks for the name: a wrong one changes nothing, the right one deletes.
     page.get_by_label("to confirm").fill("demo")
     page.get_by_role("button", name="Delete this repo").click()
@@ -123,6 +134,7 @@ def test_sign_in_create_push_browse_tokens_fork_delete(browser: Any, sqlite_serv
     page.get_by_label("to confirm").fill("demo-fork")
     page.get_by_role("button", name="Delete this repo").click()
     page.wait_for_url(re.compile(rf".*/dashboard/ns/{ns}$"))
+    assert_labelled(page)
     names = page.locator("table.repos tbody td:first-child a").all_inner_texts()
     assert names == [name]
     page.screenshot(path=str(shots / "repos.png"))
