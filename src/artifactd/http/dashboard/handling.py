@@ -19,7 +19,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from artifactd.errors import ArtifactdError, AuthenticationError, PayloadTooLarge, PermissionDenied
+from artifactd.errors import (
+    ArtifactdError,
+    AuthenticationError,
+    Code,
+    PayloadTooLarge,
+    PermissionDenied,
+    ValidationError,
+)
 from artifactd.http.dashboard import session as sessions
 from artifactd.http.dashboard.render import HEADERS, page
 from artifactd.http.errors import status_for
@@ -81,7 +88,8 @@ def redirect(url: str) -> Response:
 
 async def read_form(request: Request) -> dict[str, str]:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
-        raise PayloadTooLarge("Forms must be sent as application/x-www-form-urlencoded")
+        raise ValidationError("Forms must be sent as application/x-www-form-urlencoded",
+                              code=Code.UNSUPPORTED_MEDIA_TYPE)
     body = b""
     async for chunk in request.stream():
         body += chunk
@@ -123,8 +131,13 @@ def view(handler: View, *, write: bool = False) -> Callable[[Request], Awaitable
                 principal = accounts.authenticate_any(backend, authorization)
             else:
                 principal = await run_in_threadpool(accounts.authenticate_any, backend, authorization)
-        except AuthenticationError:
-            return signed_out(request)
+        except AuthenticationError:  # the API token was revoked since sign-in
+            if request.method == "GET":
+                return signed_out(request)
+            refused = error_page(403, "Not signed in", "This session's API token is no longer "
+                                 "valid: sign in again. Nothing was changed.")
+            sessions.clear_session(request, refused)
+            return refused
         except ArtifactdError as exc:
             return error_page(status_for(exc), "Request refused", exc.message)
         ctx = Ctx(request, backend, principal, session, form)
