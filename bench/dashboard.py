@@ -58,6 +58,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         client = _sign_in(server.url, server.token)
         page = f"/dashboard/ns/{NAMESPACE}"
         pages = {
+            "namespaces (a repo count each)": "/dashboard",
             "repo list, first page": page,
             "repo list, deep cursor": f"{page}?cursor={cursor}",
             "repo list, name search": f"{page}?search=seed-00012",
