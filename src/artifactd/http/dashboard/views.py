@@ -28,6 +28,7 @@ NAMESPACES_PER_PAGE = 50
 REPOS_PER_PAGE = 50
 LOG_PER_PAGE = 30
 TOKENS_PER_PAGE = 50
+COUNT_CAP = 1000  # namespaces show "1000+" past this many repos
 RAW_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
@@ -53,10 +54,11 @@ async def _repo(ctx: Ctx) -> RepoRow:
 async def namespaces(ctx: Ctx) -> Response:
     rows, cursor = await ctx.db(repos.list_namespaces, ctx.backend, ctx.account_id,
                                 limit=NAMESPACES_PER_PAGE, cursor=ctx.arg("cursor") or None)
-    # One indexed count per namespace shown (a page of them), never a scan of every repo.
-    counts = [await ctx.db(ctx.backend.meta.count_repos, ctx.account_id, r.name) for r in rows]
+    # A count per namespace shown, bounded: a namespace of millions reads COUNT_CAP entries.
+    counts = [await ctx.db(ctx.backend.meta.count_repos_upto, ctx.account_id, r.name, COUNT_CAP)
+              for r in rows]
     return ctx.render("namespaces.html", namespaces=list(zip(rows, counts, strict=True)),
-                      cursor=cursor)
+                      cursor=cursor, cap=COUNT_CAP)
 
 
 async def repo_list(ctx: Ctx) -> Response:
