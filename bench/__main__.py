@@ -29,6 +29,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("events_overhead", "Event recording overhead"),
     ("git_plane", "Git data plane"),
     ("content", "Content routes"),
+    ("dashboard", "Dashboard"),
     ("fork", "Fork"),
     ("reads", "Read helpers"),
     ("writes", "Writes without a git client"),

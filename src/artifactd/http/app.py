@@ -12,7 +12,18 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 
 from artifactd.errors import ArtifactdError
-from artifactd.http import content, control, git, graphql, health, metrics, reference, repo_actions, v1
+from artifactd.http import (
+    content,
+    control,
+    dashboard,
+    git,
+    graphql,
+    health,
+    metrics,
+    reference,
+    repo_actions,
+    v1,
+)
 from artifactd.http import writes as writes_routes
 from artifactd.http.accesslog import AccessLogMiddleware
 from artifactd.http.errors import handle_domain_error, handle_http_exception
@@ -59,7 +70,7 @@ def build_routes(backend: Backend) -> list[BaseRoute]:
                      *writes_routes.routes]
     routes: list[BaseRoute] = [
         *control_plane, *v1.derive(control_plane), *git.routes, *graphql.routes,
-        *health.routes, *reference.routes, *mcp_routes(backend),
+        *health.routes, *reference.routes, *mcp_routes(backend), *dashboard.routes,
     ]
     if backend.settings.metrics_enabled:
         routes += metrics.routes

@@ -274,6 +274,15 @@ class MetadataStore:
         with self._tx() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def count_repos_upto(self, account_id: str, namespace: str, cap: int) -> int:
+        """The namespace's repo count, or ``cap`` when it has at least that many: reads at most
+        ``cap`` index entries (the dashboard's counts stay cheap in a namespace of millions)."""
+        first = select(repos.c.id).where(
+            repos.c.account_id == account_id, repos.c.namespace == namespace
+        ).limit(cap).subquery()
+        with self._tx() as conn:
+            return int(conn.execute(select(func.count()).select_from(first)).scalar_one())
+
     def count_all_repos(self) -> int:
         with self._tx() as conn:
             return int(conn.execute(select(func.count()).select_from(repos)).scalar_one())

@@ -1,0 +1,127 @@
+"""Dashboard benchmark: time of the repo list of a big namespace, a repo page and a file page.
+
+The namespace is seeded with a bulk insert (``bench.control_plane.seed``), then a real
+server (one worker, SQLite) is started on the data dir; a repo with a pushed file sits in the
+same namespace. Pages are fetched over HTTP by a kept-alive client on the same machine, so
+the figures are the server's time plus one local round trip (an upper bound of server time).
+
+    python -m bench.dashboard [--quick] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from typing import Any
+
+import httpx
+from tests.gitutil import Git, bearer
+
+from bench.common import UNLIMITED, Server, Target, start_server, summary, time_calls, work_dir, write_section
+from bench.control_plane import deep_cursor, seed
+
+TITLE = "Dashboard"
+NAMESPACE = "big"
+TARGET_P50_MS = 30.0
+TARGET_P99_MS = 100.0
+FILE_TEXT = "".join(f"def f{i}(x: int) -> int:\n    return x * {i}  # line {i}\n" for i in range(200))
+
+
+def _sign_in(url: str, token: str) -> httpx.Client:
+    client = httpx.Client(base_url=url, timeout=60)
+    form = client.get("/dashboard/login").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert csrf
+    r = client.post("/dashboard/login", data={"csrf": csrf.group(1), "token": token})
+    assert r.status_code == 303, r.text
+    return client
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    count = 2_000 if quick else 1_000_000
+    n = 30 if quick else 300
+    base = work_dir("dashboard-")
+    data = base / "data"
+    server = start_server(data, extra_env=UNLIMITED)
+    try:
+        server.stop()
+        seed(data, NAMESPACE, count, server.account_id)
+        server.start()
+        with server.client() as c:
+            created = c.post(server.ns_url(NAMESPACE) + "/repos", json={"name": "browsed"}).json()["result"]
+        git = Git(base / "home")
+        work = base / "work"
+        git.new_work(work, {"README.md": "# browsed\n", "src/module.py": FILE_TEXT})
+        git.run("-c", bearer(created["token"]), "push", "-q", created["remote"], "HEAD:refs/heads/main", cwd=work)
+        return measure(server, count, n)
+    finally:
+        server.stop()
+
+
+def measure(server: Server, count: int, n: int) -> dict[str, Any]:
+    """Time each page ``n`` times on a running server whose namespace holds ``count`` repos."""
+    cursor = deep_cursor(server.data_dir, server.account_id, NAMESPACE, count)
+    client = _sign_in(server.url, server.token)
+    page = f"/dashboard/ns/{NAMESPACE}"
+    pages = {
+        "namespaces (counts capped at 1000)": "/dashboard",
+        "repo list, first page": page,
+        "repo list, deep cursor": f"{page}?cursor={cursor}",
+        "repo list, name search": f"{page}?search=seed-00012",
+        "repo page": f"{page}/r/browsed",
+        "file page (highlighted)": f"{page}/r/browsed/file?path=src/module.py",
+    }
+
+    def fetch(path: str) -> Any:
+        def call(_i: int) -> None:
+            r = client.get(path)
+            assert r.status_code == 200, (path, r.status_code, r.text[:500])
+        return call
+
+    # A substring search reads the whole namespace (as the REST list does): fewer samples.
+    latency = {name: summary(time_calls(fetch(path), min(n, 20) if "search" in name else n))
+               for name, path in pages.items()}
+    return {"repos": count, "requests": n, "latency": latency,
+            "targets": {"p50_ms": TARGET_P50_MS, "p99_ms": TARGET_P99_MS}}
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    out = []
+    for name in ("repo list, first page", "repo page", "file page (highlighted)"):
+        v = results["latency"][name]
+        out.append(Target(f"dashboard {name} p50 / p99 ({results['repos']:,} repos)",
+                          f"< {TARGET_P50_MS:g} / {TARGET_P99_MS:g} ms",
+                          f"{v['p50_ms']:.1f} / {v['p99_ms']:.1f} ms",
+                          v["p50_ms"] < TARGET_P50_MS and v["p99_ms"] < TARGET_P99_MS))
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    rows = "\n".join(f"| {name} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['n']} |"
+                     for name, v in results["latency"].items())
+    return f"""Server-rendered pages of a namespace of {results['repos']:,} repos (seeded with a bulk
+insert), one server worker, SQLite, signed in with a session cookie; a kept-alive client on
+the same machine, so each figure is server time plus one local round trip.
+`python -m bench.dashboard`. Target (issue 17): p50 under {TARGET_P50_MS:g} ms, p99 under
+{TARGET_P99_MS:g} ms.
+
+| page | p50 ms | p99 ms | requests |
+|---|---|---|---|
+{rows}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    results = run(quick=args.quick)
+    print(json.dumps(results, indent=1))
+    if not args.no_write and not args.quick:
+        write_section(TITLE, render(results))
+
+
+if __name__ == "__main__":
+    main()

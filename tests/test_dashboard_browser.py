@@ -1,0 +1,221 @@
+"""The dashboard in a real browser (Debian's chromium, headless, driven by Playwright) against a
+real server: sign in, create, push with the git CLI, browse, diff, tokens, fork, delete, and
+hostile names and contents that must render as text. Screenshots go to a temp directory
+(printed), two of them are kept in docs/."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.dashboardutil import CHROMIUM, chromium
+from tests.gitutil import Git, Repo, bearer
+from tests.harness import Server
+from tests.seed import push
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _chromium_installed() -> None:
+    # A missing browser fails the tests, never skips them (Debian: apt-get install chromium).
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is not installed: the dashboard tests need Debian's chromium")
+
+XSS = "<script>window.__xss=1</script>\"><img src=x onerror=\"window.__xss=2\">"
+RLO = "\u202e"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = Path(os.environ.get("ARTIFACTD_TEST_ARTIFACTS") or tmp_path_factory.mktemp("dashboard-shots"))
+    path.mkdir(parents=True, exist_ok=True)
+    print(f"dashboard screenshots in {path}")
+    return path
+
+
+def new_page(browser: Any, server: Server, token: str, width: int = 1100) -> Any:
+    context = browser.new_context(viewport={"width": width, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.dialogs = dialogs
+    page.goto(server.url + "/")  # `/` redirects to the dashboard, which asks for a sign-in
+    assert page.url.startswith(server.url + "/dashboard/login")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(server.url + "/dashboard")
+    return page
+
+
+def assert_labelled(page: Any) -> None:
+    """Every form control has a label (or an aria-label), for screen readers and keyboards."""
+    unlabelled = page.evaluate("""[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+        .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.name)""")
+    assert unlabelled == [], page.url
+    assert page.evaluate("[...document.querySelectorAll('button')].filter(b => !b.innerText.trim() && !b.getAttribute('aria-label')).length") == 0
+
+
+def tab(page: Any, name: str) -> None:
+    page.get_by_role("navigation", name="Repo").get_by_role("link", name=name, exact=True).click()
+
+
+def test_sign_in_create_push_browse_tokens_fork_delete(browser: Any, sqlite_server: Server,
+                                                     unique_name: str, tmp_path: Path, shots: Path) -> None:
+    server, ns, name = sqlite_server, "ui-" + unique_name[-6:], "demo"
+    page = new_page(browser, server, server.token)
+    assert_labelled(page)
+    # Create a repo from the namespaces page.
+    page.get_by_label("Namespace").fill(ns)
+    page.get_by_label("Repo name").fill(name)
+    page.get_by_label("Description").fill("A repo made in the browser")
+    page.get_by_role("button", name="Create").click()
+    page.wait_for_url(re.compile(rf".*/dashboard/ns/{ns}/r/{name}$"))
+    remote = page.locator("#remote").inner_text()
+    assert remote.endswith(f"/{ns}/{name}.git")
+    # Mint a write token in the Tokens tab: shown once, then push with it from the git CLI.
+    tab(page, "Tokens")
+    page.get_by_label("Scope").select_option("write")
+    page.get_by_label("Lifetime (seconds)").fill("3600")
+    page.get_by_role("button", name="Mint").click()
+    token = page.locator("#minted").inner_text().strip()
+    assert_labelled(page)
+    assert token.startswith("art_v1_")
+    git = Git(tmp_path / "home")
+    work = tmp_path / "work"
+    git.new_work(work, {"README.md": "# Demo\n\nHello from the browser test.\n",
+                        "src/app.py": "def main() -> None:\n    print('hello')\n"}, message="First commit")
+    git.commit_files(work, {"src/app.py": "def main() -> None:\n    print('hello, world')\n"}, "Say hello, world")
+    push(git, Repo(server, name, "", remote, token, ns), work, "HEAD:refs/heads/main")
+    # Browse: the repo page lists the files; open one, highlighted.
+    tab(page, "Overview")
+    page.get_by_role("link", name="src/").click()
+    page.get_by_role("link", name="app.py").click()
+    assert "print" in page.locator(".source").inner_text()
+    assert page.locator(".source .hl").count() == 1  # pygments markup
+    page.screenshot(path=str(shots / "file.png"))
+    # The commit log and a commit's diff.
+    tab(page, "Commits")
+    page.get_by_role("link", name=re.compile(r"^[0-9a-f]{12}$")).first.click()
+    assert page.locator(".diff .add").filter(has_text="hello, world").count() == 1
+    assert page.locator(".diff .del").filter(has_text="print('hello')").count() == 1
+    page.screenshot(path=str(shots / "commit.png"), full_page=True)
+    # Revoke the token: it is listed as revoked and git is refused with it.
+    tab(page, "Tokens")
+    page.get_by_role("button", name=re.compile("^Revoke token")).first.click()
+    page.get_by_role("link", name="revoked").click()
+    assert page.locator("table.tokens tbody tr").filter(has_text="revoked").count() >= 1
+    refused = git.run("-c", bearer(token), "ls-remote", remote, check=False)
+    assert refused.returncode != 0
+    # Fork: the fork names its parent.
+    tab(page, "Overview")
+    page.get_by_label("New repo name").fill("demo-fork")
+    page.get_by_role("button", name="Fork").click()
+    page.wait_for_url(re.compile(r".*/r/demo-fork$"))
+    assert page.get_by_role("link", name=f"{ns}/{name}").count() == 1
+    fork_url = page.url
+    page.get_by_role("link", name=f"{ns}/{name}").click()  # the parent lists its forks
+    assert page.locator("dl.facts dd").get_by_role("link", name="demo-fork").count() == 1
+    assert "Hello from the browser test." in page.locator(".readme").inner_text()
+    page.goto(fork_url)
+    page.screenshot(path=str(shots / "repo.png"), full_page=True)
+    assert_labelled(page)
+    # Delete asks for the name: a wrong one changes nothing, the right one deletes.
+    page.get_by_label("to confirm").fill("demo")
+    page.get_by_role("button", name="Delete this repo").click()
+    assert "type its name exactly" in page.locator("main").inner_text()
+    page.go_back()
+    page.get_by_label("to confirm").fill("demo-fork")
+    page.get_by_role("button", name="Delete this repo").click()
+    page.wait_for_url(re.compile(rf".*/dashboard/ns/{ns}$"))
+    assert_labelled(page)
+    names = page.locator("table.repos tbody td:first-child a").all_inner_texts()
+    assert names == [name]
+    page.screenshot(path=str(shots / "repos.png"))
+    # A phone-width view of the repo list has no horizontal scroll.
+    phone = page.context.browser.new_context(viewport={"width": 380, "height": 800},
+                                             storage_state=page.context.storage_state())
+    small = phone.new_page()
+    small.goto(page.url)
+    assert small.evaluate("document.documentElement.scrollWidth") <= 380
+    phone.close()
+    assert page.dialogs == []
+    page.context.close()
+
+
+def test_hostile_names_and_contents_render_as_text(browser: Any, sqlite_server: Server,
+                                                   unique_name: str, tmp_path: Path) -> None:
+    server = sqlite_server
+    ns = "xss-" + unique_name[-6:]
+    with server.client() as c:
+        r = c.post(server.ns_url(ns) + "/repos", json={"name": "hostile", "description": XSS + RLO + "gpj.exe"})
+        assert r.status_code == 200, r.text
+        created = r.json()["result"]
+    repo = Repo(server, "hostile", created["id"], created["remote"], created["token"], ns)
+    git = Git(tmp_path / "home")
+    work = tmp_path / "work"
+    evil_file = f"\"><img src=x onerror=alert(1)>{RLO}txt.js"
+    git.new_work(work, {
+        evil_file: XSS + "\n",
+        "page.html": "<html><body><script>alert('raw')</script></body></html>\n",
+        "long.txt": "x" * (10 << 20) + "\n",
+        "data.bin": bytes(range(256)) * 4,
+    }, message=XSS + "\n\njavascript:alert(1)")
+    git.run("branch", "<script>alert(1)</script>", cwd=work)
+    push(git, repo, work, "HEAD:refs/heads/main", "refs/heads/*:refs/heads/*")
+    page = new_page(browser, server, server.token)
+    base = f"{server.url}/dashboard/ns/{ns}/r/hostile"
+    urls = [f"{server.url}/dashboard/ns/{ns}"] + [base + tail for tail in (
+        "", "/refs", "/log", "/tree", "/file?path=" + quote(evil_file), "/file?path=page.html",
+        "/file?path=long.txt", "/file?path=data.bin")]
+    for url in urls:
+        page.goto(url)
+        assert page.evaluate("window.__xss") is None, url
+        # The only scripts are the dashboard's own; no element carries an event handler.
+        scripts = page.evaluate("[...document.scripts].map(s => s.src)")
+        assert scripts == [server.url + "/dashboard/static/dashboard.js"], url
+        assert page.evaluate("document.querySelectorAll('[onerror],[onload],[onclick]').length") == 0, url
+        # Bidi overrides are shown as escapes, never applied to the text.
+        assert RLO not in page.locator("body").inner_text(), url
+        assert page.evaluate("[...document.links].filter(a => a.protocol === 'javascript:').length") == 0, url
+    page.goto(base + "/log")
+    assert "<script>window.__xss=1</script>" in page.locator("ol.log").inner_text()
+    page.get_by_role("link", name=re.compile(r"^[0-9a-f]{12}$")).first.click()
+    assert "onerror" in page.locator(".diff").first.inner_text()
+    page.goto(base + "/file?path=long.txt")
+    assert "download it" in page.locator("main").inner_text()
+    page.goto(base + "/file?path=data.bin")
+    assert "download it" in page.locator("main").inner_text()
+    # The raw page of an HTML file is not a document of this origin: sandboxed, inert type.
+    raw = page.request.get(base + "/raw?path=page.html")
+    assert raw.headers["content-type"].startswith("text/plain")
+    assert "sandbox" in raw.headers["content-security-policy"]
+    # A path with `..` is an error page that says so.
+    page.goto(base + "/file?path=../../etc/passwd")
+    assert "'..'" in page.locator("main").inner_text()
+    assert page.dialogs == []
+    page.context.close()
+
+
+def test_read_token_sees_no_write_buttons(browser: Any, sqlite_server: Server, unique_name: str) -> None:
+    server = sqlite_server
+    ns = "ro-" + unique_name[-6:]
+    with server.client() as c:
+        assert c.post(server.ns_url(ns) + "/repos", json={"name": "seen"}).status_code == 200
+    page = new_page(browser, server, server.read_token)
+    for path in ("/dashboard", f"/dashboard/ns/{ns}", f"/dashboard/ns/{ns}/r/seen", f"/dashboard/ns/{ns}/r/seen/tokens"):
+        page.goto(server.url + path)
+        buttons = page.locator("main button").all_inner_texts()
+        assert [b for b in buttons if b not in ("Apply", "Copy")] == [], (path, buttons)
+    page.context.close()
