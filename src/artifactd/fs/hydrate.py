@@ -1,0 +1,109 @@
+"""Batched, lazy blob fetching: many missing blobs in one ``git fetch``, never one each.
+
+A read that misses queues its blob as urgent and waits for it; opening a directory queues
+its files as background work within a byte budget. ``WORKERS`` fetches run at once, each
+taking every urgent blob queued so far (then background ones) up to ``MAX_BATCH``: the
+reads that arrive while a fetch runs ride the next one together. A fetch is the lazy fetch
+git itself would run (``--filter=blob:none --stdin`` with the ids), but for the batch.
+A failed or timed-out fetch fails its waiting reads (EIO); the next read tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import trio
+
+from artifactd.fs.blobcache import BlobCache
+from artifactd.fs.gitcmd import GIT, config_env, git_env
+
+log = logging.getLogger("artifact_fs")
+
+MAX_BATCH = 2000
+WORKERS = 2
+FETCH_TIMEOUT = 60.0
+
+
+class Hydrator:
+    def __init__(self, git_dir: Path, cache: BlobCache, local: set[str]) -> None:
+        self.git_dir = git_dir
+        self.cache = cache
+        self.local = local  # blobs already in the clone's object store
+        self.urgent: dict[str, None] = {}
+        self.background: dict[str, None] = {}
+        self.in_flight: set[str] = set()
+        self.done: dict[str, trio.Event] = {}
+        self.queued = trio.Event()
+        self.fetches = 0  # git fetches run (each one request round to the remote)
+
+    async def ensure(self, oid: str) -> bool:
+        """Wait until ``oid`` is in the cache; ``False`` if its fetch failed."""
+        if self.cache.has(oid):
+            return True
+        event = self.done.setdefault(oid, trio.Event())
+        if oid not in self.in_flight:
+            self.background.pop(oid, None)
+            self.urgent[oid] = None
+            self.queued.set()
+        await event.wait()
+        return self.cache.has(oid)
+
+    def prefetch(self, oids: list[str]) -> None:
+        for oid in oids:
+            if oid not in self.in_flight and oid not in self.urgent and not self.cache.has(oid):
+                self.background[oid] = None
+        if self.background:
+            self.queued.set()
+
+    def _take(self) -> list[str]:
+        batch: list[str] = []
+        for queue in (self.urgent, self.background):
+            while queue and len(batch) < MAX_BATCH:
+                oid = next(iter(queue))
+                del queue[oid]
+                batch.append(oid)
+        if not self.urgent and not self.background:
+            self.queued = trio.Event()
+        self.in_flight.update(batch)
+        return batch
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(WORKERS):
+                nursery.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        while True:
+            await self.queued.wait()
+            batch = self._take()
+            if not batch:
+                continue
+            try:
+                await self._hydrate(batch)
+            except Exception as exc:  # the reads get EIO; the mount stays up
+                log.warning("blob fetch of %d objects failed: %s", len(batch), exc)
+            finally:
+                self.in_flight.difference_update(batch)
+                for oid in batch:
+                    event = self.done.pop(oid, None)
+                    if event is not None:
+                        event.set()
+
+    async def _hydrate(self, batch: list[str]) -> None:
+        missing = [oid for oid in batch if oid not in self.local]
+        if missing:
+            self.fetches += 1
+            settings = [("fetch.negotiationAlgorithm", "noop")]
+            with trio.fail_after(FETCH_TIMEOUT):
+                result = await trio.run_process(
+                    [GIT, "--git-dir", str(self.git_dir), "fetch", "--quiet", "--no-tags",
+                     "--no-write-fetch-head", "--recurse-submodules=no", "--filter=blob:none",
+                     "--stdin", "origin"],
+                    stdin="".join(f"{oid}\n" for oid in missing).encode(),
+                    capture_stdout=True, capture_stderr=True, check=False,
+                    env=git_env(config_env(settings)))
+            if result.returncode != 0:
+                raise RuntimeError(result.stderr.decode(errors="replace").strip().splitlines()[-1:])
+            self.local.update(missing)
+        await trio.to_thread.run_sync(self.cache.fill_from_git, self.git_dir, batch)

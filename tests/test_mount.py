@@ -1,0 +1,272 @@
+"""ArtifactFS on a real FUSE mount against a real artifactd: the guide's commands, metadata
+without blob bytes, batched hydration, the one-shot form, and bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Server
+
+pytestmark = pytest.mark.skipif(
+    not (os.access("/dev/fuse", os.R_OK | os.W_OK) and shutil.which("fusermount3")),
+    reason="needs /dev/fuse and fusermount3 (apt-get install fuse3)")
+pyfuse3 = pytest.importorskip("pyfuse3")
+
+# The guide's commands (spec, "ArtifactFS"), verbatim but for the host: the test server
+# speaks plain http on loopback, and the mount root is the test's directory, not /tmp.
+GUIDE = r"""
+export ARTIFACTS_TOKEN_SECRET="${ARTIFACTS_TOKEN%%\?expires=*}"
+export ARTIFACTS_AUTH_REMOTE="http://x:${ARTIFACTS_TOKEN_SECRET}@${ARTIFACTS_REMOTE#http://}"
+
+artifact-fs add-repo \
+  --name starter-repo \
+  --remote "$ARTIFACTS_AUTH_REMOTE" \
+  --branch main \
+  --mount-root "$ROOT"
+
+artifact-fs daemon --root "$ROOT" &
+echo "$!" > "$ROOT/daemon.pid"
+until mountpoint -q "$ROOT/starter-repo"; do sleep 0.05; done  # not in the guide: the wait
+
+ls "$ROOT/starter-repo/"
+cat "$ROOT/starter-repo/README.md"
+git -C "$ROOT/starter-repo" log --oneline -5
+"""
+
+
+@pytest.fixture
+def fs_env(tmp_path: Path) -> dict[str, str]:
+    """The environment with ``artifact-fs`` on PATH (a shim when the package is not reinstalled)."""
+    env = dict(os.environ)
+    if not shutil.which("artifact-fs"):
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        shim = bin_dir / "artifact-fs"
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m artifactd.fs "$@"\n')
+        shim.chmod(0o755)
+        env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    return env
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[Path]:
+    """A mount root whose mounts, daemon and credential cache are gone after the test."""
+    folder = tmp_path / "root"
+    folder.mkdir()
+    yield folder
+    pid_file = folder / "daemon.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+    for entry in folder.iterdir():
+        if os.path.ismount(entry):
+            subprocess.run(["fusermount3", "-u", "-z", str(entry)], capture_output=True)
+    for pid_path in (folder / ".artifact-fs" / "run").glob("*.pid"):
+        try:
+            os.kill(int(pid_path.read_text()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+    socket = folder / ".artifact-fs" / "run" / "credential-socket"
+    if socket.exists():
+        subprocess.run(["git", "credential-cache", f"--socket={socket}", "exit"], capture_output=True)
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, (args, result.stderr)
+    return result.stdout
+
+
+def make_repo(server: Server, name: str, tmp_path: Path, files: dict[str, bytes]) -> tuple[str, str]:
+    """A repo on the server with ``files`` in one commit on main; returns (remote, token)."""
+    created = server.client().post("/repos", json={"name": name}).json()
+    assert created["success"], created
+    remote, token = created["result"]["remote"], created["result"]["token"]
+    work = tmp_path / f"src-{name}"
+    work.mkdir()
+    for path, data in files.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_bytes(data)
+    git("init", "-q", "-b", "main", cwd=work)
+    git("add", "-A", cwd=work)
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "first files", cwd=work)
+    git("push", "-q", auth_remote(remote, token), "main", cwd=work)
+    return remote, token
+
+
+def auth_remote(remote: str, token: str) -> str:
+    return remote.replace("http://", f"http://x:{token.split('?expires=')[0]}@", 1)
+
+
+def cached_blobs(root: Path) -> list[Path]:
+    return [p for p in (root / ".artifact-fs" / "blobs").rglob("*") if p.is_file()]
+
+
+def local_blob_count(root: Path, name: str) -> int:
+    out = git("--git-dir", str(root / ".artifact-fs" / "git" / name / ".git"), "cat-file",
+              "--batch-all-objects", "--batch-check=%(objecttype)")
+    return out.split().count("blob")
+
+
+def fs(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["artifact-fs", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def start_daemon(env: dict[str, str], root: Path, name: str) -> subprocess.Popen[bytes]:
+    daemon = subprocess.Popen(["artifact-fs", "daemon", "--root", str(root)], env=env)
+    (root / "daemon.pid").write_text(str(daemon.pid))
+    deadline = time.monotonic() + 60
+    while not os.path.ismount(root / name):
+        assert daemon.poll() is None, "the daemon exited before mounting"
+        assert time.monotonic() < deadline, "not mounted after 60 s"
+        time.sleep(0.05)
+    return daemon
+
+
+def stop_daemon(daemon: subprocess.Popen[bytes], root: Path, name: str) -> None:
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=60) == 0
+    assert not os.path.ismount(root / name)
+
+
+FILES = {"README.md": b"# starter\nhello from the mount\n", "src/app.py": b"print('hi')\n" * 50,
+         "src/lib/util.py": b"X = 1\n", "bin/run.sh": b"#!/bin/sh\necho run\n", "data/big.bin": os.urandom(300_000)}
+
+
+def test_guide_commands_mount_read_and_stop_cleanly(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    remote, token = make_repo(sqlite_server, "starter-repo", tmp_path, FILES)
+    env = {**fs_env, "ARTIFACTS_REMOTE": remote, "ARTIFACTS_TOKEN": token, "ROOT": str(root)}
+    result = subprocess.run(["bash", "-euc", GUIDE], env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "README.md" in result.stdout and "src" in result.stdout
+    assert "hello from the mount" in result.stdout
+    assert "first files" in result.stdout  # git log --oneline -5 inside the mount
+    mount = root / "starter-repo"
+    assert (mount / "src" / "lib" / "util.py").read_bytes() == b"X = 1\n"
+    assert (mount / "data" / "big.bin").read_bytes() == FILES["data/big.bin"]
+    assert os.access(mount / "bin" / "run.sh", os.X_OK) is False  # 100644 in git: not executable
+    # The token is in no file of the root and in no process's arguments.
+    secret = token.split("?expires=")[0]
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_relative_to(mount):
+            assert secret.encode() not in path.read_bytes(), path
+    assert secret not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    # SIGTERM: the daemon unmounts and exits 0.
+    pid = int((root / "daemon.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while os.path.ismount(mount) or Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid):
+        assert time.monotonic() < deadline, "the daemon did not stop"
+        time.sleep(0.05)
+    assert not list((root / ".artifact-fs" / "run").glob("*.pid"))
+
+
+def _state(pid: int) -> str:
+    try:
+        return "zombie" if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z" else "running"
+    except OSError:
+        return "zombie"
+
+
+def test_metadata_fetches_no_blob_bytes(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, FILES)
+    assert fs(fs_env, "add-repo", "--name", unique_name, "--remote", auth_remote(remote, token),
+              "--branch", "main", "--mount-root", str(root)).returncode == 0
+    daemon = start_daemon(fs_env, root, unique_name)
+    mount = root / unique_name
+    listing = subprocess.run(["ls", "-lR", str(mount)], capture_output=True, text=True, check=True).stdout
+    assert "big.bin" in listing
+    for path, data in FILES.items():
+        info = os.stat(mount / path)
+        assert info.st_size == len(data) and stat.S_ISREG(info.st_mode)
+    du = subprocess.run(["du", "-sb", str(mount)], capture_output=True, text=True, check=True).stdout
+    assert int(du.split()[0]) >= sum(len(d) for d in FILES.values())
+    found = subprocess.run(["find", str(mount), "-size", "+100k"], capture_output=True, text=True, check=True)
+    assert found.stdout.strip().endswith("data/big.bin")
+    status = git("-C", str(mount), "status", "--porcelain")
+    assert status == ""  # clean, without reading a file
+    assert cached_blobs(root) == []
+    assert local_blob_count(root, unique_name) == 0
+    stop_daemon(daemon, root, unique_name)
+
+
+def test_reads_are_batched_into_one_fetch(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    files = {f"pkg/mod{i:03}.py": f"VALUE = {i}\n".encode() for i in range(60)}
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, files)
+    assert fs(fs_env, "add-repo", "--name", unique_name, "--remote", auth_remote(remote, token),
+              "--branch", "main", "--mount-root", str(root)).returncode == 0
+    packs = root / ".artifact-fs" / "git" / unique_name / ".git" / "objects" / "pack"
+    packs_before = len(list(packs.glob("*.pack")))
+    daemon = start_daemon(fs_env, root, unique_name)
+    for path, data in sorted(files.items()):
+        assert (root / unique_name / path).read_bytes() == data
+    # The first read queued its directory: all 60 blobs came in one fetch, one new pack.
+    assert len(list(packs.glob("*.pack"))) - packs_before == 1
+    assert len(cached_blobs(root)) == 60
+    stop_daemon(daemon, root, unique_name)
+
+
+def test_oneshot_mount_and_unmount(sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path) -> None:
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, FILES)
+    target = root / "work"
+    result = subprocess.run([sys.executable, "-m", "artifactd", "mount", auth_remote(remote, token), str(target)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (target / "README.md").read_bytes() == FILES["README.md"]
+    assert "first files" in git("-C", str(target), "log", "--oneline", "-5")
+    pid = int((root / ".artifact-fs" / "run" / "work.pid").read_text())
+    result = subprocess.run([sys.executable, "-m", "artifactd", "unmount", str(target)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert not os.path.ismount(target)
+    assert not Path(f"/proc/{pid}").exists() or _state(pid) == "zombie"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"--remote": "not a url"}, "--remote must be an http(s) git URL"),
+    ({"--remote": "ftp://host/x.git"}, "--remote must be an http(s) git URL"),
+    ({"--name": "a/b"}, "is not a valid repo name"),
+    ({"--name": ".."}, "is not a valid repo name"),
+    ({"--name": "x..y"}, "is not a valid repo name"),
+    ({"--branch": "-x"}, "is not a valid branch name"),
+    ({"--branch": "no-such-branch"}, "does not exist on"),
+    ({"--mount-root": "FILE"}, "is not a directory"),
+    ({"--mount-root": "MISSING"}, "is not a directory"),
+    ({"token": "art_v1_" + "0" * 40}, "refused the credentials"),
+])
+def test_bad_input_is_one_line_and_changes_nothing(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str],
+    change: dict[str, str], message: str,
+) -> None:
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, {"README.md": b"x\n"})
+    (tmp_path / "file").write_text("not a directory")
+    args = {"--name": "repo", "--remote": auth_remote(remote, change.get("token", token)),
+            "--branch": "main", "--mount-root": str(root)}
+    args.update({k: v for k, v in change.items() if k.startswith("--")})
+    args["--mount-root"] = {"FILE": str(tmp_path / "file"), "MISSING": str(tmp_path / "missing")}.get(
+        args["--mount-root"], args["--mount-root"])
+    result = fs(fs_env, "add-repo", *[x for pair in args.items() for x in pair])
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert token.split("?expires=")[0] not in result.stderr + result.stdout
+    assert not (root / "repo").exists()
+    assert not list((root / ".artifact-fs" / "repos").glob("*")) if (root / ".artifact-fs").exists() else True
