@@ -150,11 +150,15 @@ def test_guide_commands_mount_read_and_stop_cleanly(
 ) -> None:
     remote, token = make_repo(sqlite_server, "starter-repo", tmp_path, FILES)
     env = {**fs_env, "ARTIFACTS_REMOTE": remote, "ARTIFACTS_TOKEN": token, "ROOT": str(root)}
-    result = subprocess.run(["bash", "-euc", GUIDE], env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr
-    assert "README.md" in result.stdout and "src" in result.stdout
-    assert "hello from the mount" in result.stdout
-    assert "first files" in result.stdout  # git log --oneline -5 inside the mount
+    # Output to files: the backgrounded daemon keeps its stdout open, as in a terminal.
+    out, err = tmp_path / "guide.out", tmp_path / "guide.err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        code = subprocess.run(["bash", "-euc", GUIDE], env=env, stdout=stdout, stderr=stderr, timeout=180).returncode
+    assert code == 0, err.read_text()
+    printed = out.read_text()
+    assert "README.md" in printed and "src" in printed
+    assert "hello from the mount" in printed
+    assert "first files" in printed  # git log --oneline -5 inside the mount
     mount = root / "starter-repo"
     assert (mount / "src" / "lib" / "util.py").read_bytes() == b"X = 1\n"
     assert (mount / "data" / "big.bin").read_bytes() == FILES["data/big.bin"]

@@ -41,5 +41,13 @@ def unmount(directory: str) -> None:
     pid = process.running_pid(state, target.name) if target.name and ".." not in target.name else None
     process.unmount(target)
     deadline = time.monotonic() + STOP_TIMEOUT
-    while pid is not None and process.running_pid(state, target.name) == pid and time.monotonic() < deadline:
+    while pid is not None and _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
