@@ -3,6 +3,7 @@ without blob bytes, batched hydration, the one-shot form, and bad input."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -66,18 +67,14 @@ def root(tmp_path: Path) -> Iterator[Path]:
     yield folder
     pid_file = folder / "daemon.pid"
     if pid_file.exists():
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            pass
     for entry in folder.iterdir():
         if os.path.ismount(entry):
             subprocess.run(["fusermount3", "-u", "-z", str(entry)], capture_output=True)
     for pid_path in (folder / ".artifact-fs" / "run").glob("*.pid"):
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid_path.read_text()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            pass
     socket = folder / ".artifact-fs" / "run" / "credential-socket"
     if socket.exists():
         subprocess.run(["git", "credential-cache", f"--socket={socket}", "exit"], capture_output=True)
@@ -173,7 +170,7 @@ def test_guide_commands_mount_read_and_stop_cleanly(
     pid = int((root / "daemon.pid").read_text())
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
-    while os.path.ismount(mount) or Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid):
+    while os.path.ismount(mount) or (Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid)):
         assert time.monotonic() < deadline, "the daemon did not stop"
         time.sleep(0.05)
     assert not list((root / ".artifact-fs" / "run").glob("*.pid"))

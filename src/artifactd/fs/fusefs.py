@@ -65,7 +65,9 @@ class ArtifactFS(pyfuse3.Operations):
             return self._attrs(GITFILE_INODE, stat.S_IFREG | 0o444, len(self.gitfile))
         return self._node_attrs(self._node(inode))
 
-    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
         if name == b".":
             return self._node_attrs(parent)

@@ -105,7 +105,8 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None
     try:
         pyfuse3.init(operations, str(mount_point), options)
     except RuntimeError as exc:
-        raise MountError(f"cannot mount {mount_point}: {exc} (is fusermount3 installed and permitted?)") from exc
+        raise MountError(f"cannot mount {mount_point}: {exc} "
+                         "(is fusermount3 installed and permitted?)") from exc
     state.pid_file(name).write_text(f"{os.getpid()}\n")
     try:
         trio.run(serve, hydrator)

@@ -51,7 +51,8 @@ def supported(url: str, auth: tuple[str, str] | None) -> bool:
         raise ObjectInfoError(f"the remote refused the credentials (HTTP {response.status_code}): "
                               "run add-repo again with a fresh token")
     response.raise_for_status()
-    return any(line == b"object-info" or line.startswith(b"object-info=") for line in _lines(response.content))
+    lines = _lines(response.content)
+    return any(line == b"object-info" or line.startswith(b"object-info=") for line in lines)
 
 
 def sizes(url: str, auth: tuple[str, str] | None, oids: list[str]) -> dict[str, int]:

@@ -23,7 +23,9 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def start(state: RootState, config: RepoConfig, *, detach: bool, cache_bytes: int | None = None) -> subprocess.Popen[bytes]:
+def start(
+    state: RootState, config: RepoConfig, *, detach: bool, cache_bytes: int | None = None
+) -> subprocess.Popen[bytes]:
     log = open(state.log_file(config.name), "ab")  # noqa: SIM115 - the child keeps it
     argv = [sys.executable, "-m", "artifactd.fs.mountproc", str(state.root), config.name]
     if cache_bytes is not None:

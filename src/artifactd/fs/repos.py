@@ -9,15 +9,15 @@ from pathlib import Path
 
 from artifactd.fs import credentials
 from artifactd.fs.gitcmd import GitFailed, run_git
-from artifactd.fs.inputs import InputError, Remote, check_branch, check_name, check_mount_root, parse_remote
+from artifactd.fs.inputs import InputError, Remote, check_branch, check_mount_root, check_name, parse_remote
 from artifactd.fs.state import RepoConfig, RootState
 
 DEFAULT_CREDENTIAL_TTL = 86400
 
 
 def clone_settings(state: RootState) -> list[tuple[str, str]]:
-    return [("credential.helper", ""), ("credential.helper", credentials.helper_setting(state.credential_socket)),
-            ("credential.useHttpPath", "true")]
+    helper = credentials.helper_setting(state.credential_socket)
+    return [("credential.helper", ""), ("credential.helper", helper), ("credential.useHttpPath", "true")]
 
 
 # What the clone keeps in its own config: the credential helper (a socket path, no secret),
