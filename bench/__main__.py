@@ -33,6 +33,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("scale", "Maintenance, hydration and empty repos"),
     ("mixed", "Mixed load"),
     ("faults", "Fault injection"),
+    ("mount", "ArtifactFS"),
 )
 
 TARGETS_TITLE = "Targets"
