@@ -3,7 +3,8 @@
 Metadata (lookup, getattr, readdir) comes from the tree and the sizes known at mount time
 and never touches blob bytes. ``open`` and ``readlink`` wait for their blob (urgent);
 opening a file queues its directory's other files as background prefetch within a byte
-budget (listing alone fetches nothing). The
+budget, and the first read starts the background hydration of the whole tree in priority
+order (``priority.py``), within the cache's bound. Listing alone fetches nothing. The
 root holds a ``.git`` file pointing at the clone, so git commands work inside the mount.
 """
 
@@ -24,8 +25,12 @@ PREFETCH_BUDGET = 8 << 20  # bytes of a directory's files queued when it is open
 
 
 class ArtifactFS(pyfuse3.Operations):
-    def __init__(self, tree: Tree, hydrator: Hydrator, gitfile: bytes, mtime_ns: int) -> None:
+    def __init__(self, tree: Tree, hydrator: Hydrator, gitfile: bytes, mtime_ns: int,
+                 warm_order: list[str] | None = None) -> None:
         super().__init__()
+        # Blobs to hydrate in the background once the first file is read (priority order);
+        # until then the mount fetches nothing, so metadata on a cold mount stays free.
+        self.warm_order = warm_order or []
         self.tree = tree
         self.hydrator = hydrator
         self.gitfile = gitfile
@@ -111,6 +116,9 @@ class ArtifactFS(pyfuse3.Operations):
             if not stat.S_ISREG(node.mode):
                 raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.EINVAL)
             self._prefetch_siblings(node)
+            if self.warm_order:
+                self.hydrator.prefetch(self.warm_order)
+                self.warm_order = []
             self.handles[fh] = await self._open_blob(node)
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True)
 

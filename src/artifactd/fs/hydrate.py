@@ -21,6 +21,8 @@ from artifactd.fs.gitcmd import GIT, config_env, git_env
 log = logging.getLogger("artifact_fs")
 
 MAX_BATCH = 2000
+# Background work goes in smaller batches, so an explicit read never waits behind a long one.
+BACKGROUND_BATCH = 500
 WORKERS = 2
 FETCH_TIMEOUT = 60.0
 
@@ -58,8 +60,8 @@ class Hydrator:
 
     def _take(self) -> list[str]:
         batch: list[str] = []
-        for queue in (self.urgent, self.background):
-            while queue and len(batch) < MAX_BATCH:
+        for queue, limit in ((self.urgent, MAX_BATCH), (self.background, BACKGROUND_BATCH)):
+            while queue and len(batch) < limit:
                 oid = next(iter(queue))
                 del queue[oid]
                 batch.append(oid)

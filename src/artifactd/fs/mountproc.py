@@ -7,6 +7,7 @@ writes an index matching the mount, mounts, and serves until it is unmounted
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from artifactd.fs import credentials, objectinfo
+from artifactd.fs import credentials, objectinfo, priority
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.fusefs import ArtifactFS
 from artifactd.fs.gitcmd import GitFailed, run_git
@@ -25,7 +26,7 @@ from artifactd.fs.hydrate import Hydrator
 from artifactd.fs.index import write_index
 from artifactd.fs.inputs import InputError
 from artifactd.fs.state import RepoConfig, RootState
-from artifactd.fs.tree import Tree, list_tree
+from artifactd.fs.tree import Entry, Tree, list_tree
 
 DEFAULT_CACHE_BYTES = 2 << 30
 RACY_MARGIN = 2  # seconds: an mtime this far before the index keeps git from re-reading files
@@ -71,7 +72,28 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[Art
     mtime = min(commit_time, int(time.time()) - RACY_MARGIN)
     write_index(git_dir / "index", entries, sizes, mtime)
     gitfile = f"gitdir: {git_dir}\n".encode()
-    return ArtifactFS(Tree(entries, sizes), hydrator, gitfile, mtime * 1_000_000_000), hydrator
+    return ArtifactFS(Tree(entries, sizes), hydrator, gitfile, mtime * 1_000_000_000,
+                      warm_order(git_dir, entries, sizes, local, cache.limit // 2)), hydrator
+
+
+def warm_order(git_dir: Path, entries: list[Entry], sizes: dict[str, int], local: set[str],
+               budget: int) -> list[str]:
+    """The blobs to hydrate in the background, most useful first, within ``budget`` bytes."""
+    binary: list[str] = []
+    attributes = next((e.oid for e in entries if e.path == b".gitattributes"), "")
+    if attributes in local:  # read only when already local: the mount never fetches for this
+        with contextlib.suppress(GitFailed):
+            text = run_git(["--git-dir", str(git_dir), "cat-file", "blob", attributes])
+            binary = priority.binary_patterns(text)
+    blobs = sorted((e for e in entries if e.git_mode in ("100644", "100755")),
+                   key=lambda e: (priority.rank(e.path, binary), sizes.get(e.oid, 0)))
+    order: list[str] = []
+    for entry in blobs:
+        budget -= sizes.get(entry.oid, 0)
+        if budget < 0:
+            break
+        order.append(entry.oid)
+    return order
 
 
 async def serve(hydrator: Hydrator) -> None:
