@@ -271,3 +271,63 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert token.split("?expires=")[0] not in result.stderr + result.stdout
     assert not (root / "repo").exists()
     assert not list((root / ".artifact-fs" / "repos").glob("*")) if (root / ".artifact-fs").exists() else True
+
+
+def test_plain_git_http_backend_remote(tmp_path: Path, root: Path, fs_env: dict[str, str]) -> None:
+    """The same commands against C ``git http-backend``: sizes from its object-info, reads batched."""
+    from tests.gitsource import GitSource
+
+    source = GitSource(tmp_path / "upstream").start()
+    try:
+        work = tmp_path / "plain-work"
+        work.mkdir()
+        for path, data in FILES.items():
+            (work / path).parent.mkdir(parents=True, exist_ok=True)
+            (work / path).write_bytes(data)
+        git("init", "-q", "-b", "main", cwd=work)
+        git("add", "-A", cwd=work)
+        git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "plain files", cwd=work)
+        bare = source.root / "plain.git"
+        git("clone", "-q", "--bare", str(work), str(bare))
+        git("--git-dir", str(bare), "config", "uploadpack.allowFilter", "true")
+        git("--git-dir", str(bare), "config", "uploadpack.allowAnySHA1InWant", "true")
+        result = fs(fs_env, "add-repo", "--name", "plain", "--remote", f"{source.url}/plain.git",
+                    "--branch", "main", "--mount-root", str(root))
+        assert result.returncode == 0, result.stderr
+        daemon = start_daemon(fs_env, root, "plain")
+        mount = root / "plain"
+        assert sorted(os.listdir(mount)) == [".git", "README.md", "bin", "data", "src"]
+        assert os.stat(mount / "data" / "big.bin").st_size == len(FILES["data/big.bin"])
+        assert git("-C", str(mount), "status", "--porcelain") == ""
+        assert cached_blobs(root) == []
+        assert (mount / "README.md").read_bytes() == FILES["README.md"]
+        assert "plain files" in git("-C", str(mount), "log", "--oneline", "-5")
+        stop_daemon(daemon, root, "plain")
+    finally:
+        source.stop()
+
+
+def test_repo_commands_and_a_killed_daemon(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, {"README.md": b"x\n"})
+    assert fs(fs_env, "add-repo", "--name", unique_name, "--remote", auth_remote(remote, token),
+              "--branch", "main", "--mount-root", str(root)).returncode == 0
+    listed = fs(fs_env, "list-repos", "--root", str(root)).stdout
+    assert listed.split("\t")[:3] == [unique_name, "main", remote]  # the remote without its token
+    daemon = start_daemon(fs_env, root, unique_name)
+    assert "\tmounted (pid " in fs(fs_env, "status", "--root", str(root)).stdout
+    refused = fs(fs_env, "remove-repo", "--name", unique_name, "--root", str(root))
+    assert refused.returncode == 1 and "is mounted" in refused.stderr
+    # SIGKILL: no cleanup code runs in the daemon, yet its mount process goes and unmounts.
+    daemon.kill()
+    daemon.wait()
+    deadline = time.monotonic() + 60
+    while os.path.ismount(root / unique_name):
+        assert time.monotonic() < deadline, "the mount outlived its daemon"
+        time.sleep(0.05)
+    assert "not mounted" in fs(fs_env, "status", "--root", str(root)).stdout
+    removed = fs(fs_env, "remove-repo", "--name", unique_name, "--root", str(root))
+    assert removed.returncode == 0, removed.stderr
+    assert not (root / unique_name).exists()
+    assert fs(fs_env, "list-repos", "--root", str(root)).stdout == ""
