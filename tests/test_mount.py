@@ -331,3 +331,48 @@ def test_repo_commands_and_a_killed_daemon(
     assert removed.returncode == 0, removed.stderr
     assert not (root / unique_name).exists()
     assert fs(fs_env, "list-repos", "--root", str(root)).stdout == ""
+
+
+def test_revoked_token_gives_eio_and_add_repo_with_a_new_one_fixes_the_mount(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, {"a/one.txt": b"1\n", "b/two.txt": b"2\n"})
+    assert fs(fs_env, "add-repo", "--name", unique_name, "--remote", auth_remote(remote, token),
+              "--branch", "main", "--mount-root", str(root)).returncode == 0
+    daemon = start_daemon(fs_env, root, unique_name)
+    with sqlite_server.client() as api:
+        revoked = api.post(f"/repos/{unique_name}/tokens/revoke", json={"token": token}).json()
+        assert revoked["success"], revoked
+        mount = root / unique_name
+        with pytest.raises(OSError) as failed:
+            (mount / "a" / "one.txt").read_bytes()
+        assert failed.value.errno == 5  # EIO; the mount stays up
+        assert os.path.ismount(mount) and sorted(os.listdir(mount)) == [".git", "a", "b"]
+        fresh = api.post("/tokens", json={"repo": unique_name, "scope": "read", "ttl": 3600}).json()
+        assert fresh["success"], fresh
+    again = fs(fs_env, "add-repo", "--name", unique_name, "--remote",
+               auth_remote(remote, fresh["result"]["plaintext"]), "--branch", "main", "--mount-root", str(root))
+    assert again.returncode == 0, again.stderr
+    assert (mount / "a" / "one.txt").read_bytes() == b"1\n"  # the running mount uses the new token
+    stop_daemon(daemon, root, unique_name)
+
+
+def test_server_going_away_fails_reads_with_eio_and_the_mount_stays_up(
+    tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    from tests.harness import start_server
+
+    server = start_server(tmp_path / "data")
+    try:
+        remote, token = make_repo(server, "going", tmp_path, {"x/a.txt": b"a\n", "y/b.txt": b"b\n"})
+        assert fs(fs_env, "add-repo", "--name", "going", "--remote", auth_remote(remote, token),
+                  "--branch", "main", "--mount-root", str(root)).returncode == 0
+        daemon = start_daemon(fs_env, root, "going")
+    finally:
+        server.stop()
+    mount = root / "going"
+    with pytest.raises(OSError) as failed:
+        (mount / "x" / "a.txt").read_bytes()
+    assert failed.value.errno == 5
+    assert os.path.ismount(mount) and os.stat(mount / "y" / "b.txt").st_size == 2
+    stop_daemon(daemon, root, "going")
