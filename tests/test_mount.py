@@ -241,6 +241,13 @@ def test_oneshot_mount_and_unmount(sqlite_server: Server, unique_name: str, tmp_
     assert not Path(f"/proc/{pid}").exists() or _state(pid) == "zombie"
 
 
+@pytest.fixture(scope="module")
+def small_repo(sqlite_server: Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """One repo for the bad-input cases (they must not get as far as changing it)."""
+    return make_repo(sqlite_server, f"bad-input-{os.urandom(3).hex()}", tmp_path_factory.mktemp("bad"),
+                     {"README.md": b"x\n"})
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"--remote": "not a url"}, "--remote must be an http(s) git URL"),
     ({"--remote": "ftp://host/x.git"}, "--remote must be an http(s) git URL"),
@@ -254,10 +261,10 @@ def test_oneshot_mount_and_unmount(sqlite_server: Server, unique_name: str, tmp_
     ({"token": "art_v1_" + "0" * 40}, "refused the credentials"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(
-    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str],
+    small_repo: tuple[str, str], tmp_path: Path, root: Path, fs_env: dict[str, str],
     change: dict[str, str], message: str,
 ) -> None:
-    remote, token = make_repo(sqlite_server, unique_name, tmp_path, {"README.md": b"x\n"})
+    remote, token = small_repo
     (tmp_path / "file").write_text("not a directory")
     args = {"--name": "repo", "--remote": auth_remote(remote, change.get("token", token)),
             "--branch": "main", "--mount-root": str(root)}
@@ -368,8 +375,10 @@ def test_server_going_away_fails_reads_with_eio_and_the_mount_stays_up(
         assert fs(fs_env, "add-repo", "--name", "going", "--remote", auth_remote(remote, token),
                   "--branch", "main", "--mount-root", str(root)).returncode == 0
         daemon = start_daemon(fs_env, root, "going")
-    finally:
-        server.stop()
+    finally:  # the server goes away at once (SIGKILL), as in a crash
+        assert server.process is not None
+        server.process.kill()
+        server.process.wait()
     mount = root / "going"
     with pytest.raises(OSError) as failed:
         (mount / "x" / "a.txt").read_bytes()

@@ -125,10 +125,10 @@ def daemon(root: str, cache_bytes: int | None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    children: list[tuple[str, process.Forked]] = []
     for config in configs:
         start = process.log_size(state, config.name)
-        proc = process.start(state, config, detach=False, cache_bytes=cache_bytes)
+        proc = process.fork(state, config, cache_bytes)
         error = process.wait_ready(state, config, proc, start)
         if error:
             click.echo(f"artifact-fs: {error}", err=True)

@@ -138,10 +138,13 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None
 
 
 def main() -> int:
+    cache_bytes = int(sys.argv[3]) if len(sys.argv) > 3 else DEFAULT_CACHE_BYTES
+    return run(Path(sys.argv[1]), sys.argv[2], cache_bytes)
+
+
+def run(root: Path, name: str, cache_bytes: int) -> int:
     logging.basicConfig(level=logging.INFO, format="artifact-fs: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
-    root, name = Path(sys.argv[1]), sys.argv[2]
-    cache_bytes = int(sys.argv[3]) if len(sys.argv) > 3 else DEFAULT_CACHE_BYTES
     try:
         mount(root, name, cache_bytes)
     except (MountError, GitFailed, InputError, objectinfo.ObjectInfoError, OSError) as exc:

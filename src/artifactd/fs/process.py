@@ -23,6 +23,68 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+class Forked:
+    """A mount process forked from the daemon (no new interpreter: half a second saved per
+    mount), with the part of ``Popen``'s interface the daemon uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(["mount", str(self.pid)], timeout or 0)
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+    def terminate(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None) -> Forked:
+    from artifactd.fs import mountproc  # imported before the fork, once for every mount
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return Forked(pid)
+    code = 1
+    try:
+        _die_with_parent()
+        if os.getppid() != parent:  # the daemon died before prctl took effect
+            os._exit(1)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)  # not the daemon's handlers
+        log = os.open(state.log_file(config.name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        code = mountproc.run(state.root, config.name,
+                             cache_bytes if cache_bytes is not None else mountproc.DEFAULT_CACHE_BYTES)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def start(
     state: RootState, config: RepoConfig, *, detach: bool, cache_bytes: int | None = None
 ) -> subprocess.Popen[bytes]:
@@ -37,7 +99,7 @@ def start(
         log.close()
 
 
-def wait_ready(state: RootState, config: RepoConfig, proc: subprocess.Popen[bytes],
+def wait_ready(state: RootState, config: RepoConfig, proc: subprocess.Popen[bytes] | Forked,
                log_start: int) -> str | None:
     """``None`` once mounted, else the mount process's one-line error."""
     deadline = time.monotonic() + READY_TIMEOUT
