@@ -85,14 +85,18 @@ def run(quick: bool) -> dict[str, Any]:
         status_checkout = timed(["git", "-C", str(work / "full"), "status", "--porcelain"])
         blobs_after_metadata = sum(1 for p in (root / ".artifact-fs" / "blobs").rglob("*") if p.is_file())
         started = time.perf_counter()
+        (mount / names[len(names) // 2]).read_bytes()  # one file, nothing hydrated yet
+        first_read = time.perf_counter() - started
+        started = time.perf_counter()
         for name in names:
             (mount / name).read_bytes()
-        read_all = time.perf_counter() - started
+        read_all = time.perf_counter() - started + first_read
         return {"files": files, "full_clone_s": full, "blobless_clone_s": blobless,
                 "original_per_file_ms": original_per_file * 1000,
                 "original_all_s_estimate": original_per_file * files, "mount_s": to_mount,
                 "ls_lR_s": ls, "git_status_mount_s": status, "git_status_checkout_s": status_checkout,
-                "blobs_after_metadata": blobs_after_metadata, "read_all_cold_s": read_all}
+                "blobs_after_metadata": blobs_after_metadata, "read_all_cold_s": read_all,
+                "first_read_ms": first_read * 1000}
     finally:
         if daemon is not None:
             daemon.send_signal(signal.SIGTERM)
@@ -117,6 +121,8 @@ def targets(results: dict[str, Any]) -> list[Target]:
         Target("read all files cold vs the original's method", ">= 20x faster",
                f"{r['original_all_s_estimate'] / r['read_all_cold_s']:.1f}x",
                r["original_all_s_estimate"] >= 20 * r["read_all_cold_s"]),
+        Target("a cold single-file read (the mount's first)", "< 15 ms", f"{r['first_read_ms']:.1f} ms",
+               r["first_read_ms"] < 15),
         Target("read all files cold vs a full clone", "<= 2x",
                f"{r['read_all_cold_s'] / r['full_clone_s']:.2f}x", r["read_all_cold_s"] <= 2 * r["full_clone_s"]),
     ]
@@ -137,7 +143,9 @@ loopback. `python -m bench.mount`. The original's method is measured on {SAMPLE}
 Figures (s): full clone {r['full_clone_s']:.2f}, blobless clone {r['blobless_clone_s']:.2f},
 mount to first `ls` {r['mount_s']:.2f}, `ls -lR` {r['ls_lR_s']:.2f}, `git status` on the mount
 {r['git_status_mount_s']:.3f} (checkout {r['git_status_checkout_s']:.3f}), read all cold
-{r['read_all_cold_s']:.2f} (original's method, scaled: {r['original_all_s_estimate']:.1f}).
+{r['read_all_cold_s']:.2f} (original's method, scaled: {r['original_all_s_estimate']:.1f}), first
+cold read {r['first_read_ms']:.1f} ms. Mount time includes `add-repo` (the blobless clone) and
+the daemon's start (two Python start-ups, each importing the `artifactd` package).
 """
 
 

@@ -10,6 +10,8 @@ import click
 
 from artifactd.cli._app import Application, pass_app
 
+JSON_HELP = "Print the result as JSON (docs/cli.md)."
+
 
 def _oneshot(app: Application):  # type: ignore[no-untyped-def]
     try:
@@ -23,25 +25,47 @@ def _oneshot(app: Application):  # type: ignore[no-untyped-def]
 @click.argument("remote")
 @click.argument("directory", metavar="DIR")
 @click.option("--branch", default="main", show_default=True, help="Branch to mount.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_app
-def mount(app: Application, remote: str, directory: str, branch: str) -> None:
-    """Mount REMOTE's branch at DIR, read-only, hydrating file contents on demand."""
+def mount(app: Application, remote: str, directory: str, branch: str, as_json: bool) -> None:
+    """Mount REMOTE's branch at DIR, read-only, hydrating file contents on demand.
+
+    Credentials in REMOTE (https://x:TOKEN@host/...) go to git's in-memory credential
+    cache, never to disk. See docs/mount.md.
+
+    \b
+    Examples:
+      artifactd mount "https://x:$TOKEN@artifacts.example/git/ns/repo.git" ./repo
+      artifactd unmount ./repo
+    """
     oneshot = _oneshot(app)
     try:
         target = oneshot.mount(remote, directory, branch)
     except oneshot.InputError as exc:
         app.abort(str(exc))
-    app.display_success(f"mounted {target}")
+    if as_json:
+        app.display_json({"mount_point": str(target), "branch": branch, "mounted": True})
+    else:
+        app.display_success(f"mounted {target}")
 
 
 @click.command()
 @click.argument("directory", metavar="DIR")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_app
-def unmount(app: Application, directory: str) -> None:
-    """Unmount an ArtifactFS mount made by `artifactd mount` (its process exits)."""
+def unmount(app: Application, directory: str, as_json: bool) -> None:
+    """Unmount an ArtifactFS mount made by `artifactd mount` (its process exits).
+
+    \b
+    Examples:
+      artifactd unmount ./repo
+    """
     oneshot = _oneshot(app)
     try:
         oneshot.unmount(directory)
     except oneshot.InputError as exc:
         app.abort(str(exc))
-    app.display_success(f"unmounted {directory}")
+    if as_json:
+        app.display_json({"mount_point": directory, "mounted": False})
+    else:
+        app.display_success(f"unmounted {directory}")
