@@ -1,8 +1,8 @@
 """Batched, lazy blob fetching: many missing blobs in one ``git fetch``, never one each.
 
-A read that misses queues its blob as urgent and waits for it; opening a directory queues
-its files as background work within a byte budget. ``WORKERS`` fetches run at once, each
-taking every urgent blob queued so far (then background ones) up to ``MAX_BATCH``: the
+A read that misses queues its blob as urgent and waits for it; other files are queued as
+background work (``fusefs``). ``WORKERS`` fetches run at once, each taking every urgent
+blob queued so far up to ``MAX_BATCH``, or else up to ``BACKGROUND_BATCH`` others: the
 reads that arrive while a fetch runs ride the next one together. A fetch is the lazy fetch
 git itself would run (``--filter=blob:none --stdin`` with the ids), but for the batch.
 A failed or timed-out fetch fails its waiting reads (EIO); the next read tries again.
@@ -59,12 +59,13 @@ class Hydrator:
             self.queued.set()
 
     def _take(self) -> list[str]:
+        # Explicit reads go alone: a read never waits for background blobs riding along.
+        queue, limit = (self.urgent, MAX_BATCH) if self.urgent else (self.background, BACKGROUND_BATCH)
         batch: list[str] = []
-        for queue, limit in ((self.urgent, MAX_BATCH), (self.background, BACKGROUND_BATCH)):
-            while queue and len(batch) < limit:
-                oid = next(iter(queue))
-                del queue[oid]
-                batch.append(oid)
+        while queue and len(batch) < limit:
+            oid = next(iter(queue))
+            del queue[oid]
+            batch.append(oid)
         if not self.urgent and not self.background:
             self.queued = trio.Event()
         self.in_flight.update(batch)
