@@ -103,6 +103,21 @@ class BlobCache:
             self.used.move_to_end(oid)
         return True
 
+    def put(self, data: bytes) -> str | None:
+        """Store one blob received from the remote; its id, or ``None`` if it is not a blob."""
+        oid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 - git's object id
+        target = self.path(oid)
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+        with self.lock:
+            if oid not in self.used:
+                self.total += len(data)
+            self.used[oid] = len(data)
+            self.used.move_to_end(oid)
+        return oid
+
     def evict(self, limit: int) -> int:
         """Remove least recently used blobs until at most ``limit`` bytes remain; returns bytes freed."""
         freed = 0

@@ -50,8 +50,10 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[Art
     entries = list_tree(git_dir, commit)
     blob_oids = sorted({e.oid for e in entries if e.kind == "blob"})
     local = local_blobs(git_dir)
-    hydrator = Hydrator(git_dir, cache, local)
-    auth = credentials.fill(state.credential_socket, config.remote)
+    socket = state.credential_socket
+    auth = credentials.fill(socket, config.remote)
+    hydrator = Hydrator(git_dir, cache, local, config.remote,
+                        lambda: credentials.fill(socket, config.remote), state.stats_file(config.name))
     missing = [oid for oid in blob_oids if oid not in local]
     sizes: dict[str, int] = {}
     if missing:

@@ -52,6 +52,9 @@ class RootState:
     def pid_file(self, name: str) -> Path:
         return self.dir / "run" / f"{name}.pid"
 
+    def stats_file(self, name: str) -> Path:
+        return self.dir / "run" / f"{name}.stats"
+
     def log_file(self, name: str) -> Path:
         return self.dir / "run" / f"{name}.log"
 
