@@ -40,6 +40,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("mixed", "Mixed load"),
     ("faults", "Fault injection"),
     ("hardening", "Hardening: racing pushes and fuzzing"),
+    ("mount", "ArtifactFS"),
 )
 
 TARGETS_TITLE = "Targets"

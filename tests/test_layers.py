@@ -14,6 +14,7 @@ FORBIDDEN = {
     "services": ("artifactd.http", "artifactd.cli", "artifactd.client"),
     "http": ("artifactd.cli", "artifactd.client"),
     "client": ("artifactd.services", "artifactd.storage", "artifactd.http", "artifactd.cli"),
+    "fs": ("artifactd.services", "artifactd.storage", "artifactd.http", "artifactd.cli"),
 }
 
 

@@ -31,6 +31,8 @@ COMMANDS = {
     "clone": "artifactd.cli.clone:clone",
     "credential-helper": "artifactd.cli.credential:credential_helper",
     "whoami": "artifactd.cli.whoami:whoami",
+    "mount": "artifactd.cli.mount:mount",
+    "unmount": "artifactd.cli.mount:unmount",
 }
 
 

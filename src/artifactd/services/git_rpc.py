@@ -93,6 +93,8 @@ def server_config(
         ("uploadpack.allowFilter", "true"),
         ("uploadpack.allowReachableSHA1InWant", "true"),
         ("lsrefs.unborn", "advertise"),
+        # Blob sizes for partial clones without their bytes (ArtifactFS, docs/mount.md).
+        ("transfer.advertiseObjectInfo", "true"),
     ]
 
 

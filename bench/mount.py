@@ -1,0 +1,164 @@
+"""ArtifactFS benchmark: time to a usable mount, metadata without blob bytes, reading all
+files cold, against the references in the same run on the same server: a full clone, a
+blobless clone (the mount's floor) and the original's method (a blobless clone read file by
+file, each miss one lazy ``git fetch``; sampled on ``SAMPLE`` files, per file).
+
+    python -m bench.mount [--quick] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import UNLIMITED, Target, start_server, work_dir, write_section
+
+SAMPLE = 50
+
+
+def _git(*args: str, cwd: Path | None = None, stdin: bytes | None = None) -> None:
+    subprocess.run(["git", *args], cwd=cwd, input=stdin, check=True, capture_output=True)
+
+
+def make_source(path: Path, files: int) -> None:
+    """A repo of ``files`` small source files in 100 directories, one commit, by fast-import."""
+    _git("init", "-q", "--bare", "-b", "main", str(path))
+    stream = bytearray()
+    for i in range(files):
+        data = f"# file {i}\n".encode() + b"value = %d\n" % i * 20
+        stream += b"blob\nmark :%d\ndata %d\n%s\n" % (i + 1, len(data), data)
+    stream += b"commit refs/heads/main\ncommitter B <b@example.com> 1700000000 +0000\ndata 5\nbench\n"
+    for i in range(files):
+        stream += b"M 100644 :%d dir%03d/file%05d.py\n" % (i + 1, i % 100, i)
+    _git(f"--git-dir={path}", "fast-import", "--quiet", stdin=bytes(stream))
+
+
+def timed(argv: list[str], **kwargs: Any) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True, **kwargs)
+    return time.perf_counter() - started
+
+
+def run(quick: bool) -> dict[str, Any]:
+    files = 300 if quick else 10_000
+    work = work_dir("mount-")
+    server = start_server(work / "data", extra_env=UNLIMITED)
+    root = work / "root"
+    root.mkdir()
+    daemon: subprocess.Popen[bytes] | None = None
+    try:
+        created = server.client().post("/repos", json={"name": "bench"}).json()["result"]
+        remote = created["remote"]
+        auth = remote.replace("http://", f"http://x:{created['token'].split('?expires=')[0]}@", 1)
+        source = work / "source.git"
+        make_source(source, files)
+        _git(f"--git-dir={source}", "push", "-q", auth, "main")
+        full = timed(["git", "clone", "-q", auth, str(work / "full")])
+        blobless = timed(["git", "clone", "-q", "--filter=blob:none", "--no-checkout", auth, str(work / "blobless")])
+        names = sorted(p.relative_to(work / "full").as_posix() for p in (work / "full").rglob("*.py"))
+        # The original's method: each miss of a blobless clone is one lazy fetch.
+        started = time.perf_counter()
+        for name in names[:SAMPLE]:
+            subprocess.run(["git", "-C", str(work / "blobless"), "cat-file", "-p", f"HEAD:{name}"],
+                           check=True, capture_output=True)
+        original_per_file = (time.perf_counter() - started) / SAMPLE
+        fs = [sys.executable, "-m", "artifactd.fs"]
+        started = time.perf_counter()
+        subprocess.run([*fs, "add-repo", "--name", "bench", "--remote", auth, "--mount-root", str(root)],
+                       check=True, capture_output=True)
+        daemon = subprocess.Popen([*fs, "daemon", "--root", str(root)], stderr=subprocess.DEVNULL)
+        mount = root / "bench"
+        while not os.path.ismount(mount):
+            time.sleep(0.01)
+        os.listdir(mount)
+        to_mount = time.perf_counter() - started
+        ls = timed(["ls", "-lR", str(mount)])
+        status = timed(["git", "-C", str(mount), "status", "--porcelain"])
+        status_checkout = timed(["git", "-C", str(work / "full"), "status", "--porcelain"])
+        blobs_after_metadata = sum(1 for p in (root / ".artifact-fs" / "blobs").rglob("*") if p.is_file())
+        started = time.perf_counter()
+        (mount / names[len(names) // 2]).read_bytes()  # one file, nothing hydrated yet
+        first_read = time.perf_counter() - started
+        started = time.perf_counter()
+        for name in names:
+            (mount / name).read_bytes()
+        read_all = time.perf_counter() - started + first_read
+        return {"files": files, "full_clone_s": full, "blobless_clone_s": blobless,
+                "original_per_file_ms": original_per_file * 1000,
+                "original_all_s_estimate": original_per_file * files, "mount_s": to_mount,
+                "ls_lR_s": ls, "git_status_mount_s": status, "git_status_checkout_s": status_checkout,
+                "blobs_after_metadata": blobs_after_metadata, "read_all_cold_s": read_all,
+                "first_read_ms": first_read * 1000}
+    finally:
+        if daemon is not None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=60)
+        server.stop()
+        socket = root / ".artifact-fs" / "run" / "credential-socket"
+        if socket.exists():
+            subprocess.run(["git", "credential-cache", f"--socket={socket}", "exit"], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    r = results
+    return [
+        Target("time to a usable mount vs blobless clone", "<= 1.5x",
+               f"{r['mount_s'] / r['blobless_clone_s']:.2f}x", r["mount_s"] <= 1.5 * r["blobless_clone_s"]),
+        Target("blobs fetched by ls -lR + git status, cold", "0", str(r["blobs_after_metadata"]),
+               r["blobs_after_metadata"] == 0),
+        Target("git status on the mount vs a checkout", "<= 2x",
+               f"{r['git_status_mount_s'] / r['git_status_checkout_s']:.2f}x",
+               r["git_status_mount_s"] <= 2 * r["git_status_checkout_s"]),
+        Target("read all files cold vs the original's method", ">= 20x faster",
+               f"{r['original_all_s_estimate'] / r['read_all_cold_s']:.1f}x",
+               r["original_all_s_estimate"] >= 20 * r["read_all_cold_s"]),
+        Target("a cold single-file read (the mount's first)", "< 15 ms", f"{r['first_read_ms']:.1f} ms",
+               r["first_read_ms"] < 15),
+        Target("read all files cold vs a full clone", "<= 2x",
+               f"{r['read_all_cold_s'] / r['full_clone_s']:.2f}x", r["read_all_cold_s"] <= 2 * r["full_clone_s"]),
+    ]
+
+
+def render(results: dict[str, Any]) -> str:
+    r = results
+    rows = "\n".join(f"| {t.what} | {t.goal} | {t.measured} | {'met' if t.met else '**missed**'} |"
+                     for t in targets(results))
+    return f"""One repo of {r['files']} small files in 100 directories on one artifactd (SQLite),
+loopback. `python -m bench.mount`. The original's method is measured on {SAMPLE} files
+(one lazy `git fetch` each: {r['original_per_file_ms']:.1f} ms per file) and scaled.
+
+| measurement | target | measured | verdict |
+|---|---|---|---|
+{rows}
+
+Figures (s): full clone {r['full_clone_s']:.2f}, blobless clone {r['blobless_clone_s']:.2f},
+mount to first `ls` {r['mount_s']:.2f}, `ls -lR` {r['ls_lR_s']:.2f}, `git status` on the mount
+{r['git_status_mount_s']:.3f} (checkout {r['git_status_checkout_s']:.3f}), read all cold
+{r['read_all_cold_s']:.2f} (original's method, scaled: {r['original_all_s_estimate']:.1f}), first
+cold read {r['first_read_ms']:.1f} ms. Mount time includes `add-repo` (the blobless clone) and
+the daemon's start (two Python start-ups, each importing the `artifactd` package).
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    results = run(quick=args.quick)
+    print(json.dumps(results, indent=1))
+    if not args.no_write and not args.quick:
+        write_section("ArtifactFS", render(results))
+
+
+if __name__ == "__main__":
+    main()

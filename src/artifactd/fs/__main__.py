@@ -1,0 +1,5 @@
+"""``python -m artifactd.fs`` is ``artifact-fs``."""
+
+from artifactd.fs.cli import main
+
+main()

@@ -1,0 +1,174 @@
+"""The FUSE operations: a read-only view of one commit, contents hydrated on open.
+
+Metadata (lookup, getattr, readdir) comes from the tree and the sizes known at mount time
+and never touches blob bytes. ``open`` and ``readlink`` wait for their blob (urgent);
+opening a file queues its directory's other files as background prefetch within a byte
+budget, and the first read starts the background hydration of the whole tree in priority
+order (``priority.py``), within the cache's bound. Listing alone fetches nothing. The
+root holds a ``.git`` file pointing at the clone, so git commands work inside the mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from itertools import count
+
+import pyfuse3
+
+from artifactd.fs.hydrate import Hydrator
+from artifactd.fs.tree import GITFILE_INODE, ROOT_INODE, Node, Tree
+
+CACHE_SECONDS = 300.0  # the view of one commit never changes while mounted
+PREFETCH_BUDGET = 8 << 20  # bytes of a directory's files queued when it is opened
+
+
+class ArtifactFS(pyfuse3.Operations):
+    def __init__(self, tree: Tree, hydrator: Hydrator, gitfile: bytes, mtime_ns: int,
+                 warm_order: list[str] | None = None) -> None:
+        super().__init__()
+        # Blobs to hydrate in the background once the first file is read (priority order);
+        # until then the mount fetches nothing, so metadata on a cold mount stays free.
+        self.warm_order = warm_order or []
+        self.tree = tree
+        self.hydrator = hydrator
+        self.gitfile = gitfile
+        self.mtime_ns = mtime_ns
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+        self.handles: dict[int, int] = {}  # fh -> fd of the cache file (-1: the .git file)
+        self.next_fh = count(1)
+
+    def _attrs(self, inode: int, mode: int, size: int, nlink: int = 1) -> pyfuse3.EntryAttributes:
+        attrs = pyfuse3.EntryAttributes()
+        attrs.st_ino = inode
+        attrs.st_mode = mode
+        attrs.st_nlink = nlink
+        attrs.st_size = size
+        attrs.st_uid = self.uid
+        attrs.st_gid = self.gid
+        attrs.st_blksize = 4096
+        attrs.st_blocks = (size + 511) // 512
+        attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = self.mtime_ns
+        attrs.attr_timeout = attrs.entry_timeout = CACHE_SECONDS
+        return attrs
+
+    def _node_attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+        if node.is_dir:
+            return self._attrs(node.inode, node.mode, 4096, 2)
+        return self._attrs(node.inode, node.mode, node.size)
+
+    def _node(self, inode: int) -> Node:
+        node = self.tree.nodes.get(inode)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return node
+
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
+        if inode == GITFILE_INODE:
+            return self._attrs(GITFILE_INODE, stat.S_IFREG | 0o444, len(self.gitfile))
+        return self._node_attrs(self._node(inode))
+
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        if name == b".":
+            return self._node_attrs(parent)
+        if name == b"..":
+            return self._node_attrs(self._node(parent.parent))
+        if parent_inode == ROOT_INODE and name == b".git":
+            return await self.getattr(GITFILE_INODE)
+        child = self.tree.child(parent_inode, name)
+        if child is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._node_attrs(child)
+
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileHandleT:
+        node = self._node(inode)
+        if not node.is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return pyfuse3.FileHandleT(inode)
+
+    async def readdir(self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        node = self._node(fh)
+        names: list[tuple[bytes, int]] = sorted(node.children.items())
+        if fh == ROOT_INODE:
+            names.insert(0, (b".git", GITFILE_INODE))
+        for position in range(start_id, len(names)):
+            name, inode = names[position]
+            attrs = await self.getattr(pyfuse3.InodeT(inode))
+            if not pyfuse3.readdir_reply(token, name, attrs, position + 1):
+                break
+
+    async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
+        return None
+
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        fh = next(self.next_fh)
+        if inode == GITFILE_INODE:
+            self.handles[fh] = -1
+        else:
+            node = self._node(inode)
+            if not stat.S_ISREG(node.mode):
+                raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.EINVAL)
+            self._prefetch_siblings(node)
+            if self.warm_order:
+                self.hydrator.prefetch(self.warm_order)
+                self.warm_order = []
+            self.handles[fh] = await self._open_blob(node)
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True)
+
+    def _prefetch_siblings(self, node: Node) -> None:
+        # Listing never fetches (metadata is free); reading a file warms its directory.
+        budget = PREFETCH_BUDGET
+        wanted = []
+        for inode in self.tree.nodes[node.parent].children.values():
+            sibling = self.tree.nodes[inode]
+            if sibling is not node and stat.S_ISREG(sibling.mode) and sibling.size <= budget:
+                budget -= sibling.size
+                wanted.append(sibling.oid)
+        self.hydrator.prefetch(wanted)
+
+    async def _open_blob(self, node: Node) -> int:
+        if not await self.hydrator.ensure(node.oid):
+            raise pyfuse3.FUSEError(errno.EIO)
+        try:
+            return os.open(self.hydrator.cache.path(node.oid), os.O_RDONLY)
+        except FileNotFoundError:  # evicted between the fetch and the open: fetch it again
+            if not await self.hydrator.ensure(node.oid):
+                raise pyfuse3.FUSEError(errno.EIO) from None
+            return os.open(self.hydrator.cache.path(node.oid), os.O_RDONLY)
+
+    async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
+        fd = self.handles[fh]
+        if fd < 0:
+            return self.gitfile[off:off + size]
+        return os.pread(fd, size, off)
+
+    async def release(self, fh: pyfuse3.FileHandleT) -> None:
+        fd = self.handles.pop(fh, -1)
+        if fd >= 0:
+            os.close(fd)
+
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self._node(inode)
+        if not stat.S_ISLNK(node.mode):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        fd = await self._open_blob(node)
+        try:
+            return os.pread(fd, node.size or 4096, 0)
+        finally:
+            os.close(fd)
+
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = 4096
+        total = sum(node.size for node in self.tree.blobs())
+        data.f_blocks = (total + 4095) // 4096
+        data.f_files = len(self.tree.nodes)
+        data.f_namemax = 255
+        return data

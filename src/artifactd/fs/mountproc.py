@@ -1,0 +1,159 @@
+"""The process that owns one FUSE mount: ``python -m artifactd.fs.mountproc ROOT NAME``.
+
+It reads the branch's tree from the clone, learns every blob's size (``objectinfo``),
+writes an index matching the mount, mounts, and serves until it is unmounted
+(``fusermount3 -u``) or gets SIGTERM/SIGINT, then unmounts. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from artifactd.fs import credentials, objectinfo, priority
+from artifactd.fs.blobcache import BlobCache
+from artifactd.fs.fusefs import ArtifactFS
+from artifactd.fs.gitcmd import GitFailed, run_git
+from artifactd.fs.hydrate import Hydrator
+from artifactd.fs.index import write_index
+from artifactd.fs.inputs import InputError
+from artifactd.fs.state import RepoConfig, RootState
+from artifactd.fs.tree import Entry, Tree, list_tree
+
+DEFAULT_CACHE_BYTES = 2 << 30
+RACY_MARGIN = 2  # seconds: an mtime this far before the index keeps git from re-reading files
+
+
+class MountError(RuntimeError):
+    pass
+
+
+def local_blobs(git_dir: Path) -> set[str]:
+    out = run_git(["--git-dir", str(git_dir), "cat-file", "--batch-all-objects",
+                   "--batch-check=%(objectname) %(objecttype)"])
+    return {line.split()[0] for line in out.decode().splitlines() if line.endswith(" blob")}
+
+
+def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[ArtifactFS, Hydrator]:
+    git_dir = state.git_dir(config.name)
+    commit = run_git(["--git-dir", str(git_dir), "rev-parse", "--verify", "--end-of-options",
+                      f"refs/heads/{config.branch}^{{commit}}"]).decode().strip()
+    commit_time = int(run_git(["--git-dir", str(git_dir), "log", "-1", "--format=%ct", commit]).strip())
+    entries = list_tree(git_dir, commit)
+    blob_oids = sorted({e.oid for e in entries if e.kind == "blob"})
+    local = local_blobs(git_dir)
+    socket = state.credential_socket
+    auth = credentials.fill(socket, config.remote)
+    hydrator = Hydrator(git_dir, cache, local, config.remote,
+                        lambda: credentials.fill(socket, config.remote), state.stats_file(config.name))
+    missing = [oid for oid in blob_oids if oid not in local]
+    sizes: dict[str, int] = {}
+    if missing:
+        try:
+            has_object_info = objectinfo.supported(config.remote, auth)
+        except objectinfo.ObjectInfoError as exc:
+            raise MountError(str(exc)) from exc
+        if has_object_info:
+            sizes = objectinfo.sizes(config.remote, auth, missing)
+        else:  # a remote without object-info: sizes only by fetching everything, once
+            trio.run(hydrator._hydrate, missing)
+    out = run_git(["--git-dir", str(git_dir), "cat-file", "--batch-check=%(objectname) %(objectsize)"],
+                  stdin="".join(f"{oid}\n" for oid in blob_oids if oid not in sizes).encode())
+    for line in out.decode().splitlines():
+        oid, _, size = line.partition(" ")
+        if size.isdigit():
+            sizes[oid] = int(size)
+    mtime = min(commit_time, int(time.time()) - RACY_MARGIN)
+    write_index(git_dir / "index", entries, sizes, mtime)
+    gitfile = f"gitdir: {git_dir}\n".encode()
+    return ArtifactFS(Tree(entries, sizes), hydrator, gitfile, mtime * 1_000_000_000,
+                      warm_order(git_dir, entries, sizes, local, cache.limit // 2)), hydrator
+
+
+def warm_order(git_dir: Path, entries: list[Entry], sizes: dict[str, int], local: set[str],
+               budget: int) -> list[str]:
+    """The blobs to hydrate in the background, most useful first, within ``budget`` bytes."""
+    binary: list[str] = []
+    attributes = next((e.oid for e in entries if e.path == b".gitattributes"), "")
+    if attributes in local:  # read only when already local: the mount never fetches for this
+        with contextlib.suppress(GitFailed):
+            text = run_git(["--git-dir", str(git_dir), "cat-file", "blob", attributes])
+            binary = priority.binary_patterns(text)
+    blobs = sorted((e for e in entries if e.git_mode in ("100644", "100755")),
+                   key=lambda e: (priority.rank(e.path, binary), sizes.get(e.oid, 0)))
+    order: list[str] = []
+    for entry in blobs:
+        budget -= sizes.get(entry.oid, 0)
+        if budget < 0:
+            break
+        order.append(entry.oid)
+    return order
+
+
+async def serve(hydrator: Hydrator) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hydrator.run)
+
+        async def stop_on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    pyfuse3.terminate()
+                    return
+
+        nursery.start_soon(stop_on_signal)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    state = RootState(root)
+    config = state.load(name)
+    if config is None:
+        raise MountError(f"no repo {name!r} under {root}: run artifact-fs add-repo first")
+    mount_point = Path(config.mount_point)
+    if os.path.ismount(mount_point):
+        raise MountError(f"{mount_point} is already a mount point: unmount it (fusermount3 -u) first")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise MountError("/dev/fuse is missing or not accessible: install fuse3 and run with access "
+                         "to /dev/fuse (docker: --device /dev/fuse --cap-add SYS_ADMIN)")
+    operations, hydrator = prepare(state, config, BlobCache(state.blobs, cache_bytes))
+    options = set(pyfuse3.default_options) | {"fsname=artifact-fs", "subtype=artifactfs", "ro"}
+    try:
+        pyfuse3.init(operations, str(mount_point), options)
+    except RuntimeError as exc:
+        raise MountError(f"cannot mount {mount_point}: {exc} "
+                         "(is fusermount3 installed and permitted?)") from exc
+    state.pid_file(name).write_text(f"{os.getpid()}\n")
+    try:
+        trio.run(serve, hydrator)
+    finally:
+        state.pid_file(name).unlink(missing_ok=True)
+        pyfuse3.close(unmount=True)
+
+
+def main() -> int:
+    cache_bytes = int(sys.argv[3]) if len(sys.argv) > 3 else DEFAULT_CACHE_BYTES
+    return run(Path(sys.argv[1]), sys.argv[2], cache_bytes)
+
+
+def run(root: Path, name: str, cache_bytes: int) -> int:
+    logging.basicConfig(level=logging.INFO, format="artifact-fs: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
+    try:
+        mount(root, name, cache_bytes)
+    except (MountError, GitFailed, InputError, objectinfo.ObjectInfoError, OSError) as exc:
+        print(f"artifact-fs: {name}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Starting mount processes and waiting for them: ready when the mount point is mounted."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from artifactd.fs.state import RepoConfig, RootState
+
+READY_TIMEOUT = 120.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # The daemon's mounts die with it, even when it is killed with SIGKILL.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Forked:
+    """A mount process forked from the daemon (no new interpreter: half a second saved per
+    mount), with the part of ``Popen``'s interface the daemon uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(["mount", str(self.pid)], timeout or 0)
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+    def terminate(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None) -> Forked:
+    from artifactd.fs import mountproc  # imported before the fork, once for every mount
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return Forked(pid)
+    code = 1
+    try:
+        _die_with_parent()
+        if os.getppid() != parent:  # the daemon died before prctl took effect
+            os._exit(1)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)  # not the daemon's handlers
+        log = os.open(state.log_file(config.name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        code = mountproc.run(state.root, config.name,
+                             cache_bytes if cache_bytes is not None else mountproc.DEFAULT_CACHE_BYTES)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def start(
+    state: RootState, config: RepoConfig, *, detach: bool, cache_bytes: int | None = None
+) -> subprocess.Popen[bytes]:
+    log = open(state.log_file(config.name), "ab")  # noqa: SIM115 - the child keeps it
+    argv = [sys.executable, "-m", "artifactd.fs.mountproc", str(state.root), config.name]
+    if cache_bytes is not None:
+        argv.append(str(cache_bytes))
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=detach, preexec_fn=None if detach else _die_with_parent)
+    finally:
+        log.close()
+
+
+def wait_ready(state: RootState, config: RepoConfig, proc: subprocess.Popen[bytes] | Forked,
+               log_start: int) -> str | None:
+    """``None`` once mounted, else the mount process's one-line error."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if os.path.ismount(config.mount_point) and state.pid_file(config.name).exists():
+            return None
+        if proc.poll() is not None:
+            return last_error(state, config.name, log_start) or f"mount process exited ({proc.returncode})"
+        time.sleep(0.02)
+    proc.terminate()
+    return f"{config.name}: not mounted after {READY_TIMEOUT:.0f} s"
+
+
+def log_size(state: RootState, name: str) -> int:
+    path = state.log_file(name)
+    return path.stat().st_size if path.exists() else 0
+
+
+def last_error(state: RootState, name: str, start: int) -> str:
+    path = state.log_file(name)
+    with contextlib.suppress(OSError), open(path, "rb") as log:
+        log.seek(start)
+        lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+    return ""
+
+
+def running_pid(state: RootState, name: str) -> int | None:
+    path = state.pid_file(name)
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def unmount(mount_point: Path) -> None:
+    subprocess.run(["fusermount3", "-u", str(mount_point)], check=True, capture_output=True, timeout=60)

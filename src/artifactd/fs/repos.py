@@ -1,0 +1,99 @@
+"""``add-repo`` and ``remove-repo``: the blobless clone, its credentials and its config."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from artifactd.fs import credentials
+from artifactd.fs.gitcmd import GitFailed, run_git
+from artifactd.fs.inputs import InputError, Remote, check_branch, check_mount_root, check_name, parse_remote
+from artifactd.fs.state import RepoConfig, RootState
+
+DEFAULT_CREDENTIAL_TTL = 86400
+
+
+def clone_settings(state: RootState) -> list[tuple[str, str]]:
+    helper = credentials.helper_setting(state.credential_socket)
+    return [("credential.helper", ""), ("credential.helper", helper), ("credential.useHttpPath", "true")]
+
+
+# What the clone keeps in its own config: the credential helper (a socket path, no secret),
+# and the stat checks the mount's index is written for (see index.py).
+REPO_SETTINGS = (("core.checkStat", "minimal"), ("core.trustctime", "false"),
+                 ("core.untrackedCache", "false"), ("core.fsmonitor", "false"), ("gc.auto", "0"),
+                 ("maintenance.auto", "false"), ("credential.useHttpPath", "true"))
+
+
+def _explain(exc: GitFailed, remote: Remote, branch: str) -> InputError:
+    text = str(exc)
+    if "not found in upstream" in text or "Remote branch" in text:
+        return InputError(f"branch {branch!r} does not exist on {remote.url}: check --branch")
+    if "Authentication failed" in text or "401" in text or "403" in text or "could not read Username" in text:
+        return InputError(f"the remote refused the credentials for {remote.url}: pass a valid "
+                          "token in --remote (https://x:TOKEN@host/...)")
+    if "not found" in text or "404" in text:
+        return InputError(f"no git repository at {remote.url}: check --remote")
+    return InputError(f"cannot clone {remote.url}: {text}")
+
+
+def add_repo(name: str, remote_text: str, branch: str, mount_root: str,
+             credential_ttl: int = DEFAULT_CREDENTIAL_TTL) -> RepoConfig:
+    check_name(name)
+    check_branch(branch)
+    remote = parse_remote(remote_text)
+    root = check_mount_root(mount_root)
+    state = RootState(root)
+    state.ensure()
+    mount_point = root / name
+    if mount_point.exists() and not mount_point.is_dir():
+        raise InputError(f"{mount_point} exists and is not a directory: choose another --name")
+    if remote.has_credentials:
+        credentials.store(state.credential_socket, remote, credential_ttl)
+    work = state.work_dir(name)
+    existing = state.load(name)
+    if existing is not None and (existing.remote != remote.url or existing.branch != branch):
+        raise InputError(f"repo {name!r} already exists with another remote or branch: "
+                         "run artifact-fs remove-repo first")
+    if not state.git_dir(name).is_dir():
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            run_git(["clone", "--quiet", "--filter=blob:none", "--no-checkout", "--single-branch",
+                     "--branch", branch, "--", remote.url, str(work)], settings=clone_settings(state))
+        except GitFailed as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            raise _explain(exc, remote, branch) from None
+        except subprocess.TimeoutExpired:
+            shutil.rmtree(work, ignore_errors=True)
+            raise InputError(f"cloning {remote.url} timed out: check the remote") from None
+        git_dir = str(state.git_dir(name))
+        run_git(["--git-dir", git_dir, "config", "--add", "credential.helper", ""])
+        run_git(["--git-dir", git_dir, "config", "--add", "credential.helper",
+                 credentials.helper_setting(state.credential_socket)])
+        for key, value in REPO_SETTINGS:
+            run_git(["--git-dir", git_dir, "config", key, value])
+    os.makedirs(mount_point, exist_ok=True)
+    config = RepoConfig(name=name, remote=remote.url, branch=branch, mount_point=str(mount_point))
+    state.save(config)
+    return config
+
+
+def remove_repo(root: Path, name: str) -> None:
+    check_name(name)
+    state = RootState(root)
+    config = state.load(name)
+    if config is None:
+        raise InputError(f"no repo {name!r} under {root}: see artifact-fs list-repos")
+    if os.path.ismount(config.mount_point):
+        raise InputError(f"{config.mount_point} is mounted: stop the daemon or run "
+                         f"artifactd unmount {config.mount_point} first")
+    credentials.erase(state.credential_socket, config.remote)
+    shutil.rmtree(state.work_dir(name), ignore_errors=True)
+    state.remove(name)
+    if not state.repos():
+        credentials.stop(state.credential_socket)
+    mount_point = Path(config.mount_point)
+    if mount_point.is_dir() and not any(mount_point.iterdir()):
+        mount_point.rmdir()

@@ -1,0 +1,88 @@
+"""The mounted tree: one node per path of the branch's commit, with inode numbers.
+
+Listing uses ``git ls-tree -r -t`` without ``-l``: trees are local in a blobless clone,
+and asking for sizes there would download every blob.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from artifactd.fs.gitcmd import run_git
+
+ROOT_INODE = 1
+GITFILE_INODE = 2
+FIRST_INODE = 3
+
+
+@dataclass
+class Node:
+    inode: int
+    name: bytes
+    path: bytes  # from the tree's root, b"" for the root
+    mode: int  # st_mode
+    oid: str = ""
+    size: int = 0
+    parent: int = ROOT_INODE
+    children: dict[bytes, int] = field(default_factory=dict)
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_blob(self) -> bool:
+        return stat.S_ISREG(self.mode) or stat.S_ISLNK(self.mode)
+
+
+GIT_MODES = {"100644": stat.S_IFREG | 0o444, "100755": stat.S_IFREG | 0o555,
+             "120000": stat.S_IFLNK | 0o777, "040000": stat.S_IFDIR | 0o555,
+             "160000": stat.S_IFDIR | 0o555}  # a submodule shows as an empty directory
+
+
+@dataclass(frozen=True)
+class Entry:
+    git_mode: str
+    kind: str
+    oid: str
+    path: bytes
+
+
+def list_tree(git_dir: Path, commit: str) -> list[Entry]:
+    out = run_git(["--git-dir", str(git_dir), "ls-tree", "-r", "-t", "-z", "--full-tree", commit])
+    entries = []
+    for record in out.split(b"\0"):
+        if not record:
+            continue
+        meta, _, path = record.partition(b"\t")
+        git_mode, kind, oid = meta.decode().split(" ")
+        entries.append(Entry(git_mode, kind, oid, path))
+    return entries
+
+
+class Tree:
+    def __init__(self, entries: list[Entry], sizes: dict[str, int]) -> None:
+        self.nodes: dict[int, Node] = {ROOT_INODE: Node(ROOT_INODE, b"", b"", stat.S_IFDIR | 0o555)}
+        self.entries = entries
+        by_path: dict[bytes, int] = {b"": ROOT_INODE}
+        inode = FIRST_INODE
+        for entry in entries:  # ls-tree -t lists a directory before its contents
+            parent_path, _, name = entry.path.rpartition(b"/")
+            parent = by_path[parent_path]
+            node = Node(inode, name, entry.path, GIT_MODES[entry.git_mode], entry.oid,
+                        sizes.get(entry.oid, 0), parent)
+            self.nodes[inode] = node
+            self.nodes[parent].children[name] = inode
+            if entry.kind != "blob":
+                by_path[entry.path] = inode
+            inode += 1
+
+    def blobs(self) -> Iterator[Node]:
+        return (node for node in self.nodes.values() if node.is_blob)
+
+    def child(self, parent: int, name: bytes) -> Node | None:
+        inode = self.nodes[parent].children.get(name)
+        return self.nodes[inode] if inode is not None else None
