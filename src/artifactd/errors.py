@@ -84,6 +84,11 @@ class Code(IntEnum):
     PATH_IS_DIRECTORY = 11204
     INVALID_PATH = 11205
     RANGE_NOT_SATISFIABLE = 11206
+    # Lane E: events and subscriptions.
+    SUBSCRIPTION_NOT_FOUND = 12300
+    WEBHOOK_REFUSED = 12301
+    INVALID_EVENT_CURSOR = 12302
+    UNKNOWN_EVENT_TYPE = 12303
 
 
 class ArtifactdError(Exception):
