@@ -147,9 +147,7 @@ def pushed(backend: Backend, repo: RepoRow, updates: Sequence[RefUpdate]) -> lis
     for update in updates:
         commits: list[dict[str, Any]] = []
         total = 0
-        if update.new in (ZERO_ID, "0" * 64):
-            pass
-        else:
+        if update.new not in (ZERO_ID, "0" * 64):  # a deletion brought no commits
             commits, total = _commits(backend, repo, update)
         rows.append(_row(repo, PREFIX + "pushed", {
             "ref": update.ref, "before": update.old, "after": update.new,
