@@ -109,7 +109,8 @@ _FORMAT = _FIELD.join(("%H", "%P", "%an", "%ae", "%cn", "%ce", "%ct", "%B")) + _
 def _range(update: RefUpdate) -> list[str]:
     """The commits a ref update brought: old..new, or for a new ref what no other ref has."""
     if update.old in (ZERO_ID, "0" * 64):
-        return [update.new, "--not", f"--exclude={update.ref}", "--all"]
+        # ``--glob=refs/*``, not ``--all``: ``--all`` adds HEAD, which may be the new ref.
+        return [update.new, "--not", f"--exclude={update.ref}", "--glob=refs/*"]
     return [f"{update.old}..{update.new}"]
 
 
