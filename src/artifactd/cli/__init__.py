@@ -27,6 +27,8 @@ COMMANDS = {
     "clone": "artifactd.cli.clone:clone",
     "credential-helper": "artifactd.cli.credential:credential_helper",
     "whoami": "artifactd.cli.whoami:whoami",
+    "subscription": "artifactd.cli.events:subscription",
+    "events": "artifactd.cli.events:events",
 }
 
 
