@@ -23,6 +23,7 @@ import hmac
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -142,7 +143,12 @@ class WebhookThread:
 
     def _run(self) -> None:
         timeout = httpx.Timeout(self.backend.settings.webhook_timeout)
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        # TCP_NODELAY: headers and body are two writes; with Nagle's algorithm the body
+        # would wait for the receiver's delayed ACK (40 ms on Linux) on every delivery.
+        transport = httpx.HTTPTransport(
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False,
+                          transport=transport) as client:
             while not self._stop.is_set():
                 try:
                     worked = self.run_once(client)
@@ -199,11 +205,12 @@ class WebhookThread:
                 if self._stop.is_set():
                     return
                 attempt = self._send(client, sub, event)
-                self.store.record_attempt(self._log(sub, event.id, event.seq, attempt))
                 if not attempt.ok:
+                    self.store.record_attempt(self._log(sub, event.id, event.seq, attempt))
                     failed = attempt
                     return
-                self.store.advance(sub.id, self.worker, event.seq)
+                self.store.delivered(sub.id, self.worker, event.seq,
+                                     self._log(sub, event.id, event.seq, attempt))
                 sub = SubscriptionRow(**{**vars(sub), "failures": 0, "first_failure_us": 0})
         finally:
             self._release(sub, failed)

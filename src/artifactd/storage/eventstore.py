@@ -223,6 +223,17 @@ class EventStore:
                 event_subscriptions.c.cursor_seq < seq,
             ).values(cursor_seq=seq, failures=0, first_failure_us=0))
 
+    def delivered(self, subscription_id: str, worker: str, seq: int,
+                  attempt: dict[str, Any]) -> None:
+        """One transaction per delivered event: its log row and the cursor after it."""
+        with self._tx() as conn:
+            conn.execute(insert(event_deliveries), attempt)
+            conn.execute(update(event_subscriptions).where(
+                event_subscriptions.c.id == subscription_id,
+                event_subscriptions.c.claimed_by == worker,
+                event_subscriptions.c.cursor_seq < seq,
+            ).values(cursor_seq=seq, failures=0, first_failure_us=0))
+
     # -- the delivery log ----------------------------------------------------------------
     def record_attempt(self, row: dict[str, Any], *, replaces: int | None = None) -> None:
         with self._tx() as conn:
