@@ -676,7 +676,7 @@ def test_no_event_is_lost_across_kill_9(tmp_path: Path, receiver: Receiver) -> N
         worker = threading.Thread(target=burst)
         worker.start()
         try:
-            for _ in range(5):  # a bounded number of kills, each mid-burst
+            for _ in range(3):  # a bounded number of kills, each mid-burst
                 seen = len(receiver.requests)
                 wait_for(lambda: len(receiver.requests) >= seen + 3)
                 assert server.process is not None
@@ -707,3 +707,22 @@ def test_no_event_is_lost_across_kill_9(tmp_path: Path, receiver: Receiver) -> N
         assert len(set(ids)) == len(delivered())  # one id per event, whatever the retries
     finally:
         server.stop()
+
+
+def test_outbox_and_queue_on_both_databases(server: Server, unique_name: str) -> None:
+    """The shared server fixture runs on SQLite and PostgreSQL: the outbox is written in the
+    create's and the token's transactions on both, and the queue reads it."""
+    sub = subscribe(server, source={"type": "artifacts.repo", "namespace": "default",
+                                    "repo_name": unique_name}, destination={"type": "queue"})
+    account = subscribe(server, source={"type": "artifacts", "namespace": "default"},
+                        event_types=["cf.artifacts.repo.created"], destination={"type": "queue"})
+    repo = create_repo(server, unique_name)
+    minted = repo.mint("read")
+    (created,) = drain(server, account["id"], 1)
+    assert created["payload"]["repoId"] == repo.id
+    (token,) = drain(server, sub["id"], 1)
+    assert token["type"] == "cf.artifacts.repo.token.created"
+    assert token["payload"]["tokenId"] == minted["id"]
+    with subs(server) as c:
+        for sub_id in (sub["id"], account["id"]):
+            assert c.delete(f"/subscriptions/{sub_id}").status_code == 200
