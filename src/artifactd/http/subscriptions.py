@@ -201,6 +201,7 @@ async def stream(request: Request) -> Response:
 def _stream_doc() -> Operation:
     return Operation(
         "Stream a queue subscription's events (Server-Sent Events)", TAG,
+        operation_id="stream_subscription_events",
         media={"text/event-stream": {"schema": {"type": "string"}}}, enveloped=False,
         query=(Query("cursor", "Start after this cursor (default: the last acknowledged); "
                      "`Last-Event-ID` works too"),))
@@ -209,28 +210,36 @@ def _stream_doc() -> Operation:
 CURSOR = Query("cursor", "Events after this cursor (default: the last acknowledged)")
 routes = [
     Route(PREFIX, endpoint(create, edit=True, body=True, blocking=True, doc=Operation(
-        "Create an event subscription", TAG, request=CreateSubscriptionRequest,
+        "Create an event subscription", TAG,
+        operation_id="create_subscription", request=CreateSubscriptionRequest,
         response=SubscriptionInfo, status=201,
         description="A webhook's signing `secret` is in this answer only.")), methods=["POST"]),
     Route(PREFIX, endpoint(list_all, doc=Operation(
-        "List event subscriptions", TAG, response=SubscriptionInfo, many=True,
+        "List event subscriptions", TAG,
+        operation_id="list_subscriptions", response=SubscriptionInfo, many=True,
         result_info=CursorResultInfo)), methods=["GET"]),
     Route(ONE, endpoint(get, doc=Operation(
-        "Get an event subscription", TAG, response=SubscriptionInfo)), methods=["GET"]),
+        "Get an event subscription", TAG,
+        operation_id="get_subscription", response=SubscriptionInfo)), methods=["GET"]),
     Route(ONE, endpoint(update, edit=True, body=True, blocking=True, doc=Operation(
-        "Update an event subscription", TAG, request=UpdateSubscriptionRequest,
+        "Update an event subscription", TAG,
+        operation_id="update_subscription", request=UpdateSubscriptionRequest,
         response=SubscriptionInfo,
         description="`rotate_secret: true` answers with the new secret, once.")),
           methods=["PATCH"]),
     Route(ONE, endpoint(delete, edit=True, doc=Operation(
-        "Delete an event subscription", TAG, response=DeleteSubscriptionResult)),
+        "Delete an event subscription", TAG,
+        operation_id="delete_subscription", response=DeleteSubscriptionResult)),
           methods=["DELETE"]),
     Route(ONE + "/pause", endpoint(pause, edit=True, doc=Operation(
-        "Pause an event subscription", TAG, response=SubscriptionInfo)), methods=["POST"]),
+        "Pause an event subscription", TAG,
+        operation_id="pause_subscription", response=SubscriptionInfo)), methods=["POST"]),
     Route(ONE + "/resume", endpoint(resume, edit=True, doc=Operation(
-        "Resume an event subscription", TAG, response=SubscriptionInfo)), methods=["POST"]),
+        "Resume an event subscription", TAG,
+        operation_id="resume_subscription", response=SubscriptionInfo)), methods=["POST"]),
     Route(ONE + "/events", endpoint(read_events, blocking=True, doc=Operation(
-        "Read a subscription's events (long poll)", TAG, response=EventInfo, many=True,
+        "Read a subscription's events (long poll)", TAG,
+        operation_id="read_subscription_events", response=EventInfo, many=True,
         result_info=CursorResultInfo, query=(
             CURSOR,
             Query("limit", f"Most events, 1 to {subscriptions.MAX_LIMIT} (default "
@@ -241,11 +250,13 @@ routes = [
                                                  "maximum": subscriptions.MAX_WAIT}),
         ))), methods=["GET"]),
     Route(ONE + "/ack", endpoint(ack, edit=True, body=True, doc=Operation(
-        "Acknowledge a queue's events up to a cursor", TAG, request=AckRequest,
+        "Acknowledge a queue's events up to a cursor", TAG,
+        operation_id="ack_subscription_events", request=AckRequest,
         response=SubscriptionInfo)), methods=["POST"]),
     Route(ONE + "/stream", describe(stream, _stream_doc()), methods=["GET"]),
     Route(ONE + "/deliveries", endpoint(deliveries, doc=Operation(
-        "List a webhook's delivery attempts", TAG, response=DeliveryInfo, many=True,
+        "List a webhook's delivery attempts", TAG,
+        operation_id="list_subscription_deliveries", response=DeliveryInfo, many=True,
         result_info=CursorResultInfo, query=(
             Query("limit", f"Most attempts, 1 to {subscriptions.MAX_LIMIT}",
                   {"type": "integer", "minimum": 1, "maximum": subscriptions.MAX_LIMIT}),
@@ -253,6 +264,7 @@ routes = [
                   {"type": "integer"}),
         ))), methods=["GET"]),
     Route(ONE + "/redeliver", endpoint(redeliver, edit=True, body=True, doc=Operation(
-        "Redeliver one event or a time range", TAG, request=RedeliverRequest,
+        "Redeliver one event or a time range", TAG,
+        operation_id="redeliver_subscription_events", request=RedeliverRequest,
         response=RedeliverResult, status=202)), methods=["POST"]),
 ]
