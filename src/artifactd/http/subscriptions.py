@@ -160,7 +160,7 @@ async def stream(request: Request) -> Response:
     """The queue as Server-Sent Events (``id:`` is the cursor, ``data:`` one event)."""
     backend: Backend = request.app.state.backend
     authorization = request.headers.get("authorization")
-    account = request.path_params["account_id"]
+    account = request.path_params.get("account_id")  # absent on the /v1/api twin
     subscription_id = request.path_params["subscription_id"]
     cursor = request.query_params.get("cursor") or request.headers.get("last-event-id") or None
 
@@ -261,7 +261,7 @@ routes = [
             Query("limit", f"Most attempts, 1 to {subscriptions.MAX_LIMIT}",
                   {"type": "integer", "minimum": 1, "maximum": subscriptions.MAX_LIMIT}),
             Query("before", "Attempts older than this id (the previous page's cursor)",
-                  {"type": "integer"}),
+                  {"type": "integer", "minimum": 1, "maximum": 10**12 - 1}),
         ))), methods=["GET"]),
     Route(ONE + "/redeliver", endpoint(redeliver, edit=True, body=True, doc=Operation(
         "Redeliver one event or a time range", TAG,
