@@ -18,6 +18,7 @@ to the checked address only, never follows a redirect, and reads at most
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -46,6 +47,7 @@ from artifactd.storage.eventstore import EventRow, EventStore, SubscriptionRow
 log = logging.getLogger("artifactd.events")
 
 BATCH = 200  # events one claim sends before the next subscription gets a turn
+FLUSH_EVERY = 20  # delivered events recorded (log rows and cursor) per transaction
 CLAIM_SECONDS = 60.0
 IDLE_POLL = 0.02  # seconds between looks for work when there is none
 SNIPPET_BYTES = 2048
@@ -201,19 +203,33 @@ class WebhookThread:
                 if not attempt.ok:
                     failed = attempt
                     return
-            for event in self.store.events_after(sub, sub.cursor_seq, BATCH):
-                if self._stop.is_set():
-                    return
-                attempt = self._send(client, sub, event)
-                if not attempt.ok:
-                    self.store.record_attempt(self._log(sub, event.id, event.seq, attempt))
-                    failed = attempt
-                    return
-                self.store.delivered(sub.id, self.worker, event.seq,
-                                     self._log(sub, event.id, event.seq, attempt))
-                sub = SubscriptionRow(**{**vars(sub), "failures": 0, "first_failure_us": 0})
+            done: list[dict[str, object]] = []
+            try:
+                for event in self.store.events_after(sub, sub.cursor_seq, BATCH):
+                    if self._stop.is_set():
+                        return
+                    attempt = self._send(client, sub, event)
+                    if not attempt.ok:
+                        self._flush(sub, done)
+                        self.store.record_attempt(self._log(sub, event.id, event.seq, attempt))
+                        failed = attempt
+                        return
+                    done.append(self._log(sub, event.id, event.seq, attempt))
+                    # A delivery ends the failure streak (``delivered`` resets it in the row).
+                    sub = dataclasses.replace(sub, failures=0, first_failure_us=0)
+                    if len(done) >= FLUSH_EVERY:
+                        self._flush(sub, done)
+            finally:
+                self._flush(sub, done)
         finally:
             self._release(sub, failed)
+
+    def _flush(self, sub: SubscriptionRow, done: list[dict[str, object]]) -> None:
+        """Record delivered events and move the cursor past them (a crash before this sends
+        them again: at least once, never lost)."""
+        if done:
+            self.store.delivered(sub.id, self.worker, int(str(done[-1]["seq"])), done)
+            done.clear()
 
     def _send(self, client: httpx.Client, sub: SubscriptionRow, event: EventRow) -> Attempt:
         body = json.dumps(event_stream.document(event, sub.id), separators=(",", ":")).encode()

@@ -224,10 +224,10 @@ class EventStore:
             ).values(cursor_seq=seq, failures=0, first_failure_us=0))
 
     def delivered(self, subscription_id: str, worker: str, seq: int,
-                  attempt: dict[str, Any]) -> None:
-        """One transaction per delivered event: its log row and the cursor after it."""
+                  attempts: Sequence[dict[str, Any]]) -> None:
+        """Delivered events, in one transaction: their log rows and the cursor after them."""
         with self._tx() as conn:
-            conn.execute(insert(event_deliveries), attempt)
+            conn.execute(insert(event_deliveries), list(attempts))
             conn.execute(update(event_subscriptions).where(
                 event_subscriptions.c.id == subscription_id,
                 event_subscriptions.c.claimed_by == worker,
