@@ -48,7 +48,10 @@ log = logging.getLogger("artifactd.events")
 
 BATCH = 200  # events one claim sends before the next subscription gets a turn
 FLUSH_EVERY = 20  # delivered events recorded (log rows and cursor) per transaction
-CLAIM_SECONDS = 60.0
+# A claim lapses this long after its last renewal: a worker killed mid-batch holds up its
+# subscriptions no longer than that. A live worker renews every RENEW_SECONDS.
+CLAIM_SECONDS = 10.0
+RENEW_SECONDS = 3.0
 IDLE_POLL = 0.02  # seconds between looks for work when there is none
 SNIPPET_BYTES = 2048
 MAX_BACKOFF = 6 * 3600.0
@@ -135,6 +138,7 @@ class WebhookThread:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="artifactd-webhooks", daemon=True)
         self._last_sweep = 0.0
+        self._renewed = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -178,12 +182,12 @@ class WebhookThread:
             rows = self.store.events_after(sub, sub.cursor_seq, BATCH)
             if not pending and not rows:
                 continue
-            if not self.store.claim(sub.id, self.worker, now,
-                                    now + int(CLAIM_SECONDS * 1_000_000)):
+            if not self.store.claim(sub.id, self.worker, now, now + self._claim_us()):
                 continue
             claimed = self.store.get_subscription(sub.account_id, sub.id)
             if claimed is None:
                 continue
+            self._renewed = time.monotonic()
             self._serve(client, claimed)
             return True
         return False
@@ -231,7 +235,16 @@ class WebhookThread:
             self.store.delivered(sub.id, self.worker, int(str(done[-1]["seq"])), done)
             done.clear()
 
+    def _claim_us(self) -> int:
+        """Long enough for one attempt to time out: a live claim never lapses mid-send."""
+        seconds = max(CLAIM_SECONDS, self.backend.settings.webhook_timeout + 5)
+        return int(seconds * 1_000_000)
+
     def _send(self, client: httpx.Client, sub: SubscriptionRow, event: EventRow) -> Attempt:
+        now = time.monotonic()
+        if now - self._renewed >= RENEW_SECONDS:
+            self._renewed = now
+            self.store.renew(sub.id, self.worker, now_us() + self._claim_us())
         body = json.dumps(event_stream.document(event, sub.id), separators=(",", ":")).encode()
         attempt = post(self.backend, client, sub, event.id, body)
         if attempt.ok:

@@ -207,6 +207,13 @@ class EventStore:
                     event_subscriptions.c.claimed_by == worker),
             ).values(claimed_by=worker, claimed_until_us=until_us)).rowcount)
 
+    def renew(self, subscription_id: str, worker: str, until_us: int) -> None:
+        with self._tx() as conn:
+            conn.execute(update(event_subscriptions).where(
+                event_subscriptions.c.id == subscription_id,
+                event_subscriptions.c.claimed_by == worker,
+            ).values(claimed_until_us=until_us))
+
     def release(self, subscription_id: str, worker: str, **values: Any) -> None:
         with self._tx() as conn:
             conn.execute(update(event_subscriptions).where(
