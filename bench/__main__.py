@@ -27,6 +27,7 @@ from bench.common import BENCHMARKS_MD, Target, machine, write_section
 BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("control_plane", "Control plane"),
     ("events_overhead", "Event recording overhead"),
+    ("events", "Event delivery"),
     ("git_plane", "Git data plane"),
     ("content", "Content routes"),
     ("dashboard", "Dashboard"),

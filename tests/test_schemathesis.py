@@ -21,8 +21,9 @@ MAX_EXAMPLES = 8
 NAMESPACE = "fuzz"  # on the shared SQLite server: everything the run creates stays in here
 SEEDED = "seeded"  # a repo with a commit, so that content routes get past the 404
 # Imports fetch from the network (a generated URL would be looked up in DNS): not fuzzed here.
-# /mcp speaks JSON-RPC (MCP), driven by the SDK's own client in test_mcp.py.
-NOT_FUZZED = ["import_repo", "mcp"]
+# /mcp speaks JSON-RPC (MCP), driven by the SDK's own client in test_mcp.py. Webhook
+# subscriptions resolve their URL like imports (their bad input: tests/test_event_stream.py).
+NOT_FUZZED = ["import_repo", "mcp", "create_subscription", "update_subscription"]
 # Valid by the schema yet refused by design: a cursor the server did not issue, a query string
 # that is not GraphQL, bytes that are not pkt-lines, a `default_branch` that fails git's
 # check-ref-format rules (which the document states in words, not as a pattern), and
@@ -33,7 +34,10 @@ OPAQUE_INPUTS = ["list_namespaces", "list_repos", "graphql_endpoint", "git_uploa
                  # Writes: paths, refs, names and messages follow rules stated in words
                  # (docs/api.md "Writes without a git client"), so many valid strings are 400s.
                  "commit_files", "list_refs", "move_ref", "delete_ref", "create_branch", "merge",
-                 "get_note", "put_note", "delete_note"]
+                 "get_note", "put_note", "delete_note",
+                 # Event cursors are opaque, like list cursors.
+                 "read_subscription_events", "ack_subscription_events",
+                 "redeliver_subscription_events", "stream_subscription_events"]
 
 
 def mounted(operation_ids: list[str]) -> list[str]:

@@ -44,9 +44,11 @@ from artifactd.client import (
     UnexpectedResponse,
     ValidationError,
     WaitTimeout,
+    WebhookVerificationError,
     authenticated_remote,
     token_expires_at,
     token_secret,
+    verify_webhook,
 )
 
 __all__ = [
@@ -84,8 +86,10 @@ __all__ = [
     "UnexpectedResponse",
     "ValidationError",
     "WaitTimeout",
+    "WebhookVerificationError",
     "__version__",
     "authenticated_remote",
     "token_expires_at",
     "token_secret",
+    "verify_webhook",
 ]

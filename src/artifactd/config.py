@@ -114,6 +114,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("import_allow_hosts", "ARTIFACTD_IMPORT_ALLOW_HOSTS", str,
             "Comma-separated hosts and CIDRs that imports may reach even though they are "
             "loopback or private, and that may use plain `http`."),
+    Setting("webhook_allow_hosts", "ARTIFACTD_WEBHOOK_ALLOW_HOSTS", str,
+            "Comma-separated hosts and CIDRs that webhooks may reach even though they are "
+            "loopback or private, and that may use plain `http`."),
+    Setting("webhook_timeout", "ARTIFACTD_WEBHOOK_TIMEOUT", float,
+            "Seconds a webhook receiver has to answer one delivery."),
+    Setting("webhook_retry_base", "ARTIFACTD_WEBHOOK_RETRY_BASE", float,
+            "Seconds before the first retry of a failed delivery; each retry waits twice as "
+            "long, at most 6 hours."),
+    Setting("webhook_give_up_after", "ARTIFACTD_WEBHOOK_GIVE_UP_AFTER", float,
+            "Seconds of failing deliveries after which a webhook subscription is paused."),
+    Setting("event_retention", "ARTIFACTD_EVENT_RETENTION", float,
+            "Seconds events stay in the outbox (what a queue consumer can still read)."),
     Setting("import_timeout", "ARTIFACTD_IMPORT_TIMEOUT", float,
             "Seconds an import may run before it is stopped and marked failed."),
     Setting("import_concurrency", "ARTIFACTD_IMPORT_CONCURRENCY", int,
@@ -211,6 +223,11 @@ class Settings:
     max_repo_bytes: int = 10 * 10**9
     max_account_bytes: int = 10**12
     import_allow_hosts: str = ""
+    webhook_allow_hosts: str = ""
+    webhook_timeout: float = 10.0
+    webhook_retry_base: float = 5.0
+    webhook_give_up_after: float = 86400.0
+    event_retention: float = 7 * 86400.0
     import_timeout: float = 3600.0
     import_concurrency: int = 4
     git_max_processes: int = 32

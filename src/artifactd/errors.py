@@ -94,6 +94,11 @@ class Code(IntEnum):
     UNRELATED_HISTORIES = 12006
     NOT_FAST_FORWARD = 12007
     NOTE_NOT_FOUND = 12008
+    # Events and subscriptions (services/subscriptions.py, webhooks.py).
+    SUBSCRIPTION_NOT_FOUND = 12300
+    WEBHOOK_REFUSED = 12301
+    INVALID_EVENT_CURSOR = 12302
+    UNKNOWN_EVENT_TYPE = 12303
 
 
 class ArtifactdError(Exception):

@@ -139,3 +139,40 @@ class NoteRequest(_Body):
                                           "name under refs/notes/")] = "commits"
     author: Person | None = None
     expected: Hash | None = None
+# -- event subscriptions (docs/events.md) ---------------------------------------------
+
+
+class SubscriptionSource(_Body):
+    type: str
+    namespace: str | None = None
+    repo_name: str | None = None
+
+
+class SubscriptionDestination(_Body):
+    type: str
+    url: str | None = None
+
+
+class CreateSubscriptionRequest(_Body):
+    name: str
+    source: SubscriptionSource
+    event_types: list[str] | None = None
+    destination: SubscriptionDestination
+
+
+class UpdateSubscriptionRequest(_Body):
+    name: str | None = None
+    event_types: list[str] | None = None
+    url: str | None = None
+    state: str | None = None
+    rotate_secret: bool = False
+
+
+class AckRequest(_Body):
+    cursor: str
+
+
+class RedeliverRequest(_Body):
+    event_id: str | None = None
+    start: str | None = None
+    end: str | None = None

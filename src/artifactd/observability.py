@@ -51,3 +51,21 @@ HTTP_GUARD_REFUSALS = Counter(
     "Connections answered or closed by the connection guard (http/protocol.py), by reason.",
     ["reason"],
 )
+
+# Events (docs/events.md): the outbox and webhook delivery.
+EVENTS_WRITTEN = Counter("artifactd_events_written_total", "Events written to the outbox.", ["type"])
+EVENT_DELIVERIES = Counter(
+    "artifactd_event_deliveries_total",
+    "Webhook delivery attempts by outcome (delivered, failed; retried: a retry scheduled).",
+    ["outcome"],
+)
+EVENT_DELIVERY_SECONDS = Histogram(
+    "artifactd_event_delivery_latency_seconds",
+    "Seconds from an event's write to its successful webhook delivery.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600, 3600),
+)
+EVENT_QUEUE_DEPTH = Gauge(
+    "artifactd_event_queue_depth",
+    "Outbox events past the slowest active subscription's cursor (sampled every 5 minutes).",
+    multiprocess_mode="max",
+)

@@ -33,6 +33,8 @@ COMMANDS = {
     "whoami": "artifactd.cli.whoami:whoami",
     "mount": "artifactd.cli.mount:mount",
     "unmount": "artifactd.cli.mount:unmount",
+    "subscription": "artifactd.cli.events:subscription",
+    "events": "artifactd.cli.events:events",
 }
 
 

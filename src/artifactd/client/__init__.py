@@ -26,6 +26,7 @@ from ._errors import (
     ValidationError,
     WaitTimeout,
 )
+from ._events import WebhookVerificationError, verify_webhook
 from ._reads import (
     Blame,
     BlameCommit,
@@ -119,7 +120,9 @@ __all__ = [
     "UnexpectedResponse",
     "ValidationError",
     "WaitTimeout",
+    "WebhookVerificationError",
     "authenticated_remote",
     "token_expires_at",
     "token_secret",
+    "verify_webhook",
 ]

@@ -19,6 +19,7 @@ import httpx
 from . import _core as core
 from . import _reads as reads
 from . import _writes as writes
+from ._events import EventRoutes
 from ._reads import Blame, Comparison, Patch, TreeWalkPage
 from ._types import (
     Commit,
@@ -154,6 +155,36 @@ class AsyncArtifacts:
             return returned
 
     # Account
+
+    # Event subscriptions (docs/events.md)
+
+    async def create_subscription(
+        self, name: str, *, source: dict[str, Any], destination: dict[str, Any],
+        event_types: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """A webhook's result carries its signing ``secret``, shown this once."""
+        return await self._send(EventRoutes(self._config.account_id).create(
+            name, source, destination, event_types))
+
+    async def list_subscriptions(self) -> list[dict[str, Any]]:
+        return await self._send(EventRoutes(self._config.account_id).list())
+
+    async def get_subscription(self, subscription_id: str) -> dict[str, Any]:
+        return await self._send(EventRoutes(self._config.account_id).get(subscription_id))
+
+    async def delete_subscription(self, subscription_id: str) -> dict[str, Any]:
+        return await self._send(EventRoutes(self._config.account_id).delete(subscription_id))
+
+    async def events(
+        self, subscription_id: str, *, cursor: str | None = None, limit: int | None = None,
+        wait: float | None = None,
+    ) -> dict[str, Any]:
+        """A queue's next ``events`` after ``cursor`` (long poll ``wait`` s) and the new ``cursor``."""
+        return await self._send(EventRoutes(self._config.account_id).events(
+            subscription_id, cursor, limit, wait))
+
+    async def ack_events(self, subscription_id: str, cursor: str) -> dict[str, Any]:
+        return await self._send(EventRoutes(self._config.account_id).ack(subscription_id, cursor))
 
     async def whoami(self) -> dict[str, Any]:
         """``account_id``, ``token_id`` and ``permission`` (``read`` or ``edit``) of the API token."""

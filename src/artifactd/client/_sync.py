@@ -14,6 +14,7 @@ import httpx
 from . import _core as core
 from . import _reads as reads
 from . import _writes as writes
+from ._events import EventRoutes
 from ._reads import Blame, Comparison, Patch, TreeWalkPage
 from ._types import (
     Commit,
@@ -152,6 +153,36 @@ class Artifacts:
             return returned
 
     # Account
+
+    # Event subscriptions (docs/events.md)
+
+    def create_subscription(
+        self, name: str, *, source: dict[str, Any], destination: dict[str, Any],
+        event_types: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """A webhook's result carries its signing ``secret``, shown this once."""
+        return self._send(EventRoutes(self._config.account_id).create(
+            name, source, destination, event_types))
+
+    def list_subscriptions(self) -> list[dict[str, Any]]:
+        return self._send(EventRoutes(self._config.account_id).list())
+
+    def get_subscription(self, subscription_id: str) -> dict[str, Any]:
+        return self._send(EventRoutes(self._config.account_id).get(subscription_id))
+
+    def delete_subscription(self, subscription_id: str) -> dict[str, Any]:
+        return self._send(EventRoutes(self._config.account_id).delete(subscription_id))
+
+    def events(
+        self, subscription_id: str, *, cursor: str | None = None, limit: int | None = None,
+        wait: float | None = None,
+    ) -> dict[str, Any]:
+        """A queue's next ``events`` after ``cursor`` (long poll ``wait`` s) and the new ``cursor``."""
+        return self._send(EventRoutes(self._config.account_id).events(
+            subscription_id, cursor, limit, wait))
+
+    def ack_events(self, subscription_id: str, cursor: str) -> dict[str, Any]:
+        return self._send(EventRoutes(self._config.account_id).ack(subscription_id, cursor))
 
     def whoami(self) -> dict[str, Any]:
         """``account_id``, ``token_id`` and ``permission`` (``read`` or ``edit``) of the API token."""

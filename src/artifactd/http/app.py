@@ -24,6 +24,7 @@ from artifactd.http import (
     repo_actions,
     v1,
 )
+from artifactd.http import subscriptions as event_subscriptions
 from artifactd.http import writes as writes_routes
 from artifactd.http.accesslog import AccessLogMiddleware
 from artifactd.http.errors import handle_domain_error, handle_http_exception
@@ -34,6 +35,7 @@ from artifactd.observability import EVENTS_DROPPED, SQLITE_CHECKPOINTS
 from artifactd.services import analytics, recovery
 from artifactd.services.backend import Backend
 from artifactd.services.maintenance import MaintenanceThread
+from artifactd.services.webhooks import WebhookThread
 from artifactd.storage.checkpointer import WalCheckpointer
 from artifactd.storage.watchdog import Watchdog
 
@@ -67,7 +69,7 @@ async def _reclaim_forever(backend: Backend) -> None:
 
 def build_routes(backend: Backend) -> list[BaseRoute]:
     control_plane = [*control.routes, *repo_actions.routes, *content.routes, *read_routes,
-                     *writes_routes.routes]
+                     *writes_routes.routes, *event_subscriptions.routes]
     routes: list[BaseRoute] = [
         *control_plane, *v1.derive(control_plane), *git.routes, *graphql.routes,
         *health.routes, *reference.routes, *mcp_routes(backend), *dashboard.routes,
@@ -92,6 +94,8 @@ def create_app(backend: Backend) -> Starlette:
         sweeper = asyncio.create_task(_sweep_trash_forever(backend))
         maintenance = MaintenanceThread(backend)
         maintenance.start()
+        webhooks = WebhookThread(backend)
+        webhooks.start()
         checkpointer = None
         if backend.meta.engine.dialect.name == "sqlite":
             checkpointer = WalCheckpointer(backend.meta.engine, on_checkpoint=SQLITE_CHECKPOINTS.inc)
@@ -107,6 +111,7 @@ def create_app(backend: Backend) -> Starlette:
                 await asyncio.to_thread(checkpointer.stop)
             repo_actions.on_shutdown(backend)
             await asyncio.to_thread(maintenance.stop)
+            await asyncio.to_thread(webhooks.stop)
             await asyncio.to_thread(recorder.stop)
             await asyncio.to_thread(watchdog.stop)  # ends any git child still running
             backend.close()

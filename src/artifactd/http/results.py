@@ -381,3 +381,75 @@ class NoteResult(Result):
     message: str
     note_sha: Sha = Field(description="The note's blob")
     notes_commit: Sha = Field(description="The notes ref's commit")
+# -- event subscriptions (docs/events.md) ---------------------------------------------
+
+
+class SubscriptionSourceInfo(Result):
+    type: Literal["artifacts", "artifacts.repo"]
+    namespace: str | None
+    repo_name: str | None
+
+
+class SubscriptionDestinationInfo(Result):
+    type: Literal["webhook", "queue"]
+    url: str | None
+
+
+class SubscriptionInfo(Result):
+    id: str
+    name: str
+    source: SubscriptionSourceInfo
+    event_types: list[str]
+    destination: SubscriptionDestinationInfo
+    state: Literal["active", "paused"]
+    paused_reason: str | None
+    failures: int = Field(description="Failed webhook attempts in a row")
+    cursor: str = Field(description="Last event delivered (webhook) or acknowledged (queue)")
+    created_at: Timestamp
+    updated_at: Timestamp
+    secret: str | None = Field(
+        default=None, description="The webhook signing secret: only when created or rotated")
+
+    @model_serializer(mode="wrap")
+    def _drop_secret(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(self, handler, ("secret",))
+
+
+class EventSourceInfo(Result):
+    type: Literal["artifacts", "artifacts.repo"]
+    namespace: str
+    repoName: str
+
+
+class EventMetadataInfo(Result):
+    accountId: str
+    eventSubscriptionId: str
+    eventSchemaVersion: int
+    eventTimestamp: Timestamp
+
+
+class EventInfo(Result):
+    id: str = Field(description="Unique event id (also the webhook-id header): dedupe on it")
+    type: str
+    source: EventSourceInfo
+    payload: dict[str, Any]
+    metadata: EventMetadataInfo
+
+
+class DeliveryInfo(Result):
+    id: int
+    event_id: str
+    outcome: Literal["delivered", "failed", "pending"]
+    status_code: int | None
+    error: str | None
+    latency_ms: float | None
+    response_snippet: str | None
+    attempted_at: Timestamp
+
+
+class RedeliverResult(Result):
+    queued: int
+
+
+class DeleteSubscriptionResult(Result):
+    id: str

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from artifactd.errors import Code, Conflict, ServiceUnavailable
-from artifactd.services import events, limits, repos
+from artifactd.services import event_stream, events, limits, repos
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.names import check_name
@@ -105,7 +105,8 @@ def fork_repo(
     # The check above read the totals; this conditional update is the one that holds when
     # forks and pushes of the account run at the same time.
     if not backend.meta.set_repo_size(child_id, linked.bytes,
-                                      account_limit=backend.settings.max_account_bytes):
+                                      account_limit=backend.settings.max_account_bytes,
+                                      outbox=[event_stream.forked(parent, created.repo)]):
         backend.meta.delete_repo(child_id)
         backend.repos.trash(child_id)
         raise limits.account_limit_error(backend, account_id, linked.bytes)

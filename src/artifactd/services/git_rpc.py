@@ -37,7 +37,7 @@ from artifactd.observability import (
     GIT_PROCESSES,
     STORAGE_REFUSED,
 )
-from artifactd.services import blob_fetch, events
+from artifactd.services import blob_fetch, event_stream, events
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.git_access import AuthorizedGit, Service, push_ref_problem
@@ -53,6 +53,7 @@ from artifactd.services.pktline import (
 )
 from artifactd.services.push_guard import PushSession
 from artifactd.storage.gitrunner import PipedGit
+from artifactd.storage.metadata import RepoRow
 
 log = logging.getLogger("artifactd.git")
 
@@ -348,6 +349,7 @@ async def exchange(
                 GIT_BYTES_RECEIVED.labels(authorized.service).inc(len(head))
                 GIT_BYTES_SENT.labels(authorized.service).inc(len(answer))
                 events.record(backend, authorized.repo, "pull", started_us=started)
+                await _write_pulled(backend, authorized.repo, clone=False)
                 yield answer
                 return
     else:
@@ -365,8 +367,9 @@ async def exchange(
                                          push=push)
             feeder = asyncio.create_task(_feed(child, head, body, limit))
             try:
+                # A clone asks for everything: its request names no commit it already has.
                 async for chunk in _respond(backend, authorized, child, feeder, sideband,
-                                            started, push):
+                                            started, push, clone=b"have " not in head):
                     yield chunk
             finally:
                 if not feeder.done():
@@ -379,7 +382,7 @@ async def exchange(
 
 async def _respond(
     backend: Backend, authorized: AuthorizedGit, child: GitChild, feeder: asyncio.Task[None],
-    sideband: bool, started: int, session: PushSession | None = None,
+    sideband: bool, started: int, session: PushSession | None = None, *, clone: bool = False,
 ) -> AsyncIterator[bytes]:
     push = authorized.service == "git-receive-pack"
     receive_scan = ReceivePackScanner(sideband)
@@ -433,6 +436,15 @@ async def _respond(
     elif not push and upload_scan.sent_pack:
         # Recording appends to an in-memory buffer: no thread hop needed.
         events.record(backend, authorized.repo, "pull", started_us=started)
+        await _write_pulled(backend, authorized.repo, clone=clone)
     if held:
         yield held
 
+
+async def _write_pulled(backend: Backend, repo: RepoRow, *, clone: bool) -> None:
+    """The ``cloned``/``fetched`` event, before the last chunk reaches the client."""
+    row = event_stream.pulled(repo, clone)
+    if backend.meta.inline_ok:
+        backend.meta.write_events([row])
+    else:
+        await asyncio.to_thread(backend.meta.write_events, [row])

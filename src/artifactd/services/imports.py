@@ -26,6 +26,7 @@ Lifecycle and restarts:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -38,7 +39,7 @@ from typing import IO, Any
 
 from artifactd.errors import Code, Conflict, ValidationError
 from artifactd.models import ImportRepoRequest
-from artifactd.services import limits, repo_tokens, repos
+from artifactd.services import event_stream, limits, repo_tokens, repos
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.import_source import AllowList, Probe, Source, check_url, probe
@@ -346,6 +347,9 @@ def _import(backend: Backend, state: _State, repo: RepoRow) -> None:
         repo.id, size, account_limit=backend.settings.max_account_bytes,
         status=repos.READY, status_reason=None, default_branch=default_branch,
         updated_us=now, last_push_us=now,
+        outbox=[event_stream.imported(dataclasses.replace(
+            repo, status=repos.READY, default_branch=default_branch, updated_us=now,
+            last_push_us=now), spec.url, default_branch)],
     ):
         backend.repos.trash(repo.id)
         if backend.meta.get_repo_by_id(repo.id) is not None:

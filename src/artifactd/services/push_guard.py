@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from artifactd.errors import Code, NotFound
 from artifactd.observability import STORAGE_REFUSED
-from artifactd.services import events
+from artifactd.services import event_stream, events
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.git_access import NOT_FOUND_MESSAGE
@@ -163,33 +163,48 @@ def _load_updates(text: str) -> tuple[RefUpdate, ...]:
         return ()
 
 
-def _finish(backend: Backend, repo: RepoRow, intent: PushIntentRow, pushed_us: int | None) -> None:
+def _finish(backend: Backend, repo: RepoRow, intent: PushIntentRow, pushed_us: int | None,
+            moved: tuple[RefUpdate, ...] = ()) -> None:
+    # The push events go into the transaction that records the push: the client has not
+    # read git's last answer yet, so an acknowledged push always has its events.
+    outbox = event_stream.pushed(backend, repo, moved) if pushed_us is not None else []
     if backend.meta.finish_push(intent.id, repo.id, lambda: backend.repos.size(repo.id),
-                                pushed_us) and pushed_us is not None:
+                                pushed_us, outbox) and pushed_us is not None:
         events.record(backend, repo, "push", started_us=intent.started_us)
 
 
 def refs_moved(backend: Backend, repo_id: str, updates: tuple[RefUpdate, ...]) -> bool:
     """Whether any of ``updates`` is what the repo's refs now say."""
+    return bool(updates_applied(backend, repo_id, updates))
+
+
+def updates_applied(
+    backend: Backend, repo_id: str, updates: tuple[RefUpdate, ...]
+) -> tuple[RefUpdate, ...]:
+    """The ``updates`` that are what the repo's refs now say."""
     if not updates:
-        return False
+        return ()
     current = backend.repos.read_refs(repo_id, [update.ref for update in updates])
+    applied: list[RefUpdate] = []
     for update in updates:
         now = current.get(update.ref)
         if update.new in ZERO_IDS:
             if update.old not in ZERO_IDS and now is None:
-                return True
+                applied.append(update)
         elif now == update.new:
-            return True
-    return False
+            applied.append(update)
+    return tuple(applied)
 
 
 def settle_intent(
     backend: Backend, repo: RepoRow, intent: PushIntentRow, reported: bool = False
 ) -> None:
     """Record an admitted push as the disk has it (and as git reported, when it did)."""
-    moved = reported or refs_moved(backend, repo.id, _load_updates(intent.updates))
-    _finish(backend, repo, intent, now_us() if moved else None)
+    updates = _load_updates(intent.updates)
+    applied = updates_applied(backend, repo.id, updates)
+    if reported and not applied:
+        applied = updates  # git said ok, and a concurrent push moved the refs on since
+    _finish(backend, repo, intent, now_us() if applied else None, applied)
 
 
 def reconcile_repo(backend: Backend, repo_id: str) -> int:

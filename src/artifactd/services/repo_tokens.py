@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from artifactd.errors import AuthenticationError, Code, Conflict, NotFound, ValidationError
+from artifactd.services import event_stream
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.tokens import (
@@ -71,7 +72,8 @@ def mint(backend: Backend, repo: RepoRow, scope: object = "write", ttl: object =
     checked_scope = check_scope(scope)
     checked_ttl = check_ttl(ttl)
     row, secret_hash, plaintext = new_repo_token(repo.id, checked_scope, checked_ttl, now_us())
-    backend.meta.insert_repo_token(row, secret_hash)
+    backend.meta.insert_repo_token(row, secret_hash, [event_stream.token_created(
+        repo, row.id, row.scope, row.expires_us)])
     return MintedToken(row, plaintext)
 
 
@@ -110,7 +112,8 @@ def revoke(backend: Backend, account_id: str, namespace: str, token_id: str) -> 
     repo = backend.meta.get_repo_by_id(token.repo_id)
     if repo is None or repo.account_id != account_id or repo.namespace != namespace:
         raise not_found
-    if not backend.meta.revoke_repo_token(token_id, now_us()):
+    if not backend.meta.revoke_repo_token(token_id, now_us(),
+                                          [event_stream.token_revoked(repo, token_id)]):
         raise Conflict(f"Token {token_id!r} is already revoked", code=Code.TOKEN_ALREADY_REVOKED)
     return token
 
@@ -134,7 +137,8 @@ def revoke_for_repo(backend: Backend, repo: RepoRow, token_or_id: str) -> RepoTo
     token = find_token_for_repo(backend, repo, token_or_id)
     if token is None:
         raise NotFound(f"No such token for repo {repo.name!r}", code=Code.TOKEN_NOT_FOUND)
-    if not backend.meta.revoke_repo_token(token.id, now_us()):
+    if not backend.meta.revoke_repo_token(token.id, now_us(),
+                                          [event_stream.token_revoked(repo, token.id)]):
         raise Conflict(f"Token {token.id!r} is already revoked", code=Code.TOKEN_ALREADY_REVOKED)
     return token
 

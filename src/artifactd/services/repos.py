@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from artifactd.errors import Code, Conflict, NotFound, ValidationError
-from artifactd.services import events
+from artifactd.services import event_stream, events
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.names import check_branch, check_name
@@ -57,7 +57,9 @@ def create_repo(
         size_bytes=0, maintained_us=0, pushes_since_maintenance=0, import_spec=import_spec,
     )
     token_row, secret_hash, plaintext = new_repo_token(repo.id, "write", DEFAULT_TTL, now)
-    backend.meta.create_repo(repo, token_row, secret_hash)
+    # Imports and forks report themselves when they are done (``imported``, ``forked``).
+    outbox = [event_stream.created(repo)] if event == "create" and status == READY else []
+    backend.meta.create_repo(repo, token_row, secret_hash, outbox)
     if event is not None:
         events.record(backend, repo, event, started_us=now)
     return CreatedRepo(repo, plaintext, token_row.expires_us)
@@ -161,7 +163,7 @@ def delete_repo(backend: Backend, account_id: str, namespace: str, name: str) ->
     """
     repo = get_repo(backend, account_id, namespace, name)
     started = now_us()
-    if not backend.meta.delete_repo(repo.id):
+    if not backend.meta.delete_repo(repo.id, [event_stream.deleted(repo)]):
         raise NotFound(
             f"Repo {name!r} not found in namespace {namespace!r}", code=Code.REPO_NOT_FOUND
         )

@@ -33,6 +33,7 @@ from artifactd.storage.schema import (
     account_storage,
     accounts,
     api_tokens,
+    event_outbox,
     namespaces,
     push_intents,
     repo_tokens,
@@ -69,6 +70,22 @@ class RepoRow:
     pushes_since_maintenance: int
     import_spec: str | None
     reserved_bytes: int = 0  # admitted for pushes in flight
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboxRow:
+    """One event for the outbox, written in the transaction of the change it reports."""
+
+    id: str
+    account_id: str
+    type: str
+    namespace: str
+    repo_name: str
+    payload: str  # JSON
+    created_us: int
+
+
+Outbox = Sequence[OutboxRow]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +155,7 @@ _REPO_COLUMNS = [repos.c[f.name] for f in dataclasses.fields(RepoRow)]
 # embed every value in the statement and pay SQLAlchemy's cache-key cost on each call.
 _INSERT_REPO = insert(repos)
 _INSERT_TOKEN = insert(repo_tokens)
+_INSERT_OUTBOX = insert(event_outbox)
 _INSERT_NAMESPACE = insert(namespaces)
 # Two first creates in a new namespace can race; the loser's namespace insert must not
 # fail its whole create. Both databases speak ON CONFLICT DO NOTHING.
@@ -177,6 +195,17 @@ class MetadataStore:
     def _tx(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
             yield conn
+
+    @staticmethod
+    def _write_outbox(conn: Connection, outbox: Outbox) -> None:
+        """Events of a change, inside the change's own transaction: both or neither."""
+        if outbox:
+            conn.execute(_INSERT_OUTBOX, [_row_dict(row) for row in outbox])
+
+    def write_events(self, outbox: Outbox) -> None:
+        """Events that report no stored change of their own (clones, fetches)."""
+        with self._tx() as conn:
+            self._write_outbox(conn, outbox)
 
     # -- server settings ---------------------------------------------------------------
     def get_or_create_setting(self, key: str, make_value: str) -> str:
@@ -298,7 +327,8 @@ class MetadataStore:
             return [NamespaceRow(r.account_id, r.name, r.created_us) for r in conn.execute(query)]
 
     # -- repos ---------------------------------------------------------------------------
-    def create_repo(self, repo: RepoRow, token: RepoTokenRow | None, secret_hash: str | None) -> None:
+    def create_repo(self, repo: RepoRow, token: RepoTokenRow | None, secret_hash: str | None,
+                    outbox: Outbox = ()) -> None:
         """Insert the repo (and its namespace, and its first token) in one transaction."""
         try:
             with self._tx() as conn:
@@ -314,6 +344,7 @@ class MetadataStore:
                 self._add_to_namespace(conn, repo.account_id, repo.namespace, 1)
                 if token is not None and secret_hash is not None:
                     conn.execute(_INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
+                self._write_outbox(conn, outbox)
         except IntegrityError as exc:
             if self.get_repo(repo.account_id, repo.namespace, repo.name) is not None:
                 raise Conflict(
@@ -371,7 +402,7 @@ class MetadataStore:
         with self._tx() as conn:
             return [_repo(r) for r in conn.execute(query.limit(limit))]
 
-    def delete_repo(self, repo_id: str) -> bool:
+    def delete_repo(self, repo_id: str, outbox: Outbox = ()) -> bool:
         with self._tx() as conn:
             locked = self._lock_repo(conn, repo_id)
             place = conn.execute(select(repos.c.account_id, repos.c.namespace)
@@ -384,6 +415,8 @@ class MetadataStore:
             if locked is not None:
                 size, reserved, account_id = locked
                 self._add_to_account(conn, account_id, used=-size, reserved=-reserved)
+            if result.rowcount:
+                self._write_outbox(conn, outbox)
             return bool(result.rowcount)
 
     @staticmethod
@@ -443,7 +476,8 @@ class MetadataStore:
 
     def set_repo_size(
         self, repo_id: str, size_bytes: int | Callable[[], int], *,
-        account_limit: int | None = None, **values: Any,
+        account_limit: int | None = None, outbox: Outbox | Callable[[], Outbox] = (),
+        **values: Any,
     ) -> bool:
         """Record the repo's size (and other ``values``) and the account's total with it.
 
@@ -473,6 +507,7 @@ class MetadataStore:
                     raise _Refused("account")
                 conn.execute(update(repos).where(repos.c.id == repo_id)
                              .values(size_bytes=new, **values))
+                self._write_outbox(conn, outbox() if callable(outbox) else outbox)
         except _Refused:
             return False
         return True
@@ -510,7 +545,8 @@ class MetadataStore:
         return None
 
     def finish_push(
-        self, intent_id: str, repo_id: str, measure: Callable[[], int], pushed_us: int | None
+        self, intent_id: str, repo_id: str, measure: Callable[[], int], pushed_us: int | None,
+        outbox: Outbox = (),
     ) -> bool:
         """Release a push's reservation and record what it did, in one transaction.
 
@@ -538,6 +574,7 @@ class MetadataStore:
                               pushes_since_maintenance=repos.c.pushes_since_maintenance + 1)
             conn.execute(update(repos).where(repos.c.id == repo_id).values(**values))
             self._add_to_account(conn, account_id, used=new - old, reserved=-amount)
+            self._write_outbox(conn, outbox)
         return True
 
     def pending_pushes(self, repo_id: str | None = None) -> list[PushIntentRow]:
@@ -618,9 +655,10 @@ class MetadataStore:
                 ))
 
     # -- repo tokens ---------------------------------------------------------------------
-    def insert_repo_token(self, token: RepoTokenRow, secret_hash: str) -> None:
+    def insert_repo_token(self, token: RepoTokenRow, secret_hash: str, outbox: Outbox = ()) -> None:
         with self._tx() as conn:
             conn.execute(_INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
+            self._write_outbox(conn, outbox)
 
     def find_repo_token(self, secret_hash: str) -> tuple[RepoTokenRow, RepoRow] | None:
         """The token with this secret and its repo, in one query (the git hot path)."""
@@ -660,7 +698,7 @@ class MetadataStore:
             )
             return [_token(r) for r in rows], total
 
-    def revoke_repo_token(self, token_id: str, now_us: int) -> bool:
+    def revoke_repo_token(self, token_id: str, now_us: int, outbox: Outbox = ()) -> bool:
         """Revoke if not yet revoked; False when it already was."""
         with self._tx() as conn:
             result = conn.execute(
@@ -668,4 +706,6 @@ class MetadataStore:
                 .where(repo_tokens.c.id == token_id, repo_tokens.c.revoked_us.is_(None))
                 .values(revoked_us=now_us)
             )
+            if result.rowcount:
+                self._write_outbox(conn, outbox)
             return bool(result.rowcount)

@@ -154,3 +154,66 @@ rate_windows = Table(
     Column("window_start", BigInteger, primary_key=True),
     Column("count", Integer, nullable=False),
 )
+
+# -- events (issue 14): the outbox every change writes in its own transaction, the
+# subscriptions that read it, and the log of webhook attempts.
+event_outbox = Table(
+    "event_outbox",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("account_id", String(32), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("namespace", String(64), nullable=False),  # the event's source
+    Column("repo_name", String(64), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON, the published payload
+    Column("created_us", BigInteger, nullable=False),
+    Index("ix_event_outbox_account", "account_id", "seq"),
+    Index("ix_event_outbox_created", "created_us"),
+)
+
+event_subscriptions = Table(
+    "event_subscriptions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(32), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("source_type", String(16), nullable=False),  # artifacts | artifacts.repo
+    Column("namespace", String(64), nullable=True),
+    Column("repo_name", String(64), nullable=True),
+    Column("event_types", Text, nullable=False),  # JSON list
+    Column("destination", String(8), nullable=False),  # webhook | queue
+    Column("url", Text, nullable=True),
+    Column("secret", Text, nullable=True),
+    Column("state", String(8), nullable=False),  # active | paused
+    Column("paused_reason", Text, nullable=True),
+    # The last outbox seq delivered (webhook) or acknowledged (queue).
+    Column("cursor_seq", BigInteger, nullable=False),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("first_failure_us", BigInteger, nullable=False, default=0),
+    Column("next_attempt_us", BigInteger, nullable=False, default=0),
+    Column("claimed_by", String(32), nullable=True),
+    Column("claimed_until_us", BigInteger, nullable=False, default=0),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    Index("ix_event_subscriptions_account", "account_id", "created_us"),
+    Index("ix_event_subscriptions_due", "destination", "state", "next_attempt_us"),
+)
+
+# One row per webhook attempt; ``outcome`` ``pending`` marks a manual redelivery to make.
+event_deliveries = Table(
+    "event_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscription_id", String(32), nullable=False),
+    Column("event_id", String(40), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("outcome", String(10), nullable=False),  # delivered | failed | pending
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("latency_ms", Float, nullable=True),
+    Column("response_snippet", Text, nullable=True),
+    Column("attempted_us", BigInteger, nullable=False),
+    Index("ix_event_deliveries_subscription", "subscription_id", "id"),
+    Index("ix_event_deliveries_pending", "outcome", "subscription_id"),
+)

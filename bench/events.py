@@ -1,0 +1,199 @@
+"""Event delivery: webhook latency, sustained delivery rate, and create overhead (issue 14).
+
+- latency: one webhook subscription to a loopback receiver; repos created one at a time;
+  latency is the receiver's arrival time minus the event's ``eventTimestamp`` (same clock).
+- sustained: the subscription paused while a burst of creates fills the outbox, then
+  resumed; events delivered per second until the receiver has them all.
+- overhead: creates/s (16 concurrent clients, wrk) on two servers, identical but for one
+  active webhook subscription on one of them, in alternating rounds.
+
+    python -m bench.events [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+import threading
+import time
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+
+from bench.common import UNLIMITED, Target, machine, percentile, start_server, work_dir
+from bench.control_plane import creates_concurrent
+
+ENV = {**UNLIMITED, "ARTIFACTD_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver would
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                arrived = time.time()
+                with receiver.lock:
+                    receiver.arrivals.append((arrived, json.loads(body)))
+                self.send_response(204)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.arrivals)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _subscribe(server: Any, url: str) -> str:
+    r = httpx.post(f"{server.account_url}/subscriptions", timeout=30,
+                   headers={"Authorization": f"Bearer {server.token}"},
+                   json={"name": "bench", "source": {"type": "artifacts"},
+                         "event_types": ["cf.artifacts.repo.created"],
+                         "destination": {"type": "webhook", "url": url}})
+    assert r.status_code == 201, r.text
+    return str(r.json()["result"]["id"])
+
+
+def _wait(condition: Any, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError("events were not delivered in time")
+        time.sleep(0.005)
+
+
+def _stamp(event: dict[str, Any]) -> float:
+    text = event["metadata"]["eventTimestamp"].replace("Z", "+00:00")
+    return datetime.fromisoformat(text).timestamp()
+
+
+def latency_and_rate(quick: bool) -> dict[str, Any]:
+    samples = 30 if quick else 300
+    receiver = Receiver()
+    path = work_dir("ev-latency-")
+    server = start_server(path, extra_env=ENV)
+    try:
+        sub = _subscribe(server, receiver.url)
+        headers = {"Authorization": f"Bearer {server.token}"}
+        with httpx.Client(base_url=server.ns_url("bench"), headers=headers, timeout=30) as c:
+            for i in range(samples):
+                before = receiver.count()
+                assert c.post("/repos", json={"name": f"lat-{i}"}).status_code == 200
+                _wait(lambda b=before: receiver.count() > b, 30)
+            with receiver.lock:
+                latencies = [arrived - _stamp(event) for arrived, event in receiver.arrivals]
+            subs = f"{server.account_url}/subscriptions/{sub}"
+            assert httpx.post(f"{subs}/pause", headers=headers).status_code == 200
+            result = creates_concurrent(server.ns_url("burst") + "/repos", server.token,
+                                        2 if quick else 6)
+            assert result["non_2xx"] == 0, result
+            time.sleep(0.5)
+            start_count = receiver.count()
+            started = time.monotonic()
+            assert httpx.post(f"{subs}/resume", headers=headers).status_code == 200
+            pending = httpx.get(f"{server.ns_url('burst')}/repos", headers=headers,
+                                params={"limit": 1}).json()["result_info"].get("total_count")
+            total = int(pending)
+            _wait(lambda: receiver.count() - start_count >= total, 300)
+            elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+        receiver.stop()
+        shutil.rmtree(path, ignore_errors=True)
+    ms = sorted(x * 1000 for x in latencies)
+    return {"samples": samples, "p50_ms": round(percentile(ms, 0.5), 1),
+            "p99_ms": round(percentile(ms, 0.99), 1), "burst": total,
+            "events_per_s": round(total / elapsed)}
+
+
+def overhead(quick: bool) -> dict[str, Any]:
+    rounds = 2 if quick else 5
+    seconds = 2 if quick else 8
+    receiver = Receiver()
+    dirs = {mode: work_dir(f"ev-{mode}-") for mode in ("with", "without")}
+    servers: dict[str, Any] = {}
+    try:
+        for mode in dirs:
+            servers[mode] = start_server(dirs[mode], extra_env=ENV)
+        _subscribe(servers["with"], receiver.url)
+        rates: dict[str, list[int]] = {"with": [], "without": []}
+        for _ in range(rounds):
+            for mode in ("without", "with"):
+                server = servers[mode]
+                result = creates_concurrent(server.ns_url("ov") + "/repos", server.token, seconds)
+                assert result["non_2xx"] == 0, result
+                rates[mode].append(result["creates_per_s"])
+    finally:
+        for server in servers.values():
+            server.stop()
+        receiver.stop()
+        for path in dirs.values():
+            shutil.rmtree(path, ignore_errors=True)
+    on, off = statistics.median(rates["with"]), statistics.median(rates["without"])
+    return {"rounds": rounds, "seconds": seconds, "rates": rates, "median_with": on,
+            "median_without": off, "overhead_pct": round((off - on) / off * 100, 2)}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    return {"machine": machine(), "delivery": latency_and_rate(quick), "overhead": overhead(quick)}
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    d, o = results["delivery"], results["overhead"]
+    return [
+        Target("event to webhook p50 (loopback)", "< 100 ms", f"{d['p50_ms']} ms", d["p50_ms"] < 100),
+        Target("event to webhook p99 (loopback)", "< 500 ms", f"{d['p99_ms']} ms", d["p99_ms"] < 500),
+        Target("sustained webhook delivery, one receiver", ">= 1000 events/s",
+               f"{d['events_per_s']} events/s", d["events_per_s"] >= 1000),
+        Target("creates/s overhead of one active subscription", "< 5%",
+               f"{o['overhead_pct']:.1f}%", o["overhead_pct"] < 5),
+    ]
+
+
+def render(results: dict[str, Any]) -> str:
+    d, o = results["delivery"], results["overhead"]
+    return "\n".join([
+        "Command: `python -m bench.events`. One worker, SQLite, a threaded loopback receiver "
+        "answering 204 (keep-alive).",
+        "",
+        "| measurement | figure |",
+        "|---|---|",
+        f"| latency, event written to webhook received ({d['samples']} sequential creates) | "
+        f"p50 {d['p50_ms']} ms, p99 {d['p99_ms']} ms |",
+        f"| sustained delivery (backlog of {d['burst']} events, subscription resumed) | "
+        f"{d['events_per_s']} events/s |",
+        f"| creates/s without / with one active webhook subscription (median of "
+        f"{o['rounds']} rounds of {o['seconds']} s, 16 clients) | {o['median_without']:.0f} / "
+        f"{o['median_with']:.0f} ({o['overhead_pct']:.1f}% overhead) |",
+    ])
+
+
+if __name__ == "__main__":
+    out = run("--quick" in sys.argv)
+    print(render(out))
+    for target in targets(out):
+        print(target)
