@@ -237,9 +237,9 @@ def import_(
 def follow_import(app: Application, name: str, timeout: float, update: Callable[[str], None]) -> None:
     """Poll the repo until the import ends, showing each phase the server reports.
 
-    The server reports phases, not counts: the repo is ``importing`` until the fetch and its
-    checks are done, then ``ready`` (with its size) or ``failed`` (with the reason). So the
-    progress is the phase, the time it has taken, and the size at the end.
+    While the repo is ``importing`` the server reports git's phase and counts as its
+    ``status_reason`` (``receiving objects 450/1000 (1.20 MiB)``); then ``ready`` (with its
+    size) or ``failed`` (with the reason).
     """
     started = time.monotonic()
     interval = IMPORT_POLL_INTERVAL
@@ -247,9 +247,11 @@ def follow_import(app: Application, name: str, timeout: float, update: Callable[
     while True:
         info = app.client.info(name)
         elapsed = time.monotonic() - started
-        if info.status != shown:
-            update(f"import: {info.status}" + (f" ({elapsed:.1f} s)" if shown else ""))
-            shown = info.status
+        phase = info.status + (f": {info.status_reason}" if info.status == "importing"
+                               and info.status_reason else "")
+        if phase != shown:
+            update(f"import: {phase}" + (f" ({elapsed:.1f} s)" if shown else ""))
+            shown = phase
         if info.status == "ready":
             app.display_info(f"import: ready after {elapsed:.1f} s, {info.size} bytes")
             return
@@ -264,6 +266,6 @@ def follow_import(app: Application, name: str, timeout: float, update: Callable[
                 "server (check it with `artifactd repo get`)"
             )
         if app.error_console.is_terminal:
-            update(f"import: {info.status} ({elapsed:.0f} s)")
+            update(f"import: {phase} ({elapsed:.0f} s)")
         time.sleep(min(interval, max(0.0, timeout - elapsed)))
         interval = min(interval * 2, IMPORT_POLL_MAX_INTERVAL)

@@ -31,6 +31,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -268,7 +269,9 @@ def _clean_staging(backend: Backend, repo_id: str) -> None:
 
 
 def _fetch_args(spec: ImportSpec, url: str) -> list[str]:
-    args = ["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
+    # --progress: git writes its phases and counts to stderr (a file) even though it is not a
+    # terminal; ``progress_of`` turns the last line into the repo's status_reason.
+    args = ["fetch", "--progress", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
             "--no-auto-gc", "--no-show-forced-updates"]
     if spec.depth is not None:
         args.append(f"--depth={spec.depth}")
@@ -394,6 +397,9 @@ def _fetch(
                 if current is None or current.status != repos.IMPORTING:
                     backend.git.kill_group(proc)
                     raise ImportFailed("the repo was deleted during the import")
+                progress = progress_of(_tail(stderr_path))
+                if progress and progress != current.status_reason:
+                    backend.meta.update_repo(repo.id, status_reason=progress)
     finally:
         with state.lock:
             state.running.pop(repo.id, None)
@@ -407,6 +413,38 @@ def _fetch(
         raise ImportFailed(f"git fetch failed: {detail or f'exit status {proc.returncode}'}")
     if _dir_bytes(staging / "objects") > cap:
         raise ImportFailed(_too_large(cap))
+
+
+# git's progress lines: "Receiving objects:  45% (450/1000), 1.20 MiB | 2.00 MiB/s".
+_PROGRESS = re.compile(
+    r"(?P<phase>Counting objects|Compressing objects|Receiving objects|Resolving deltas"
+    r"|Updating files|Enumerating objects): +\d+% \((?P<done>\d+)/(?P<total>\d+)\)"
+    r"(?:, (?P<bytes>[\d.]+ [KMGT]?i?B))?"
+)
+PROGRESS_TAIL_BYTES = 4096
+
+
+def _tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - PROGRESS_TAIL_BYTES))
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def progress_of(stderr_tail: str) -> str | None:
+    """The last progress line git wrote, as ``"receiving objects 450/1000 (1.20 MiB)"``:
+    the phase and counts an importing repo shows as its ``status_reason``. Only these fixed
+    phrases and numbers are taken from git's output, never the remote's own messages."""
+    found = None
+    for found in _PROGRESS.finditer(stderr_tail):  # noqa: B007 - the last match is the one
+        pass
+    if found is None:
+        return None
+    text = f"{found['phase'].lower()} {found['done']}/{found['total']}"
+    return f"{text} ({found['bytes']})" if found["bytes"] else text
 
 
 # -- process lifecycle ------------------------------------------------------------------------
