@@ -150,7 +150,9 @@ def test_login_from_environment(sqlite_server: Server, tmp_path: Path) -> None:
     run(env, "login")
     assert stat.S_IMODE((tmp_path / "c.toml").stat().st_mode) == 0o600
     bare = {k: v for k, v in env.items() if k not in ("ARTIFACTD_URL", "ARTIFACTD_API_TOKEN")}
-    assert json.loads(run(bare, "repo", "list", "--json").stdout)["cursor"] is None
+    # The login file alone is enough (the shared server's namespace may hold many pages).
+    listed = json.loads(run(bare, "repo", "list", "--json").stdout)
+    assert isinstance(listed["repos"], list) and "cursor" in listed
 
 
 def test_login_no_verify_and_setup_options(sqlite_server: Server, tmp_path: Path) -> None:

@@ -311,7 +311,10 @@ def hold_lock_while_admitted(db: sqlite3.Connection, git: Git, work: Path, repo:
          "HEAD:main"], env=git.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not db.execute("SELECT count(*) FROM push_intents").fetchone()[0]:
-        assert time.monotonic() < deadline and push.poll() in (None, 0)
+        if push.poll() is not None:  # admitted and recorded between two looks: try again
+            assert push.returncode == 0
+            return False
+        assert time.monotonic() < deadline
         time.sleep(0.001)
     db.execute("BEGIN IMMEDIATE")
     if db.execute("SELECT count(*) FROM push_intents").fetchone()[0] == 1:

@@ -62,6 +62,8 @@ EXPECTED_EXPORTS = {
     "RetryPolicy", "Retrying",
     # helpers
     "token_secret", "token_expires_at", "authenticated_remote",
+    # webhooks (docs/events.md)
+    "verify_webhook", "WebhookVerificationError",
 }
 
 
