@@ -45,6 +45,8 @@ def race_pushes(rounds: int) -> dict[str, Any]:
     server = start_server(base / "data", extra_env={
         **LIMITED_ENV, "ARTIFACTD_RATE_LIMIT_GIT": "100000/10s",
         "ARTIFACTD_RATE_LIMIT_CONTROL": "100000/10s",
+        # Each round's repo limit is the one raced; the account must not fill up across rounds.
+        "ARTIFACTD_MAX_ACCOUNT_BYTES": str(1 << 40),
     })
     raced = accepted = 0
     violations: list[str] = []
@@ -65,6 +67,9 @@ def race_pushes(rounds: int) -> dict[str, Any]:
                 violations.append(f"round {round_}: recorded {info['size']}, on disk {on_disk}")
             if quarantines(repo):
                 violations.append(f"round {round_}: quarantine left")
+            if won != MAX_REPO_BYTES // (BLOB + BLOB // 50):  # as many as fit, pack and index
+                violations.append(f"round {round_}: {won} pushes accepted where "
+                                  f"{MAX_REPO_BYTES // (BLOB + BLOB // 50)} fit")
             if len(repo.refs()) != won:
                 violations.append(f"round {round_}: {len(repo.refs())} refs for {won} accepted pushes")
             shutil.rmtree(base / f"round-{round_}", ignore_errors=True)

@@ -21,16 +21,30 @@ if not SPEC.is_dir():  # pragma: no cover - only .ci/run calls this module, and 
     pytest.fail(f"the spec is not beside this checkout ({SPEC})", pytrace=False)
 
 # What the README changes on purpose, as (README text, spec text): a local server has no TLS
-# by default, the spec's placeholder token id becomes the id the walkthrough minted, and the
+# by default (the auth remote keeps the remote's scheme), the spec's placeholder token id becomes the id the walkthrough minted, and the
 # second clone needs a directory of its own.
 README_SUBSTITUTIONS = [
-    ("http://x:${ARTIFACTS_TOKEN_SECRET}@${ARTIFACTS_REMOTE#http://}",
+    # The remote's own scheme (http:// on a local server), where the spec writes https://.
+    ("${ARTIFACTS_REMOTE%%://*}://x:${ARTIFACTS_TOKEN_SECRET}@${ARTIFACTS_REMOTE#*://}",
      "https://x:${ARTIFACTS_TOKEN_SECRET}@${ARTIFACTS_REMOTE#https://}"),
     ("/tokens/$TOKEN_ID", "/tokens/0123456789abcdef"),
     ("artifacts-clone-2", "artifacts-clone"),
 ]
-# README glue with no spec counterpart: it keeps the id of the token it minted.
-README_ONLY = {"TOKEN_ID=$(printf '%s' \"$TOKEN_JSON\" | jq -r '.result.id')"}
+# README glue with no spec counterpart: it keeps the id of the token it minted, and hands
+# the push its token through git's environment (GIT_CONFIG_*) instead of `-c` on the command
+# line, where `ps` shows it to other users (docs/git.md); the clone below keeps the spec's
+# `-c http.extraHeader=...` form, so both are run.
+README_ONLY = {
+    "TOKEN_ID=$(printf '%s' \"$TOKEN_JSON\" | jq -r '.result.id')",
+    "export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=http.extraHeader",
+    'export GIT_CONFIG_VALUE_0="Authorization: Bearer $ARTIFACTS_TOKEN"',
+    "unset GIT_CONFIG_COUNT GIT_CONFIG_KEY_0 GIT_CONFIG_VALUE_0",
+}
+# The spec's push with the token on the command line, which the README runs from the
+# environment form above.
+README_SUBSTITUTIONS.append(
+    ("git push -u origin main",
+     'git -c http.extraHeader="Authorization: Bearer $ARTIFACTS_TOKEN" push -u origin main'))
 
 
 def squash(text: str) -> str:
