@@ -21,7 +21,8 @@ if not SPEC.is_dir():  # pragma: no cover - only .ci/run calls this module, and 
     pytest.fail(f"the spec is not beside this checkout ({SPEC})", pytrace=False)
 
 # What the README changes on purpose, as (README text, spec text): a local server has no TLS
-# by default (the auth remote keeps the remote's scheme), the spec's placeholder token id becomes the id the walkthrough minted, and the
+# by default (the auth remote keeps the remote's scheme), the spec's placeholder token id
+# becomes the id the walkthrough minted, and the
 # second clone needs a directory of its own.
 README_SUBSTITUTIONS = [
     # The remote's own scheme (http:// on a local server), where the spec writes https://.
