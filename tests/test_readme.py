@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -37,8 +38,12 @@ def json_documents(text: str) -> list[dict]:
 
 def test_readme_quickstart_verbatim(sqlite_server: Server, tmp_path: Path) -> None:
     exports, quickstart = readme_blocks()
+    # A namespace of its own: other tests on this shared server make a `starter-repo` in
+    # `default` too (the ArtifactFS guide's name).
+    namespace = f"readme-{os.urandom(3).hex()}"
     exports = (
-        exports.replace("<account_id from api-token create>", sqlite_server.account_id)
+        exports.replace('ARTIFACTS_NAMESPACE="default"', f'ARTIFACTS_NAMESPACE="{namespace}"')
+        .replace("<account_id from api-token create>", sqlite_server.account_id)
         .replace("<token from api-token create>", sqlite_server.token)
         .replace("127.0.0.1:8787", f"127.0.0.1:{sqlite_server.port}")
     )
@@ -54,7 +59,7 @@ def test_readme_quickstart_verbatim(sqlite_server: Server, tmp_path: Path) -> No
     for doc in (repo, tokens, revoked, deleted):
         assert doc["success"] is True and doc["errors"] == [] and doc["messages"] == []
     assert repo["result"]["name"] == "starter-repo"
-    assert repo["result"]["remote"].endswith(f"/git/{sqlite_server.account_id}/default/starter-repo.git")
+    assert repo["result"]["remote"].endswith(f"/git/{sqlite_server.account_id}/{namespace}/starter-repo.git")
     assert {t["scope"] for t in tokens["result"]} == {"read", "write"}
     assert tokens["result_info"]["total_count"] == 2
     read_id = next(t["id"] for t in tokens["result"] if t["scope"] == "read")

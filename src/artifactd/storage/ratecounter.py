@@ -88,6 +88,7 @@ class _Window:
     start: int
     synced: int = 0  # the key's count in the database when this process last flushed
     pending: int = 0  # this process's hits not yet added to the database
+    inflight: int = 0  # hits being added by a flush now (in no count until it returns)
 
 
 class DatabaseCounter:
@@ -116,7 +117,7 @@ class DatabaseCounter:
             if window is None or window.start != window_start:
                 window = self._windows[key] = _Window(window_start)
             window.pending += 1
-            count = window.synced + window.pending
+            count = window.synced + window.inflight + window.pending
             flush_now = window.pending >= FLUSH_EVERY
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="rate-flusher", daemon=True)
@@ -129,8 +130,9 @@ class DatabaseCounter:
         """Add every pending hit to the database and learn each key's total."""
         with self._lock:
             batch = {key: (w.start, w.pending) for key, w in self._windows.items() if w.pending}
-            for key in batch:
+            for key, (_start, n) in batch.items():
                 self._windows[key].pending = 0
+                self._windows[key].inflight += n
             # Keys idle for a whole window are forgotten (their rows stay until they roll).
             now_start = max((w.start for w in self._windows.values()), default=0)
             for key in [k for k, w in self._windows.items() if not w.pending and k not in batch
@@ -158,13 +160,17 @@ class DatabaseCounter:
                 for key, (start, n) in batch.items():
                     window = self._windows.get(key)
                     if window is not None and window.start == start:
+                        window.inflight -= n
                         window.pending += n
             raise
         with self._lock:
-            for key, total in totals.items():
+            for key, (start, n) in batch.items():
                 window = self._windows.get(key)
-                if window is not None and window.start == batch[key][0]:
-                    window.synced = total
+                if window is not None and window.start == start:
+                    window.inflight -= n
+                    # The total includes this batch (no longer in flight); a total
+                    # lower than what we already counted is an older answer: keep ours.
+                    window.synced = max(window.synced + n, totals.get(key, 0))
 
     def _run(self) -> None:
         while not self._stop.wait(self._flush_interval):
