@@ -7,6 +7,7 @@ SQLite file or a real PostgreSQL cluster created with the machine's ``initdb``/`
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,11 @@ from typing import Any
 import httpx
 
 PG_BIN_CANDIDATES = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+def die_with_parent() -> None:
+    """In a child before exec: SIGKILL it when the process (thread) that started it dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
 
 
 def free_port() -> int:
@@ -87,6 +94,9 @@ class Server:
             [*artifactd_cmd(), "serve", "--data-dir", str(self.data_dir),
              "--port", str(self.port), *extra],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            # A test run killed by a timeout must not leave its servers running for hours.
+            # Only from the main thread: the signal fires when the starting *thread* ends.
+            preexec_fn=die_with_parent if threading.current_thread() is threading.main_thread() else None,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
