@@ -1,11 +1,13 @@
 """Commits from files (issue 13 item 1): put, delete and move files on a branch, atomically.
 
-A commit is built with C git plumbing in a private work area: the contents are spooled to
-files and written as blobs by one ``hash-object --stdin-paths``, the parent's tree is read into
-a temporary index, the changes are applied with ``update-index --index-info``, then
-``write-tree``, ``commit-tree`` and one ``update-ref`` that moves the branch only if it is
-still where it was read (compare-and-swap). Nothing moves unless every change is valid: a
-racing push or commit makes the loser a ``409`` and loses nothing of the winner's.
+A commit's objects are written in-process with libgit2 (``storage/objwrite.py``: the blobs,
+only the directories the changes touch, the commit), the same loose objects git writes, with
+no process started; then the branch moves only if it is still where it was read
+(compare-and-swap under git's own ref lock file, the lock a push takes). Nothing moves unless
+every change is valid: a racing push or commit makes the loser a ``409`` and loses nothing of
+the winner's. Contents of a JSON body are already in memory and written from there; an
+NDJSON body's are spooled to files of the work area as they arrive and read from there.
+A commit with an explicit date is made by ``git commit-tree`` (git's date parser).
 
 Rules checked before anything is written (each a 4xx with ``source.pointer``):
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from artifactd.services import write_access
 from artifactd.services.backend import Backend
 from artifactd.services.content import HASH, check_hash, path_problem, ref_candidates
 from artifactd.services.names import check_branch, ref_problem
-from artifactd.storage.gitwrite import ZERO, GitWriter, Identity, IndexEntry, RefUpdateRefused
+from artifactd.storage.gitwrite import GitWriter, Identity, IndexEntry, RefUpdateRefused
+from artifactd.storage.objwrite import ObjectWriter, git_ident
 
 MAX_CHANGES = 1000
 MAX_MESSAGE_BYTES = 1 << 20
@@ -44,11 +46,13 @@ _BAD_DATE = re.compile(r"[^0-9A-Za-z:+\-. ]")
 
 @dataclass
 class Put:
-    """Content of a ``put``, spooled to a server-owned file (never held whole in memory)."""
+    """Content of a ``put``: spooled to a server-owned file (a streamed body: never held whole
+    in memory), or the bytes of a JSON body, which is in memory already."""
 
-    file: Path
+    file: Path | None
     size: int
     sha: str = ""
+    data: bytes | None = None
 
 
 @dataclass
@@ -201,6 +205,14 @@ def spool(change: Change, data: bytes, work: Path) -> None:
     change.put = Put(target, len(data))
 
 
+def keep(change: Change, data: bytes) -> None:
+    """A put's content kept in memory (a JSON body's, which is there already)."""
+    if change.mode == "120000" and not data:
+        raise ValidationError("A symlink needs a target (content)", code=Code.INVALID_CONTENT,
+                              pointer=f"{change.pointer}/content")
+    change.put = Put(None, len(data), data=data)
+
+
 # -- the commit ------------------------------------------------------------------------------
 
 
@@ -273,10 +285,11 @@ def resolve_any(writer: GitWriter, ref: str) -> str | None:
     return None
 
 
-def _start(writer: GitWriter, spec: CommitSpec) -> tuple[str, str | None, str | None]:
+def _start(writer: GitWriter, objects: ObjectWriter,
+           spec: CommitSpec) -> tuple[str, str | None, str | None]:
     """(full branch ref, its current commit, the parent: that commit or a new branch's base)."""
     full = f"refs/heads/{spec.branch}"
-    head = writer.resolve(full)
+    head = objects.resolve(full)
     if spec.expected_head is not None and head != spec.expected_head:
         raise Conflict(
             f"Branch {spec.branch!r} is at {head or 'nothing (it does not exist)'}, "
@@ -295,41 +308,48 @@ def _start(writer: GitWriter, spec: CommitSpec) -> tuple[str, str | None, str | 
 
 
 def commit(backend: Backend, target: write_access.WriteTarget, spec: CommitSpec) -> CommitResult:
-    """Make the commit of a validated ``spec`` whose contents are spooled in the work area."""
+    """Make the commit of a validated ``spec`` whose contents are kept or spooled."""
     _check_shape(spec.changes)
     writer = target.writer
-    full, old, parent = _start(writer, spec)
+    objects = ObjectWriter(writer.git_dir)
+    full, old, parent = _start(writer, objects, spec)
     puts = {c.path: c.put for c in spec.changes if c.put is not None}
     write_access.check_room(backend, target.repo, sum(p.size for p in puts.values()))
-    before = writer.list_tree(parent) if parent else {}
+    before = objects.files(parent) if parent else {}
     # Every change is checked against the branch before a blob is written, so a refused
     # commit leaves no object behind.
     after = _apply(before, spec.changes)
-    for put, sha in zip(puts.values(), writer.hash_files([p.file for p in puts.values()]),
-                        strict=True):
-        put.sha = sha
+    for put in puts.values():
+        if put.data is not None:
+            put.sha = objects.blob(put.data)
+        else:
+            assert put.file is not None
+            put.sha = objects.blob_from_file(put.file)
     after = {path: IndexEntry(entry.mode, puts[path].sha) if path in puts else entry
              for path, entry in after.items()}
-    tree = writer.write_tree(parent, _removed(before, after), _added(before, after), full=after)
+    changed: dict[str, IndexEntry | None] = {path: None for path in before if path not in after}
+    changed.update((path, entry) for path, entry in after.items() if before.get(path) != entry)
+    tree = objects.tree(parent, changed)
     parents = [parent] if parent else []
-    sha = writer.commit_tree(tree, parents, spec.message, spec.author, spec.committer)
+    sha, by_git = _commit_object(writer, objects, tree, parents, spec)
     try:
-        writer.update_refs([(full, sha, old or ZERO)])
+        objects.move_ref(full, sha, old)
     except RefUpdateRefused:
         raise Conflict(f"Branch {spec.branch!r} moved while the commit was made; retry",
                        code=Code.HEAD_MOVED, pointer="/branch") from None
-    written = [sha, tree, *(p.sha for p in puts.values())]
-    write_access.record_write(backend, target, writer.loose_size(written))
+    write_access.record_write(backend, target, objects.added_bytes(by_git))
     return CommitResult(sha, tree, spec.branch, parents)
 
 
-def _removed(before: dict[str, IndexEntry], after: dict[str, IndexEntry]) -> Iterable[str]:
-    return [path for path in before if path not in after]
-
-
-def _added(before: dict[str, IndexEntry],
-           after: dict[str, IndexEntry]) -> Iterable[tuple[str, IndexEntry]]:
-    return [(path, entry) for path, entry in after.items() if before.get(path) != entry]
+def _commit_object(writer: GitWriter, objects: ObjectWriter, tree: str, parents: list[str],
+                   spec: CommitSpec) -> tuple[str, tuple[str, ...]]:
+    """The commit, and the objects git wrote (not counted by ``objects``)."""
+    author = git_ident(spec.author.name, spec.author.email)
+    committer = git_ident(spec.committer.name, spec.committer.email)
+    if spec.author.date or spec.committer.date or author is None or committer is None:
+        sha = writer.commit_tree(tree, parents, spec.message, spec.author, spec.committer)
+        return sha, (sha,)
+    return objects.commit(tree, parents, spec.message, author, committer), ()
 
 
 def commit_request(backend: Backend, account_id: str, namespace: str, name: str,
@@ -343,8 +363,8 @@ def commit_request(backend: Backend, account_id: str, namespace: str, name: str,
     spec.changes = [check_change(change, i) for i, change in enumerate(request.changes)]
     contents = [decode_content(raw, c.pointer) if c.op == "put" else b""
                 for raw, c in zip(request.changes, spec.changes, strict=True)]
+    for change, data in zip(spec.changes, contents, strict=True):
+        if change.op == "put":
+            keep(change, data)
     with write_access.admit(backend, account_id, namespace, name) as target:
-        for change, data in zip(spec.changes, contents, strict=True):
-            if change.op == "put":
-                spool(change, data, write_access.work_dir(target))
         return commit(backend, target, spec)
