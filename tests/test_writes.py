@@ -91,6 +91,64 @@ def test_commit_put_delete_move_verified_with_git(sqlite_server: Server, git: Gi
     repo.fsck()
 
 
+def _disk_bytes(git_dir: Path) -> int:
+    return sum(f.lstat().st_size for f in (git_dir / "objects").rglob("*") if f.is_file())
+
+
+def test_commits_without_a_date_are_the_trees_git_makes(sqlite_server: Server, git: Git,
+                                                          tmp_path: Path,
+                                                          base_repo: tuple[Repo, str]) -> None:
+    """Commits made in-process (no explicit date) have the very trees the git CLI makes for
+    the same changes, including files turned into directories and back, directories left
+    empty and a commit that removes every file; the identity is trimmed as git trims it,
+    and the recorded size is what the disk holds."""
+    repo, head = base_repo
+    work = clone(git, repo, tmp_path / "mirror")
+    rounds: list[list[dict[str, object]]] = [
+        [{"op": "put", "path": "deep/a/b/c.txt", "content": "c\n"},
+         {"op": "put", "path": "x", "content": "x\n"},
+         {"op": "put", "path": "dir/one", "content": "1\n"},
+         {"op": "put", "path": "dir/two", "content": "2\n", "mode": "100755"},
+         {"op": "put", "path": "same.txt", "content": "a\n"}],  # the blob of src/a.txt
+        [{"op": "delete", "path": "x"}, {"op": "put", "path": "x/y", "content": "y\n"},
+         {"op": "delete", "path": "dir/one"}, {"op": "delete", "path": "dir/two"},
+         {"op": "put", "path": "dir", "content": "now a file\n"},
+         {"op": "move", "from": "src/a.txt", "path": "deep/a/moved.txt"},
+         {"op": "put", "path": "deep/a/b/c.txt", "content": "c2\n"}],
+        [{"op": "delete", "path": path} for path in
+         ("README.md", "old.txt", "same.txt", "x/y", "dir", "deep/a/moved.txt",
+          "deep/a/b/c.txt")],
+    ]
+    parent = head
+    for changes in rounds:
+        made = ok(commit(sqlite_server, repo.name, changes, expected_head=parent,
+                         author={"name": " Agent Smith. ", "email": "agent@example.com;"}))
+        assert made["parents"] == [parent]
+        parent = made["sha"]
+        for change in changes:  # the same changes, made by git in a work tree
+            target = work / str(change["path"])
+            if change["op"] == "delete":
+                git.run("rm", "-q", "-f", "--", str(change["path"]), cwd=work)
+            elif change["op"] == "move":
+                target.parent.mkdir(parents=True, exist_ok=True)
+                git.run("mv", "--", str(change["from"]), str(change["path"]), cwd=work)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(str(change["content"]))
+                if change.get("mode") == "100755":
+                    target.chmod(0o755)
+                git.run("add", "--", str(change["path"]), cwd=work)
+        expected_tree = git.out("write-tree", cwd=work)
+        assert made["tree"] == expected_tree, changes
+    assert made["tree"] == "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree
+    check = fresh_clone(git, repo, tmp_path / "check")
+    assert git.out("log", "-3", "--format=%an <%ae>|%cn <%ce>", cwd=check).splitlines() == [
+        "Agent Smith <agent@example.com>|Agent Smith <agent@example.com>"] * 3
+    assert git.out("rev-list", "--count", "HEAD", cwd=check) == "4"
+    repo.fsck()
+    assert repo.info()["size"] == _disk_bytes(repo.git_dir)
+
+
 def test_commit_new_branch_from_base_and_root_commit(sqlite_server: Server, git: Git,
                                                       tmp_path: Path,
                                                       base_repo: tuple[Repo, str]) -> None:
