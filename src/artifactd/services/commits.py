@@ -34,7 +34,7 @@ from artifactd.services.backend import Backend
 from artifactd.services.content import HASH, check_hash, path_problem, ref_candidates
 from artifactd.services.names import check_branch, ref_problem
 from artifactd.storage.gitwrite import GitWriter, Identity, IndexEntry, RefUpdateRefused
-from artifactd.storage.objwrite import ObjectWriter, git_ident
+from artifactd.storage.objwrite import TREE_MODE, ObjectWriter, git_ident
 
 MAX_CHANGES = 1000
 MAX_MESSAGE_BYTES = 1 << 20
@@ -237,37 +237,50 @@ def _check_shape(changes: list[Change]) -> None:
                 )
 
 
-def _apply(files: dict[str, IndexEntry], changes: list[Change]) -> dict[str, IndexEntry]:
-    result = dict(files)
+def _resolve(objects: ObjectWriter, parent: str | None,
+             changes: list[Change]) -> dict[str, IndexEntry | None]:
+    """What ``changes`` do to the parent's tree, path by path (``None``: the file goes), checked
+    against it with lookups down the changed paths (never a listing of the whole tree):
+
+    - a delete or move names a file of the branch;
+    - no put or move target is a directory of the branch that keeps a file;
+    - no directory above a put or move target is a file of the branch that stays.
+
+    A path changes at most once and written paths do not nest (``_check_shape``), so the
+    parent's tree alone answers each question. A put's entry has no blob id yet.
+    """
+    tree = objects.root(parent)
+    removed = {c.source if c.op == "move" else c.path for c in changes if c.op != "put"}
+    result: dict[str, IndexEntry | None] = {}
     for change in changes:
         if change.op == "put":
-            assert change.put is not None
-            result[change.path] = IndexEntry(change.mode, change.put.sha)
+            result[change.path] = IndexEntry(change.mode, "")
             continue
         source = change.source if change.op == "move" else change.path
         assert source is not None
-        if source not in result:
+        found = objects.entry(tree, source)
+        if found is None or found.mode == TREE_MODE:
             where = "from" if change.op == "move" else "path"
             raise NotFound(f"No file {source!r} on the branch", code=Code.FILE_NOT_FOUND,
                            pointer=f"{change.pointer}/{where}")
-        entry = result.pop(source)
+        result[source] = None
         if change.op == "move":
-            result[change.path] = entry
-    directories = {path.rsplit("/", 1)[0] for path in result if "/" in path}
-    for parent in list(directories):
-        while "/" in parent:
-            parent = parent.rsplit("/", 1)[0]
-            directories.add(parent)
+            result[change.path] = found
     for change in changes:
         if change.op == "delete":
             continue
-        if change.path in directories:
+        found = objects.entry(tree, change.path)
+        if found is not None and found.mode == TREE_MODE and tree is not None and any(
+                path not in removed for path in objects.files_under(tree, change.path)):
             raise ValidationError(f"{change.path!r} is a directory on the branch",
                                   code=Code.INVALID_CHANGE, pointer=f"{change.pointer}/path")
         parts = change.path.split("/")
         for depth in range(1, len(parts)):
             prefix = "/".join(parts[:depth])
-            if prefix in result:
+            above = objects.entry(tree, prefix)
+            if above is None:
+                break  # nothing deeper exists either
+            if above.mode != TREE_MODE and prefix not in removed:
                 raise ValidationError(f"{prefix!r} is a file on the branch",
                                       code=Code.INVALID_CHANGE, pointer=f"{change.pointer}/path")
     return result
@@ -315,20 +328,18 @@ def commit(backend: Backend, target: write_access.WriteTarget, spec: CommitSpec)
     full, old, parent = _start(writer, objects, spec)
     puts = {c.path: c.put for c in spec.changes if c.put is not None}
     write_access.check_room(backend, target.repo, sum(p.size for p in puts.values()))
-    before = objects.files(parent) if parent else {}
     # Every change is checked against the branch before a blob is written, so a refused
     # commit leaves no object behind.
-    after = _apply(before, spec.changes)
-    for put in puts.values():
+    changed = _resolve(objects, parent, spec.changes)
+    for path, put in puts.items():
         if put.data is not None:
             put.sha = objects.blob(put.data)
         else:
             assert put.file is not None
             put.sha = objects.blob_from_file(put.file)
-    after = {path: IndexEntry(entry.mode, puts[path].sha) if path in puts else entry
-             for path, entry in after.items()}
-    changed: dict[str, IndexEntry | None] = {path: None for path in before if path not in after}
-    changed.update((path, entry) for path, entry in after.items() if before.get(path) != entry)
+        entry = changed[path]
+        assert entry is not None
+        changed[path] = IndexEntry(entry.mode, put.sha)
     tree = objects.tree(parent, changed)
     parents = [parent] if parent else []
     sha, by_git = _commit_object(writer, objects, tree, parents, spec)

@@ -36,6 +36,7 @@ pygit2.option(Option.SET_OWNER_VALIDATION, 0)
 # What git's ident code strips from both ends of a name or email ("crud"), so that a commit
 # made here has the bytes ``git commit-tree`` would have written.
 CRUD = "".join(chr(c) for c in range(33)) + ".,:;<>\"\\'"
+TREE_MODE = "040000"
 
 
 class ObjectWriter:
@@ -57,18 +58,32 @@ class ObjectWriter:
         except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
             return None
 
-    def files(self, commit: str) -> dict[str, IndexEntry]:
-        """Every file (blob, symlink or submodule entry) of ``commit``'s tree, by path."""
-        found: dict[str, IndexEntry] = {}
-        stack: list[tuple[str, pygit2.Tree]] = [("", self.repo[commit].peel(pygit2.Tree))]
+    def root(self, commit: str | None) -> pygit2.Tree | None:
+        return self.repo[commit].peel(pygit2.Tree) if commit else None
+
+    def entry(self, tree: pygit2.Tree | None, path: str) -> IndexEntry | None:
+        """What is at ``path`` of ``tree`` (mode ``TREE_MODE`` for a directory), or None:
+        a lookup down the path, whatever the size of the tree."""
+        if tree is None:
+            return None
+        try:
+            found = tree[path]
+        except KeyError:
+            return None
+        return IndexEntry(f"{found.filemode:06o}", str(found.id))
+
+    def files_under(self, tree: pygit2.Tree, path: str) -> list[str]:
+        """Every file (blob, symlink or submodule entry) below directory ``path``."""
+        found: list[str] = []
+        stack: list[tuple[str, pygit2.Tree]] = [(path + "/", tree[path].peel(pygit2.Tree))]
         while stack:
-            prefix, tree = stack.pop()
-            for entry in tree:
-                path = prefix + (entry.raw_name or b"").decode("utf-8", "surrogateescape")
-                if entry.filemode == FileMode.TREE:
-                    stack.append((path + "/", self.repo[entry.id].peel(pygit2.Tree)))
+            prefix, subtree = stack.pop()
+            for item in subtree:
+                name = prefix + (item.raw_name or b"").decode("utf-8", "surrogateescape")
+                if item.filemode == FileMode.TREE:
+                    stack.append((name + "/", self.repo[item.id].peel(pygit2.Tree)))
                 else:
-                    found[path] = IndexEntry(f"{entry.filemode:06o}", str(entry.id))
+                    found.append(name)
         return found
 
     # -- writes ------------------------------------------------------------------------
@@ -91,7 +106,7 @@ class ObjectWriter:
     def tree(self, base_commit: str | None, changes: dict[str, IndexEntry | None]) -> str:
         """The tree of ``base_commit`` with ``changes`` applied (``None``: remove the file).
 
-        The changes must already be consistent (``commits._apply`` checked them): no path is
+        The changes must already be consistent (``commits._resolve`` checked them): no path is
         both a file and a directory afterwards. A directory left empty disappears, as in git.
         """
         base = self.repo[base_commit].peel(pygit2.Tree) if base_commit else None
