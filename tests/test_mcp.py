@@ -299,3 +299,41 @@ def test_write_tools_refuse_bad_input_and_read_tokens(sqlite_server: Server,
         assert all(_tool_error(text).startswith("11012:") for _, text in results), results
     assert repo.refs() == {**before, "refs/heads/main": moved}
     repo.fsck()
+
+
+def test_write_tools_are_push_events(sqlite_server: Server) -> None:
+    """Writes over MCP are accounted as the REST writes are: the spec's pushes-by-repo
+    analytics query counts the commit, the branch, the merge and the note (not the dry run)."""
+    import time
+
+    from tests.test_analytics import graphql, groups, spec_queries
+
+    namespace = f"mcp-events-{random.randrange(1 << 30)}"
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+    with httpx.Client(base_url=sqlite_server.ns_url(namespace), timeout=60, headers={
+            "Authorization": f"Bearer {sqlite_server.token}"}) as c:
+        assert c.post("/repos", json={"name": "w"}).status_code == 200
+    at = {"repo": "w", "namespace": namespace}
+    _, results = call(
+        sqlite_server, sqlite_server.token,
+        ("commit_files", {**at, "branch": "main", "message": "one", "changes": [_put("a", "a")]}),
+        ("create_branch", {**at, "name": "side", "target": "main"}),
+        ("commit_files", {**at, "branch": "side", "message": "two", "changes": [_put("b", "b")]}),
+        ("merge", {**at, "head": "side", "dry_run": True}),
+        ("merge", {**at, "head": "side", "strategy": "fast-forward"}),
+        ("write_notes", {**at, "commit": "main", "content": "n"}),
+    )
+    assert [failed for failed, _ in results] == [False] * 6, results
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
+    query = spec_queries()["ArtifactsPushesByRepo"]
+    variables = {"accountTag": sqlite_server.account_id, "datetimeStart": start,
+                 "datetimeEnd": end}
+    deadline = time.monotonic() + 30
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = {g["dimensions"]["repository"]: g["count"]
+                  for g in groups(graphql(sqlite_server, query, variables))}
+        if counts.get(f"{namespace}/w") == 5:
+            break
+        time.sleep(0.2)
+    assert counts.get(f"{namespace}/w") == 5, counts
