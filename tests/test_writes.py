@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import random
+import subprocess
 import threading
 from pathlib import Path
 
@@ -120,11 +121,22 @@ def test_commits_without_a_date_are_the_trees_git_makes(sqlite_server: Server, g
           "deep/a/b/c.txt")],
     ]
     parent = head
+    objects = repo.git_dir / "objects"
+    existing_blob = git.out("rev-parse", "HEAD:src/a.txt", cwd=work)  # same.txt's content
     for changes in rounds:
+        packs = set(objects.glob("pack/*.pack"))
+        loose = set(objects.glob("[0-9a-f][0-9a-f]/*"))
         made = ok(commit(sqlite_server, repo.name, changes, expected_head=parent,
                          author={"name": " Agent Smith. ", "email": "agent@example.com;"}))
         assert made["parents"] == [parent]
         parent = made["sha"]
+        # One new pack holds the commit's new objects, as a push is kept; nothing loose.
+        (new_pack,) = set(objects.glob("pack/*.pack")) - packs
+        assert set(objects.glob("[0-9a-f][0-9a-f]/*")) == loose
+        listed = subprocess.run(["git", "verify-pack", "-v", str(new_pack.with_suffix(".idx"))],
+                                capture_output=True, text=True, check=True).stdout
+        assert made["sha"] in listed and made["tree"] in listed
+        assert existing_blob not in listed  # an object the repo has is not written again
         for change in changes:  # the same changes, made by git in a work tree
             target = work / str(change["path"])
             if change["op"] == "delete":

@@ -1,7 +1,7 @@
 """Commits from files (issue 13 item 1): put, delete and move files on a branch, atomically.
 
-A commit's objects are written in-process with libgit2 (``storage/objwrite.py``: the blobs,
-only the directories the changes touch, the commit), the same loose objects git writes, with
+A commit's objects (the blobs, only the directories the changes touch, the commit) are
+computed in-process and written as one pack, as a push is kept (``storage/objwrite.py``), with
 no process started; then the branch moves only if it is still where it was read
 (compare-and-swap under git's own ref lock file, the lock a push takes). Nothing moves unless
 every change is valid: a racing push or commit makes the loser a ``409`` and loses nothing of
@@ -358,9 +358,12 @@ def _commit_object(writer: GitWriter, objects: ObjectWriter, tree: str, parents:
     author = git_ident(spec.author.name, spec.author.email)
     committer = git_ident(spec.committer.name, spec.committer.email)
     if spec.author.date or spec.committer.date or author is None or committer is None:
+        objects.flush()  # git reads the tree from the repo
         sha = writer.commit_tree(tree, parents, spec.message, spec.author, spec.committer)
         return sha, (sha,)
-    return objects.commit(tree, parents, spec.message, author, committer), ()
+    sha = objects.commit(tree, parents, spec.message, author, committer)
+    objects.flush()
+    return sha, ()
 
 
 def commit_request(backend: Backend, account_id: str, namespace: str, name: str,

@@ -1,18 +1,20 @@
-"""In-process object writes for REST commits: blobs, trees and commits with libgit2 (pygit2).
+"""In-process writes for REST commits: blobs, trees and the commit as one pack, and the ref.
 
 A REST commit of a few files used to start seven git processes (rev-parse, ls-tree,
-hash-object, update-index, write-tree, commit-tree, update-ref); their starts were most of
-its time (docs/benchmarks.md, "Writes without a git client"). libgit2 writes the same loose
-objects git does (zlib, a temporary file renamed into place, nothing written when the object
-exists), in-process, and reads packs, loose objects and the alternates of forks. The branch
-moves with a libgit2 ref transaction: git's lock file protocol (``<ref>.lock``, created
-exclusively, renamed over the ref), the one ``update-ref`` and a push's receive-pack follow,
-so a REST commit and a push racing on one branch exclude each other exactly as two pushes
-do (``move_ref``).
+hash-object, update-index, write-tree, commit-tree, update-ref) and write a loose file per
+object; the process starts were most of its time (docs/benchmarks.md, "Writes without a git
+client"). Here the objects are computed in Python (git's object format: the ids are SHA-1 of
+the same bytes ``hash-object``, ``write-tree`` and ``commit-tree`` hash) and written as one
+pack (``packwrite``), like a push; objects the repo already has are not written again.
+Reads (the parent's trees, what exists) go through libgit2 (pygit2), which reads packs,
+loose objects and the alternates of forks. The branch moves with a libgit2 ref transaction:
+git's lock file protocol (``<ref>.lock``, created exclusively, renamed over the ref), the
+one ``update-ref`` and a push's receive-pack follow, so a REST commit and a push racing on
+one branch exclude each other exactly as two pushes do (``move_ref``).
 
-A tree is written by rebuilding only the directories a commit touches (``TreeBuilder`` on
-the parent's subtree), not the whole index, so a commit to a large tree costs its changes,
-not the tree's size.
+A tree is written by rebuilding only the directories a commit touches, from the parent's
+raw tree objects (entries it does not touch are kept byte for byte), so a commit to a large
+tree costs its changes, not the tree's size.
 
 libgit2 reads no configuration file of the machine (the search paths are emptied, as git
 runs with ``GIT_CONFIG_NOSYSTEM`` and ``GIT_CONFIG_GLOBAL=/dev/null``), and the repos are
@@ -22,12 +24,14 @@ server-owned paths, so its ownership check is off (git runs with ``safe.director
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import pygit2
-from pygit2.enums import ConfigLevel, FileMode, ObjectType, Option, RepositoryOpenFlag
+from pygit2.enums import ConfigLevel, FileMode, Option, RepositoryOpenFlag
 
 from artifactd.storage.gitwrite import IndexEntry, RefUpdateRefused
+from artifactd.storage.packwrite import PendingObject, object_id, write_pack
 
 for _level in (ConfigLevel.PROGRAMDATA, ConfigLevel.SYSTEM, ConfigLevel.XDG, ConfigLevel.GLOBAL):
     pygit2.option(Option.SET_SEARCH_PATH, _level, "")
@@ -36,17 +40,46 @@ pygit2.option(Option.SET_OWNER_VALIDATION, 0)
 # What git's ident code strips from both ends of a name or email ("crud"), so that a commit
 # made here has the bytes ``git commit-tree`` would have written.
 CRUD = "".join(chr(c) for c in range(33)) + ".,:;<>\"\\'"
-TREE_MODE = "040000"
+TREE_MODE = "040000"  # how ``entry`` reports a directory
+_TREE = b"40000"  # how a tree object names one
+EMPTY_TREE = bytes.fromhex("4b825dc642cb6eb9a060e54bf8d69288fbee4904")
+
+
+def _parse_tree(raw: bytes) -> dict[bytes, tuple[bytes, bytes]]:
+    """A raw tree object's entries: name -> (mode, 20-byte id), in the object's order."""
+    entries: dict[bytes, tuple[bytes, bytes]] = {}
+    at = 0
+    while at < len(raw):
+        space = raw.index(b" ", at)
+        nul = raw.index(b"\0", space)
+        entries[raw[space + 1:nul]] = (raw[at:space], raw[nul + 1:nul + 21])
+        at = nul + 21
+    return entries
+
+
+def _tree_order(item: tuple[bytes, tuple[bytes, bytes]]) -> bytes:
+    """git's tree order: names as bytes, a directory as if its name ended with '/'."""
+    name, (mode, _) = item
+    return name + b"/" if mode == _TREE else name
+
+
+def _now() -> str:
+    """``<unix seconds> <+hhmm>`` of now in the local time zone, as git writes a date."""
+    seconds = int(time.time())
+    offset = time.localtime(seconds).tm_gmtoff // 60
+    sign = "-" if offset < 0 else "+"
+    return f"{seconds} {sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
 
 
 class ObjectWriter:
-    """Objects of one bare repo; remembers the loose objects it created (for accounting)."""
+    """Objects of one bare repo: reads through libgit2, writes queued for one pack."""
 
     def __init__(self, git_dir: Path):
         self.git_dir = git_dir
         self.repo = pygit2.Repository(str(git_dir),
                                       RepositoryOpenFlag.BARE | RepositoryOpenFlag.NO_SEARCH)
-        self.created: list[str] = []
+        self.pending: dict[bytes, PendingObject] = {}
+        self.written_bytes = 0
 
     # -- reads -------------------------------------------------------------------------
 
@@ -86,77 +119,92 @@ class ObjectWriter:
                     found.append(name)
         return found
 
-    # -- writes ------------------------------------------------------------------------
+    def _has(self, oid: bytes) -> bool:
+        # libgit2 (like git) answers that the empty tree exists even where it was never
+        # written; fsck wants it stored, so it is always written (a duplicate is harmless).
+        if oid == EMPTY_TREE:
+            return oid in self.pending
+        return oid in self.pending or pygit2.Oid(raw=oid) in self.repo
 
-    def _created(self, oid: pygit2.Oid, existed: bool) -> str:
-        sha = str(oid)
-        if not existed:
-            self.created.append(sha)
-        return sha
+    # -- writes (queued; ``flush`` writes them) ------------------------------------------
+
+    def _queue(self, item: PendingObject) -> str:
+        if not self._has(item.oid):
+            self.pending[item.oid] = item
+        return item.oid.hex()
+
+    def _queue_bytes(self, kind: str, data: bytes) -> str:
+        oid = object_id(kind, len(data), iter((data,)))
+        return self._queue(PendingObject(oid, kind, len(data), data=data))
 
     def blob(self, data: bytes) -> str:
-        existed = pygit2.hash(data) in self.repo
-        return self._created(self.repo.create_blob(data), existed)
+        return self._queue_bytes("blob", data)
 
     def blob_from_file(self, path: Path) -> str:
-        """A server-owned spooled file as a blob, read by libgit2 (never whole in memory)."""
-        existed = pygit2.hashfile(str(path)) in self.repo
-        return self._created(self.repo.create_blob_fromdisk(str(path)), existed)
+        """A server-owned spooled file as a blob, read in chunks (never whole in memory)."""
+        size = path.stat().st_size
+        oid = object_id("blob", size, PendingObject(b"", "blob", size, file=path).chunks())
+        return self._queue(PendingObject(oid, "blob", size, file=path))
 
     def tree(self, base_commit: str | None, changes: dict[str, IndexEntry | None]) -> str:
         """The tree of ``base_commit`` with ``changes`` applied (``None``: remove the file).
 
-        The changes must already be consistent (``commits._resolve`` checked them): no path is
-        both a file and a directory afterwards. A directory left empty disappears, as in git.
+        The changes must already be consistent (``commits._resolve`` checked them): no path
+        is both a file and a directory afterwards. A directory left empty disappears, as in
+        git; every file removed leaves git's empty tree.
         """
-        base = self.repo[base_commit].peel(pygit2.Tree) if base_commit else None
-        sha = self._tree(base, changes)
-        if sha is None:  # every file removed: the empty tree
-            return self._write_tree(self.repo.TreeBuilder())
-        return sha
+        base = self.repo[base_commit].peel(pygit2.Tree).id.raw if base_commit else None
+        grouped = {path.encode("utf-8", "surrogateescape"): entry
+                   for path, entry in changes.items()}
+        oid = self._tree(base, grouped)
+        return oid.hex() if oid is not None else self._queue_bytes("tree", b"")
 
-    def _tree(self, base: pygit2.Tree | None, changes: dict[str, IndexEntry | None]) -> str | None:
-        builder = self.repo.TreeBuilder(base) if base is not None else self.repo.TreeBuilder()
-        here: dict[str, IndexEntry | None] = {}
-        below: dict[str, dict[str, IndexEntry | None]] = {}
+    def _tree(self, base: bytes | None,
+              changes: dict[bytes, IndexEntry | None]) -> bytes | None:
+        entries = _parse_tree(self.repo.odb.read(pygit2.Oid(raw=base))[1]) if base else {}
+        here: dict[bytes, IndexEntry | None] = {}
+        below: dict[bytes, dict[bytes, IndexEntry | None]] = {}
         for path, entry in changes.items():
-            name, slash, rest = path.partition("/")
+            name, slash, rest = path.partition(b"/")
             if slash:
                 below.setdefault(name, {})[rest] = entry
             else:
                 here[name] = entry
         for name in {*here, *below}:
-            existing = builder.get(name)
-            subtree: str | None = None
+            existing = entries.get(name)
+            subtree: bytes | None = None
             if name in below:
-                inner = (existing.peel(pygit2.Tree)
-                         if existing is not None and existing.type == ObjectType.TREE else None)
+                inner = existing[1] if existing is not None and existing[0] == _TREE else None
                 subtree = self._tree(inner, below[name])
             put = here.get(name)
             if put is not None:  # a file; anything below it was removed (checked)
-                builder.insert(name, pygit2.Oid(hex=put.sha), int(put.mode, 8))
+                entries[name] = (put.mode.encode(), bytes.fromhex(put.sha))
             elif subtree is not None:
-                builder.insert(name, pygit2.Oid(hex=subtree), FileMode.TREE)
-            elif existing is not None and (name in here or name in below):
-                builder.remove(name)
-        if len(builder) == 0:
+                entries[name] = (_TREE, subtree)
+            else:
+                entries.pop(name, None)
+        if not entries:
             return None
-        return self._write_tree(builder)
-
-    def _write_tree(self, builder: pygit2.TreeBuilder) -> str:
-        # Only the directories a commit touches are written, and those are almost always
-        # new; one that reverts to an earlier loose tree is counted again until the next
-        # maintenance measures the disk (an overcount, never an undercount).
-        return self._created(builder.write(), False)
+        data = b"".join(mode + b" " + name + b"\0" + oid for name, (mode, oid) in
+                        sorted(entries.items(), key=_tree_order))
+        return bytes.fromhex(self._queue_bytes("tree", data))
 
     def commit(self, tree: str, parents: list[str], message: str, author: tuple[str, str],
                committer: tuple[str, str]) -> str:
-        """A commit dated now (the local time zone, as git's); identities are (name, email)
-        already stripped of git's crud."""
-        oid = self.repo.create_commit(
-            None, pygit2.Signature(*author), pygit2.Signature(*committer), message,
-            pygit2.Oid(hex=tree), [pygit2.Oid(hex=p) for p in parents])
-        return self._created(oid, False)
+        """A commit dated now in the local time zone (as ``git commit-tree`` dates it);
+        identities are (name, email) already stripped of git's crud."""
+        stamp = _now()
+        lines = [f"tree {tree}", *(f"parent {p}" for p in parents),
+                 f"author {author[0]} <{author[1]}> {stamp}",
+                 f"committer {committer[0]} <{committer[1]}> {stamp}"]
+        return self._queue_bytes("commit", ("\n".join(lines) + "\n\n" + message).encode())
+
+    def flush(self) -> None:
+        """Write what is queued as one pack (nothing when every object existed)."""
+        if self.pending:
+            self.written_bytes += write_pack(self.git_dir / "objects" / "pack",
+                                             list(self.pending.values()))
+            self.pending.clear()
 
     # -- refs --------------------------------------------------------------------------
 
@@ -181,15 +229,13 @@ class ObjectWriter:
 
     # -- accounting --------------------------------------------------------------------
 
-    def _loose(self, sha: str) -> Path:
-        return self.git_dir / "objects" / sha[:2] / sha[2:]
-
-    def added_bytes(self, extra: tuple[str, ...] = ()) -> int:
-        """Bytes on disk of the loose objects this writer created (and of ``extra``)."""
-        total = 0
-        for sha in {*self.created, *extra}:
+    def added_bytes(self, loose: tuple[str, ...] = ()) -> int:
+        """Bytes this writer added to the repo: its packs, and the ``loose`` objects named
+        (written by git for it)."""
+        total = self.written_bytes
+        for sha in loose:
             with contextlib.suppress(OSError):
-                total += self._loose(sha).stat().st_size
+                total += (self.git_dir / "objects" / sha[:2] / sha[2:]).stat().st_size
         return total
 
 
