@@ -110,7 +110,8 @@ def test_commits_without_a_date_are_the_trees_git_makes(sqlite_server: Server, g
          {"op": "put", "path": "x", "content": "x\n"},
          {"op": "put", "path": "dir/one", "content": "1\n"},
          {"op": "put", "path": "dir/two", "content": "2\n", "mode": "100755"},
-         {"op": "put", "path": "same.txt", "content": "a\n"}],  # the blob of src/a.txt
+         {"op": "put", "path": "same.txt", "content": "a\n"},  # the blob of src/a.txt
+         {"op": "put", "path": "README.md", "content": "# base\n"}],  # what it holds
         [{"op": "delete", "path": "x"}, {"op": "put", "path": "x/y", "content": "y\n"},
          {"op": "delete", "path": "dir/one"}, {"op": "delete", "path": "dir/two"},
          {"op": "put", "path": "dir", "content": "now a file\n"},
@@ -122,7 +123,7 @@ def test_commits_without_a_date_are_the_trees_git_makes(sqlite_server: Server, g
     ]
     parent = head
     objects = repo.git_dir / "objects"
-    existing_blob = git.out("rev-parse", "HEAD:src/a.txt", cwd=work)  # same.txt's content
+    existing_blob = git.out("rev-parse", "HEAD:README.md", cwd=work)
     for changes in rounds:
         packs = set(objects.glob("pack/*.pack"))
         loose = set(objects.glob("[0-9a-f][0-9a-f]/*"))
@@ -136,7 +137,7 @@ def test_commits_without_a_date_are_the_trees_git_makes(sqlite_server: Server, g
         listed = subprocess.run(["git", "verify-pack", "-v", str(new_pack.with_suffix(".idx"))],
                                 capture_output=True, text=True, check=True).stdout
         assert made["sha"] in listed and made["tree"] in listed
-        assert existing_blob not in listed  # an object the repo has is not written again
+        assert existing_blob not in listed  # a file put as it was is not written again
         for change in changes:  # the same changes, made by git in a work tree
             target = work / str(change["path"])
             if change["op"] == "delete":

@@ -42,7 +42,6 @@ pygit2.option(Option.SET_OWNER_VALIDATION, 0)
 CRUD = "".join(chr(c) for c in range(33)) + ".,:;<>\"\\'"
 TREE_MODE = "040000"  # how ``entry`` reports a directory
 _TREE = b"40000"  # how a tree object names one
-EMPTY_TREE = bytes.fromhex("4b825dc642cb6eb9a060e54bf8d69288fbee4904")
 
 
 def _parse_tree(raw: bytes) -> dict[bytes, tuple[bytes, bytes]]:
@@ -79,6 +78,7 @@ class ObjectWriter:
         self.repo = pygit2.Repository(str(git_dir),
                                       RepositoryOpenFlag.BARE | RepositoryOpenFlag.NO_SEARCH)
         self.pending: dict[bytes, PendingObject] = {}
+        self.known: set[bytes] = set()  # ids read from the repo's own trees
         self.written_bytes = 0
 
     # -- reads -------------------------------------------------------------------------
@@ -103,6 +103,7 @@ class ObjectWriter:
             found = tree[path]
         except KeyError:
             return None
+        self.known.add(found.id.raw)
         return IndexEntry(f"{found.filemode:06o}", str(found.id))
 
     def files_under(self, tree: pygit2.Tree, path: str) -> list[str]:
@@ -120,11 +121,13 @@ class ObjectWriter:
         return found
 
     def _has(self, oid: bytes) -> bool:
-        # libgit2 (like git) answers that the empty tree exists even where it was never
-        # written; fsck wants it stored, so it is always written (a duplicate is harmless).
-        if oid == EMPTY_TREE:
-            return oid in self.pending
-        return oid in self.pending or pygit2.Oid(raw=oid) in self.repo
+        """Whether the object is queued or known to be in the repo: on the parent's trees
+        along the changed paths (an unchanged file or directory, a put of the content a
+        file already has). The odb is not asked: each miss there rescans and searches every
+        pack, which between two maintenances of a busy repo is milliseconds per object. An
+        object that exists elsewhere is written again, which git tolerates (the next repack
+        keeps one copy; the size is counted high until then, never low)."""
+        return oid in self.pending or oid in self.known
 
     # -- writes (queued; ``flush`` writes them) ------------------------------------------
 
@@ -162,6 +165,9 @@ class ObjectWriter:
     def _tree(self, base: bytes | None,
               changes: dict[bytes, IndexEntry | None]) -> bytes | None:
         entries = _parse_tree(self.repo.odb.read(pygit2.Oid(raw=base))[1]) if base else {}
+        if base is not None:
+            self.known.add(base)
+            self.known.update(oid for _, oid in entries.values())
         here: dict[bytes, IndexEntry | None] = {}
         below: dict[bytes, dict[bytes, IndexEntry | None]] = {}
         for path, entry in changes.items():
