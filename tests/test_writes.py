@@ -131,13 +131,13 @@ def test_commits_without_a_date_are_the_trees_git_makes(sqlite_server: Server, g
                          author={"name": " Agent Smith. ", "email": "agent@example.com;"}))
         assert made["parents"] == [parent]
         parent = made["sha"]
-        # One new pack holds the commit's new objects, as a push is kept; nothing loose.
-        (new_pack,) = set(objects.glob("pack/*.pack")) - packs
-        assert set(objects.glob("[0-9a-f][0-9a-f]/*")) == loose
-        listed = subprocess.run(["git", "verify-pack", "-v", str(new_pack.with_suffix(".idx"))],
-                                capture_output=True, text=True, check=True).stdout
-        assert made["sha"] in listed and made["tree"] in listed
-        assert existing_blob not in listed  # a file put as it was is not written again
+        # A few objects are written loose (git's rule), no pack; nothing left half-written.
+        assert set(objects.glob("pack/*.pack")) == packs
+        written = {f"{path.parent.name}{path.name}"
+                   for path in set(objects.glob("[0-9a-f][0-9a-f]/*")) - loose}
+        assert {made["sha"], made["tree"]} <= written
+        assert existing_blob not in written  # a file put as it was is not written again
+        assert not list(objects.glob("*/tmp_*"))
         for change in changes:  # the same changes, made by git in a work tree
             target = work / str(change["path"])
             if change["op"] == "delete":
@@ -154,10 +154,23 @@ def test_commits_without_a_date_are_the_trees_git_makes(sqlite_server: Server, g
         expected_tree = git.out("write-tree", cwd=work)
         assert made["tree"] == expected_tree, changes
     assert made["tree"] == "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree
+    # Many objects are one pack (renamed into place with its index), nothing loose.
+    packs = set(objects.glob("pack/*.pack"))
+    loose = set(objects.glob("[0-9a-f][0-9a-f]/*"))
+    many = ok(commit(sqlite_server, repo.name, [
+        {"op": "put", "path": f"many/{i:03d}.txt", "content": f"{i}\n"} for i in range(120)],
+        expected_head=parent, author={"name": "Agent Smith", "email": "agent@example.com"}))
+    (new_pack,) = set(objects.glob("pack/*.pack")) - packs
+    assert set(objects.glob("[0-9a-f][0-9a-f]/*")) == loose
+    listed = subprocess.run(["git", "verify-pack", "-v", str(new_pack.with_suffix(".idx"))],
+                            capture_output=True, text=True, check=True).stdout
+    assert many["sha"] in listed and many["tree"] in listed and "blob" in listed
+    assert not list((objects / "pack").glob("tmp_*"))
     check = fresh_clone(git, repo, tmp_path / "check")
-    assert git.out("log", "-3", "--format=%an <%ae>|%cn <%ce>", cwd=check).splitlines() == [
-        "Agent Smith <agent@example.com>|Agent Smith <agent@example.com>"] * 3
-    assert git.out("rev-list", "--count", "HEAD", cwd=check) == "4"
+    assert git.out("log", "-4", "--format=%an <%ae>|%cn <%ce>", cwd=check).splitlines() == [
+        "Agent Smith <agent@example.com>|Agent Smith <agent@example.com>"] * 4
+    assert git.out("rev-list", "--count", "HEAD", cwd=check) == "5"
+    assert len(git.out("ls-files", cwd=check).split()) == 120
     repo.fsck()
     assert repo.info()["size"] == _disk_bytes(repo.git_dir)
 

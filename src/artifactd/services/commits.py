@@ -1,8 +1,8 @@
 """Commits from files (issue 13 item 1): put, delete and move files on a branch, atomically.
 
 A commit's objects (the blobs, only the directories the changes touch, the commit) are
-computed in-process and written as one pack, as a push is kept (``storage/objwrite.py``), with
-no process started; then the branch moves only if it is still where it was read
+computed in-process and written loose, or as one pack when there are many (git's rule;
+``storage/objwrite.py``), with no process started; then the branch moves only if it is still where it was read
 (compare-and-swap under git's own ref lock file, the lock a push takes). Nothing moves unless
 every change is valid: a racing push or commit makes the loser a ``409`` and loses nothing of
 the winner's. Contents of a JSON body are already in memory and written from there; an

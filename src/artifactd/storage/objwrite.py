@@ -4,8 +4,9 @@ A REST commit of a few files used to start seven git processes (rev-parse, ls-tr
 hash-object, update-index, write-tree, commit-tree, update-ref) and write a loose file per
 object; the process starts were most of its time (docs/benchmarks.md, "Writes without a git
 client"). Here the objects are computed in Python (git's object format: the ids are SHA-1 of
-the same bytes ``hash-object``, ``write-tree`` and ``commit-tree`` hash) and written as one
-pack (``packwrite``), like a push; objects the repo already has are not written again.
+the same bytes ``hash-object``, ``write-tree`` and ``commit-tree`` hash) and written by
+``objectfiles`` (loose, or one pack for a large commit, git's rule); objects the commit's
+parent already has along the changed paths are not written again.
 Reads (the parent's trees, what exists) go through libgit2 (pygit2), which reads packs,
 loose objects and the alternates of forks. The branch moves with a libgit2 ref transaction:
 git's lock file protocol (``<ref>.lock``, created exclusively, renamed over the ref), the
@@ -31,7 +32,7 @@ import pygit2
 from pygit2.enums import ConfigLevel, FileMode, Option, RepositoryOpenFlag
 
 from artifactd.storage.gitwrite import IndexEntry, RefUpdateRefused
-from artifactd.storage.packwrite import PendingObject, object_id, write_pack
+from artifactd.storage.objectfiles import PendingObject, object_id, write_objects
 
 for _level in (ConfigLevel.PROGRAMDATA, ConfigLevel.SYSTEM, ConfigLevel.XDG, ConfigLevel.GLOBAL):
     pygit2.option(Option.SET_SEARCH_PATH, _level, "")
@@ -206,10 +207,10 @@ class ObjectWriter:
         return self._queue_bytes("commit", ("\n".join(lines) + "\n\n" + message).encode())
 
     def flush(self) -> None:
-        """Write what is queued as one pack (nothing when every object existed)."""
+        """Write what is queued (loose, or one pack for many objects; ``objectfiles``)."""
         if self.pending:
-            self.written_bytes += write_pack(self.git_dir / "objects" / "pack",
-                                             list(self.pending.values()))
+            self.written_bytes += write_objects(self.git_dir / "objects",
+                                                list(self.pending.values()))
             self.pending.clear()
 
     # -- refs --------------------------------------------------------------------------
@@ -236,7 +237,7 @@ class ObjectWriter:
     # -- accounting --------------------------------------------------------------------
 
     def added_bytes(self, loose: tuple[str, ...] = ()) -> int:
-        """Bytes this writer added to the repo: its packs, and the ``loose`` objects named
+        """Bytes this writer added to the repo, and those of the ``loose`` objects named
         (written by git for it)."""
         total = self.written_bytes
         for sha in loose:

@@ -1,15 +1,18 @@
-"""Write whole objects as one pack and its index (git's pack format v2 and ``.idx`` v2).
+"""Write whole objects into a repo: as loose files, or as one pack and its index.
 
-A REST commit's new objects (its blobs, the trees of the directories it touches, the commit)
-go to the repo as one pack, the way a push arrives (``receive.unpackLimit`` is 1: every push
-is kept as a pack): two files instead of a loose file per object and a fan-out directory
-per new prefix, which is what a dense repo's inode count and maintenance care about.
+git's own rule for what a write arrives as (``transfer.unpackLimit``, 100 by default): a
+few objects are written loose, many as one pack. REST commits follow it (``LOOSE_LIMIT``).
+Loose files are what a stream of small commits to one repo wants: a pack per commit makes
+every later lookup search one more index until maintenance repacks, which measured several
+times the cost of the commit itself after a few hundred commits (docs/benchmarks.md); a large
+commit as one pack is two files instead of thousands.
 
-No deltas: each object is its type-and-size header and its zlib stream (git's default
-compression level), so writing is one pass over the contents; maintenance repacks later.
-The pack is written under a ``tmp_pack_`` name in ``objects/pack`` (git's own temporary
-prefix, which its cleanup knows), then renamed into place, the ``.idx`` last: a reader sees
-a pack only once its index is there, and never half a pack.
+Loose objects are git's format: zlib at git's loose compression level (1), written to a
+temporary file in the fan-out directory and renamed to their id (an object of that id is the
+same bytes, so a concurrent writer of it is harmless). A pack is format v2 with an ``.idx``
+v2, no deltas (maintenance repacks later), written under git's ``tmp_pack_`` prefix in
+``objects/pack`` and renamed into place, the ``.idx`` last: a reader sees a pack only once
+its index is there, and never half a pack.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KINDS = {"commit": 1, "tree": 2, "blob": 3}
+LOOSE_LIMIT = 100  # fewer objects than this are written loose (git's unpackLimit default)
+LOOSE_LEVEL = 1  # git's core.looseCompression default
 CHUNK = 1 << 20
 _LARGE_OFFSET = 0x80000000
 
@@ -142,3 +147,34 @@ def _index(entries: list[tuple[bytes, int, int]], pack_checksum: bytes) -> bytes
              b"".join(struct.pack(">Q", value) for value in large), pack_checksum]
     body = b"".join(parts)
     return body + hashlib.sha1(body, usedforsecurity=False).digest()
+
+
+def write_loose(objects_dir: Path, objects: list[PendingObject]) -> int:
+    """Write each object as a loose file; the bytes written."""
+    total = 0
+    for item in objects:
+        name = item.oid.hex()
+        fanout = objects_dir / name[:2]
+        fanout.mkdir(exist_ok=True)
+        target = fanout / name[2:]
+        temporary = fanout / f"tmp_obj_{secrets.token_hex(6)}"
+        try:
+            deflate = zlib.compressobj(LOOSE_LEVEL)
+            with open(temporary, "wb") as out:
+                out.write(deflate.compress(f"{item.kind} {item.size}\0".encode()))
+                for chunk in item.chunks():
+                    out.write(deflate.compress(chunk))
+                out.write(deflate.flush())
+                total += out.tell()
+            os.replace(temporary, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+    return total
+
+
+def write_objects(objects_dir: Path, objects: list[PendingObject]) -> int:
+    """Loose below ``LOOSE_LIMIT`` objects, else one pack; the bytes written."""
+    if len(objects) < LOOSE_LIMIT:
+        return write_loose(objects_dir, objects)
+    return write_pack(objects_dir / "pack", objects)
