@@ -337,6 +337,27 @@ def test_rest_commits_racing_git_pushes_lose_nothing(sqlite_server: Server, git:
     assert len(won) + len(lost) == 8 and won, (won, lost)
 
 
+def test_commit_waits_for_a_held_ref_lock_as_git_does(sqlite_server: Server,
+                                                      base_repo: tuple[Repo, str]) -> None:
+    """A branch whose lock file another writer holds (a push, maintenance packing refs) is
+    retried for git's 100 ms, then refused with nothing moved."""
+    repo, head = base_repo
+    lock = repo.git_dir / "refs" / "heads" / "main.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(head + "\n")
+    threading.Timer(0.03, lock.unlink).start()
+    waited = ok(commit(sqlite_server, repo.name, [{"op": "put", "path": "w", "content": "w"}],
+                       expected_head=head))
+    assert repo.refs()["refs/heads/main"] == waited["sha"]
+    lock.write_text(head + "\n")
+    try:
+        held = commit(sqlite_server, repo.name, [{"op": "put", "path": "h", "content": "h"}])
+        assert envelope_error(held, 409, 12000)["source"]["pointer"] == "/branch"
+        assert repo.refs()["refs/heads/main"] == waited["sha"]
+    finally:
+        lock.unlink()
+
+
 def test_concurrent_rest_commits_one_wins_each_round(sqlite_server: Server, git: Git,
                                                      tmp_path: Path,
                                                      base_repo: tuple[Repo, str]) -> None:

@@ -45,6 +45,13 @@ TREE_MODE = "040000"  # how ``entry`` reports a directory
 _TREE = b"40000"  # how a tree object names one
 
 
+LOCK_TIMEOUT = 0.1  # seconds a held ref lock is retried (git's filesRefLockTimeout default)
+
+
+class _Locked(Exception):
+    """The ref's lock file is held by another writer (or cannot be made)."""
+
+
 def _parse_tree(raw: bytes) -> dict[bytes, tuple[bytes, bytes]]:
     """A raw tree object's entries: name -> (mode, 20-byte id), in the object's order."""
     entries: dict[bytes, tuple[bytes, bytes]] = {}
@@ -222,17 +229,38 @@ class ObjectWriter:
         The compare-and-swap happens under git's own lock file (``<ref>.lock``, created
         exclusively: the lock ``update-ref`` and a push's receive-pack take), and the value is
         read once the lock is held, so a push that moved the ref first makes this fail, and
-        a push that comes while it is held fails to lock (its client is told to retry)."""
-        try:
-            with self.repo.transaction() as txn:
+        a push that comes while it is held waits or fails to lock. A lock held by someone
+        else (a push, maintenance packing refs) is retried for ``LOCK_TIMEOUT`` seconds, as
+        git retries (``core.filesRefLockTimeout``, 100 ms by default)."""
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        pause = 0.001
+        while True:
+            try:
+                self._move_once(full_ref, new, old)
+                return
+            except _Locked as locked:
+                if time.monotonic() >= deadline:
+                    raise RefUpdateRefused(str(locked)[:500]) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.016)
+            except (pygit2.GitError, ValueError) as exc:  # the commit of the transaction
+                raise RefUpdateRefused(str(exc)[:500]) from None
+
+    def _move_once(self, full_ref: str, new: str, old: str | None) -> None:
+        with self.repo.transaction() as txn:
+            try:
                 txn.lock_ref(full_ref)
-                found = self.repo.references.get(full_ref)
-                current = None if found is None else str(found.target)
-                if current != old:
-                    raise RefUpdateRefused(f"{full_ref} is at {current}, not at {old}")
+            except (pygit2.GitError, ValueError) as exc:  # locked, or a file/directory clash
+                raise _Locked(str(exc)) from None
+            found = self.repo.references.get(full_ref)
+            current = None if found is None else str(found.target)
+            if current != old:
+                raise RefUpdateRefused(f"{full_ref} is at {current}, not at {old}")
+            try:
                 txn.set_target(full_ref, pygit2.Oid(hex=new), message="artifactd: commit")
-        except (pygit2.GitError, ValueError) as exc:  # locked, or a file/directory clash
-            raise RefUpdateRefused(str(exc)[:500]) from None
+            except (pygit2.GitError, ValueError) as exc:
+                raise RefUpdateRefused(str(exc)[:500]) from None
+        # Leaving the block commits the transaction (renames the lock over the ref).
 
     # -- accounting --------------------------------------------------------------------
 
