@@ -43,8 +43,6 @@ pygit2.option(Option.SET_OWNER_VALIDATION, 0)
 CRUD = "".join(chr(c) for c in range(33)) + ".,:;<>\"\\'"
 TREE_MODE = "040000"  # how ``entry`` reports a directory
 _TREE = b"40000"  # how a tree object names one
-
-
 LOCK_TIMEOUT = 0.1  # seconds a held ref lock is retried (git's filesRefLockTimeout default)
 
 
@@ -67,7 +65,11 @@ def _parse_tree(raw: bytes) -> dict[bytes, tuple[bytes, bytes]]:
 def _tree_order(item: tuple[bytes, tuple[bytes, bytes]]) -> bytes:
     """git's tree order: names as bytes, a directory as if its name ended with '/'."""
     name, (mode, _) = item
-    return name + b"/" if mode == _TREE else name
+    return name + b"/" if _is_tree(mode) else name
+
+
+def _is_tree(mode: bytes) -> bool:
+    return mode.lstrip(b"0") == _TREE  # "040000" too, as some old tools wrote it
 
 
 def _now() -> str:
@@ -79,7 +81,7 @@ def _now() -> str:
 
 
 class ObjectWriter:
-    """Objects of one bare repo: reads through libgit2, writes queued for one pack."""
+    """Objects of one bare repo: reads through libgit2; writes queued, then ``flush``."""
 
     def __init__(self, git_dir: Path):
         self.git_dir = git_dir
@@ -188,7 +190,7 @@ class ObjectWriter:
             existing = entries.get(name)
             subtree: bytes | None = None
             if name in below:
-                inner = existing[1] if existing is not None and existing[0] == _TREE else None
+                inner = existing[1] if existing is not None and _is_tree(existing[0]) else None
                 subtree = self._tree(inner, below[name])
             put = here.get(name)
             if put is not None:  # a file; anything below it was removed (checked)
