@@ -17,7 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.gitutil import Git, Repo, create_repo
 from tests.harness import Server
 from tests.seed import push
-from tests.test_fork import fork
+from tests.test_fork import fork, fsck_clone
 
 
 async def _call(server: Server, token: str, calls: list[tuple[str, dict[str, Any]]]
@@ -78,8 +78,8 @@ def test_tools_with_an_api_token(sqlite_server: Server, pair: tuple[Repo, Repo, 
         ("read_file", {"repo": "no-such-repo", "path": "README.md"}),
         ("mint_read_token", {"repo": parent.name, "ttl": 86400}),
     )
-    assert tools == ["compare", "fork", "list_tree", "log", "mint_read_token", "read_file",
-                     "read_notes"]
+    assert tools == ["commit_files", "compare", "create_branch", "fork", "list_tree", "log",
+                     "merge", "mint_read_token", "read_file", "read_notes", "write_notes"]
     ok = [r for failed, r in results if not failed]
     assert [failed for failed, _ in results] == [False] * 9 + [True] * 3
     assert ok[0]["content"] == "print(1)\n" and ok[0]["encoding"] == "utf-8"
@@ -150,3 +150,190 @@ def test_unauthenticated_and_bad_tokens_are_refused(sqlite_server: Server, tmp_p
             **headers, "Accept": "application/json, text/event-stream"})
         assert r.status_code == 401, r.text
         assert r.json()["success"] is False
+
+
+def _tool_error(text: str) -> str:
+    """The error as the server wrote it, without the SDK's "Error executing tool x: "."""
+    return text.split(": ", 1)[1] if text.startswith("Error executing tool ") else text
+
+
+def _put(path: str, content: str) -> dict[str, str]:
+    return {"op": "put", "path": path, "content": content}
+
+
+def test_agent_review_loop_with_write_tools(sqlite_server: Server, tmp_path: Path) -> None:
+    """An agent forks the baseline, commits and notes its work with its fork's repo token,
+    and the reviewer merges it back with an API token (dry run first), all over MCP."""
+    git = Git(tmp_path / "home")
+    work = tmp_path / "work"
+    baseline = create_repo(sqlite_server, f"mcp-base-{random.randrange(1 << 30)}")
+    start = git.new_work(work, {"README.md": "# base\n", "old.txt": "old\n", "c.txt": "c\n"})
+    push(git, baseline, work, "HEAD:refs/heads/main")
+    agent_name = f"{baseline.name}-agent"
+    _, (forked,) = call(sqlite_server, sqlite_server.token,
+                        ("fork", {"repo": baseline.name, "name": agent_name}))
+    assert forked[0] is False
+    agent_token = forked[1]["token"]  # the fork's write-scoped repo token
+
+    _, results = call(
+        sqlite_server, agent_token,
+        ("commit_files", {"repo": agent_name, "branch": "main", "message": "Agent work",
+                          "expected_head": start, "author": {"name": "Agent",
+                                                              "email": "agent@example.com"},
+                          "changes": [_put("src/new.py", "print('new')\n"),
+                                      {"op": "delete", "path": "old.txt"},
+                                      {"op": "move", "from": "c.txt", "path": "d/c.txt"},
+                                      {"op": "put", "path": "bin.dat", "content": "AAEC/w==",
+                                       "encoding": "base64"}]}),
+        ("create_branch", {"repo": agent_name, "name": "review", "target": "main"}),
+        ("write_notes", {"repo": agent_name, "commit": "main",
+                         "content": "prompt: add new.py", "notes_ref": "prompts"}),
+        ("read_notes", {"repo": agent_name, "commit": "review", "notes_ref": "prompts"}),
+        # The fork's token reaches its own repo only: the baseline is just missing.
+        ("commit_files", {"repo": baseline.name, "branch": "main", "message": "sneak",
+                          "changes": [_put("x", "x")]}),
+        ("merge", {"repo": baseline.name, "head": f"{agent_name}:main", "dry_run": True}),
+    )
+    assert [failed for failed, _ in results] == [False] * 4 + [True] * 2, results
+    made = results[0][1]
+    assert made["branch"] == "main" and made["parents"] == [start]
+    assert results[1][1] == {"name": "review", "ref": "refs/heads/review", "kind": "branch",
+                             "target": made["sha"], "object_type": "commit"}
+    assert results[2][1]["notes_ref"] == "refs/notes/prompts"
+    assert results[2][1]["commit"] == made["sha"]
+    assert results[3][1]["content"].strip() == "prompt: add new.py"
+    assert "not found" in results[4][1].lower() and "not found" in results[5][1].lower()
+
+    _, results = call(
+        sqlite_server, sqlite_server.token,
+        ("merge", {"repo": baseline.name, "head": f"{agent_name}:main", "dry_run": True}),
+        ("merge", {"repo": baseline.name, "head": f"{agent_name}:main",
+                   "strategy": "fast-forward", "expected_head": start}),
+    )
+    assert [failed for failed, _ in results] == [False, False], results
+    dry, real = results[0][1], results[1][1]
+    assert dry["mergeable"] is True and dry["sha"] is None and dry["fast_forward"] is True
+    assert real["sha"] == made["sha"]
+
+    # The baseline, cloned with git, holds the agent's commit, whole and valid.
+    refs = fsck_clone(git, baseline, tmp_path / "clone")
+    assert refs["refs/remotes/origin/main"] == made["sha"]
+    clone = tmp_path / "clone"
+    assert git.out("log", "-1", "--format=%an <%ae>%n%s", cwd=clone) == (
+        "Agent <agent@example.com>\nAgent work")
+    files = git.out("ls-tree", "-r", "--name-only", "HEAD", cwd=clone).split()
+    assert sorted(files) == ["README.md", "bin.dat", "d/c.txt", "src/new.py"]
+    assert (clone / "bin.dat").read_bytes() == bytes([0, 1, 2, 255])
+    assert git.out("show", "HEAD:d/c.txt", cwd=clone) == "c"
+    baseline.fsck()
+
+
+def test_write_tools_refuse_bad_input_and_read_tokens(sqlite_server: Server,
+                                                      tmp_path: Path) -> None:
+    git = Git(tmp_path / "home")
+    work = tmp_path / "work"
+    repo = create_repo(sqlite_server, f"mcp-bad-{random.randrange(1 << 30)}")
+    head = git.new_work(work, {"a.txt": "base\n"})
+    push(git, repo, work, "HEAD:refs/heads/main")
+    git.run("checkout", "-q", "-b", "topic", cwd=work)
+    git.commit_files(work, {"a.txt": "topic\n"}, "Topic")
+    push(git, repo, work, "HEAD:refs/heads/topic")
+    with sqlite_server.client() as c:
+        read_only = c.post(f"/repos/{repo.name}/fork", json={"name": f"{repo.name}-ro",
+                                                             "read_only": True})
+        assert read_only.status_code == 200, read_only.text
+    before = repo.refs()
+    _, results = call(
+        sqlite_server, sqlite_server.token,
+        ("commit_files", {"repo": repo.name, "branch": "main", "message": "m",
+                          "changes": [_put("../etc/passwd", "x")]}),
+        ("commit_files", {"repo": repo.name, "branch": "main", "message": "m",
+                          "changes": [{"op": "put", "path": "b", "content": "%%",
+                                       "encoding": "base64"}]}),
+        ("commit_files", {"repo": repo.name, "branch": "main", "message": "m",
+                          "expected_head": "main", "changes": [_put("b", "b")]}),
+        ("commit_files", {"repo": repo.name, "branch": "main", "message": "m",
+                          "expected_head": "0" * 40, "changes": [_put("b", "b")]}),
+        ("commit_files", {"repo": repo.name, "branch": "main", "message": "m",
+                          "changes": [{"op": "delete", "path": "missing.txt"}]}),
+        ("commit_files", {"repo": f"{repo.name}-ro", "branch": "main", "message": "m",
+                          "changes": [_put("b", "b")]}),
+        ("create_branch", {"repo": repo.name, "name": "topic", "target": "main"}),
+        ("write_notes", {"repo": repo.name, "commit": "f" * 40, "content": "n"}),
+        # A main that moved on: the topic conflicts with it.
+        ("commit_files", {"repo": repo.name, "branch": "main", "message": "Main moves",
+                          "expected_head": head, "changes": [_put("a.txt", "main\n")]}),
+        ("merge", {"repo": repo.name, "head": "topic", "dry_run": True}),
+        ("merge", {"repo": repo.name, "head": "topic"}),
+    )
+    assert [failed for failed, _ in results] == [True] * 8 + [False] * 2 + [True], results
+    texts = [_tool_error(text) if failed else "" for failed, text in results]
+    assert "11205: Invalid path" in texts[0] and "(at /changes/0/path)" in texts[0]
+    assert texts[1].startswith("12002:") and "(at /changes/0/content)" in texts[1]
+    assert "(at /expected_head)" in texts[2]
+    assert texts[3].startswith("12000:") and "(at /expected_head)" in texts[3]
+    assert "(at /changes/0/path)" in texts[4]
+    assert texts[5].startswith("11033:")
+    assert "(at /name)" in texts[6]
+    assert "(at /commit)" in texts[7]
+    moved = results[8][1]["sha"]
+    dry = results[9][1]
+    assert dry["mergeable"] is False and [c["path"] for c in dry["conflicts"]] == ["a.txt"]
+    assert "<<<<<<<" in dry["conflicts"][0]["hunks"][0]
+    assert texts[10].startswith("12005:")
+    conflicts = json.loads(texts[10].split("\n", 1)[1])["conflicts"]
+    assert conflicts[0]["path"] == "a.txt"
+    assert repo.refs() == {**before, "refs/heads/main": moved}  # nothing else written
+
+    read_token = repo.mint("read")["plaintext"]
+    for token in (read_token, sqlite_server.read_token):
+        _, results = call(
+            sqlite_server, token,
+            ("commit_files", {"repo": repo.name, "branch": "main", "message": "m",
+                              "changes": [_put("b", "b")]}),
+            ("create_branch", {"repo": repo.name, "name": "new", "target": "main"}),
+            ("merge", {"repo": repo.name, "head": "topic", "dry_run": True}),
+            ("write_notes", {"repo": repo.name, "commit": moved, "content": "n"}),
+        )
+        assert [failed for failed, _ in results] == [True] * 4, results
+        assert all(_tool_error(text).startswith("11012:") for _, text in results), results
+    assert repo.refs() == {**before, "refs/heads/main": moved}
+    repo.fsck()
+
+
+def test_write_tools_are_push_events(sqlite_server: Server) -> None:
+    """Writes over MCP are accounted as the REST writes are: the spec's pushes-by-repo
+    analytics query counts the commit, the branch, the merge and the note (not the dry run)."""
+    import time
+
+    from tests.test_analytics import graphql, groups, spec_queries
+
+    namespace = f"mcp-events-{random.randrange(1 << 30)}"
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+    with httpx.Client(base_url=sqlite_server.ns_url(namespace), timeout=60, headers={
+            "Authorization": f"Bearer {sqlite_server.token}"}) as c:
+        assert c.post("/repos", json={"name": "w"}).status_code == 200
+    at = {"repo": "w", "namespace": namespace}
+    _, results = call(
+        sqlite_server, sqlite_server.token,
+        ("commit_files", {**at, "branch": "main", "message": "one", "changes": [_put("a", "a")]}),
+        ("create_branch", {**at, "name": "side", "target": "main"}),
+        ("commit_files", {**at, "branch": "side", "message": "two", "changes": [_put("b", "b")]}),
+        ("merge", {**at, "head": "side", "dry_run": True}),
+        ("merge", {**at, "head": "side", "strategy": "fast-forward"}),
+        ("write_notes", {**at, "commit": "main", "content": "n"}),
+    )
+    assert [failed for failed, _ in results] == [False] * 6, results
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
+    query = spec_queries()["ArtifactsPushesByRepo"]
+    variables = {"accountTag": sqlite_server.account_id, "datetimeStart": start,
+                 "datetimeEnd": end}
+    deadline = time.monotonic() + 30
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = {g["dimensions"]["repository"]: g["count"]
+                  for g in groups(graphql(sqlite_server, query, variables))}
+        if counts.get(f"{namespace}/w") == 5:
+            break
+        time.sleep(0.2)
+    assert counts.get(f"{namespace}/w") == 5, counts

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import random
+import subprocess
 import threading
 from pathlib import Path
 
@@ -89,6 +90,89 @@ def test_commit_put_delete_move_verified_with_git(sqlite_server: Server, git: Gi
     assert "R100\tsrc/a.txt\tsrc/b.txt" in git.out("show", "-M", "--name-status",
                                                    "--format=", "HEAD", cwd=work)
     repo.fsck()
+
+
+def _disk_bytes(git_dir: Path) -> int:
+    return sum(f.lstat().st_size for f in (git_dir / "objects").rglob("*") if f.is_file())
+
+
+def test_commits_without_a_date_are_the_trees_git_makes(sqlite_server: Server, git: Git,
+                                                          tmp_path: Path,
+                                                          base_repo: tuple[Repo, str]) -> None:
+    """Commits made in-process (no explicit date) have the very trees the git CLI makes for
+    the same changes, including files turned into directories and back, directories left
+    empty and a commit that removes every file; the identity is trimmed as git trims it,
+    and the recorded size is what the disk holds."""
+    repo, head = base_repo
+    work = clone(git, repo, tmp_path / "mirror")
+    rounds: list[list[dict[str, object]]] = [
+        [{"op": "put", "path": "deep/a/b/c.txt", "content": "c\n"},
+         {"op": "put", "path": "x", "content": "x\n"},
+         {"op": "put", "path": "dir/one", "content": "1\n"},
+         {"op": "put", "path": "dir/two", "content": "2\n", "mode": "100755"},
+         {"op": "put", "path": "same.txt", "content": "a\n"},  # the blob of src/a.txt
+         {"op": "put", "path": "README.md", "content": "# base\n"}],  # what it holds
+        [{"op": "delete", "path": "x"}, {"op": "put", "path": "x/y", "content": "y\n"},
+         {"op": "delete", "path": "dir/one"}, {"op": "delete", "path": "dir/two"},
+         {"op": "put", "path": "dir", "content": "now a file\n"},
+         {"op": "move", "from": "src/a.txt", "path": "deep/a/moved.txt"},
+         {"op": "put", "path": "deep/a/b/c.txt", "content": "c2\n"}],
+        [{"op": "delete", "path": path} for path in
+         ("README.md", "old.txt", "same.txt", "x/y", "dir", "deep/a/moved.txt",
+          "deep/a/b/c.txt")],
+    ]
+    parent = head
+    objects = repo.git_dir / "objects"
+    existing_blob = git.out("rev-parse", "HEAD:README.md", cwd=work)
+    for changes in rounds:
+        packs = set(objects.glob("pack/*.pack"))
+        loose = set(objects.glob("[0-9a-f][0-9a-f]/*"))
+        made = ok(commit(sqlite_server, repo.name, changes, expected_head=parent,
+                         author={"name": " Agent Smith. ", "email": "agent@example.com;"}))
+        assert made["parents"] == [parent]
+        parent = made["sha"]
+        # A few objects are written loose (git's rule), no pack; nothing left half-written.
+        assert set(objects.glob("pack/*.pack")) == packs
+        written = {f"{path.parent.name}{path.name}"
+                   for path in set(objects.glob("[0-9a-f][0-9a-f]/*")) - loose}
+        assert {made["sha"], made["tree"]} <= written
+        assert existing_blob not in written  # a file put as it was is not written again
+        assert not list(objects.glob("*/tmp_*"))
+        for change in changes:  # the same changes, made by git in a work tree
+            target = work / str(change["path"])
+            if change["op"] == "delete":
+                git.run("rm", "-q", "-f", "--", str(change["path"]), cwd=work)
+            elif change["op"] == "move":
+                target.parent.mkdir(parents=True, exist_ok=True)
+                git.run("mv", "--", str(change["from"]), str(change["path"]), cwd=work)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(str(change["content"]))
+                if change.get("mode") == "100755":
+                    target.chmod(0o755)
+                git.run("add", "--", str(change["path"]), cwd=work)
+        expected_tree = git.out("write-tree", cwd=work)
+        assert made["tree"] == expected_tree, changes
+    assert made["tree"] == "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree
+    # Many objects are one pack (renamed into place with its index), nothing loose.
+    packs = set(objects.glob("pack/*.pack"))
+    loose = set(objects.glob("[0-9a-f][0-9a-f]/*"))
+    many = ok(commit(sqlite_server, repo.name, [
+        {"op": "put", "path": f"many/{i:03d}.txt", "content": f"{i}\n"} for i in range(120)],
+        expected_head=parent, author={"name": "Agent Smith", "email": "agent@example.com"}))
+    (new_pack,) = set(objects.glob("pack/*.pack")) - packs
+    assert set(objects.glob("[0-9a-f][0-9a-f]/*")) == loose
+    listed = subprocess.run(["git", "verify-pack", "-v", str(new_pack.with_suffix(".idx"))],
+                            capture_output=True, text=True, check=True).stdout
+    assert many["sha"] in listed and many["tree"] in listed and "blob" in listed
+    assert not list((objects / "pack").glob("tmp_*"))
+    check = fresh_clone(git, repo, tmp_path / "check")
+    assert git.out("log", "-4", "--format=%an <%ae>|%cn <%ce>", cwd=check).splitlines() == [
+        "Agent Smith <agent@example.com>|Agent Smith <agent@example.com>"] * 4
+    assert git.out("rev-list", "--count", "HEAD", cwd=check) == "5"
+    assert len(git.out("ls-files", cwd=check).split()) == 120
+    repo.fsck()
+    assert repo.info()["size"] == _disk_bytes(repo.git_dir)
 
 
 def test_commit_new_branch_from_base_and_root_commit(sqlite_server: Server, git: Git,
@@ -251,6 +335,27 @@ def test_rest_commits_racing_git_pushes_lose_nothing(sqlite_server: Server, git:
     files = set(git.out("ls-files", cwd=check).split())
     assert {p for p in files if p.startswith("rest/")} == set(won_paths)
     assert len(won) + len(lost) == 8 and won, (won, lost)
+
+
+def test_commit_waits_for_a_held_ref_lock_as_git_does(sqlite_server: Server,
+                                                      base_repo: tuple[Repo, str]) -> None:
+    """A branch whose lock file another writer holds (a push, maintenance packing refs) is
+    retried for git's 100 ms, then refused with nothing moved."""
+    repo, head = base_repo
+    lock = repo.git_dir / "refs" / "heads" / "main.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(head + "\n")
+    threading.Timer(0.03, lock.unlink).start()
+    waited = ok(commit(sqlite_server, repo.name, [{"op": "put", "path": "w", "content": "w"}],
+                       expected_head=head))
+    assert repo.refs()["refs/heads/main"] == waited["sha"]
+    lock.write_text(head + "\n")
+    try:
+        held = commit(sqlite_server, repo.name, [{"op": "put", "path": "h", "content": "h"}])
+        assert envelope_error(held, 409, 12000)["source"]["pointer"] == "/branch"
+        assert repo.refs()["refs/heads/main"] == waited["sha"]
+    finally:
+        lock.unlink()
 
 
 def test_concurrent_rest_commits_one_wins_each_round(sqlite_server: Server, git: Git,

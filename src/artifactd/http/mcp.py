@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,20 +25,46 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from artifactd.errors import ArtifactdError, AuthenticationError, Code, NotFound, PermissionDenied
+from artifactd.errors import (
+    ArtifactdError,
+    AuthenticationError,
+    Code,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+)
+from artifactd.http.api import parse_body
 from artifactd.http.apidoc import Operation, describe
 from artifactd.http.errors import domain_error_response
 from artifactd.http.reads import compare_info
 from artifactd.http.shapes import commit_info, tree_info
-from artifactd.services import accounts, content, forks, limits, notes_read, repo_tokens, repos, treewalk
+from artifactd.http.writes import merge_result
+from artifactd.models import CommitRequest, CreateBranchRequest, MergeRequest, NoteRequest
+from artifactd.services import (
+    accounts,
+    commits,
+    content,
+    events,
+    forks,
+    limits,
+    merges,
+    notes,
+    notes_read,
+    refs,
+    repo_tokens,
+    repos,
+    treewalk,
+)
 from artifactd.services import compare as compares
 from artifactd.services.backend import Backend
-from artifactd.services.content import RepoReader
+from artifactd.services.clock import now_us
+from artifactd.services.content import HASH, RepoReader
 from artifactd.services.tokens import parse_api_token
 from artifactd.storage.metadata import RepoRow
 
@@ -57,20 +84,23 @@ class Caller:
     permission: str  # "read" | "edit" for API tokens; the scope ("read" | "write") for repo tokens
     repo: RepoRow | None = None  # set for a repo token: the only repo it can reach
 
-    def find(self, namespace: str, name: str, *, write: bool = False) -> RepoRow:
-        """The repo, ready and rate-checked; a repo the caller cannot reach is just missing."""
+    def authorize(self, namespace: str, name: str, *, write: bool = False) -> None:
+        """The token rules alone: a repo token reaches its repo only (any other is just
+        missing), and a write needs a write-scoped repo token or Artifacts > Edit."""
         if self.repo is not None:
             if (namespace, name) != (self.repo.namespace, self.repo.name):
                 raise NotFound(f"Repo {name!r} not found")
             if write and self.permission != "write":
                 raise PermissionDenied("This repo token is read-only",
                                        code=Code.PERMISSION_DENIED)
-            repo = repos.get_repo(self.backend, self.account_id, namespace, name)
-        else:
-            if write:
-                accounts.require_edit(accounts.Principal(self.account_id, "edit"
-                                      if self.permission == "edit" else "read", ""))
-            repo = repos.get_repo(self.backend, self.account_id, namespace, name)
+        elif write:
+            accounts.require_edit(accounts.Principal(self.account_id, "edit"
+                                  if self.permission == "edit" else "read", ""))
+
+    def find(self, namespace: str, name: str, *, write: bool = False) -> RepoRow:
+        """The repo, ready and rate-checked; a repo the caller cannot reach is just missing."""
+        self.authorize(namespace, name, write=write)
+        repo = repos.get_repo(self.backend, self.account_id, namespace, name)
         limits.check_rate(self.backend, "git", repo.id)
         repos.require_ready(repo)
         return repo
@@ -83,6 +113,7 @@ class Caller:
 # -- the tool registry -------------------------------------------------------------------
 
 ToolFn = TypeVar("ToolFn", bound=Callable[..., Awaitable[Any]])
+Body = TypeVar("Body", bound=BaseModel)
 TOOLS: list[tuple[Callable[..., Awaitable[Any]], str, bool]] = []
 
 
@@ -225,6 +256,100 @@ async def mint_read_token(ctx: Context, repo: str, ttl: int = 900,
             "expires_at": minted.row.expires_us // 1_000_000}
 
 
+# -- writes through the REST write routes' services ----------------------------------------
+
+Result = TypeVar("Result")
+
+
+async def _write(caller: Caller, namespace: str, repo: str, work: Callable[[], Result]) -> Result:
+    """A write tool: the token rules and the namespace's control rate (as a REST write), then
+    the REST route's service, which applies a push's admission (ready, read-only, the repo's
+    rate, storage limits) and records the write (size, events, metrics). A failure is an
+    error event of the account, as over REST."""
+    started = now_us()
+
+    def run() -> Result:
+        try:
+            caller.authorize(namespace, repo, write=True)
+            limits.check_rate(caller.backend, "control", f"{caller.account_id}:{namespace}")
+            return work()
+        except Exception as exc:
+            events.record_error(caller.backend, caller.account_id, namespace, repo, exc,
+                                started_us=started)
+            raise
+
+    return await run_in_threadpool(run)
+
+
+def _body(model: type[Body], fields: dict[str, Any]) -> Body:
+    """Arguments validated exactly as the REST route's JSON body (same errors and pointers);
+    arguments left out (``None``) are absent fields."""
+    present = {key: value for key, value in fields.items() if value is not None}
+    return parse_body(json.dumps(present).encode(), model)
+
+
+@tool("Commit files to a branch in one atomic commit. changes: a list of {op: 'put', path, "
+      "content, encoding?: 'utf-8'|'base64', mode?: '100644'|'100755'|'120000'}, {op: "
+      "'delete', path} or {op: 'move', from, path}. expected_head (40 hex) makes it a "
+      "compare-and-swap; base starts a new branch. author/committer: {name, email, date?}.",
+      write=True)
+async def commit_files(ctx: Context, repo: str, branch: str, message: str,
+                       changes: list[dict[str, Any]], expected_head: str | None = None,
+                       base: str | None = None, author: dict[str, str] | None = None,
+                       committer: dict[str, str] | None = None,
+                       namespace: str = "default") -> dict[str, Any]:
+    caller = caller_of(ctx)
+    made = await _write(caller, namespace, repo, lambda: commits.commit_request(
+        caller.backend, caller.account_id, namespace, repo, _body(CommitRequest, {
+            "branch": branch, "message": message, "changes": changes, "base": base,
+            "expected_head": expected_head, "author": author, "committer": committer})))
+    return {"sha": made.sha, "tree": made.tree, "branch": made.branch, "parents": made.parents}
+
+
+@tool("Create a branch at a target (a branch, tag or commit id).", write=True)
+async def create_branch(ctx: Context, repo: str, name: str, target: str,
+                        namespace: str = "default") -> dict[str, Any]:
+    caller = caller_of(ctx)
+    made = await _write(caller, namespace, repo, lambda: refs.create_branch(
+        caller.backend, caller.account_id, namespace, repo,
+        _body(CreateBranchRequest, {"name": name, "target": target})))
+    return {"name": made.name, "ref": made.ref, "kind": made.kind, "target": made.target,
+            "object_type": made.object_type}
+
+
+@tool("Merge head ('ref' or 'repo:ref', such as an agent's fork) into target (default: the "
+      "default branch). dry_run=true reports mergeable or the conflicting files with their "
+      "hunks and writes nothing; strategy 'merge', 'squash' or 'fast-forward'; expected_head "
+      "is a compare-and-swap on the target. A real merge with conflicts is an error.",
+      write=True)
+async def merge(ctx: Context, repo: str, head: str, target: str | None = None,
+                strategy: str = "merge", message: str | None = None, dry_run: bool = False,
+                expected_head: str | None = None, namespace: str = "default") -> dict[str, Any]:
+    caller = caller_of(ctx)
+    outcome = await _write(caller, namespace, repo, lambda: merges.merge(
+        caller.backend, caller.account_id, namespace, repo, _body(MergeRequest, {
+            "head": head, "target": target, "strategy": strategy, "message": message,
+            "dry_run": dry_run, "expected_head": expected_head})))
+    return dict(merge_result(outcome).model_dump(mode="json"))
+
+
+@tool("Write (or replace) the git note of a commit (a commit id or a ref) on "
+      "refs/notes/commits, or notes_ref such as 'prompts'; expected is a compare-and-swap "
+      "on the notes ref.", write=True)
+async def write_notes(ctx: Context, repo: str, commit: str, content: str,
+                      notes_ref: str = "commits", expected: str | None = None,
+                      namespace: str = "default") -> dict[str, Any]:
+    caller = caller_of(ctx)
+    target = commit
+    if not HASH.fullmatch(commit):  # a ref: read it first, as read_notes does
+        target = await (await caller.reader(namespace, repo)).resolve_commit(commit, "/commit")
+    note = await _write(caller, namespace, repo, lambda: notes.write_note(
+        caller.backend, caller.account_id, namespace, repo, target, _body(NoteRequest, {
+            "message": content, "notes_ref": notes_ref, "expected": expected})))
+    return {"commit": note.commit, "notes_ref": note.notes_ref, "content": note.message,
+            "note_sha": note.note_sha, "notes_commit": note.notes_commit}
+
+
 # -- the endpoint ------------------------------------------------------------------------
 
 
@@ -237,14 +362,26 @@ def _tool_error(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
         try:
             return _checked(await fn(*args, **kwargs))
         except ArtifactdError as exc:
-            raise ToolError(f"{exc.code.value}: {exc}") from None
+            raise ToolError(error_text(exc)) from None
     return run
+
+
+def error_text(exc: ArtifactdError) -> str:
+    """``<code>: <message>``, then the field (``source.pointer`` of the REST error) and any
+    details (a merge's conflicts) as JSON on the next line."""
+    text = f"{exc.code.value}: {exc}"
+    if exc.pointer:
+        text += f" (at {exc.pointer})"
+    if isinstance(exc, Conflict) and exc.details:
+        text += "\n" + json.dumps(exc.details)
+    return text
 
 
 def build_server() -> MCPServer[Any]:
     server: MCPServer[Any] = MCPServer("artifactd", instructions=(
         "Versioned storage that speaks git: read files, trees and history, compare forks "
-        "with their parent, fork, and mint read tokens."))
+        "with their parent, commit files, create branches, merge a fork back (dry run "
+        "first), read and write notes, fork, and mint read tokens."))
     for fn, description, write in TOOLS:
         server.tool(name=fn.__name__, description=description, annotations=ToolAnnotations(
             readOnlyHint=not write, destructiveHint=False))(_tool_error(fn))

@@ -1,11 +1,13 @@
 """Commits from files (issue 13 item 1): put, delete and move files on a branch, atomically.
 
-A commit is built with C git plumbing in a private work area: the contents are spooled to
-files and written as blobs by one ``hash-object --stdin-paths``, the parent's tree is read into
-a temporary index, the changes are applied with ``update-index --index-info``, then
-``write-tree``, ``commit-tree`` and one ``update-ref`` that moves the branch only if it is
-still where it was read (compare-and-swap). Nothing moves unless every change is valid: a
-racing push or commit makes the loser a ``409`` and loses nothing of the winner's.
+A commit's objects (the blobs, only the directories the changes touch, the commit) are
+computed in-process and written loose, or as one pack when there are many (git's rule;
+``storage/objwrite.py``), with no process started; then the branch moves only if it is still where it was read
+(compare-and-swap under git's own ref lock file, the lock a push takes). Nothing moves unless
+every change is valid: a racing push or commit makes the loser a ``409`` and loses nothing of
+the winner's. Contents of a JSON body are already in memory and written from there; an
+NDJSON body's are spooled to files of the work area as they arrive and read from there.
+A commit with an explicit date is made by ``git commit-tree`` (git's date parser).
 
 Rules checked before anything is written (each a 4xx with ``source.pointer``):
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from artifactd.services import write_access
 from artifactd.services.backend import Backend
 from artifactd.services.content import HASH, check_hash, path_problem, ref_candidates
 from artifactd.services.names import check_branch, ref_problem
-from artifactd.storage.gitwrite import ZERO, GitWriter, Identity, IndexEntry, RefUpdateRefused
+from artifactd.storage.gitwrite import GitWriter, Identity, IndexEntry, RefUpdateRefused
+from artifactd.storage.objwrite import TREE_MODE, ObjectWriter, git_ident
 
 MAX_CHANGES = 1000
 MAX_MESSAGE_BYTES = 1 << 20
@@ -44,11 +46,13 @@ _BAD_DATE = re.compile(r"[^0-9A-Za-z:+\-. ]")
 
 @dataclass
 class Put:
-    """Content of a ``put``, spooled to a server-owned file (never held whole in memory)."""
+    """Content of a ``put``: spooled to a server-owned file (a streamed body: never held whole
+    in memory), or the bytes of a JSON body, which is in memory already."""
 
-    file: Path
+    file: Path | None
     size: int
     sha: str = ""
+    data: bytes | None = None
 
 
 @dataclass
@@ -201,6 +205,14 @@ def spool(change: Change, data: bytes, work: Path) -> None:
     change.put = Put(target, len(data))
 
 
+def keep(change: Change, data: bytes) -> None:
+    """A put's content kept in memory (a JSON body's, which is there already)."""
+    if change.mode == "120000" and not data:
+        raise ValidationError("A symlink needs a target (content)", code=Code.INVALID_CONTENT,
+                              pointer=f"{change.pointer}/content")
+    change.put = Put(None, len(data), data=data)
+
+
 # -- the commit ------------------------------------------------------------------------------
 
 
@@ -225,37 +237,50 @@ def _check_shape(changes: list[Change]) -> None:
                 )
 
 
-def _apply(files: dict[str, IndexEntry], changes: list[Change]) -> dict[str, IndexEntry]:
-    result = dict(files)
+def _resolve(objects: ObjectWriter, parent: str | None,
+             changes: list[Change]) -> dict[str, IndexEntry | None]:
+    """What ``changes`` do to the parent's tree, path by path (``None``: the file goes), checked
+    against it with lookups down the changed paths (never a listing of the whole tree):
+
+    - a delete or move names a file of the branch;
+    - no put or move target is a directory of the branch that keeps a file;
+    - no directory above a put or move target is a file of the branch that stays.
+
+    A path changes at most once and written paths do not nest (``_check_shape``), so the
+    parent's tree alone answers each question. A put's entry has no blob id yet.
+    """
+    tree = objects.root(parent)
+    removed = {c.source if c.op == "move" else c.path for c in changes if c.op != "put"}
+    result: dict[str, IndexEntry | None] = {}
     for change in changes:
         if change.op == "put":
-            assert change.put is not None
-            result[change.path] = IndexEntry(change.mode, change.put.sha)
+            result[change.path] = IndexEntry(change.mode, "")
             continue
         source = change.source if change.op == "move" else change.path
         assert source is not None
-        if source not in result:
+        found = objects.entry(tree, source)
+        if found is None or found.mode == TREE_MODE:
             where = "from" if change.op == "move" else "path"
             raise NotFound(f"No file {source!r} on the branch", code=Code.FILE_NOT_FOUND,
                            pointer=f"{change.pointer}/{where}")
-        entry = result.pop(source)
+        result[source] = None
         if change.op == "move":
-            result[change.path] = entry
-    directories = {path.rsplit("/", 1)[0] for path in result if "/" in path}
-    for parent in list(directories):
-        while "/" in parent:
-            parent = parent.rsplit("/", 1)[0]
-            directories.add(parent)
+            result[change.path] = found
     for change in changes:
         if change.op == "delete":
             continue
-        if change.path in directories:
+        found = objects.entry(tree, change.path)
+        if found is not None and found.mode == TREE_MODE and tree is not None and any(
+                path not in removed for path in objects.files_under(tree, change.path)):
             raise ValidationError(f"{change.path!r} is a directory on the branch",
                                   code=Code.INVALID_CHANGE, pointer=f"{change.pointer}/path")
         parts = change.path.split("/")
         for depth in range(1, len(parts)):
             prefix = "/".join(parts[:depth])
-            if prefix in result:
+            above = objects.entry(tree, prefix)
+            if above is None:
+                break  # nothing deeper exists either
+            if above.mode != TREE_MODE and prefix not in removed:
                 raise ValidationError(f"{prefix!r} is a file on the branch",
                                       code=Code.INVALID_CHANGE, pointer=f"{change.pointer}/path")
     return result
@@ -273,10 +298,11 @@ def resolve_any(writer: GitWriter, ref: str) -> str | None:
     return None
 
 
-def _start(writer: GitWriter, spec: CommitSpec) -> tuple[str, str | None, str | None]:
+def _start(writer: GitWriter, objects: ObjectWriter,
+           spec: CommitSpec) -> tuple[str, str | None, str | None]:
     """(full branch ref, its current commit, the parent: that commit or a new branch's base)."""
     full = f"refs/heads/{spec.branch}"
-    head = writer.resolve(full)
+    head = objects.resolve(full)
     if spec.expected_head is not None and head != spec.expected_head:
         raise Conflict(
             f"Branch {spec.branch!r} is at {head or 'nothing (it does not exist)'}, "
@@ -295,41 +321,49 @@ def _start(writer: GitWriter, spec: CommitSpec) -> tuple[str, str | None, str | 
 
 
 def commit(backend: Backend, target: write_access.WriteTarget, spec: CommitSpec) -> CommitResult:
-    """Make the commit of a validated ``spec`` whose contents are spooled in the work area."""
+    """Make the commit of a validated ``spec`` whose contents are kept or spooled."""
     _check_shape(spec.changes)
     writer = target.writer
-    full, old, parent = _start(writer, spec)
+    objects = ObjectWriter(writer.git_dir)
+    full, old, parent = _start(writer, objects, spec)
     puts = {c.path: c.put for c in spec.changes if c.put is not None}
     write_access.check_room(backend, target.repo, sum(p.size for p in puts.values()))
-    before = writer.list_tree(parent) if parent else {}
     # Every change is checked against the branch before a blob is written, so a refused
     # commit leaves no object behind.
-    after = _apply(before, spec.changes)
-    for put, sha in zip(puts.values(), writer.hash_files([p.file for p in puts.values()]),
-                        strict=True):
-        put.sha = sha
-    after = {path: IndexEntry(entry.mode, puts[path].sha) if path in puts else entry
-             for path, entry in after.items()}
-    tree = writer.write_tree(parent, _removed(before, after), _added(before, after), full=after)
+    changed = _resolve(objects, parent, spec.changes)
+    for path, put in puts.items():
+        if put.data is not None:
+            put.sha = objects.blob(put.data)
+        else:
+            assert put.file is not None
+            put.sha = objects.blob_from_file(put.file)
+        entry = changed[path]
+        assert entry is not None
+        changed[path] = IndexEntry(entry.mode, put.sha)
+    tree = objects.tree(parent, changed)
     parents = [parent] if parent else []
-    sha = writer.commit_tree(tree, parents, spec.message, spec.author, spec.committer)
+    sha, by_git = _commit_object(writer, objects, tree, parents, spec)
     try:
-        writer.update_refs([(full, sha, old or ZERO)])
+        objects.move_ref(full, sha, old)
     except RefUpdateRefused:
         raise Conflict(f"Branch {spec.branch!r} moved while the commit was made; retry",
                        code=Code.HEAD_MOVED, pointer="/branch") from None
-    written = [sha, tree, *(p.sha for p in puts.values())]
-    write_access.record_write(backend, target, writer.loose_size(written))
+    write_access.record_write(backend, target, objects.added_bytes(by_git))
     return CommitResult(sha, tree, spec.branch, parents)
 
 
-def _removed(before: dict[str, IndexEntry], after: dict[str, IndexEntry]) -> Iterable[str]:
-    return [path for path in before if path not in after]
-
-
-def _added(before: dict[str, IndexEntry],
-           after: dict[str, IndexEntry]) -> Iterable[tuple[str, IndexEntry]]:
-    return [(path, entry) for path, entry in after.items() if before.get(path) != entry]
+def _commit_object(writer: GitWriter, objects: ObjectWriter, tree: str, parents: list[str],
+                   spec: CommitSpec) -> tuple[str, tuple[str, ...]]:
+    """The commit, and the objects git wrote (not counted by ``objects``)."""
+    author = git_ident(spec.author.name, spec.author.email)
+    committer = git_ident(spec.committer.name, spec.committer.email)
+    if spec.author.date or spec.committer.date or author is None or committer is None:
+        objects.flush()  # git reads the tree from the repo
+        sha = writer.commit_tree(tree, parents, spec.message, spec.author, spec.committer)
+        return sha, (sha,)
+    sha = objects.commit(tree, parents, spec.message, author, committer)
+    objects.flush()
+    return sha, ()
 
 
 def commit_request(backend: Backend, account_id: str, namespace: str, name: str,
@@ -343,8 +377,8 @@ def commit_request(backend: Backend, account_id: str, namespace: str, name: str,
     spec.changes = [check_change(change, i) for i, change in enumerate(request.changes)]
     contents = [decode_content(raw, c.pointer) if c.op == "put" else b""
                 for raw, c in zip(request.changes, spec.changes, strict=True)]
+    for change, data in zip(spec.changes, contents, strict=True):
+        if change.op == "put":
+            keep(change, data)
     with write_access.admit(backend, account_id, namespace, name) as target:
-        for change, data in zip(spec.changes, contents, strict=True):
-            if change.op == "put":
-                spool(change, data, write_access.work_dir(target))
         return commit(backend, target, spec)

@@ -48,7 +48,8 @@ def open_repo(backend: Backend, repo: RepoRow) -> GitWriter:
 @contextmanager
 def admit(backend: Backend, account_id: str, namespace: str, name: str, *,
           write: bool = True) -> Iterator[WriteTarget]:
-    """A writable repo and a private work area under ``tmp/`` removed afterwards.
+    """A writable repo and a private work area under ``tmp/`` (made on first use) removed
+    afterwards.
 
     ``write=False`` (a dry run): the repo may be read-only, nothing will be written."""
     started = now_us()
@@ -60,13 +61,16 @@ def admit(backend: Backend, account_id: str, namespace: str, name: str, *,
         )
     git_dir = backend.repos.ensure(repo.id, repo.default_branch)
     # Named like the other work areas (kind-id-owner-nonce) so start-up sweeps know its owner.
+    # Created when first used (``work_dir``, or git's temporary index and quarantine): a
+    # JSON commit needs none, and a directory made and removed costs milliseconds of
+    # filesystem journal on a busy disk.
     work = backend.settings.data_path / "tmp" / (
         f"write-{repo.id}-{backend.repos.owner}-{secrets.token_hex(4)}")
-    work.mkdir(parents=True)
     try:
         yield WriteTarget(repo, GitWriter(backend.git, git_dir, work), started)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def check_room(backend: Backend, repo: RepoRow, incoming_bytes: int) -> None:
@@ -77,12 +81,19 @@ def record_write(backend: Backend, target: WriteTarget, added_bytes: int | None 
     """Record a write like a push: the repo's size measured from the disk with its row
     locked (so writes and pushes racing each other each leave the true size, and the
     account's running total with it), ``last_push_at`` and the maintenance counter.
-    ``added_bytes`` is kept for callers that know it; the measurement is what counts."""
+
+    ``added_bytes``: a write that counted the bytes of the loose objects it created (REST
+    commits) adds them to the recorded size instead, under the same lock; walking the
+    objects directory of a repo with many loose objects was most of a small commit's time.
+    Maintenance, which packs them, measures the disk again."""
     repo = target.repo
     now = now_us()
-    backend.meta.record_repo_write(repo.id, now, lambda: backend.repos.size(repo.id))
+    backend.meta.record_repo_write(repo.id, now, lambda: backend.repos.size(repo.id),
+                                   grow_by=added_bytes)
     events.record(backend, repo, "push", started_us=target.started_us)
 
 
 def work_dir(target: WriteTarget) -> Path:
+    """The write's private work area (removed when the write ends)."""
+    target.writer.tmp_dir.mkdir(parents=True, exist_ok=True)
     return target.writer.tmp_dir

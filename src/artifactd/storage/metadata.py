@@ -477,14 +477,15 @@ class MetadataStore:
     def set_repo_size(
         self, repo_id: str, size_bytes: int | Callable[[], int], *,
         account_limit: int | None = None, outbox: Outbox | Callable[[], Outbox] = (),
-        **values: Any,
+        grow_by: int | None = None, **values: Any,
     ) -> bool:
         """Record the repo's size (and other ``values``) and the account's total with it.
 
         ``size_bytes`` may be a function that measures the disk: it is then called with the
         row locked, so two writers of one repo cannot record their measurements out of
-        order. With ``account_limit``, a growth that would take the account past it is
-        refused (False, nothing changed); False too when the repo row is gone.
+        order; ``grow_by`` instead adds to the recorded size, under the same lock. With
+        ``account_limit``, a growth that would take the account past it is refused (False,
+        nothing changed); False too when the repo row is gone.
         """
         try:
             with self._tx() as conn:
@@ -492,7 +493,10 @@ class MetadataStore:
                 if locked is None:
                     return False
                 old, _reserved, account_id = locked
-                new = size_bytes() if callable(size_bytes) else size_bytes
+                if grow_by is not None:  # the caller counted what it added: no measurement
+                    new = old + grow_by
+                else:
+                    new = size_bytes() if callable(size_bytes) else size_bytes
                 self._add_to_account(conn, account_id)
                 delta = new - old
                 changed = conn.execute(
@@ -600,11 +604,15 @@ class MetadataStore:
                 .order_by(repos.c.pushes_since_maintenance.desc()).limit(limit)
             )]
 
-    def record_repo_write(self, repo_id: str, now_us: int, measure: Callable[[], int]) -> None:
+    def record_repo_write(self, repo_id: str, now_us: int, measure: Callable[[], int],
+                          *, grow_by: int | None = None) -> None:
         """A write that moved refs without a push (REST commits, merges): like a push, it
-        sets ``last_push_at``, counts towards maintenance and records the measured size."""
+        sets ``last_push_at``, counts towards maintenance and records the measured size, or
+        with ``grow_by`` (a write that knows the bytes of the objects it created) the
+        recorded size plus those bytes, without walking the disk."""
         self.set_repo_size(repo_id, measure, last_push_us=now_us, updated_us=now_us,
-                           pushes_since_maintenance=repos.c.pushes_since_maintenance + 1)
+                           pushes_since_maintenance=repos.c.pushes_since_maintenance + 1,
+                           grow_by=grow_by)
 
     def finish_maintenance(
         self, repo_id: str, now_us: int, pushes_seen: int, size_bytes: int | Callable[[], int]
