@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from artifactd.fs.options import MountOptions
 from artifactd.fs.state import RepoConfig, RootState
 
 READY_TIMEOUT = 120.0
@@ -56,7 +57,8 @@ class Forked:
             os.kill(self.pid, signal.SIGKILL)
 
 
-def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None) -> Forked:
+def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None,
+         options: MountOptions | None = None) -> Forked:
     from artifactd.fs import mountproc  # imported before the fork, once for every mount
 
     sys.stdout.flush()
@@ -78,7 +80,7 @@ def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None) -
         os.dup2(log, 1)
         os.dup2(log, 2)
         code = mountproc.run(state.root, config.name,
-                             cache_bytes if cache_bytes is not None else mountproc.DEFAULT_CACHE_BYTES)
+                             cache_bytes if cache_bytes is not None else mountproc.DEFAULT_CACHE_BYTES, options)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
