@@ -107,3 +107,99 @@ def test_writes_live_in_the_overlay_git_sees_them_and_they_survive_kill_9(
     expect_changed(mount)
     assert sorted(git("-C", str(mount), "status", "--porcelain").splitlines()) == sorted(status.splitlines())
     stop_daemon(second, root, unique_name)
+
+
+def clone_of(remote: str, token: str, tmp_path: Path, label: str, branch: str = "main") -> Path:
+    target = tmp_path / f"check-{label}"
+    git("clone", "-q", "--branch", branch, auth_remote(remote, token), str(target))
+    return target
+
+
+def push_from_elsewhere(remote: str, token: str, tmp_path: Path, label: str, files: dict[str, bytes]) -> str:
+    work = clone_of(remote, token, tmp_path, label)
+    for path, data in files.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_bytes(data)
+    git("add", "-A", cwd=work)
+    git("-c", "user.name=o", "-c", "user.email=o@example.com", "commit", "-qm", f"elsewhere {label}", cwd=work)
+    git("push", "-q", "origin", "main", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work).strip()
+
+
+def test_commit_pushes_the_overlay_with_compare_and_swap_and_clears_it(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    remote, token, proc = mounted_repo(sqlite_server, unique_name, tmp_path, root, fs_env, "--poll-interval", "0")
+    mount = root / unique_name
+    change_files(mount)
+    os.chmod(mount / "src" / "app.py", 0o755)
+    done = fs(fs_env, "commit", unique_name, "-m", "from the mount", "--root", str(root))
+    assert done.returncode == 0, done.stderr
+    assert "committed" in done.stdout and "to main" in done.stdout
+    # The remote has exactly the mount's view.
+    check = clone_of(remote, token, tmp_path, "after")
+    assert (check / "README.md").read_bytes() == b"# starter\nchanged in the mount\n"
+    assert (check / "notes" / "new.txt").read_bytes() == b"a new file\n"
+    assert not (check / "src" / "old.py").exists() and not (check / "docs" / "guide.md").exists()
+    assert (check / "docs" / "howto.md").read_bytes() == b"guide\n"
+    assert os.readlink(check / "docs" / "readme-link") == "../README.md"
+    assert os.access(check / "src" / "app.py", os.X_OK)
+    assert git("log", "-1", "--format=%s", cwd=check).strip() == "from the mount"
+    # The mount shows the new head with an empty overlay; git agrees.
+    head = git("rev-parse", "HEAD", cwd=check).strip()
+    assert git("-C", str(mount), "rev-parse", "HEAD").strip() == head
+    assert git("-C", str(mount), "status", "--porcelain") == ""
+    assert not list((root / ".artifact-fs" / "overlay" / unique_name / "data").iterdir())
+    expect_changed(mount)
+    assert f"head {head[:12]}\tclean" in fs(fs_env, "status", "--root", str(root)).stdout
+    nothing = fs(fs_env, "commit", unique_name, "-m", "again", "--root", str(root))
+    assert nothing.returncode == 0 and "nothing to commit" in nothing.stdout
+    # The next commit builds on the new head.
+    write_synced(mount / "notes" / "new.txt", b"second\n")
+    assert fs(fs_env, "commit", unique_name, "-m", "second", "--root", str(root)).returncode == 0
+    assert git("-C", str(mount), "log", "--format=%s", "-3").split("\n")[:3] == ["second", "from the mount",
+                                                                                  "first files"]
+    stop_daemon(proc, root, unique_name)
+
+
+def test_a_moved_branch_sends_the_commit_to_a_side_branch_and_keeps_the_overlay(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    remote, token, proc = mounted_repo(sqlite_server, unique_name, tmp_path, root, fs_env, "--poll-interval", "0")
+    mount = root / unique_name
+    write_synced(mount / "README.md", b"mine\n")
+    theirs = push_from_elsewhere(remote, token, tmp_path, "theirs", {"other.txt": b"theirs\n"})
+    result = fs(fs_env, "commit", unique_name, "-m", "mine", "--root", str(root))
+    assert result.returncode == 2, result.stderr
+    assert "moved on the remote" in result.stdout and "side branch artifact-fs/main/" in result.stdout
+    side = result.stdout.split("side branch ")[1].split(" ")[0]
+    assert git("ls-remote", auth_remote(remote, token), "refs/heads/main").split()[0] == theirs
+    check = clone_of(remote, token, tmp_path, "side", branch=side)
+    assert (check / "README.md").read_bytes() == b"mine\n" and not (check / "other.txt").exists()
+    assert (mount / "README.md").read_bytes() == b"mine\n"  # the overlay is kept
+    status = fs(fs_env, "status", "--root", str(root)).stdout
+    assert "1 changes" in status and f"behind the remote (now {theirs[:12]})" in status
+    stop_daemon(proc, root, unique_name)
+
+
+def test_a_clean_mount_follows_fast_forwards_and_a_dirty_one_reports_it_is_behind(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    remote, token, proc = mounted_repo(sqlite_server, unique_name, tmp_path, root, fs_env, "--poll-interval", "0.2")
+    mount = root / unique_name
+    assert (mount / "README.md").read_bytes() == FILES["README.md"]  # in the kernel's cache now
+    assert os.stat(mount / "src" / "app.py").st_size == len(FILES["src/app.py"])
+    new = push_from_elsewhere(remote, token, tmp_path, "ff", {"README.md": b"# moved on\n", "src/app.py": b"",
+                                                              "added/file.txt": b"added\n"})
+    wait_for(lambda: (mount / "README.md").read_bytes() == b"# moved on\n", "following the branch")
+    assert os.stat(mount / "src" / "app.py").st_size == 0
+    assert (mount / "added" / "file.txt").read_bytes() == b"added\n"
+    assert git("-C", str(mount), "rev-parse", "HEAD").strip() == new
+    assert git("-C", str(mount), "status", "--porcelain") == ""
+    # Dirty: not followed, reported.
+    write_synced(mount / "mine.txt", b"mine\n")
+    newer = push_from_elsewhere(remote, token, tmp_path, "ff2", {"README.md": b"# again\n"})
+    wait_for(lambda: f"behind the remote (now {newer[:12]})" in fs(fs_env, "status", "--root", str(root)).stdout,
+             "reported behind")
+    assert (mount / "README.md").read_bytes() == b"# moved on\n"
+    stop_daemon(proc, root, unique_name)
