@@ -13,16 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import test_mount
 from tests.harness import Server
-from tests.test_mount import (  # noqa: F401 - fixtures
-    auth_remote,
-    fs,
-    fs_env,
-    git,
-    make_repo,
-    root,
-    stop_daemon,
-)
+from tests.test_mount import auth_remote, fs, git, make_repo, stop_daemon
+
+# The mount tests' fixtures: the artifact-fs command on PATH, and a mount root cleaned up
+# (mounts, daemon, credential cache) after each test, even a failed one.
+fs_env = test_mount.fs_env
+root = test_mount.root
 
 pytestmark = pytest.mark.skipif(
     not (os.access("/dev/fuse", os.R_OK | os.W_OK)), reason="needs /dev/fuse and fusermount3 (apt-get install fuse3)")
@@ -203,3 +201,114 @@ def test_a_clean_mount_follows_fast_forwards_and_a_dirty_one_reports_it_is_behin
              "reported behind")
     assert (mount / "README.md").read_bytes() == b"# moved on\n"
     stop_daemon(proc, root, unique_name)
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_bad_input_on_the_write_path(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    _, _, proc = mounted_repo(sqlite_server, unique_name, tmp_path, root, fs_env, "--poll-interval", "0")
+    mount = root / unique_name
+    # Symlinks out of the mount are refused (EPERM); inside it they are fine.
+    for target in ("/etc/passwd", "../../outside", "../src/../../x", "a/../../.."):
+        with pytest.raises(PermissionError):
+            os.symlink(target, mount / "docs" / "escape")
+    os.symlink("../src/app.py", mount / "docs" / "inside")
+    assert (mount / "docs" / "inside").read_bytes() == FILES["src/app.py"]
+    # The clone's pointer is not part of the tree; hard links and device files do not exist in git.
+    with pytest.raises(OSError):
+        (mount / ".git").write_text("gitdir: /elsewhere\n")
+    with pytest.raises(PermissionError):
+        os.link(mount / "README.md", mount / "hard")
+    with pytest.raises(PermissionError):
+        os.mkfifo(mount / "fifo")
+    with pytest.raises(OSError):
+        os.rmdir(mount / "src")  # not empty
+    # A large file is streamed to the overlay, never held in the mount's memory.
+    chunk = os.urandom(1 << 20)
+    size = 192 << 20
+    with open(mount / "large.bin", "wb") as out:
+        for _ in range(size // len(chunk)):
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    assert os.stat(mount / "large.bin").st_size == size
+    with open(mount / "large.bin", "rb") as back:
+        back.seek(size - len(chunk))
+        assert back.read() == chunk
+    assert peak_rss(mount_pid(root, unique_name)) < size // 2
+    assert "?? large.bin" in git("-C", str(mount), "status", "--porcelain")
+    stop_daemon(proc, root, unique_name)
+
+
+def test_the_server_going_away_and_a_revoked_token_keep_the_overlay_and_are_retried(
+    tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    from tests.harness import start_server
+
+    server = start_server(tmp_path / "data")
+    try:
+        remote, token, proc = mounted_repo(server, "going", tmp_path, root, fs_env, "--poll-interval", "0.2")
+        mount = root / "going"
+        write_synced(mount / "README.md", b"kept\n")
+        server.stop()
+        # A commit fails clearly; the overlay is kept. Refreshes fail, visibly, and go on.
+        failed = fs(fs_env, "commit", "going", "-m", "while away", "--root", str(root))
+        assert failed.returncode == 1 and "cannot reach" in failed.stderr and "overlay is kept" in failed.stderr
+        assert len(failed.stderr.strip().splitlines()) == 1
+        assert (mount / "README.md").read_bytes() == b"kept\n"
+
+        def failures() -> int:
+            line = fs(fs_env, "status", "--root", str(root)).stdout
+            return int(line.split("refresh failed ")[1].split(" ")[0]) if "refresh failed " in line else 0
+
+        wait_for(lambda: failures() >= 2, "retrying the refresh")
+        server.start()
+        wait_for(lambda: failures() == 0, "a refresh after the server came back")
+        # A revoked token: a clear error naming the fix; add-repo with a new token fixes it.
+        with server.client() as api:
+            revoked = api.post("/repos/going/tokens/revoke", json={"token": token}).json()
+            assert revoked["success"], revoked
+            fresh = api.post("/tokens", json={"repo": "going", "scope": "write", "ttl": 3600}).json()
+            assert fresh["success"], fresh
+        refused = fs(fs_env, "commit", "going", "-m", "revoked", "--root", str(root))
+        assert refused.returncode == 1 and "refused the credentials" in refused.stderr
+        assert "add-repo" in refused.stderr and token.split("?")[0] not in refused.stderr
+        again = fs(fs_env, "add-repo", "--name", "going", "--remote", auth_remote(remote, fresh["result"]["plaintext"]),
+                   "--branch", "main", "--mount-root", str(root))
+        assert again.returncode == 0, again.stderr
+        done = fs(fs_env, "commit", "going", "-m", "with a new token", "--root", str(root))
+        assert done.returncode == 0, done.stderr
+        check = clone_of(remote, fresh["result"]["plaintext"], tmp_path, "going")
+        assert (check / "README.md").read_bytes() == b"kept\n"
+        stop_daemon(proc, root, "going")
+    finally:
+        server.stop()
+
+
+def test_autocommit_on_an_interval_and_on_unmount(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    remote, token, proc = mounted_repo(sqlite_server, unique_name, tmp_path, root, fs_env,
+                                       "--poll-interval", "0", "--autocommit", "0.3")
+    mount = root / unique_name
+    first = git("ls-remote", auth_remote(remote, token), "refs/heads/main").split()[0]
+    write_synced(mount / "auto.txt", b"on an interval\n")
+    wait_for(lambda: git("ls-remote", auth_remote(remote, token), "refs/heads/main").split()[0] != first,
+             "autocommitted")
+    stop_daemon(proc, root, unique_name)
+    proc = daemon(fs_env, root, unique_name, "--poll-interval", "0", "--autocommit", "unmount")
+    write_synced(mount / "auto.txt", b"on unmount\n")
+    stop_daemon(proc, root, unique_name)
+    check = clone_of(remote, token, tmp_path, "auto")
+    assert (check / "auto.txt").read_bytes() == b"on unmount\n"
+    assert git("log", "--format=%s", "-2", cwd=check).split("\n")[:2] == [
+        "artifact-fs autocommit on unmount", "artifact-fs autocommit"]
+    bad = fs(fs_env, "daemon", "--root", str(root), "--autocommit", "sometimes")
+    assert bad.returncode == 2 and "--autocommit" in bad.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import subprocess
@@ -32,14 +33,16 @@ from artifactd.fs.fusefs import ArtifactFS
 from artifactd.fs.gitcmd import GitFailed, run_git
 from artifactd.fs.index import write_index
 from artifactd.fs.options import MountOptions
-from artifactd.fs.overlay import Overlay
+from artifactd.fs.overlay import Change, Overlay
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.tree import ROOT_INODE, Node, Tree, list_tree
 from artifactd.fs.writes import WriteLayer, apply
 
 log = logging.getLogger("artifact_fs")
 
+PENDING = "pending.json"  # a commit being pushed: {"commit", "base"}
 RETRY_SECONDS = 5.0  # a failed refresh is tried again this soon (or at the poll interval, if shorter)
+RELEASE_GRACE = 5.0  # seconds a commit waits for files closed just before it to be released
 
 
 @dataclass
@@ -109,6 +112,12 @@ class BranchSync:
 
     async def commit(self, message: str) -> dict[str, Any]:
         async with self.layer.lock:
+            # The kernel sends a file's release after close() has returned: give it a moment.
+            with trio.move_on_after(RELEASE_GRACE):
+                while self.layer.writers and not self.unmounted:
+                    await self.layer.released.wait()
+            if self.unmounted:
+                self.layer.writers.clear()  # the kernel let go: no write can come any more
             if self.layer.writers:
                 raise commits.CommitFailed(f"{len(self.layer.writers)} files are open for writing: "
                                            "close them, then commit")
@@ -122,29 +131,40 @@ class BranchSync:
                 self.layer.overlay.forget(changes)
                 await self._show(base, {})
                 return {"committed": False, "message": "nothing to commit: the overlay matches the head"}
-            pushed = await trio.to_thread.run_sync(
-                commits.push, self.git_dir, self.config.branch, built.commit, base, self.config.remote,
-                self.config.name)
-            if pushed.side_branch:
-                self.status.remote_head = pushed.remote_head
-                return {"committed": True, "commit": built.commit, "side_branch": pushed.side_branch,
-                        "message": f"{self.config.branch} moved on the remote (now {pushed.remote_head[:12]}, "
-                                   f"the mount shows {base[:12]}): committed {built.commit[:12]} to side branch "
-                                   f"{pushed.side_branch} (pushed); the overlay is kept"}
-            await trio.to_thread.run_sync(commits.advance, self.git_dir, self.config.branch, built.commit, base)
-            self.fs.hydrator.local.update(built.blobs)  # written to the clone by hash-object
-            self.layer.overlay.forget(changes)
-            await self._show(built.commit, built.blobs)
-            self.status.remote_head = built.commit
-            return {"committed": True, "commit": built.commit, "side_branch": "",
-                    "message": f"committed {built.commit[:12]} to {self.config.branch} ({len(changes)} changes)"}
+            # From the push to the cleared overlay nothing may cancel us (a SIGTERM arriving
+            # mid-push): the branch would have moved with the overlay still holding it.
+            with trio.CancelScope(shield=True):
+                return await self._land(built, base, changes)
+
+    async def _land(self, built: commits.Built, base: str, changes: dict[bytes, Change]) -> dict[str, Any]:
+        pending = self.layer.overlay.folder / PENDING
+        pending.write_text(json.dumps({"commit": built.commit, "base": base}))
+        pushed = await trio.to_thread.run_sync(
+            commits.push, self.git_dir, self.config.branch, built.commit, base, self.config.remote,
+            self.config.name)
+        if pushed.side_branch:
+            pending.unlink()
+            self.status.remote_head = pushed.remote_head
+            return {"committed": True, "commit": built.commit, "side_branch": pushed.side_branch,
+                    "message": f"{self.config.branch} moved on the remote (now {pushed.remote_head[:12]}, "
+                               f"the mount shows {base[:12]}): committed {built.commit[:12]} to side "
+                               f"branch {pushed.side_branch} (pushed); the overlay is kept"}
+        await trio.to_thread.run_sync(commits.advance, self.git_dir, self.config.branch, built.commit, base)
+        self.fs.hydrator.local.update(built.blobs)  # written to the clone by hash-object
+        self.layer.overlay.forget(changes)
+        pending.unlink()
+        await self._show(built.commit, built.blobs)
+        self.status.remote_head = built.commit
+        return {"committed": True, "commit": built.commit, "side_branch": "",
+                "message": f"committed {built.commit[:12]} to {self.config.branch} ({len(changes)} changes)"}
 
     # -- refresh --------------------------------------------------------------------------
 
     async def refresh(self) -> None:
         """One check of the remote branch; raises on failure (the caller records it)."""
+        branch = self.config.branch
         out = await trio.to_thread.run_sync(lambda: run_git(
-            ["--git-dir", str(self.git_dir), "ls-remote", "--heads", "origin", f"refs/heads/{self.config.branch}"],
+            ["--git-dir", str(self.git_dir), "ls-remote", "--heads", "origin", f"refs/heads/{branch}"],
             timeout=60))
         remote_head = out.decode().split("\t", 1)[0].strip()
         if not remote_head:
@@ -159,8 +179,8 @@ class BranchSync:
                 return  # written to while we asked: report behind, follow once committed
             base = self.status.head
             await trio.to_thread.run_sync(lambda: run_git(
-                ["--git-dir", str(self.git_dir), "fetch", "--quiet", "--no-tags", "--filter=blob:none", "origin",
-                 f"+refs/heads/{self.config.branch}:refs/remotes/origin/{self.config.branch}"], timeout=300))
+                ["--git-dir", str(self.git_dir), "fetch", "--quiet", "--no-tags", "--filter=blob:none",
+                 "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}"], timeout=300))
             try:
                 await trio.to_thread.run_sync(lambda: run_git(
                     ["--git-dir", str(self.git_dir), "merge-base", "--is-ancestor", base, remote_head]))
@@ -168,7 +188,7 @@ class BranchSync:
                 self.status.diverged = True  # rewritten: following would drop commits the mount showed
                 return
             self.status.diverged = False
-            await trio.to_thread.run_sync(commits.advance, self.git_dir, self.config.branch, remote_head, base)
+            await trio.to_thread.run_sync(commits.advance, self.git_dir, branch, remote_head, base)
             await self._show(remote_head, {})
             log.info("followed %s to %s", self.config.branch, remote_head)
 
@@ -191,7 +211,8 @@ class BranchSync:
             return
         entries = await trio.to_thread.run_sync(list_tree, self.git_dir, head)
         old = self.fs.tree
-        sizes = {node.oid: node.size for node in old.blobs() if node.oid and node.inode not in self.layer.data}
+        sizes = {node.oid: node.size for node in old.blobs()
+                 if node.oid and node.inode not in self.layer.data}
         sizes.update(new_blobs)
         missing = sorted({e.oid for e in entries if e.kind == "blob" and e.oid not in sizes})
         if missing:
@@ -209,9 +230,9 @@ class BranchSync:
                     parent_path = path.rpartition(b"/")[0]
                     parent = previous[parent_path]
                     with contextlib.suppress(OSError):
-                        pyfuse3.invalidate_entry_async(pyfuse3.InodeT(parent.inode), pyfuse3.FileNameT(node.name),
-                                                       ignore_enoent=True)
-            elif fresh.oid != node.oid or fresh.mode != node.mode or fresh.children.keys() != node.children.keys():
+                        pyfuse3.invalidate_entry_async(pyfuse3.InodeT(parent.inode),
+                                                       pyfuse3.FileNameT(node.name), ignore_enoent=True)
+            elif (fresh.oid, fresh.mode, set(fresh.children)) != (node.oid, node.mode, set(node.children)):
                 changed.append(node.inode)
         self.fs.tree = tree
         self.layer.set_base(entries)
@@ -280,6 +301,32 @@ def attach(fs: ArtifactFS, state: RootState, config: RepoConfig, options: MountO
     socket = state.credential_socket
     return BranchSync(fs, layer, config, git_dir, head, options,
                       lambda: credentials.fill(socket, config.remote))
+
+
+def finish_pending(state: RootState, config: RepoConfig) -> None:
+    """A mount killed between its push and clearing the overlay: if the push landed (git
+    moved the tracking ref), move the branch and clear the overlay as the commit would have.
+    From the snapshot to the crash the overlay was locked, so it holds just what was pushed."""
+    folder = state.dir / "overlay" / config.name
+    pending = folder / PENDING
+    if not pending.exists():
+        return
+    try:
+        record = json.loads(pending.read_text())
+        commit, base = str(record["commit"]), str(record["base"])
+    except (ValueError, KeyError, TypeError):
+        pending.unlink()
+        return
+    git_dir = state.git_dir(config.name)
+    tracking = run_git(["--git-dir", str(git_dir), "rev-parse", "--verify", "--quiet",
+                        f"refs/remotes/origin/{config.branch}"]).decode().strip()
+    if tracking == commit:
+        commits.advance(git_dir, config.branch, commit, base)
+        overlay = Overlay(folder)
+        overlay.forget(dict(overlay.changes))
+        overlay.close()
+        log.info("the commit %s pushed before the mount stopped is now its head", commit)
+    pending.unlink()
 
 
 def recover_stale_mount(mount_point: Path) -> None:

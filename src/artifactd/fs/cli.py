@@ -106,11 +106,13 @@ def _branch_state(state: RootState, name: str) -> str:
         return ""
     parts = [f"head {answer['head'][:12]}", f"{answer['changes']} changes" if answer["changes"] else "clean"]
     if answer["diverged"]:
-        parts.append(f"remote {answer['branch']} was rewritten (now {answer['remote_head'][:12]}): not followed")
+        parts.append(f"remote {answer['branch']} was rewritten (now {answer['remote_head'][:12]}): "
+                     "not followed")
     elif answer["behind"]:
         parts.append(f"behind the remote (now {answer['remote_head'][:12]})")
     if answer["refresh_error"]:
-        parts.append(f"refresh failed {answer['refresh_failures']} times, retrying: {answer['refresh_error']}")
+        parts.append(f"refresh failed {answer['refresh_failures']} times, retrying: "
+                     f"{answer['refresh_error']}")
     return "\t" + "\t".join(parts)
 
 

@@ -64,7 +64,8 @@ def _git(git_dir: Path, *args: str, stdin: bytes | None = None, env_index: Path 
     return result.stdout
 
 
-def build(git_dir: Path, overlay: Overlay, changes: dict[bytes, Change], base: str, message: str) -> Built | None:
+def build(git_dir: Path, overlay: Overlay, changes: dict[bytes, Change], base: str,
+          message: str) -> Built | None:
     """The commit of ``changes`` on ``base``; ``None`` when its tree is the base's."""
     own = [(path, change) for path, change in changes.items() if change.data]
     blobs: dict[str, int] = {}
@@ -111,7 +112,8 @@ def _identity(git_dir: Path) -> tuple[tuple[str, str], ...]:
 
 
 def explain(text: str, remote: str, name: str) -> str:
-    if any(s in text for s in ("Authentication failed", "could not read Username", "error: 401", "error: 403")):
+    if any(s in text for s in ("Authentication failed", "could not read Username", "error: 401",
+                               "error: 403")):
         return (f"the remote refused the credentials for {remote}: run artifact-fs add-repo --name {name} "
                 "--remote https://x:NEWTOKEN@... again with a token that may write, then commit again")
     if any(s in text for s in ("unable to access", "Could not resolve", "Failed to connect",

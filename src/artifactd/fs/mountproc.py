@@ -20,7 +20,7 @@ import trio
 
 from artifactd.fs import control, credentials, objectinfo, priority
 from artifactd.fs.blobcache import BlobCache
-from artifactd.fs.branch import BranchSync, attach, recover_stale_mount
+from artifactd.fs.branch import BranchSync, attach, finish_pending, recover_stale_mount
 from artifactd.fs.fusefs import ArtifactFS
 from artifactd.fs.gitcmd import GitFailed, run_git
 from artifactd.fs.hydrate import Hydrator
@@ -135,6 +135,7 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise MountError("/dev/fuse is missing or not accessible: install fuse3 and run with access "
                          "to /dev/fuse (docker: --device /dev/fuse --cap-add SYS_ADMIN)")
+    finish_pending(state, config)
     operations, hydrator = prepare(state, config, BlobCache(state.blobs, cache_bytes))
     sync = attach(operations, state, config, options or MountOptions())
     fuse_options = set(pyfuse3.default_options) | {"fsname=artifact-fs", "subtype=artifactfs"}

@@ -80,7 +80,8 @@ def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None,
         os.dup2(log, 1)
         os.dup2(log, 2)
         code = mountproc.run(state.root, config.name,
-                             cache_bytes if cache_bytes is not None else mountproc.DEFAULT_CACHE_BYTES, options)
+                             cache_bytes if cache_bytes is not None else mountproc.DEFAULT_CACHE_BYTES,
+                             options)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

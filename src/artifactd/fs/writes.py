@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import posixpath
 import shutil
 import stat
 import time
@@ -63,8 +62,15 @@ def escapes(parent_path: bytes, target: bytes) -> bool:
     """Whether a symlink at ``parent_path/x`` pointing at ``target`` leads out of the mount."""
     if target.startswith(b"/") or not target:
         return True
-    joined = posixpath.normpath(posixpath.join(b"/", parent_path, target))
-    return joined.startswith(b"/..") or joined == b"/.."
+    depth = len(parent_path.split(b"/")) if parent_path else 0
+    for part in target.split(b"/"):
+        if part == b"..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in (b"", b"."):
+            depth += 1
+    return False
 
 
 class WriteLayer:
@@ -78,6 +84,7 @@ class WriteLayer:
         self.mtimes: dict[int, int] = {}  # inode -> mtime (ns) of a changed node
         self.writers: dict[int, int] = {}  # fh -> inode of files open for writing
         self.lock = trio.Lock()
+        self.released = trio.Event()  # set (and renewed) whenever a file open for writing is released
         self.next_inode = max(fs.tree.nodes) + 1
 
     def set_base(self, entries: list[Entry]) -> None:
@@ -199,7 +206,9 @@ class WriteLayer:
         self.overlay.sync()
 
     def release(self, fh: int) -> None:
-        self.writers.pop(fh, None)
+        if self.writers.pop(fh, None) is not None:
+            self.released.set()
+            self.released = trio.Event()
 
     async def create(self, parent_inode: int, name: bytes, mode: int, fh: int) -> tuple[int, Node]:
         async with self.lock:
@@ -228,7 +237,8 @@ class WriteLayer:
                 self._record(node)
             if fields.update_mtime:
                 if inode in self.data:
-                    os.utime(self.overlay.data_path(self.data[inode]), ns=(attr.st_mtime_ns, attr.st_mtime_ns))
+                    mtime = attr.st_mtime_ns
+                    os.utime(self.overlay.data_path(self.data[inode]), ns=(mtime, mtime))
                 else:
                     self.mtimes[inode] = attr.st_mtime_ns
 
