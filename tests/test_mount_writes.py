@@ -213,7 +213,7 @@ def peak_rss(pid: int) -> int:
 def test_bad_input_on_the_write_path(
     sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
 ) -> None:
-    _, _, proc = mounted_repo(sqlite_server, unique_name, tmp_path, root, fs_env, "--poll-interval", "0")
+    remote, token, proc = mounted_repo(sqlite_server, unique_name, tmp_path, root, fs_env, "--poll-interval", "0")
     mount = root / unique_name
     # Symlinks out of the mount are refused (EPERM); inside it they are fine.
     for target in ("/etc/passwd", "../../outside", "../src/../../x", "a/../../.."):
@@ -244,6 +244,13 @@ def test_bad_input_on_the_write_path(
         assert back.read() == chunk
     assert peak_rss(mount_pid(root, unique_name)) < size // 2
     assert "?? large.bin" in git("-C", str(mount), "status", "--porcelain")
+    # Truncated, then committed: above git's streaming threshold, pushed whole.
+    os.truncate(mount / "large.bin", 24 << 20)
+    done = fs(fs_env, "commit", unique_name, "-m", "a large file", "--root", str(root))
+    assert done.returncode == 0, done.stderr
+    check = clone_of(remote, token, tmp_path, "large")
+    assert (check / "large.bin").read_bytes() == chunk * 24
+    assert os.readlink(check / "docs" / "inside") == "../src/app.py"
     stop_daemon(proc, root, unique_name)
 
 

@@ -25,6 +25,9 @@ from artifactd.fs.overlay import DIR, GONE, Change, Overlay
 ZERO = "0" * 40
 PUSH_TIMEOUT = 300.0
 MOVED = ("(stale info)", "(fetch first)", "(non-fast-forward)")  # push's reasons: the branch moved
+# Blobs above this are streamed by git (hash-object into a pack, pack-objects without
+# deltas) instead of read whole into memory: a large file written in the mount stays cheap.
+STREAM = (("core.bigFileThreshold", "16m"),)
 DEFAULT_IDENTITY = (("user.name", "artifact-fs"), ("user.email", "artifact-fs@localhost"))
 
 
@@ -73,7 +76,7 @@ def build(git_dir: Path, overlay: Overlay, changes: dict[bytes, Change], base: s
     if own:
         files = [str(overlay.data_path(change.data)) for _, change in own]
         sizes = [os.stat(f).st_size for f in files]
-        out = _git(git_dir, "hash-object", "-w", "--no-filters", "--stdin-paths",
+        out = _git(git_dir, "hash-object", "-w", "--no-filters", "--stdin-paths", settings=STREAM,
                    stdin="".join(f"{f}\n" for f in files).encode()).decode().split()
         for (path, _), oid, size in zip(own, out, sizes, strict=True):
             oids[path] = oid
@@ -127,7 +130,8 @@ def push(git_dir: Path, branch: str, commit: str, expected: str, remote: str, na
     target = f"refs/heads/{branch}"
     try:
         _git(git_dir, "push", "--porcelain", "--no-thin", "--no-verify",
-             f"--force-with-lease={target}:{expected}", "origin", f"{commit}:{target}", timeout=PUSH_TIMEOUT)
+             f"--force-with-lease={target}:{expected}", "origin", f"{commit}:{target}", timeout=PUSH_TIMEOUT,
+             settings=STREAM)
         return Pushed(commit, "", commit)
     except GitFailed as exc:
         if not any(reason in str(exc) for reason in MOVED):
@@ -139,7 +143,7 @@ def push(git_dir: Path, branch: str, commit: str, expected: str, remote: str, na
         remote_head = _git(git_dir, "rev-parse", f"refs/remotes/origin/{branch}").decode().strip()
         side = f"artifact-fs/{branch}/{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{commit[:8]}"
         _git(git_dir, "push", "--quiet", "--no-thin", "--no-verify", "origin", f"{commit}:refs/heads/{side}",
-             timeout=PUSH_TIMEOUT)
+             timeout=PUSH_TIMEOUT, settings=STREAM)
     except GitFailed as exc:
         raise CommitFailed(explain(str(exc), remote, name)) from None
     return Pushed(commit, side, remote_head)
