@@ -294,7 +294,7 @@ def attach(fs: ArtifactFS, state: RootState, config: RepoConfig, options: MountO
     git_dir = state.git_dir(config.name)
     head = run_git(["--git-dir", str(git_dir), "rev-parse", "--verify", "--end-of-options",
                     f"refs/heads/{config.branch}^{{commit}}"]).decode().strip()
-    overlay = Overlay(state.dir / "overlay" / config.name)
+    overlay = Overlay(state.overlay_dir(config.name))
     layer = WriteLayer(fs, overlay, fs.tree.entries)
     apply(fs.tree, overlay, layer)
     fs.writes = layer
@@ -307,7 +307,7 @@ def finish_pending(state: RootState, config: RepoConfig) -> None:
     """A mount killed between its push and clearing the overlay: if the push landed (git
     moved the tracking ref), move the branch and clear the overlay as the commit would have.
     From the snapshot to the crash the overlay was locked, so it holds just what was pushed."""
-    folder = state.dir / "overlay" / config.name
+    folder = state.overlay_dir(config.name)
     pending = folder / PENDING
     if not pending.exists():
         return

@@ -53,6 +53,9 @@ class RootState:
     def pid_file(self, name: str) -> Path:
         return self.dir / "run" / f"{name}.pid"
 
+    def overlay_dir(self, name: str) -> Path:
+        return self.dir / "overlay" / name
+
     def control_socket(self, name: str) -> Path:
         return self.dir / "run" / f"{name}.ctl"  # bound through /proc/self/fd (control.py)
 
