@@ -10,9 +10,11 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from artifactd.fs import control
 from tests import test_mount
 from tests.harness import Server
 from tests.test_mount import auth_remote, fs, git, make_repo, stop_daemon
@@ -64,7 +66,11 @@ def write_synced(path: Path, data: bytes) -> None:
 
 
 def change_files(mount: Path) -> None:
-    write_synced(mount / "README.md", b"# starter\nchanged in the mount\n")
+    # An editor's save: a new file written and fsynced, renamed over the old one.
+    write_synced(mount / ".README.md.swp", b"# starter\nchanged in the mount\n")
+    os.rename(mount / ".README.md.swp", mount / "README.md")
+    with open(mount / "src" / "app.py", "ab") as appended:
+        appended.write(b"print('more')\n")
     (mount / "notes").mkdir()
     write_synced(mount / "notes" / "new.txt", b"a new file\n")
     (mount / "src" / "old.py").unlink()
@@ -79,7 +85,13 @@ def expect_changed(mount: Path) -> None:
     assert sorted(os.listdir(mount / "docs")) == ["howto.md", "readme-link"]
     assert (mount / "docs" / "howto.md").read_bytes() == b"guide\n"
     assert os.readlink(mount / "docs" / "readme-link") == "../README.md"
-    assert (mount / "src" / "app.py").read_bytes() == FILES["src/app.py"]
+    assert (mount / "src" / "app.py").read_bytes() == FILES["src/app.py"] + b"print('more')\n"
+
+
+def mount_status(root: Path, name: str) -> dict[str, Any]:
+    """What ``artifact-fs status`` shows, straight from the mount's control socket (polled
+    in loops without starting a Python process each time)."""
+    return control.ask(root / ".artifact-fs" / "run" / f"{name}.ctl", {"op": "status"})
 
 
 def mount_pid(root: Path, name: str) -> int:
@@ -94,7 +106,7 @@ def test_writes_live_in_the_overlay_git_sees_them_and_they_survive_kill_9(
     change_files(mount)
     expect_changed(mount)
     status = git("-C", str(mount), "status", "--porcelain")
-    assert sorted(status.splitlines()) == [" D docs/guide.md", " D src/old.py", " M README.md",
+    assert sorted(status.splitlines()) == [" D docs/guide.md", " D src/old.py", " M README.md", " M src/app.py",
                                            "?? docs/howto.md", "?? docs/readme-link", "?? notes/"], status
     assert "+changed in the mount" in git("-C", str(mount), "diff", "README.md")
     # A crash: the mount process dies at once (no cleanup), then its daemon.
@@ -200,8 +212,8 @@ def test_a_clean_mount_follows_fast_forwards_and_a_dirty_one_reports_it_is_behin
     # Dirty: not followed, reported.
     write_synced(mount / "mine.txt", b"mine\n")
     newer = push_from_elsewhere(remote, token, tmp_path, "ff2", {"README.md": b"# again\n"})
-    wait_for(lambda: f"behind the remote (now {newer[:12]})" in fs(fs_env, "status", "--root", str(root)).stdout,
-             "reported behind")
+    wait_for(lambda: mount_status(root, unique_name)["remote_head"] == newer, "seeing the remote move")
+    assert f"behind the remote (now {newer[:12]})" in fs(fs_env, "status", "--root", str(root)).stdout
     assert (mount / "README.md").read_bytes() == b"# moved on\n"
     stop_daemon(proc, root, unique_name)
 
@@ -274,13 +286,11 @@ def test_the_server_going_away_and_a_revoked_token_keep_the_overlay_and_are_retr
         assert len(failed.stderr.strip().splitlines()) == 1
         assert (mount / "README.md").read_bytes() == b"kept\n"
 
-        def failures() -> int:
-            line = fs(fs_env, "status", "--root", str(root)).stdout
-            return int(line.split("refresh failed ")[1].split(" ")[0]) if "refresh failed " in line else 0
-
-        wait_for(lambda: failures() >= 2, "retrying the refresh")
+        wait_for(lambda: mount_status(root, "going")["refresh_failures"] >= 2, "retrying the refresh")
+        line = fs(fs_env, "status", "--root", str(root)).stdout
+        assert "\t1 changes\t" in line and "refresh failed" in line and "retrying: " in line, line
         server.start()
-        wait_for(lambda: failures() == 0, "a refresh after the server came back")
+        wait_for(lambda: mount_status(root, "going")["refresh_failures"] == 0, "a refresh after the server came back")
         # A revoked token: a clear error naming the fix; add-repo with a new token fixes it.
         with server.client() as api:
             revoked = api.post("/repos/going/tokens/revoke", json={"token": token}).json()

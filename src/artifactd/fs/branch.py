@@ -283,9 +283,9 @@ def _invalidate(inodes: list[int]) -> None:
     for inode in inodes:
         try:
             pyfuse3.invalidate_inode(pyfuse3.InodeT(inode))
-        except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.EBADF):  # an inode the kernel never looked up
-                raise
+        except OSError as exc:  # ENOENT: an inode the kernel never looked up (nothing cached)
+            if exc.errno != errno.ENOENT:
+                log.info("invalidating inode %d: %s", inode, exc)
 
 
 def attach(fs: ArtifactFS, state: RootState, config: RepoConfig, options: MountOptions) -> BranchSync:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from artifactd.fs import control, credentials, objectinfo, priority
+from artifactd.fs import controlserver, credentials, objectinfo, priority
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.branch import BranchSync, attach, finish_pending, recover_stale_mount
 from artifactd.fs.fusefs import ArtifactFS
@@ -104,7 +104,7 @@ async def serve(hydrator: Hydrator, sync: BranchSync, control_path: Path) -> Non
     async with trio.open_nursery() as nursery:
         nursery.start_soon(hydrator.run)
         nursery.start_soon(sync.poll)
-        nursery.start_soon(control.serve, control_path, sync)
+        nursery.start_soon(controlserver.serve, control_path, sync)
         if sync.options.autocommit_interval > 0:
             nursery.start_soon(sync.autocommit)
 
