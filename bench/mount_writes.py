@@ -114,7 +114,8 @@ def run(quick: bool) -> dict[str, Any]:
         follow = time.perf_counter() - started
         return {"files": files, "large_mib": large >> 20, "write_plain_s": write_plain, "write_mount_s": write_mount,
                 "large_plain_s": large_plain, "large_mount_s": large_mount, "commit_mount_s": commit_mount,
-                "commit_git_s": commit_git, "command_nothing_s": command_start, "follow_s": follow, "poll_interval_s": 0.5}
+                "commit_git_s": commit_git, "command_nothing_s": command_start, "follow_s": follow, "poll_interval_s": 0.5,
+                "load_average": os.getloadavg()[0]}
     finally:
         if daemon is not None:
             daemon.send_signal(signal.SIGTERM)
@@ -144,7 +145,8 @@ def render(results: dict[str, Any]) -> str:
                      f"{'reported' if t.met is None else 'met' if t.met else '**missed**'} |"
                      for t in targets(results))
     mib = r["large_mib"]
-    return f"""One artifactd (SQLite) on loopback, a shared 2-core machine. `python -m bench.mount_writes`.
+    return f"""One artifactd (SQLite) on loopback, on a 2-core machine shared with other work (load
+average {r['load_average']:.0f} at the end of the run). `python -m bench.mount_writes`.
 {r['files']} small files in 20 new directories written through a mount, then `artifact-fs commit`;
 the reference commits and pushes the same files from a normal checkout (`git add -A`, `git
 commit`, `git push`) in the same run.

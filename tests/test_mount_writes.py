@@ -190,6 +190,8 @@ def test_a_moved_branch_sends_the_commit_to_a_side_branch_and_keeps_the_overlay(
     status = fs(fs_env, "status", "--root", str(root)).stdout
     assert "1 changes" in status and f"behind the remote (now {theirs[:12]})" in status
     stop_daemon(proc, root, unique_name)
+    line = fs(fs_env, "status", "--root", str(root)).stdout.splitlines()[0]
+    assert "\tnot mounted\t" in line and line.endswith("\t1 uncommitted changes in the overlay"), line
     refused = fs(fs_env, "remove-repo", "--name", unique_name, "--root", str(root))
     assert refused.returncode == 1 and "has uncommitted changes" in refused.stderr
     assert (root / ".artifact-fs" / "overlay" / unique_name / "journal").stat().st_size > 0

@@ -17,6 +17,7 @@ from artifactd.fs import control, process
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.inputs import InputError, check_mount_root, check_name
 from artifactd.fs.options import DEFAULT_POLL_INTERVAL, MountOptions
+from artifactd.fs.overlay import replay
 from artifactd.fs.repos import DEFAULT_CREDENTIAL_TTL, add_repo, remove_repo
 from artifactd.fs.state import RootState
 
@@ -103,7 +104,8 @@ def _branch_state(state: RootState, name: str) -> str:
     try:
         answer = control.ask(state.control_socket(name), {"op": "status"}, timeout=10)
     except (control.ControlError, OSError):
-        return ""
+        changes = len(replay(state.overlay_dir(name) / "journal"))
+        return f"\t{changes} uncommitted changes in the overlay" if changes else ""
     parts = [f"head {answer['head'][:12]}", f"{answer['changes']} changes" if answer["changes"] else "clean"]
     if answer["diverged"]:
         parts.append(f"remote {answer['branch']} was rewritten (now {answer['remote_head'][:12]}): "

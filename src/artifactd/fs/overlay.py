@@ -35,12 +35,31 @@ def _text(path: bytes) -> str:
     return path.decode("utf-8", "surrogateescape")  # any bytes; json escapes the surrogates
 
 
+def replay(journal: Path) -> dict[bytes, Change]:
+    """Each changed path's last state in ``journal`` (read only: ``status`` of a stopped mount)."""
+    changes: dict[bytes, Change] = {}
+    if not journal.exists():
+        return changes
+    for line in journal.read_bytes().splitlines():
+        try:
+            record = json.loads(line)
+            path = record["path"].encode("utf-8", "surrogateescape")
+            change = None if record["change"] is None else Change(**record["change"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line (power loss): the write was never acknowledged
+        if change is None:
+            changes.pop(path, None)
+        else:
+            changes[path] = change
+    return changes
+
+
 class Overlay:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.data_dir = folder / "data"
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.changes: dict[bytes, Change] = self._replay()
+        self.changes: dict[bytes, Change] = replay(self.journal_path)
         self._journal = -1
         self.compact()
         numbers = [int(p.name) for p in self.data_dir.iterdir() if p.name.isdigit()]
@@ -49,23 +68,6 @@ class Overlay:
     @property
     def journal_path(self) -> Path:
         return self.folder / "journal"
-
-    def _replay(self) -> dict[bytes, Change]:
-        changes: dict[bytes, Change] = {}
-        if not self.journal_path.exists():
-            return changes
-        for line in self.journal_path.read_bytes().splitlines():
-            try:
-                record = json.loads(line)
-                path = record["path"].encode("utf-8", "surrogateescape")
-                change = None if record["change"] is None else Change(**record["change"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line (power loss): the write was never acknowledged
-            if change is None:
-                changes.pop(path, None)
-            else:
-                changes[path] = change
-        return changes
 
     @staticmethod
     def _line(path: bytes, change: Change | None) -> bytes:
