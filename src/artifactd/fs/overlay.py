@@ -84,7 +84,13 @@ class Overlay:
         os.write(self._journal, self._line(path, change))
 
     def sync(self) -> None:
+        """The journal, and the names of new data files, on disk (an ``fsync`` in the mount)."""
         os.fsync(self._journal)
+        folder = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
     def new_data(self) -> tuple[str, Path]:
         name = str(self._next_data)
