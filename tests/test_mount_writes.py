@@ -281,7 +281,9 @@ def test_the_server_going_away_and_a_revoked_token_keep_the_overlay_and_are_retr
         remote, token, proc = mounted_repo(server, "going", tmp_path, root, fs_env, "--poll-interval", "0.2")
         mount = root / "going"
         write_synced(mount / "README.md", b"kept\n")
-        server.stop()
+        assert server.process is not None
+        server.process.kill()  # gone at once, as in a crash
+        server.process.wait()
         # A commit fails clearly; the overlay is kept. Refreshes fail, visibly, and go on.
         failed = fs(fs_env, "commit", "going", "-m", "while away", "--root", str(root))
         assert failed.returncode == 1 and "cannot reach" in failed.stderr and "overlay is kept" in failed.stderr

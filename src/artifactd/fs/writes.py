@@ -12,11 +12,13 @@ between the snapshot of the overlay and the clearing of what was committed.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import shutil
 import stat
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
@@ -32,6 +34,22 @@ EXEC_MODE = stat.S_IFREG | 0o755
 DIR_MODE = stat.S_IFDIR | 0o755
 LINK_MODE = stat.S_IFLNK | 0o777
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def fuse_errors(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """An ``OSError`` of the overlay (a full disk, a file gone) as the caller's errno: any other
+    exception out of a handler would stop pyfuse3's main loop, and the mount with it."""
+    @functools.wraps(handler)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await handler(*args, **kwargs)
+        except OSError as exc:
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from exc
+    return wrapper
 
 
 def git_mode(node: Node) -> str:
@@ -164,6 +182,7 @@ class WriteLayer:
 
     # -- files ----------------------------------------------------------------------------
 
+    @fuse_errors
     async def open_fd(self, node: Node, flags: int, fh: int) -> int | None:
         """A descriptor of ``node``'s overlay file (copied up first when opened for writing),
         or ``None`` to read the base blob."""
@@ -194,22 +213,29 @@ class WriteLayer:
         self._record(node)
 
     def write(self, fh: int, fd: int, offset: int, buf: bytes) -> int:
-        written = os.pwrite(fd, buf, offset)
+        try:
+            written = os.pwrite(fd, buf, offset)
+        except OSError as exc:  # a full disk: the writer's error, not the mount's end
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from exc
         node = self.tree.nodes.get(self.writers.get(fh, 0))
         if node is not None:
             node.size = max(node.size, offset + written)
         return written
 
     def fsync(self, fd: int) -> None:
-        if fd >= 0:
-            os.fsync(fd)
-        self.overlay.sync()
+        try:
+            if fd >= 0:
+                os.fsync(fd)
+            self.overlay.sync()
+        except OSError as exc:
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from exc
 
     def release(self, fh: int) -> None:
         if self.writers.pop(fh, None) is not None:
             self.released.set()
             self.released = trio.Event()
 
+    @fuse_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, fh: int) -> tuple[int, Node]:
         async with self.lock:
             parent = self._dir(parent_inode)
@@ -224,6 +250,7 @@ class WriteLayer:
             self._record(node)
             return fd, node
 
+    @fuse_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields) -> None:
         node = self._node(inode)
         async with self.lock:
@@ -244,6 +271,7 @@ class WriteLayer:
 
     # -- names ----------------------------------------------------------------------------
 
+    @fuse_errors
     async def mkdir(self, parent_inode: int, name: bytes) -> Node:
         async with self.lock:
             parent = self._dir(parent_inode)
@@ -254,6 +282,7 @@ class WriteLayer:
             self._record(node)
             return node
 
+    @fuse_errors
     async def symlink(self, parent_inode: int, name: bytes, target: bytes) -> Node:
         async with self.lock:
             parent = self._dir(parent_inode)
@@ -271,8 +300,12 @@ class WriteLayer:
 
     def readlink(self, node: Node) -> bytes | None:
         data = self.data.get(node.inode)
-        return None if data is None else self.overlay.data_path(data).read_bytes()
+        try:
+            return None if data is None else self.overlay.data_path(data).read_bytes()
+        except OSError as exc:
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from exc
 
+    @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, want_dir: bool) -> None:
         async with self.lock:
             parent = self._dir(parent_inode)
@@ -288,6 +321,7 @@ class WriteLayer:
                 raise pyfuse3.FUSEError(errno.ENOTEMPTY)
             self._detach(node)
 
+    @fuse_errors
     async def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes,
                      flags: int) -> None:
         if flags & ~pyfuse3.RENAME_NOREPLACE:
