@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from artifactd.fs import control
+from artifactd.fs.write import control
 from bench.common import UNLIMITED, Target, start_server, work_dir, write_section
 
 IDENTITY = ["-c", "user.name=b", "-c", "user.email=b@example.com"]

@@ -13,13 +13,14 @@ from types import FrameType
 
 import click
 
-from artifactd.fs import control, process
+from artifactd.fs import process
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.inputs import InputError, check_mount_root, check_name
-from artifactd.fs.options import DEFAULT_POLL_INTERVAL, MountOptions
-from artifactd.fs.overlay import replay
 from artifactd.fs.repos import DEFAULT_CREDENTIAL_TTL, add_repo, remove_repo
 from artifactd.fs.state import RootState
+from artifactd.fs.write import control
+from artifactd.fs.write.options import DEFAULT_POLL_INTERVAL, MountOptions
+from artifactd.fs.write.overlay import replay
 
 ROOT_HELP = "The mount root given to add-repo (--mount-root). [env: ARTIFACT_FS_ROOT; default /tmp]"
 STOP_TIMEOUT = 30.0

@@ -7,7 +7,7 @@ budget, and the first read starts the background hydration of the whole tree in 
 order (``priority.py``), within the cache's bound. Listing alone fetches nothing. The
 root holds a ``.git`` file pointing at the clone, so git commands work inside the mount.
 Writes (``create``, ``write``, ``rename``, ...) go to the copy-on-write overlay through
-``writes.WriteLayer``; the read handlers ask it only for the nodes it owns.
+``write.layer.WriteLayer``; the read handlers ask it only for the nodes it owns.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pyfuse3
 
 from artifactd.fs.hydrate import Hydrator
 from artifactd.fs.tree import GITFILE_INODE, ROOT_INODE, Node, Tree
-from artifactd.fs.writes import WRITE_FLAGS, WriteLayer
+from artifactd.fs.write.layer import WRITE_FLAGS, WriteLayer
 
 CACHE_SECONDS = 300.0  # the view of one commit never changes while mounted
 PREFETCH_BUDGET = 8 << 20  # bytes of a directory's files queued when it is opened
@@ -194,7 +194,7 @@ class ArtifactFS(pyfuse3.Operations):
             data.f_ffree = data.f_favail = free.f_favail
         return data
 
-    # -- the write path: each handler hands over to the overlay (writes.py) ------------------
+    # -- the write path: each handler hands over to the overlay (write/layer.py) ------------------
 
     def _writable(self) -> WriteLayer:
         if self.writes is None:

@@ -18,17 +18,18 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from artifactd.fs import controlserver, credentials, objectinfo, priority
+from artifactd.fs import credentials, objectinfo, priority
 from artifactd.fs.blobcache import BlobCache
-from artifactd.fs.branch import BranchSync, attach, finish_pending, recover_stale_mount
 from artifactd.fs.fusefs import ArtifactFS
 from artifactd.fs.gitcmd import GitFailed, run_git
 from artifactd.fs.hydrate import Hydrator
 from artifactd.fs.index import write_index
 from artifactd.fs.inputs import InputError
-from artifactd.fs.options import MountOptions
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.tree import Entry, Tree, list_tree
+from artifactd.fs.write import controlserver
+from artifactd.fs.write.branch import BranchSync, attach, finish_pending, recover_stale_mount
+from artifactd.fs.write.options import MountOptions
 
 DEFAULT_CACHE_BYTES = 2 << 30
 RACY_MARGIN = 2  # seconds: an mtime this far before the index keeps git from re-reading files

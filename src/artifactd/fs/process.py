@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from artifactd.fs.options import MountOptions
 from artifactd.fs.state import RepoConfig, RootState
+from artifactd.fs.write.options import MountOptions
 
 READY_TIMEOUT = 120.0
 PR_SET_PDEATHSIG = 1

@@ -4,7 +4,7 @@
     git/<name>/.git     the blobless clone (commits and trees; blobs arrive in batches)
     blobs/ab/cdef...    the blob cache shared by the root's mounts, by object id, LRU-bounded
     run/                the credential cache's socket, each mount's pid file and control socket
-    overlay/<name>/     a mount's changes until committed (overlay.py)
+    overlay/<name>/     a mount's changes until committed (write/overlay.py)
 """
 
 from __future__ import annotations

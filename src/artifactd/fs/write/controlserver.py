@@ -9,10 +9,10 @@ from typing import Any
 
 import trio
 
-from artifactd.fs.branch import BranchSync
-from artifactd.fs.commit import CommitFailed
-from artifactd.fs.control import MAX_REQUEST, short_path
 from artifactd.fs.gitcmd import GitFailed
+from artifactd.fs.write.branch import BranchSync
+from artifactd.fs.write.commit import CommitFailed
+from artifactd.fs.write.control import MAX_REQUEST, short_path
 
 
 async def _answer(sync: BranchSync, request: dict[str, Any]) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from artifactd.fs.overlay import DIR, FILE, GONE, LINK, Change, Overlay
 from artifactd.fs.tree import ROOT_INODE, Entry, Node, Tree
+from artifactd.fs.write.overlay import DIR, FILE, GONE, LINK, Change, Overlay
 
 if TYPE_CHECKING:
     from artifactd.fs.fusefs import ArtifactFS

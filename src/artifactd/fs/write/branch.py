@@ -27,16 +27,16 @@ from typing import Any
 import pyfuse3
 import trio
 
-from artifactd.fs import commit as commits
 from artifactd.fs import credentials, objectinfo
 from artifactd.fs.fusefs import ArtifactFS
 from artifactd.fs.gitcmd import GitFailed, run_git
 from artifactd.fs.index import write_index
-from artifactd.fs.options import MountOptions
-from artifactd.fs.overlay import Change, Overlay
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.tree import ROOT_INODE, Node, Tree, list_tree
-from artifactd.fs.writes import WriteLayer, apply
+from artifactd.fs.write import commit as commits
+from artifactd.fs.write.layer import WriteLayer, apply
+from artifactd.fs.write.options import MountOptions
+from artifactd.fs.write.overlay import Change, Overlay
 
 log = logging.getLogger("artifact_fs")
 

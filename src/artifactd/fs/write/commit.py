@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from artifactd.fs.gitcmd import GIT, GitFailed, config_env, git_env
-from artifactd.fs.overlay import DIR, GONE, Change, Overlay
+from artifactd.fs.write.overlay import DIR, GONE, Change, Overlay
 
 ZERO = "0" * 40
 PUSH_TIMEOUT = 300.0
