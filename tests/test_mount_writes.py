@@ -32,7 +32,7 @@ FILES = {"README.md": b"# starter\n", "src/app.py": b"print('hi')\n", "src/old.p
          "docs/guide.md": b"guide\n"}
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"not {what} after {timeout:.0f} s"
