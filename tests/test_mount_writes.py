@@ -271,47 +271,58 @@ def test_bad_input_on_the_write_path(
     stop_daemon(proc, root, unique_name)
 
 
-def test_the_server_going_away_and_a_revoked_token_keep_the_overlay_and_are_retried(
+def test_the_server_going_away_keeps_the_overlay_and_refreshes_are_retried_visibly(
     tmp_path: Path, root: Path, fs_env: dict[str, str]
 ) -> None:
     from tests.harness import start_server
 
     server = start_server(tmp_path / "data")
     try:
-        remote, token, proc = mounted_repo(server, "going", tmp_path, root, fs_env, "--poll-interval", "0.2")
+        _, _, proc = mounted_repo(server, "going", tmp_path, root, fs_env, "--poll-interval", "0.2")
         mount = root / "going"
         write_synced(mount / "README.md", b"kept\n")
-        server.stop()  # (SIGKILL would do as well, but a killed server is slow to start again here)
-        # A commit fails clearly; the overlay is kept. Refreshes fail, visibly, and go on.
-        failed = fs(fs_env, "commit", "going", "-m", "while away", "--root", str(root))
-        assert failed.returncode == 1 and "cannot reach" in failed.stderr and "overlay is kept" in failed.stderr
-        assert len(failed.stderr.strip().splitlines()) == 1
-        assert (mount / "README.md").read_bytes() == b"kept\n"
+    finally:  # the server goes away at once (SIGKILL), as in a crash
+        assert server.process is not None
+        server.process.kill()
+        server.process.wait()
+    # A commit fails clearly; the overlay is kept. Refreshes fail, visibly, and go on.
+    failed = fs(fs_env, "commit", "going", "-m", "while away", "--root", str(root))
+    assert failed.returncode == 1 and "cannot reach" in failed.stderr and "overlay is kept" in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
+    assert (mount / "README.md").read_bytes() == b"kept\n"
+    wait_for(lambda: mount_status(root, "going")["refresh_failures"] >= 2, "retrying the refresh")
+    line = fs(fs_env, "status", "--root", str(root)).stdout
+    assert "\t1 changes\t" in line and "refresh failed" in line and "retrying: " in line, line
+    assert os.path.ismount(mount) and mount_status(root, "going")["changes"] == 1
+    stop_daemon(proc, root, "going")
 
-        wait_for(lambda: mount_status(root, "going")["refresh_failures"] >= 2, "retrying the refresh")
-        line = fs(fs_env, "status", "--root", str(root)).stdout
-        assert "\t1 changes\t" in line and "refresh failed" in line and "retrying: " in line, line
-        server.start()
-        wait_for(lambda: mount_status(root, "going")["refresh_failures"] == 0, "a refresh after the server came back")
-        # A revoked token: a clear error naming the fix; add-repo with a new token fixes it.
-        with server.client() as api:
-            revoked = api.post("/repos/going/tokens/revoke", json={"token": token}).json()
-            assert revoked["success"], revoked
-            fresh = api.post("/tokens", json={"repo": "going", "scope": "write", "ttl": 3600}).json()
-            assert fresh["success"], fresh
-        refused = fs(fs_env, "commit", "going", "-m", "revoked", "--root", str(root))
-        assert refused.returncode == 1 and "refused the credentials" in refused.stderr
-        assert "add-repo" in refused.stderr and token.split("?")[0] not in refused.stderr
-        again = fs(fs_env, "add-repo", "--name", "going", "--remote", auth_remote(remote, fresh["result"]["plaintext"]),
-                   "--branch", "main", "--mount-root", str(root))
-        assert again.returncode == 0, again.stderr
-        done = fs(fs_env, "commit", "going", "-m", "with a new token", "--root", str(root))
-        assert done.returncode == 0, done.stderr
-        check = clone_of(remote, fresh["result"]["plaintext"], tmp_path, "going")
-        assert (check / "README.md").read_bytes() == b"kept\n"
-        stop_daemon(proc, root, "going")
-    finally:
-        server.stop()
+
+def test_a_revoked_token_fails_commit_and_refresh_clearly_until_add_repo_gives_a_new_one(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    remote, token, proc = mounted_repo(sqlite_server, unique_name, tmp_path, root, fs_env,
+                                       "--poll-interval", "0.2")
+    mount = root / unique_name
+    write_synced(mount / "README.md", b"kept\n")
+    with sqlite_server.client() as api:
+        revoked = api.post(f"/repos/{unique_name}/tokens/revoke", json={"token": token}).json()
+        assert revoked["success"], revoked
+        fresh = api.post("/tokens", json={"repo": unique_name, "scope": "write", "ttl": 3600}).json()
+        assert fresh["success"], fresh
+    refused = fs(fs_env, "commit", unique_name, "-m", "revoked", "--root", str(root))
+    assert refused.returncode == 1 and "refused the credentials" in refused.stderr, refused.stderr
+    assert "add-repo" in refused.stderr and token.split("?")[0] not in refused.stderr
+    wait_for(lambda: mount_status(root, unique_name)["refresh_failures"] >= 1, "a failed refresh")
+    again = fs(fs_env, "add-repo", "--name", unique_name, "--remote",
+               auth_remote(remote, fresh["result"]["plaintext"]), "--branch", "main", "--mount-root", str(root))
+    assert again.returncode == 0, again.stderr
+    # The refresh that failed is retried and now succeeds; the commit goes through.
+    wait_for(lambda: mount_status(root, unique_name)["refresh_failures"] == 0, "a refresh with the new token")
+    done = fs(fs_env, "commit", unique_name, "-m", "with a new token", "--root", str(root))
+    assert done.returncode == 0, done.stderr
+    check = clone_of(remote, fresh["result"]["plaintext"], tmp_path, "revoked")
+    assert (check / "README.md").read_bytes() == b"kept\n"
+    stop_daemon(proc, root, unique_name)
 
 
 def test_autocommit_on_an_interval_and_on_unmount(
