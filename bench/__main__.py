@@ -42,6 +42,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("faults", "Fault injection"),
     ("hardening", "Hardening: racing pushes and fuzzing"),
     ("mount", "ArtifactFS"),
+    ("mount_writes", "ArtifactFS writes"),
 )
 
 TARGETS_TITLE = "Targets"

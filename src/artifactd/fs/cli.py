@@ -15,9 +15,12 @@ import click
 
 from artifactd.fs import process
 from artifactd.fs.blobcache import BlobCache
-from artifactd.fs.inputs import InputError, check_mount_root
+from artifactd.fs.inputs import InputError, check_mount_root, check_name
 from artifactd.fs.repos import DEFAULT_CREDENTIAL_TTL, add_repo, remove_repo
 from artifactd.fs.state import RootState
+from artifactd.fs.write import control
+from artifactd.fs.write.options import DEFAULT_POLL_INTERVAL, MountOptions
+from artifactd.fs.write.overlay import replay
 
 ROOT_HELP = "The mount root given to add-repo (--mount-root). [env: ARTIFACT_FS_ROOT; default /tmp]"
 STOP_TIMEOUT = 30.0
@@ -91,10 +94,66 @@ def status(root: str) -> None:
         pid = process.running_pid(state, config.name)
         mounted = os.path.ismount(config.mount_point)
         what = f"mounted (pid {pid})" if mounted and pid else ("mounted" if mounted else "not mounted")
-        click.echo(f"{config.name}\t{what}\t{config.mount_point}")
+        click.echo(f"{config.name}\t{what}\t{config.mount_point}{_branch_state(state, config.name)}")
     if state.blobs.is_dir():
         cache = BlobCache(state.blobs, 1 << 62)
         click.echo(f"blob cache: {len(cache.used)} blobs, {cache.total} bytes")
+
+
+def _branch_state(state: RootState, name: str) -> str:
+    """The write and refresh state a running mount reports: tab-separated, empty if none."""
+    try:
+        answer = control.ask(state.control_socket(name), {"op": "status"}, timeout=10)
+    except (control.ControlError, OSError):
+        changes = len(replay(state.overlay_dir(name) / "journal"))
+        return f"\t{changes} uncommitted changes in the overlay" if changes else ""
+    parts = [f"head {answer['head'][:12]}", f"{answer['changes']} changes" if answer["changes"] else "clean"]
+    if answer["diverged"]:
+        parts.append(f"remote {answer['branch']} was rewritten (now {answer['remote_head'][:12]}): "
+                     "not followed")
+    elif answer["behind"]:
+        parts.append(f"behind the remote (now {answer['remote_head'][:12]})")
+    if answer["refresh_error"]:
+        parts.append(f"refresh failed {answer['refresh_failures']} times, retrying: "
+                     f"{answer['refresh_error']}")
+    return "\t" + "\t".join(parts)
+
+
+def _ask(root: str, name: str, request: dict[str, object]) -> dict[str, object]:
+    try:
+        check_name(name)
+        return control.ask(RootState(_root(root)).control_socket(name), request)
+    except (InputError, control.ControlError, OSError) as exc:
+        _fail(f"{name}: {exc}")
+    raise AssertionError("unreachable")
+
+
+@main.command()
+@click.argument("name")
+@click.option("-m", "--message", required=True, help="The commit message.")
+@root_option
+def commit(name: str, message: str, root: str) -> None:
+    """Commit NAME's overlay to its branch and push it (compare-and-swap on the head shown).
+
+    If the branch moved on the remote, the commit is pushed to a side branch instead and
+    the overlay is kept."""
+    answer = _ask(root, name, {"op": "commit", "message": message})
+    if not answer["ok"]:
+        _fail(f"{name}: commit failed: {answer['error']}")
+    click.echo(str(answer["message"]))
+    if answer.get("side_branch"):
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("name")
+@root_option
+def refresh(name: str, root: str) -> None:
+    """Check NAME's branch on the remote now (a clean mount follows a fast-forward)."""
+    answer = _ask(root, name, {"op": "refresh"})
+    if not answer["ok"]:
+        _fail(f"{name}: {answer['error']}")
+    click.echo(f"{name}: head {str(answer['head'])[:12]}, remote {str(answer['remote_head'])[:12]}")
 
 
 @main.command("evict-cache")
@@ -108,12 +167,30 @@ def evict_cache(root: str, max_bytes: int) -> None:
     click.echo(f"freed {freed} bytes")
 
 
+def _mount_options(poll_interval: float, autocommit: str) -> MountOptions:
+    if autocommit in ("off", "unmount"):
+        return MountOptions(poll_interval, 0.0, autocommit == "unmount")
+    try:
+        seconds = float(autocommit)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise click.BadParameter("use off, unmount or a number of seconds above 0", param_hint="--autocommit")
+    return MountOptions(poll_interval, seconds, False)
+
+
 @main.command()
 @root_option
 @click.option("--cache-bytes", type=click.IntRange(1 << 20), default=None,
               help="Bound of the blob cache (default 2 GiB).")
-def daemon(root: str, cache_bytes: int | None) -> None:
+@click.option("--poll-interval", type=click.FloatRange(0), default=DEFAULT_POLL_INTERVAL, show_default=True,
+              help="Seconds between checks of each branch on the remote (a clean mount follows "
+              "fast-forwards); 0: only on `artifact-fs refresh`.")
+@click.option("--autocommit", default="off", show_default=True, metavar="off|unmount|SECONDS",
+              help="Commit and push each overlay on unmount, or every SECONDS.")
+def daemon(root: str, cache_bytes: int | None, poll_interval: float, autocommit: str) -> None:
     """Mount every repo added under ROOT; unmount them all on SIGTERM or Ctrl-C."""
+    options = _mount_options(poll_interval, autocommit)
     state = RootState(_root(root))
     configs = [c for c in state.repos() if not os.path.ismount(c.mount_point)]
     if not configs:
@@ -128,7 +205,7 @@ def daemon(root: str, cache_bytes: int | None) -> None:
     children: list[tuple[str, process.Forked]] = []
     for config in configs:
         start = process.log_size(state, config.name)
-        proc = process.fork(state, config, cache_bytes)
+        proc = process.fork(state, config, cache_bytes, options)
         error = process.wait_ready(state, config, proc, start)
         if error:
             click.echo(f"artifact-fs: {error}", err=True)

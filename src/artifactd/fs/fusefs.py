@@ -6,6 +6,8 @@ opening a file queues its directory's other files as background prefetch within 
 budget, and the first read starts the background hydration of the whole tree in priority
 order (``priority.py``), within the cache's bound. Listing alone fetches nothing. The
 root holds a ``.git`` file pointing at the clone, so git commands work inside the mount.
+Writes (``create``, ``write``, ``rename``, ...) go to the copy-on-write overlay through
+``write.layer.WriteLayer``; the read handlers ask it only for the nodes it owns.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pyfuse3
 
 from artifactd.fs.hydrate import Hydrator
 from artifactd.fs.tree import GITFILE_INODE, ROOT_INODE, Node, Tree
+from artifactd.fs.write.layer import WRITE_FLAGS, WriteLayer
 
 CACHE_SECONDS = 300.0  # the view of one commit never changes while mounted
 PREFETCH_BUDGET = 8 << 20  # bytes of a directory's files queued when it is opened
@@ -39,6 +42,7 @@ class ArtifactFS(pyfuse3.Operations):
         self.gid = os.getgid()
         self.handles: dict[int, int] = {}  # fh -> fd of the cache file (-1: the .git file)
         self.next_fh = count(1)
+        self.writes: WriteLayer | None = None  # set by the mount: the overlay's write path
 
     def _attrs(self, inode: int, mode: int, size: int, nlink: int = 1) -> pyfuse3.EntryAttributes:
         attrs = pyfuse3.EntryAttributes()
@@ -52,6 +56,9 @@ class ArtifactFS(pyfuse3.Operations):
         attrs.st_blocks = (size + 511) // 512
         attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = self.mtime_ns
         attrs.attr_timeout = attrs.entry_timeout = CACHE_SECONDS
+        if self.writes is not None and (inode in self.writes.data or inode in self.writes.mtimes):
+            attrs.st_mtime_ns = attrs.st_ctime_ns = self.writes.mtime_ns(inode, self.mtime_ns)
+            attrs.attr_timeout = 0  # changed by writes: never served stale from the kernel
         return attrs
 
     def _node_attrs(self, node: Node) -> pyfuse3.EntryAttributes:
@@ -106,7 +113,7 @@ class ArtifactFS(pyfuse3.Operations):
         return None
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+        if flags & WRITE_FLAGS and (self.writes is None or inode == GITFILE_INODE):
             raise pyfuse3.FUSEError(errno.EROFS)
         fh = next(self.next_fh)
         if inode == GITFILE_INODE:
@@ -115,6 +122,11 @@ class ArtifactFS(pyfuse3.Operations):
             node = self._node(inode)
             if not stat.S_ISREG(node.mode):
                 raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.EINVAL)
+            if self.writes is not None:  # the overlay's own file, copied up when written
+                fd = await self.writes.open_fd(node, flags, fh)
+                if fd is not None:
+                    self.handles[fh] = fd
+                    return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
             self._prefetch_siblings(node)
             if self.warm_order:
                 self.hydrator.prefetch(self.warm_order)
@@ -153,11 +165,15 @@ class ArtifactFS(pyfuse3.Operations):
         fd = self.handles.pop(fh, -1)
         if fd >= 0:
             os.close(fd)
+        if self.writes is not None:
+            self.writes.release(fh)
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         node = self._node(inode)
         if not stat.S_ISLNK(node.mode):
             raise pyfuse3.FUSEError(errno.EINVAL)
+        if self.writes is not None and (target := self.writes.readlink(node)) is not None:
+            return target
         fd = await self._open_blob(node)
         try:
             return os.pread(fd, node.size or 4096, 0)
@@ -171,4 +187,68 @@ class ArtifactFS(pyfuse3.Operations):
         data.f_blocks = (total + 4095) // 4096
         data.f_files = len(self.tree.nodes)
         data.f_namemax = 255
+        if self.writes is not None:  # free space is the overlay's
+            free = os.statvfs(self.writes.overlay.folder)
+            data.f_bfree = data.f_bavail = free.f_bavail * free.f_frsize // 4096
+            data.f_blocks += data.f_bfree
+            data.f_ffree = data.f_favail = free.f_favail
         return data
+
+    # -- the write path: each handler hands over to the overlay (write/layer.py) ------------------
+
+    def _writable(self) -> WriteLayer:
+        if self.writes is None:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        return self.writes
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        fh = next(self.next_fh)
+        fd, node = await self._writable().create(parent_inode, name, mode, fh)
+        self.handles[fh] = fd
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh)), self._node_attrs(node)
+
+    async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
+        return self._writable().write(fh, self.handles[fh], off, buf)
+
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: pyfuse3.FileHandleT | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if inode == GITFILE_INODE:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        await self._writable().setattr(inode, attr, fields)
+        return await self.getattr(inode)
+
+    async def flush(self, fh: pyfuse3.FileHandleT) -> None:
+        return None  # every write is in the overlay file already; fsync makes it durable
+
+    async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        self._writable().fsync(self.handles.get(fh, -1))
+
+    async def fsyncdir(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        self._writable().fsync(-1)
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._node_attrs(await self._writable().mkdir(parent_inode, name))
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._node_attrs(await self._writable().symlink(parent_inode, name, target))
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self._writable().unlink(parent_inode, name, want_dir=False)
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self._writable().unlink(parent_inode, name, want_dir=True)
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
+                     flags: int, ctx: pyfuse3.RequestContext) -> None:
+        await self._writable().rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EPERM)  # git has no hard links
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EPERM)  # git stores files, links and directories only

@@ -27,6 +27,9 @@ from artifactd.fs.index import write_index
 from artifactd.fs.inputs import InputError
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.tree import Entry, Tree, list_tree
+from artifactd.fs.write import controlserver
+from artifactd.fs.write.branch import BranchSync, attach, finish_pending, recover_stale_mount
+from artifactd.fs.write.options import MountOptions
 
 DEFAULT_CACHE_BYTES = 2 << 30
 RACY_MARGIN = 2  # seconds: an mtime this far before the index keeps git from re-reading files
@@ -98,9 +101,13 @@ def warm_order(git_dir: Path, entries: list[Entry], sizes: dict[str, int], local
     return order
 
 
-async def serve(hydrator: Hydrator) -> None:
+async def serve(hydrator: Hydrator, sync: BranchSync, control_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(hydrator.run)
+        nursery.start_soon(sync.poll)
+        nursery.start_soon(controlserver.serve, control_path, sync)
+        if sync.options.autocommit_interval > 0:
+            nursery.start_soon(sync.autocommit)
 
         async def stop_on_signal() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -110,33 +117,41 @@ async def serve(hydrator: Hydrator) -> None:
 
         nursery.start_soon(stop_on_signal)
         await pyfuse3.main()
+        sync.unmounted = True
+        if sync.options.autocommit_on_unmount and sync.layer.dirty:
+            await sync.commit_logged("artifact-fs autocommit on unmount")
         nursery.cancel_scope.cancel()
 
 
-def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
+          options: MountOptions | None = None) -> None:
     state = RootState(root)
     config = state.load(name)
     if config is None:
         raise MountError(f"no repo {name!r} under {root}: run artifact-fs add-repo first")
     mount_point = Path(config.mount_point)
+    recover_stale_mount(mount_point)
     if os.path.ismount(mount_point):
         raise MountError(f"{mount_point} is already a mount point: unmount it (fusermount3 -u) first")
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise MountError("/dev/fuse is missing or not accessible: install fuse3 and run with access "
                          "to /dev/fuse (docker: --device /dev/fuse --cap-add SYS_ADMIN)")
+    finish_pending(state, config)
     operations, hydrator = prepare(state, config, BlobCache(state.blobs, cache_bytes))
-    options = set(pyfuse3.default_options) | {"fsname=artifact-fs", "subtype=artifactfs", "ro"}
+    sync = attach(operations, state, config, options or MountOptions())
+    fuse_options = set(pyfuse3.default_options) | {"fsname=artifact-fs", "subtype=artifactfs"}
     try:
-        pyfuse3.init(operations, str(mount_point), options)
+        pyfuse3.init(operations, str(mount_point), fuse_options)
     except RuntimeError as exc:
         raise MountError(f"cannot mount {mount_point}: {exc} "
                          "(is fusermount3 installed and permitted?)") from exc
     state.pid_file(name).write_text(f"{os.getpid()}\n")
     try:
-        trio.run(serve, hydrator)
+        trio.run(serve, hydrator, sync, state.control_socket(name))
     finally:
         state.pid_file(name).unlink(missing_ok=True)
         pyfuse3.close(unmount=True)
+        sync.layer.overlay.close()
 
 
 def main() -> int:
@@ -144,11 +159,11 @@ def main() -> int:
     return run(Path(sys.argv[1]), sys.argv[2], cache_bytes)
 
 
-def run(root: Path, name: str, cache_bytes: int) -> int:
+def run(root: Path, name: str, cache_bytes: int, options: MountOptions | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="artifact-fs: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     try:
-        mount(root, name, cache_bytes)
+        mount(root, name, cache_bytes, options)
     except (MountError, GitFailed, InputError, objectinfo.ObjectInfoError, OSError) as exc:
         print(f"artifact-fs: {name}: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from artifactd.fs.state import RepoConfig, RootState
+from artifactd.fs.write.options import MountOptions
 
 READY_TIMEOUT = 120.0
 PR_SET_PDEATHSIG = 1
@@ -56,7 +57,8 @@ class Forked:
             os.kill(self.pid, signal.SIGKILL)
 
 
-def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None) -> Forked:
+def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None,
+         options: MountOptions | None = None) -> Forked:
     from artifactd.fs import mountproc  # imported before the fork, once for every mount
 
     sys.stdout.flush()
@@ -78,7 +80,8 @@ def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None) -
         os.dup2(log, 1)
         os.dup2(log, 2)
         code = mountproc.run(state.root, config.name,
-                             cache_bytes if cache_bytes is not None else mountproc.DEFAULT_CACHE_BYTES)
+                             cache_bytes if cache_bytes is not None else mountproc.DEFAULT_CACHE_BYTES,
+                             options)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

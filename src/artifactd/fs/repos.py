@@ -89,7 +89,13 @@ def remove_repo(root: Path, name: str) -> None:
     if os.path.ismount(config.mount_point):
         raise InputError(f"{config.mount_point} is mounted: stop the daemon or run "
                          f"artifactd unmount {config.mount_point} first")
+    overlay = state.overlay_dir(name)
+    journal = overlay / "journal"
+    if journal.exists() and journal.stat().st_size:
+        raise InputError(f"{name} has uncommitted changes in {overlay}: mount it and run artifact-fs "
+                         f"commit {name}, or delete that directory to discard them")
     credentials.erase(state.credential_socket, config.remote)
+    shutil.rmtree(overlay, ignore_errors=True)
     shutil.rmtree(state.work_dir(name), ignore_errors=True)
     state.remove(name)
     if not state.repos():

@@ -3,7 +3,8 @@
     repos/<name>.json   what ``add-repo`` recorded: remote (no credentials), branch, mount point
     git/<name>/.git     the blobless clone (commits and trees; blobs arrive in batches)
     blobs/ab/cdef...    the blob cache shared by the root's mounts, by object id, LRU-bounded
-    run/                the credential cache's socket and each mount's pid file
+    run/                the credential cache's socket, each mount's pid file and control socket
+    overlay/<name>/     a mount's changes until committed (write/overlay.py)
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ class RootState:
 
     def pid_file(self, name: str) -> Path:
         return self.dir / "run" / f"{name}.pid"
+
+    def overlay_dir(self, name: str) -> Path:
+        return self.dir / "overlay" / name
+
+    def control_socket(self, name: str) -> Path:
+        return self.dir / "run" / f"{name}.ctl"  # bound through /proc/self/fd (control.py)
 
     def stats_file(self, name: str) -> Path:
         return self.dir / "run" / f"{name}.stats"

@@ -38,9 +38,10 @@ class Node:
         return stat.S_ISREG(self.mode) or stat.S_ISLNK(self.mode)
 
 
-GIT_MODES = {"100644": stat.S_IFREG | 0o444, "100755": stat.S_IFREG | 0o555,
-             "120000": stat.S_IFLNK | 0o777, "040000": stat.S_IFDIR | 0o555,
-             "160000": stat.S_IFDIR | 0o555}  # a submodule shows as an empty directory
+# Writable: writes go to the overlay (write/layer.py) until committed.
+GIT_MODES = {"100644": stat.S_IFREG | 0o644, "100755": stat.S_IFREG | 0o755,
+             "120000": stat.S_IFLNK | 0o777, "040000": stat.S_IFDIR | 0o755,
+             "160000": stat.S_IFDIR | 0o755}  # a submodule shows as an empty directory
 
 
 @dataclass(frozen=True)
