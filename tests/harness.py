@@ -98,7 +98,7 @@ class Server:
             # Only from the main thread: the signal fires when the starting *thread* ends.
             preexec_fn=die_with_parent if threading.current_thread() is threading.main_thread() else None,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded machine starts Python slowly
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
