@@ -18,9 +18,7 @@ against one worker:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import re
 import shutil
 import subprocess
@@ -30,7 +28,15 @@ from typing import Any
 
 from artifactd.storage.catfile import CatFilePool
 from artifactd.storage.gitrunner import GitRunner
-from bench.common import Target, machine, start_server, summary, time_calls, work_dir, write_section
+from bench.common import (
+    Target,
+    bench_main,
+    machine,
+    start_server,
+    summary,
+    time_calls,
+    work_dir,
+)
 from bench.synth import PRESETS, generate, size_bytes
 
 TARGET_P50_MS = 5.0
@@ -225,16 +231,5 @@ vary by about ±20%.
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    results = run(quick=args.quick)
-    print(json.dumps(results, indent=1))
-    if not args.no_write and not args.quick:
-        write_section("Content routes", render(results))
-
-
 if __name__ == "__main__":
-    main()
+    bench_main("Content routes", run, render, __doc__)
