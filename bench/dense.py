@@ -7,7 +7,7 @@
    and the fan-out directories ``repos/xx/yy`` a store of 100k repos adds. Reference: the
    same repo as ``git init --bare`` + the same push (git's defaults), measured alike.
 2. **First read of a fresh repo.** ``GET raw/main/<file>`` on each just-pushed repo that
-   no read touched yet (a cat-file process is started for it), then the same read again
+   no read touched yet (the worker opens its repository in process), then the same read again
    (warm); reference: ``git cat-file blob main:<file>`` as a process, in the same run.
 3. **Read fan-out.** ``wrk`` with 64 connections reading one file from each of K repos in
    turn (K = 100; 10,000 in the full form); reference: a naive CGI that starts
@@ -285,8 +285,8 @@ def render(results: dict[str, Any]) -> str:
         "pack, index, `packed-refs`), 8 blocks; on filesystems keeping small directories in "
         "the inode (XFS, tmpfs) the same layout is 16 KiB.",
         "",
-        f"**First read of a fresh repo** (`raw/main/<file>`, the repo's first read, so its "
-        f"cat-file process starts): p50 **{results['first_read_ms']} ms**; the same read warm "
+        f"**First read of a fresh repo** (`raw/main/<file>`, the repo's first read, so the "
+        f"worker opens it in libgit2): p50 **{results['first_read_ms']} ms**; the same read warm "
         f"{results['warm_read_ms']} ms; a `git cat-file blob` process alone "
         f"{results['catfile_process_ms']} ms. Target: p50 < 3 ms.",
         "",
