@@ -142,6 +142,11 @@ def _ok(response: httpx.Response, items: int | None = None) -> None:
         assert len(response.json()["result"]) == items, response.text
 
 
+def _turns(accounts_: list[Account], i: int) -> list[Account]:
+    """The accounts in turn, the order swapped every round so that neither always goes first."""
+    return accounts_ if i % 2 == 0 else accounts_[::-1]
+
+
 def control_ops(accounts_: list[Account], n: int) -> None:
     """Each operation ``n`` times per account, the accounts interleaved call by call, so a
     load change on the shared machine hits both sizes alike."""
@@ -157,7 +162,7 @@ def control_ops(accounts_: list[Account], n: int) -> None:
     }
     for op, call in ops.items():
         for i in range(n + 5):  # five warm-up calls each
-            for account in accounts_:
+            for account in _turns(accounts_, i):
                 account.timed(op, lambda a=account: call(a), keep=i >= 5)  # type: ignore[misc]
 
 
@@ -165,7 +170,7 @@ def git_ops(accounts_: list[Account], env: dict[str, str], seed_work: Path, n: i
     """Push, first and warm read, fork: ``n`` each per account (plus a warm-up), interleaved."""
     parents: dict[int, str] = {}
     for i in range(n + 1):
-        for account in accounts_:
+        for account in _turns(accounts_, i):
             made = account.client.post(f"{account.ns_url}/repos",
                                        json={"name": f"push-{uuid.uuid4().hex[:12]}"})
             _ok(made)
@@ -186,7 +191,7 @@ def git_ops(accounts_: list[Account], env: dict[str, str], seed_work: Path, n: i
                 "maintained_at"):
             time.sleep(0.1)
     for i in range(n + 1):
-        for account in accounts_:
+        for account in _turns(accounts_, i):
             url = f"{account.ns_url}/repos/{parents[account.size]}/fork"
             account.timed("fork", lambda u=url, a=account: _ok(a.client.post(
                 u, json={"name": f"fork-{uuid.uuid4().hex[:12]}"})), keep=i > 0)
