@@ -37,6 +37,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("scale", "Maintenance, hydration and empty repos"),
     ("dense", "Dense small repos and read fan-out"),
     ("agent_loop", "Agent loop"),
+    ("at_scale", "Flat at scale"),
     ("backends", "Database backends and workers"),
     ("mixed", "Mixed load"),
     ("faults", "Fault injection"),

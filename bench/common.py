@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import platform
 import re
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "docs" / "benchmarks.md"
@@ -24,8 +27,20 @@ from tests.harness import Server, free_port, start_server  # noqa: E402
 # Benchmarks measure throughput, not the limiter: their servers get limits far above the load.
 UNLIMITED = {"ARTIFACTD_RATE_LIMIT_CONTROL": "100000000/10s", "ARTIFACTD_RATE_LIMIT_GIT": "100000000/10s"}
 
-__all__ = ["UNLIMITED", "Server", "Target", "free_port", "machine", "percentile", "start_server", "summary", "time_calls",
-           "work_dir", "write_section"]
+__all__ = [
+    "UNLIMITED",
+    "Server",
+    "Target",
+    "bench_main",
+    "free_port",
+    "machine",
+    "percentile",
+    "start_server",
+    "summary",
+    "time_calls",
+    "work_dir",
+    "write_section",
+]
 
 
 @dataclass(frozen=True)
@@ -101,3 +116,22 @@ def write_section(title: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     BENCHMARKS_MD.write_text(text.rstrip() + "\n")
+
+
+def bench_main(title: str, run: Callable[..., dict[str, Any]], render: Callable[[dict[str, Any]], str],
+               doc: str | None = None,
+               extra: Callable[[argparse.ArgumentParser], object] | None = None,
+               run_kwargs: Callable[[argparse.Namespace], dict[str, Any]] | None = None) -> None:
+    """``python -m bench.<module> [--quick] [--no-write]``, the same for every section: the
+    results as JSON, and a full run rewrites the module's section of docs/benchmarks.md.
+    ``extra`` adds a module's own options and ``run_kwargs`` passes them to ``run``."""
+    parser = argparse.ArgumentParser(description=(doc or title).split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-write", action="store_true")
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args()
+    results = run(quick=args.quick, **(run_kwargs(args) if run_kwargs else {}))
+    print(json.dumps(results, indent=1, default=str))
+    if not args.no_write and not args.quick:
+        write_section(title, render(results))

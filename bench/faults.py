@@ -12,15 +12,13 @@ and invariant violations (the target is zero).
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import time
 from typing import Any
 
 from tests.faults import SCENARIOS, run_faults
 
-from bench.common import Target, machine, work_dir, write_section
+from bench.common import Target, bench_main, machine, work_dir
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -71,16 +69,5 @@ Violations seen:
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    results = run(quick=args.quick)
-    print(json.dumps(results, indent=1))
-    if not args.no_write and not args.quick:
-        write_section("Fault injection", render(results))
-
-
 if __name__ == "__main__":
-    main()
+    bench_main("Fault injection", run, render, __doc__)

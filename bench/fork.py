@@ -12,8 +12,6 @@ request time and what the fork adds on disk (bytes in inodes not shared with the
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -21,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Target, machine, start_server, summary, work_dir, write_section
+from bench.common import Target, bench_main, machine, start_server, summary, work_dir
 
 TARGET_MS = 200.0
 CHUNK = 1 << 20
@@ -160,16 +158,5 @@ Noise: 2 shared cores; runs vary by about ±20%, the max by more.
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    results = run(quick=args.quick)
-    print(json.dumps(results, indent=1))
-    if not args.no_write and not args.quick:
-        write_section("Fork", render(results))
-
-
 if __name__ == "__main__":
-    main()
+    bench_main("Fork", run, render, __doc__)

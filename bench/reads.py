@@ -14,8 +14,6 @@ server's resident memory is sampled while it streams (``/proc/<pid>/status``).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -29,12 +27,12 @@ import httpx
 from bench.common import (
     UNLIMITED,
     Target,
+    bench_main,
     machine,
     start_server,
     summary,
     time_calls,
     work_dir,
-    write_section,
 )
 from bench.fork import make_parent
 
@@ -203,16 +201,5 @@ starts. Noise: 2 shared cores.
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    results = run(quick=args.quick)
-    print(json.dumps(results, indent=1))
-    if not args.no_write and not args.quick:
-        write_section("Read helpers", render(results))
-
-
 if __name__ == "__main__":
-    main()
+    bench_main("Read helpers", run, render, __doc__)

@@ -26,6 +26,16 @@ GIT_BLOB_FETCHES = Counter(
     "artifactd_git_blob_fetches_total",
     "Partial-clone blob fetches answered without starting git (services/blob_fetch.py).",
 )
+GIT_ADVERTISEMENTS_FROM_MEMORY = Counter(
+    "artifactd_git_push_advertisements_from_memory_total",
+    "receive-pack advertisements of repos with no refs served from memory, without git "
+    "(services/git_rpc.py).",
+)
+CONTENT_REPO_OPENS = Counter(
+    "artifactd_content_repo_opens_total",
+    "Repositories opened in process for content reads (storage/objectreader.py): a miss of its "
+    "LRU of open repositories, or a reopen after their packs changed.",
+)
 GIT_PROCESSES = Gauge(
     "artifactd_git_processes", "git processes currently serving clients.",
     multiprocess_mode="livesum",

@@ -39,7 +39,7 @@ from artifactd.errors import Code
 from artifactd.http.asgi import SETTINGS_ENV
 from artifactd.http.envelope import failure
 from artifactd.observability import HTTP_GUARD_REFUSALS
-from artifactd.storage import catfile
+from artifactd.storage import objectreader
 
 # Served on the connections beyond ``http_max_connections`` (the reserve); others get 503.
 RESERVED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
@@ -78,7 +78,7 @@ class Limits:
 
 
 # Descriptors per git process serving a client (stdin, stdout, stderr pipes, and some slack
-# for the pooled cat-file processes and the database).
+# for the database).
 DESCRIPTORS_PER_GIT = 4
 DESCRIPTORS_BASE = 64
 
@@ -89,7 +89,7 @@ def ensure_descriptor_budget(settings: Settings) -> str | None:
     limit is too low (a worker out of descriptors cannot accept anyone)."""
     needed = (settings.http_max_connections + settings.http_connection_reserve
               + DESCRIPTORS_PER_GIT * settings.git_max_processes + DESCRIPTORS_BASE
-              + 2 * catfile.MAX_PROCESSES)  # the content routes' pool: stdin and stdout each
+              + objectreader.DESCRIPTORS_PER_HANDLE * objectreader.MAX_HANDLES)  # content reads
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return None

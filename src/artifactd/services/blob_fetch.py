@@ -4,8 +4,8 @@ A ``--filter=blob:none`` clone (ArtifactFS, or any lazy clone reading a file) fe
 missing blob with a request of its own: ``want <blob>``, ``done``, no haves. upload-pack
 answers with a one-object pack, but starting upload-pack and then its pack-objects costs
 4-5 ms, most of the server's share of such a request. Here exactly that request shape is
-answered from the worker's pooled ``cat-file`` (the same object lookup, alternates
-included) as a pack with the blobs stored whole, which is what upload-pack sends for
+answered from the worker's in-process object reader (libgit2, alternates included) as a
+pack with the blobs stored whole, which is what upload-pack sends for
 objects that have no delta base on the client.
 
 The shape is checked strictly, including the clone's ``filter`` line, which every lazy
@@ -29,7 +29,7 @@ from artifactd.observability import GIT_BLOB_FETCHES
 from artifactd.services import content
 from artifactd.services.backend import Backend
 from artifactd.services.pktline import FLUSH, PktError, encode, encode_line, parse_length
-from artifactd.storage.catfile import CatFileDied
+from artifactd.storage.objectreader import ReadFailed
 
 MAX_REQUEST = 64 << 10  # a request larger than this is not a hydration fetch
 MAX_WANTS = 256
@@ -146,7 +146,7 @@ async def serve(backend: Backend, git_dir: Path, request: bytes) -> bytes | None
         if sum(info.size for info, _ in infos if info is not None) > MAX_BYTES:
             return None
         answers = await pool.run(git_dir, [("contents", sha) for sha in wants])
-    except CatFileDied:
+    except ReadFailed:
         return None  # upload-pack will say what is wrong with the repository
     blobs = [data for _, data in answers if data is not None]
     if len(blobs) != len(wants):

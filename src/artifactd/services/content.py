@@ -1,7 +1,8 @@
 """Repo content: log, commit, tree, blob, file and raw reads (spec 001 "Repo content").
 
-Every read goes through the worker's ``CatFilePool``: one round trip to a warm
-``git cat-file --batch-command`` per step, no process per request. The rules live here:
+Every read goes through the worker's ``ObjectReader``: object lookups in process through
+libgit2 on an open repository (an LRU of them), no process per request; only blobs larger
+than ``INLINE_BLOB_MAX`` stream from a ``git cat-file`` of their own. The rules live here:
 
 - hashes are full 40-hex SHA-1 object ids (the object routes are immutable, so an
   abbreviation that could become ambiguous later is not accepted there);
@@ -26,7 +27,7 @@ from pathlib import Path
 from artifactd.errors import Code, InternalError, NotFound, ValidationError
 from artifactd.services.backend import Backend
 from artifactd.services.names import ref_problem
-from artifactd.storage.catfile import Answer, CatFileDied, CatFilePool, stream_blob
+from artifactd.storage.catfile import Answer, stream_blob
 from artifactd.storage.gitobjects import (
     Commit,
     TreeEntry,
@@ -36,42 +37,43 @@ from artifactd.storage.gitobjects import (
     parse_tree,
 )
 from artifactd.storage.metadata import RepoRow
+from artifactd.storage.objectreader import ObjectReader, ReadFailed
 
 HASH = re.compile(r"[0-9a-f]{40}")
 ABBREV = re.compile(r"[0-9a-f]{4,40}")
-INLINE_BLOB_MAX = 1 << 20  # blobs up to this size are read through the pool and sent from memory
+INLINE_BLOB_MAX = 1 << 20  # blobs up to this size are read in process and sent from memory
 MAX_OBJECT_JSON = 32 << 20  # commits and trees larger than this are refused, not parsed
 MAX_PATH = 4096
 LOG_DEFAULT_LIMIT = 50
 LOG_MAX_LIMIT = 200
 # Past this many commits to skip, one `git rev-list --skip` is cheaper than walking them
-# through cat-file round trips. Both produce git's default (commit date) order.
+# through batches of object lookups. Both produce git's default (commit date) order.
 REV_LIST_OFFSET = 500
-PREFETCH = 32  # commits read ahead along a first-parent chain in one cat-file round trip
+PREFETCH = 32  # commits read ahead along a first-parent chain in one batch of lookups
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_POOL_KEY = "content.catfile_pool"
+_POOL_KEY = "content.object_reader"
 
 
-def pool(backend: Backend) -> CatFilePool:
-    """The worker's cat-file pool, made on first use (it belongs to the running event loop)."""
+def pool(backend: Backend) -> ObjectReader:
+    """The worker's object reader, made on first use (it belongs to the running event loop)."""
     existing = backend.extras.get(_POOL_KEY)
-    if isinstance(existing, CatFilePool):
+    if isinstance(existing, ObjectReader):
         return existing
-    created = CatFilePool(backend.git)
+    created = ObjectReader()
     backend.extras[_POOL_KEY] = created
     return created
 
 
 def shutdown(backend: Backend) -> None:
     existing = backend.extras.pop(_POOL_KEY, None)
-    if isinstance(existing, CatFilePool):
+    if isinstance(existing, ObjectReader):
         existing.close()
 
 
 def forget_repo(backend: Backend, repo_id: str) -> None:
-    """Close pooled processes of a deleted repo at once (others age out via the reaper)."""
+    """Close the open handle of a deleted repo at once (others age out when idle)."""
     existing = backend.extras.get(_POOL_KEY)
-    if isinstance(existing, CatFilePool):
+    if isinstance(existing, ObjectReader):
         existing.evict(backend.repos.path(repo_id))
 
 
@@ -184,10 +186,10 @@ class RepoReader:
     async def _run(self, commands: Sequence[tuple[str, str]]) -> list[Answer]:
         try:
             return await pool(self.backend).run(self.git_dir, commands)
-        except CatFileDied as exc:
+        except ReadFailed as exc:
             if not (self.git_dir / "HEAD").is_file():  # deleted under us
                 raise NotFound("Repo not found", code=Code.REPO_NOT_FOUND) from exc
-            raise InternalError(f"git cat-file failed: {exc}") from exc
+            raise InternalError(f"reading objects failed: {exc}") from exc
 
     # -- refs --------------------------------------------------------------------------------
 

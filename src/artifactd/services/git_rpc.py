@@ -32,6 +32,7 @@ from artifactd.errors import (
     ValidationError,
 )
 from artifactd.observability import (
+    GIT_ADVERTISEMENTS_FROM_MEMORY,
     GIT_BYTES_RECEIVED,
     GIT_BYTES_SENT,
     GIT_PROCESSES,
@@ -219,6 +220,36 @@ def is_v2(protocol: str | None) -> bool:
 # to lazy (``--filter=blob:none``) clients, which fetch one blob per request.
 V2_CAPABILITIES = "git_v2_upload_pack_capabilities"
 
+# Likewise receive-pack's advertisement for a repo with no refs (every agent's first push):
+# one ``capabilities^{}`` line under the zero id, whose capabilities depend only on git's
+# version and the server's configuration. A repo has no alternates (forks link objects), so
+# there are no ``.have`` lines either. Learnt from git on the first such push of a worker,
+# and checked to be exactly that shape before it is kept.
+EMPTY_PUSH_ADVERTISEMENT = "git_empty_receive_pack_advertisement"
+_EMPTY_REF_LINE = b"0" * 40 + b" capabilities^{}\x00"
+
+
+def has_no_refs(git_dir: Path) -> bool:
+    """No ref at all: no ``packed-refs`` (even an emptied one counts as refs) and no file
+    under ``refs/``."""
+    if (git_dir / "packed-refs").exists():
+        return False
+    return all(not files for _root, _dirs, files in os.walk(git_dir / "refs"))
+
+
+def is_empty_push_advertisement(data: bytes, service: str) -> bool:
+    """``data`` is the service announcement, a flush, one zero-id capabilities line, a flush."""
+    announcement = encode_line(f"# service={service}") + FLUSH
+    if not data.startswith(announcement):
+        return False
+    rest = data[len(announcement):]
+    try:
+        length = int(rest[:4], 16)
+    except ValueError:
+        return False
+    return (length > 4 + len(_EMPTY_REF_LINE) and rest[4:4 + len(_EMPTY_REF_LINE)] == _EMPTY_REF_LINE
+            and rest[length:] == FLUSH)
+
 
 async def advertise(
     backend: Backend, authorized: AuthorizedGit, protocol: str | None
@@ -230,6 +261,14 @@ async def advertise(
     if isinstance(cached, bytes):
         yield cached
         return
+    # git clients never ask receive-pack for v2, so a push's advertisement is v0 (no header).
+    empty_push = service == "git-receive-pack" and not protocol and has_no_refs(authorized.git_dir)
+    if empty_push:
+        remembered = backend.extras.get(EMPTY_PUSH_ADVERTISEMENT)
+        if isinstance(remembered, bytes):
+            GIT_ADVERTISEMENTS_FROM_MEMORY.inc()
+            yield remembered
+            return
     args = [service.removeprefix("git-"), "--stateless-rpc", "--advertise-refs", "--",
             str(authorized.git_dir)]
     sent: list[bytes] = []
@@ -248,10 +287,14 @@ async def advertise(
             yield first
             while chunk := await child.read():
                 yield chunk
-                if cacheable:
+                if cacheable or empty_push:
                     sent.append(chunk)
             if await child.wait() == 0 and cacheable and first:
                 backend.extras[V2_CAPABILITIES] = first + b"".join(sent)
+            elif empty_push and first:
+                whole = first + b"".join(sent)
+                if is_empty_push_advertisement(whole, service):
+                    backend.extras[EMPTY_PUSH_ADVERTISEMENT] = whole
         finally:
             await _reap(child)
 

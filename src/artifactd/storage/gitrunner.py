@@ -46,6 +46,9 @@ BASE_CONFIG: tuple[tuple[str, str], ...] = (
     ("receive.fsckObjects", "true"),
     ("transfer.fsckObjects", "true"),
     ("gc.auto", "0"),
+    # receive-pack otherwise starts ``git gc --auto`` after every push only for it to find
+    # gc.auto=0 and exit: a process per push for nothing (the server runs maintenance).
+    ("receive.autoGc", "false"),
     ("maintenance.auto", "false"),
     ("core.logAllRefUpdates", "false"),
     # Every push and fetch is kept as the pack it arrived as, however few objects it holds:
