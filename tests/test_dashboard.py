@@ -140,11 +140,20 @@ def test_read_token_is_refused_on_every_write(server: Server, unique_name: str) 
         f"/dashboard/ns/{ns}/r/keep/delete": {"confirm": "keep"},
         f"/dashboard/ns/{ns}/r/keep/tokens": {"scope": "write", "ttl": "60"},
         f"/dashboard/ns/{ns}/r/keep/tokens/0123456789abcdef/revoke": {},
+        f"/dashboard/ns/{ns}/r/keep/merge": {"head": "keep:main", "expected_head": "0" * 40},
+        "/dashboard/subscriptions": {"name": "made", "destination": "queue"},
+        "/dashboard/subscriptions/0123456789abcdef/pause": {},
+        "/dashboard/subscriptions/0123456789abcdef/resume": {},
+        "/dashboard/subscriptions/0123456789abcdef/redeliver": {"event_id": "evt_x"},
+        "/dashboard/subscriptions/0123456789abcdef/delete": {"confirm": "made"},
     }
     for path, data in writes.items():
         r = client.post(path, data={**data, "csrf": csrf})
         assert r.status_code == 403 and "read permission" in r.text, path
     assert _repo_names(sqlite_server, ns) == ["keep"]
+    with sqlite_server.client() as c:
+        listed = c.get(sqlite_server.account_url + "/subscriptions")
+        assert all(s["name"] != "made" for s in listed.json()["result"])
 
 
 def test_revoked_api_token_ends_the_session(sqlite_server: Server) -> None:

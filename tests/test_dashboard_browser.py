@@ -15,9 +15,10 @@ from urllib.parse import quote
 import pytest
 
 from tests.dashboardutil import CHROMIUM, chromium
-from tests.gitutil import Git, Repo, bearer
-from tests.harness import Server
+from tests.gitutil import Git, Repo, bearer, create_repo
+from tests.harness import Server, start_server
 from tests.seed import push
+from tests.test_event_stream import Receiver, _reply
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -219,3 +220,117 @@ def test_read_token_sees_no_write_buttons(browser: Any, sqlite_server: Server, u
         buttons = page.locator("main button").all_inner_texts()
         assert [b for b in buttons if b not in ("Apply", "Copy")] == [], (path, buttons)
     page.context.close()
+
+
+def test_fork_push_compare_merge_shows_on_parent(browser: Any, sqlite_server: Server,
+                                                  unique_name: str, tmp_path: Path, shots: Path) -> None:
+    server = sqlite_server
+    parent_name, fork_name = "cm-" + unique_name[-6:], "cm-" + unique_name[-6:] + "-f"
+    git = Git(tmp_path / "home")
+    parent = create_repo(server, parent_name)
+    push(git, parent, _work(git, tmp_path / "p", {"notes.txt": "one\n"}), "HEAD:refs/heads/main")
+    with server.client() as c:
+        r = c.post(f"/repos/{parent_name}/fork", json={"name": fork_name})
+        assert r.status_code == 200, r.text
+        made = r.json()["result"]
+    fork = Repo(server, fork_name, made["id"], made["remote"], made["token"])
+    work = tmp_path / "f"
+    git.run("-c", bearer(fork.token), "clone", "-q", fork.remote, str(work))
+    git.commit_files(work, {"notes.txt": "one\ntwo from the fork\n"}, "The fork adds a line")
+    push(git, fork, work, "HEAD:refs/heads/main")
+    page = new_page(browser, server, server.token)
+    base = f"{server.url}/dashboard/ns/default/r/"
+    page.goto(base + fork_name)
+    page.get_by_role("link", name="Compare with the parent and merge").click()
+    assert page.locator("#ahead-behind").inner_text() == "1 ahead, 0 behind"
+    assert "The fork adds a line" in page.locator("ol.commits").inner_text()
+    assert page.locator(".diff .add").filter(has_text="two from the fork").count() == 1
+    assert "Merges cleanly" in page.locator("#merge-state").inner_text()
+    assert_labelled(page)
+    page.screenshot(path=str(shots / "compare.png"), full_page=True)
+    page.get_by_label("Strategy").select_option("merge")
+    page.get_by_role("button", name="Merge").click()
+    page.wait_for_url(re.compile(rf".*/r/{parent_name}/commit/[0-9a-f]{{40}}$"))
+    assert f"Merge {fork_name}:main into main" in page.locator("pre.message").inner_text()
+    page.goto(base + parent_name + "/file?path=notes.txt")
+    assert "two from the fork" in page.locator(".source").inner_text()
+    # Compared again, nothing is left to merge, and the form is gone.
+    page.goto(base + fork_name + "/compare")
+    assert "Nothing to merge" in page.locator("#merge-state").inner_text()
+    assert page.get_by_role("button", name="Merge").count() == 0
+    # A read token sees the comparison but no merge button.
+    git.commit_files(work, {"notes.txt": "one\ntwo from the fork\nthree\n"}, "And a third")
+    push(git, fork, work, "HEAD:refs/heads/main")
+    reader = new_page(browser, server, server.read_token)
+    reader.goto(base + fork_name + "/compare")
+    assert "Merges cleanly" in reader.locator("#merge-state").inner_text()
+    assert reader.get_by_role("button", name="Merge").count() == 0
+    reader.context.close()
+    assert page.dialogs == []
+    page.context.close()
+
+
+def _work(git: Git, work: Path, files: dict[str, str | bytes]) -> Path:
+    git.new_work(work, files)
+    return work
+
+
+@pytest.fixture(scope="module")
+def hooks_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("dash-hooks"), extra_env={
+        "ARTIFACTD_WEBHOOK_ALLOW_HOSTS": "127.0.0.1", "ARTIFACTD_WEBHOOK_RETRY_BASE": "0.2",
+        "ARTIFACTD_WEBHOOK_TIMEOUT": "1"})
+    yield server
+    server.stop()
+
+
+def test_subscriptions_and_delivery_log(browser: Any, hooks_server: Server, unique_name: str) -> None:
+    server = hooks_server
+    name = "hook " + unique_name[-6:] + XSS
+    receiver = Receiver()
+    receiver.answer = lambda h: _reply(h, 500, XSS.encode())
+    try:
+        page = new_page(browser, server, server.token)
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Events").click()
+        assert_labelled(page)
+        page.get_by_label("Name", exact=True).fill(name)
+        page.get_by_label("Namespace").fill("default")
+        page.get_by_label("Event types").fill("cf.artifacts.repo.created")
+        page.get_by_label("Destination").select_option("webhook")
+        page.get_by_label("Webhook URL").fill(receiver.url)
+        page.get_by_role("button", name="Subscribe").click()
+        assert page.locator("#secret").inner_text().startswith("whsec_")  # shown once
+        page.get_by_role("link", name=name).first.click()
+        assert "No deliveries yet." in page.locator("table.deliveries").inner_text()
+        with server.client() as c:
+            assert c.post("/repos", json={"name": "hooked-" + unique_name[-6:]}).status_code == 200
+        # The receiver answers 500: the failed attempt is in the log, its body shown as text.
+        for _ in range(100):
+            page.reload()
+            if page.locator("table.deliveries .status.failed").count():
+                break
+            page.wait_for_timeout(200)
+        row = page.locator("table.deliveries tbody tr").first
+        assert "failed" in row.inner_text() and "500" in row.inner_text()
+        assert "<script>" in row.inner_text()
+        assert page.evaluate("window.__xss") is None
+        assert page.evaluate("document.querySelectorAll('[onerror]').length") == 0
+        assert_labelled(page)
+        page.get_by_role("button", name="Pause").click()
+        assert "paused" in page.locator("h1 .status").inner_text()
+        receiver.answer = lambda h: _reply(h, 204)
+        page.get_by_role("button", name="Resume").click()
+        assert "active" in page.locator("h1 .status").inner_text()
+        for _ in range(100):
+            page.reload()
+            if page.locator("table.deliveries .status.ready").count():
+                break
+            page.wait_for_timeout(200)
+        assert "delivered" in page.locator("table.deliveries tbody tr").first.inner_text()
+        page.get_by_label("to confirm").fill(name)
+        page.get_by_role("button", name="Delete this subscription").click()
+        page.wait_for_url(server.url + "/dashboard/subscriptions")
+        assert page.get_by_role("link", name=name).count() == 0
+        page.context.close()
+    finally:
+        receiver.stop()

@@ -10,8 +10,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from artifactd.errors import ArtifactdError
+from artifactd.http.dashboard import events, merging, views
 from artifactd.http.dashboard import session as sessions
-from artifactd.http.dashboard import views
 from artifactd.http.dashboard.handling import error_page, read_form, redirect, view
 from artifactd.http.dashboard.render import HEADERS, page, pygments_css
 from artifactd.services import accounts
@@ -99,6 +99,8 @@ async def root(_request: Request) -> Response:
 
 NS = "/dashboard/ns/{namespace}"
 REPO = NS + "/r/{name}"
+SUBS = "/dashboard/subscriptions"
+SUB = SUBS + "/{subscription_id}"
 routes: list[BaseRoute] = [
     Route("/", root, methods=["GET"]),
     Route("/dashboard/login", login_form, methods=["GET"]),
@@ -124,4 +126,13 @@ routes: list[BaseRoute] = [
     Route(REPO + "/tokens/{token_id}/revoke", view(views.revoke_token, write=True), methods=["POST"]),
     Route(REPO + "/fork", view(views.fork_repo, write=True), methods=["POST"]),
     Route(REPO + "/delete", view(views.delete_repo, write=True), methods=["POST"]),
+    Route(REPO + "/compare", view(merging.compare_page), methods=["GET"]),
+    Route(REPO + "/merge", view(merging.merge_repo, write=True), methods=["POST"]),
+    Route(SUBS, view(events.subscriptions_page), methods=["GET"]),
+    Route(SUBS, view(events.create_subscription, write=True), methods=["POST"]),
+    Route(SUB, view(events.subscription_page), methods=["GET"]),
+    Route(SUB + "/pause", view(events.pause_subscription, write=True), methods=["POST"]),
+    Route(SUB + "/resume", view(events.resume_subscription, write=True), methods=["POST"]),
+    Route(SUB + "/redeliver", view(events.redeliver_event, write=True), methods=["POST"]),
+    Route(SUB + "/delete", view(events.delete_subscription, write=True), methods=["POST"]),
 ]
