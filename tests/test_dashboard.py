@@ -3,13 +3,15 @@ tamper-proof), CSRF on every form, read tokens refused on every write, headers."
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from tests.dashboardutil import csrf_of, signed_in
 from tests.harness import Server, start_server
@@ -96,32 +98,50 @@ def test_tampered_and_expired_cookies_are_no_session(sqlite_server: Server, uniq
     client = signed_in(sqlite_server)
     csrf = csrf_of(client.get("/dashboard").text)
     good = client.cookies[COOKIE]
-    payload, _, rest = good.partition(".")
-    tampered = payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB") + "." + rest
-    secret = _secret(sqlite_server)
-
-    class Old(TimestampSigner):
-        def get_timestamp(self) -> int:
-            return int(time.time()) - 9 * 3600
-
-    old = URLSafeTimedSerializer(secret, salt="artifactd.dashboard.session", signer=Old)
-    token_and_csrf = URLSafeTimedSerializer(secret, salt="artifactd.dashboard.session").loads(good)
-    expired = old.dumps(token_and_csrf)
-    forged = URLSafeTimedSerializer("not-the-secret", salt="artifactd.dashboard.session").dumps(token_and_csrf)
-    for value in (tampered, str(expired), str(forged), "garbage"):
+    tampered = good[:-2] + ("AA" if good[-2:] != "AA" else "BB")
+    expiring = signed_in(sqlite_server)
+    expired = expiring.cookies[COOKIE]
+    with _db(sqlite_server) as db:  # the server's clock decides, whatever the browser keeps
+        db.execute("UPDATE dashboard_sessions SET expires_us = ? WHERE id_hash = ?",
+                   (int(time.time() * 1e6) - 1, hashlib.sha256(expired.encode()).hexdigest()))
+    for value in (tampered, expired, "garbage", "x" * 5000, ""):
         with httpx.Client(base_url=sqlite_server.url, cookies={COOKIE: value}) as c:
             r = c.get("/dashboard")
             assert r.status_code == 303 and r.headers["location"].startswith("/dashboard/login")
             r = c.post(f"/dashboard/ns/{ns}/r/keep/delete", data={"csrf": csrf, "confirm": "keep"})
-            assert r.status_code == 403
+            assert r.status_code == 403 and "sign in again" in r.text
     assert _repo_names(sqlite_server, ns) == ["keep"]
+    assert client.get("/dashboard").status_code == 200  # the untouched session still works
 
 
-def _secret(server: Server) -> str:
-    with sqlite3.connect(server.data_dir / "artifactd.db") as db:
-        row = db.execute("SELECT value FROM server_settings WHERE key = 'dashboard_session_secret'").fetchone()
-    assert row is not None
-    return str(row[0])
+def test_session_is_server_side_and_holds_no_token(sqlite_server: Server) -> None:
+    minted = sqlite_server.new_api_token("edit")
+    client = signed_in(sqlite_server, minted["token"])
+    cookie = client.cookies[COOKIE]
+    secret_part = minted["token"].rsplit("_", 1)[-1]
+    assert secret_part not in cookie and len(cookie) < 64  # a random id, not signed data
+    with _db(sqlite_server) as db:
+        rows = db.execute("SELECT * FROM dashboard_sessions").fetchall()
+        assert rows and not any(secret_part in str(row) for row in rows)
+        assert not db.execute("SELECT 1 FROM server_settings WHERE value LIKE ?",
+                              (f"%{secret_part}%",)).fetchall()
+    # A copy of the cookie dies with the sign-out: the server deleted the session.
+    copy = httpx.Client(base_url=sqlite_server.url, cookies={COOKIE: cookie})
+    assert copy.get("/dashboard").status_code == 200
+    out = client.post("/dashboard/logout", data={"csrf": csrf_of(client.get("/dashboard").text)})
+    assert out.status_code == 303
+    assert copy.get("/dashboard").status_code == 303
+    copy.close()
+
+
+@contextmanager
+def _db(server: Server) -> Iterator[sqlite3.Connection]:
+    db = sqlite3.connect(server.data_dir / "artifactd.db", timeout=30)
+    try:
+        yield db
+        db.commit()
+    finally:
+        db.close()
 
 
 def test_read_token_is_refused_on_every_write(server: Server, unique_name: str) -> None:

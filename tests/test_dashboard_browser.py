@@ -127,7 +127,7 @@ def test_sign_in_create_push_browse_tokens_fork_delete(browser: Any, sqlite_serv
     assert page.get_by_role("link", name=f"{ns}/{name}").count() == 1
     fork_url = page.url
     page.get_by_role("link", name=f"{ns}/{name}").click()  # the parent lists its forks
-    assert page.locator("dl.facts dd").get_by_role("link", name="demo-fork").count() == 1
+    assert page.locator("dl.facts dd").get_by_role("link", name="demo-fork", exact=True).count() == 1
     assert "Hello from the browser test." in page.locator(".readme").inner_text()
     page.goto(fork_url)
     page.screenshot(path=str(shots / "repo.png"), full_page=True)
