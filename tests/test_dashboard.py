@@ -1,5 +1,5 @@
-"""Dashboard security over plain HTTP against a real server: sessions (signed, expiring,
-tamper-proof), CSRF on every form, read tokens refused on every write, headers."""
+"""Dashboard security over plain HTTP against a real server: sessions (server-side, expiring,
+holding no token), CSRF on every form, read tokens refused on every write, headers."""
 
 from __future__ import annotations
 
@@ -245,3 +245,26 @@ def test_cookies_are_secure_behind_an_https_public_url(tmp_path: Path) -> None:
         assert "Secure" in cookie and "HttpOnly" in cookie
     finally:
         server.stop()
+
+
+def test_repo_search_is_a_name_prefix_in_name_order(server: Server, unique_name: str) -> None:
+    sqlite_server = server  # both databases: the range must be exact under each collation
+    ns = _ns(unique_name)
+    for name in ("alpha-2", "alpha-1", "beta-alpha", "a_b", "axb", "alpha.z", "Alpha-3"):
+        _create(sqlite_server, ns, name)
+    client = signed_in(sqlite_server)
+
+    def names(query: str) -> list[str]:
+        r = client.get(f"/dashboard/ns/{ns}?{query}")
+        assert r.status_code == 200, r.text
+        return re.findall(r'<td><a href="[^"]+">([^<]+)</a>', r.text)
+
+    assert names("search=alpha") == ["alpha-1", "alpha-2", "alpha.z"]
+    assert names("search=alpha&direction=desc") == ["alpha.z", "alpha-2", "alpha-1"]
+    assert names("search=a_") == ["a_b"]  # no wildcard: '_' is itself
+    assert names("search=%25") == []
+    assert names("search=Alpha") == ["Alpha-3"]
+    r = client.get(f"/dashboard/ns/{ns}?search=alpha&cursor=forged")
+    assert r.status_code == 400 and "cursor" in r.text
+    r = client.get(f"/dashboard/ns/{ns}?search=" + "a" * 65)
+    assert r.status_code == 400 and "search" in r.text
