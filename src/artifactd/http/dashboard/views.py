@@ -361,9 +361,7 @@ async def analytics_page(ctx: Ctx) -> Response:
     where = [Condition("repositoryNamespace", "=", namespace), Condition("datetime", ">=", first_hour)]
     if repo is not None:
         where.append(Condition("repositoryName", "=", repo.name))
-    # Ordered by count, not by the hour: ordering by a time bucket fails on PostgreSQL in
-    # EventStore.aggregate (the bucket expression is bound twice); every bucket fits anyway.
-    hourly = await ctx.db(_groups, ctx, where, ["datetimeHour"], [Order("count", True)],
+    hourly = await ctx.db(_groups, ctx, where, ["datetimeHour"], [Order("datetimeHour", False)],
                           ANALYTICS_HOURS + 1)
     counts = {row["dimensions"]["datetimeHour"][:13]: int(row["count"]) for row in hourly}
     points = []
