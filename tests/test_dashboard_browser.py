@@ -5,8 +5,10 @@ hostile names and contents that must render as text. Screenshots go to a temp di
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -179,7 +181,8 @@ def test_hostile_names_and_contents_render_as_text(browser: Any, sqlite_server: 
     base = f"{server.url}/dashboard/ns/{ns}/r/hostile"
     urls = [f"{server.url}/dashboard/ns/{ns}"] + [base + tail for tail in (
         "", "/refs", "/log", "/tree", "/file?path=" + quote(evil_file), "/file?path=page.html",
-        "/file?path=long.txt", "/file?path=data.bin")]
+        "/file?path=long.txt", "/file?path=data.bin",
+        "/compare?base=main&head=" + quote("<script>alert(1)</script>"))]
     for url in urls:
         page.goto(url)
         assert page.evaluate("window.__xss") is None, url
@@ -334,3 +337,120 @@ def test_subscriptions_and_delivery_log(browser: Any, hooks_server: Server, uniq
         page.context.close()
     finally:
         receiver.stop()
+
+
+def _session_cookie(page: Any) -> dict[str, Any]:
+    return next(c for c in page.context.cookies() if c["name"] == "artifactd_session")
+
+
+def _repo_exists(server: Server, ns: str, name: str) -> bool:
+    with server.client() as c:
+        return c.get(server.ns_url(ns) + f"/repos/{name}").status_code == 200
+
+
+def test_cross_site_forged_tampered_and_expired_sessions_change_nothing(
+        browser: Any, sqlite_server: Server, unique_name: str) -> None:
+    server, ns = sqlite_server, "sec-" + unique_name[-6:]
+    with server.client() as c:
+        assert c.post(server.ns_url(ns) + "/repos", json={"name": "keep"}).status_code == 200
+    page = new_page(browser, server, server.token)
+    delete_url = f"{server.url}/dashboard/ns/{ns}/r/keep/delete"
+    # Another site's page posts the delete form on load: the browser sends no cookie with it
+    # (SameSite=Strict) and the form has no CSRF token; an error page, the repo stays.
+    evil = (f'<form id="f" method="post" action="{delete_url}"><input name="confirm" value="keep">'
+            '</form><script>document.getElementById("f").submit()</script>')
+    page.route("http://evil.example/**", lambda route: route.fulfill(body=evil, content_type="text/html"))
+    page.goto("http://evil.example/")
+    page.wait_for_url(delete_url)
+    assert "sign in again" in page.locator("main").inner_text()
+    assert _repo_exists(server, ns, "keep")
+    # The dashboard's own delete form with its CSRF field taken out: refused, nothing changed.
+    page.goto(f"{server.url}/dashboard/ns/{ns}/r/keep")
+    page.evaluate("document.querySelectorAll('input[name=csrf]').forEach(e => e.remove())")
+    page.get_by_label("to confirm").fill("keep")
+    page.get_by_role("button", name="Delete this repo").click()
+    assert "CSRF" in page.locator("main").inner_text()
+    assert _repo_exists(server, ns, "keep")
+    # A tampered cookie is no session: the sign-in page, and the session is still good after.
+    good = _session_cookie(page)
+    page.context.add_cookies([{**good, "value": good["value"][:-3] + ("xyz" if good["value"][-3:] != "xyz" else "abc")}])
+    page.goto(f"{server.url}/dashboard/ns/{ns}")
+    assert page.url.startswith(server.url + "/dashboard/login")
+    assert page.get_by_label("API token").count() == 1
+    page.context.add_cookies([good])
+    page.goto(f"{server.url}/dashboard/ns/{ns}")
+    assert page.url == f"{server.url}/dashboard/ns/{ns}"
+    # The server expires the session (its clock, not the browser's): the sign-in page again,
+    # which sends the reader back after signing in.
+    id_hash = hashlib.sha256(good["value"].encode()).hexdigest()
+    db = sqlite3.connect(server.data_dir / "artifactd.db", timeout=30)
+    try:
+        db.execute("UPDATE dashboard_sessions SET expires_us = 1 WHERE id_hash = ?", (id_hash,))
+        db.commit()
+    finally:
+        db.close()
+    page.reload()
+    assert page.url.startswith(server.url + "/dashboard/login?next=")
+    page.get_by_label("API token").fill(server.token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{server.url}/dashboard/ns/{ns}")
+    assert page.dialogs == []
+    page.context.close()
+
+
+def test_keyboard_only_and_phone_width(browser: Any, sqlite_server: Server, unique_name: str,
+                                       tmp_path: Path, shots: Path) -> None:
+    server, ns = sqlite_server, "kb-" + unique_name[-6:]
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(server.url + "/dashboard/login")
+    # The token field has the focus; Enter submits.
+    page.keyboard.type(server.token)
+    page.keyboard.press("Enter")
+    page.wait_for_url(server.url + "/dashboard")
+    # The first Tab reaches the skip link, which moves to the content.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.url.endswith("#main")
+    # Every control is reachable with Tab, and shows where the focus is.
+    reached: list[str] = []
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        focused = page.evaluate("""(() => { const e = document.activeElement;
+            const s = getComputedStyle(e);
+            return [e.id || e.getAttribute('href') || e.textContent.trim(), s.outlineStyle]; })()""")
+        reached.append(focused[0])
+        assert focused[1] != "none", focused
+        if focused[0] == "rn":
+            break
+    assert reached[-1] == "rn", reached
+    page.keyboard.type("typed")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Control+a")
+    page.keyboard.type(ns)
+    page.keyboard.press("Enter")  # submits the create form
+    page.wait_for_url(re.compile(rf".*/dashboard/ns/{ns}/r/typed$"))
+    git = Git(tmp_path / "home")
+    with server.client() as c:
+        made = c.get(server.ns_url(ns) + "/repos/typed").json()["result"]
+        minted = c.post(server.ns_url(ns) + "/tokens", json={"repo": "typed", "scope": "write"}).json()["result"]
+    work = tmp_path / "work"
+    git.new_work(work, {"README.md": "# typed\n", "src/wide.py": "x = '" + "w" * 400 + "'\n"})
+    push(git, Repo(server, "typed", made["id"], made["remote"], minted["plaintext"], ns), work,
+         "HEAD:refs/heads/main")
+    # At a phone's width no page scrolls sideways (wide code scrolls inside its own box).
+    phone = browser.new_context(viewport={"width": 380, "height": 800}, storage_state=context.storage_state())
+    small = phone.new_page()
+    base = f"{server.url}/dashboard/ns/{ns}/r/typed"
+    for url in (server.url + "/dashboard", f"{server.url}/dashboard/ns/{ns}", base, base + "/tree",
+                base + "/file?path=src/wide.py", base + "/log", base + "/refs", base + "/tokens",
+                base + "/compare", base + "/analytics", server.url + "/dashboard/subscriptions"):
+        small.goto(url)
+        assert small.evaluate("document.documentElement.scrollWidth") <= 380, url
+        assert_labelled(small)
+    small.goto(base)
+    small.screenshot(path=str(shots / "phone-repo.png"), full_page=True)
+    phone.close()
+    context.close()

@@ -54,6 +54,11 @@ def set_session(request: Request, response: Response, session: Session) -> None:
 
 
 def clear_session(request: Request, response: Response) -> None:
+    """Drop the request's session cookie, if it sent one: a request without it (another
+    site's link or form, whose requests carry no SameSite=Strict cookie) must not sign the
+    browser out."""
+    if not session_id(request):
+        return
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict",
                            secure=_secure(request))
 
