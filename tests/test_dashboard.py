@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 
 from tests.dashboardutil import csrf_of, signed_in
+from tests.gitutil import Git, Repo, bearer, create_repo
 from tests.harness import Server, start_server
+from tests.seed import push
 
 COOKIE = "artifactd_session"
 
@@ -268,3 +270,48 @@ def test_repo_search_is_a_name_prefix_in_name_order(server: Server, unique_name:
     assert r.status_code == 400 and "cursor" in r.text
     r = client.get(f"/dashboard/ns/{ns}?search=" + "a" * 65)
     assert r.status_code == 400 and "search" in r.text
+
+
+def test_merge_form_refuses_a_moved_target_a_conflict_and_bad_fields(
+        sqlite_server: Server, unique_name: str, tmp_path: Path) -> None:
+    server = sqlite_server
+    parent_name, fork_name = "mg-" + unique_name[-6:], "mg-" + unique_name[-6:] + "-f"
+    git = Git(tmp_path / "home")
+    parent = create_repo(server, parent_name)
+    pwork = tmp_path / "p"
+    git.new_work(pwork, {"a.txt": "base\n"})
+    push(git, parent, pwork, "HEAD:refs/heads/main")
+    with server.client() as c:
+        made = c.post(f"/repos/{parent_name}/fork", json={"name": fork_name}).json()["result"]
+    fork = Repo(server, fork_name, made["id"], made["remote"], made["token"])
+    fwork = tmp_path / "f"
+    git.run("-c", bearer(fork.token), "clone", "-q", fork.remote, str(fwork))
+    git.commit_files(fwork, {"a.txt": "fork\n"}, "Fork edits a")
+    push(git, fork, fwork, "HEAD:refs/heads/main")
+    client = signed_in(server)
+    page = client.get(f"/dashboard/ns/default/r/{fork_name}/compare")
+    assert page.status_code == 200 and "Merges cleanly" in page.text
+    compared = re.search(r'name="expected_head" value="([0-9a-f]{40})"', page.text)
+    assert compared
+    form = {"csrf": csrf_of(page.text), "head": f"{fork_name}:main", "target": "main",
+            "expected_head": compared.group(1)}
+    # The parent moves (an edit of the same line) after the page was shown.
+    git.commit_files(pwork, {"a.txt": "parent\n"}, "Parent edits a")
+    push(git, parent, pwork, "HEAD:refs/heads/main")
+    moved = git.out("rev-parse", "HEAD", cwd=pwork)
+    merge_url = f"/dashboard/ns/default/r/{parent_name}/merge"
+    r = client.post(merge_url, data=form)
+    assert r.status_code == 409 and "expected_head" in r.text
+    for bad, status, text in (({"expected_head": ""}, 400, "compared with"),
+                              ({"head": "../x:main"}, 400, "head"),
+                              ({"strategy": "octopus"}, 400, "strategy")):
+        r = client.post(merge_url, data={**form, "expected_head": moved, **bad})
+        assert r.status_code == status and text in r.text, (bad, r.status_code, r.text[-500:])
+    # Compared again, the page names the conflict and offers no merge form.
+    page = client.get(f"/dashboard/ns/default/r/{fork_name}/compare")
+    assert "Conflicts in 1 file(s)" in page.text and "a.txt" in page.text
+    assert 'action="/dashboard/ns/default/r/' + parent_name + '/merge"' not in page.text
+    r = client.post(merge_url, data={**form, "expected_head": moved})
+    assert r.status_code == 409 and "conflict" in r.text.lower()
+    listed = git.out("-c", bearer(parent.token), "ls-remote", parent.remote, "refs/heads/main")
+    assert listed.split() == [moved, "refs/heads/main"]  # nothing was merged

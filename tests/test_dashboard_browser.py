@@ -1,7 +1,7 @@
 """The dashboard in a real browser (Debian's chromium, headless, driven by Playwright) against a
 real server: sign in, create, push with the git CLI, browse, diff, tokens, fork, delete, and
 hostile names and contents that must render as text. Screenshots go to a temp directory
-(printed), two of them are kept in docs/."""
+(printed); a few of them are kept in docs/ (dashboard-*.png)."""
 
 from __future__ import annotations
 
@@ -218,10 +218,16 @@ def test_read_token_sees_no_write_buttons(browser: Any, sqlite_server: Server, u
     with server.client() as c:
         assert c.post(server.ns_url(ns) + "/repos", json={"name": "seen"}).status_code == 200
     page = new_page(browser, server, server.read_token)
-    for path in ("/dashboard", f"/dashboard/ns/{ns}", f"/dashboard/ns/{ns}/r/seen", f"/dashboard/ns/{ns}/r/seen/tokens"):
+    with server.client() as c:
+        sub = c.post(server.account_url + "/subscriptions", json={
+            "name": "seen-sub", "source": {"type": "artifacts"}, "destination": {"type": "queue"}})
+        assert sub.status_code == 201, sub.text
+    for path in ("/dashboard", f"/dashboard/ns/{ns}", f"/dashboard/ns/{ns}/r/seen", f"/dashboard/ns/{ns}/r/seen/tokens",
+                 "/dashboard/subscriptions", "/dashboard/subscriptions/" + sub.json()["result"]["id"]):
         page.goto(server.url + path)
         buttons = page.locator("main button").all_inner_texts()
-        assert [b for b in buttons if b not in ("Apply", "Copy")] == [], (path, buttons)
+        assert [b for b in buttons if b not in ("Apply", "Copy", "Compare")] == [], (path, buttons)
+        assert page.locator("main form[method=post]").count() == 0, path
     page.context.close()
 
 
@@ -287,7 +293,8 @@ def hooks_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop()
 
 
-def test_subscriptions_and_delivery_log(browser: Any, hooks_server: Server, unique_name: str) -> None:
+def test_subscriptions_and_delivery_log(browser: Any, hooks_server: Server, unique_name: str,
+                                        shots: Path) -> None:
     server = hooks_server
     name = "hook " + unique_name[-6:] + XSS
     receiver = Receiver()
@@ -330,6 +337,8 @@ def test_subscriptions_and_delivery_log(browser: Any, hooks_server: Server, uniq
                 break
             page.wait_for_timeout(200)
         assert "delivered" in page.locator("table.deliveries tbody tr").first.inner_text()
+        page.screenshot(path=str(shots / "subscription.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1100  # a long name wraps
         page.get_by_label("to confirm").fill(name)
         page.get_by_role("button", name="Delete this subscription").click()
         page.wait_for_url(server.url + "/dashboard/subscriptions")
