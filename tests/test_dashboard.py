@@ -225,6 +225,9 @@ def test_activity_charts_are_server_rendered_svg(server: Server, unique_name: st
     assert repo_page.status_code == 200
     assert repo_page.text.count('<rect class="bar"') == 24
     assert "<td>create</td>" in repo_page.text
+    # Each event type's share is an SVG bar; the busiest type's is full width.
+    widths = [float(w) for w in re.findall(r'<svg class="meter"[^>]*><rect class="share" x="0" y="0" height="10" width="([0-9.]+)"', repo_page.text)]
+    assert widths and max(widths) == 100.0
     ns_page = client.get(f"/dashboard/ns/{ns}/analytics")
     assert ns_page.status_code == 200
     rows = re.findall(r'/r/([a-z]+)/analytics">[a-z]+</a></td><td>(\d+)</td>', ns_page.text)
