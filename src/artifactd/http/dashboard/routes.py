@@ -63,7 +63,7 @@ async def login(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     backend: Backend = request.app.state.backend
-    session = sessions.read_session(backend, request)
+    session = await run_in_threadpool(sessions.read_session, backend, request)
     if session is not None:
         try:
             form = await read_form(request)
