@@ -1,18 +1,22 @@
-"""Dashboard security over plain HTTP against a real server: sessions (signed, expiring,
-tamper-proof), CSRF on every form, read tokens refused on every write, headers."""
+"""Dashboard security over plain HTTP against a real server: sessions (server-side, expiring,
+holding no token), CSRF on every form, read tokens refused on every write, headers."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from tests.dashboardutil import csrf_of, signed_in
+from tests.gitutil import Git, Repo, bearer, create_repo
 from tests.harness import Server, start_server
+from tests.seed import push
 
 COOKIE = "artifactd_session"
 
@@ -96,32 +100,50 @@ def test_tampered_and_expired_cookies_are_no_session(sqlite_server: Server, uniq
     client = signed_in(sqlite_server)
     csrf = csrf_of(client.get("/dashboard").text)
     good = client.cookies[COOKIE]
-    payload, _, rest = good.partition(".")
-    tampered = payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB") + "." + rest
-    secret = _secret(sqlite_server)
-
-    class Old(TimestampSigner):
-        def get_timestamp(self) -> int:
-            return int(time.time()) - 9 * 3600
-
-    old = URLSafeTimedSerializer(secret, salt="artifactd.dashboard.session", signer=Old)
-    token_and_csrf = URLSafeTimedSerializer(secret, salt="artifactd.dashboard.session").loads(good)
-    expired = old.dumps(token_and_csrf)
-    forged = URLSafeTimedSerializer("not-the-secret", salt="artifactd.dashboard.session").dumps(token_and_csrf)
-    for value in (tampered, str(expired), str(forged), "garbage"):
+    tampered = good[:-2] + ("AA" if good[-2:] != "AA" else "BB")
+    expiring = signed_in(sqlite_server)
+    expired = expiring.cookies[COOKIE]
+    with _db(sqlite_server) as db:  # the server's clock decides, whatever the browser keeps
+        db.execute("UPDATE dashboard_sessions SET expires_us = ? WHERE id_hash = ?",
+                   (int(time.time() * 1e6) - 1, hashlib.sha256(expired.encode()).hexdigest()))
+    for value in (tampered, expired, "garbage", "x" * 5000, ""):
         with httpx.Client(base_url=sqlite_server.url, cookies={COOKIE: value}) as c:
             r = c.get("/dashboard")
             assert r.status_code == 303 and r.headers["location"].startswith("/dashboard/login")
             r = c.post(f"/dashboard/ns/{ns}/r/keep/delete", data={"csrf": csrf, "confirm": "keep"})
-            assert r.status_code == 403
+            assert r.status_code == 403 and "sign in again" in r.text
     assert _repo_names(sqlite_server, ns) == ["keep"]
+    assert client.get("/dashboard").status_code == 200  # the untouched session still works
 
 
-def _secret(server: Server) -> str:
-    with sqlite3.connect(server.data_dir / "artifactd.db") as db:
-        row = db.execute("SELECT value FROM server_settings WHERE key = 'dashboard_session_secret'").fetchone()
-    assert row is not None
-    return str(row[0])
+def test_session_is_server_side_and_holds_no_token(sqlite_server: Server) -> None:
+    minted = sqlite_server.new_api_token("edit")
+    client = signed_in(sqlite_server, minted["token"])
+    cookie = client.cookies[COOKIE]
+    secret_part = minted["token"].rsplit("_", 1)[-1]
+    assert secret_part not in cookie and len(cookie) < 64  # a random id, not signed data
+    with _db(sqlite_server) as db:
+        rows = db.execute("SELECT * FROM dashboard_sessions").fetchall()
+        assert rows and not any(secret_part in str(row) for row in rows)
+        assert not db.execute("SELECT 1 FROM server_settings WHERE value LIKE ?",
+                              (f"%{secret_part}%",)).fetchall()
+    # A copy of the cookie dies with the sign-out: the server deleted the session.
+    copy = httpx.Client(base_url=sqlite_server.url, cookies={COOKIE: cookie})
+    assert copy.get("/dashboard").status_code == 200
+    out = client.post("/dashboard/logout", data={"csrf": csrf_of(client.get("/dashboard").text)})
+    assert out.status_code == 303
+    assert copy.get("/dashboard").status_code == 303
+    copy.close()
+
+
+@contextmanager
+def _db(server: Server) -> Iterator[sqlite3.Connection]:
+    db = sqlite3.connect(server.data_dir / "artifactd.db", timeout=30)
+    try:
+        yield db
+        db.commit()
+    finally:
+        db.close()
 
 
 def test_read_token_is_refused_on_every_write(server: Server, unique_name: str) -> None:
@@ -140,11 +162,20 @@ def test_read_token_is_refused_on_every_write(server: Server, unique_name: str) 
         f"/dashboard/ns/{ns}/r/keep/delete": {"confirm": "keep"},
         f"/dashboard/ns/{ns}/r/keep/tokens": {"scope": "write", "ttl": "60"},
         f"/dashboard/ns/{ns}/r/keep/tokens/0123456789abcdef/revoke": {},
+        f"/dashboard/ns/{ns}/r/keep/merge": {"head": "keep:main", "expected_head": "0" * 40},
+        "/dashboard/subscriptions": {"name": "made", "destination": "queue"},
+        "/dashboard/subscriptions/0123456789abcdef/pause": {},
+        "/dashboard/subscriptions/0123456789abcdef/resume": {},
+        "/dashboard/subscriptions/0123456789abcdef/redeliver": {"event_id": "evt_x"},
+        "/dashboard/subscriptions/0123456789abcdef/delete": {"confirm": "made"},
     }
     for path, data in writes.items():
         r = client.post(path, data={**data, "csrf": csrf})
         assert r.status_code == 403 and "read permission" in r.text, path
     assert _repo_names(sqlite_server, ns) == ["keep"]
+    with sqlite_server.client() as c:
+        listed = c.get(sqlite_server.account_url + "/subscriptions")
+        assert all(s["name"] != "made" for s in listed.json()["result"])
 
 
 def test_revoked_api_token_ends_the_session(sqlite_server: Server) -> None:
@@ -194,6 +225,9 @@ def test_activity_charts_are_server_rendered_svg(server: Server, unique_name: st
     assert repo_page.status_code == 200
     assert repo_page.text.count('<rect class="bar"') == 24
     assert "<td>create</td>" in repo_page.text
+    # Each event type's share is an SVG bar; the busiest type's is full width.
+    widths = [float(w) for w in re.findall(r'<svg class="meter"[^>]*><rect class="share" x="0" y="0" height="10" width="([0-9.]+)"', repo_page.text)]
+    assert widths and max(widths) == 100.0
     ns_page = client.get(f"/dashboard/ns/{ns}/analytics")
     assert ns_page.status_code == 200
     rows = re.findall(r'/r/([a-z]+)/analytics">[a-z]+</a></td><td>(\d+)</td>', ns_page.text)
@@ -216,3 +250,71 @@ def test_cookies_are_secure_behind_an_https_public_url(tmp_path: Path) -> None:
         assert "Secure" in cookie and "HttpOnly" in cookie
     finally:
         server.stop()
+
+
+def test_repo_search_is_a_name_prefix_in_name_order(server: Server, unique_name: str) -> None:
+    sqlite_server = server  # both databases: the range must be exact under each collation
+    ns = _ns(unique_name)
+    for name in ("alpha-2", "alpha-1", "beta-alpha", "a_b", "axb", "alpha.z", "Alpha-3"):
+        _create(sqlite_server, ns, name)
+    client = signed_in(sqlite_server)
+
+    def names(query: str) -> list[str]:
+        r = client.get(f"/dashboard/ns/{ns}?{query}")
+        assert r.status_code == 200, r.text
+        return re.findall(r'<td><a href="[^"]+">([^<]+)</a>', r.text)
+
+    assert names("search=alpha") == ["alpha-1", "alpha-2", "alpha.z"]
+    assert names("search=alpha&direction=desc") == ["alpha.z", "alpha-2", "alpha-1"]
+    assert names("search=a_") == ["a_b"]  # no wildcard: '_' is itself
+    assert names("search=%25") == []
+    assert names("search=Alpha") == ["Alpha-3"]
+    r = client.get(f"/dashboard/ns/{ns}?search=alpha&cursor=forged")
+    assert r.status_code == 400 and "cursor" in r.text
+    r = client.get(f"/dashboard/ns/{ns}?search=" + "a" * 65)
+    assert r.status_code == 400 and "search" in r.text
+
+
+def test_merge_form_refuses_a_moved_target_a_conflict_and_bad_fields(
+        sqlite_server: Server, unique_name: str, tmp_path: Path) -> None:
+    server = sqlite_server
+    parent_name, fork_name = "mg-" + unique_name[-6:], "mg-" + unique_name[-6:] + "-f"
+    git = Git(tmp_path / "home")
+    parent = create_repo(server, parent_name)
+    pwork = tmp_path / "p"
+    git.new_work(pwork, {"a.txt": "base\n"})
+    push(git, parent, pwork, "HEAD:refs/heads/main")
+    with server.client() as c:
+        made = c.post(f"/repos/{parent_name}/fork", json={"name": fork_name}).json()["result"]
+    fork = Repo(server, fork_name, made["id"], made["remote"], made["token"])
+    fwork = tmp_path / "f"
+    git.run("-c", bearer(fork.token), "clone", "-q", fork.remote, str(fwork))
+    git.commit_files(fwork, {"a.txt": "fork\n"}, "Fork edits a")
+    push(git, fork, fwork, "HEAD:refs/heads/main")
+    client = signed_in(server)
+    page = client.get(f"/dashboard/ns/default/r/{fork_name}/compare")
+    assert page.status_code == 200 and "Merges cleanly" in page.text
+    compared = re.search(r'name="expected_head" value="([0-9a-f]{40})"', page.text)
+    assert compared
+    form = {"csrf": csrf_of(page.text), "head": f"{fork_name}:main", "target": "main",
+            "expected_head": compared.group(1)}
+    # The parent moves (an edit of the same line) after the page was shown.
+    git.commit_files(pwork, {"a.txt": "parent\n"}, "Parent edits a")
+    push(git, parent, pwork, "HEAD:refs/heads/main")
+    moved = git.out("rev-parse", "HEAD", cwd=pwork)
+    merge_url = f"/dashboard/ns/default/r/{parent_name}/merge"
+    r = client.post(merge_url, data=form)
+    assert r.status_code == 409 and "expected_head" in r.text
+    for bad, status, text in (({"expected_head": ""}, 400, "compared with"),
+                              ({"head": "../x:main"}, 400, "head"),
+                              ({"strategy": "octopus"}, 400, "strategy")):
+        r = client.post(merge_url, data={**form, "expected_head": moved, **bad})
+        assert r.status_code == status and text in r.text, (bad, r.status_code, r.text[-500:])
+    # Compared again, the page names the conflict and offers no merge form.
+    page = client.get(f"/dashboard/ns/default/r/{fork_name}/compare")
+    assert "Conflicts in 1 file(s)" in page.text and "a.txt" in page.text
+    assert 'action="/dashboard/ns/default/r/' + parent_name + '/merge"' not in page.text
+    r = client.post(merge_url, data={**form, "expected_head": moved})
+    assert r.status_code == 409 and "conflict" in r.text.lower()
+    listed = git.out("-c", bearer(parent.token), "ls-remote", parent.remote, "refs/heads/main")
+    assert listed.split() == [moved, "refs/heads/main"]  # nothing was merged

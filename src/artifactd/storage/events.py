@@ -113,9 +113,15 @@ class EventStore:
         aggregates: dict[str, ColumnElement[Any]] = {
             "count": count, "sum_durationMs": total, "avg_durationMs": average,
         }
+        grouped = dict(zip(group_by, dims, strict=True))
         order_by = []
         for wanted in order:
+            # A grouped dimension is ordered by its label: a second copy of its expression
+            # has bind parameters of its own, which PostgreSQL does not see as the GROUP BY
+            # expression ("must appear in the GROUP BY clause").
             column = aggregates.get(wanted.key)
+            if column is None:
+                column = grouped.get(wanted.key)
             if column is None:
                 column = dimension_expr(wanted.key)
             order_by.append(column.desc() if wanted.descending else column.asc())

@@ -217,3 +217,16 @@ event_deliveries = Table(
     Index("ix_event_deliveries_subscription", "subscription_id", "id"),
     Index("ix_event_deliveries_pending", "outcome", "subscription_id"),
 )
+
+# A dashboard sign-in (docs/dashboard.md): the cookie holds a random id, this row its hash and
+# the API token's row (never the token itself), so a copy of the database signs no one in.
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("token_id", String(16), nullable=False),  # api_tokens.id
+    Column("csrf", String(64), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    Index("ix_dashboard_sessions_expires", "expires_us"),
+)

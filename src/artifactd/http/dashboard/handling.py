@@ -1,9 +1,10 @@
 """How every dashboard request is handled: session, API token, CSRF, permission, errors.
 
 A view is ``async (Ctx) -> Response``. ``view`` wraps it: a request without a valid session
-is sent to the sign-in page (a GET) or refused (a POST); the session's API token is checked
-like a REST request's (``accounts.authenticate_any``); every POST must carry the session's
-CSRF token in its ``csrf`` field and, when ``write``, a token with edit permission. Domain
+is sent to the sign-in page (a GET) or refused (a POST); the session row is read with its
+API token's row, so a revoked token is no session (``services/dashboard_sessions.py``);
+every POST must carry the session's CSRF token in its ``csrf`` field and, when ``write``, a
+token with edit permission. Domain
 errors become an error page with the REST route's status and message.
 """
 
@@ -21,7 +22,6 @@ from starlette.responses import RedirectResponse, Response
 
 from artifactd.errors import (
     ArtifactdError,
-    AuthenticationError,
     Code,
     PayloadTooLarge,
     PermissionDenied,
@@ -33,6 +33,7 @@ from artifactd.http.errors import status_for
 from artifactd.services import accounts
 from artifactd.services.accounts import Principal
 from artifactd.services.backend import Backend
+from artifactd.services.dashboard_sessions import Session
 
 log = logging.getLogger("artifactd.dashboard")
 MAX_FORM_BYTES = 64 << 10  # every dashboard form is a few short fields
@@ -45,7 +46,7 @@ class Ctx:
     request: Request
     backend: Backend
     principal: Principal
-    session: sessions.Session
+    session: Session
     form: dict[str, str]
 
     @property
@@ -113,33 +114,26 @@ def signed_out(request: Request) -> Response:
 def view(handler: View, *, write: bool = False) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
         backend: Backend = request.app.state.backend
-        session = sessions.read_session(backend, request)
+        if backend.meta.inline_ok:
+            session = sessions.read_session(backend, request)
+        else:
+            session = await run_in_threadpool(sessions.read_session, backend, request)
         if session is None:
             if request.method == "GET":
                 return signed_out(request)
-            return error_page(403, "Not signed in",
-                              "Your session is missing, expired or invalid: sign in again.")
-        try:
-            form: dict[str, str] = {}
-            if request.method == "POST":
-                try:
-                    form = await read_form(request)
-                except ValueError:
-                    return error_page(400, "Bad form", "The form has too many fields.")
-            authorization = "Bearer " + session.api_token
-            if backend.meta.inline_ok:
-                principal = accounts.authenticate_any(backend, authorization)
-            else:
-                principal = await run_in_threadpool(accounts.authenticate_any, backend, authorization)
-        except AuthenticationError:  # the API token was revoked since sign-in
-            if request.method == "GET":
-                return signed_out(request)
-            refused = error_page(403, "Not signed in", "This session's API token is no longer "
-                                 "valid: sign in again. Nothing was changed.")
+            refused = error_page(403, "Not signed in", "Your session is missing, expired or "
+                                 "invalid: sign in again. Nothing was changed.")
             sessions.clear_session(request, refused)
             return refused
-        except ArtifactdError as exc:
-            return error_page(status_for(exc), "Request refused", exc.message)
+        form: dict[str, str] = {}
+        if request.method == "POST":
+            try:
+                form = await read_form(request)
+            except ValueError:
+                return error_page(400, "Bad form", "The form has too many fields.")
+            except ArtifactdError as exc:
+                return error_page(status_for(exc), "Request refused", exc.message)
+        principal = session.principal
         ctx = Ctx(request, backend, principal, session, form)
         try:
             if request.method == "POST":

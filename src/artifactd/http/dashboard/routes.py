@@ -10,11 +10,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from artifactd.errors import ArtifactdError
+from artifactd.http.dashboard import events, merging, views
 from artifactd.http.dashboard import session as sessions
-from artifactd.http.dashboard import views
 from artifactd.http.dashboard.handling import error_page, read_form, redirect, view
 from artifactd.http.dashboard.render import HEADERS, page, pygments_css
-from artifactd.services import accounts
+from artifactd.services import dashboard_sessions
 from artifactd.services.backend import Backend
 
 STATIC_TYPES = {"css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8"}
@@ -48,23 +48,22 @@ async def login(request: Request) -> Response:
                           "reload it and sign in again.")
     token = form.get("token", "").strip()
     try:
-        authorization = "Bearer " + token
         if backend.meta.inline_ok:
-            accounts.authenticate_any(backend, authorization)
+            session = dashboard_sessions.sign_in(backend, token)
         else:
-            await run_in_threadpool(accounts.authenticate_any, backend, authorization)
+            session = await run_in_threadpool(dashboard_sessions.sign_in, backend, token)
     except ArtifactdError:
         return page("login.html", 401, principal=None, csrf=expected, can_edit=False,
                     next=_safe_next(form.get("next")),
                     message="That API token is not valid (unknown, revoked or mistyped).")
     response = redirect(_safe_next(form.get("next")))
-    sessions.set_session(backend, request, response, sessions.new_session(token))
+    sessions.set_session(request, response, session)
     return response
 
 
 async def logout(request: Request) -> Response:
     backend: Backend = request.app.state.backend
-    session = sessions.read_session(backend, request)
+    session = await run_in_threadpool(sessions.read_session, backend, request)
     if session is not None:
         try:
             form = await read_form(request)
@@ -72,6 +71,8 @@ async def logout(request: Request) -> Response:
             form = {}
         if not sessions.same_token(session.csrf, form.get("csrf")):
             return error_page(403, "Form refused", "Sign-out needs this session's CSRF token.")
+        # The row goes: the cookie, wherever a copy of it is, is no session any more.
+        await run_in_threadpool(dashboard_sessions.sign_out, backend, session.id)
     signed_out = redirect("/dashboard/login")
     sessions.clear_session(request, signed_out)
     return signed_out
@@ -99,6 +100,8 @@ async def root(_request: Request) -> Response:
 
 NS = "/dashboard/ns/{namespace}"
 REPO = NS + "/r/{name}"
+SUBS = "/dashboard/subscriptions"
+SUB = SUBS + "/{subscription_id}"
 routes: list[BaseRoute] = [
     Route("/", root, methods=["GET"]),
     Route("/dashboard/login", login_form, methods=["GET"]),
@@ -124,4 +127,13 @@ routes: list[BaseRoute] = [
     Route(REPO + "/tokens/{token_id}/revoke", view(views.revoke_token, write=True), methods=["POST"]),
     Route(REPO + "/fork", view(views.fork_repo, write=True), methods=["POST"]),
     Route(REPO + "/delete", view(views.delete_repo, write=True), methods=["POST"]),
+    Route(REPO + "/compare", view(merging.compare_page), methods=["GET"]),
+    Route(REPO + "/merge", view(merging.merge_repo, write=True), methods=["POST"]),
+    Route(SUBS, view(events.subscriptions_page), methods=["GET"]),
+    Route(SUBS, view(events.create_subscription, write=True), methods=["POST"]),
+    Route(SUB, view(events.subscription_page), methods=["GET"]),
+    Route(SUB + "/pause", view(events.pause_subscription, write=True), methods=["POST"]),
+    Route(SUB + "/resume", view(events.resume_subscription, write=True), methods=["POST"]),
+    Route(SUB + "/redeliver", view(events.redeliver_event, write=True), methods=["POST"]),
+    Route(SUB + "/delete", view(events.delete_subscription, write=True), methods=["POST"]),
 ]

@@ -1,10 +1,10 @@
-"""Dashboard sessions: a signed cookie that carries the API token, and CSRF tokens.
+"""Dashboard cookies: the session cookie (a random id of a session the server keeps,
+``services/dashboard_sessions.py``), the login form's CSRF cookie, and CSRF comparisons.
 
-The cookie is ``itsdangerous``-signed with a server secret kept in the metadata store (one
-per data dir, shared by every worker) and stamped with its creation time, which the server
-checks against ``SESSION_SECONDS`` whatever the browser keeps: a cookie that fails the
-signature or is older is no session at all. The API token inside is checked again on every
-request (``accounts.authenticate_any``), so revoking it ends the session at once.
+The session cookie holds no token and no signed data: only a random 256-bit id, whose hash
+names a server-side row with the expiry, the CSRF token and the API token's id. A tampered,
+expired, signed-out or unknown id is no session at all. Revoking the API token ends every
+session made with it at once.
 
 Each session has a random CSRF token, sent in a hidden field of every form and compared in
 constant time on every POST. Before sign-in, the login form uses a double-submit token (a
@@ -16,58 +16,27 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from dataclasses import dataclass
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
+from artifactd.services import dashboard_sessions
 from artifactd.services.backend import Backend
+from artifactd.services.dashboard_sessions import SESSION_SECONDS, Session
 
 SESSION_COOKIE = "artifactd_session"
 LOGIN_COOKIE = "artifactd_login"
-SESSION_SECONDS = 8 * 3600
 LOGIN_SECONDS = 3600
 COOKIE_PATH = "/dashboard"
-_SECRET_SETTING = "dashboard_session_secret"  # noqa: S105  # a settings key, not a secret
-_SERIALIZER_KEY = "dashboard.serializer"
 
 
-@dataclass(frozen=True)
-class Session:
-    api_token: str
-    csrf: str
-
-
-def _serializer(backend: Backend) -> URLSafeTimedSerializer:
-    existing = backend.extras.get(_SERIALIZER_KEY)
-    if isinstance(existing, URLSafeTimedSerializer):
-        return existing
-    secret = backend.meta.get_or_create_setting(_SECRET_SETTING, secrets.token_hex(32))
-    made = URLSafeTimedSerializer(secret, salt="artifactd.dashboard.session")
-    backend.extras[_SERIALIZER_KEY] = made
-    return made
-
-
-def new_session(api_token: str) -> Session:
-    return Session(api_token, secrets.token_urlsafe(24))
+def session_id(request: Request) -> str:
+    return request.cookies.get(SESSION_COOKIE, "")
 
 
 def read_session(backend: Backend, request: Request) -> Session | None:
-    """The request's session, or None when it has none, or a tampered or expired one."""
-    raw = request.cookies.get(SESSION_COOKIE)
-    if not raw or len(raw) > 4096:
-        return None
-    try:
-        data = _serializer(backend).loads(raw, max_age=SESSION_SECONDS)
-    except BadSignature:  # also SignatureExpired
-        return None
-    if not isinstance(data, dict):
-        return None
-    token, csrf = data.get("t"), data.get("c")
-    if not isinstance(token, str) or not isinstance(csrf, str):
-        return None
-    return Session(token, csrf)
+    """The request's live session, or None (none, tampered, expired, signed out, revoked)."""
+    return dashboard_sessions.find(backend, session_id(request))
 
 
 def _secure(request: Request) -> bool:
@@ -76,16 +45,20 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https" or backend.settings.effective_public_url.startswith("https://")
 
 
-def set_session(backend: Backend, request: Request, response: Response, session: Session) -> None:
-    value = _serializer(backend).dumps({"t": session.api_token, "c": session.csrf})
+def set_session(request: Request, response: Response, session: Session) -> None:
     response.set_cookie(
-        SESSION_COOKIE, str(value), max_age=SESSION_SECONDS, path=COOKIE_PATH, httponly=True,
+        SESSION_COOKIE, session.id, max_age=SESSION_SECONDS, path=COOKIE_PATH, httponly=True,
         samesite="strict", secure=_secure(request),
     )
     response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
 
 
 def clear_session(request: Request, response: Response) -> None:
+    """Drop the request's session cookie, if it sent one: a request without it (another
+    site's link or form, whose requests carry no SameSite=Strict cookie) must not sign the
+    browser out."""
+    if not session_id(request):
+        return
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict",
                            secure=_secure(request))
 

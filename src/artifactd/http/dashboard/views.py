@@ -17,7 +17,17 @@ from artifactd.http.dashboard.handling import Ctx, redirect
 from artifactd.http.dashboard.render import HIGHLIGHTS, SHOW_MAX, highlighted
 from artifactd.http.sniff import SNIFF_BYTES, sniff
 from artifactd.models import ImportRepoRequest
-from artifactd.services import analytics, browse, content, forks, imports, limits, repo_tokens, repos
+from artifactd.services import (
+    analytics,
+    browse,
+    content,
+    forks,
+    imports,
+    limits,
+    repo_search,
+    repo_tokens,
+    repos,
+)
 from artifactd.services.clock import iso, now_us
 from artifactd.services.content import RepoReader, check_path
 from artifactd.services.names import check_name
@@ -63,12 +73,19 @@ async def namespaces(ctx: Ctx) -> Response:
 
 async def repo_list(ctx: Ctx) -> Response:
     namespace = ctx.param("namespace")
-    search, sort = ctx.arg("search"), ctx.arg("sort", "created_at")
-    direction = ctx.arg("direction", "desc")
-    result = await ctx.db(repos.list_repos, ctx.backend, ctx.account_id, namespace,
-                          limit=REPOS_PER_PAGE, cursor=ctx.arg("cursor") or None,
-                          search=search or None, sort=sort, direction=direction)
-    return ctx.render("repos.html", namespace=namespace, repos=result.repos, cursor=result.cursor,
+    search, sort = ctx.arg("search").strip(), ctx.arg("sort", "created_at")
+    direction = ctx.arg("direction") or ("asc" if search else "desc")
+    cursor = ctx.arg("cursor") or None
+    if search:  # a name prefix, in name order: one range of the name index (docs/dashboard.md)
+        check_name(namespace, "namespace", "namespace name")
+        found = await ctx.db(repo_search.search_repos, ctx.backend, ctx.account_id, namespace,
+                             search, limit=REPOS_PER_PAGE, cursor=cursor, direction=direction)
+        rows, next_cursor, sort = found.repos, found.cursor, "name"
+    else:
+        result = await ctx.db(repos.list_repos, ctx.backend, ctx.account_id, namespace,
+                              limit=REPOS_PER_PAGE, cursor=cursor, sort=sort, direction=direction)
+        rows, next_cursor = result.repos, result.cursor
+    return ctx.render("repos.html", namespace=namespace, repos=rows, cursor=next_cursor,
                       search=search, sort=sort, direction=direction, sorts=repos.SORT_FIELDS,
                       repo_url=repo_url)
 
@@ -344,9 +361,7 @@ async def analytics_page(ctx: Ctx) -> Response:
     where = [Condition("repositoryNamespace", "=", namespace), Condition("datetime", ">=", first_hour)]
     if repo is not None:
         where.append(Condition("repositoryName", "=", repo.name))
-    # Ordered by count, not by the hour: ordering by a time bucket fails on PostgreSQL in
-    # EventStore.aggregate (the bucket expression is bound twice); every bucket fits anyway.
-    hourly = await ctx.db(_groups, ctx, where, ["datetimeHour"], [Order("count", True)],
+    hourly = await ctx.db(_groups, ctx, where, ["datetimeHour"], [Order("datetimeHour", False)],
                           ANALYTICS_HOURS + 1)
     counts = {row["dimensions"]["datetimeHour"][:13]: int(row["count"]) for row in hourly}
     points = []
