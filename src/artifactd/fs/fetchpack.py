@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-import httpx
+from artifactd.fs.wire import Remote
 
 OBJ_BLOB, OBJ_OFS_DELTA, OBJ_REF_DELTA = 3, 6, 7
 WINDOW = 1 << 16
@@ -161,10 +161,10 @@ def parse_pack(pack: bytes) -> list[bytes]:
     return [data for kind, data in by_offset.values() if kind == OBJ_BLOB]
 
 
-def fetch(client: httpx.Client, url: str, oids: list[str]) -> list[bytes]:
-    response = client.post(f"{url}/git-upload-pack", content=request_body(oids), headers={
+def fetch(remote: Remote, oids: list[str]) -> list[bytes]:
+    status, body = remote.request("POST", "/git-upload-pack", request_body(oids), {
         "Content-Type": "application/x-git-upload-pack-request",
         "Accept": "application/x-git-upload-pack-result", "Git-Protocol": "version=2"})
-    if response.status_code != 200:
-        raise PackError(f"HTTP {response.status_code}")
-    return parse_pack(pack_of(response.content))
+    if status != 200:
+        raise PackError(f"HTTP {status}")
+    return parse_pack(pack_of(body))

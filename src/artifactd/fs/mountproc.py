@@ -27,6 +27,7 @@ from artifactd.fs.index import write_index
 from artifactd.fs.inputs import InputError
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.tree import Entry, Tree, list_tree
+from artifactd.fs.wire import Remote
 
 DEFAULT_CACHE_BYTES = 2 << 30
 RACY_MARGIN = 2  # seconds: an mtime this far before the index keeps git from re-reading files
@@ -44,29 +45,32 @@ def local_blobs(git_dir: Path) -> set[str]:
 
 def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[ArtifactFS, Hydrator]:
     git_dir = state.git_dir(config.name)
-    commit = run_git(["--git-dir", str(git_dir), "rev-parse", "--verify", "--end-of-options",
-                      f"refs/heads/{config.branch}^{{commit}}"]).decode().strip()
-    commit_time = int(run_git(["--git-dir", str(git_dir), "log", "-1", "--format=%ct", commit]).strip())
+    head = run_git(["--git-dir", str(git_dir), "log", "-1", "--format=%H %ct", "--end-of-options",
+                    f"refs/heads/{config.branch}^{{commit}}", "--"]).decode().split()
+    commit, commit_time = head[0], int(head[1])
     entries = list_tree(git_dir, commit)
     blob_oids = sorted({e.oid for e in entries if e.kind == "blob"})
     local = local_blobs(git_dir)
     socket = state.credential_socket
     auth = credentials.fill(socket, config.remote)
-    hydrator = Hydrator(git_dir, cache, local, config.remote,
-                        lambda: credentials.fill(socket, config.remote), state.stats_file(config.name))
-    missing = [oid for oid in blob_oids if oid not in local]
     sizes: dict[str, int] = {}
+    hydrator = Hydrator(git_dir, cache, local, config.remote,
+                        lambda: credentials.fill(socket, config.remote), state.stats_file(config.name), sizes)
+    missing = [oid for oid in blob_oids if oid not in local]
+    remote = Remote(config.remote, auth, objectinfo.TIMEOUT)
     if missing:
         try:
-            has_object_info = objectinfo.supported(config.remote, auth)
+            has_object_info = objectinfo.supported(remote)
         except objectinfo.ObjectInfoError as exc:
             raise MountError(str(exc)) from exc
         if has_object_info:
-            sizes = objectinfo.sizes(config.remote, auth, missing)
+            sizes.update(objectinfo.sizes(remote, missing))
         else:  # a remote without object-info: sizes only by fetching everything, once
             trio.run(hydrator._hydrate, missing)
+    hydrator.connect(remote)  # kept alive for the first read
+    unsized = [oid for oid in blob_oids if oid not in sizes]  # local ones: never a fetch
     out = run_git(["--git-dir", str(git_dir), "cat-file", "--batch-check=%(objectname) %(objectsize)"],
-                  stdin="".join(f"{oid}\n" for oid in blob_oids if oid not in sizes).encode())
+                  stdin="".join(f"{oid}\n" for oid in unsized).encode()) if unsized else b""
     for line in out.decode().splitlines():
         oid, _, size = line.partition(" ")
         if size.isdigit():
@@ -146,7 +150,6 @@ def main() -> int:
 
 def run(root: Path, name: str, cache_bytes: int) -> int:
     logging.basicConfig(level=logging.INFO, format="artifact-fs: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     try:
         mount(root, name, cache_bytes)
     except (MountError, GitFailed, InputError, objectinfo.ObjectInfoError, OSError) as exc:
