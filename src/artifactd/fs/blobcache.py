@@ -4,13 +4,21 @@ Reads are served from these files. A blob is written from the clone's object sto
 fetch) through ``git cat-file --batch``, checked against its id (SHA-1 of ``blob <size>\\0``
 and the bytes), and renamed into place, so a reader never sees half a file. When the total
 passes ``limit`` bytes the least recently used files go (an open file stays readable).
+
+Blobs received over HTTP (``put``) are addressed by the hash of their bytes, so they are
+verified by construction. They are served from memory at once and written to disk behind,
+by one writer thread: creating a file costs 0.2-2 ms on a busy disk, and a read must not
+wait for the thousands of files of its batch to be created. At most ``MEMORY_BYTES`` wait
+in memory; past that ``put`` waits for the writer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import queue
 import subprocess
 import threading
 from collections import OrderedDict
@@ -20,6 +28,9 @@ from pathlib import Path
 from artifactd.fs.gitcmd import GIT, git_env
 
 CHUNK = 1 << 20
+MEMORY_BYTES = 64 << 20  # blobs received but not yet on disk
+
+log = logging.getLogger("artifact_fs")
 
 
 class BlobCache:
@@ -27,8 +38,14 @@ class BlobCache:
         self.folder = folder
         self.limit = limit
         self.lock = threading.Lock()
+        self.written = threading.Condition(self.lock)
+        self.pending: dict[str, bytes] = {}  # received, not yet on disk: served from here
+        self.pending_bytes = 0
+        self.writes: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.writer: threading.Thread | None = None
         self.used: OrderedDict[str, int] = OrderedDict()  # oid -> size, least recent first
         self.total = 0
+        self.subdirs: set[str] = set()  # the ab/ folders known to exist
         found = []
         for sub in folder.glob("??"):
             for item in sub.iterdir():
@@ -44,6 +61,8 @@ class BlobCache:
 
     def has(self, oid: str) -> bool:
         with self.lock:
+            if oid in self.pending:
+                return True
             if oid in self.used:
                 self.used.move_to_end(oid)
                 return True
@@ -103,20 +122,68 @@ class BlobCache:
             self.used.move_to_end(oid)
         return True
 
-    def put(self, data: bytes) -> str | None:
-        """Store one blob received from the remote; its id, or ``None`` if it is not a blob."""
+    def put(self, data: bytes) -> str:
+        """Keep one blob received from the remote; its id (the hash of its bytes)."""
         oid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 - git's object id
-        target = self.path(oid)
-        target.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(target)
-        with self.lock:
-            if oid not in self.used:
-                self.total += len(data)
-            self.used[oid] = len(data)
-            self.used.move_to_end(oid)
+        with self.written:
+            if oid in self.pending:
+                return oid
+            while self.pending_bytes > MEMORY_BYTES and self.pending:
+                self.written.wait()
+            self.pending[oid] = data
+            self.pending_bytes += len(data)
+            if self.writer is None:
+                self.writer = threading.Thread(target=self._write_behind, name="blob-writer", daemon=True)
+                self.writer.start()
+        self.writes.put(oid)
         return oid
+
+    def forget(self, oid: str) -> None:
+        """``oid``'s file is gone (``evict-cache`` from another process): not cached any more."""
+        with self.lock:
+            size = self.used.pop(oid, None)
+            if size is not None:
+                self.total -= size
+
+    def memory(self, oid: str) -> bytes | None:
+        """The blob's bytes while they are still on their way to disk."""
+        with self.lock:
+            return self.pending.get(oid)
+
+    def _write_behind(self) -> None:
+        while True:
+            oid = self.writes.get()
+            data = self.pending[oid]
+            target = self.path(oid)
+            try:
+                if oid[:2] not in self.subdirs:
+                    target.parent.mkdir(mode=0o700, exist_ok=True)
+                    self.subdirs.add(oid[:2])
+                tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(data)
+                tmp.replace(target)
+            except OSError as exc:  # disk full, say: the blob is fetched again when read
+                log.warning("cannot write blob %s to the cache: %s", oid, exc)
+                stored = False
+            else:
+                stored = True
+            with self.written:
+                if stored:
+                    if oid not in self.used:
+                        self.total += len(data)
+                    self.used[oid] = len(data)
+                    self.used.move_to_end(oid)
+                del self.pending[oid]
+                self.pending_bytes -= len(data)
+                self.written.notify_all()
+            if self.total > self.limit:
+                self.evict(self.limit)
+
+    def flush(self) -> None:
+        """Wait until every received blob is on disk."""
+        with self.written:
+            while self.pending:
+                self.written.wait()
 
     def evict(self, limit: int) -> int:
         """Remove least recently used blobs until at most ``limit`` bytes remain; returns bytes freed."""

@@ -37,7 +37,10 @@ class ArtifactFS(pyfuse3.Operations):
         self.mtime_ns = mtime_ns
         self.uid = os.getuid()
         self.gid = os.getgid()
-        self.handles: dict[int, int] = {}  # fh -> fd of the cache file (-1: the .git file)
+        # fh -> fd of the cache file, or the bytes themselves (the .git file, a blob not yet
+        # written to disk by the cache)
+        self.handles: dict[int, int | bytes] = {}
+        self.prefetched: set[int] = set()  # directories whose files were queued once
         self.next_fh = count(1)
 
     def _attrs(self, inode: int, mode: int, size: int, nlink: int = 1) -> pyfuse3.EntryAttributes:
@@ -110,7 +113,7 @@ class ArtifactFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EROFS)
         fh = next(self.next_fh)
         if inode == GITFILE_INODE:
-            self.handles[fh] = -1
+            self.handles[fh] = self.gitfile
         else:
             node = self._node(inode)
             if not stat.S_ISREG(node.mode):
@@ -123,7 +126,10 @@ class ArtifactFS(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True)
 
     def _prefetch_siblings(self, node: Node) -> None:
-        # Listing never fetches (metadata is free); reading a file warms its directory.
+        # Listing never fetches (metadata is free); reading a file warms its directory, once.
+        if node.parent in self.prefetched:
+            return
+        self.prefetched.add(node.parent)
         budget = PREFETCH_BUDGET
         wanted = []
         for inode in self.tree.nodes[node.parent].children.values():
@@ -133,36 +139,41 @@ class ArtifactFS(pyfuse3.Operations):
                 wanted.append(sibling.oid)
         self.hydrator.prefetch(wanted)
 
-    async def _open_blob(self, node: Node) -> int:
-        if not await self.hydrator.ensure(node.oid):
-            raise pyfuse3.FUSEError(errno.EIO)
-        try:
-            return os.open(self.hydrator.cache.path(node.oid), os.O_RDONLY)
-        except FileNotFoundError:  # evicted between the fetch and the open: fetch it again
+    async def _open_blob(self, node: Node) -> int | bytes:
+        for _ in range(2):  # evicted between the fetch and the open: fetch it again
             if not await self.hydrator.ensure(node.oid):
-                raise pyfuse3.FUSEError(errno.EIO) from None
-            return os.open(self.hydrator.cache.path(node.oid), os.O_RDONLY)
+                raise pyfuse3.FUSEError(errno.EIO)
+            data = self.hydrator.cache.memory(node.oid)
+            if data is not None:
+                return data
+            try:
+                return os.open(self.hydrator.cache.path(node.oid), os.O_RDONLY)
+            except FileNotFoundError:
+                self.hydrator.cache.forget(node.oid)
+        raise pyfuse3.FUSEError(errno.EIO)
 
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
-        fd = self.handles[fh]
-        if fd < 0:
-            return self.gitfile[off:off + size]
-        return os.pread(fd, size, off)
+        handle = self.handles[fh]
+        if isinstance(handle, bytes):
+            return handle[off:off + size]
+        return os.pread(handle, size, off)
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
-        fd = self.handles.pop(fh, -1)
-        if fd >= 0:
-            os.close(fd)
+        handle = self.handles.pop(fh, b"")
+        if isinstance(handle, int):
+            os.close(handle)
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         node = self._node(inode)
         if not stat.S_ISLNK(node.mode):
             raise pyfuse3.FUSEError(errno.EINVAL)
-        fd = await self._open_blob(node)
+        handle = await self._open_blob(node)
+        if isinstance(handle, bytes):
+            return handle
         try:
-            return os.pread(fd, node.size or 4096, 0)
+            return os.pread(handle, node.size or 4096, 0)
         finally:
-            os.close(fd)
+            os.close(handle)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()

@@ -4,7 +4,8 @@ A read that misses queues its blob as urgent and waits for it; other files are q
 background work (``fusefs``, ``mountproc``). ``LANES`` fetches run at once, at most
 ``BACKGROUND_LANES`` of them background ones, so an explicit read always finds a lane
 free: a lane takes every urgent blob queued so far (up to ``MAX_BATCH``), or else the next
-background blobs up to ``BACKGROUND_BATCH`` blobs or ``BACKGROUND_BYTES`` bytes. The reads
+background blobs up to ``BACKGROUND_BATCH`` blobs (fewer for the first batches) or
+``BACKGROUND_BYTES`` bytes; no background batch starts while a read's fetch runs. The reads
 that arrive while a fetch runs ride the next one together. A fetch is one protocol-v2
 request over the lane's kept-alive connection (opened at mount time), its pack decoded in
 memory (``fetchpack``). Blobs of ``STREAM_BYTES`` or more, and any batch the remote will
@@ -35,6 +36,9 @@ MAX_BATCH = 2000
 # Background work goes in bounded batches, so a background answer never grows without end.
 BACKGROUND_BATCH = 2000
 BACKGROUND_BYTES = 8 << 20
+# The first background batch is small and each next one 4x larger, up to BACKGROUND_BATCH:
+# a reader going through files in order finds its next ones early, a long run stays cheap.
+FIRST_BACKGROUND_BATCH = 64
 LANES = 3
 BACKGROUND_LANES = 2  # about two batches in flight; the third lane is kept for reads
 STREAM_BYTES = 32 << 20  # a blob this large is fetched by git, streamed to disk
@@ -60,6 +64,8 @@ class Hydrator:
         self.background: dict[str, None] = {}
         self.in_flight: set[str] = set()
         self.background_lanes = 0
+        self.urgent_lanes = 0
+        self.background_batches = 0  # taken so far: the first ones are small (a ramp)
         self.done: dict[str, trio.Event] = {}
         self.queued = trio.Event()
         self.fetches = 0  # fetch requests sent (each one request round to the remote)
@@ -95,17 +101,19 @@ class Hydrator:
         for oid in oids:
             if oid not in self.in_flight and oid not in self.urgent and not self.cache.has(oid):
                 self.background[oid] = None
-        if self.background and self.background_lanes < BACKGROUND_LANES:
+        if self.background and self.background_lanes < BACKGROUND_LANES and not self.urgent_lanes:
             self.queued.set()
 
     def _take(self) -> tuple[list[str], bool]:
         """The next batch and whether it is background work (empty: nothing to do now)."""
         batch: list[str] = []
         background = not self.urgent
-        if background and self.background_lanes >= BACKGROUND_LANES:
-            self.queued = trio.Event()  # woken by a read, or when a background lane is free
+        # Background work waits while a read's fetch runs: the server answers the read first.
+        if background and (self.background_lanes >= BACKGROUND_LANES or self.urgent_lanes):
+            self.queued = trio.Event()  # woken by a read, or when a lane is free
             return [], True
-        queue, limit = (self.background, BACKGROUND_BATCH) if background else (self.urgent, MAX_BATCH)
+        ramp = min(BACKGROUND_BATCH, FIRST_BACKGROUND_BATCH << (2 * self.background_batches))
+        queue, limit = (self.background, ramp) if background else (self.urgent, MAX_BATCH)
         size = 0
         while queue and len(batch) < limit and size < BACKGROUND_BYTES:
             oid = next(iter(queue))
@@ -115,7 +123,11 @@ class Hydrator:
                 size += self.sizes.get(oid, 0)
         if background and batch:
             self.background_lanes += 1
-        if not self.urgent and (not self.background or self.background_lanes >= BACKGROUND_LANES):
+            self.background_batches += 1
+        elif batch:
+            self.urgent_lanes += 1
+        if not self.urgent and (not self.background or self.background_lanes >= BACKGROUND_LANES
+                                or self.urgent_lanes):
             self.queued = trio.Event()  # woken again by a read, new prefetch or a lane freed
         self.in_flight.update(batch)
         return batch, background
@@ -139,8 +151,10 @@ class Hydrator:
                 self.in_flight.difference_update(batch)
                 if background:
                     self.background_lanes -= 1
-                    if self.background:
-                        self.queued.set()
+                else:
+                    self.urgent_lanes -= 1
+                if self.background or self.urgent:
+                    self.queued.set()
                 for oid in batch:
                     event = self.done.pop(oid, None)
                     if event is not None:
@@ -175,7 +189,6 @@ class Hydrator:
             oid = self.cache.put(data)
             if oid in wanted:
                 stored.add(oid)
-        self.cache.evict(self.cache.limit)
         return stored
 
     def _write_stats(self) -> None:

@@ -30,6 +30,7 @@ from artifactd.fs.tree import Entry, Tree, list_tree
 from artifactd.fs.wire import Remote
 
 DEFAULT_CACHE_BYTES = 2 << 30
+SWITCH_INTERVAL = 0.0005
 RACY_MARGIN = 2  # seconds: an mtime this far before the index keeps git from re-reading files
 
 
@@ -149,6 +150,9 @@ def main() -> int:
 
 
 def run(root: Path, name: str, cache_bytes: int) -> int:
+    # Fetch threads decode packs in Python; the FUSE loop must not wait 5 ms (the default)
+    # for the GIL behind them on every request.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     logging.basicConfig(level=logging.INFO, format="artifact-fs: %(message)s")
     try:
         mount(root, name, cache_bytes)
