@@ -2,10 +2,9 @@
 
 Metadata (lookup, getattr, readdir) comes from the tree and the sizes known at mount time
 and never touches blob bytes. ``open`` and ``readlink`` wait for their blob (urgent);
-opening a file queues its directory's other files as background prefetch within a byte
-budget, and the first read starts the background hydration of the whole tree in priority
-order (``priority.py``), within the cache's bound. Listing alone fetches nothing. The
-root holds a ``.git`` file pointing at the clone, so git commands work inside the mount.
+what is fetched ahead of reads (directories, the tree, the hot set) is ``prefetch.py``'s
+to decide. Listing alone fetches nothing. The root holds a ``.git`` file pointing at the
+clone, so git commands work inside the mount.
 """
 
 from __future__ import annotations
@@ -18,19 +17,17 @@ from itertools import count
 import pyfuse3
 
 from artifactd.fs.hydrate import Hydrator
+from artifactd.fs.prefetch import Prefetcher
 from artifactd.fs.tree import GITFILE_INODE, ROOT_INODE, Node, Tree
 
 CACHE_SECONDS = 300.0  # the view of one commit never changes while mounted
-PREFETCH_BUDGET = 8 << 20  # bytes of a directory's files queued when it is opened
 
 
 class ArtifactFS(pyfuse3.Operations):
     def __init__(self, tree: Tree, hydrator: Hydrator, gitfile: bytes, mtime_ns: int,
-                 warm_order: list[str] | None = None) -> None:
+                 prefetcher: Prefetcher | None = None) -> None:
         super().__init__()
-        # Blobs to hydrate in the background once the first file is read (priority order);
-        # until then the mount fetches nothing, so metadata on a cold mount stays free.
-        self.warm_order = warm_order or []
+        self.prefetcher = prefetcher or Prefetcher(tree, hydrator)
         self.tree = tree
         self.hydrator = hydrator
         self.gitfile = gitfile
@@ -40,7 +37,6 @@ class ArtifactFS(pyfuse3.Operations):
         # fh -> fd of the cache file, or the bytes themselves (the .git file, a blob not yet
         # written to disk by the cache)
         self.handles: dict[int, int | bytes] = {}
-        self.prefetched: set[int] = set()  # directories whose files were queued once
         self.next_fh = count(1)
 
     def _attrs(self, inode: int, mode: int, size: int, nlink: int = 1) -> pyfuse3.EntryAttributes:
@@ -92,6 +88,7 @@ class ArtifactFS(pyfuse3.Operations):
         node = self._node(inode)
         if not node.is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
+        self.prefetcher.opened_dir(node)
         return pyfuse3.FileHandleT(inode)
 
     async def readdir(self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -118,26 +115,10 @@ class ArtifactFS(pyfuse3.Operations):
             node = self._node(inode)
             if not stat.S_ISREG(node.mode):
                 raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.EINVAL)
-            self._prefetch_siblings(node)
-            if self.warm_order:
-                self.hydrator.prefetch(self.warm_order)
-                self.warm_order = []
+            self.prefetcher.before_read(node)
             self.handles[fh] = await self._open_blob(node)
+            self.prefetcher.after_read()
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True)
-
-    def _prefetch_siblings(self, node: Node) -> None:
-        # Listing never fetches (metadata is free); reading a file warms its directory, once.
-        if node.parent in self.prefetched:
-            return
-        self.prefetched.add(node.parent)
-        budget = PREFETCH_BUDGET
-        wanted = []
-        for inode in self.tree.nodes[node.parent].children.values():
-            sibling = self.tree.nodes[inode]
-            if sibling is not node and stat.S_ISREG(sibling.mode) and sibling.size <= budget:
-                budget -= sibling.size
-                wanted.append(sibling.oid)
-        self.hydrator.prefetch(wanted)
 
     async def _open_blob(self, node: Node) -> int | bytes:
         for _ in range(2):  # evicted between the fetch and the open: fetch it again

@@ -17,10 +17,12 @@ fails its waiting reads (EIO); the next read tries again.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import zlib
 from collections.abc import Callable
+from itertools import count
 from pathlib import Path
 
 import trio
@@ -61,7 +63,11 @@ class Hydrator:
         self.cache = cache
         self.local = local  # blobs already in the clone's object store
         self.urgent: dict[str, None] = {}
-        self.background: dict[str, None] = {}
+        # Background work by priority: the lowest key first (``prefetch``), stale heap entries
+        # (taken, or queued again with a better key) skipped when popped.
+        self.background: dict[str, tuple[int, ...]] = {}
+        self.heap: list[tuple[tuple[int, ...], str]] = []
+        self.sequence = count()
         self.in_flight: set[str] = set()
         self.background_lanes = 0
         self.urgent_lanes = 0
@@ -97,10 +103,25 @@ class Hydrator:
         await event.wait()
         return self.cache.has(oid)
 
-    def prefetch(self, oids: list[str]) -> None:
+    def request(self, oids: list[str]) -> None:
+        """Fetch ``oids`` as if read, without waiting (they ride with the next read's batch)."""
         for oid in oids:
-            if oid not in self.in_flight and oid not in self.urgent and not self.cache.has(oid):
-                self.background[oid] = None
+            if oid not in self.in_flight and not self.cache.has(oid):
+                self.background.pop(oid, None)
+                self.urgent[oid] = None
+        if self.urgent:
+            self.queued.set()
+
+    def prefetch(self, oids: list[str], priority: tuple[int, ...] = (9,)) -> None:
+        """Queue ``oids`` as background work; a lower ``priority`` goes first, then the order given."""
+        for oid in oids:
+            if oid in self.in_flight or oid in self.urgent or self.cache.has(oid):
+                continue
+            key = (*priority, next(self.sequence))
+            if oid in self.background and self.background[oid] <= key:
+                continue
+            self.background[oid] = key
+            heapq.heappush(self.heap, (key, oid))
         if self.background and self.background_lanes < BACKGROUND_LANES and not self.urgent_lanes:
             self.queued.set()
 
@@ -112,15 +133,21 @@ class Hydrator:
         if background and (self.background_lanes >= BACKGROUND_LANES or self.urgent_lanes):
             self.queued = trio.Event()  # woken by a read, or when a lane is free
             return [], True
-        ramp = min(BACKGROUND_BATCH, FIRST_BACKGROUND_BATCH << (2 * self.background_batches))
-        queue, limit = (self.background, ramp) if background else (self.urgent, MAX_BATCH)
-        size = 0
-        while queue and len(batch) < limit and size < BACKGROUND_BYTES:
-            oid = next(iter(queue))
-            del queue[oid]
-            batch.append(oid)
-            if background:
+        if background:
+            ramp = min(BACKGROUND_BATCH, FIRST_BACKGROUND_BATCH << (2 * self.background_batches))
+            size = 0
+            while self.heap and len(batch) < ramp and size < BACKGROUND_BYTES:
+                key, oid = heapq.heappop(self.heap)
+                if self.background.get(oid) != key:
+                    continue  # taken already, or queued again with another key
+                del self.background[oid]
+                batch.append(oid)
                 size += self.sizes.get(oid, 0)
+        else:
+            while self.urgent and len(batch) < MAX_BATCH:
+                oid = next(iter(self.urgent))
+                del self.urgent[oid]
+                batch.append(oid)
         if background and batch:
             self.background_lanes += 1
             self.background_batches += 1

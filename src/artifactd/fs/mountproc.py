@@ -7,10 +7,10 @@ writes an index matching the mount, mounts, and serves until it is unmounted
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -18,13 +18,14 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from artifactd.fs import credentials, objectinfo, priority
+from artifactd.fs import credentials, hotset, objectinfo, priority
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.fusefs import ArtifactFS
 from artifactd.fs.gitcmd import GitFailed, run_git
 from artifactd.fs.hydrate import Hydrator
 from artifactd.fs.index import write_index
 from artifactd.fs.inputs import InputError
+from artifactd.fs.prefetch import Prefetcher
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.tree import Entry, Tree, list_tree
 from artifactd.fs.wire import Remote
@@ -79,19 +80,43 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[Art
     mtime = min(commit_time, int(time.time()) - RACY_MARGIN)
     write_index(git_dir / "index", entries, sizes, mtime)
     gitfile = f"gitdir: {git_dir}\n".encode()
-    return ArtifactFS(Tree(entries, sizes), hydrator, gitfile, mtime * 1_000_000_000,
-                      warm_order(git_dir, entries, sizes, local, cache.limit // 2)), hydrator
+    tree = Tree(entries, sizes)
+    inherited = hotset.load(remote) if missing else []
+    hot = start_hot_set(inherited, tree, hydrator)
+    attributes = next((e.oid for e in entries if e.path == b".gitattributes" and e.kind == "blob"), "")
+    budget = cache.limit // 2
+    prefetcher = Prefetcher(tree, hydrator, lambda binary: warm_order(entries, sizes, binary, budget),
+                            hot, attributes)
+    prefetcher.inherited = inherited
+    return ArtifactFS(tree, hydrator, gitfile, mtime * 1_000_000_000, prefetcher), hydrator
 
 
-def warm_order(git_dir: Path, entries: list[Entry], sizes: dict[str, int], local: set[str],
-               budget: int) -> list[str]:
+def start_hot_set(paths: list[bytes], tree: Tree, hydrator: Hydrator) -> set[str]:
+    """Queue the hot set's files as one batch, fetched as soon as the mount runs."""
+    if not paths:
+        return set()
+    hydrator.fetches += 1  # the fetch of the list itself, counted with the reads' fetches
+    by_path = {node.path: node for node in tree.blobs()}
+    oids = [by_path[p].oid for p in paths if p in by_path and stat.S_ISREG(by_path[p].mode)]
+    hydrator.request(oids)
+    return set(oids)
+
+
+def finish_session(state: RootState, config: RepoConfig, operations: ArtifactFS) -> None:
+    """Keep the session's read trace, and store the new hot set on the remote if it changed."""
+    prefetcher = operations.prefetcher
+    trace = list(prefetcher.trace)
+    if not trace:
+        return
+    hotset.keep_trace(state.trace_file(config.name), trace)
+    sizes = {node.path: node.size for node in operations.tree.blobs() if stat.S_ISREG(node.mode)}
+    merged = hotset.merge(trace, prefetcher.inherited, sizes)
+    if merged != prefetcher.inherited:
+        hotset.store(state.git_dir(config.name), merged)
+
+
+def warm_order(entries: list[Entry], sizes: dict[str, int], binary: list[str], budget: int) -> list[str]:
     """The blobs to hydrate in the background, most useful first, within ``budget`` bytes."""
-    binary: list[str] = []
-    attributes = next((e.oid for e in entries if e.path == b".gitattributes"), "")
-    if attributes in local:  # read only when already local: the mount never fetches for this
-        with contextlib.suppress(GitFailed):
-            text = run_git(["--git-dir", str(git_dir), "cat-file", "blob", attributes])
-            binary = priority.binary_patterns(text)
     blobs = sorted((e for e in entries if e.git_mode in ("100644", "100755")),
                    key=lambda e: (priority.rank(e.path, binary), sizes.get(e.oid, 0)))
     order: list[str] = []
@@ -142,6 +167,9 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None
     finally:
         state.pid_file(name).unlink(missing_ok=True)
         pyfuse3.close(unmount=True)
+        hydrator.close()
+    hydrator.cache.flush()
+    finish_session(state, config, operations)
 
 
 def main() -> int:

@@ -3,7 +3,8 @@
     repos/<name>.json   what ``add-repo`` recorded: remote (no credentials), branch, mount point
     git/<name>/.git     the blobless clone (commits and trees; blobs arrive in batches)
     blobs/ab/cdef...    the blob cache shared by the root's mounts, by object id, LRU-bounded
-    run/                the credential cache's socket and each mount's pid file
+    run/                the credential cache's socket, each mount's pid, log, stats and
+                        read trace (one JSON line per session)
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class RootState:
 
     def stats_file(self, name: str) -> Path:
         return self.dir / "run" / f"{name}.stats"
+
+    def trace_file(self, name: str) -> Path:
+        return self.dir / "run" / f"{name}.trace"
 
     def log_file(self, name: str) -> Path:
         return self.dir / "run" / f"{name}.log"
