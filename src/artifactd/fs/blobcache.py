@@ -46,6 +46,7 @@ class BlobCache:
         self.used: OrderedDict[str, int] = OrderedDict()  # oid -> size, least recent first
         self.total = 0
         self.subdirs: set[str] = set()  # the ab/ folders known to exist
+        self.touched: set[str] = set()  # read at least once by this process
         found = []
         for sub in folder.glob("??"):
             for item in sub.iterdir():
@@ -60,13 +61,36 @@ class BlobCache:
         return self.folder / oid[:2] / oid[2:]
 
     def has(self, oid: str) -> bool:
+        """Whether ``oid`` is cached: in memory, in this index, or on disk (another mount or
+        ``artifact-fs prefetch`` wrote it). The first hit in a process refreshes the file's
+        mtime, which is the LRU order ``evict-cache`` and the next mount start read."""
         with self.lock:
             if oid in self.pending:
                 return True
             if oid in self.used:
                 self.used.move_to_end(oid)
+                if oid in self.touched:
+                    return True
+                self.touched.add(oid)
+                known = True
+            else:
+                known = False
+        path = self.path(oid)
+        try:
+            if known:
+                os.utime(path)
                 return True
-        return False
+            size = path.stat().st_size
+        except FileNotFoundError:
+            if known:
+                self.forget(oid)
+            return False
+        with self.lock:
+            if oid not in self.used:
+                self.total += size
+            self.used[oid] = size
+            self.touched.add(oid)
+        return True
 
     def fill_from_git(self, git_dir: Path, oids: Iterable[str]) -> list[str]:
         """Copy blobs that are in the clone's object store into the cache; returns those copied."""
@@ -138,6 +162,11 @@ class BlobCache:
         self.writes.put(oid)
         return oid
 
+    def known(self, oid: str) -> bool:
+        """Whether this process has ``oid`` cached (memory only: no file system call)."""
+        with self.lock:
+            return oid in self.pending or oid in self.used
+
     def forget(self, oid: str) -> None:
         """``oid``'s file is gone (``evict-cache`` from another process): not cached any more."""
         with self.lock:
@@ -157,7 +186,7 @@ class BlobCache:
             target = self.path(oid)
             try:
                 if oid[:2] not in self.subdirs:
-                    target.parent.mkdir(mode=0o700, exist_ok=True)
+                    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                     self.subdirs.add(oid[:2])
                 tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
                 tmp.write_bytes(data)

@@ -13,7 +13,7 @@ from types import FrameType
 
 import click
 
-from artifactd.fs import process
+from artifactd.fs import cachecmd, process
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.inputs import InputError, check_mount_root
 from artifactd.fs.repos import DEFAULT_CREDENTIAL_TTL, add_repo, remove_repo
@@ -106,6 +106,36 @@ def evict_cache(root: str, max_bytes: int) -> None:
     state = RootState(_root(root))
     freed = BlobCache(state.blobs, 1 << 62).evict(max_bytes) if state.blobs.is_dir() else 0
     click.echo(f"freed {freed} bytes")
+
+
+@main.command("prefetch")
+@click.option("--name", required=True, help="The repo (see list-repos).")
+@root_option
+@click.argument("paths", nargs=-1)
+def prefetch_command(name: str, root: str, paths: tuple[str, ...]) -> None:
+    """Fetch PATHS (files or directories of the branch; all of it when none) into the blob
+    cache, in batches, whether the repo is mounted or not."""
+    state = RootState(_root(root))
+    try:
+        done = cachecmd.prefetch(state, name, paths, BlobCache(state.blobs, 1 << 62))
+    except InputError as exc:
+        _fail(str(exc))
+    click.echo(f"prefetched {done.blobs} blobs ({done.bytes} bytes) in {done.requests} requests")
+
+
+@main.command()
+@root_option
+def gc(root: str) -> None:
+    """Remove cached blobs that no added repo's branch has, and leftovers of interrupted writes."""
+    state = RootState(_root(root))
+    if not state.blobs.is_dir():
+        click.echo("removed 0 files (0 bytes)")
+        return
+    try:
+        removed, freed = cachecmd.gc(state, state.blobs)
+    except InputError as exc:
+        _fail(str(exc))
+    click.echo(f"removed {removed} files ({freed} bytes)")
 
 
 @main.command()

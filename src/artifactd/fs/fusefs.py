@@ -37,6 +37,8 @@ class ArtifactFS(pyfuse3.Operations):
         # fh -> fd of the cache file, or the bytes themselves (the .git file, a blob not yet
         # written to disk by the cache)
         self.handles: dict[int, int | bytes] = {}
+        # directory -> its sorted entries; whatever changes a directory drops its entry here
+        self.listings: dict[int, list[tuple[bytes, int]]] = {}
         self.next_fh = count(1)
 
     def _attrs(self, inode: int, mode: int, size: int, nlink: int = 1) -> pyfuse3.EntryAttributes:
@@ -92,15 +94,23 @@ class ArtifactFS(pyfuse3.Operations):
         return pyfuse3.FileHandleT(inode)
 
     async def readdir(self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        node = self._node(fh)
-        names: list[tuple[bytes, int]] = sorted(node.children.items())
-        if fh == ROOT_INODE:
-            names.insert(0, (b".git", GITFILE_INODE))
+        names = self._listing(fh)
         for position in range(start_id, len(names)):
             name, inode = names[position]
             attrs = await self.getattr(pyfuse3.InodeT(inode))
             if not pyfuse3.readdir_reply(token, name, attrs, position + 1):
                 break
+
+    def _listing(self, inode: int) -> list[tuple[bytes, int]]:
+        # Sorted once per directory: readdir comes back for every few hundred entries, and
+        # sorting 100k names each time would make listing a big directory quadratic.
+        names = self.listings.get(inode)
+        if names is None:
+            names = sorted(self._node(inode).children.items())
+            if inode == ROOT_INODE:
+                names.insert(0, (b".git", GITFILE_INODE))
+            self.listings[inode] = names
+        return names
 
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
         return None

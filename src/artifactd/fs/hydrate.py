@@ -67,6 +67,9 @@ class Hydrator:
         # (taken, or queued again with a better key) skipped when popped.
         self.background: dict[str, tuple[int, ...]] = {}
         self.heap: list[tuple[tuple[int, ...], str]] = []
+        # Work that queues background work, run when a lane first wants some (not while a
+        # read waits): ordering a whole tree takes a while on the event loop.
+        self.producers: list[Callable[[], None]] = []
         self.sequence = count()
         self.in_flight: set[str] = set()
         self.background_lanes = 0
@@ -115,7 +118,7 @@ class Hydrator:
     def prefetch(self, oids: list[str], priority: tuple[int, ...] = (9,)) -> None:
         """Queue ``oids`` as background work; a lower ``priority`` goes first, then the order given."""
         for oid in oids:
-            if oid in self.in_flight or oid in self.urgent or self.cache.has(oid):
+            if oid in self.in_flight or oid in self.urgent or self.cache.known(oid):
                 continue
             key = (*priority, next(self.sequence))
             if oid in self.background and self.background[oid] <= key:
@@ -123,6 +126,11 @@ class Hydrator:
             self.background[oid] = key
             heapq.heappush(self.heap, (key, oid))
         if self.background and self.background_lanes < BACKGROUND_LANES and not self.urgent_lanes:
+            self.queued.set()
+
+    def defer(self, producer: Callable[[], None]) -> None:
+        self.producers.append(producer)
+        if self.background_lanes < BACKGROUND_LANES and not self.urgent_lanes:
             self.queued.set()
 
     def _take(self) -> tuple[list[str], bool]:
@@ -133,6 +141,8 @@ class Hydrator:
         if background and (self.background_lanes >= BACKGROUND_LANES or self.urgent_lanes):
             self.queued = trio.Event()  # woken by a read, or when a lane is free
             return [], True
+        while background and self.producers:
+            self.producers.pop(0)()
         if background:
             ramp = min(BACKGROUND_BATCH, FIRST_BACKGROUND_BATCH << (2 * self.background_batches))
             size = 0
@@ -141,6 +151,8 @@ class Hydrator:
                 if self.background.get(oid) != key:
                     continue  # taken already, or queued again with another key
                 del self.background[oid]
+                if self.cache.has(oid):
+                    continue  # another mount, or artifact-fs prefetch, has put it on disk
                 batch.append(oid)
                 size += self.sizes.get(oid, 0)
         else:
@@ -153,8 +165,8 @@ class Hydrator:
             self.background_batches += 1
         elif batch:
             self.urgent_lanes += 1
-        if not self.urgent and (not self.background or self.background_lanes >= BACKGROUND_LANES
-                                or self.urgent_lanes):
+        idle = not (self.background or self.producers)
+        if not self.urgent and (idle or self.background_lanes >= BACKGROUND_LANES or self.urgent_lanes):
             self.queued = trio.Event()  # woken again by a read, new prefetch or a lane freed
         self.in_flight.update(batch)
         return batch, background
@@ -180,7 +192,7 @@ class Hydrator:
                     self.background_lanes -= 1
                 else:
                     self.urgent_lanes -= 1
-                if self.background or self.urgent:
+                if self.background or self.urgent or self.producers:
                     self.queued.set()
                 for oid in batch:
                     event = self.done.pop(oid, None)

@@ -115,16 +115,17 @@ def finish_session(state: RootState, config: RepoConfig, operations: ArtifactFS)
         hotset.store(state.git_dir(config.name), merged)
 
 
-def warm_order(entries: list[Entry], sizes: dict[str, int], binary: list[str], budget: int) -> list[str]:
-    """The blobs to hydrate in the background, most useful first, within ``budget`` bytes."""
-    blobs = sorted((e for e in entries if e.git_mode in ("100644", "100755")),
-                   key=lambda e: (priority.rank(e.path, binary), sizes.get(e.oid, 0)))
-    order: list[str] = []
-    for entry in blobs:
-        budget -= sizes.get(entry.oid, 0)
+def warm_order(entries: list[Entry], sizes: dict[str, int], binary: list[str],
+               budget: int) -> list[tuple[int, str]]:
+    """(rank, blob) to hydrate in the background, most useful first, within ``budget`` bytes."""
+    ranked = sorted((priority.rank(e.path, binary), sizes.get(e.oid, 0), i, e.oid)  # ties: path order
+                    for i, e in enumerate(entries) if e.git_mode in ("100644", "100755"))
+    order: list[tuple[int, str]] = []
+    for rank, size, _, oid in ranked:
+        budget -= size
         if budget < 0:
             break
-        order.append(entry.oid)
+        order.append((rank, oid))
     return order
 
 

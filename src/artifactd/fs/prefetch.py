@@ -34,11 +34,12 @@ NEAR, FAR = 0, 1  # a directory in use before the rest of the tree, within one r
 
 
 class Prefetcher:
-    def __init__(self, tree: Tree, hydrator: Hydrator, warm: Callable[[list[str]], list[str]] | None = None,
+    def __init__(self, tree: Tree, hydrator: Hydrator,
+                 warm: Callable[[list[str]], list[tuple[int, str]]] | None = None,
                  hot: set[str] | None = None, attributes_oid: str = "") -> None:
         self.tree = tree
         self.hydrator = hydrator
-        self.warm = warm  # the tree's blobs in warm-up order, given the binary patterns
+        self.warm = warm  # (rank, blob) of the tree in warm-up order, given the binary patterns
         self.hot = hot or set()
         self.attributes_oid = attributes_oid
         self.binary: list[str] = []
@@ -69,21 +70,24 @@ class Prefetcher:
         self._queue_dir(self.tree.nodes[node.parent])
 
     def after_read(self) -> None:
-        """After a read's blob arrived: the first time, queue the listed directories and the tree."""
+        """After a read's blob arrived: the first time, queue the listed directories and the
+        tree, when a fetch lane is free (the read's answer does not wait for the ordering)."""
         if self.warm is None or not self.reading or self.hot_only:
             return
         warm, self.warm = self.warm, None
-        self.binary = self._binary_patterns()
-        for inode in self.listed:
-            self._queue_dir(self.tree.nodes[inode])
-        self.listed.clear()
-        order = warm(self.binary)
-        by_rank: dict[int, list[str]] = {}
-        ranks = {n.oid: priority.rank(n.path, self.binary) for n in self.tree.blobs()}
-        for oid in order:
-            by_rank.setdefault(ranks.get(oid, 2), []).append(oid)
-        for rank, oids in sorted(by_rank.items()):
-            self.hydrator.prefetch(oids, (rank, FAR))
+
+        def queue_tree() -> None:
+            self.binary = self._binary_patterns()
+            for inode in self.listed:
+                self._queue_dir(self.tree.nodes[inode])
+            self.listed.clear()
+            by_rank: dict[int, list[str]] = {}
+            for rank, oid in warm(self.binary):
+                by_rank.setdefault(rank, []).append(oid)
+            for rank, oids in sorted(by_rank.items()):
+                self.hydrator.prefetch(oids, (rank, FAR))
+
+        self.hydrator.defer(queue_tree)
 
     def _binary_patterns(self) -> list[str]:
         if not self.attributes_oid or not self.hydrator.cache.has(self.attributes_oid):
