@@ -1,6 +1,8 @@
 """ArtifactFS's read path on a real mount: the learned hot set a fork inherits, the prefetch
 order, the cache commands, and a directory of 100k files."""
 
+# ruff: noqa: F811 - the mount fixtures (root, fs_env) are test_mount's, imported by name
+
 from __future__ import annotations
 
 import json
@@ -8,8 +10,6 @@ import os
 import subprocess
 import time
 from pathlib import Path
-
-import pytest
 
 from artifactd.fs import priority
 from artifactd.fs.blobcache import BlobCache
@@ -108,7 +108,7 @@ def test_prefetch_order_manifests_source_rest_binaries_last(tmp_path: Path) -> N
     prefetcher.after_read()
     taken: list[str] = []
     while True:
-        batch, background = hydrator._take()
+        batch, _ = hydrator._take()
         if not batch:
             break
         taken += batch
@@ -180,10 +180,19 @@ def test_a_directory_of_100k_files(
     source = tmp_path / "big.git"
     git("init", "-q", "--bare", "-b", "main", str(source))
     count = 100_000
-    stream = bytearray(b"blob\nmark :1\ndata 6\nsame!\n")  # one blob, 100k names
-    stream += b"commit refs/heads/main\ncommitter T <t@example.com> 1700000000 +0000\ndata 4\nbig\n"
-    stream += b"".join(b"M 100644 :1 wide/f%06d.txt\n" % i for i in range(count))
-    subprocess.run(["git", f"--git-dir={source}", "fast-import", "--quiet"], input=bytes(stream), check=True)
+
+    def run(*args: str, stdin: bytes = b"") -> str:
+        return subprocess.run(["git", f"--git-dir={source}", *args], input=stdin, capture_output=True,
+                              check=True).stdout.decode().strip()
+
+    # One blob under 100k names, by mktree (fast-import's tree building is quadratic here).
+    blob = run("hash-object", "-w", "--stdin", stdin=b"same!\n")
+    wide = run("mktree", stdin=b"".join(b"100644 blob %s\tf%06d.txt\n" % (blob.encode(), i)
+                                         for i in range(count)))
+    top = run("mktree", stdin=f"040000 tree {wide}\twide\n".encode())
+    commit = subprocess.run(["git", f"--git-dir={source}", "-c", "user.name=T", "-c", "user.email=t@example.com",
+                             "commit-tree", top, "-m", "big"], capture_output=True, check=True).stdout.decode().strip()
+    run("update-ref", "refs/heads/main", commit)
     git(f"--git-dir={source}", "push", "-q", auth_remote(remote, token), "main")
     add(fs_env, root, unique_name, remote, token)
     daemon = start_daemon(fs_env, root, unique_name)
@@ -195,5 +204,3 @@ def test_a_directory_of_100k_files(
     stop_daemon(daemon, root, unique_name)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    pytest.main([__file__])
