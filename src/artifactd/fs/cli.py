@@ -13,7 +13,7 @@ from types import FrameType
 
 import click
 
-from artifactd.fs import cachecmd, process
+from artifactd.fs import process
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.inputs import InputError, check_mount_root
 from artifactd.fs.repos import DEFAULT_CREDENTIAL_TTL, add_repo, remove_repo
@@ -115,6 +115,8 @@ def evict_cache(root: str, max_bytes: int) -> None:
 def prefetch_command(name: str, root: str, paths: tuple[str, ...]) -> None:
     """Fetch PATHS (files or directories of the branch; all of it when none) into the blob
     cache, in batches, whether the repo is mounted or not."""
+    from artifactd.fs import cachecmd  # trio and the fetch code: not for every command
+
     state = RootState(_root(root))
     try:
         done = cachecmd.prefetch(state, name, paths, BlobCache(state.blobs, 1 << 62))
@@ -127,6 +129,8 @@ def prefetch_command(name: str, root: str, paths: tuple[str, ...]) -> None:
 @root_option
 def gc(root: str) -> None:
     """Remove cached blobs that no added repo's branch has, and leftovers of interrupted writes."""
+    from artifactd.fs import cachecmd
+
     state = RootState(_root(root))
     if not state.blobs.is_dir():
         click.echo("removed 0 files (0 bytes)")
