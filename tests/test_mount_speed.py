@@ -5,15 +5,20 @@ order, the cache commands, and a directory of 100k files."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from artifactd.fs import priority
 from artifactd.fs.blobcache import BlobCache
-from artifactd.fs.hydrate import Hydrator
+from artifactd.fs.hydrate import STREAM_BYTES, Hydrator
 from artifactd.fs.prefetch import Prefetcher
 from artifactd.fs.tree import Entry, Tree
 from tests.harness import Server
@@ -106,6 +111,8 @@ def test_prefetch_order_manifests_source_rest_binaries_last(tmp_path: Path) -> N
     hydrator.urgent_lanes = 0
     cache.used[docs.oid] = 10  # as if its fetch had arrived
     prefetcher.after_read()
+    for key, oids in hydrator.producers.pop(0)():  # the plan a free lane makes on a thread
+        hydrator.prefetch(oids, key)
     taken: list[str] = []
     while True:
         batch, _ = hydrator._take()
@@ -204,3 +211,59 @@ def test_a_directory_of_100k_files(
     stop_daemon(daemon, root, unique_name)
 
 
+
+
+def test_a_stalled_server_fails_the_read_with_eio_after_the_timeout_and_the_mount_stays_up(
+    tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    from tests.harness import start_server
+
+    server = start_server(tmp_path / "data")
+    try:
+        files = {"x/a.txt": b"a\n", "y/b.txt": b"b\n"}
+        remote, token = make_repo(server, "stall", tmp_path, files)
+        add(fs_env, root, "stall", remote, token)
+        daemon = start_daemon({**fs_env, "ARTIFACT_FS_FETCH_TIMEOUT": "2"}, root, "stall")
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)  # alive, connected, answering nothing
+        try:
+            with pytest.raises(OSError) as failed:
+                (root / "stall" / "x" / "a.txt").read_bytes()
+            assert failed.value.errno == errno.EIO
+            assert os.path.ismount(root / "stall") and sorted(os.listdir(root / "stall")) == [".git", "x", "y"]
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        assert (root / "stall" / "x" / "a.txt").read_bytes() == b"a\n"  # the next read tries again
+        stop_daemon(daemon, root, "stall")
+    finally:
+        server.stop()
+
+
+def test_a_large_file_is_streamed_through_git_not_held_in_memory(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    big = os.urandom(STREAM_BYTES + 1)  # past the bound: fetched by git, copied out in chunks
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, {"big.bin": big, "small.txt": b"s\n"})
+    add(fs_env, root, unique_name, remote, token)
+    packs = root / ".artifact-fs" / "git" / unique_name / ".git" / "objects" / "pack"
+    before = len(list(packs.glob("*.pack")))
+    daemon = start_daemon(fs_env, root, unique_name)
+    pid = int((root / ".artifact-fs" / "run" / f"{unique_name}.pid").read_text())
+    mount = root / unique_name
+    assert os.stat(mount / "big.bin").st_size == len(big)
+    peak_before = peak_memory(pid)
+    digest = hashlib.sha256()
+    with open(mount / "big.bin", "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    assert digest.digest() == hashlib.sha256(big).digest()
+    assert len(list(packs.glob("*.pack"))) == before + 1  # git's own fetch, streamed to disk
+    assert peak_memory(pid) - peak_before < len(big) // 2  # never the whole blob in the process
+    stop_daemon(daemon, root, unique_name)
+
+
+def peak_memory(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")

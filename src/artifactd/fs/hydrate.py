@@ -5,7 +5,7 @@ background work (``fusefs``, ``mountproc``). ``LANES`` fetches run at once, at m
 ``BACKGROUND_LANES`` of them background ones, so an explicit read always finds a lane
 free: a lane takes every urgent blob queued so far (up to ``MAX_BATCH``), or else the next
 background blobs up to ``BACKGROUND_BATCH`` blobs (fewer for the first batches) or
-``BACKGROUND_BYTES`` bytes; no background batch starts while a read's fetch runs. The reads
+``BACKGROUND_BYTES`` bytes; while a read's fetch runs, at most one background batch does. The reads
 that arrive while a fetch runs ride the next one together. A fetch is one protocol-v2
 request over the lane's kept-alive connection (opened at mount time), its pack decoded in
 memory (``fetchpack``). Blobs of ``STREAM_BYTES`` or more, and any batch the remote will
@@ -33,6 +33,8 @@ from artifactd.fs.gitcmd import GIT, config_env, git_env
 from artifactd.fs.wire import Remote, WireError
 
 log = logging.getLogger("artifact_fs")
+
+Plan = list[tuple[tuple[int, ...], list[str]]]  # background work: (priority, blobs) in order
 
 MAX_BATCH = 2000
 # Background work goes in bounded batches, so a background answer never grows without end.
@@ -67,9 +69,9 @@ class Hydrator:
         # (taken, or queued again with a better key) skipped when popped.
         self.background: dict[str, tuple[int, ...]] = {}
         self.heap: list[tuple[tuple[int, ...], str]] = []
-        # Work that queues background work, run when a lane first wants some (not while a
-        # read waits): ordering a whole tree takes a while on the event loop.
-        self.producers: list[Callable[[], None]] = []
+        # Plans of background work (priority, blobs), made on a worker thread when a lane is
+        # free and no read waits: ordering a whole tree would hold up the event loop.
+        self.producers: list[Callable[[], Plan]] = []
         self.sequence = count()
         self.in_flight: set[str] = set()
         self.background_lanes = 0
@@ -125,24 +127,23 @@ class Hydrator:
                 continue
             self.background[oid] = key
             heapq.heappush(self.heap, (key, oid))
-        if self.background and self.background_lanes < BACKGROUND_LANES and not self.urgent_lanes:
+        if self.background and self.background_lanes < (1 if self.urgent_lanes else BACKGROUND_LANES):
             self.queued.set()
 
-    def defer(self, producer: Callable[[], None]) -> None:
+    def defer(self, producer: Callable[[], Plan]) -> None:
         self.producers.append(producer)
-        if self.background_lanes < BACKGROUND_LANES and not self.urgent_lanes:
-            self.queued.set()
+        self.queued.set()
 
     def _take(self) -> tuple[list[str], bool]:
         """The next batch and whether it is background work (empty: nothing to do now)."""
         batch: list[str] = []
         background = not self.urgent
-        # Background work waits while a read's fetch runs: the server answers the read first.
-        if background and (self.background_lanes >= BACKGROUND_LANES or self.urgent_lanes):
+        # While a read's fetch runs, at most one background batch does: the server answers
+        # the read without a crowd, and a reader that keeps missing does not starve the
+        # background work that would stop its misses.
+        if background and (self.background_lanes >= (1 if self.urgent_lanes else BACKGROUND_LANES)):
             self.queued = trio.Event()  # woken by a read, or when a lane is free
             return [], True
-        while background and self.producers:
-            self.producers.pop(0)()
         if background:
             ramp = min(BACKGROUND_BATCH, FIRST_BACKGROUND_BATCH << (2 * self.background_batches))
             size = 0
@@ -166,7 +167,8 @@ class Hydrator:
         elif batch:
             self.urgent_lanes += 1
         idle = not (self.background or self.producers)
-        if not self.urgent and (idle or self.background_lanes >= BACKGROUND_LANES or self.urgent_lanes):
+        full = self.background_lanes >= (1 if self.urgent_lanes else BACKGROUND_LANES)
+        if not self.urgent and (idle or full):
             self.queued = trio.Event()  # woken again by a read, new prefetch or a lane freed
         self.in_flight.update(batch)
         return batch, background
@@ -179,6 +181,13 @@ class Hydrator:
     async def _worker(self, lane: int) -> None:
         while True:
             await self.queued.wait()
+            if self.producers:
+                plan = await trio.to_thread.run_sync(self.producers.pop(0))
+                for number, (priority, oids) in enumerate(plan):
+                    self.prefetch(oids, priority)
+                    if number % 8 == 7:
+                        await trio.sleep(0)  # let FUSE requests in between
+                continue
             batch, background = self._take()
             if not batch:
                 continue  # another lane took the work, or the background lanes are full

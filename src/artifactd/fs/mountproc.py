@@ -22,7 +22,7 @@ from artifactd.fs import credentials, hotset, objectinfo, priority
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.fusefs import ArtifactFS
 from artifactd.fs.gitcmd import GitFailed, run_git
-from artifactd.fs.hydrate import Hydrator
+from artifactd.fs.hydrate import FETCH_TIMEOUT, Hydrator
 from artifactd.fs.index import write_index
 from artifactd.fs.inputs import InputError
 from artifactd.fs.prefetch import Prefetcher
@@ -32,6 +32,7 @@ from artifactd.fs.wire import Remote
 
 DEFAULT_CACHE_BYTES = 2 << 30
 SWITCH_INTERVAL = 0.0005
+TIMEOUT_ENV = "ARTIFACT_FS_FETCH_TIMEOUT"
 RACY_MARGIN = 2  # seconds: an mtime this far before the index keeps git from re-reading files
 
 
@@ -57,7 +58,8 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[Art
     auth = credentials.fill(socket, config.remote)
     sizes: dict[str, int] = {}
     hydrator = Hydrator(git_dir, cache, local, config.remote,
-                        lambda: credentials.fill(socket, config.remote), state.stats_file(config.name), sizes)
+                        lambda: credentials.fill(socket, config.remote), state.stats_file(config.name), sizes,
+                        fetch_timeout())
     missing = [oid for oid in blob_oids if oid not in local]
     remote = Remote(config.remote, auth, objectinfo.TIMEOUT)
     if missing:
@@ -89,6 +91,18 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[Art
                             hot, attributes)
     prefetcher.inherited = inherited
     return ArtifactFS(tree, hydrator, gitfile, mtime * 1_000_000_000, prefetcher), hydrator
+
+
+def fetch_timeout() -> float:
+    """Seconds a fetch may stall before its reads fail with EIO (``ARTIFACT_FS_FETCH_TIMEOUT``)."""
+    text = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(text) if text else FETCH_TIMEOUT
+    except ValueError:
+        raise MountError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise MountError(f"{TIMEOUT_ENV} must be between 0 and 3600 seconds")
+    return value
 
 
 def start_hot_set(paths: list[bytes], tree: Tree, hydrator: Hydrator) -> set[str]:

@@ -24,13 +24,14 @@ import stat
 from collections.abc import Callable
 
 from artifactd.fs import priority
-from artifactd.fs.hydrate import Hydrator
+from artifactd.fs.hydrate import Hydrator, Plan
 from artifactd.fs.tree import Node, Tree
 
 DIRECTORY_BUDGET = 8 << 20  # bytes of a directory's files queued when it is opened or read
 MAX_LISTED = 10_000  # directories remembered before the first read
 MAX_TRACE = 100_000
 NEAR, FAR = 0, 1  # a directory in use before the rest of the tree, within one rank
+PLAN_CHUNK = 1000  # blobs queued per step on the event loop
 
 
 class Prefetcher:
@@ -71,23 +72,26 @@ class Prefetcher:
 
     def after_read(self) -> None:
         """After a read's blob arrived: the first time, queue the listed directories and the
-        tree, when a fetch lane is free (the read's answer does not wait for the ordering)."""
+        tree; the plan is made on a worker thread when a fetch lane is free."""
         if self.warm is None or not self.reading or self.hot_only:
             return
         warm, self.warm = self.warm, None
+        listed = list(self.listed)
+        self.listed.clear()
 
-        def queue_tree() -> None:
+        def plan() -> Plan:
             self.binary = self._binary_patterns()
-            for inode in self.listed:
-                self._queue_dir(self.tree.nodes[inode])
-            self.listed.clear()
+            work: Plan = []
+            for inode in listed:
+                work += self._dir_plan(self.tree.nodes[inode])
             by_rank: dict[int, list[str]] = {}
             for rank, oid in warm(self.binary):
                 by_rank.setdefault(rank, []).append(oid)
             for rank, oids in sorted(by_rank.items()):
-                self.hydrator.prefetch(oids, (rank, FAR))
+                work += [((rank, FAR), oids[at:at + PLAN_CHUNK]) for at in range(0, len(oids), PLAN_CHUNK)]
+            return work
 
-        self.hydrator.defer(queue_tree)
+        self.hydrator.defer(plan)
 
     def _binary_patterns(self) -> list[str]:
         if not self.attributes_oid or not self.hydrator.cache.has(self.attributes_oid):
@@ -99,18 +103,21 @@ class Prefetcher:
         return priority.binary_patterns(data or b"")
 
     def _queue_dir(self, directory: Node) -> None:
+        for key, oids in self._dir_plan(directory):
+            self.hydrator.prefetch(oids, key)
+
+    def _dir_plan(self, directory: Node) -> Plan:
         if directory.inode in self.queued_dirs:
-            return
+            return []
         self.queued_dirs.add(directory.inode)
         files = [self.tree.nodes[i] for i in directory.children.values()]
-        files = [f for f in files if stat.S_ISREG(f.mode)]
-        files.sort(key=lambda f: (priority.rank(f.path, self.binary), f.size))
+        ranked = sorted((priority.rank(f.path, self.binary), f.size, f.path, f.oid)
+                        for f in files if stat.S_ISREG(f.mode))
         budget = DIRECTORY_BUDGET
         by_rank: dict[int, list[str]] = {}
-        for node in files:
-            if node.size > budget:
+        for rank, size, _, oid in ranked:
+            if size > budget:
                 continue
-            budget -= node.size
-            by_rank.setdefault(priority.rank(node.path, self.binary), []).append(node.oid)
-        for rank, oids in by_rank.items():
-            self.hydrator.prefetch(oids, (rank, NEAR))
+            budget -= size
+            by_rank.setdefault(rank, []).append(oid)
+        return [((rank, NEAR), oids) for rank, oids in by_rank.items()]
