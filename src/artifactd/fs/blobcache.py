@@ -29,6 +29,7 @@ from artifactd.fs.gitcmd import GIT, git_env
 
 CHUNK = 1 << 20
 MEMORY_BYTES = 64 << 20  # blobs received but not yet on disk
+TOUCH = "touch:"  # a writer-queue item that refreshes a file's mtime (LRU order)
 
 log = logging.getLogger("artifact_fs")
 
@@ -43,6 +44,7 @@ class BlobCache:
         self.pending_bytes = 0
         self.writes: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.writer: threading.Thread | None = None
+        self.outstanding = 0  # queued items the writer has not finished
         self.used: OrderedDict[str, int] = OrderedDict()  # oid -> size, least recent first
         self.total = 0
         self.subdirs: set[str] = set()  # the ab/ folders known to exist
@@ -75,11 +77,11 @@ class BlobCache:
                 known = True
             else:
                 known = False
+        if known:  # refreshed by the writer thread: a read does not wait for a metadata write
+            self._queue(TOUCH + oid)
+            return True
         path = self.path(oid)
         try:
-            if known:
-                os.utime(path)
-                return True
             size = path.stat().st_size
         except FileNotFoundError:
             if known:
@@ -156,11 +158,19 @@ class BlobCache:
                 self.written.wait()
             self.pending[oid] = data
             self.pending_bytes += len(data)
-            if self.writer is None:
-                self.writer = threading.Thread(target=self._write_behind, name="blob-writer", daemon=True)
-                self.writer.start()
-        self.writes.put(oid)
+        self._queue(oid)
         return oid
+
+    def _queue(self, item: str) -> None:
+        with self.written:
+            self.outstanding += 1
+        self._start_writer()
+        self.writes.put(item)
+
+    def _start_writer(self) -> None:
+        if self.writer is None:
+            self.writer = threading.Thread(target=self._write_behind, name="blob-writer", daemon=True)
+            self.writer.start()
 
     def known(self, oid: str) -> bool:
         """Whether this process has ``oid`` cached (memory only: no file system call)."""
@@ -182,36 +192,49 @@ class BlobCache:
     def _write_behind(self) -> None:
         while True:
             oid = self.writes.get()
-            data = self.pending[oid]
-            target = self.path(oid)
             try:
-                if oid[:2] not in self.subdirs:
-                    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                    self.subdirs.add(oid[:2])
-                tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-                tmp.write_bytes(data)
-                tmp.replace(target)
-            except OSError as exc:  # disk full, say: the blob is fetched again when read
-                log.warning("cannot write blob %s to the cache: %s", oid, exc)
-                stored = False
-            else:
-                stored = True
-            with self.written:
-                if stored:
-                    if oid not in self.used:
-                        self.total += len(data)
-                    self.used[oid] = len(data)
-                    self.used.move_to_end(oid)
-                del self.pending[oid]
-                self.pending_bytes -= len(data)
-                self.written.notify_all()
-            if self.total > self.limit:
-                self.evict(self.limit)
+                self._write_one(oid)
+            finally:
+                with self.written:
+                    self.outstanding -= 1
+                    self.written.notify_all()
+
+    def _write_one(self, oid: str) -> None:
+        if oid.startswith(TOUCH):
+            with contextlib.suppress(OSError):
+                os.utime(self.path(oid.removeprefix(TOUCH)))
+            return
+        data = self.pending[oid]
+        target = self.path(oid)
+        try:
+            if oid[:2] not in self.subdirs:
+                target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.subdirs.add(oid[:2])
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+        except OSError as exc:  # disk full, say: the blob is fetched again when read
+            log.warning("cannot write blob %s to the cache: %s", oid, exc)
+            stored = False
+        else:
+            stored = True
+        with self.written:
+            if stored:
+                if oid not in self.used:
+                    self.total += len(data)
+                self.used[oid] = len(data)
+                self.used.move_to_end(oid)
+                self.touched.add(oid)  # just written: its mtime is fresh
+            del self.pending[oid]
+            self.pending_bytes -= len(data)
+            self.written.notify_all()
+        if self.total > self.limit:
+            self.evict(self.limit)
 
     def flush(self) -> None:
-        """Wait until every received blob is on disk."""
+        """Wait until every received blob is on disk (and every mtime refreshed)."""
         with self.written:
-            while self.pending:
+            while self.pending or self.outstanding:
                 self.written.wait()
 
     def evict(self, limit: int) -> int:

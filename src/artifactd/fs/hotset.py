@@ -97,6 +97,6 @@ def store(git_dir: Path, paths: list[bytes]) -> bool:
         run_git(["--git-dir", str(git_dir), "push", "--quiet", "--no-verify", "origin",
                  f"+{commit}:{REF}"], timeout=PUSH_TIMEOUT)
     except (GitFailed, subprocess.TimeoutExpired) as exc:
-        log.warning("hot set not stored on the remote (a token that may push is needed): %s", exc)
+        log.warning("hot set not stored on the remote (storing it needs a token that may push): %s", exc)
         return False
     return True
