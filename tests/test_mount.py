@@ -112,6 +112,14 @@ def cached_blobs(root: Path) -> list[Path]:
     return [p for p in (root / ".artifact-fs" / "blobs").rglob("*") if p.is_file()]
 
 
+def wait_cached(root: Path, count: int) -> list[Path]:
+    """The cache's files once there are ``count`` (blobs reach the disk behind the reads)."""
+    deadline = time.monotonic() + 30
+    while len(found := cached_blobs(root)) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return found
+
+
 def local_blob_count(root: Path, name: str) -> int:
     out = git("--git-dir", str(root / ".artifact-fs" / "git" / name / ".git"), "cat-file",
               "--batch-all-objects", "--batch-check=%(objecttype)")
@@ -226,7 +234,7 @@ def test_reads_are_batched_into_one_fetch(
     stats = json.loads((root / ".artifact-fs" / "run" / f"{unique_name}.stats").read_text())
     assert stats == {"fetches": 2, "blobs": 60}
     assert len(list(packs.glob("*.pack"))) == packs_before
-    assert len(cached_blobs(root)) == 60
+    assert len(wait_cached(root, 60)) == 60
     stop_daemon(daemon, root, unique_name)
 
 

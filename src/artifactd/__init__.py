@@ -6,50 +6,55 @@ results and exceptions); the server lives in the subpackages.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-# After __version__, which the SDK reads for its User-Agent.
-from artifactd.client import (
-    APIError,
-    Artifacts,
-    ArtifactsError,
-    AsyncArtifacts,
-    AsyncRepo,
-    AuthenticationError,
-    Commit,
-    ConfigurationError,
-    Conflict,
-    ConnectError,
-    CreateRepoResult,
-    CreateTokenResult,
-    ImportFailed,
-    LogPage,
-    NotFound,
-    PayloadTooLarge,
-    PermissionDenied,
-    Person,
-    RateLimited,
-    Repo,
-    RepoInfo,
-    RepoPage,
-    Retrying,
-    RetryPolicy,
-    ServerError,
-    Timeout,
-    TokenInfo,
-    TokenList,
-    TransportError,
-    Tree,
-    TreeEntry,
-    UnexpectedResponse,
-    ValidationError,
-    WaitTimeout,
-    WebhookVerificationError,
-    authenticated_remote,
-    token_expires_at,
-    token_secret,
-    verify_webhook,
-)
+# The SDK's names load on first use (PEP 562): importing a subpackage (the ``artifact-fs``
+# mount process, the server) must not pay for the SDK and httpx it does not use.
+if TYPE_CHECKING:
+    from artifactd.client import (
+        APIError,
+        Artifacts,
+        ArtifactsError,
+        AsyncArtifacts,
+        AsyncRepo,
+        AuthenticationError,
+        Commit,
+        ConfigurationError,
+        Conflict,
+        ConnectError,
+        CreateRepoResult,
+        CreateTokenResult,
+        ImportFailed,
+        LogPage,
+        NotFound,
+        PayloadTooLarge,
+        PermissionDenied,
+        Person,
+        RateLimited,
+        Repo,
+        RepoInfo,
+        RepoPage,
+        Retrying,
+        RetryPolicy,
+        ServerError,
+        Timeout,
+        TokenInfo,
+        TokenList,
+        TransportError,
+        Tree,
+        TreeEntry,
+        UnexpectedResponse,
+        ValidationError,
+        WaitTimeout,
+        WebhookVerificationError,
+        authenticated_remote,
+        token_expires_at,
+        token_secret,
+        verify_webhook,
+    )
+
 
 __all__ = [
     "APIError",
@@ -93,3 +98,13 @@ __all__ = [
     "token_secret",
     "verify_webhook",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__ and name != "__version__":
+        from artifactd import client
+
+        value = getattr(client, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'artifactd' has no attribute {name!r}")

@@ -179,6 +179,40 @@ def _mount_options(poll_interval: float, autocommit: str) -> MountOptions:
     return MountOptions(poll_interval, seconds, False)
 
 
+@main.command("prefetch")
+@click.option("--name", required=True, help="The repo (see list-repos).")
+@root_option
+@click.argument("paths", nargs=-1)
+def prefetch_command(name: str, root: str, paths: tuple[str, ...]) -> None:
+    """Fetch PATHS (files or directories of the branch; all of it when none) into the blob
+    cache, in batches, whether the repo is mounted or not."""
+    from artifactd.fs import cachecmd  # trio and the fetch code: not for every command
+
+    state = RootState(_root(root))
+    try:
+        done = cachecmd.prefetch(state, name, paths, BlobCache(state.blobs, 1 << 62))
+    except InputError as exc:
+        _fail(str(exc))
+    click.echo(f"prefetched {done.blobs} blobs ({done.bytes} bytes) in {done.requests} requests")
+
+
+@main.command()
+@root_option
+def gc(root: str) -> None:
+    """Remove cached blobs that no added repo's branch has, and leftovers of interrupted writes."""
+    from artifactd.fs import cachecmd
+
+    state = RootState(_root(root))
+    if not state.blobs.is_dir():
+        click.echo("removed 0 files (0 bytes)")
+        return
+    try:
+        removed, freed = cachecmd.gc(state, state.blobs)
+    except InputError as exc:
+        _fail(str(exc))
+    click.echo(f"removed {removed} files ({freed} bytes)")
+
+
 @main.command()
 @root_option
 @click.option("--cache-bytes", type=click.IntRange(1 << 20), default=None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-import httpx
+from artifactd.fs.wire import Remote
 
 OBJ_BLOB, OBJ_OFS_DELTA, OBJ_REF_DELTA = 3, 6, 7
 WINDOW = 1 << 16
@@ -28,11 +28,12 @@ def _pkt(line: str) -> bytes:
     return f"{len(data) + 4:04x}".encode() + data
 
 
-def request_body(oids: list[str]) -> bytes:
+def request_body(oids: list[str], filtered: bool = True) -> bytes:
+    """A lazy fetch of ``oids``; ``filtered=False`` for a commit wanted with all it holds."""
     return (_pkt("command=fetch\n") + _pkt("agent=git/artifact-fs\n") + _pkt("object-format=sha1\n")
             + b"0001" + _pkt("no-progress\n") + _pkt("ofs-delta\n")
             + b"".join(_pkt(f"want {oid}\n") for oid in oids)
-            + _pkt("filter blob:none\n") + _pkt("done\n") + b"0000")
+            + (_pkt("filter blob:none\n") if filtered else b"") + _pkt("done\n") + b"0000")
 
 
 def pack_of(response: bytes) -> bytes:
@@ -161,10 +162,32 @@ def parse_pack(pack: bytes) -> list[bytes]:
     return [data for kind, data in by_offset.values() if kind == OBJ_BLOB]
 
 
-def fetch(client: httpx.Client, url: str, oids: list[str]) -> list[bytes]:
-    response = client.post(f"{url}/git-upload-pack", content=request_body(oids), headers={
-        "Content-Type": "application/x-git-upload-pack-request",
-        "Accept": "application/x-git-upload-pack-result", "Git-Protocol": "version=2"})
-    if response.status_code != 200:
-        raise PackError(f"HTTP {response.status_code}")
-    return parse_pack(pack_of(response.content))
+POST_HEADERS = {"Content-Type": "application/x-git-upload-pack-request",
+                "Accept": "application/x-git-upload-pack-result", "Git-Protocol": "version=2"}
+
+
+def fetch(remote: Remote, oids: list[str], filtered: bool = True) -> list[bytes]:
+    status, body = remote.request("POST", "/git-upload-pack", request_body(oids, filtered), POST_HEADERS)
+    if status != 200:
+        raise PackError(f"HTTP {status}")
+    return parse_pack(pack_of(body))
+
+
+def ls_ref(remote: Remote, ref: str) -> str | None:
+    """The object id ``ref`` points at on the remote (one v2 ``ls-refs``), or ``None``."""
+    body = (_pkt("command=ls-refs\n") + _pkt("agent=git/artifact-fs\n") + _pkt("object-format=sha1\n")
+            + b"0001" + _pkt(f"ref-prefix {ref}\n") + b"0000")
+    status, answer = remote.request("POST", "/git-upload-pack", body, POST_HEADERS)
+    if status != 200:
+        raise PackError(f"HTTP {status}")
+    at = 0
+    while at + 4 <= len(answer):
+        length = int(answer[at:at + 4], 16)
+        if length < 4:
+            at += 4
+            continue
+        oid, _, name = answer[at + 4:at + length].rstrip(b"\n").decode(errors="replace").partition(" ")
+        at += length
+        if name.split(" ")[0] == ref and len(oid) == 40:
+            return oid
+    return None

@@ -2,12 +2,12 @@
 
 Metadata (lookup, getattr, readdir) comes from the tree and the sizes known at mount time
 and never touches blob bytes. ``open`` and ``readlink`` wait for their blob (urgent);
-opening a file queues its directory's other files as background prefetch within a byte
-budget, and the first read starts the background hydration of the whole tree in priority
-order (``priority.py``), within the cache's bound. Listing alone fetches nothing. The
-root holds a ``.git`` file pointing at the clone, so git commands work inside the mount.
+what is fetched ahead of reads (directories, the tree, the hot set) is ``prefetch.py``'s
+to decide. Listing alone fetches nothing. The root holds a ``.git`` file pointing at the
+clone, so git commands work inside the mount.
 Writes (``create``, ``write``, ``rename``, ...) go to the copy-on-write overlay through
-``write.layer.WriteLayer``; the read handlers ask it only for the nodes it owns.
+``write.layer.WriteLayer``; the read handlers ask it only for the nodes it owns, and every
+handler that changes a directory drops the cached listings (``listings``).
 """
 
 from __future__ import annotations
@@ -20,27 +20,29 @@ from itertools import count
 import pyfuse3
 
 from artifactd.fs.hydrate import Hydrator
+from artifactd.fs.prefetch import Prefetcher
 from artifactd.fs.tree import GITFILE_INODE, ROOT_INODE, Node, Tree
 from artifactd.fs.write.layer import WRITE_FLAGS, WriteLayer
 
 CACHE_SECONDS = 300.0  # the view of one commit never changes while mounted
-PREFETCH_BUDGET = 8 << 20  # bytes of a directory's files queued when it is opened
 
 
 class ArtifactFS(pyfuse3.Operations):
     def __init__(self, tree: Tree, hydrator: Hydrator, gitfile: bytes, mtime_ns: int,
-                 warm_order: list[str] | None = None) -> None:
+                 prefetcher: Prefetcher | None = None) -> None:
         super().__init__()
-        # Blobs to hydrate in the background once the first file is read (priority order);
-        # until then the mount fetches nothing, so metadata on a cold mount stays free.
-        self.warm_order = warm_order or []
+        self.prefetcher = prefetcher or Prefetcher(tree, hydrator)
         self.tree = tree
         self.hydrator = hydrator
         self.gitfile = gitfile
         self.mtime_ns = mtime_ns
         self.uid = os.getuid()
         self.gid = os.getgid()
-        self.handles: dict[int, int] = {}  # fh -> fd of the cache file (-1: the .git file)
+        # fh -> fd of the cache file, or the bytes themselves (the .git file, a blob not yet
+        # written to disk by the cache)
+        self.handles: dict[int, int | bytes] = {}
+        # directory -> its sorted entries; whatever changes a directory drops its entry here
+        self.listings: dict[int, list[tuple[bytes, int]]] = {}
         self.next_fh = count(1)
         self.writes: WriteLayer | None = None  # set by the mount: the overlay's write path
 
@@ -96,18 +98,27 @@ class ArtifactFS(pyfuse3.Operations):
         node = self._node(inode)
         if not node.is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
+        self.prefetcher.opened_dir(node)
         return pyfuse3.FileHandleT(inode)
 
     async def readdir(self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        node = self._node(fh)
-        names: list[tuple[bytes, int]] = sorted(node.children.items())
-        if fh == ROOT_INODE:
-            names.insert(0, (b".git", GITFILE_INODE))
+        names = self._listing(fh)
         for position in range(start_id, len(names)):
             name, inode = names[position]
             attrs = await self.getattr(pyfuse3.InodeT(inode))
             if not pyfuse3.readdir_reply(token, name, attrs, position + 1):
                 break
+
+    def _listing(self, inode: int) -> list[tuple[bytes, int]]:
+        # Sorted once per directory: readdir comes back for every few hundred entries, and
+        # sorting 100k names each time would make listing a big directory quadratic.
+        names = self.listings.get(inode)
+        if names is None:
+            names = sorted(self._node(inode).children.items())
+            if inode == ROOT_INODE:
+                names.insert(0, (b".git", GITFILE_INODE))
+            self.listings[inode] = names
+        return names
 
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
         return None
@@ -117,7 +128,7 @@ class ArtifactFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EROFS)
         fh = next(self.next_fh)
         if inode == GITFILE_INODE:
-            self.handles[fh] = -1
+            self.handles[fh] = self.gitfile
         else:
             node = self._node(inode)
             if not stat.S_ISREG(node.mode):
@@ -127,44 +138,34 @@ class ArtifactFS(pyfuse3.Operations):
                 if fd is not None:
                     self.handles[fh] = fd
                     return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
-            self._prefetch_siblings(node)
-            if self.warm_order:
-                self.hydrator.prefetch(self.warm_order)
-                self.warm_order = []
+            self.prefetcher.before_read(node)
             self.handles[fh] = await self._open_blob(node)
+            self.prefetcher.after_read()
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True)
 
-    def _prefetch_siblings(self, node: Node) -> None:
-        # Listing never fetches (metadata is free); reading a file warms its directory.
-        budget = PREFETCH_BUDGET
-        wanted = []
-        for inode in self.tree.nodes[node.parent].children.values():
-            sibling = self.tree.nodes[inode]
-            if sibling is not node and stat.S_ISREG(sibling.mode) and sibling.size <= budget:
-                budget -= sibling.size
-                wanted.append(sibling.oid)
-        self.hydrator.prefetch(wanted)
-
-    async def _open_blob(self, node: Node) -> int:
-        if not await self.hydrator.ensure(node.oid):
-            raise pyfuse3.FUSEError(errno.EIO)
-        try:
-            return os.open(self.hydrator.cache.path(node.oid), os.O_RDONLY)
-        except FileNotFoundError:  # evicted between the fetch and the open: fetch it again
+    async def _open_blob(self, node: Node) -> int | bytes:
+        for _ in range(2):  # evicted between the fetch and the open: fetch it again
             if not await self.hydrator.ensure(node.oid):
-                raise pyfuse3.FUSEError(errno.EIO) from None
-            return os.open(self.hydrator.cache.path(node.oid), os.O_RDONLY)
+                raise pyfuse3.FUSEError(errno.EIO)
+            data = self.hydrator.cache.memory(node.oid)
+            if data is not None:
+                return data
+            try:
+                return os.open(self.hydrator.cache.path(node.oid), os.O_RDONLY)
+            except FileNotFoundError:
+                self.hydrator.cache.forget(node.oid)
+        raise pyfuse3.FUSEError(errno.EIO)
 
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
-        fd = self.handles[fh]
-        if fd < 0:
-            return self.gitfile[off:off + size]
-        return os.pread(fd, size, off)
+        handle = self.handles[fh]
+        if isinstance(handle, bytes):
+            return handle[off:off + size]
+        return os.pread(handle, size, off)
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
-        fd = self.handles.pop(fh, -1)
-        if fd >= 0:
-            os.close(fd)
+        handle = self.handles.pop(fh, b"")
+        if isinstance(handle, int) and handle >= 0:
+            os.close(handle)
         if self.writes is not None:
             self.writes.release(fh)
 
@@ -174,11 +175,13 @@ class ArtifactFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EINVAL)
         if self.writes is not None and (target := self.writes.readlink(node)) is not None:
             return target
-        fd = await self._open_blob(node)
+        handle = await self._open_blob(node)
+        if isinstance(handle, bytes):
+            return handle
         try:
-            return os.pread(fd, node.size or 4096, 0)
+            return os.pread(handle, node.size or 4096, 0)
         finally:
-            os.close(fd)
+            os.close(handle)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()
@@ -196,6 +199,12 @@ class ArtifactFS(pyfuse3.Operations):
 
     # -- the write path: each handler hands over to the overlay (write/layer.py) ------------------
 
+    def _fd(self, fh: int) -> int:
+        handle = self.handles.get(fh)
+        if not isinstance(handle, int):  # a read-only handle served from memory
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return handle
+
     def _writable(self) -> WriteLayer:
         if self.writes is None:
             raise pyfuse3.FUSEError(errno.EROFS)
@@ -206,10 +215,11 @@ class ArtifactFS(pyfuse3.Operations):
         fh = next(self.next_fh)
         fd, node = await self._writable().create(parent_inode, name, mode, fh)
         self.handles[fh] = fd
+        self.listings.clear()
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh)), self._node_attrs(node)
 
     async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
-        return self._writable().write(fh, self.handles[fh], off, buf)
+        return self._writable().write(fh, self._fd(fh), off, buf)
 
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: pyfuse3.FileHandleT | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -222,28 +232,35 @@ class ArtifactFS(pyfuse3.Operations):
         return None  # every write is in the overlay file already; fsync makes it durable
 
     async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
-        self._writable().fsync(self.handles.get(fh, -1))
+        self._writable().fsync(self._fd(fh) if fh in self.handles else -1)
 
     async def fsyncdir(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
         self._writable().fsync(-1)
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._node_attrs(await self._writable().mkdir(parent_inode, name))
+        node = await self._writable().mkdir(parent_inode, name)
+        self.listings.clear()
+        return self._node_attrs(node)
 
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._node_attrs(await self._writable().symlink(parent_inode, name, target))
+        node = await self._writable().symlink(parent_inode, name, target)
+        self.listings.clear()
+        return self._node_attrs(node)
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self._writable().unlink(parent_inode, name, want_dir=False)
+        self.listings.clear()
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self._writable().unlink(parent_inode, name, want_dir=True)
+        self.listings.clear()
 
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
                      flags: int, ctx: pyfuse3.RequestContext) -> None:
         await self._writable().rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+        self.listings.clear()
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:

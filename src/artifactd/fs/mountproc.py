@@ -7,10 +7,10 @@ writes an index matching the mount, mounts, and serves until it is unmounted
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -18,20 +18,24 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from artifactd.fs import credentials, objectinfo, priority
+from artifactd.fs import credentials, hotset, objectinfo, priority
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.fusefs import ArtifactFS
 from artifactd.fs.gitcmd import GitFailed, run_git
-from artifactd.fs.hydrate import Hydrator
+from artifactd.fs.hydrate import FETCH_TIMEOUT, Hydrator
 from artifactd.fs.index import write_index
 from artifactd.fs.inputs import InputError
+from artifactd.fs.prefetch import Prefetcher
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.tree import Entry, Tree, list_tree
+from artifactd.fs.wire import Remote
 from artifactd.fs.write import controlserver
 from artifactd.fs.write.branch import BranchSync, attach, finish_pending, recover_stale_mount
 from artifactd.fs.write.options import MountOptions
 
 DEFAULT_CACHE_BYTES = 2 << 30
+SWITCH_INTERVAL = 0.0005
+TIMEOUT_ENV = "ARTIFACT_FS_FETCH_TIMEOUT"
 RACY_MARGIN = 2  # seconds: an mtime this far before the index keeps git from re-reading files
 
 
@@ -47,29 +51,33 @@ def local_blobs(git_dir: Path) -> set[str]:
 
 def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[ArtifactFS, Hydrator]:
     git_dir = state.git_dir(config.name)
-    commit = run_git(["--git-dir", str(git_dir), "rev-parse", "--verify", "--end-of-options",
-                      f"refs/heads/{config.branch}^{{commit}}"]).decode().strip()
-    commit_time = int(run_git(["--git-dir", str(git_dir), "log", "-1", "--format=%ct", commit]).strip())
+    head = run_git(["--git-dir", str(git_dir), "log", "-1", "--format=%H %ct", "--end-of-options",
+                    f"refs/heads/{config.branch}^{{commit}}", "--"]).decode().split()
+    commit, commit_time = head[0], int(head[1])
     entries = list_tree(git_dir, commit)
     blob_oids = sorted({e.oid for e in entries if e.kind == "blob"})
     local = local_blobs(git_dir)
     socket = state.credential_socket
     auth = credentials.fill(socket, config.remote)
-    hydrator = Hydrator(git_dir, cache, local, config.remote,
-                        lambda: credentials.fill(socket, config.remote), state.stats_file(config.name))
-    missing = [oid for oid in blob_oids if oid not in local]
     sizes: dict[str, int] = {}
+    hydrator = Hydrator(git_dir, cache, local, config.remote,
+                        lambda: credentials.fill(socket, config.remote), state.stats_file(config.name), sizes,
+                        fetch_timeout())
+    missing = [oid for oid in blob_oids if oid not in local]
+    remote = Remote(config.remote, auth, objectinfo.TIMEOUT)
     if missing:
         try:
-            has_object_info = objectinfo.supported(config.remote, auth)
+            has_object_info = objectinfo.supported(remote)
         except objectinfo.ObjectInfoError as exc:
             raise MountError(str(exc)) from exc
         if has_object_info:
-            sizes = objectinfo.sizes(config.remote, auth, missing)
+            sizes.update(objectinfo.sizes(remote, missing))
         else:  # a remote without object-info: sizes only by fetching everything, once
             trio.run(hydrator._hydrate, missing)
+    hydrator.connect(remote)  # kept alive for the first read
+    unsized = [oid for oid in blob_oids if oid not in sizes]  # local ones: never a fetch
     out = run_git(["--git-dir", str(git_dir), "cat-file", "--batch-check=%(objectname) %(objectsize)"],
-                  stdin="".join(f"{oid}\n" for oid in blob_oids if oid not in sizes).encode())
+                  stdin="".join(f"{oid}\n" for oid in unsized).encode()) if unsized else b""
     for line in out.decode().splitlines():
         oid, _, size = line.partition(" ")
         if size.isdigit():
@@ -77,27 +85,64 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[Art
     mtime = min(commit_time, int(time.time()) - RACY_MARGIN)
     write_index(git_dir / "index", entries, sizes, mtime)
     gitfile = f"gitdir: {git_dir}\n".encode()
-    return ArtifactFS(Tree(entries, sizes), hydrator, gitfile, mtime * 1_000_000_000,
-                      warm_order(git_dir, entries, sizes, local, cache.limit // 2)), hydrator
+    tree = Tree(entries, sizes)
+    inherited = hotset.load(remote) if missing else []
+    hot = start_hot_set(inherited, tree, hydrator)
+    attributes = next((e.oid for e in entries if e.path == b".gitattributes" and e.kind == "blob"), "")
+    budget = cache.limit // 2
+    prefetcher = Prefetcher(tree, hydrator, lambda binary: warm_order(entries, sizes, binary, budget),
+                            hot, attributes)
+    prefetcher.inherited = inherited
+    return ArtifactFS(tree, hydrator, gitfile, mtime * 1_000_000_000, prefetcher), hydrator
 
 
-def warm_order(git_dir: Path, entries: list[Entry], sizes: dict[str, int], local: set[str],
-               budget: int) -> list[str]:
-    """The blobs to hydrate in the background, most useful first, within ``budget`` bytes."""
-    binary: list[str] = []
-    attributes = next((e.oid for e in entries if e.path == b".gitattributes"), "")
-    if attributes in local:  # read only when already local: the mount never fetches for this
-        with contextlib.suppress(GitFailed):
-            text = run_git(["--git-dir", str(git_dir), "cat-file", "blob", attributes])
-            binary = priority.binary_patterns(text)
-    blobs = sorted((e for e in entries if e.git_mode in ("100644", "100755")),
-                   key=lambda e: (priority.rank(e.path, binary), sizes.get(e.oid, 0)))
-    order: list[str] = []
-    for entry in blobs:
-        budget -= sizes.get(entry.oid, 0)
+def fetch_timeout() -> float:
+    """Seconds a fetch may stall before its reads fail with EIO (``ARTIFACT_FS_FETCH_TIMEOUT``)."""
+    text = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(text) if text else FETCH_TIMEOUT
+    except ValueError:
+        raise MountError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise MountError(f"{TIMEOUT_ENV} must be between 0 and 3600 seconds")
+    return value
+
+
+def start_hot_set(paths: list[bytes], tree: Tree, hydrator: Hydrator) -> set[str]:
+    """Queue the hot set's files as one batch, fetched as soon as the mount runs."""
+    if not paths:
+        return set()
+    hydrator.fetches += 1  # the fetch of the list itself, counted with the reads' fetches
+    by_path = {node.path: node for node in tree.blobs()}
+    oids = [by_path[p].oid for p in paths if p in by_path and stat.S_ISREG(by_path[p].mode)]
+    hydrator.request(oids)
+    return set(oids)
+
+
+def finish_session(state: RootState, config: RepoConfig, operations: ArtifactFS) -> None:
+    """Keep the session's read trace, and store the new hot set on the remote if it changed."""
+    prefetcher = operations.prefetcher
+    trace = list(prefetcher.trace)
+    if not trace:
+        return
+    hotset.keep_trace(state.trace_file(config.name), trace)
+    sizes = {node.path: node.size for node in operations.tree.blobs() if stat.S_ISREG(node.mode)}
+    merged = hotset.merge(trace, prefetcher.inherited, sizes)
+    if merged != prefetcher.inherited:
+        hotset.store(state.git_dir(config.name), merged)
+
+
+def warm_order(entries: list[Entry], sizes: dict[str, int], binary: list[str],
+               budget: int) -> list[tuple[int, str]]:
+    """(rank, blob) to hydrate in the background, most useful first, within ``budget`` bytes."""
+    ranked = sorted((priority.rank(e.path, binary), sizes.get(e.oid, 0), i, e.oid)  # ties: path order
+                    for i, e in enumerate(entries) if e.git_mode in ("100644", "100755"))
+    order: list[tuple[int, str]] = []
+    for rank, size, _, oid in ranked:
+        budget -= size
         if budget < 0:
             break
-        order.append(entry.oid)
+        order.append((rank, oid))
     return order
 
 
@@ -152,6 +197,9 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
         state.pid_file(name).unlink(missing_ok=True)
         pyfuse3.close(unmount=True)
         sync.layer.overlay.close()
+        hydrator.close()
+    hydrator.cache.flush()
+    finish_session(state, config, operations)
 
 
 def main() -> int:
@@ -160,8 +208,10 @@ def main() -> int:
 
 
 def run(root: Path, name: str, cache_bytes: int, options: MountOptions | None = None) -> int:
+    # Fetch threads decode packs in Python; the FUSE loop must not wait 5 ms (the default)
+    # for the GIL behind them on every request.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     logging.basicConfig(level=logging.INFO, format="artifact-fs: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     try:
         mount(root, name, cache_bytes, options)
     except (MountError, GitFailed, InputError, objectinfo.ObjectInfoError, OSError) as exc:

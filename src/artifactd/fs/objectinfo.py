@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
+from artifactd.fs.wire import Remote, WireError
 
 BATCH = 2000
 PARALLEL = 4
 TIMEOUT = 60.0
-HEADERS = {"Git-Protocol": "version=2", "User-Agent": "git/artifact-fs"}
+HEADERS = {"Git-Protocol": "version=2"}
+POST_HEADERS = {**HEADERS, "Content-Type": "application/x-git-upload-pack-request",
+                "Accept": "application/x-git-upload-pack-result"}
 
 
 class ObjectInfoError(RuntimeError):
@@ -43,41 +45,53 @@ def _lines(body: bytes) -> list[bytes]:
     return lines
 
 
-def _client(auth: tuple[str, str] | None) -> httpx.Client:
-    return httpx.Client(headers=HEADERS, auth=auth, timeout=TIMEOUT, follow_redirects=False)
-
-
-def supported(url: str, auth: tuple[str, str] | None) -> bool:
-    with _client(auth) as client:
-        response = client.get(f"{url}/info/refs", params={"service": "git-upload-pack"})
-    if response.status_code in (401, 403):
-        raise ObjectInfoError(f"the remote refused the credentials (HTTP {response.status_code}): "
+def supported(remote: Remote) -> bool:
+    try:
+        status, body = remote.request("GET", "/info/refs?service=git-upload-pack", headers=HEADERS)
+    except WireError as exc:
+        raise ObjectInfoError(str(exc)) from exc
+    if status in (401, 403):
+        raise ObjectInfoError(f"the remote refused the credentials (HTTP {status}): "
                               "run add-repo again with a fresh token")
-    response.raise_for_status()
-    lines = _lines(response.content)
-    return any(line == b"object-info" or line.startswith(b"object-info=") for line in lines)
+    if status != 200:
+        raise ObjectInfoError(f"the remote answered HTTP {status} for its refs: check --remote")
+    return any(line == b"object-info" or line.startswith(b"object-info=") for line in _lines(body))
 
 
-def sizes(url: str, auth: tuple[str, str] | None, oids: list[str]) -> dict[str, int]:
-    """Every size in ``oids``; ``PARALLEL`` requests at once over kept-alive connections."""
+def sizes(remote: Remote, oids: list[str]) -> dict[str, int]:
+    """Every size in ``oids``: ``BATCH`` per request, ``PARALLEL`` requests at once, the
+    first over ``remote``'s connection (kept for the reads), the others over their own."""
     found: dict[str, int] = {}
+    extra = [Remote(remote.url, remote.auth, TIMEOUT) for _ in range(PARALLEL - 1)]
 
-    def ask(client: httpx.Client, chunk: list[str]) -> None:
-        body = (_pkt("command=object-info\n") + _pkt("agent=git/artifact-fs\n") + b"0001"
-                + _pkt("size\n") + b"".join(_pkt(f"oid {oid}\n") for oid in chunk) + b"0000")
-        response = client.post(f"{url}/git-upload-pack", content=body, headers={
-            "Content-Type": "application/x-git-upload-pack-request",
-            "Accept": "application/x-git-upload-pack-result"})
-        response.raise_for_status()
-        for line in _lines(response.content):
-            oid, _, size = line.decode().partition(" ")
-            if size.isdigit():
-                found[oid] = int(size)
+    def ask(connection: Remote, chunks: list[list[str]]) -> None:
+        for chunk in chunks:
+            body = (_pkt("command=object-info\n") + _pkt("agent=git/artifact-fs\n") + b"0001"
+                    + _pkt("size\n") + b"".join(_pkt(f"oid {oid}\n") for oid in chunk) + b"0000")
+            status, answer = connection.request("POST", "/git-upload-pack", body, POST_HEADERS)
+            if status != 200:
+                raise ObjectInfoError(f"object-info answered HTTP {status}")
+            for line in _lines(answer):
+                oid, _, size = line.decode().partition(" ")
+                if size.isdigit():
+                    found[oid] = int(size)
 
     chunks = [oids[start:start + BATCH] for start in range(0, len(oids), BATCH)]
-    with _client(auth) as client, ThreadPoolExecutor(PARALLEL) as pool:
-        for done in [pool.submit(ask, client, chunk) for chunk in chunks]:
-            done.result()
+    connections = [remote, *extra][:max(1, len(chunks))]
+    shares = [chunks[i::len(connections)] for i in range(len(connections))]
+    try:
+        if len(connections) == 1:
+            ask(remote, chunks)
+        else:
+            with ThreadPoolExecutor(len(connections)) as pool:
+                jobs = [pool.submit(ask, c, share) for c, share in zip(connections, shares, strict=True)]
+                for done in jobs:
+                    done.result()
+    except WireError as exc:
+        raise ObjectInfoError(f"object-info failed: {exc}") from exc
+    finally:
+        for connection in extra:
+            connection.close()
     missing = [oid for oid in oids if oid not in found]
     if missing:
         raise ObjectInfoError(f"the remote gave no size for {len(missing)} blobs (first {missing[0]})")

@@ -59,8 +59,14 @@ def add_repo(name: str, remote_text: str, branch: str, mount_root: str,
                          "run artifact-fs remove-repo first")
     if not state.git_dir(name).is_dir():
         shutil.rmtree(work, ignore_errors=True)
+        # The clone's own config in the same command (one git process, not ten): the
+        # credential helper (a socket path, no secret) and REPO_SETTINGS.
+        configs = [f"credential.helper={value}" for key, value in clone_settings(state)
+                   if key == "credential.helper"]
+        configs += [f"{key}={value}" for key, value in REPO_SETTINGS]
         try:
             run_git(["clone", "--quiet", "--filter=blob:none", "--no-checkout", "--single-branch",
+                     *[arg for config in configs for arg in ("--config", config)],
                      "--branch", branch, "--", remote.url, str(work)], settings=clone_settings(state))
         except GitFailed as exc:
             shutil.rmtree(work, ignore_errors=True)
@@ -68,12 +74,6 @@ def add_repo(name: str, remote_text: str, branch: str, mount_root: str,
         except subprocess.TimeoutExpired:
             shutil.rmtree(work, ignore_errors=True)
             raise InputError(f"cloning {remote.url} timed out: check the remote") from None
-        git_dir = str(state.git_dir(name))
-        run_git(["--git-dir", git_dir, "config", "--add", "credential.helper", ""])
-        run_git(["--git-dir", git_dir, "config", "--add", "credential.helper",
-                 credentials.helper_setting(state.credential_socket)])
-        for key, value in REPO_SETTINGS:
-            run_git(["--git-dir", git_dir, "config", key, value])
     os.makedirs(mount_point, exist_ok=True)
     config = RepoConfig(name=name, remote=remote.url, branch=branch, mount_point=str(mount_point))
     state.save(config)

@@ -3,7 +3,8 @@
     repos/<name>.json   what ``add-repo`` recorded: remote (no credentials), branch, mount point
     git/<name>/.git     the blobless clone (commits and trees; blobs arrive in batches)
     blobs/ab/cdef...    the blob cache shared by the root's mounts, by object id, LRU-bounded
-    run/                the credential cache's socket, each mount's pid file and control socket
+    run/                the credential cache's socket, each mount's pid file, control socket, log, stats
+                        and read trace (one JSON line per session)
     overlay/<name>/     a mount's changes until committed (write/overlay.py)
 """
 
@@ -61,6 +62,9 @@ class RootState:
 
     def stats_file(self, name: str) -> Path:
         return self.dir / "run" / f"{name}.stats"
+
+    def trace_file(self, name: str) -> Path:
+        return self.dir / "run" / f"{name}.trace"
 
     def log_file(self, name: str) -> Path:
         return self.dir / "run" / f"{name}.log"

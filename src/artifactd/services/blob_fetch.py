@@ -13,12 +13,15 @@ fetch repeats and ordinary clones lack. Anything else goes to upload-pack unchan
 keeps deciding every other case and producing its own errors: haves, shallow and deepen
 options, ``include-tag`` (a tag pointing at a blob would have to come too), filters other
 than the blob and tree ones partial clones use, server options, a want that is not a blob
-or not in the repo, more than ``MAX_WANTS`` objects or more than ``MAX_BYTES`` of them
-(compressing happens on the event loop, so the work per request stays small).
+or not in the repo, more than ``MAX_WANTS`` objects or more than ``MAX_BYTES`` of them.
+Batches are what ArtifactFS sends (thousands of blobs, several MiB): a pack of more than
+``INLINE_BYTES`` is compressed on a worker thread (zlib releases the GIL), at level 1,
+since on the links these fetches take, time matters more than a few bytes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import struct
@@ -31,9 +34,11 @@ from artifactd.services.backend import Backend
 from artifactd.services.pktline import FLUSH, PktError, encode, encode_line, parse_length
 from artifactd.storage.objectreader import ReadFailed
 
-MAX_REQUEST = 64 << 10  # a request larger than this is not a hydration fetch
-MAX_WANTS = 256
-MAX_BYTES = 256 << 10  # total uncompressed blob bytes served without git
+MAX_REQUEST = 256 << 10  # a request larger than this is not a hydration fetch
+MAX_WANTS = 4096
+MAX_BYTES = 16 << 20  # total uncompressed blob bytes served without git
+INLINE_BYTES = 256 << 10  # packs up to this size are built on the event loop
+LEVEL = 1
 SIDEBAND_DATA_MAX = 65515  # LARGE_PACKET_MAX (65520) less the length and the band byte
 
 _WANT = re.compile(rb"want ([0-9a-f]{40})")
@@ -119,7 +124,7 @@ def pack(blobs: list[bytes]) -> bytes:
             byte = size & 0x7F
             size >>= 7
         header.append(byte)
-        parts += (bytes(header), zlib.compress(data))
+        parts += (bytes(header), zlib.compress(data, LEVEL))
     body = b"".join(parts)
     return body + hashlib.sha1(body, usedforsecurity=False).digest()
 
@@ -152,4 +157,6 @@ async def serve(backend: Backend, git_dir: Path, request: bytes) -> bytes | None
     if len(blobs) != len(wants):
         return None  # gone between the two round trips (pruned): let git answer
     GIT_BLOB_FETCHES.inc()
-    return response(pack(blobs))
+    if sum(len(data) for data in blobs) <= INLINE_BYTES:
+        return response(pack(blobs))
+    return await asyncio.to_thread(lambda: response(pack(blobs)))

@@ -35,6 +35,10 @@ class ForkedRepo:
     objects: int
 
 
+# ArtifactFS keeps the paths agents read here (src/artifactd/fs/hotset.py); forks inherit it.
+HOT_SET_REF = "refs/artifact-fs/hotset"
+
+
 def fork_source(parent: RepoRow) -> str:
     return f"fork:{parent.namespace}/{parent.name}"
 
@@ -124,8 +128,8 @@ def _link(backend: Backend, parent: RepoRow, child_id: str, default_branch_only:
     head = f"refs/heads/{parent.default_branch}"
     for attempt in range(SNAPSHOT_ATTEMPTS):
         refs = read_refs(backend, parent)
-        if default_branch_only:
-            refs = [(n, s) for n, s in refs if n == head]
+        if default_branch_only:  # and ArtifactFS's learned hot set (a fork inherits it)
+            refs = [(n, s) for n, s in refs if n in (head, HOT_SET_REF)]
         try:
             return backend.repos.fork(parent.id, child_id, refs, parent.default_branch)
         except ObjectsMoved:

@@ -33,6 +33,7 @@ from artifactd.fs.gitcmd import GitFailed, run_git
 from artifactd.fs.index import write_index
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.tree import ROOT_INODE, Node, Tree, list_tree
+from artifactd.fs.wire import Remote
 from artifactd.fs.write import commit as commits
 from artifactd.fs.write.layer import WriteLayer, apply
 from artifactd.fs.write.options import MountOptions
@@ -193,15 +194,18 @@ class BranchSync:
             log.info("followed %s to %s", self.config.branch, remote_head)
 
     async def _sizes(self, oids: list[str]) -> dict[str, int]:
-        auth = self.auth()
-        if await trio.to_thread.run_sync(objectinfo.supported, self.config.remote, auth):
-            return dict(await trio.to_thread.run_sync(objectinfo.sizes, self.config.remote, auth, oids))
+        remote = Remote(self.config.remote, self.auth(), objectinfo.TIMEOUT)
+        try:
+            if await trio.to_thread.run_sync(objectinfo.supported, remote):
+                return dict(await trio.to_thread.run_sync(objectinfo.sizes, remote, oids))
+        finally:
+            remote.close()
         self.fs.hydrator.prefetch(oids)  # a remote without object-info: sizes by fetching
         found = {}
         for oid in oids:
             if not await self.fs.hydrator.ensure(oid):
                 raise RuntimeError(f"cannot fetch blob {oid} for its size")
-            found[oid] = os.stat(self.fs.hydrator.cache.path(oid)).st_size
+            found[oid] = self.fs.hydrator.cache.size_of(oid)
         return found
 
     async def _show(self, head: str, new_blobs: dict[str, int]) -> None:
@@ -235,6 +239,8 @@ class BranchSync:
             elif (fresh.oid, fresh.mode, set(fresh.children)) != (node.oid, node.mode, set(node.children)):
                 changed.append(node.inode)
         self.fs.tree = tree
+        self.fs.prefetcher.tree = tree
+        self.fs.listings.clear()  # directory listings of the old head
         self.layer.set_base(entries)
         self.layer.data.clear()
         self.layer.mtimes.clear()
@@ -297,6 +303,7 @@ def attach(fs: ArtifactFS, state: RootState, config: RepoConfig, options: MountO
     overlay = Overlay(state.overlay_dir(config.name))
     layer = WriteLayer(fs, overlay, fs.tree.entries)
     apply(fs.tree, overlay, layer)
+    fs.listings.clear()
     fs.writes = layer
     socket = state.credential_socket
     return BranchSync(fs, layer, config, git_dir, head, options,

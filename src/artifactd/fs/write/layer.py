@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import shutil
 import stat
 import time
 from collections.abc import Awaitable, Callable
@@ -208,7 +207,7 @@ class WriteLayer:
         else:
             if not await self.fs.hydrator.ensure(node.oid):
                 raise pyfuse3.FUSEError(errno.EIO)
-            await trio.to_thread.run_sync(shutil.copyfile, self.fs.hydrator.cache.path(node.oid), path)
+            await trio.to_thread.run_sync(self.fs.hydrator.cache.copy_to, node.oid, path)
         self.data[node.inode] = name
         self._record(node)
 
