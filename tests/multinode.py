@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy
+
+from artifactd.storage.db import make_engine
 from tests.gitutil import Repo
 from tests.harness import Postgres, Server, start_server
 from tests.seaweed import SeaweedFS
@@ -42,6 +45,17 @@ class Cluster:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
             keys.update(item["Key"] for item in page.get("Contents", []))
         return keys
+
+    def listed_keys(self, repo_id: str) -> set[str]:
+        """The bucket keys of the packs the repo lists, read from the shared database."""
+        engine = make_engine(self.database_url)
+        try:
+            with engine.connect() as conn:
+                names = conn.execute(sqlalchemy.text(
+                    "SELECT pack FROM s3_repo_packs WHERE repo_id = :id"), {"id": repo_id}).scalars()
+                return {f"packs/{name}{suffix}" for name in names for suffix in (".pack", ".idx")}
+        finally:
+            engine.dispose()
 
     def stop(self) -> None:
         for node in self.nodes:

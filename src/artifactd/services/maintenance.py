@@ -56,8 +56,9 @@ def maintain_repo(backend: Backend, repo: RepoRow, *, full: bool | None = None) 
     """Maintain one repo now; ``None`` if another process is already doing it or it has no data."""
     if not backend.repos.exists(repo.id):
         return None
-    with repo_lock(backend, repo.id) as held:
-        if not held:
+    with repo_lock(backend, repo.id) as held, \
+            backend.repos.maintenance_lease(repo.id, repo.default_branch) as leased:
+        if not held or not leased:
             return None
         # The scheduler's choice (``full`` not given): a small repo due for its first push,
         # not for being busy, is compacted; a busy one gets bitmaps and a commit-graph.
@@ -71,6 +72,7 @@ def maintain_repo(backend: Backend, repo: RepoRow, *, full: bool | None = None) 
         report = maintain(backend.git, backend.repos.path(repo.id), full=full,
                           grace_seconds=int(backend.settings.gc_grace_seconds),
                           small=small)
+        backend.repos.publish_maintenance(repo.id)
         # Measured with the row locked, so a push recorded meanwhile is not overwritten.
         backend.meta.finish_maintenance(repo.id, now_us(), repo.pushes_since_maintenance,
                                         lambda: backend.repos.size(repo.id))

@@ -86,6 +86,16 @@ class RepoStore:
         ask git)."""
         return None
 
+    @contextlib.contextmanager
+    def maintenance_lease(self, repo_id: str, default_branch: str) -> Iterator[bool]:
+        """Whether this node may maintain the repo now: always, locally (the caller's file
+        lock orders the processes of this machine); the ``s3`` store also takes a lease in
+        SQL, so that one node at a time does."""
+        yield True
+
+    def publish_maintenance(self, repo_id: str) -> None:
+        """Make a maintenance done in the directory the repo's stored state (``s3``)."""
+
     def lock_refs(self, repo_id: str) -> int:
         """Only a ``remote`` store commits pushes itself (storage/s3store/store.py)."""
         raise NotImplementedError

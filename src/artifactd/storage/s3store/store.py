@@ -23,7 +23,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from artifactd.errors import Code, InternalError, ServiceUnavailable
@@ -35,6 +35,7 @@ from artifactd.storage.s3store.catalog import Catalog, Pack, StaleRef, pack_keys
 
 log = logging.getLogger("artifactd.s3")
 
+LEASE_SECONDS = 3600.0  # a maintenance lease outlives any repack (git's timeout is shorter)
 RETRY_AFTER = 5  # seconds a client is asked to wait when the bucket is unreachable
 _PACK_NAME = "pack-"
 
@@ -62,6 +63,7 @@ class S3RepoStore(RepoStore):
         self.cache_max_bytes = cache_max_bytes
         self.pack_grace_seconds = pack_grace_seconds
         self._evicting = threading.Lock()
+        self._maintained: dict[str, set[str]] = {}  # repo id -> packs before its repack
         self.packs_missing = 0  # how many reads found a listed pack gone from the bucket
 
     # -- the cache ---------------------------------------------------------------------------
@@ -197,6 +199,46 @@ class S3RepoStore(RepoStore):
             with contextlib.suppress(ObjectExists):
                 self.objects.put_file(key, folder / f"{_PACK_NAME}{pack.name}{suffix}",
                                       if_absent=True)
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def maintenance_lease(self, repo_id: str, default_branch: str) -> Iterator[bool]:
+        """A lease in SQL (one node at a time), and the cache brought current first; the
+        packs it holds then are what ``publish_maintenance`` compares against."""
+        if not self.catalog.take_lease(repo_id, self.owner, _now_us(), LEASE_SECONDS):
+            yield False
+            return
+        try:
+            path = self.ensure(repo_id, default_branch)
+            self._maintained[repo_id] = {p.name for p in _quarantine_packs(path / "objects")}
+            yield True
+        finally:
+            self._maintained.pop(repo_id, None)
+            self.catalog.release_lease(repo_id, self.owner)
+
+    def publish_maintenance(self, repo_id: str) -> None:
+        """Upload the packs the repack made and swap them for the ones it replaced, in one
+        transaction; pushes listed meanwhile stay listed. The replaced packs stay in the
+        bucket for the grace period (readers on other nodes may still be on them)."""
+        before = self._maintained.get(repo_id)
+        if before is None:
+            return
+        objects = self.path(repo_id) / "objects"
+        now_packs = {p.name: p for p in _quarantine_packs(objects)}
+        added = [pack for name, pack in now_packs.items() if name not in before]
+        removed = [name for name in before if name not in now_packs]
+        if not added and not removed:
+            return
+        try:
+            self.catalog.touch_packs(added, _now_us())
+            for pack in added:
+                self._upload(objects, pack)
+        except ObjectStoreUnavailable as exc:
+            raise unavailable(exc) from None
+        if not self.catalog.swap_packs(repo_id, removed, [p.name for p in added], _now_us()):
+            log.info("maintenance of repo %s lost a race on its pack list; left as it was",
+                     repo_id)
 
     # -- forks, imports, deletes -------------------------------------------------------------
 
