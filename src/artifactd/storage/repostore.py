@@ -86,6 +86,10 @@ class RepoStore:
         ask git)."""
         return None
 
+    def check_writable(self) -> None:
+        """Raise ``ServiceUnavailable`` when a push cannot be stored now (the ``s3`` store's
+        bucket is known down); local disks are always there."""
+
     @contextlib.contextmanager
     def maintenance_lease(self, repo_id: str, default_branch: str) -> Iterator[bool]:
         """Whether this node may maintain the repo now: always, locally (the caller's file

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from artifactd.errors import Code, InternalError, ServiceUnavailable
+from artifactd.observability import S3_BYTES_DOWNLOADED, S3_OBJECT_STORE_ERRORS, S3_PACKS_MISSING
 from artifactd.storage.forklink import LinkedObjects
 from artifactd.storage.objectstore import ObjectExists, ObjectStore, ObjectStoreUnavailable
 from artifactd.storage.repostore import PUSH_LOCK, RepoStore
@@ -41,6 +42,7 @@ _PACK_NAME = "pack-"
 
 
 def unavailable(exc: ObjectStoreUnavailable) -> ServiceUnavailable:
+    S3_OBJECT_STORE_ERRORS.inc()
     error = ServiceUnavailable(f"The object store is unavailable ({exc}); try again",
                                retry_after=RETRY_AFTER)
     error.code = Code.OBJECT_STORE_UNAVAILABLE
@@ -63,8 +65,22 @@ class S3RepoStore(RepoStore):
         self.cache_max_bytes = cache_max_bytes
         self.pack_grace_seconds = pack_grace_seconds
         self._evicting = threading.Lock()
+        self._store_down_until = 0.0  # monotonic time until which pushes probe the bucket
         self._maintained: dict[str, set[str]] = {}  # repo id -> packs before its repack
-        self.packs_missing = 0  # how many reads found a listed pack gone from the bucket
+
+    def _unavailable(self, exc: ObjectStoreUnavailable) -> ServiceUnavailable:
+        self._store_down_until = time.monotonic() + RETRY_AFTER
+        return unavailable(exc)
+
+    def check_writable(self) -> None:
+        """Before a push: after a failure of the bucket, a probe until it answers again, so
+        that pushes get a 503 with ``Retry-After`` up front rather than a refused push."""
+        if time.monotonic() < self._store_down_until:
+            try:
+                self.objects.check()
+            except ObjectStoreUnavailable as exc:
+                raise self._unavailable(exc) from None
+            self._store_down_until = 0.0
 
     # -- the cache ---------------------------------------------------------------------------
 
@@ -99,13 +115,14 @@ class S3RepoStore(RepoStore):
             with cache.refs_lock(path):
                 fetched = cache.bring_current(path, self.catalog.snapshot(repo_id), self.objects)
         except ObjectStoreUnavailable as exc:
-            raise unavailable(exc) from None
+            raise self._unavailable(exc) from None
         except cache.PackMissing as exc:
-            self.packs_missing += 1
+            S3_PACKS_MISSING.inc()
             log.error("repo %s lists pack %s, which is missing from the bucket", repo_id, exc.name)
             raise InternalError(f"Pack {exc.name} of this repo is missing from the object store",
                                 code=Code.PACK_MISSING) from None
         if fetched:
+            S3_BYTES_DOWNLOADED.inc(fetched)
             self.evict(keep=repo_id)
 
     def evict(self, keep: str | None = None) -> int:
@@ -178,7 +195,7 @@ class S3RepoStore(RepoStore):
             for pack in packs:
                 self._upload(Path(quarantine or "."), pack)
         except ObjectStoreUnavailable as exc:
-            raise unavailable(exc) from None
+            raise self._unavailable(exc) from None
         except cache.PackMissing as exc:
             raise InternalError(f"Pack {exc.name} of this repo is missing from the object store",
                                 code=Code.PACK_MISSING) from None
@@ -235,7 +252,7 @@ class S3RepoStore(RepoStore):
             for pack in added:
                 self._upload(objects, pack)
         except ObjectStoreUnavailable as exc:
-            raise unavailable(exc) from None
+            raise self._unavailable(exc) from None
         if not self.catalog.swap_packs(repo_id, removed, [p.name for p in added], _now_us()):
             log.info("maintenance of repo %s lost a race on its pack list; left as it was",
                      repo_id)
@@ -259,7 +276,7 @@ class S3RepoStore(RepoStore):
             for pack in packs:
                 self._upload(staging / "objects", pack)
         except ObjectStoreUnavailable as exc:
-            raise unavailable(exc) from None
+            raise self._unavailable(exc) from None
         refs = _local_refs(staging)
         generation = self.catalog.publish(repo_id, refs, [p.name for p in packs], now)
         cache.write_refs(staging, tuple(refs))
