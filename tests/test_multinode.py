@@ -6,18 +6,22 @@ two server processes with separate cache dirs, the git CLI.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
+import pygit2
 import pytest
+from dulwich import porcelain
 
 from tests.gitutil import Git, bearer, create_repo
-from tests.harness import Postgres
+from tests.harness import Postgres, Server
 from tests.multinode import Cluster, start_cluster
 from tests.seaweed import SeaweedFS
 
@@ -192,3 +196,130 @@ def test_a_wiped_cache_is_rebuilt_from_the_bucket(
     assert _fsck_clone(git, cluster.remote(repo, 1), repo.token, tmp_path / "cold") == sha
     with b.client() as c:
         assert c.get(f"/repos/{repo.name}/raw/main/data.bin").status_code == 200
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _restart(server: Server) -> None:
+    """Start a killed node again; on a loaded machine it may need longer than the harness's
+    30 s, so keep waiting while the process lives."""
+    try:
+        server.start()
+    except RuntimeError:
+        assert server.process is not None and server.process.poll() is None, server.log_text()
+        assert _wait_for(lambda: _answers(server), 120), server.log_text()
+
+
+def _answers(server: Server) -> bool:
+    try:
+        httpx.get(f"{server.url}/healthz", timeout=1)
+        return True
+    except httpx.TransportError:
+        return False
+
+
+@pytest.mark.parametrize("moment", ["receiving", "uploaded"])
+def test_a_node_killed_mid_push_leaves_all_of_it_or_none(
+        cluster: Cluster, tmp_path: Path, unique_name: str, moment: str) -> None:
+    """kill -9 of the node taking a push: through the other node the push is fully there or
+    not at all, and a fresh clone is fsck-clean (no ref to a missing object)."""
+    a, b = cluster.nodes
+    repo = create_repo(b, unique_name)
+    git = Git(tmp_path / "home")
+    first = git.new_work(tmp_path / "w", {"a.txt": "one\n"})
+    git.run("-c", bearer(repo.token), "push", "-q", cluster.remote(repo, 1), "main",
+            cwd=tmp_path / "w")
+    second = git.commit_files(tmp_path / "w", {"big.bin": os.urandom(6_000_000)}, "big")
+    keys = cluster.bucket_keys()
+    objects = a.data_dir / "repos" / repo.id[:2] / repo.id[2:4] / f"{repo.id}.git" / "objects"
+
+    def reached() -> bool:
+        if moment == "receiving":
+            return any(objects.glob("tmp_objdir-*")) if objects.exists() else False
+        return any(k.endswith(".pack") for k in cluster.bucket_keys() - keys)
+
+    pusher = subprocess.Popen(
+        ["git", "-c", bearer(repo.token), "push", "-q", cluster.remote(repo, 0), "main"],
+        cwd=tmp_path / "w", env=git.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert _wait_for(lambda: reached() or pusher.poll() is not None)
+        assert a.process is not None
+        a.process.kill()
+        a.process.wait()
+        pusher.communicate(timeout=60)
+        listed = git.out("-c", bearer(repo.token), "ls-remote", cluster.remote(repo, 1),
+                         "refs/heads/main").split()[0]
+        assert listed in (first, second)
+        if pusher.returncode == 0:  # acknowledged: it must be there
+            assert listed == second
+        head = _fsck_clone(git, cluster.remote(repo, 1), repo.token, tmp_path / "after")
+        assert head == listed
+        if listed == second:
+            assert (tmp_path / "after" / "big.bin").stat().st_size == 6_000_000
+    finally:
+        if pusher.poll() is None:
+            pusher.kill()
+        _restart(a)
+    # The restarted node serves the repo as the other one does.
+    assert git.out("-c", bearer(repo.token), "ls-remote", cluster.remote(repo, 0),
+                   "refs/heads/main").split()[0] == listed
+
+
+def test_client_matrix_crossing_nodes(cluster: Cluster, tmp_path: Path, unique_name: str) -> None:
+    """git CLI v0/v1/v2, shallow and partial clones, pygit2 and dulwich: each writes through
+    one node and reads through the other."""
+    repo = create_repo(cluster.nodes[0], unique_name)
+    git = Git(tmp_path / "home")
+    secret = repo.token.split("?expires=")[0]
+    tip = git.new_work(tmp_path / "w", {"a.txt": "one\n"})
+    for version in ("0", "1", "2"):
+        node = int(version) % 2
+        tip = git.commit_files(tmp_path / "w", {f"v{version}.txt": version}, f"v{version}")
+        git.run("-c", bearer(repo.token), "-c", f"protocol.version={version}", "push", "-q",
+                cluster.remote(repo, node), "main", cwd=tmp_path / "w")
+        clone = tmp_path / f"clone-v{version}"
+        git.run("-c", bearer(repo.token), "-c", f"protocol.version={version}", "clone", "-q",
+                cluster.remote(repo, 1 - node), str(clone))
+        assert git.out("rev-parse", "HEAD", cwd=clone) == tip
+    shallow = tmp_path / "shallow"
+    git.run("-c", bearer(repo.token), "clone", "-q", "--depth=1", cluster.remote(repo, 1),
+            str(shallow))
+    assert git.out("rev-list", "--count", "HEAD", cwd=shallow) == "1"
+    partial = tmp_path / "partial"
+    git.run("-c", bearer(repo.token), "clone", "-q", "--filter=blob:none",
+            cluster.remote(repo, 0), str(partial))
+    assert (partial / "v2.txt").read_text() == "2"
+
+    # libgit2 clones through B and pushes through A.
+    callbacks = pygit2.RemoteCallbacks(credentials=pygit2.UserPass("x", secret))
+    cloned = pygit2.clone_repository(cluster.remote(repo, 1), str(tmp_path / "lg"),
+                                     callbacks=callbacks)
+    assert str(cloned.head.target) == tip
+    signature = pygit2.Signature("L", "l@example.com")
+    blob = cloned.create_blob(b"from libgit2\n")
+    builder = cloned.TreeBuilder(cloned.head.peel(pygit2.Commit).tree)
+    builder.insert("lg.txt", blob, pygit2.enums.FileMode.BLOB)
+    tip = str(cloned.create_commit("refs/heads/main", signature, signature, "libgit2",
+                                   builder.write(), [cloned.head.target]))
+    remote = cloned.remotes.create_anonymous(cluster.remote(repo, 0))
+    remote.push(["refs/heads/main"], callbacks=callbacks)
+
+    # dulwich clones through B (and sees libgit2's push at once), then pushes through B.
+    dw = tmp_path / "dw"
+    with porcelain.clone(cluster.remote(repo, 1), str(dw), username="x", password=secret,
+                         errstream=io.BytesIO()) as dulwich_repo:
+        assert dulwich_repo.head().decode() == tip
+        (dw / "dw.txt").write_text("from dulwich\n")
+        porcelain.add(dulwich_repo, [str(dw / "dw.txt")])
+        tip = porcelain.commit(dulwich_repo, message=b"dulwich", author=b"D <d@example.com>",
+                               committer=b"D <d@example.com>").decode()
+        porcelain.push(dulwich_repo, cluster.remote(repo, 1), b"HEAD:refs/heads/main",
+                       username="x", password=secret, errstream=io.BytesIO())
+    assert _fsck_clone(git, cluster.remote(repo, 0), repo.token, tmp_path / "final") == tip
