@@ -42,6 +42,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("faults", "Fault injection"),
     ("hardening", "Hardening: racing pushes and fuzzing"),
     ("mount", "ArtifactFS"),
+    ("s3", "S3 storage backend and stateless nodes"),
 )
 
 TARGETS_TITLE = "Targets"

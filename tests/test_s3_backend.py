@@ -24,6 +24,7 @@ from tests.seaweed import SeaweedFS
 from tests.tcpgate import Gate
 
 MAX_REPO_BYTES = 1_000_000
+CACHE_MAX_BYTES = 1_500_000
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,8 @@ def gate(seaweedfs: SeaweedFS) -> Iterator[Gate]:
 def node(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS, gate: Gate) -> Iterator[Server]:
     bucket = seaweedfs.new_bucket()
     env = s3_env(seaweedfs, bucket, ARTIFACTD_S3_ENDPOINT_URL=gate.url,
-                 ARTIFACTD_MAX_REPO_BYTES=str(MAX_REPO_BYTES))
+                 ARTIFACTD_MAX_REPO_BYTES=str(MAX_REPO_BYTES),
+                 ARTIFACTD_CACHE_MAX_BYTES=str(CACHE_MAX_BYTES))
     server = start_server(tmp_path_factory.mktemp("s3node"), extra_env=env)
     server.env["TEST_BUCKET"] = bucket
     yield server
@@ -165,6 +167,27 @@ def test_a_push_over_the_storage_limit_through_a_cold_cache_is_refused(
     assert listed.split()[0] == first
     with node.client() as c:
         assert c.get(f"/repos/{repo.name}").json()["result"]["size"] < MAX_REPO_BYTES
+
+
+def test_the_cache_stays_within_its_bound_evicting_least_recently_used_repos(
+        node: Server, tmp_path: Path, unique_name: str) -> None:
+    git = Git(tmp_path / "home")
+    repos = [create_repo(node, f"{unique_name}-{i}") for i in range(3)]
+    for i, repo in enumerate(repos):
+        _push(git, repo, tmp_path / f"w{i}", {"blob.bin": os.urandom(600_000)})
+    _wipe_cache(node)
+
+    def cached(repo: Repo) -> bool:
+        return (node.data_dir / "repos" / repo.id[:2] / repo.id[2:4] / f"{repo.id}.git").exists()
+
+    for i, repo in enumerate(repos):
+        git.run("-c", bearer(repo.token), "clone", "-q", repo.remote, str(tmp_path / f"c{i}"))
+    # Three repos of ~600 KB do not fit in 1.5 MB: the least recently used one went.
+    assert not cached(repos[0]) and cached(repos[2])
+    total = sum(f.stat().st_size for f in (node.data_dir / "repos").rglob("*") if f.is_file())
+    assert total <= CACHE_MAX_BYTES
+    git.run("-c", bearer(repos[0].token), "clone", "-q", repos[0].remote, str(tmp_path / "again"))
+    assert (tmp_path / "again" / "blob.bin").stat().st_size == 600_000
 
 
 def test_rest_writes_are_refused_clearly_on_the_s3_backend(node: Server, unique_name: str) -> None:
