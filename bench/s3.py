@@ -27,10 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from tests.gitutil import Git, bearer, create_repo
 from tests.harness import Postgres, Server
-from tests.multinode import Cluster, start_cluster
+from tests.multinode import Cluster, restart, start_cluster
 from tests.seaweed import SeaweedFS
 
 from bench.common import UNLIMITED, Target, machine, start_server, work_dir
@@ -194,20 +193,6 @@ def _race(git: Git, base: Path, cluster: Cluster, sizes: dict[str, int]) -> dict
             "lost": len(set(acked) - history), "fsck_clean": fsck, "seconds": round(seconds, 1)}
 
 
-def _restart(server: Server) -> None:
-    try:
-        server.start()
-    except RuntimeError:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{server.url}/healthz", timeout=1)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise
-
-
 def _kills(git: Git, base: Path, cluster: Cluster, sizes: dict[str, int]) -> dict[str, Any]:
     a, b = cluster.nodes
     repo = create_repo(b, "kills")
@@ -241,7 +226,7 @@ def _kills(git: Git, base: Path, cluster: Cluster, sizes: dict[str, int]) -> dic
             missing += 1
         shutil.rmtree(clone, ignore_errors=True)
         git.run("reset", "-q", "--hard", listed, cwd=work)
-        _restart(a)
+        restart(a)
     return {"kills": sizes["kills"], "push_visible": visible, "acked_lost": acked_lost,
             "fsck_failures": missing}
 

@@ -6,14 +6,17 @@ through another by the same remote URL with the other node's port.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import sqlalchemy
 
 from artifactd.storage.db import make_engine
 from tests.gitutil import Repo
-from tests.harness import Postgres, Server, start_server
+from tests.harness import Postgres, Server, free_port
 from tests.seaweed import SeaweedFS
 
 
@@ -67,6 +70,36 @@ def start_cluster(base: Path, pg: Postgres, store: SeaweedFS, count: int = 2,
     database_url = pg.new_database()
     bucket = store.new_bucket()
     env = s3_env(store, bucket, **extra)
-    nodes = [start_server(base / f"node{i}", database_url=database_url, extra_env=env)
-             for i in range(count)]
+    nodes = [start_node(base / f"node{i}", database_url, env) for i in range(count)]
     return Cluster(nodes, bucket, store, database_url)
+
+
+def start_node(data_dir: Path, database_url: str | None, env: dict[str, str]) -> Server:
+    """``start_server``, patient: a node also imports boto3 and checks its bucket, which on a
+    loaded 2-core machine can take longer than the harness's 30 s."""
+    server = Server(data_dir=data_dir, port=free_port(), env={
+        **{k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTD_")},
+        **({"ARTIFACTD_DATABASE_URL": database_url} if database_url else {}), **env})
+    edit = server.new_api_token("edit")
+    server.account_id, server.token = edit["account_id"], edit["token"]
+    server.read_token = server.new_api_token("read")["token"]
+    restart(server)
+    return server
+
+
+def restart(server: Server, seconds: float = 180) -> None:
+    """Start (or start again) a node, waiting while its process lives."""
+    try:
+        server.start()
+        return
+    except RuntimeError:
+        if server.process is None or server.process.poll() is not None:
+            raise
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{server.url}/healthz", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"node did not start:\n{server.log_text()}")

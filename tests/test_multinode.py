@@ -15,14 +15,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pygit2
 import pytest
 from dulwich import porcelain
 
 from tests.gitutil import Git, bearer, create_repo
-from tests.harness import Postgres, Server
-from tests.multinode import Cluster, start_cluster
+from tests.harness import Postgres
+from tests.multinode import Cluster, restart, start_cluster
 from tests.seaweed import SeaweedFS
 
 
@@ -207,24 +206,6 @@ def _wait_for(condition: Callable[[], bool], seconds: float = 60) -> bool:
     return True
 
 
-def _restart(server: Server) -> None:
-    """Start a killed node again; on a loaded machine it may need longer than the harness's
-    30 s, so keep waiting while the process lives."""
-    try:
-        server.start()
-    except RuntimeError:
-        assert server.process is not None and server.process.poll() is None, server.log_text()
-        assert _wait_for(lambda: _answers(server), 120), server.log_text()
-
-
-def _answers(server: Server) -> bool:
-    try:
-        httpx.get(f"{server.url}/healthz", timeout=1)
-        return True
-    except httpx.TransportError:
-        return False
-
-
 @pytest.mark.parametrize("moment", ["receiving", "uploaded"])
 def test_a_node_killed_mid_push_leaves_all_of_it_or_none(
         cluster: Cluster, tmp_path: Path, unique_name: str, moment: str) -> None:
@@ -266,7 +247,7 @@ def test_a_node_killed_mid_push_leaves_all_of_it_or_none(
     finally:
         if pusher.poll() is None:
             pusher.kill()
-        _restart(a)
+        restart(a)
     # The restarted node serves the repo as the other one does.
     assert git.out("-c", bearer(repo.token), "ls-remote", cluster.remote(repo, 0),
                    "refs/heads/main").split()[0] == listed

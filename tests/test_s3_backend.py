@@ -18,8 +18,8 @@ import pytest
 from artifactd.storage.db import make_engine, migrate
 from artifactd.storage.s3store.catalog import Catalog, StaleRef
 from tests.gitutil import Git, Repo, basic_header, bearer, create_repo
-from tests.harness import Postgres, Server, artifactd_cmd, free_port, start_server
-from tests.multinode import s3_env
+from tests.harness import Postgres, Server, artifactd_cmd, free_port
+from tests.multinode import s3_env, start_node
 from tests.seaweed import SeaweedFS
 from tests.tcpgate import Gate
 
@@ -40,7 +40,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS, gate: G
     env = s3_env(seaweedfs, bucket, ARTIFACTD_S3_ENDPOINT_URL=gate.url,
                  ARTIFACTD_MAX_REPO_BYTES=str(MAX_REPO_BYTES),
                  ARTIFACTD_CACHE_MAX_BYTES=str(CACHE_MAX_BYTES))
-    server = start_server(tmp_path_factory.mktemp("s3node"), extra_env=env)
+    server = start_node(tmp_path_factory.mktemp("s3node"), None, env)
     server.env["TEST_BUCKET"] = bucket
     yield server
     server.stop()
