@@ -28,9 +28,11 @@ from tests.seaweed import SeaweedFS
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres,
             seaweedfs: SeaweedFS) -> Iterator[Cluster]:
-    # A short pack grace, so that a test sees the sweep of unlisted packs happen.
+    # A short pack grace, so that a test sees the sweep of unlisted packs happen; both nodes'
+    # maintenance schedulers on and eager, so that they compete for the same repos.
     nodes = start_cluster(tmp_path_factory.mktemp("multinode"), postgres, seaweedfs,
-                          ARTIFACTD_GC_GRACE_SECONDS="3")
+                          ARTIFACTD_GC_GRACE_SECONDS="3", ARTIFACTD_MAINTENANCE_AFTER_PUSHES="3",
+                          ARTIFACTD_MAINTENANCE_INTERVAL="1")
     yield nodes
     nodes.stop()
 
@@ -304,3 +306,32 @@ def test_client_matrix_crossing_nodes(cluster: Cluster, tmp_path: Path, unique_n
         porcelain.push(dulwich_repo, cluster.remote(repo, 1), b"HEAD:refs/heads/main",
                        username="x", password=secret, errstream=io.BytesIO())
     assert _fsck_clone(git, cluster.remote(repo, 0), repo.token, tmp_path / "final") == tip
+
+
+def test_both_nodes_maintain_under_one_lease_and_the_pack_list_shrinks(
+        cluster: Cluster, tmp_path: Path, unique_name: str) -> None:
+    a, b = cluster.nodes
+    repo = create_repo(a, unique_name)
+    git = Git(tmp_path / "home")
+    git.new_work(tmp_path / "w")
+    pushes = 6
+    for i in range(pushes):
+        git.commit_files(tmp_path / "w", {f"f{i}.txt": f"{i}\n"}, f"c{i}")
+        git.run("-c", bearer(repo.token), "push", "-q", cluster.remote(repo, i % 2), "main",
+                cwd=tmp_path / "w")
+    tip = git.out("rev-parse", "HEAD", cwd=tmp_path / "w")
+
+    def compacted() -> bool:
+        with b.client() as c:
+            info = c.get(f"/repos/{repo.name}").json()["result"]
+        done = bool(info["maintained_at"]) and info["maintained_at"] >= info["last_push_at"]
+        return done and len(cluster.listed_keys(repo.id)) < 2 * pushes
+    # Both schedulers see the repo due; the lease lets one at a time repack and swap.
+    deadline = time.monotonic() + 120  # a bound on a loaded host, not an expected time
+    while not compacted():
+        assert time.monotonic() < deadline, cluster.listed_keys(repo.id)
+        time.sleep(0.5)
+    assert cluster.listed_keys(repo.id) <= cluster.bucket_keys()
+    for node in (0, 1):
+        assert _fsck_clone(git, cluster.remote(repo, node), repo.token,
+                           tmp_path / f"after{node}") == tip
