@@ -29,10 +29,10 @@ from typing import Any
 
 from tests.gitutil import Git, bearer, create_repo
 from tests.harness import Postgres, Server
-from tests.multinode import Cluster, restart, start_cluster
+from tests.multinode import Cluster, restart, start_cluster, start_node
 from tests.seaweed import SeaweedFS
 
-from bench.common import UNLIMITED, Target, machine, start_server, work_dir
+from bench.common import UNLIMITED, Target, machine, work_dir
 from bench.fork import make_parent
 
 NODE_ENV = {**UNLIMITED, "ARTIFACTD_MAX_REPO_BYTES": "100GB", "ARTIFACTD_MAINTENANCE_INTERVAL": "0"}
@@ -246,7 +246,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     local: Server | None = None
     cluster: Cluster | None = None
     try:
-        local = start_server(base / "local", database_url=pg.new_database(), extra_env=NODE_ENV)
+        local = start_node(base / "local", pg.new_database(), NODE_ENV)
         cluster = start_cluster(base / "cluster", pg, store, **NODE_ENV)
         git = Git(base / "home")
         results: dict[str, Any] = {"machine": machine(), "sizes": sizes}
