@@ -40,10 +40,10 @@ NODE_ENV = {**UNLIMITED, "ARTIFACTD_MAX_REPO_BYTES": "100GB", "ARTIFACTD_MAINTEN
 
 def _sizes(quick: bool) -> dict[str, int]:
     """``--quick``: tiny; full: the issue's sizes; ``BENCH_S3_SIZES=medium``: in between (what
-    fits in half an hour on a shared 2-core machine)."""
+    fits in a quarter of an hour on a shared 2-core machine)."""
     if os.environ.get("BENCH_S3_SIZES") == "medium" and not quick:
-        return {"clone_mb": 50, "push_mb": 50, "small_pushes": 200, "reps": 3, "fork_small_mb": 10,
-                "fork_big_mb": 256, "forks": 10, "race_clients": 16, "race_pushes": 320, "kills": 12}
+        return {"clone_mb": 20, "push_mb": 20, "small_pushes": 100, "reps": 3, "fork_small_mb": 10,
+                "fork_big_mb": 64, "forks": 8, "race_clients": 16, "race_pushes": 160, "kills": 8}
     if quick:
         return {"clone_mb": 4, "push_mb": 4, "small_pushes": 20, "reps": 3, "fork_small_mb": 2,
                 "fork_big_mb": 16, "forks": 5, "race_clients": 4, "race_pushes": 24, "kills": 2}
