@@ -44,6 +44,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("hardening", "Hardening: racing pushes and fuzzing"),
     ("mount", "ArtifactFS"),
     ("mount_writes", "ArtifactFS writes"),
+    ("s3", "S3 storage backend and stateless nodes"),
 )
 
 TARGETS_TITLE = "Targets"

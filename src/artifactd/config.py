@@ -180,6 +180,25 @@ SETTINGS: tuple[Setting, ...] = (
             "Connections beyond `http_max_connections`, when every connection has a request in "
             "progress, that may still reach `/metrics`, `/healthz` and `/readyz` (others get "
             "503); beyond both, a connection is answered 503 and closed."),
+    Setting("storage_backend", "ARTIFACTD_STORAGE_BACKEND", str,
+            "Where repo data lives: `local` (bare repos in the data dir) or `s3` (packs in an "
+            "S3-compatible bucket, refs and pack lists in the database, the data dir a cache; "
+            "more than one node needs PostgreSQL)."),
+    Setting("s3_endpoint_url", "ARTIFACTD_S3_ENDPOINT_URL", str,
+            "URL of the S3-compatible object store (empty: AWS S3 of `s3_region`)."),
+    Setting("s3_bucket", "ARTIFACTD_S3_BUCKET", str,
+            "Bucket of the `s3` backend (must exist; checked at start-up)."),
+    Setting("s3_region", "ARTIFACTD_S3_REGION", str, "Region of the bucket."),
+    Setting("s3_prefix", "ARTIFACTD_S3_PREFIX", str,
+            "Key prefix of every object artifactd writes in the bucket (several deployments "
+            "can share one bucket)."),
+    Setting("s3_access_key_id", "ARTIFACTD_S3_ACCESS_KEY_ID", str,
+            "Access key of the bucket (empty: the standard `AWS_ACCESS_KEY_ID`, shared files)."),
+    Setting("s3_secret_access_key", "ARTIFACTD_S3_SECRET_ACCESS_KEY", str,
+            "Secret of `s3_access_key_id` (empty: the standard `AWS_SECRET_ACCESS_KEY`)."),
+    Setting("cache_max_bytes", "ARTIFACTD_CACHE_MAX_BYTES", parse_bytes,
+            "With `s3`: most bytes of repo caches kept on this node's disk; beyond it whole "
+            "repos not in use are evicted, least recently used first."),
 )
 
 # ARTIFACTD_* variables that are not server settings: read by the client commands, the
@@ -251,6 +270,14 @@ class Settings:
     http_keep_alive_timeout: float = 30.0
     http_max_connections: int = 512
     http_connection_reserve: int = 32
+    storage_backend: str = "local"
+    s3_endpoint_url: str = ""
+    s3_bucket: str = ""
+    s3_region: str = "us-east-1"
+    s3_prefix: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    cache_max_bytes: int = 10 * 10**9
 
     @property
     def data_path(self) -> Path:
@@ -371,3 +398,9 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{name} must be a positive number of seconds")
     if settings.http_connection_reserve < 0:
         raise ConfigError("http_connection_reserve must not be negative")
+    if settings.storage_backend not in {"local", "s3"}:
+        raise ConfigError("storage_backend must be 'local' or 's3'")
+    if settings.storage_backend == "s3" and not settings.s3_bucket:
+        raise ConfigError("storage_backend 's3' needs s3_bucket")
+    if settings.cache_max_bytes < 1:
+        raise ConfigError("cache_max_bytes must be at least 1")

@@ -99,6 +99,10 @@ class Code(IntEnum):
     WEBHOOK_REFUSED = 12301
     INVALID_EVENT_CURSOR = 12302
     UNKNOWN_EVENT_TYPE = 12303
+    # The s3 repo store (storage/s3store/): the bucket, and packs it should hold.
+    OBJECT_STORE_UNAVAILABLE = 12400
+    PACK_MISSING = 12401
+    NOT_ON_S3_BACKEND = 12402
 
 
 class ArtifactdError(Exception):

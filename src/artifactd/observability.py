@@ -79,3 +79,13 @@ EVENT_QUEUE_DEPTH = Gauge(
     "Outbox events past the slowest active subscription's cursor (sampled every 5 minutes).",
     multiprocess_mode="max",
 )
+
+# The s3 repo store (storage/s3store/).
+S3_PACKS_MISSING = Counter(
+    "artifactd_s3_packs_missing_total",
+    "Reads that found a pack the repo lists missing from the bucket (deleted behind our back).")
+S3_OBJECT_STORE_ERRORS = Counter(
+    "artifactd_s3_object_store_errors_total",
+    "Requests refused with 503 because the object store could not be reached.")
+S3_BYTES_DOWNLOADED = Counter(
+    "artifactd_s3_cache_bytes_downloaded_total", "Pack bytes downloaded into this node's cache.")

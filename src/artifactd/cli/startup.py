@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -103,7 +104,25 @@ def open_backend(settings: Settings, *, run_migrations: bool = True) -> Backend:
     """``Backend.open`` with every operator mistake turned into one line."""
     prepare_data_dir(settings.data_path, sqlite_path(settings.effective_database_url))
     with database_errors(settings):
-        return Backend.open(settings, run_migrations=run_migrations)
+        try:
+            return Backend.open(settings, run_migrations=run_migrations)
+        except Exception as exc:
+            problem = _object_store_problem(exc)
+            if problem is None:
+                raise
+            raise StartupError(f"storage_backend 's3': {problem}") from None
+
+
+def _object_store_problem(exc: Exception) -> str | None:
+    """The one line to print for an ``s3`` store that cannot start (boto3 is imported only
+    by that backend, so neither it nor its exceptions are imported here otherwise)."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name \
+            and exc.name.split(".")[0] in {"boto3", "botocore"}:
+        return "boto3 is not installed: pip install 'artifactd[s3]'"
+    objectstore = sys.modules.get("artifactd.storage.objectstore")
+    if objectstore is not None and isinstance(exc, objectstore.ObjectStoreUnavailable):
+        return str(exc)
+    return None
 
 
 @contextlib.contextmanager

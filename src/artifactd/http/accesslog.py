@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from artifactd.errors import Code
@@ -20,6 +21,8 @@ from artifactd.http.envelope import failure
 from artifactd.logs import RequestContext, current_request, current_request_id, safe_request_id
 from artifactd.observability import REQUEST_SECONDS, REQUESTS
 from artifactd.redact import redact
+
+DATABASE_RETRY_AFTER = 2  # seconds a client is asked to wait while the database is away
 
 log = logging.getLogger("artifactd.access")
 errors_log = logging.getLogger("artifactd.http")
@@ -89,6 +92,15 @@ class AccessLogMiddleware:
 
         try:
             await self.app(scope, counting_receive, counting_send)
+        except (OperationalError, InterfaceError, DisconnectionError):
+            # The database is unreachable (down, restarting, network): a retriable 503; the
+            # pool reconnects by itself once it is back.
+            errors_log.error("database unavailable", exc_info=True)
+            if status == 0:
+                await failure(503, Code.SERVICE_UNAVAILABLE,
+                              "The metadata database is unavailable; try again",
+                              headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+                              )(scope, receive, counting_send)
         except Exception:
             # Answered here rather than by Starlette's ServerErrorMiddleware, which re-raises
             # after answering and so makes uvicorn drop the connection under the client.

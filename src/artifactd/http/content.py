@@ -89,7 +89,10 @@ def routed(
                 repo = check()
             else:
                 repo = await run_in_threadpool(check)
-            return await handler(request, Opened(backend, RepoReader(backend, repo)))
+            # The s3 store brings its cache current first (a download when cold): a thread.
+            reader = await run_in_threadpool(RepoReader, backend, repo) if backend.repos.remote \
+                else RepoReader(backend, repo)
+            return await handler(request, Opened(backend, reader))
         except Exception as exc:
             if principals:
                 events.record_error(backend, principals[0].account_id, params["namespace"],

@@ -214,7 +214,9 @@ class GitEndpoint:
         )
         # On SQLite the checks are microseconds of local reads, cheaper than a thread hop
         # (the control plane makes the same choice); PostgreSQL is a round trip.
-        authorized = admit() if backend.meta.inline_ok else await run_in_threadpool(admit)
+        # Inline on SQLite (microseconds); the s3 store may download packs: a thread.
+        inline = backend.meta.inline_ok and not backend.repos.remote
+        authorized = admit() if inline else await run_in_threadpool(admit)
         body = _Body(receive, gzip=gzip)
         if target.action == "info/refs":
             body.complete.set()

@@ -107,6 +107,8 @@ class Caller:
 
     async def reader(self, namespace: str, name: str) -> RepoReader:
         repo = await run_in_threadpool(self.find, namespace, name)
+        if self.backend.repos.remote:  # the s3 store may download packs first
+            return await run_in_threadpool(RepoReader, self.backend, repo)
         return RepoReader(self.backend, repo)
 
 

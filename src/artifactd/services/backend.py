@@ -9,6 +9,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from sqlalchemy import Engine
+
 from artifactd.config import Settings
 from artifactd.services.cursor import CursorCodec
 from artifactd.storage.db import is_migrated, make_engine, migrate
@@ -45,7 +47,7 @@ class Backend:
         return cls(
             settings=settings,
             meta=meta,
-            repos=RepoStore(settings.data_path, owner=owner.token),
+            repos=_repo_store(settings, engine, owner.token),
             git=GitRunner(settings.data_path, owner=owner.token),
             cursors=CursorCodec(bytes.fromhex(secret)),
             owner=owner,
@@ -54,3 +56,25 @@ class Backend:
     def close(self) -> None:
         self.meta.engine.dispose()
         self.owner.release()
+
+
+def _repo_store(settings: Settings, engine: Engine, owner: str) -> RepoStore:
+    """The local store, or with ``storage_backend = "s3"`` the bucket-backed one (its bucket
+    checked first: ``ObjectStoreUnavailable`` names what to fix)."""
+    if settings.storage_backend != "s3":
+        return RepoStore(settings.data_path, owner=owner)
+    # Imported here: boto3 is the ``s3`` extra, not needed by a local deployment.
+    from artifactd.storage.objectstore import ObjectStore, ObjectStoreConfig
+    from artifactd.storage.s3store.catalog import Catalog
+    from artifactd.storage.s3store.store import S3RepoStore
+
+    objects = ObjectStore(ObjectStoreConfig(
+        endpoint_url=settings.s3_endpoint_url, bucket=settings.s3_bucket,
+        region=settings.s3_region, prefix=settings.s3_prefix,
+        access_key_id=settings.s3_access_key_id or None,
+        secret_access_key=settings.s3_secret_access_key or None,
+    ))
+    objects.check()
+    return S3RepoStore(settings.data_path, Catalog(engine), objects, owner=owner,
+                       cache_max_bytes=settings.cache_max_bytes,
+                       pack_grace_seconds=settings.gc_grace_seconds)

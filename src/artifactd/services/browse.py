@@ -34,7 +34,7 @@ def list_refs(backend: Backend, repo: RepoRow) -> list[Ref]:
     if not backend.repos.exists(repo.id):
         return []
     result = backend.git.run(
-        backend.repos.path(repo.id),
+        backend.repos.prepare(repo.id, repo.default_branch),
         ["for-each-ref", f"--count={MAX_REFS}", "--format=%(objectname) %(refname)",
          "refs/heads", "refs/tags"],
         timeout=GIT_TIMEOUT,
@@ -54,7 +54,7 @@ def commit_patch(backend: Backend, repo: RepoRow, sha: str) -> Patch:
     if not backend.repos.exists(repo.id):
         return Patch("", False)
     result = backend.git.run(
-        backend.repos.path(repo.id),
+        backend.repos.prepare(repo.id, repo.default_branch),
         ["diff-tree", "-p", "--root", "-M", "--no-color", "--no-ext-diff", "--no-textconv",
          "--diff-merges=first-parent", "--no-commit-id", "--end-of-options", sha],
         timeout=GIT_TIMEOUT,

@@ -180,7 +180,7 @@ class RepoReader:
     def __init__(self, backend: Backend, repo: RepoRow):
         self.backend = backend
         self.repo = repo
-        self.git_dir = backend.repos.path(repo.id)
+        self.git_dir = backend.repos.prepare(repo.id, repo.default_branch)
         self.exists = (self.git_dir / "HEAD").is_file()
 
     async def _run(self, commands: Sequence[tuple[str, str]]) -> list[Answer]:

@@ -45,6 +45,9 @@ def fork_source(parent: RepoRow) -> str:
 
 def read_refs(backend: Backend, parent: RepoRow) -> list[tuple[str, str]]:
     """The parent's refs as (name, object id); symbolic refs are not copied."""
+    stored = backend.repos.ref_list(parent.id)
+    if stored is not None:  # the s3 store: SQL has them, no cache needed
+        return stored
     if not backend.repos.exists(parent.id):
         return []
     result = backend.git.run(

@@ -201,6 +201,7 @@ def authorize(
                 "This repo token has read scope: pushing needs a token with write scope",
                 code=Code.PERMISSION_DENIED,
             )
+        backend.repos.check_writable()
     git_dir = backend.repos.ensure(repo.id, repo.default_branch)
     return AuthorizedGit(access, service, git_dir)
 

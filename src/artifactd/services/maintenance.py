@@ -52,11 +52,22 @@ def repo_lock(backend: Backend, repo_id: str) -> Iterator[bool]:
         os.close(fd)
 
 
+@contextmanager
+def _maintenance_slot(backend: Backend, repo: RepoRow) -> Iterator[bool]:
+    """This machine's lock on the repo, then the store's lease (one node at a time on s3)."""
+    with repo_lock(backend, repo.id) as held:
+        if not held:
+            yield False
+            return
+        with backend.repos.maintenance_lease(repo.id, repo.default_branch) as leased:
+            yield leased
+
+
 def maintain_repo(backend: Backend, repo: RepoRow, *, full: bool | None = None) -> MaintenanceReport | None:
     """Maintain one repo now; ``None`` if another process is already doing it or it has no data."""
     if not backend.repos.exists(repo.id):
         return None
-    with repo_lock(backend, repo.id) as held:
+    with _maintenance_slot(backend, repo) as held:
         if not held:
             return None
         # The scheduler's choice (``full`` not given): a small repo due for its first push,
@@ -71,6 +82,7 @@ def maintain_repo(backend: Backend, repo: RepoRow, *, full: bool | None = None) 
         report = maintain(backend.git, backend.repos.path(repo.id), full=full,
                           grace_seconds=int(backend.settings.gc_grace_seconds),
                           small=small)
+        backend.repos.publish_maintenance(repo.id)
         # Measured with the row locked, so a push recorded meanwhile is not overwritten.
         backend.meta.finish_maintenance(repo.id, now_us(), repo.pushes_since_maintenance,
                                         lambda: backend.repos.size(repo.id))

@@ -26,13 +26,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
 
-from artifactd.errors import Code, NotFound
+from artifactd.errors import ArtifactdError, Code, NotFound
 from artifactd.observability import STORAGE_REFUSED
 from artifactd.services import event_stream, events
 from artifactd.services.backend import Backend
@@ -57,6 +58,7 @@ class PushSession:
     lock_fd: int
     intent: PushIntentRow | None = None  # set once pre-receive admitted the push
     recorded: bool = False
+    refs_fd: int | None = None  # the s3 store's refs lock, from the SQL commit to git's exit
     _server: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
@@ -100,7 +102,7 @@ class PushSession:
             intent, settings.max_repo_bytes, settings.max_account_bytes)
         if refused is None:
             self.intent = intent
-            return "ok"
+            return self._store(message) if backend.repos.remote else "ok"
         STORAGE_REFUSED.inc()
         if refused == "repo":
             current = backend.meta.get_repo_by_id(repo.id)
@@ -116,8 +118,35 @@ class PushSession:
                       error_message=message_text)
         return f"refuse {message_text}"
 
+    def _store(self, message: HookMessage) -> str:
+        """The ``s3`` store: the pack to the bucket and the refs swapped in SQL before git
+        moves any ref here, so that an acknowledged push is durable and seen by every node.
+        The cache's refs lock stays held until receive-pack exits (``_unlock_refs``)."""
+        backend, repo, intent = self.backend, self.repo, self.intent
+        assert intent is not None
+        updates = [(u.old, u.new, u.ref) for u in message.updates]
+        try:
+            self.refs_fd = backend.repos.lock_refs(repo.id)
+            refused = backend.repos.commit_push(repo.id, message.quarantine, updates)
+        except Exception as exc:
+            refused = f"artifactd: {getattr(exc, 'message', None) or 'the push was not stored'}"
+            if not isinstance(exc, ArtifactdError):
+                log.exception("storing a push of repo %s failed", repo.id)
+        if refused is None:
+            return "ok"
+        self._unlock_refs()
+        self.intent = None
+        backend.meta.finish_push(intent.id, repo.id, lambda: backend.repos.size(repo.id), None)
+        return f"refuse {refused}"
+
+    def _unlock_refs(self) -> None:
+        if self.refs_fd is not None:
+            os.close(self.refs_fd)
+            self.refs_fd = None
+
     async def record(self, reported: bool) -> None:
         """receive-pack exited: record what it did (``reported``: git said ``ok <ref>``)."""
+        self._unlock_refs()
         if self.intent is not None and not self.recorded:
             self.recorded = True
             await asyncio.to_thread(settle_intent, self.backend, self.repo, self.intent, reported)
@@ -133,6 +162,7 @@ class PushSession:
 
     def _settle(self) -> None:
         backend, repo = self.backend, self.repo
+        self._unlock_refs()
         try:
             if self.intent is not None and not self.recorded:
                 # git was stopped (the client left, the server stops): the disk decides.
@@ -146,8 +176,9 @@ class PushSession:
 async def _blocking(
     backend: Backend, function: Callable[[HookMessage], str], message: HookMessage
 ) -> str:
-    """SQLite answers in microseconds: inline beats a thread hop (as for admission)."""
-    if backend.meta.inline_ok:
+    """SQLite answers in microseconds: inline beats a thread hop (as for admission). The s3
+    store uploads and takes a lock there: a thread."""
+    if backend.meta.inline_ok and not backend.repos.remote:
         return function(message)
     return await run_in_threadpool(function, message)
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from artifactd.errors import Code, PermissionDenied
+from artifactd.errors import Code, Conflict, PermissionDenied
 from artifactd.services import events, limits, repos
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
@@ -54,6 +54,9 @@ def admit(backend: Backend, account_id: str, namespace: str, name: str, *,
     ``write=False`` (a dry run): the repo may be read-only, nothing will be written."""
     started = now_us()
     repo = readable(backend, account_id, namespace, name)
+    if write and backend.repos.remote:
+        raise Conflict("REST writes are not available on the s3 storage backend yet: "
+                       "push with git instead", code=Code.NOT_ON_S3_BACKEND)
     if write and repo.read_only:
         raise PermissionDenied(
             f"Repo {repo.namespace}/{repo.name} is read-only: writes are refused",

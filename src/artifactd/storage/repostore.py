@@ -56,6 +56,9 @@ _GIT_TEMP_PACK_PREFIXES = ("tmp_pack_", "tmp_idx_", "tmp_rev_", "tmp_mtimes_", "
 
 
 class RepoStore:
+    # Whether repo data lives elsewhere (the ``s3`` store) and directories here are caches.
+    remote = False
+
     def __init__(self, data_dir: Path, owner: str = "0" * 16):
         self.root = data_dir / "repos"
         self.trash_root = data_dir / "trash"
@@ -72,6 +75,38 @@ class RepoStore:
 
     def exists(self, repo_id: str) -> bool:
         return (self.path(repo_id) / "HEAD").is_file()
+
+    def prepare(self, repo_id: str, default_branch: str) -> Path:
+        """The repo's directory, current, for a read (the ``s3`` store syncs its cache; a
+        local repo is what is on disk, possibly not made yet)."""
+        return self.path(repo_id)
+
+    def ref_list(self, repo_id: str) -> list[tuple[str, str]] | None:
+        """Every ref as (name, object id) when the store keeps them apart from git (None:
+        ask git)."""
+        return None
+
+    def check_writable(self) -> None:
+        """Raise ``ServiceUnavailable`` when a push cannot be stored now (the ``s3`` store's
+        bucket is known down); local disks are always there."""
+
+    @contextlib.contextmanager
+    def maintenance_lease(self, repo_id: str, default_branch: str) -> Iterator[bool]:
+        """Whether this node may maintain the repo now: always, locally (the caller's file
+        lock orders the processes of this machine); the ``s3`` store also takes a lease in
+        SQL, so that one node at a time does."""
+        yield True
+
+    def publish_maintenance(self, repo_id: str) -> None:
+        """Make a maintenance done in the directory the repo's stored state (``s3``)."""
+
+    def lock_refs(self, repo_id: str) -> int:
+        """Only a ``remote`` store commits pushes itself (storage/s3store/store.py)."""
+        raise NotImplementedError
+
+    def commit_push(self, repo_id: str, quarantine: str | None,
+                    updates: Sequence[tuple[str, str, str]]) -> str | None:
+        raise NotImplementedError
 
     def ensure(self, repo_id: str, default_branch: str) -> Path:
         """Materialise an empty bare repository if it is not on disk yet.

@@ -230,3 +230,50 @@ dashboard_sessions = Table(
     Column("expires_us", BigInteger, nullable=False),
     Index("ix_dashboard_sessions_expires", "expires_us"),
 )
+
+# The s3 repo store (storage/s3store/): a repo's refs and pack list, and the packs of the
+# bucket. ``generation`` grows with every change of a repo's refs or packs, so a node knows
+# with one indexed read whether its cache of the repo is current.
+s3_repos = Table(
+    "s3_repos",
+    metadata,
+    Column("repo_id", String(32), primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+s3_refs = Table(
+    "s3_refs",
+    metadata,
+    Column("repo_id", String(32), primary_key=True),
+    Column("name", String(1024), primary_key=True),
+    Column("target", String(64), nullable=False),
+)
+
+s3_repo_packs = Table(
+    "s3_repo_packs",
+    metadata,
+    Column("repo_id", String(32), primary_key=True),
+    Column("pack", String(64), primary_key=True),
+    Index("ix_s3_repo_packs_pack", "pack"),
+)
+
+# Every pack uploaded (or about to be): a pack no repo lists and untouched for the grace
+# period is removed from the bucket by the sweep.
+s3_packs = Table(
+    "s3_packs",
+    metadata,
+    Column("pack", String(64), primary_key=True),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("touched_us", BigInteger, nullable=False),
+    Index("ix_s3_packs_touched", "touched_us"),
+)
+
+# One maintenance at a time per repo across nodes: a lease with an expiry.
+s3_leases = Table(
+    "s3_leases",
+    metadata,
+    Column("repo_id", String(32), primary_key=True),
+    Column("holder", String(32), nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+)

@@ -1,0 +1,344 @@
+"""``S3RepoStore``: the repo store of the ``s3`` backend, as the rest of the server uses it.
+
+It is a ``RepoStore`` whose directories are caches: every entry point that hands a repo's
+directory to git (``ensure``, ``prepare``) first brings it to the catalog's generation (one
+indexed read when it is current). What the local store reads from disk it reads from SQL
+here: refs (``read_refs``, ``ref_list``), sizes (``size``: the bytes of the listed packs).
+A fork copies rows; a delete drops them; packs nobody lists are removed from the bucket by
+``sweep_trash`` once untouched for ``pack_grace_seconds``.
+
+Pushes: ``commit_push`` runs in receive-pack's ``pre-receive`` (see services/push_guard.py),
+after the objects are in the quarantine and before any ref moves: the quarantine's packs go
+to the bucket (create-if-absent, under their content hash), then one SQL transaction swaps
+every ref from its old value and lists the packs. A node dying between the two leaves an
+unlisted pack for the sweep, never a ref to a missing object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from artifactd.errors import Code, InternalError, ServiceUnavailable
+from artifactd.observability import S3_BYTES_DOWNLOADED, S3_OBJECT_STORE_ERRORS, S3_PACKS_MISSING
+from artifactd.storage.forklink import LinkedObjects
+from artifactd.storage.objectstore import ObjectExists, ObjectStore, ObjectStoreUnavailable
+from artifactd.storage.repostore import PUSH_LOCK, RepoStore
+from artifactd.storage.s3store import cache
+from artifactd.storage.s3store.catalog import Catalog, Pack, StaleRef, pack_keys
+
+log = logging.getLogger("artifactd.s3")
+
+LEASE_SECONDS = 3600.0  # a maintenance lease outlives any repack (git's timeout is shorter)
+RETRY_AFTER = 5  # seconds a client is asked to wait when the bucket is unreachable
+_PACK_NAME = "pack-"
+
+
+def unavailable(exc: ObjectStoreUnavailable) -> ServiceUnavailable:
+    S3_OBJECT_STORE_ERRORS.inc()
+    error = ServiceUnavailable(f"The object store is unavailable ({exc}); try again",
+                               retry_after=RETRY_AFTER)
+    error.code = Code.OBJECT_STORE_UNAVAILABLE
+    return error
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class S3RepoStore(RepoStore):
+    remote = True
+
+    def __init__(self, data_dir: Path, catalog: Catalog, objects: ObjectStore, *,
+                 owner: str = "0" * 16, cache_max_bytes: int = 10 * 10**9,
+                 pack_grace_seconds: float = 3600.0):
+        super().__init__(data_dir, owner=owner)
+        self.catalog = catalog
+        self.objects = objects
+        self.cache_max_bytes = cache_max_bytes
+        self.pack_grace_seconds = pack_grace_seconds
+        self._evicting = threading.Lock()
+        self._store_down_until = 0.0  # monotonic time until which pushes probe the bucket
+        self._maintained: dict[str, set[str]] = {}  # repo id -> packs before its repack
+
+    def _unavailable(self, exc: ObjectStoreUnavailable) -> ServiceUnavailable:
+        self._store_down_until = time.monotonic() + RETRY_AFTER
+        return unavailable(exc)
+
+    def check_writable(self) -> None:
+        """Before a push: after a failure of the bucket, a probe until it answers again, so
+        that pushes get a 503 with ``Retry-After`` up front rather than a refused push."""
+        if time.monotonic() < self._store_down_until:
+            try:
+                self.objects.check()
+            except ObjectStoreUnavailable as exc:
+                raise self._unavailable(exc) from None
+            self._store_down_until = 0.0
+
+    # -- the cache ---------------------------------------------------------------------------
+
+    def ensure(self, repo_id: str, default_branch: str) -> Path:
+        path = super().ensure(repo_id, default_branch)
+        self._sync(repo_id, path, default_branch)
+        return path
+
+    def prepare(self, repo_id: str, default_branch: str) -> Path:
+        return self.ensure(repo_id, default_branch)
+
+    def _sync(self, repo_id: str, path: Path, default_branch: str) -> None:
+        head = f"ref: refs/heads/{default_branch}\n"
+        try:
+            if (path / "HEAD").read_text() != head:  # changed through another node
+                self.set_head(repo_id, default_branch)
+        except FileNotFoundError:
+            pass
+        generation = self.catalog.generation(repo_id)
+        if generation == cache.local_generation(path):
+            cache.mark_used(path)
+            return
+        fetched = 0
+        try:
+            with cache.refs_lock(path):
+                snapshot = self.catalog.snapshot(repo_id)
+                if snapshot.generation != cache.local_generation(path):
+                    fetched = cache.bring_current(path, snapshot, self.objects)
+        except FileNotFoundError:
+            # The cache was wiped under us: start again from an empty directory, once.
+            path = super().ensure(repo_id, default_branch)
+            with cache.refs_lock(path):
+                fetched = cache.bring_current(path, self.catalog.snapshot(repo_id), self.objects)
+        except ObjectStoreUnavailable as exc:
+            raise self._unavailable(exc) from None
+        except cache.PackMissing as exc:
+            S3_PACKS_MISSING.inc()
+            log.error("repo %s lists pack %s, which is missing from the bucket", repo_id, exc.name)
+            raise InternalError(f"Pack {exc.name} of this repo is missing from the object store",
+                                code=Code.PACK_MISSING) from None
+        if fetched:
+            S3_BYTES_DOWNLOADED.inc(fetched)
+            self.evict(keep=repo_id)
+
+    def evict(self, keep: str | None = None) -> int:
+        """Drop whole repo caches, least recently used first, until the cache fits in
+        ``cache_max_bytes``; a repo with a push or a sync running is skipped. Returns how
+        many were dropped."""
+        if not self._evicting.acquire(blocking=False):
+            return 0
+        try:
+            entries = [(cache.last_used(path), cache.cache_bytes(path), repo_id, path)
+                       for repo_id, path in self.repo_dirs()]
+            total = sum(size for _, size, _, _ in entries)
+            dropped = 0
+            for _, size, repo_id, path in sorted(entries):
+                if total <= self.cache_max_bytes:
+                    break
+                if repo_id == keep or cache.lock_busy(path, PUSH_LOCK) \
+                        or cache.lock_busy(path, cache.REFS_LOCK):
+                    continue
+                self.drop_cache(repo_id)
+                total -= size
+                dropped += 1
+            return dropped
+        finally:
+            self._evicting.release()
+
+    def drop_cache(self, repo_id: str) -> None:
+        """Remove this node's cache of the repo (nothing else: it is only a cache)."""
+        path = self.path(repo_id)
+        aside = self.trash_root / f"{repo_id}.{secrets.token_hex(4)}"
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(aside, ignore_errors=True)
+
+    # -- what the local store reads from disk ------------------------------------------------
+
+    def exists(self, repo_id: str) -> bool:
+        return self.catalog.generation(repo_id) > 0 or super().exists(repo_id)
+
+    def size(self, repo_id: str) -> int:
+        return self.catalog.repo_bytes(repo_id)
+
+    def read_refs(self, repo_id: str, names: Sequence[str]) -> dict[str, str | None]:
+        return self.catalog.read_refs(repo_id, names)
+
+    def ref_list(self, repo_id: str) -> list[tuple[str, str]] | None:
+        return self.catalog.refs(repo_id)
+
+    # -- pushes ------------------------------------------------------------------------------
+
+    def lock_refs(self, repo_id: str) -> int:
+        """Held from a push's SQL commit until its receive-pack exits (see ``cache``)."""
+        return cache.open_refs_lock(self.path(repo_id))
+
+    def commit_push(self, repo_id: str, quarantine: str | None,
+                    updates: Sequence[tuple[str, str, str]]) -> str | None:
+        """Store the push's packs and swap its refs; None, or why it is refused (with the
+        refs lock held: see ``lock_refs``). Raises ``ServiceUnavailable`` when the bucket
+        cannot be reached."""
+        path = self.path(repo_id)
+        try:
+            # The cache's refs made SQL's first: receive-pack checks each old value against
+            # them after this commit, and they must agree with the compare-and-swap.
+            cache.bring_current(path, self.catalog.snapshot(repo_id), self.objects)
+            packs = _quarantine_packs(Path(quarantine)) if quarantine else []
+            now = _now_us()
+            self.catalog.touch_packs(packs, now)
+            for pack in packs:
+                self._upload(Path(quarantine or "."), pack)
+        except ObjectStoreUnavailable as exc:
+            raise self._unavailable(exc) from None
+        except cache.PackMissing as exc:
+            raise InternalError(f"Pack {exc.name} of this repo is missing from the object store",
+                                code=Code.PACK_MISSING) from None
+        try:
+            self.catalog.commit_push(repo_id, updates, [p.name for p in packs], _now_us())
+        except StaleRef as exc:
+            return (f"artifactd: {exc.ref} changed since this push started (stale info, "
+                    "another push won): fetch and try again")
+        except LookupError:
+            return "artifactd: the push's pack was removed meanwhile; push again"
+        return None
+
+    def _upload(self, quarantine: Path, pack: Pack) -> None:
+        data_key, index_key = pack_keys(pack.name)
+        folder = quarantine / "pack"
+        for key, suffix in ((data_key, ".pack"), (index_key, ".idx")):
+            # ObjectExists: the same content (the name is its hash), stored before.
+            with contextlib.suppress(ObjectExists):
+                self.objects.put_file(key, folder / f"{_PACK_NAME}{pack.name}{suffix}",
+                                      if_absent=True)
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def maintenance_lease(self, repo_id: str, default_branch: str) -> Iterator[bool]:
+        """A lease in SQL (one node at a time), and the cache brought current first; the
+        packs it holds then are what ``publish_maintenance`` compares against."""
+        if not self.catalog.take_lease(repo_id, self.owner, _now_us(), LEASE_SECONDS):
+            yield False
+            return
+        try:
+            path = self.ensure(repo_id, default_branch)
+            self._maintained[repo_id] = {p.name for p in _quarantine_packs(path / "objects")}
+            yield True
+        finally:
+            self._maintained.pop(repo_id, None)
+            self.catalog.release_lease(repo_id, self.owner)
+
+    def publish_maintenance(self, repo_id: str) -> None:
+        """Upload the packs the repack made and swap them for the ones it replaced, in one
+        transaction; pushes listed meanwhile stay listed. The replaced packs stay in the
+        bucket for the grace period (readers on other nodes may still be on them)."""
+        before = self._maintained.get(repo_id)
+        if before is None:
+            return
+        objects = self.path(repo_id) / "objects"
+        now_packs = {p.name: p for p in _quarantine_packs(objects)}
+        added = [pack for name, pack in now_packs.items() if name not in before]
+        removed = [name for name in before if name not in now_packs]
+        if not added and not removed:
+            return
+        try:
+            self.catalog.touch_packs(added, _now_us())
+            for pack in added:
+                self._upload(objects, pack)
+        except ObjectStoreUnavailable as exc:
+            raise self._unavailable(exc) from None
+        if not self.catalog.swap_packs(repo_id, removed, [p.name for p in added], _now_us()):
+            log.info("maintenance of repo %s lost a race on its pack list; left as it was",
+                     repo_id)
+
+    # -- forks, imports, deletes -------------------------------------------------------------
+
+    def fork(self, parent_id: str, child_id: str, refs: Sequence[tuple[str, str]],
+             default_branch: str) -> LinkedObjects:
+        self.path(parent_id)
+        self.path(child_id)
+        size = self.catalog.fork(parent_id, child_id, refs, _now_us())
+        return LinkedObjects(objects=0, bytes=size, files=0)
+
+    def install(self, staging: Path, repo_id: str) -> Path:
+        """An import: the filled repo's packs uploaded and its refs published, then the
+        directory kept as this node's cache."""
+        packs = _quarantine_packs(staging / "objects")
+        now = _now_us()
+        try:
+            self.catalog.touch_packs(packs, now)
+            for pack in packs:
+                self._upload(staging / "objects", pack)
+        except ObjectStoreUnavailable as exc:
+            raise self._unavailable(exc) from None
+        refs = _local_refs(staging)
+        generation = self.catalog.publish(repo_id, refs, [p.name for p in packs], now)
+        cache.write_refs(staging, tuple(refs))
+        cache.set_generation(staging, generation)
+        return super().install(staging, repo_id)
+
+    def trash(self, repo_id: str) -> None:
+        self.catalog.forget_repo(repo_id, _now_us())
+        super().trash(repo_id)
+
+    def sweep_trash(self, grace_seconds: float = 0.0) -> int:
+        removed = super().sweep_trash(grace_seconds)
+        try:
+            self.sweep_packs()
+        except ObjectStoreUnavailable as exc:
+            log.warning("pack sweep skipped: %s", exc)
+        return removed
+
+    def sweep_packs(self, grace_seconds: float | None = None) -> int:
+        """Delete packs no repo lists, untouched for the grace period; returns how many."""
+        grace = self.pack_grace_seconds if grace_seconds is None else grace_seconds
+        cutoff = _now_us() - int(grace * 1_000_000)
+        removed = 0
+        for name in self.catalog.sweepable(cutoff):
+            if self.catalog.drop_pack(name, cutoff):
+                for key in pack_keys(name)[::-1]:  # the index first: no half pack is visible
+                    self.objects.delete(key)
+                removed += 1
+        return removed
+
+
+def _quarantine_packs(objects: Path) -> list[Pack]:
+    """The complete packs (an index next to the data) under ``objects/pack``."""
+    found: list[Pack] = []
+    folder = objects / "pack"
+    if not folder.is_dir():
+        return found
+    for entry in sorted(folder.glob(f"{_PACK_NAME}*.idx")):
+        name = entry.name[len(_PACK_NAME):-len(".idx")]
+        data = entry.with_suffix(".pack")
+        if data.is_file() and all(c in "0123456789abcdef" for c in name):
+            found.append(Pack(name, data.stat().st_size + entry.stat().st_size))
+    return found
+
+
+def _local_refs(git_dir: Path) -> list[tuple[str, str]]:
+    """A repo directory's refs (loose files win over ``packed-refs``), symbolic ones left out."""
+    refs: dict[str, str] = {}
+    try:
+        for line in (git_dir / "packed-refs").read_text(errors="replace").splitlines():
+            if line.startswith(("#", "^")):
+                continue
+            sha, _, name = line.partition(" ")
+            if name:
+                refs[name] = sha
+    except FileNotFoundError:
+        pass
+    root = git_dir / "refs"
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            full = Path(dirpath) / name
+            value = full.read_text(errors="replace").strip()
+            if value and not value.startswith("ref:") and not name.endswith(".lock"):
+                refs[str(full.relative_to(git_dir))] = value
+    return sorted(refs.items())

@@ -1,0 +1,340 @@
+"""Two artifactd nodes on PostgreSQL + SeaweedFS (the ``s3`` backend): any node serves any repo.
+
+Real components only: a PostgreSQL cluster and a SeaweedFS S3 gateway started by the suite,
+two server processes with separate cache dirs, the git CLI.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pygit2
+import pytest
+from dulwich import porcelain
+
+from tests.gitutil import Git, bearer, create_repo
+from tests.harness import Postgres
+from tests.multinode import Cluster, restart, start_cluster
+from tests.seaweed import SeaweedFS
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres,
+            seaweedfs: SeaweedFS) -> Iterator[Cluster]:
+    # A short pack grace, so that a test sees the sweep of unlisted packs happen; both nodes'
+    # maintenance schedulers on and eager, so that they compete for the same repos.
+    nodes = start_cluster(tmp_path_factory.mktemp("multinode"), postgres, seaweedfs,
+                          ARTIFACTD_GC_GRACE_SECONDS="3", ARTIFACTD_MAINTENANCE_AFTER_PUSHES="3",
+                          ARTIFACTD_MAINTENANCE_INTERVAL="1")
+    yield nodes
+    nodes.stop()
+
+
+def _fsck_clone(git: Git, remote: str, token: str, target: Path) -> str:
+    git.run("-c", bearer(token), "clone", "-q", remote, str(target))
+    git.run("fsck", "--strict", "--no-progress", cwd=target)
+    return git.out("rev-parse", "HEAD", cwd=target)
+
+
+def test_push_through_one_node_is_seen_through_the_other_at_once(
+        cluster: Cluster, tmp_path: Path, unique_name: str) -> None:
+    a = cluster.nodes[0]
+    repo = create_repo(a, unique_name)
+    git = Git(tmp_path / "home")
+    first = git.new_work(tmp_path / "w", {"a.txt": "one\n"})
+    git.run("-c", bearer(repo.token), "push", "-q", cluster.remote(repo, 0), "main",
+            cwd=tmp_path / "w")
+    assert _fsck_clone(git, cluster.remote(repo, 1), repo.token, tmp_path / "c1") == first
+    # Each push through B is seen by a fetch through A right after its acknowledgement.
+    for round_ in range(3):
+        sha = git.commit_files(tmp_path / "c1", {"a.txt": f"round {round_}\n"}, f"r{round_}")
+        git.run("-c", bearer(repo.token), "push", "-q", "origin", "main", cwd=tmp_path / "c1")
+        listed = git.out("-c", bearer(repo.token), "ls-remote", cluster.remote(repo, 0),
+                         "refs/heads/main")
+        assert listed.split()[0] == sha
+    assert _fsck_clone(git, cluster.remote(repo, 0), repo.token, tmp_path / "c2") == sha
+    # The data is in the bucket and the refs in SQL: no node's disk is the only copy.
+    assert any(key.startswith("packs/") and key.endswith(".pack") for key in cluster.bucket_keys())
+
+
+def test_racing_pushes_through_both_nodes_lose_nothing(
+        cluster: Cluster, tmp_path: Path, unique_name: str) -> None:
+    """Clients push to one branch through alternating nodes, each retrying when refused: every
+    acknowledged commit is in the final history, and refusals are git's stale-ref kind."""
+    a = cluster.nodes[0]
+    repo = create_repo(a, unique_name)
+    git = Git(tmp_path / "home")
+    git.new_work(tmp_path / "seed")
+    git.run("-c", bearer(repo.token), "push", "-q", cluster.remote(repo, 0), "main",
+            cwd=tmp_path / "seed")
+    clients, pushes_each = 4, 3
+    acked: list[str] = []
+    refusals: list[str] = []
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        work = tmp_path / f"client{index}"
+        remote = cluster.remote(repo, index % 2)
+        git.run("-c", bearer(repo.token), "clone", "-q", remote, str(work))
+        for push in range(pushes_each):
+            for _attempt in range(40):
+                git.run("-c", bearer(repo.token), "fetch", "-q", "origin", cwd=work)
+                git.run("reset", "-q", "--hard", "origin/main", cwd=work)
+                sha = git.commit_files(work, {f"c{index}-{push}.txt": "x\n"}, f"{index}/{push}")
+                result = git.run("-c", bearer(repo.token), "push", "origin", "main", cwd=work,
+                                 check=False)
+                if result.returncode == 0:
+                    with lock:
+                        acked.append(sha)
+                    break
+                with lock:
+                    refusals.append(result.stderr)
+            else:
+                raise AssertionError(f"client {index} never got a push in")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    errors: list[BaseException] = []
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len(acked) == clients * pushes_each
+    for stderr in refusals:  # git's own non-fast-forward, or our CAS's stale-ref refusal
+        assert "fetch first" in stderr or "stale info" in stderr or "non-fast-forward" in stderr, \
+            stderr
+    final = tmp_path / "final"
+    _fsck_clone(git, cluster.remote(repo, 1), repo.token, final)
+    history = set(git.out("rev-list", "HEAD", cwd=final).split())
+    assert set(acked) <= history
+
+
+def test_content_routes_and_blob_reads_through_the_other_node(
+        cluster: Cluster, tmp_path: Path, unique_name: str) -> None:
+    a, b = cluster.nodes
+    repo = create_repo(a, unique_name)
+    git = Git(tmp_path / "home")
+    git.new_work(tmp_path / "w", {"docs/hello.txt": "hello from A\n"})
+    git.run("-c", bearer(repo.token), "push", "-q", cluster.remote(repo, 0), "main",
+            cwd=tmp_path / "w")
+    with b.client() as c:
+        r = c.get(f"/repos/{repo.name}/raw/main/docs/hello.txt")
+        assert r.status_code == 200, r.text
+        assert r.text == "hello from A\n"
+        r = c.get(f"/repos/{repo.name}/log", params={"ref": "main"})
+        assert r.status_code == 200, r.text
+    # A partial clone through B fetches blobs on demand (the blob fast path).
+    git.run("-c", bearer(repo.token), "clone", "-q", "--filter=blob:none",
+            cluster.remote(repo, 1), str(tmp_path / "partial"))
+    assert (tmp_path / "partial" / "docs" / "hello.txt").read_text() == "hello from A\n"
+
+
+def test_fork_copies_rows_and_outlives_its_deleted_parent(
+        cluster: Cluster, tmp_path: Path, unique_name: str) -> None:
+    a, b = cluster.nodes
+    parent = create_repo(a, f"{unique_name}-p")
+    git = Git(tmp_path / "home")
+    sha = git.new_work(tmp_path / "w", {"big.bin": os.urandom(200_000)})
+    git.run("-c", bearer(parent.token), "push", "-q", cluster.remote(parent, 0), "main",
+            cwd=tmp_path / "w")
+    before = cluster.bucket_keys()
+    with b.client() as c:
+        r = c.post(f"/repos/{parent.name}/fork", json={"name": f"{unique_name}-f"})
+        assert r.status_code == 200, r.text
+        fork_token = r.json()["result"]["token"]
+        fork_id = r.json()["result"]["id"]
+        fork_remote = r.json()["result"]["remote"]
+    # No byte copied (the sweep may remove packs of earlier refused pushes meanwhile).
+    assert cluster.bucket_keys() - before == set()
+    # The parent is deleted; a canary repo with a pack of its own is deleted after it. Once
+    # the canary's pack is swept, the sweep has looked at the parent's packs too.
+    canary = create_repo(a, f"{unique_name}-c")
+    git.new_work(tmp_path / "canary", {"c.bin": os.urandom(50_000)})
+    git.run("-c", bearer(canary.token), "push", "-q", cluster.remote(canary, 0), "main",
+            cwd=tmp_path / "canary")
+    canary_keys = cluster.bucket_keys() - before
+    assert canary_keys
+    with a.client() as c:
+        assert c.delete(f"/repos/{parent.name}").status_code in (200, 202)
+        assert c.delete(f"/repos/{canary.name}").status_code in (200, 202)
+    deadline = time.monotonic() + 60
+    while cluster.bucket_keys() & canary_keys:
+        assert time.monotonic() < deadline, "the sweep never removed the canary's pack"
+        time.sleep(0.5)
+    listed = cluster.listed_keys(fork_id)
+    assert listed and listed <= cluster.bucket_keys()
+    for node in (0, 1):
+        remote = fork_remote.replace(f":{a.port}/", f":{cluster.nodes[node].port}/") \
+            .replace(f":{b.port}/", f":{cluster.nodes[node].port}/")
+        assert _fsck_clone(git, remote, fork_token, tmp_path / f"fork{node}") == sha
+
+
+def test_a_wiped_cache_is_rebuilt_from_the_bucket(
+        cluster: Cluster, tmp_path: Path, unique_name: str) -> None:
+    a, b = cluster.nodes
+    repo = create_repo(a, unique_name)
+    git = Git(tmp_path / "home")
+    sha = git.new_work(tmp_path / "w", {"data.bin": os.urandom(2_000_000)})
+    git.run("-c", bearer(repo.token), "push", "-q", cluster.remote(repo, 0), "main",
+            cwd=tmp_path / "w")
+    assert _fsck_clone(git, cluster.remote(repo, 1), repo.token, tmp_path / "warm") == sha
+    # Another client clones through B while B's whole cache is wiped.
+    racing = subprocess.Popen(
+        ["git", "-c", bearer(repo.token), "clone", "-q", cluster.remote(repo, 1),
+         str(tmp_path / "racing")], env=git.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for entry in (b.data_dir / "repos").iterdir():
+        shutil.rmtree(entry, ignore_errors=True)
+    racing.communicate(timeout=120)
+    if racing.returncode == 0:  # it finished from open files, or from the rebuilt cache
+        git.run("fsck", "--strict", "--no-progress", cwd=tmp_path / "racing")
+    assert _fsck_clone(git, cluster.remote(repo, 1), repo.token, tmp_path / "cold") == sha
+    with b.client() as c:
+        assert c.get(f"/repos/{repo.name}/raw/main/data.bin").status_code == 200
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+@pytest.mark.parametrize("moment", ["receiving", "uploaded"])
+def test_a_node_killed_mid_push_leaves_all_of_it_or_none(
+        cluster: Cluster, tmp_path: Path, unique_name: str, moment: str) -> None:
+    """kill -9 of the node taking a push: through the other node the push is fully there or
+    not at all, and a fresh clone is fsck-clean (no ref to a missing object)."""
+    a, b = cluster.nodes
+    repo = create_repo(b, unique_name)
+    git = Git(tmp_path / "home")
+    first = git.new_work(tmp_path / "w", {"a.txt": "one\n"})
+    git.run("-c", bearer(repo.token), "push", "-q", cluster.remote(repo, 1), "main",
+            cwd=tmp_path / "w")
+    second = git.commit_files(tmp_path / "w", {"big.bin": os.urandom(6_000_000)}, "big")
+    keys = cluster.bucket_keys()
+    objects = a.data_dir / "repos" / repo.id[:2] / repo.id[2:4] / f"{repo.id}.git" / "objects"
+
+    def reached() -> bool:
+        if moment == "receiving":
+            return any(objects.glob("tmp_objdir-*")) if objects.exists() else False
+        return any(k.endswith(".pack") for k in cluster.bucket_keys() - keys)
+
+    pusher = subprocess.Popen(
+        ["git", "-c", bearer(repo.token), "push", "-q", cluster.remote(repo, 0), "main"],
+        cwd=tmp_path / "w", env=git.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert _wait_for(lambda: reached() or pusher.poll() is not None)
+        assert a.process is not None
+        a.process.kill()
+        a.process.wait()
+        pusher.communicate(timeout=60)
+        listed = git.out("-c", bearer(repo.token), "ls-remote", cluster.remote(repo, 1),
+                         "refs/heads/main").split()[0]
+        assert listed in (first, second)
+        if pusher.returncode == 0:  # acknowledged: it must be there
+            assert listed == second
+        head = _fsck_clone(git, cluster.remote(repo, 1), repo.token, tmp_path / "after")
+        assert head == listed
+        if listed == second:
+            assert (tmp_path / "after" / "big.bin").stat().st_size == 6_000_000
+    finally:
+        if pusher.poll() is None:
+            pusher.kill()
+        restart(a)
+    # The restarted node serves the repo as the other one does.
+    assert git.out("-c", bearer(repo.token), "ls-remote", cluster.remote(repo, 0),
+                   "refs/heads/main").split()[0] == listed
+
+
+def test_client_matrix_crossing_nodes(cluster: Cluster, tmp_path: Path, unique_name: str) -> None:
+    """git CLI v0/v1/v2, shallow and partial clones, pygit2 and dulwich: each writes through
+    one node and reads through the other."""
+    repo = create_repo(cluster.nodes[0], unique_name)
+    git = Git(tmp_path / "home")
+    secret = repo.token.split("?expires=")[0]
+    tip = git.new_work(tmp_path / "w", {"a.txt": "one\n"})
+    for version in ("0", "1", "2"):
+        node = int(version) % 2
+        tip = git.commit_files(tmp_path / "w", {f"v{version}.txt": version}, f"v{version}")
+        git.run("-c", bearer(repo.token), "-c", f"protocol.version={version}", "push", "-q",
+                cluster.remote(repo, node), "main", cwd=tmp_path / "w")
+        clone = tmp_path / f"clone-v{version}"
+        git.run("-c", bearer(repo.token), "-c", f"protocol.version={version}", "clone", "-q",
+                cluster.remote(repo, 1 - node), str(clone))
+        assert git.out("rev-parse", "HEAD", cwd=clone) == tip
+    shallow = tmp_path / "shallow"
+    git.run("-c", bearer(repo.token), "clone", "-q", "--depth=1", cluster.remote(repo, 1),
+            str(shallow))
+    assert git.out("rev-list", "--count", "HEAD", cwd=shallow) == "1"
+    partial = tmp_path / "partial"
+    git.run("-c", bearer(repo.token), "clone", "-q", "--filter=blob:none",
+            cluster.remote(repo, 0), str(partial))
+    assert (partial / "v2.txt").read_text() == "2"
+
+    # libgit2 clones through B and pushes through A.
+    callbacks = pygit2.RemoteCallbacks(credentials=pygit2.UserPass("x", secret))
+    cloned = pygit2.clone_repository(cluster.remote(repo, 1), str(tmp_path / "lg"),
+                                     callbacks=callbacks)
+    assert str(cloned.head.target) == tip
+    signature = pygit2.Signature("L", "l@example.com")
+    blob = cloned.create_blob(b"from libgit2\n")
+    builder = cloned.TreeBuilder(cloned.head.peel(pygit2.Commit).tree)
+    builder.insert("lg.txt", blob, pygit2.enums.FileMode.BLOB)
+    tip = str(cloned.create_commit("refs/heads/main", signature, signature, "libgit2",
+                                   builder.write(), [cloned.head.target]))
+    remote = cloned.remotes.create_anonymous(cluster.remote(repo, 0))
+    remote.push(["refs/heads/main"], callbacks=callbacks)
+
+    # dulwich clones through B (and sees libgit2's push at once), then pushes through B.
+    dw = tmp_path / "dw"
+    with porcelain.clone(cluster.remote(repo, 1), str(dw), username="x", password=secret,
+                         errstream=io.BytesIO()) as dulwich_repo:
+        assert dulwich_repo.head().decode() == tip
+        (dw / "dw.txt").write_text("from dulwich\n")
+        porcelain.add(dulwich_repo, [str(dw / "dw.txt")])
+        tip = porcelain.commit(dulwich_repo, message=b"dulwich", author=b"D <d@example.com>",
+                               committer=b"D <d@example.com>").decode()
+        porcelain.push(dulwich_repo, cluster.remote(repo, 1), b"HEAD:refs/heads/main",
+                       username="x", password=secret, errstream=io.BytesIO())
+    assert _fsck_clone(git, cluster.remote(repo, 0), repo.token, tmp_path / "final") == tip
+
+
+def test_both_nodes_maintain_under_one_lease_and_the_pack_list_shrinks(
+        cluster: Cluster, tmp_path: Path, unique_name: str) -> None:
+    a, b = cluster.nodes
+    repo = create_repo(a, unique_name)
+    git = Git(tmp_path / "home")
+    git.new_work(tmp_path / "w")
+    pushes = 6
+    for i in range(pushes):
+        git.commit_files(tmp_path / "w", {f"f{i}.txt": f"{i}\n"}, f"c{i}")
+        git.run("-c", bearer(repo.token), "push", "-q", cluster.remote(repo, i % 2), "main",
+                cwd=tmp_path / "w")
+    tip = git.out("rev-parse", "HEAD", cwd=tmp_path / "w")
+
+    def compacted() -> bool:
+        with b.client() as c:
+            r = c.get(f"/repos/{repo.name}")
+        if r.status_code != 200:  # e.g. a 503 while the loaded database is slow: ask again
+            return False
+        info = r.json()["result"]
+        done = bool(info["maintained_at"]) and info["maintained_at"] >= info["last_push_at"]
+        return done and len(cluster.listed_keys(repo.id)) < 2 * pushes
+    # Both schedulers see the repo due; the lease lets one at a time repack and swap.
+    deadline = time.monotonic() + 120  # a bound on a loaded host, not an expected time
+    while not compacted():
+        assert time.monotonic() < deadline, cluster.listed_keys(repo.id)
+        time.sleep(0.5)
+    assert cluster.listed_keys(repo.id) <= cluster.bucket_keys()
+    for node in (0, 1):
+        assert _fsck_clone(git, cluster.remote(repo, node), repo.token,
+                           tmp_path / f"after{node}") == tip
