@@ -124,8 +124,22 @@ def _repos(server: Any) -> set[str]:
                 return names
 
 
+def _restart(server: Any) -> int:
+    """Start the server again; on a loaded machine start-up can exceed the harness's 30 s,
+    which is not what is measured: try again. Returns how many tries failed."""
+    for failed in range(5):
+        try:
+            server.start()
+            return failed
+        except RuntimeError:
+            if server.process is not None and server.process.poll() is None:
+                server.process.kill()
+                server.process.wait()
+    raise RuntimeError("the server did not start in five tries")
+
+
 def run(quick: bool = False, kills: int | None = None) -> dict[str, Any]:
-    kills = kills if kills is not None else (5 if quick else 100)
+    kills = kills if kills is not None else (3 if quick else 100)
     base = work_dir("ev-kill-")
     receiver = RecordingReceiver(base / "received.jsonl")
     server = start_server(base / "data", extra_env=ENV)
@@ -148,6 +162,7 @@ def run(quick: bool = False, kills: int | None = None) -> dict[str, Any]:
         subprocess.run(["git", "add", "f.txt"], cwd=work, env=env, check=True)
         subprocess.run(["git", "commit", "-qm", "start"], cwd=work, env=env, check=True)
         burst = Burst(server, made["remote"], made["token"], str(work), env)
+        slow_starts = 0
         burst.start()
         try:
             for _ in range(kills):
@@ -155,7 +170,7 @@ def run(quick: bool = False, kills: int | None = None) -> dict[str, Any]:
                 assert server.process is not None
                 server.process.kill()
                 server.process.wait()
-                server.start()
+                slow_starts += _restart(server)
         finally:
             burst.join()
         burst_seconds = time.monotonic() - started
@@ -198,6 +213,7 @@ def run(quick: bool = False, kills: int | None = None) -> dict[str, Any]:
         "duplicates": sum(n - 1 for n in counts.values()),
         "lost_created": sorted(lost[0])[:20], "lost_pushed": sorted(lost[1])[:20],
         "lost": len(lost[0]) + len(lost[1]), "client_errors": burst.errors,
+        "slow_starts": slow_starts,
     }
 
 

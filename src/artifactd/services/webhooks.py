@@ -181,8 +181,11 @@ class WebhookThread:
             claimed = self.store.get_subscription(sub.account_id, sub.id)
             if claimed is None:
                 continue
-            if claimed.cursor_seq != sub.cursor_seq:  # another worker delivered meanwhile
+            # Read before the claim: another worker may have served them meanwhile.
+            if claimed.cursor_seq != sub.cursor_seq:
                 rows = self.store.events_after(claimed, claimed.cursor_seq, BATCH)
+            if pending:
+                pending = self.store.pending_redeliveries(sub.id, BATCH)
             self._renewed = time.monotonic()
             full = self._serve(sender, claimed, pending, rows) or full
         return full
