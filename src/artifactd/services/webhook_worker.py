@@ -27,7 +27,6 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -172,8 +171,8 @@ class DeliveryProcess:
 
 
 def main() -> int:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)  # the pipe says when to go, not the terminal
+    # Signals keep their default actions: start-up reclaim's SIGTERM ends a worker left by
+    # a killed server at once (its own session keeps the terminal's signals away).
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
     settings = Settings(**json.loads(os.environ[SETTINGS_VAR]))
