@@ -13,14 +13,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import statistics
 import sys
 import threading
 import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -70,6 +74,30 @@ class Receiver:
         self.server.server_close()
 
 
+def _end_servers_of(path: Path) -> None:
+    needle = str(path).encode()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if b"artifactd" in (cmd := (proc / "cmdline").read_bytes()) and needle in cmd:
+                    os.kill(int(proc.name), signal.SIGKILL)
+
+
+def _start(prefix: str) -> tuple[Any, Path]:
+    """A server on a fresh data dir; tried again on a machine so loaded that start-up
+    passes the harness's 30 s (start-up is not what is measured)."""
+    for attempt in range(3):
+        path = work_dir(prefix)
+        try:
+            return start_server(path, extra_env=ENV), path
+        except RuntimeError:
+            _end_servers_of(path)  # the harness leaves a server that was slow to start
+            shutil.rmtree(path, ignore_errors=True)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _subscribe(server: Any, url: str) -> str:
     r = httpx.post(f"{server.account_url}/subscriptions", timeout=30,
                    headers={"Authorization": f"Bearer {server.token}"},
@@ -96,8 +124,7 @@ def _stamp(event: dict[str, Any]) -> float:
 def latency_and_rate(quick: bool) -> dict[str, Any]:
     samples = 30 if quick else 300
     receiver = Receiver()
-    path = work_dir("ev-latency-")
-    server = start_server(path, extra_env=ENV)
+    server, path = _start("ev-latency-")
     try:
         sub = _subscribe(server, receiver.url)
         headers = {"Authorization": f"Bearer {server.token}"}
@@ -150,11 +177,12 @@ def overhead(quick: bool) -> dict[str, Any]:
     seconds = 2 if quick else 5
     base = work_dir("ev-ov-")
     receiver = NginxReceiver(base / "nginx")
-    dirs = {mode: base / mode for mode in ("with", "without")}
     servers: dict[str, Any] = {}
+    paths: list[Path] = []
     try:
-        for mode in dirs:
-            servers[mode] = start_server(dirs[mode], extra_env=ENV)
+        for mode in ("with", "without"):
+            servers[mode], path = _start(f"ev-{mode}-")
+            paths.append(path)
         _subscribe(servers["with"], receiver.url)
         rates: dict[str, list[int]] = {"with": [], "without": []}
         for i in range(rounds):
@@ -173,7 +201,8 @@ def overhead(quick: bool) -> dict[str, Any]:
         for server in servers.values():
             server.stop()
         receiver.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        for path in [base, *paths]:
+            shutil.rmtree(path, ignore_errors=True)
     on, off = statistics.median(rates["with"]), statistics.median(rates["without"])
     # Each round's pair ran back to back: the median of their ratios is the steadier figure
     # on a shared machine, whose load moves both sides of a pair alike.

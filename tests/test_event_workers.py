@@ -5,6 +5,8 @@ become visible in order (a cursor never passes an event that commits later)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from artifactd.storage.db import make_engine, migrate
 from artifactd.storage.metadata import MetadataStore, OutboxRow
 from artifactd.storage.schema import event_outbox
 from tests.harness import Postgres, Server, start_server
+from tests.processes import kill_all
 from tests.test_event_stream import Receiver, drain, subscribe, wait_for
 
 CREATORS = 6
@@ -134,3 +137,53 @@ def test_outbox_seqs_become_visible_in_order(postgres: Postgres, tmp_path: Path)
         assert [r.repo_name for r in rows] == ["first", "second"]
     finally:
         engine.dispose()
+
+
+def _delivery_workers(data_dir: Path) -> list[int]:
+    """pids of live delivery worker processes of ``data_dir`` (found from /proc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+            alive = "State:\tZ" not in (proc / "status").read_text()
+        except OSError:
+            continue
+        if b"artifactd.services.webhook_worker" in cmdline and str(data_dir).encode() in environ \
+                and alive:
+            found.append(int(proc.name))
+    return found
+
+
+def test_delivery_worker_reports_restarts_and_dies_with_the_server(tmp_path: Path) -> None:
+    """Delivery runs in a worker process of its own: its counts reach the server's /metrics,
+    it is started again when it dies, and it ends when the server is killed."""
+    data_dir = tmp_path / "data"
+    server = start_server(data_dir, extra_env={"ARTIFACTD_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"})
+    receiver = Receiver()
+    try:
+        subscribe(server, source={"type": "artifacts"}, event_types=["cf.artifacts.repo.created"],
+                  destination={"type": "webhook", "url": receiver.url})
+        with server.client() as c:
+            assert c.post("/repos", json={"name": "first"}).status_code == 200
+        wait_for(lambda: len(receiver.requests) == 1)
+        delivered = 'artifactd_event_deliveries_total{outcome="delivered"}'
+        wait_for(lambda: server.metric(delivered) >= 1)
+        (worker,) = _delivery_workers(data_dir)
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: [pid for pid in _delivery_workers(data_dir) if pid != worker])
+        with server.client() as c:
+            assert c.post("/repos", json={"name": "second"}).status_code == 200
+        wait_for(lambda: {json.loads(b)["source"]["repoName"] for _, b in receiver.requests}
+                 >= {"first", "second"}, 60)
+        (replacement,) = _delivery_workers(data_dir)
+        assert server.process is not None
+        server.process.kill()
+        server.process.wait()
+        wait_for(lambda: replacement not in _delivery_workers(data_dir))
+    finally:
+        kill_all(_delivery_workers(data_dir))
+        server.stop()
+        receiver.stop()
