@@ -13,11 +13,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
 import statistics
 import sys
 import threading
@@ -29,8 +26,9 @@ from typing import Any
 
 import httpx
 
-from bench.common import UNLIMITED, Target, machine, percentile, start_server, work_dir
+from bench.common import UNLIMITED, Target, machine, percentile, work_dir
 from bench.control_plane import creates_concurrent
+from bench.events_kill import patient_server
 from bench.receivers import NginxReceiver
 
 ENV = {**UNLIMITED, "ARTIFACTD_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}
@@ -74,28 +72,11 @@ class Receiver:
         self.server.server_close()
 
 
-def _end_servers_of(path: Path) -> None:
-    needle = str(path).encode()
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                if b"artifactd" in (cmd := (proc / "cmdline").read_bytes()) and needle in cmd:
-                    os.kill(int(proc.name), signal.SIGKILL)
-
-
 def _start(prefix: str) -> tuple[Any, Path]:
-    """A server on a fresh data dir; tried again on a machine so loaded that start-up
-    passes the harness's 30 s (start-up is not what is measured)."""
-    for attempt in range(3):
-        path = work_dir(prefix)
-        try:
-            return start_server(path, extra_env=ENV), path
-        except RuntimeError:
-            _end_servers_of(path)  # the harness leaves a server that was slow to start
-            shutil.rmtree(path, ignore_errors=True)
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    """A server on a fresh data dir, waited for patiently (start-up on a loaded machine can
+    pass the harness's 30 s, and is not what is measured)."""
+    path = work_dir(prefix)
+    return patient_server(path, ENV), path
 
 
 def _subscribe(server: Any, url: str) -> str:
