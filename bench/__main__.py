@@ -28,6 +28,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("control_plane", "Control plane"),
     ("events_overhead", "Event recording overhead"),
     ("events", "Event delivery"),
+    ("events_kill", "Events never lost (kill -9)"),
     ("git_plane", "Git data plane"),
     ("content", "Content routes"),
     ("dashboard", "Dashboard"),

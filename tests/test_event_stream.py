@@ -424,6 +424,16 @@ def test_webhook_is_signed_and_delivered(
     wait_for(lambda: receiver.requests)
     headers, body = receiver.requests[0]
     check_signature(headers, body, secret)
+    # And the reference implementation of the convention agrees, and refuses a replay of
+    # the same signed request once its timestamp is old.
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+    assert Webhook(secret).verify(body, headers)["id"] == json.loads(body)["id"]
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body + b" ", headers)
+    replayed = {**headers, "webhook-timestamp": str(int(headers["webhook-timestamp"]) - 3600)}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body, replayed)
     event = json.loads(body)
     assert headers["webhook-id"] == event["id"]
     assert event["source"]["repoName"] == unique_name
@@ -570,6 +580,21 @@ def test_bad_subscription_bodies(events_server: Server, body: dict[str, Any], co
         error = r.json()["errors"][0]
         assert error["code"] == code, error
         assert error["source"]["pointer"] == pointer, error
+        assert {sub["id"] for sub in c.get("/subscriptions").json()["result"]} == before
+
+
+def test_webhook_host_resolving_to_a_private_address(sqlite_server: Server) -> None:
+    """A name (not an address literal) that resolves to loopback, on a server without a
+    webhook allowlist: refused at create and at update, nothing stored."""
+    with subs(sqlite_server) as c:
+        before = {sub["id"] for sub in c.get("/subscriptions").json()["result"]}
+        r = c.post("/subscriptions", json={"name": "private", "source": {"type": "artifacts"},
+                                           "destination": {"type": "webhook",
+                                                           "url": "https://localhost/hook"}})
+        assert r.status_code == 400, r.text
+        error = r.json()["errors"][0]
+        assert error["code"] == 12301 and error["source"]["pointer"] == "/destination/url"
+        assert "localhost (127.0.0.1)" in error["message"]
         assert {sub["id"] for sub in c.get("/subscriptions").json()["result"]} == before
 
 

@@ -35,7 +35,7 @@ from artifactd.observability import EVENTS_DROPPED, SQLITE_CHECKPOINTS
 from artifactd.services import analytics, recovery
 from artifactd.services.backend import Backend
 from artifactd.services.maintenance import MaintenanceThread
-from artifactd.services.webhooks import WebhookThread
+from artifactd.services.webhook_worker import DeliveryProcess
 from artifactd.storage.checkpointer import WalCheckpointer
 from artifactd.storage.watchdog import Watchdog
 
@@ -94,7 +94,7 @@ def create_app(backend: Backend) -> Starlette:
         sweeper = asyncio.create_task(_sweep_trash_forever(backend))
         maintenance = MaintenanceThread(backend)
         maintenance.start()
-        webhooks = WebhookThread(backend)
+        webhooks = DeliveryProcess(backend)
         webhooks.start()
         checkpointer = None
         if backend.meta.engine.dialect.name == "sqlite":

@@ -192,7 +192,15 @@ def update(backend: Backend, account_id: str, subscription_id: str,
             raise ValidationError("state must be 'active' or 'paused'", pointer="/state")
         values.update(_state_values(body.state, "paused by the API"))
     store(backend).update_subscription(row.id, **values)
+    wake_delivery(backend)
     return Created(get(backend, account_id, subscription_id), secret)
+
+
+def wake_delivery(backend: Backend) -> None:
+    """Tell this process's webhook thread that there may be work (a resume, a redelivery)."""
+    wake = backend.extras.get("webhook_wake")
+    if callable(wake):
+        wake()
 
 
 def _state_values(state: str, reason: str) -> dict[str, Any]:
@@ -206,6 +214,7 @@ def set_state(backend: Backend, account_id: str, subscription_id: str, state: st
     row = get(backend, account_id, subscription_id)
     store(backend).update_subscription(row.id, updated_us=now_us(),
                                        **_state_values(state, "paused by the API"))
+    wake_delivery(backend)
     return get(backend, account_id, subscription_id)
 
 
@@ -303,4 +312,5 @@ def redeliver(backend: Backend, account_id: str, subscription_id: str, *,
         "status_code": None, "error": None, "latency_ms": None, "response_snippet": None,
         "attempted_us": now,
     } for r in rows])
+    wake_delivery(backend)
     return len(rows)

@@ -214,8 +214,22 @@ class EventStore:
                 event_subscriptions.c.claimed_by == worker,
             ).values(claimed_until_us=until_us))
 
-    def release(self, subscription_id: str, worker: str, **values: Any) -> None:
+    def release(self, subscription_id: str, worker: str, *,
+                delivered: tuple[int | None, Sequence[dict[str, Any]]] = (None, ()),
+                **values: Any) -> None:
+        """End the claim; ``delivered`` (the last seq sent and its log rows) is recorded in
+        the same transaction, and the cursor moved to that seq."""
+        seq, attempts = delivered
         with self._tx() as conn:
+            if attempts:
+                conn.execute(insert(event_deliveries), list(attempts))
+            if seq is not None:
+                values.update(failures=0, first_failure_us=0)
+                conn.execute(update(event_subscriptions).where(
+                    event_subscriptions.c.id == subscription_id,
+                    event_subscriptions.c.claimed_by == worker,
+                    event_subscriptions.c.cursor_seq < seq,
+                ).values(cursor_seq=seq))
             conn.execute(update(event_subscriptions).where(
                 event_subscriptions.c.id == subscription_id,
                 event_subscriptions.c.claimed_by == worker,

@@ -156,6 +156,8 @@ _REPO_COLUMNS = [repos.c[f.name] for f in dataclasses.fields(RepoRow)]
 _INSERT_REPO = insert(repos)
 _INSERT_TOKEN = insert(repo_tokens)
 _INSERT_OUTBOX = insert(event_outbox)
+# Any constant: the key of the advisory lock that orders outbox writers on PostgreSQL.
+_LOCK_OUTBOX = text("SELECT pg_advisory_xact_lock(7256141)")
 _INSERT_NAMESPACE = insert(namespaces)
 # Two first creates in a new namespace can race; the loser's namespace insert must not
 # fail its whole create. Both databases speak ON CONFLICT DO NOTHING.
@@ -190,17 +192,29 @@ class MetadataStore:
         # release and re-acquire the GIL around every sqlite3_step. PostgreSQL is a network
         # round trip and goes through the thread pool.
         self.inline_ok = engine.dialect.name == "sqlite"
+        self.postgres = engine.dialect.name == "postgresql"
+        # Called (from the writing thread, inside its transaction) when events are written:
+        # the webhook thread waits on one instead of polling.
+        self.outbox_listeners: list[Callable[[], None]] = []
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
             yield conn
 
-    @staticmethod
-    def _write_outbox(conn: Connection, outbox: Outbox) -> None:
+    def _write_outbox(self, conn: Connection, outbox: Outbox) -> None:
         """Events of a change, inside the change's own transaction: both or neither."""
         if outbox:
+            if self.postgres:
+                # Readers move a cursor past the highest seq they saw, so seqs must become
+                # visible in order. A PostgreSQL sequence hands them out at insert, not at
+                # commit (seq 10 can commit before seq 9, which a cursor at 10 would then
+                # skip for ever): a transaction-scoped lock makes event writers commit in
+                # seq order. SQLite serialises writers already.
+                conn.execute(_LOCK_OUTBOX)
             conn.execute(_INSERT_OUTBOX, [_row_dict(row) for row in outbox])
+            for listener in self.outbox_listeners:
+                listener()
 
     def write_events(self, outbox: Outbox) -> None:
         """Events that report no stored change of their own (clones, fetches)."""
