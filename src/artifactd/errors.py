@@ -99,6 +99,14 @@ class Code(IntEnum):
     WEBHOOK_REFUSED = 12301
     INVALID_EVENT_CURSOR = 12302
     UNKNOWN_EVENT_TYPE = 12303
+    # backup and restore (``artifactd backup`` / ``restore``; the CLI prints them).
+    BACKUP_TARGET_NOT_EMPTY = 12500
+    BACKUP_STORE_UNAVAILABLE = 12501
+    BACKUP_NOT_FOUND = 12502
+    BACKUP_CORRUPT = 12503
+    BACKUP_SCHEMA_NEWER = 12504
+    RESTORE_TARGET_NOT_EMPTY = 12505
+    BACKUP_REPO_BUSY = 12506
 
 
 class ArtifactdError(Exception):
