@@ -80,8 +80,10 @@ class Pusher:
             number += 1
             sha = self.git.commit_files(self.work, {f"push-{number}.txt": f"{number}\n"}, f"push {number}")
             self.attempted.append(sha)
-            done = self.git.run("-c", bearer(self.repo.token), "push", "-q", self.repo.remote,
-                                "HEAD:refs/heads/main", cwd=self.work, check=False)
+            # Two refs in one atomic push: a backup holding half of it would show them apart.
+            done = self.git.run("-c", bearer(self.repo.token), "push", "-q", "--atomic",
+                                self.repo.remote, "HEAD:refs/heads/main", "HEAD:refs/heads/mirror",
+                                cwd=self.work, check=False)
             if done.returncode == 0:
                 self.acknowledged.append(sha)
 
@@ -199,6 +201,11 @@ def test_backup_while_pushing_then_restore_and_serve(
         assert (copy / "src" / "main.py").read_text() == "print('hi')\n"
         git.run("fsck", "--strict", "--no-progress", cwd=copy)
         fork_copy = clone(git, moved(fork, restored), tmp_path / "fork-clone")
+        # The fork's packs that are its parent's are one file again (hard links), not copies.
+        app_packs = {p.name: p.stat().st_ino for p in (moved(app, restored).git_dir / "objects" / "pack").glob("*.pack")}
+        fork_packs = {p.name: p.stat().st_ino for p in (moved(fork, restored).git_dir / "objects" / "pack").glob("*.pack")}
+        assert fork_packs
+        assert all(app_packs[name] == inode for name, inode in fork_packs.items() if name in app_packs)
         assert git.out("rev-parse", "HEAD", cwd=fork_copy) == app_refs["refs/heads/main"]
         # The push acknowledged before the backup began is there; whatever came after is
         # there whole (a commit that was pushed, all its history) or not at all.
@@ -206,6 +213,7 @@ def test_backup_while_pushing_then_restore_and_serve(
         head = git.out("rev-parse", "HEAD", cwd=busy_copy)
         assert head in pusher.attempted
         git.run("merge-base", "--is-ancestor", acknowledged_before, head, cwd=busy_copy)
+        assert moved(busy, restored).refs()["refs/heads/mirror"] == head
         git.run("fsck", "--strict", "--no-progress", cwd=busy_copy)
         # The restored deployment takes writes: a push with the old write token.
         new = git.commit_files(copy, {"after.txt": "restored\n"}, "after the restore")

@@ -65,7 +65,12 @@ class BackupSummary:
 
 @dataclass
 class _BlobWriter:
-    """Writes each distinct content once; remembers inodes so shared links are hashed once."""
+    """Writes each distinct content once; remembers inodes so shared links are hashed once.
+
+    Only object files are remembered by inode (``by_inode=True``), and their links are kept
+    in the work area until the backup ends: an inode still linked cannot be reused for
+    another file, so the same inode is the same bytes for the whole backup.
+    """
 
     store: BackupStore
     entries: list[FileEntry] = field(default_factory=list)
@@ -73,13 +78,14 @@ class _BlobWriter:
     by_inode: dict[tuple[int, int, int], str] = field(default_factory=dict)
     stored_bytes: int = 0
 
-    def add(self, path: Path, logical: str) -> FileEntry:
+    def add(self, path: Path, logical: str, *, by_inode: bool = False) -> FileEntry:
         stat = os.stat(path)
         inode = (stat.st_dev, stat.st_ino, stat.st_size)
-        sha = self.by_inode.get(inode)
+        sha = self.by_inode.get(inode) if by_inode else None
         if sha is None:
             sha, size = sha256_file(path)
-            self.by_inode[inode] = sha
+            if by_inode:
+                self.by_inode[inode] = sha
         else:
             size = stat.st_size
         if sha not in self.written:
@@ -194,7 +200,8 @@ def _take(backend: Backend, store: BackupStore, writer: _BlobWriter, work: Path,
 
 def _copy_repo(backend: Backend, writer: _BlobWriter, work: Path, repo_id: str,
                lock_timeout: float) -> bool:
-    """Snapshot one repo into the work area, write its files, drop the work copy."""
+    """Snapshot one repo into the work area and write its files; the copied refs are
+    dropped at once, the object links kept until the backup ends (see ``_BlobWriter``)."""
     staging = work / "repo"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -204,7 +211,10 @@ def _copy_repo(backend: Backend, writer: _BlobWriter, work: Path, repo_id: str,
                              source=source):
             return False  # never materialised (no push yet): restored as the empty repo it is
         for path, relative in _files(staging):
-            writer.add(path, repo_path(repo_id, relative))
+            writer.add(path, repo_path(repo_id, relative), by_inode=relative.startswith("objects/"))
+        links = work / "links"
+        links.mkdir(exist_ok=True)
+        (staging / "objects").rename(links / repo_id)
         return True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
