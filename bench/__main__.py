@@ -42,6 +42,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("faults", "Fault injection"),
     ("hardening", "Hardening: racing pushes and fuzzing"),
     ("mount", "ArtifactFS"),
+    ("backup", "Backup and restore"),
 )
 
 TARGETS_TITLE = "Targets"

@@ -49,6 +49,9 @@ class BucketStore:
         if stored != size:
             raise WriteMismatch(f"{name}: the bucket holds {stored} bytes, {size} were written")
 
+    def flush(self) -> None:
+        """Nothing to do: an object is durable once its PUT is answered."""
+
     def get_file(self, name: str, path: Path) -> None:
         try:
             self.store.get_file(check_name(name), path)

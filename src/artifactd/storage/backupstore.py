@@ -9,6 +9,7 @@ place, so a crash never leaves a file that looks complete and is not.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import re
@@ -19,6 +20,10 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 CHUNK = 1 << 20
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:  # no C library to load (not Linux): os.sync instead
+    _LIBC = None
 _NAME = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -56,6 +61,7 @@ class BackupStore(Protocol):
     def is_empty(self) -> bool: ...
     def exists(self, name: str) -> bool: ...
     def put_file(self, name: str, path: Path, sha256: str, size: int) -> None: ...
+    def flush(self) -> None: ...
     def get_file(self, name: str, path: Path) -> None: ...
     def remove_all(self) -> None: ...
 
@@ -86,8 +92,6 @@ class DirectoryStore:
         partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
         try:
             shutil.copyfile(path, partial)
-            with partial.open("rb") as handle:
-                os.fsync(handle.fileno())
             # Verified as written: the bytes on the backup's disk are hashed again.
             if sha256_file(partial) != (sha256, size):
                 raise WriteMismatch(f"{name}: the copy in {self.root} does not match its source")
@@ -96,6 +100,18 @@ class DirectoryStore:
             raise BackupStoreError(f"cannot write {target}: {exc.strerror or exc}") from None
         finally:
             partial.unlink(missing_ok=True)
+
+    def flush(self) -> None:
+        """Make every file written so far durable: one ``syncfs`` of the backup's filesystem
+        before the manifest, instead of an ``fsync`` per file (the cost of most of a backup
+        of many small repos)."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if _LIBC is not None and _LIBC.syncfs(fd) == 0:
+                return
+            os.sync()
+        finally:
+            os.close(fd)
 
     def get_file(self, name: str, path: Path) -> None:
         source = self._path(name)

@@ -29,7 +29,10 @@ from artifactd.storage.repostore import PUSH_LOCK, RepoStore
 
 LINK_ATTEMPTS = 5  # a repack between two attempts is rare; five in a row means something is wrong
 LOCK_POLL_S = 0.01
-_SKIPPED_TOP = frozenset({PUSH_LOCK, "objects", "refs", "packed-refs", "HEAD"})
+# Besides HEAD, packed-refs, refs/ and objects/, the one file of a repo directory that is
+# state: an import's ``shallow``. Nothing else is taken (no ``config`` or ``hooks/``: git's
+# settings come from the server, never from a repo's files; see repostore.SKELETON_DIRS).
+EXTRA_FILES = ("shallow",)
 
 
 class SnapshotBusy(Exception):
@@ -94,10 +97,8 @@ def snapshot_repo(store: RepoStore, repo_id: str, staging: Path, *, lock_timeout
         _copy_refs(path, staging)
         _copy_file(path / "packed-refs", staging / "packed-refs")
         _copy_file(path / "HEAD", staging / "HEAD")
-        for entry in os.scandir(path):
-            if entry.name in _SKIPPED_TOP or entry.name.endswith(".lock") or not entry.is_file():
-                continue
-            _copy_file(Path(entry.path), staging / entry.name)  # e.g. ``shallow`` of an import
+        for name in EXTRA_FILES:
+            _copy_file(path / name, staging / name)
         for attempt in range(LINK_ATTEMPTS):
             objects = staging / "objects"
             shutil.rmtree(objects, ignore_errors=True)

@@ -183,6 +183,7 @@ def _take(backend: Backend, store: BackupStore, writer: _BlobWriter, work: Path,
             index.write(entry.line())
     index_sha, index_size = sha256_file(Path(index.name))
     store.put_file(INDEX, Path(index.name), index_sha, index_size)
+    store.flush()  # everything the manifest vouches for is durable before it exists
     total = sum(entry.size for entry in writer.entries)
     manifest = Manifest(
         artifactd_version=__version__, created_at=iso(now_us()) or "",
@@ -194,6 +195,7 @@ def _take(backend: Backend, store: BackupStore, writer: _BlobWriter, work: Path,
     manifest_path.write_text(manifest.to_json(), encoding="utf-8")
     manifest_sha, manifest_size = sha256_file(manifest_path)
     store.put_file(MANIFEST, manifest_path, manifest_sha, manifest_size)
+    store.flush()
     return BackupSummary(store.description, revision, tables, copied, len(writer.entries), total,
                          writer.stored_bytes)
 
