@@ -117,7 +117,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         stop.set()
         pusher.join()
         return {
-            "machine": machine(), "small_repos": small_repos, "forks": small_repos * forks_per,
+            "machine": machine(), "load_average": round(os.getloadavg()[0], 1),
+            "small_repos": small_repos, "forks": small_repos * forks_per,
             "large": f"{large.commits} commits", "data_bytes": data_bytes,
             "backup_files": manifest["files"], "backup_bytes": manifest["bytes"], "stored_bytes": stored,
             "tar_s": round(tar_s, 2), "backup_s": round(backup_s, 2), "restore_s": round(restore_s, 2),
@@ -145,8 +146,10 @@ def render(results: dict[str, Any]) -> str:
 forks of them and one large repo ({r['large']}, the synthetic generator's preset), written
 into the repo store with `git fast-import`. `tar -cf` of `repos/` and the database is the
 floor (the same bytes once, no snapshot, no checksums). Times include the command's start-up
-(about 1 s of Python imports on this machine). The machine is shared with other work:
-the ratios are the point. `python -m bench.backup`.
+(about 1 s of Python imports on an idle machine). The machine was shared with other work
+(load average {r.get('load_average', 'n/a')} on 2 cores at the end of the run): the ratios are the point, and
+`tar` (one C process streaming from the page cache, no hashing) suffers least from the load.
+`python -m bench.backup`.
 
 | | seconds | ratio to tar |
 |---|---|---|
@@ -154,7 +157,7 @@ the ratios are the point. `python -m bench.backup`.
 | `artifactd backup DIR` ({r['backup_files']} files, {r['backup_bytes'] / 1e6:,.1f} MB; {r['stored_bytes'] / 1e6:,.1f} MB stored after content addressing) | {r['backup_s']:.2f} | {r['backup_s'] / r['tar_s']:.1f} |
 | `artifactd restore DIR --data-dir NEW` (every blob hashed first) | {r['restore_s']:.2f} | {r['restore_s'] / r['tar_s']:.1f} |
 
-A small push to the large repo, idle and while backups run ({r['backups_during']} backups back to
+A small push to the large repo, idle and while backups run ({r['backups_during']} backup(s) back to
 back): p50 {r['push_idle']['p50_ms']:.0f} ms idle, {r['push_during']['p50_ms']:.0f} ms during
 ({ratio:.2f}x), p99 {r['push_idle']['p99_ms']:.0f} / {r['push_during']['p99_ms']:.0f} ms. The push lock is
 held only while a repo's refs are copied and its objects linked, so pushes do not wait for

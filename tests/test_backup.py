@@ -411,3 +411,9 @@ def test_check_verifies_without_writing(small_backup: Path) -> None:
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["migrated_to"] is None and summary["repos"] >= 1
+
+
+def test_a_directory_backup_is_private(small_backup: Path) -> None:
+    """It holds what the database holds (token hashes, the cursor key, webhook secrets)."""
+    for path in [small_backup, *small_backup.rglob("*")]:
+        assert path.stat().st_mode & 0o077 == 0, path

@@ -20,6 +20,8 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 CHUNK = 1 << 20
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 try:
     _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
 except OSError:  # no C library to load (not Linux): os.sync instead
@@ -66,6 +68,19 @@ class BackupStore(Protocol):
     def remove_all(self) -> None: ...
 
 
+def _private_dirs(root: Path, directory: Path) -> None:
+    """``directory`` and its parents up to ``root`` (included), each made 0700."""
+    missing = []
+    for parent in (directory, *directory.parents):
+        if parent.is_dir():
+            break
+        missing.append(parent)
+        if parent == root:
+            break
+    for parent in reversed(missing):
+        parent.mkdir(mode=PRIVATE_DIR_MODE, parents=parent == root, exist_ok=True)
+
+
 class DirectoryStore:
     """Names are paths under ``root``."""
 
@@ -88,9 +103,12 @@ class DirectoryStore:
 
     def put_file(self, name: str, path: Path, sha256: str, size: int) -> None:
         target = self._path(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
         try:
+            _private_dirs(self.root, target.parent)
+            # 0600 from the start: a backup holds what the database does (token hashes, the
+            # cursor key, webhook secrets).
+            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
             shutil.copyfile(path, partial)
             # Verified as written: the bytes on the backup's disk are hashed again.
             if sha256_file(partial) != (sha256, size):
