@@ -16,7 +16,7 @@ deleted after T is copied from the trash while it is still there.
 
 Backend ``s3`` (repo store in the bucket): the metadata snapshot then also holds every
 repo's refs and pack list, and the repo files are the bucket's pack objects those lists
-name; ``repo_files`` is the one place that changes (see docs/backup.md).
+name; ``_copy_repo`` is the one place that changes (see docs/backup.md).
 """
 
 from __future__ import annotations
