@@ -103,6 +103,14 @@ class Code(IntEnum):
     OBJECT_STORE_UNAVAILABLE = 12400
     PACK_MISSING = 12401
     NOT_ON_S3_BACKEND = 12402
+    # backup and restore (``artifactd backup`` / ``restore``; the CLI prints them).
+    BACKUP_TARGET_NOT_EMPTY = 12500
+    BACKUP_STORE_UNAVAILABLE = 12501
+    BACKUP_NOT_FOUND = 12502
+    BACKUP_CORRUPT = 12503
+    BACKUP_SCHEMA_NEWER = 12504
+    RESTORE_TARGET_NOT_EMPTY = 12505
+    BACKUP_REPO_BUSY = 12506
 
 
 class ArtifactdError(Exception):

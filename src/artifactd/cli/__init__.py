@@ -18,6 +18,8 @@ COMMANDS = {
     "serve": "artifactd.cli.serve:serve",
     "api-token": "artifactd.cli.api_token:api_token",
     "migrate": "artifactd.cli.migrate:migrate",
+    "backup": "artifactd.cli.backup:backup",
+    "restore": "artifactd.cli.backup:restore",
     "login": "artifactd.cli.login:login",
     "logout": "artifactd.cli.login:logout",
     "repo": "artifactd.cli.repo:repo",

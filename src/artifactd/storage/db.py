@@ -173,15 +173,26 @@ def _pg_lock(connection: Connection) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), key)
 
 
-def migrate(engine: Engine) -> MigrationResult:
-    """Bring the schema to the newest revision (idempotent, safe to run concurrently)."""
+def known_revision(revision: str) -> bool:
+    """Whether this release has the migration ``revision`` (a newer release's is unknown)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    try:
+        return ScriptDirectory.from_config(config).get_revision(revision) is not None
+    except Exception:  # alembic raises several kinds for an unknown or malformed id
+        return False
+
+
+def migrate(engine: Engine, target: str = "head") -> MigrationResult:
+    """Bring the schema to ``target``, the newest revision by default (idempotent, safe to
+    run concurrently; ``restore`` migrates to a backup's revision before loading it)."""
     path = sqlite_path(engine.url)
     lock = _file_lock(path.with_name(path.name + ".migrate-lock")) if path else contextlib.nullcontext()
     with lock, engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             _pg_lock(connection)
         before = current_revision(connection)
-        command.upgrade(_alembic_config(connection), "head")
+        command.upgrade(_alembic_config(connection), target)
         after = current_revision(connection)
     assert after is not None
     if before != after:

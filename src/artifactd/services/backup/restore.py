@@ -1,0 +1,278 @@
+"""``artifactd restore``: a backup brought up in a new data dir (and a new database).
+
+Nothing is written until everything was checked: the manifest, the index's checksum, every
+index path, the schema revision (a backup of a newer schema than this release knows is
+refused), the targets (an empty or missing data dir, a database without tables), and then
+every blob, hashed as it is fetched into a work area of the new data dir. A failure at any
+point removes what the restore made, so a refused restore leaves its targets as they were.
+
+The database is brought to the backup's own revision, loaded in one transaction from the
+tables as they were at that revision, and then migrated to this release's newest: a backup
+of an older release restores into a newer one. Token hashes, the cursor key and every
+setting come back as they were, so old API and repo tokens keep working.
+
+Three things are not copied verbatim, because they describe the old deployment's moment
+rather than its data: each repo's ``size_bytes`` (and the account totals) are measured on
+the restored disk (a repo copy can be a push newer than the metadata snapshot); push
+intents and their reservations are dropped (their pushes are in the copied refs or not);
+event deliveries claimed by old nodes are released, so delivery resumes at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, MetaData, inspect
+
+from artifactd.errors import Code
+from artifactd.services.backup.manifest import (
+    INDEX,
+    MANIFEST,
+    REPO_STORE_LOCAL,
+    BackupError,
+    FileEntry,
+    Manifest,
+    blob_name,
+    parse_entry,
+)
+from artifactd.storage import tabledump
+from artifactd.storage.backupstore import BackupMissing, BackupStore, BackupStoreError, sha256_file
+from artifactd.storage.db import known_revision, make_engine, migrate
+from artifactd.storage.repostore import SKELETON_DIRS, RepoStore
+
+Progress = Callable[[str], None]
+DATA_DIR_MODE = 0o700
+
+
+@dataclass(frozen=True)
+class RestoreSummary:
+    location: str
+    schema_revision: str
+    migrated_to: str | None  # None: checked only
+    tables: dict[str, int]
+    repos: int
+    files: int
+    bytes: int
+
+
+def _unavailable(store: BackupStore, exc: BackupStoreError) -> BackupError:
+    return BackupError(f"cannot read {store.description}: {exc}", code=Code.BACKUP_STORE_UNAVAILABLE)
+
+
+def read_backup(store: BackupStore, scratch: Path) -> tuple[Manifest, list[FileEntry]]:
+    """The manifest and the index, checked (nothing else is read)."""
+    try:
+        store.get_file(MANIFEST, scratch / MANIFEST)
+    except BackupMissing:
+        raise BackupError(f"{store.description} has no {MANIFEST}: not a backup, or one that "
+                          "did not finish", code=Code.BACKUP_NOT_FOUND) from None
+    except BackupStoreError as exc:
+        raise _unavailable(store, exc) from None
+    manifest = Manifest.load(scratch / MANIFEST)
+    if manifest.repo_store != REPO_STORE_LOCAL:
+        raise BackupError(f"{MANIFEST}: repo store {manifest.repo_store!r} backups are restored "
+                          "with the bucket's own tools (docs/backup.md)", code=Code.BACKUP_CORRUPT)
+    if not known_revision(manifest.schema_revision):
+        raise BackupError(
+            f"the backup's schema revision {manifest.schema_revision} is newer than this release "
+            f"knows (artifactd {manifest.artifactd_version} wrote it): restore with that release "
+            "or a newer one", code=Code.BACKUP_SCHEMA_NEWER)
+    try:
+        store.get_file(INDEX, scratch / INDEX)
+    except BackupMissing:
+        raise BackupError(f"{INDEX} is missing from {store.description}") from None
+    except BackupStoreError as exc:
+        raise _unavailable(store, exc) from None
+    if sha256_file(scratch / INDEX) != (manifest.index_sha256, manifest.index_size):
+        raise BackupError(f"{INDEX} is corrupt or truncated (its checksum is not the manifest's)")
+    with (scratch / INDEX).open(encoding="utf-8") as handle:
+        entries = [parse_entry(line, number) for number, line in enumerate(handle, 1)]
+    if len(entries) != manifest.files:
+        raise BackupError(f"{INDEX} lists {len(entries)} files, the manifest {manifest.files}")
+    return manifest, entries
+
+
+def _check_targets(data_dir: Path, database_url: str | None) -> None:
+    if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
+        raise BackupError(f"{data_dir} is not empty: restore into a new data dir",
+                          code=Code.RESTORE_TARGET_NOT_EMPTY)
+    if database_url is not None:
+        engine = make_engine(database_url)
+        try:
+            names = inspect(engine).get_table_names()
+        finally:
+            engine.dispose()
+        if names:
+            raise BackupError("the target database is not empty (it has tables): restore into a "
+                              "new database", code=Code.RESTORE_TARGET_NOT_EMPTY)
+
+
+def _fetch_blobs(store: BackupStore, entries: list[FileEntry], blobs: Path, progress: Progress) -> None:
+    """Every distinct blob into ``blobs/``, each hashed: a bad one names the file it holds."""
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.sha256 in seen:
+            continue
+        target = blobs / entry.sha256
+        try:
+            store.get_file(blob_name(entry.sha256), target)
+        except BackupMissing:
+            raise BackupError(f"{entry.path} is missing from the backup "
+                              f"({blob_name(entry.sha256)})") from None
+        except BackupStoreError as exc:
+            raise _unavailable(store, exc) from None
+        digest, size = sha256_file(target)
+        if (digest, size) != (entry.sha256, entry.size):
+            raise BackupError(f"{entry.path} is corrupt or truncated in the backup "
+                              f"({blob_name(entry.sha256)}: {size} bytes, checksum mismatch)")
+        seen.add(entry.sha256)
+        if len(seen) % 500 == 0:
+            progress(f"checked {len(seen)} files")
+
+
+def _build_repos(entries: list[FileEntry], blobs: Path, repos: RepoStore) -> list[str]:
+    """Lay the repo files out in ``repos/``; objects are hard links to one blob (forks share)."""
+    by_repo: dict[str, list[tuple[str, FileEntry]]] = {}
+    for entry in entries:
+        located = entry.repo
+        if located is not None:
+            by_repo.setdefault(located[0], []).append((located[1], entry))
+    for repo_id, files in by_repo.items():
+        root = repos.path(repo_id)
+        for sub in SKELETON_DIRS:
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        for relative, entry in files:
+            target = root / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if relative.startswith("objects/"):
+                os.link(blobs / entry.sha256, target)  # immutable, as git treats it
+            else:
+                shutil.copyfile(blobs / entry.sha256, target)  # refs are replaced, never shared
+    return list(by_repo)
+
+
+def _load_database(engine: Engine, manifest: Manifest, tables_files: dict[str, Path],
+                   sizes: dict[str, int]) -> str:
+    migrate(engine, manifest.schema_revision)
+    per_account: dict[str, int] = {}
+    repos_file = tables_files.get("repos")
+    if repos_file is not None:
+        for row in tabledump.read_rows(repos_file, "metadata/repos.jsonl"):
+            account = str(row.get("account_id"))
+            per_account[account] = per_account.get(account, 0) + sizes.get(str(row.get("id")), 0)
+    accounts_seen: set[str] = set()
+
+    def transform(name: str, rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for row in rows:
+            if name == "push_intents":
+                continue
+            if name == "repos":
+                row["size_bytes"] = sizes.get(str(row["id"]), 0)
+                row["reserved_bytes"] = 0
+            elif name == "account_storage":
+                accounts_seen.add(str(row["account_id"]))
+                row["used_bytes"] = per_account.get(str(row["account_id"]), 0)
+                row["reserved_bytes"] = 0
+            elif name == "event_subscriptions":
+                row["claimed_by"] = None
+                row["claimed_until_us"] = 0
+            yield row
+
+    with engine.begin() as connection:
+        present = {table.name: table for table in tabledump.tables(connection)}
+        unknown = set(tables_files) - set(present)
+        if unknown:
+            raise BackupError(f"metadata/{sorted(unknown)[0]}.jsonl: no such table at revision "
+                              f"{manifest.schema_revision}")
+        for name, table in present.items():
+            path = tables_files.get(name)
+            if path is None:
+                continue
+            rows = tabledump.read_rows(path, f"metadata/{name}.jsonl")
+            try:
+                tabledump.load_table(connection, table, transform(name, rows))
+            except tabledump.DumpError as exc:
+                raise BackupError(str(exc)) from None
+            tabledump.reset_sequences(connection, table)
+        if "account_storage" in present:
+            missing = [{"account_id": account, "used_bytes": used, "reserved_bytes": 0}
+                       for account, used in per_account.items() if account not in accounts_seen]
+            if missing:
+                connection.execute(present["account_storage"].insert(), missing)
+    return migrate(engine).after
+
+
+def _drop_everything(engine: Engine) -> None:
+    with contextlib.suppress(Exception), engine.begin() as connection:
+        reflected = MetaData()
+        reflected.reflect(bind=connection)
+        reflected.drop_all(bind=connection)
+
+
+def restore_backup(store: BackupStore, data_dir: Path, database_url: str | None = None, *,
+                   check_only: bool = False, progress: Progress = lambda _m: None) -> RestoreSummary:
+    """Restore into ``data_dir`` (and ``database_url``, default SQLite in the data dir);
+    ``check_only``: verify every checksum and write nothing."""
+    data_dir = data_dir.resolve()
+    if not check_only:
+        _check_targets(data_dir, database_url)
+    made_dir = not data_dir.exists()
+    if check_only:
+        work = Path(tempfile.mkdtemp(prefix="artifactd-check-"))
+    else:
+        data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+        work = data_dir / f".restore-{secrets.token_hex(6)}"
+        work.mkdir(mode=DATA_DIR_MODE)
+    blobs = work / "blobs"
+    blobs.mkdir()
+    database_loaded: Engine | None = None
+    try:
+        manifest, entries = read_backup(store, work)
+        _fetch_blobs(store, entries, blobs, progress)
+        tables_files = {entry.table: blobs / entry.sha256 for entry in entries if entry.table}
+        if check_only:
+            return RestoreSummary(store.description, manifest.schema_revision, None,
+                                  manifest.tables, manifest.repos, manifest.files, manifest.bytes)
+        repos = RepoStore(data_dir)
+        restored = _build_repos(entries, blobs, repos)
+        sizes = {repo_id: repos.size(repo_id) for repo_id in restored}
+        url = database_url or f"sqlite:///{data_dir / 'artifactd.db'}"
+        engine = make_engine(url)
+        database_loaded = engine
+        try:
+            head = _load_database(engine, manifest, tables_files, sizes)
+        finally:
+            engine.dispose()
+        database_loaded = None
+        progress(f"restored {len(restored)} repos and {sum(manifest.tables.values())} rows")
+        return RestoreSummary(store.description, manifest.schema_revision, head, manifest.tables,
+                              len(restored), manifest.files, manifest.bytes)
+    except BaseException:
+        if database_loaded is not None and database_url is not None:
+            _drop_everything(database_loaded)
+            database_loaded.dispose()
+        if not check_only:
+            _empty(data_dir, remove=made_dir)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _empty(data_dir: Path, *, remove: bool) -> None:
+    """Undo a failed restore: the data dir was empty (or missing) before it began."""
+    if remove:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        return
+    for entry in data_dir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
