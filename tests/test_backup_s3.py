@@ -172,3 +172,20 @@ def test_backup_of_s3_while_pushing_then_restore_into_a_new_bucket_and_serve(
         assert not target.exists()
     assert {item["Key"] for item in seaweedfs.client().list_objects_v2(
         Bucket=target_bucket).get("Contents", [])} == held
+
+
+def test_a_backup_missing_a_listed_pack_fails_and_leaves_nothing(
+        source: Cluster, seaweedfs: SeaweedFS, tmp_path: Path, unique_name: str) -> None:
+    node = source.nodes[0]
+    git = Git(tmp_path / "home")
+    repo = create_repo(node, f"{unique_name}-lost")
+    git.new_work(tmp_path / "work")
+    push(git, repo, tmp_path / "work", "HEAD:refs/heads/main")
+    lost = sorted(source.listed_keys(repo.id))[0]
+    seaweedfs.client().delete_object(Bucket=source.bucket, Key=lost)  # behind our back
+    location = tmp_path / "backup"
+    env = {**s3_env(seaweedfs, source.bucket), "ARTIFACTD_DATABASE_URL": source.database_url}
+    done = cli("backup", str(location), "--data-dir", str(node.data_dir), env=env)
+    assert done.returncode == 1
+    assert f"[{int(Code.PACK_MISSING)}]" in done.stderr and lost in done.stderr, done.stderr
+    assert not location.exists() or not any(location.iterdir())
