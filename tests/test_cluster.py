@@ -8,14 +8,13 @@ requests reach both nodes, that the control plane, git and content reads work th
 the balancer, that a token revoked through one node is refused by the other, and that
 the balancer keeps serving when a node stops.
 
-TODO(issue 16, lane s3): ``test_git_across_nodes_with_their_own_caches`` below is the place
-for nodes with *separate* data dirs on ``storage_backend = "s3"``; it runs once the
-setting exists and skips until then.
+``test_git_across_nodes_with_their_own_caches`` runs the same nginx config in front of two
+nodes with *separate* data dirs (their caches) on ``storage_backend = "s3"``: PostgreSQL for
+the metadata, refs and pack lists, a SeaweedFS bucket for the packs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -27,9 +26,9 @@ import httpx
 import pytest
 import yaml
 
-from artifactd.config import Settings
 from tests.gitutil import Git, bearer
 from tests.harness import Postgres, Server, free_port, start_server
+from tests.multinode import start_cluster
 from tests.seaweed import SeaweedFS
 from tests.test_deploy import wait_for_port
 
@@ -168,33 +167,64 @@ def test_two_nodes_behind_the_nginx_example(two_nodes: tuple[Server, Server], ba
         assert lb.post("/repos", json={"name": "lb-after"}).status_code == 200
 
 
-@pytest.mark.skipif("storage_backend" not in {f.name for f in dataclasses.fields(Settings)},
-                    reason="needs storage_backend = 's3' (issue 16, lane s3)")
+@needs_nginx
 def test_git_across_nodes_with_their_own_caches(postgres: Postgres, seaweedfs: SeaweedFS,
                                                 tmp_path: Path) -> None:
-    """TODO(issue 16): nodes with separate data dirs (caches) on the s3 backend: a push
-    through node A is cloned through node B at once. Grows with the s3 lane's settings."""
-    url = postgres.new_database()
-    env = {**seaweedfs.env(), "ARTIFACTD_STORAGE_BACKEND": "s3",
-           "ARTIFACTD_S3_ENDPOINT_URL": seaweedfs.endpoint_url,
-           "ARTIFACTD_S3_BUCKET": seaweedfs.new_bucket("cluster")}
-    first = start_server(tmp_path / "node-a", database_url=url, extra_env=env)
+    """Two nodes on ``storage_backend = "s3"``, each with a data dir (cache) of its own, behind
+    deploy/nginx-cluster.conf: a push through either is served by the other at once."""
+    cluster = start_cluster(tmp_path / "nodes", postgres, seaweedfs, count=2)
+    first, second = cluster.nodes
+    port = free_port()
+    config = cluster_site(tmp_path, port, (first.port, second.port))
+    nginx = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(config)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        second = Server(data_dir=tmp_path / "node-b", port=free_port(), env=first.env,
-                        account_id=first.account_id, token=first.token)
-        second.start()
-        try:
-            with first.client() as c:
-                repo = c.post("/repos", json={"name": "across"}).json()["result"]
+        wait_for_port(port, nginx)
+        balancer = f"https://127.0.0.1:{port}"
+        served_before = [requests_served(node) for node in cluster.nodes]
+        base = f"{balancer}/client/v4/accounts/{first.account_id}/artifacts/namespaces/default"
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {first.token}"},
+                          verify=False, timeout=60) as lb:
+            repo = lb.post("/repos", json={"name": "across"}).json()["result"]
             git = Git(tmp_path / "home")
+            git.env["GIT_SSL_NO_VERIFY"] = "1"
+            through = repo["remote"].replace(first.url, balancer)
             work = tmp_path / "work"
-            sha = git.new_work(work)
-            git.run("-c", bearer(repo["token"]), "push", "-q", repo["remote"], "HEAD:refs/heads/main",
+            git.new_work(work, {"README.md": "# across\n", "big.bin": os.urandom(256 * 1024)})
+            git.run("-c", bearer(repo["token"]), "push", "-q", through, "HEAD:refs/heads/main",
                     cwd=work)
-            other = repo["remote"].replace(first.url, second.url)
-            listed = git.out("-c", bearer(repo["token"]), "ls-remote", other, "refs/heads/main")
-            assert re.match(sha, listed)
-        finally:
-            second.stop()
+            # Pushes straight to each node in turn, each read through the other at once.
+            for writer, reader in ((first, second), (second, first)):
+                sha = git.commit_files(work, {f"{writer.port}.txt": "x\n"}, f"via {writer.port}")
+                git.run("-c", bearer(repo["token"]), "push", "-q",
+                        repo["remote"].replace(first.url, writer.url), "HEAD:refs/heads/main",
+                        cwd=work)
+                listed = git.out("-c", bearer(repo["token"]), "ls-remote",
+                                 repo["remote"].replace(first.url, reader.url), "refs/heads/main")
+                assert re.match(sha, listed), (sha, listed)
+            for n in range(4):
+                copy = tmp_path / f"clone-{n}"
+                git.run("-c", bearer(repo["token"]), "clone", "-q", through, str(copy))
+                assert (copy / "big.bin").read_bytes() == (work / "big.bin").read_bytes()
+                assert git.out("rev-parse", "HEAD", cwd=copy) == sha
+            reads = [lb.get("/repos/across/raw/main/README.md") for _ in range(4)]
+            assert {(r.status_code, r.text) for r in reads} == {(200, "# across\n")}
+            fork = lb.post("/repos/across/fork", json={"name": "across-fork"})
+            assert fork.status_code == 200, fork.text
+            fork_remote = fork.json()["result"]["remote"].replace(first.url, balancer)
+            fork_copy = tmp_path / "fork-clone"
+            git.run("-c", bearer(fork.json()["result"]["token"]), "clone", "-q", fork_remote,
+                    str(fork_copy))
+            assert git.out("rev-parse", "HEAD", cwd=fork_copy) == sha
+        served_after = [requests_served(node) for node in cluster.nodes]
+        assert all(after > before + 3 for before, after in
+                   zip(served_before, served_after, strict=True)), (served_before, served_after)
+        # Separate caches: each node holds its own copy of the repo, and the data dirs differ.
+        caches = [node.data_dir / "repos" / repo["id"][:2] / repo["id"][2:4] / f"{repo['id']}.git"
+                  for node in cluster.nodes]
+        assert caches[0] != caches[1] and all(cache.is_dir() for cache in caches)
+        assert cluster.listed_keys(repo["id"]) <= cluster.bucket_keys()
     finally:
-        first.stop()
+        nginx.terminate()
+        nginx.wait(timeout=30)
+        cluster.stop()

@@ -111,6 +111,7 @@ class Code(IntEnum):
     BACKUP_SCHEMA_NEWER = 12504
     RESTORE_TARGET_NOT_EMPTY = 12505
     BACKUP_REPO_BUSY = 12506
+    RESTORE_BACKEND_MISMATCH = 12507
 
 
 class ArtifactdError(Exception):

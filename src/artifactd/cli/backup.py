@@ -16,7 +16,9 @@ import click
 from artifactd.cli.server_options import resolve_settings, server_options
 
 if TYPE_CHECKING:
+    from artifactd.config import Settings
     from artifactd.storage.backupstore import BackupStore
+    from artifactd.storage.objectstore import ObjectStore
 
 _ENDPOINT = click.option(
     "--endpoint-url", default=None, metavar="URL",
@@ -32,6 +34,21 @@ def _open_store(location: str, endpoint_url: str | None) -> BackupStore:
         return open_store(location, endpoint_url=endpoint_url)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def _target_bucket(settings: Settings) -> ObjectStore | None:
+    """With ``storage_backend = "s3"``: the bucket prefix the restored deployment will use
+    (its ``s3_*`` settings, as ``serve`` would read them). Checked by the restore."""
+    if settings.storage_backend != "s3":
+        return None
+    from artifactd.storage.objectstore import ObjectStore, ObjectStoreConfig
+
+    return ObjectStore(ObjectStoreConfig(
+        endpoint_url=settings.s3_endpoint_url, bucket=settings.s3_bucket,
+        region=settings.s3_region, prefix=settings.s3_prefix,
+        access_key_id=settings.s3_access_key_id or None,
+        secret_access_key=settings.s3_secret_access_key or None,
+    ))
 
 
 def _fail(exc: Exception) -> click.ClickException:
@@ -89,6 +106,9 @@ def backup(dest: str, config_file: str | None, data_dir: str | None, database_ur
 
 @click.command()
 @click.argument("src")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML config file of the restored deployment: with storage_backend = 's3' "
+                   "its s3_* settings name the new, empty bucket prefix. [env: ARTIFACTD_CONFIG]")
 @click.option("--data-dir", required=False, default=None, type=click.Path(file_okay=False),
               help="The new data dir (missing or empty). Required unless --check.")
 @click.option("--database-url", default=None,
@@ -98,13 +118,17 @@ def backup(dest: str, config_file: str | None, data_dir: str | None, database_ur
 @click.option("--check", "check_only", is_flag=True,
               help="Verify every file's checksum and write nothing.")
 @_JSON
-def restore(src: str, data_dir: str | None, database_url: str | None, endpoint_url: str | None,
-            check_only: bool, as_json: bool) -> None:
+def restore(src: str, config_file: str | None, data_dir: str | None, database_url: str | None,
+            endpoint_url: str | None, check_only: bool, as_json: bool) -> None:
     """Restore the backup SRC into a new data dir (and database), or --check it.
 
     Refuses a non-empty data dir or database, a corrupt or truncated backup (naming the
     file), and a backup of a newer schema than this release; a refused restore writes
     nothing. Then serve the data dir as usual: every repo, ref, token and setting is back.
+
+    A backup of the s3 repo store restores with storage_backend = 's3' (config file or
+    ARTIFACTD_STORAGE_BACKEND, ARTIFACTD_S3_*): its packs go to that new, empty bucket
+    prefix, its metadata to --database-url, and --data-dir is the first node's empty cache.
 
     \b
     Examples:
@@ -112,6 +136,9 @@ def restore(src: str, data_dir: str | None, database_url: str | None, endpoint_u
       artifactd restore s3://backups/artifactd/2026-12-02 --data-dir /srv/a \\
           --database-url postgresql://artifactd@db/artifactd
       artifactd restore /backups/artifactd-2026-12-02 --check
+      ARTIFACTD_STORAGE_BACKEND=s3 ARTIFACTD_S3_BUCKET=artifactd-new artifactd restore \\
+          s3://backups/artifactd/2026-12-02 --data-dir /var/cache/artifactd \\
+          --database-url postgresql://artifactd@db/artifactd_new
     """
     from pathlib import Path
 
@@ -121,10 +148,12 @@ def restore(src: str, data_dir: str | None, database_url: str | None, endpoint_u
     if data_dir is None and not check_only:
         raise click.UsageError("--data-dir is required (or --check to only verify the backup)")
     store = _open_store(src, endpoint_url)
+    bucket = None if check_only else _target_bucket(resolve_settings(config_file))
     from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
     try:
-        summary = restore_backup(store, Path(data_dir or "."), database_url, check_only=check_only,
+        summary = restore_backup(store, Path(data_dir or "."), database_url, bucket=bucket,
+                                 check_only=check_only,
                                  progress=lambda text: click.echo(text, err=True))
     except BackupError as exc:
         raise _fail(exc) from None

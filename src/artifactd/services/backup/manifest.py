@@ -7,7 +7,9 @@ A backup is a set of named objects in a directory or under a bucket prefix::
     blobs/<sha[0:2]>/<sha256> every file's bytes, named by their SHA-256 (stored once)
 
 An index path is *logical*: ``metadata/<table>.jsonl`` (one table's rows) or
-``repos/<id[0:2]>/<id[2:4]>/<id>.git/<file>`` (a repo's file, laid out as in the data dir).
+``repos/<id[0:2]>/<id[2:4]>/<id>.git/<file>`` (a repo's file, laid out as in the data dir),
+or, for the ``s3`` repo store, ``packs/<hash>.pack`` / ``packs/<hash>.idx`` (a pack object,
+named by its bucket key; the refs and pack lists are rows of the ``s3_*`` tables).
 Content addressing stores a pack shared by a parent and its forks once, and lets ``restore``
 hard-link them again. A backup without ``manifest.json`` is an unfinished one.
 
@@ -31,6 +33,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 INDEX = "files.jsonl"
 REPO_STORE_LOCAL = "local"
+REPO_STORE_S3 = "s3"
+REPO_STORES = frozenset((REPO_STORE_LOCAL, REPO_STORE_S3))
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TABLE_PATH = re.compile(r"metadata/(?P<table>[a-z_][a-z0-9_]{0,62})\.jsonl")
@@ -38,6 +42,8 @@ _REPO_PATH = re.compile(
     r"repos/(?P<a>[0-9a-f]{2})/(?P<b>[0-9a-f]{2})/(?P<id>[0-9a-f]{32})\.git/"
     r"(?P<rel>[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*)"
 )
+# A pack object of the ``s3`` backend, named as its bucket key (the pack's hash, as git names it).
+_PACK_PATH = re.compile(r"packs/(?P<name>[0-9a-f]{40}|[0-9a-f]{64})\.(?:pack|idx)")
 
 
 class BackupError(ArtifactdError):
@@ -52,6 +58,13 @@ def blob_name(sha256: str) -> str:
 
 def table_path(table: str) -> str:
     return f"metadata/{table}.jsonl"
+
+
+def pack_path(key: str) -> str:
+    """A bucket pack object's index path: its key as the ``s3`` store names it."""
+    if not _PACK_PATH.fullmatch(key):
+        raise ValueError(f"not a pack key: {key!r}")
+    return key
 
 
 def repo_path(repo_id: str, relative: str) -> str:
@@ -72,6 +85,11 @@ class FileEntry:
     def table(self) -> str | None:
         match = _TABLE_PATH.fullmatch(self.path)
         return match["table"] if match else None
+
+    @property
+    def pack_key(self) -> str | None:
+        """The bucket key of an ``s3`` pack object (the same as its path), else None."""
+        return self.path if _PACK_PATH.fullmatch(self.path) else None
 
     @property
     def repo(self) -> tuple[str, str] | None:
@@ -96,7 +114,7 @@ def parse_entry(raw: str, number: int) -> FileEntry:
                 part in {".", ".."} for part in parts) or parts[0] not in {
                 "HEAD", "packed-refs", "refs", "objects", "shallow"}:
             raise BackupError(f"{INDEX} line {number}: {entry.path!r} is not a repo file path")
-    elif not _TABLE_PATH.fullmatch(entry.path):
+    elif not _TABLE_PATH.fullmatch(entry.path) and not _PACK_PATH.fullmatch(entry.path):
         raise BackupError(f"{INDEX} line {number}: {entry.path!r} is not a path of a backup")
     return entry
 
@@ -149,6 +167,8 @@ class Manifest:
             raise
         except (ValueError, KeyError, TypeError, AttributeError):
             raise BackupError(f"{MANIFEST} is truncated or malformed") from None
+        if manifest.repo_store not in REPO_STORES:
+            raise BackupError(f"{MANIFEST} names an unknown repo store {manifest.repo_store!r}")
         if not _SHA256.fullmatch(manifest.index_sha256):
             raise BackupError(f"{MANIFEST} has no valid checksum for {INDEX}")
         return manifest

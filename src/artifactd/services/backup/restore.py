@@ -16,6 +16,12 @@ rather than its data: each repo's ``size_bytes`` (and the account totals) are me
 the restored disk (a repo copy can be a push newer than the metadata snapshot); push
 intents and their reservations are dropped (their pushes are in the copied refs or not);
 event deliveries claimed by old nodes are released, so delivery resumes at once.
+
+A backup of the ``s3`` repo store restores into a new database, a new empty bucket prefix
+(``bucket``, the target deployment's repo store) and a new empty data dir (the first node's
+cache): the pack objects are uploaded under their own keys, the ``s3_*`` rows come back as
+they were (maintenance leases of the old nodes dropped) and each repo's size is the sum of
+the packs it lists. A failed restore deletes the objects it uploaded.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, MetaData, inspect
 
@@ -36,7 +42,7 @@ from artifactd.errors import Code
 from artifactd.services.backup.manifest import (
     INDEX,
     MANIFEST,
-    REPO_STORE_LOCAL,
+    REPO_STORE_S3,
     BackupError,
     FileEntry,
     Manifest,
@@ -47,6 +53,9 @@ from artifactd.storage import tabledump
 from artifactd.storage.backupstore import BackupMissing, BackupStore, BackupStoreError, sha256_file
 from artifactd.storage.db import known_revision, make_engine, migrate
 from artifactd.storage.repostore import SKELETON_DIRS, RepoStore
+
+if TYPE_CHECKING:
+    from artifactd.storage.objectstore import ObjectStore
 
 Progress = Callable[[str], None]
 DATA_DIR_MODE = 0o700
@@ -77,9 +86,6 @@ def read_backup(store: BackupStore, scratch: Path) -> tuple[Manifest, list[FileE
     except BackupStoreError as exc:
         raise _unavailable(store, exc) from None
     manifest = Manifest.load(scratch / MANIFEST)
-    if manifest.repo_store != REPO_STORE_LOCAL:
-        raise BackupError(f"{MANIFEST}: repo store {manifest.repo_store!r} backups are restored "
-                          "with the bucket's own tools (docs/backup.md)", code=Code.BACKUP_CORRUPT)
     if not known_revision(manifest.schema_revision):
         raise BackupError(
             f"the backup's schema revision {manifest.schema_revision} is newer than this release "
@@ -113,6 +119,54 @@ def _check_targets(data_dir: Path, database_url: str | None) -> None:
         if names:
             raise BackupError("the target database is not empty (it has tables): restore into a "
                               "new database", code=Code.RESTORE_TARGET_NOT_EMPTY)
+
+
+def _check_bucket(bucket: ObjectStore) -> None:
+    """The target prefix of an ``s3`` restore: reachable, and holding nothing yet."""
+    from artifactd.storage.objectstore import ObjectStoreError
+
+    try:
+        bucket.check()
+        occupied = next(iter(bucket.list("")), None)
+    except ObjectStoreError as exc:
+        raise BackupError(f"cannot use the target bucket {bucket.bucket}: {exc}",
+                          code=Code.OBJECT_STORE_UNAVAILABLE) from None
+    if occupied is not None:
+        raise BackupError(f"the target bucket prefix s3://{bucket.bucket}/{bucket.key('')} is not "
+                          f"empty (it holds {occupied[0]}): restore into a new bucket or prefix",
+                          code=Code.RESTORE_TARGET_NOT_EMPTY)
+
+
+def _upload_packs(bucket: ObjectStore, entries: list[FileEntry], blobs: Path,
+                  uploaded: list[str], progress: Progress) -> None:
+    from artifactd.storage.objectstore import ObjectStoreError
+
+    for entry in entries:
+        key = entry.pack_key
+        if key is None:
+            continue
+        try:
+            bucket.put_file(key, blobs / entry.sha256)
+        except ObjectStoreError as exc:
+            raise BackupError(f"cannot write {key} to the target bucket: {exc}",
+                              code=Code.OBJECT_STORE_UNAVAILABLE) from None
+        uploaded.append(key)
+        if len(uploaded) % 200 == 0:
+            progress(f"uploaded {len(uploaded)} pack objects")
+
+
+def _pack_sizes(tables_files: dict[str, Path]) -> dict[str, int]:
+    """Each repo's bytes on the ``s3`` store: the packs it lists (what its limit counts)."""
+    sizes: dict[str, int] = {}
+    packs_file, lists_file = tables_files.get("s3_packs"), tables_files.get("s3_repo_packs")
+    if packs_file is None or lists_file is None:
+        return sizes
+    pack_bytes = {str(row["pack"]): int(row["size_bytes"])
+                  for row in tabledump.read_rows(packs_file, "metadata/s3_packs.jsonl")}
+    for row in tabledump.read_rows(lists_file, "metadata/s3_repo_packs.jsonl"):
+        repo_id = str(row["repo_id"])
+        sizes[repo_id] = sizes.get(repo_id, 0) + pack_bytes.get(str(row["pack"]), 0)
+    return sizes
 
 
 def _fetch_blobs(store: BackupStore, entries: list[FileEntry], blobs: Path, progress: Progress) -> None:
@@ -172,7 +226,7 @@ def _load_database(engine: Engine, manifest: Manifest, tables_files: dict[str, P
 
     def transform(name: str, rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for row in rows:
-            if name == "push_intents":
+            if name in {"push_intents", "s3_leases"}:
                 continue
             if name == "repos":
                 row["size_bytes"] = sizes.get(str(row["id"]), 0)
@@ -218,12 +272,17 @@ def _drop_everything(engine: Engine) -> None:
 
 
 def restore_backup(store: BackupStore, data_dir: Path, database_url: str | None = None, *,
-                   check_only: bool = False, progress: Progress = lambda _m: None) -> RestoreSummary:
-    """Restore into ``data_dir`` (and ``database_url``, default SQLite in the data dir);
-    ``check_only``: verify every checksum and write nothing."""
+                   bucket: ObjectStore | None = None, check_only: bool = False,
+                   progress: Progress = lambda _m: None) -> RestoreSummary:
+    """Restore into ``data_dir`` (and ``database_url``, default SQLite in the data dir; and
+    for a backup of the ``s3`` store, ``bucket``); ``check_only``: verify every checksum and
+    write nothing."""
     data_dir = data_dir.resolve()
     if not check_only:
         _check_targets(data_dir, database_url)
+        if bucket is not None:
+            _check_bucket(bucket)
+    uploaded: list[str] = []
     made_dir = not data_dir.exists()
     if check_only:
         work = Path(tempfile.mkdtemp(prefix="artifactd-check-"))
@@ -236,14 +295,26 @@ def restore_backup(store: BackupStore, data_dir: Path, database_url: str | None 
     database_loaded: Engine | None = None
     try:
         manifest, entries = read_backup(store, work)
+        if not check_only and (manifest.repo_store == REPO_STORE_S3) != (bucket is not None):
+            raise BackupError(
+                f"the backup is of the {manifest.repo_store!r} repo store: restore it with "
+                + ("storage_backend = 's3' and the target bucket set (docs/backup.md)"
+                   if bucket is None else "storage_backend = 'local'"),
+                code=Code.RESTORE_BACKEND_MISMATCH)
         _fetch_blobs(store, entries, blobs, progress)
         tables_files = {entry.table: blobs / entry.sha256 for entry in entries if entry.table}
         if check_only:
             return RestoreSummary(store.description, manifest.schema_revision, None,
                                   manifest.tables, manifest.repos, manifest.files, manifest.bytes)
         repos = RepoStore(data_dir)
-        restored = _build_repos(entries, blobs, repos)
-        sizes = {repo_id: repos.size(repo_id) for repo_id in restored}
+        if bucket is not None:
+            _upload_packs(bucket, entries, blobs, uploaded, progress)
+            sizes = _pack_sizes(tables_files)
+            restored_count = manifest.repos
+        else:
+            restored = _build_repos(entries, blobs, repos)
+            sizes = {repo_id: repos.size(repo_id) for repo_id in restored}
+            restored_count = len(restored)
         url = database_url or f"sqlite:///{data_dir / 'artifactd.db'}"
         engine = make_engine(url)
         database_loaded = engine
@@ -252,10 +323,14 @@ def restore_backup(store: BackupStore, data_dir: Path, database_url: str | None 
         finally:
             engine.dispose()
         database_loaded = None
-        progress(f"restored {len(restored)} repos and {sum(manifest.tables.values())} rows")
+        progress(f"restored {restored_count} repos and {sum(manifest.tables.values())} rows")
         return RestoreSummary(store.description, manifest.schema_revision, head, manifest.tables,
-                              len(restored), manifest.files, manifest.bytes)
+                              restored_count, manifest.files, manifest.bytes)
     except BaseException:
+        if bucket is not None:
+            for key in uploaded:
+                with contextlib.suppress(Exception):
+                    bucket.delete(key)
         if database_loaded is not None and database_url is not None:
             _drop_everything(database_loaded)
             database_loaded.dispose()

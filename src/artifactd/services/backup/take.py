@@ -15,8 +15,12 @@ the restored disk, so limits stay exact. A repo created after T is not in the ba
 deleted after T is copied from the trash while it is still there.
 
 Backend ``s3`` (repo store in the bucket): the metadata snapshot then also holds every
-repo's refs and pack list, and the repo files are the bucket's pack objects those lists
-name; ``_copy_repo`` is the one place that changes (see docs/backup.md).
+repo's refs and pack list (the ``s3_*`` tables), so step 2 copies instead the bucket's pack
+objects (data and index) that the snapshot's ``s3_repo_packs`` rows name, each pack once
+however many forks list it. The snapshot is one transaction, so its refs only point into
+packs it lists; a pack stays in the bucket while listed and for the grace period after
+(``gc_grace_seconds``), so every pack the snapshot lists can still be read. A push that
+commits after T is not in the backup at all, neither its refs nor its pack.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from artifactd import __version__
 from artifactd.errors import Code
@@ -37,10 +41,12 @@ from artifactd.services.backup.manifest import (
     INDEX,
     MANIFEST,
     REPO_STORE_LOCAL,
+    REPO_STORE_S3,
     BackupError,
     FileEntry,
     Manifest,
     blob_name,
+    pack_path,
     repo_path,
     table_path,
 )
@@ -48,6 +54,9 @@ from artifactd.services.clock import iso, now_us
 from artifactd.storage import tabledump
 from artifactd.storage.backupstore import BackupStore, BackupStoreError, sha256_file
 from artifactd.storage.reposnapshot import SnapshotBusy, snapshot_repo
+
+if TYPE_CHECKING:
+    from artifactd.storage.objectstore import ObjectStore
 
 Progress = Callable[[str], None]
 
@@ -150,12 +159,19 @@ def take_backup(backend: Backend, store: BackupStore, *, progress: Progress = la
 def _take(backend: Backend, store: BackupStore, writer: _BlobWriter, work: Path,
           progress: Progress, lock_timeout: float) -> BackupSummary:
     repo_ids: list[str] = []
+    packs: set[str] = set()
     tables: dict[str, int] = {}
     metadata_dir = work / "metadata"
     metadata_dir.mkdir()
+    bucket: ObjectStore | None = getattr(backend.repos, "objects", None)
 
     def note_repo(row: dict[str, Any]) -> None:
         repo_ids.append(str(row["id"]))
+
+    def note_pack(row: dict[str, Any]) -> None:
+        packs.add(str(row["pack"]))
+
+    watch = {"repos": note_repo, "s3_repo_packs": note_pack}
 
     engine = backend.meta.engine
     with tabledump.snapshot(engine) as connection:
@@ -164,19 +180,22 @@ def _take(backend: Backend, store: BackupStore, writer: _BlobWriter, work: Path,
             raise BackupError("the database has no artifactd schema", code=Code.BACKUP_NOT_FOUND)
         for table in tabledump.tables(connection):
             with (metadata_dir / f"{table.name}.jsonl").open("w", encoding="utf-8") as out:
-                dumped = tabledump.dump_table(
-                    connection, table, out, note_repo if table.name == "repos" else None)
+                dumped = tabledump.dump_table(connection, table, out, watch.get(table.name))
             tables[table.name] = dumped.rows
     progress(f"metadata: {len(tables)} tables, {sum(tables.values())} rows at revision {revision}")
     for name in tables:
         writer.add(metadata_dir / f"{name}.jsonl", table_path(name))
 
     copied = 0
-    for number, repo_id in enumerate(repo_ids, 1):
-        if _copy_repo(backend, writer, work, repo_id, lock_timeout):
-            copied += 1
-        if number % 100 == 0 or number == len(repo_ids):
-            progress(f"repos: {number}/{len(repo_ids)}")
+    if bucket is not None:
+        _copy_packs(bucket, writer, work, sorted(packs), progress)
+        copied = len(repo_ids)  # each is whole in the metadata (refs) and the packs
+    else:
+        for number, repo_id in enumerate(repo_ids, 1):
+            if _copy_repo(backend, writer, work, repo_id, lock_timeout):
+                copied += 1
+            if number % 100 == 0 or number == len(repo_ids):
+                progress(f"repos: {number}/{len(repo_ids)}")
 
     with tempfile.NamedTemporaryFile("w", dir=work, delete=False, encoding="utf-8") as index:
         for entry in writer.entries:
@@ -188,7 +207,8 @@ def _take(backend: Backend, store: BackupStore, writer: _BlobWriter, work: Path,
     manifest = Manifest(
         artifactd_version=__version__, created_at=iso(now_us()) or "",
         schema_revision=revision, source_database=engine.dialect.name,
-        repo_store=REPO_STORE_LOCAL, index_sha256=index_sha, index_size=index_size,
+        repo_store=REPO_STORE_LOCAL if bucket is None else REPO_STORE_S3,
+        index_sha256=index_sha, index_size=index_size,
         tables=tables, repos=copied, files=len(writer.entries), bytes=total,
     )
     manifest_path = work / MANIFEST
@@ -220,3 +240,29 @@ def _copy_repo(backend: Backend, writer: _BlobWriter, work: Path, repo_id: str,
         return True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _copy_packs(bucket: ObjectStore, writer: _BlobWriter, work: Path, packs: list[str],
+                progress: Progress) -> None:
+    """Every pack the snapshot lists, its data and index, fetched one at a time into the
+    work area, hashed and written to the backup (a shared pack is listed here once)."""
+    from artifactd.storage.objectstore import ObjectMissing, ObjectStoreError
+    from artifactd.storage.s3store.catalog import pack_keys
+
+    staged = work / "pack"
+    for number, name in enumerate(packs, 1):
+        for key in pack_keys(name):
+            try:
+                bucket.get_file(key, staged)
+            except ObjectMissing:
+                raise BackupError(f"pack object {key}, listed by the snapshot, is missing from "
+                                  "the bucket", code=Code.PACK_MISSING) from None
+            except ObjectStoreError as exc:
+                raise BackupError(f"cannot read {key} from the repo store's bucket: {exc}",
+                                  code=Code.OBJECT_STORE_UNAVAILABLE) from None
+            try:
+                writer.add(staged, pack_path(key))
+            finally:
+                staged.unlink(missing_ok=True)
+        if number % 100 == 0 or number == len(packs):
+            progress(f"packs: {number}/{len(packs)}")
