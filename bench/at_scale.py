@@ -33,7 +33,7 @@ import httpx
 from tests.harness import artifactd_cmd
 
 from artifactd.config import Settings
-from artifactd.services import accounts
+from artifactd.services.access import accounts
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.storage.schema import repos as repos_table

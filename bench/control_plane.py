@@ -160,7 +160,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     server = None
     try:
         # Seed before the server starts: an account is needed, so mint its token offline first.
-        from artifactd.services import accounts
+        from artifactd.services.access import accounts
 
         backend = Backend.open(Settings(data_dir=str(data_dir)))
         _row, api_token = accounts.create_api_token(backend, None, "edit")

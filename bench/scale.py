@@ -33,7 +33,7 @@ import httpx
 
 from artifactd.config import Settings
 from artifactd.services.backend import Backend
-from artifactd.services.maintenance import maintain_repo
+from artifactd.services.repos.maintenance import maintain_repo
 from bench.common import UNLIMITED, Target, machine, percentile, start_server, work_dir
 from bench.control_plane import seed
 from bench.git_plane import serve_http_backend

@@ -286,7 +286,7 @@ class Rig:
         """Repos whose recorded size is not what their objects use on disk (metadata drift)."""
         from artifactd.config import Settings
         from artifactd.services.backend import Backend
-        from artifactd.services.maintenance import repo_lock
+        from artifactd.services.repos.maintenance import repo_lock
 
         backend = Backend.open(Settings(data_dir=str(self.server.data_dir)), run_migrations=False)
         try:

@@ -170,8 +170,8 @@ def test_deep_and_huge_queries_are_refused_cheaply(analytics_server: Server) -> 
 def test_events_older_than_31_days_are_dropped(analytics_server: Server) -> None:
     """Retention: the recorder's purge removes events past 31 days (run by the server hourly)."""
     from artifactd.config import Settings
-    from artifactd.services.analytics import RETENTION_DAYS, EventRecorder
     from artifactd.services.backend import Backend
+    from artifactd.services.events.analytics import RETENTION_DAYS, EventRecorder
     from artifactd.storage.events import EventStore
 
     db = analytics_server.data_dir / "artifactd.db"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from artifactd.services.analytics import EventRecorder
+from artifactd.services.events.analytics import EventRecorder
 from artifactd.storage.db import make_engine, migrate
 from artifactd.storage.events import EventStore
 from artifactd.storage.schema import events

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from artifactd.services import blob_fetch
+from artifactd.services.git import blob_fetch
 from tests.gitutil import Git, bearer, create_repo, pkt, rpc
 from tests.harness import Server
 

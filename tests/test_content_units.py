@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from artifactd.errors import ArtifactdError
 from artifactd.http.ranges import UNSATISFIABLE, etag_matches, parse_range
 from artifactd.http.sniff import sniff
-from artifactd.services.content import path_problem, ref_candidates
-from artifactd.services.import_source import (
+from artifactd.services.reads.content import path_problem, ref_candidates
+from artifactd.services.repos.import_source import (
     AllowList,
     address_problem,
     check_url,

@@ -151,7 +151,7 @@ def _delivery_workers(data_dir: Path) -> list[int]:
             alive = "State:\tZ" not in (proc / "status").read_text()
         except OSError:
             continue
-        if b"artifactd.services.webhook_worker" in cmdline and str(data_dir).encode() in environ \
+        if b"artifactd.services.events.webhook_worker" in cmdline and str(data_dir).encode() in environ \
                 and alive:
             found.append(int(proc.name))
     return found

@@ -25,7 +25,7 @@ from sqlalchemy import event
 
 from artifactd.config import Settings
 from artifactd.http.app import create_app
-from artifactd.services import accounts
+from artifactd.services.access import accounts
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from tests.gitutil import Git

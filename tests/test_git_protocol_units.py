@@ -9,14 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from artifactd.errors import AuthenticationError, ValidationError
-from artifactd.services import pktline
-from artifactd.services.git_access import (
+from artifactd.services.git import pktline
+from artifactd.services.git.git_access import (
     check_git_protocol,
     credential_from,
     parse_path,
     push_ref_problem,
 )
-from artifactd.services.pktline import (
+from artifactd.services.git.pktline import (
     PktError,
     PushCommandReader,
     ReceivePackScanner,

@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from artifactd.services.git_slots import SlotPool, SlotsBusy
+from artifactd.services.git.git_slots import SlotPool, SlotsBusy
 
 
 async def hold(pool: SlotPool, repo: str | None, entered: asyncio.Event, release: asyncio.Event,

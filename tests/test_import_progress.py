@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from artifactd.services.imports import progress_of
+from artifactd.services.repos.imports import progress_of
 from tests.gitutil import Git
 
 

@@ -164,9 +164,9 @@ def test_bad_shutdown_timeout_refuses_to_start(tmp_path: Path, value: str) -> No
 CRASHING_FORK = textwrap.dedent("""
     import os, sys
     from artifactd.config import Settings
-    from artifactd.services import repos
+    from artifactd.services.repos import repos
     from artifactd.services.backend import Backend
-    from artifactd.services.forks import read_refs
+    from artifactd.services.repos.forks import read_refs
 
     backend = Backend.open(Settings(data_dir=sys.argv[1]), run_migrations=False)
     parent = backend.meta.get_repo_by_id(sys.argv[2])
@@ -206,8 +206,8 @@ def test_startup_removes_fork_debris_of_a_crash(server: Server, tmp_path: Path,
 
     # A live process (this test, standing in for another worker) making a fork right now.
     from artifactd.config import Settings
-    from artifactd.services import repos
     from artifactd.services.backend import Backend
+    from artifactd.services.repos import repos
 
     live = Backend.open(Settings(data_dir=str(server.data_dir)), run_migrations=False)
     try:
@@ -233,7 +233,7 @@ def test_forks_in_a_loop_during_maintenance(server: Server, tmp_path: Path, uniq
 
     from artifactd.config import Settings
     from artifactd.services.backend import Backend
-    from artifactd.services.maintenance import maintain_repo
+    from artifactd.services.repos.maintenance import maintain_repo
 
     ensure_running(server)
     git = Git(tmp_path / "home")

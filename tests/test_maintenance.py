@@ -14,7 +14,7 @@ import pytest
 
 from artifactd.config import Settings
 from artifactd.services.backend import Backend
-from artifactd.services.maintenance import clean_stale_tmp, maintain_repo
+from artifactd.services.repos.maintenance import clean_stale_tmp, maintain_repo
 from artifactd.storage.repomaint import count_packs
 from tests.gitutil import Git
 from tests.harness import Server, start_server

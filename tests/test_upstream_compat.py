@@ -26,7 +26,7 @@ from artifactd.client import Conflict, ValidationError
 from artifactd.client._core import api_error
 from artifactd.errors import Code
 from artifactd.errors import Conflict as DomainConflict
-from artifactd.services.repos import require_ready
+from artifactd.services.repos.repos import require_ready
 from artifactd.storage.metadata import RepoRow
 from tests.clientutil import client_env, run_cli
 from tests.gitsource import GitSource

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from artifactd.config import load_settings, parse_bytes, parse_rate
 from artifactd.errors import ConfigError, ValidationError
+from artifactd.services.access.tokens import format_repo_token, parse_api_token, parse_repo_token
 from artifactd.services.cursor import CursorCodec
 from artifactd.services.names import MAX_NAME_LENGTH, name_problem, ref_problem
-from artifactd.services.tokens import format_repo_token, parse_api_token, parse_repo_token
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 

@@ -84,7 +84,7 @@ class Code(IntEnum):
     PATH_IS_DIRECTORY = 11204
     INVALID_PATH = 11205
     RANGE_NOT_SATISFIABLE = 11206
-    # Writes without a git client (services/commits.py, merges.py, refs.py, notes.py).
+    # Writes without a git client (services/writes/commits.py, merges.py, refs.py, notes.py).
     HEAD_MOVED = 12000
     INVALID_CHANGE = 12001
     INVALID_CONTENT = 12002
@@ -94,7 +94,7 @@ class Code(IntEnum):
     UNRELATED_HISTORIES = 12006
     NOT_FAST_FORWARD = 12007
     NOTE_NOT_FOUND = 12008
-    # Events and subscriptions (services/subscriptions.py, webhooks.py).
+    # Events and subscriptions (services/events/subscriptions.py, webhooks.py).
     SUBSCRIPTION_NOT_FOUND = 12300
     WEBHOOK_REFUSED = 12301
     INVALID_EVENT_CURSOR = 12302

@@ -24,12 +24,12 @@ GIT_BYTES_RECEIVED = Counter(
 )
 GIT_BLOB_FETCHES = Counter(
     "artifactd_git_blob_fetches_total",
-    "Partial-clone blob fetches answered without starting git (services/blob_fetch.py).",
+    "Partial-clone blob fetches answered without starting git (services/git/blob_fetch.py).",
 )
 GIT_ADVERTISEMENTS_FROM_MEMORY = Counter(
     "artifactd_git_push_advertisements_from_memory_total",
     "receive-pack advertisements of repos with no refs served from memory, without git "
-    "(services/git_rpc.py).",
+    "(services/git/git_rpc.py).",
 )
 CONTENT_REPO_OPENS = Counter(
     "artifactd_content_repo_opens_total",

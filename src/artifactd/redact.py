@@ -6,7 +6,7 @@ envelopes, analytics events and the app logger (``RedactingFilter``). A client t
 credential where a name belongs (``GET .../repos/art_v1_<40 hex>``) must not see it copied
 into logs or into analytics that other token holders of the account can query.
 
-The patterns are broader than the parsers in ``services/tokens.py`` on purpose: either case
+The patterns are broader than the parsers in ``services/access/tokens.py`` on purpose: either case
 of hex, an ``?expires=`` suffix raw or percent-encoded, and no word boundary, so that a token
 glued to other text is still caught. A bare 40-hex secret is not redacted: it cannot be told
 apart from a commit id, and every content path carries those.

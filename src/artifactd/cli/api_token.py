@@ -10,7 +10,7 @@ from rich.console import Console
 from artifactd.cli._app import print_table
 from artifactd.cli.server_options import init_option, open_admin_backend, server_options
 from artifactd.errors import ArtifactdError
-from artifactd.services import accounts
+from artifactd.services.access import accounts
 from artifactd.services.clock import iso
 
 

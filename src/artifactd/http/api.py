@@ -20,10 +20,12 @@ from starlette.responses import Response
 from artifactd.errors import Code, PayloadTooLarge, ValidationError
 from artifactd.http.apidoc import Operation, describe
 from artifactd.http.jsonbody import check_text, check_tree, load_json
-from artifactd.services import accounts, events, limits
-from artifactd.services.accounts import Principal
+from artifactd.services import limits
+from artifactd.services.access import accounts
+from artifactd.services.access.accounts import Principal
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
+from artifactd.services.events import events
 
 Model = TypeVar("Model", bound=BaseModel)
 

@@ -32,10 +32,11 @@ from artifactd.http.mcp import routes_for as mcp_routes
 from artifactd.http.mcp import running as mcp_running
 from artifactd.http.reads import routes as read_routes
 from artifactd.observability import EVENTS_DROPPED, SQLITE_CHECKPOINTS
-from artifactd.services import analytics, recovery
 from artifactd.services.backend import Backend
-from artifactd.services.maintenance import MaintenanceThread
-from artifactd.services.webhook_worker import DeliveryProcess
+from artifactd.services.events import analytics
+from artifactd.services.events.webhook_worker import DeliveryProcess
+from artifactd.services.repos import recovery
+from artifactd.services.repos.maintenance import MaintenanceThread
 from artifactd.storage.checkpointer import WalCheckpointer
 from artifactd.storage.watchdog import Watchdog
 

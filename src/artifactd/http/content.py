@@ -27,11 +27,16 @@ from artifactd.http.ranges import UNSATISFIABLE, etag_matches, parse_range
 from artifactd.http.results import CommitInfo, LogResultInfo, TreeInfo
 from artifactd.http.shapes import commit_info, tree_info
 from artifactd.http.sniff import SNIFF_BYTES, sniff
-from artifactd.services import accounts, content, events, git_rpc, limits, repos
-from artifactd.services.accounts import Principal
+from artifactd.services import limits
+from artifactd.services.access import accounts
+from artifactd.services.access.accounts import Principal
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
-from artifactd.services.content import Blob, RepoReader
+from artifactd.services.events import events
+from artifactd.services.git import git_rpc
+from artifactd.services.reads import content
+from artifactd.services.reads.content import Blob, RepoReader
+from artifactd.services.repos import repos
 from artifactd.storage.metadata import RepoRow
 
 # Objects named by hash never change; `private` because every read is authenticated.

@@ -23,8 +23,9 @@ from artifactd.http.results import (
 )
 from artifactd.http.shapes import create_result, namespace_detail, namespace_info, repo_info, token_info
 from artifactd.models import CreateRepoRequest, CreateTokenRequest, RevokeRepoTokenRequest
-from artifactd.services import repo_tokens, repos
+from artifactd.services.access import repo_tokens
 from artifactd.services.clock import iso
+from artifactd.services.repos import repos
 
 PREFIX = "/client/v4/accounts/{account_id}/artifacts"
 NS = PREFIX + "/namespaces/{namespace}"

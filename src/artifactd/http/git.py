@@ -36,9 +36,11 @@ from artifactd.errors import (
 from artifactd.http.apidoc import Operation, Query, describe
 from artifactd.http.errors import status_for
 from artifactd.redact import redact
-from artifactd.services import events, git_access, git_rpc, limits
+from artifactd.services import limits
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
+from artifactd.services.events import events
+from artifactd.services.git import git_access, git_rpc
 
 log = logging.getLogger("artifactd.git")
 

@@ -34,8 +34,9 @@ from artifactd.http.apidoc import Operation, describe
 from artifactd.http.jsonbody import load_json
 from artifactd.http.results import GraphQLRequest, GraphQLResponse
 from artifactd.redact import redact
-from artifactd.services import accounts, analytics
+from artifactd.services.access import accounts
 from artifactd.services.backend import Backend
+from artifactd.services.events import analytics
 from artifactd.storage.events import DIMENSIONS, TIME_DIMENSIONS
 
 Info = GraphQLResolveInfo[dict[str, Any]]  # resolvers' info; the context is a dict

@@ -46,26 +46,17 @@ from artifactd.http.reads import compare_info
 from artifactd.http.shapes import commit_info, tree_info
 from artifactd.http.writes import merge_result
 from artifactd.models import CommitRequest, CreateBranchRequest, MergeRequest, NoteRequest
-from artifactd.services import (
-    accounts,
-    commits,
-    content,
-    events,
-    forks,
-    limits,
-    merges,
-    notes,
-    notes_read,
-    refs,
-    repo_tokens,
-    repos,
-    treewalk,
-)
-from artifactd.services import compare as compares
+from artifactd.services import limits
+from artifactd.services.access import accounts, repo_tokens
+from artifactd.services.access.tokens import parse_api_token
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
-from artifactd.services.content import HASH, RepoReader
-from artifactd.services.tokens import parse_api_token
+from artifactd.services.events import events
+from artifactd.services.reads import compare as compares
+from artifactd.services.reads import content, notes_read, treewalk
+from artifactd.services.reads.content import HASH, RepoReader
+from artifactd.services.repos import forks, repos
+from artifactd.services.writes import commits, merges, notes, refs
 from artifactd.storage.metadata import RepoRow
 
 PATH = "/mcp"

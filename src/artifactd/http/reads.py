@@ -28,12 +28,12 @@ from artifactd.http.results import (
     TreeWalkInfo,
 )
 from artifactd.http.shapes import commit_info
-from artifactd.services import archive as archives
-from artifactd.services import blame as blames
-from artifactd.services import compare as compares
-from artifactd.services import treewalk
-from artifactd.services.compare import Comparison, Side
-from artifactd.services.hunks import Hunk, split_files
+from artifactd.services.reads import archive as archives
+from artifactd.services.reads import blame as blames
+from artifactd.services.reads import compare as compares
+from artifactd.services.reads import treewalk
+from artifactd.services.reads.compare import Comparison, Side
+from artifactd.services.reads.hunks import Hunk, split_files
 
 DIFF_TYPE = "text/x-diff"
 TRUNCATED_HEADER = "X-Artifactd-Truncated"

@@ -14,8 +14,10 @@ from artifactd.http.envelope import success
 from artifactd.http.results import CreateRepoResult, ForkRepoResult
 from artifactd.http.shapes import create_result, fork_result
 from artifactd.models import ForkRepoRequest, ImportRepoRequest
-from artifactd.services import content, forks, imports, push_guard
 from artifactd.services.backend import Backend
+from artifactd.services.git import push_guard
+from artifactd.services.reads import content
+from artifactd.services.repos import forks, imports
 
 
 def fork_repo(call: Call) -> Response:

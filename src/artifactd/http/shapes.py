@@ -15,10 +15,10 @@ from artifactd.http.results import (
     TreeEntryInfo,
     TreeInfo,
 )
+from artifactd.services.access.repo_tokens import token_state
 from artifactd.services.clock import iso
-from artifactd.services.content import Tree
-from artifactd.services.repo_tokens import token_state
-from artifactd.services.repos import CreatedRepo
+from artifactd.services.reads.content import Tree
+from artifactd.services.repos.repos import CreatedRepo
 from artifactd.storage.gitobjects import Commit, Identity
 from artifactd.storage.metadata import NamespaceRow, RepoRow, RepoTokenRow
 

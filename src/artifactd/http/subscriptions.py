@@ -35,9 +35,10 @@ from artifactd.models import (
     RedeliverRequest,
     UpdateSubscriptionRequest,
 )
-from artifactd.services import accounts, event_stream, subscriptions
+from artifactd.services.access import accounts
 from artifactd.services.backend import Backend
 from artifactd.services.clock import iso
+from artifactd.services.events import event_stream, subscriptions
 from artifactd.storage.eventstore import DeliveryRow, SubscriptionRow
 
 PREFIX = "/client/v4/accounts/{account_id}/artifacts/subscriptions"

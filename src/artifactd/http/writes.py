@@ -33,19 +33,12 @@ from artifactd.models import (
     NoteRequest,
     UpdateRefRequest,
 )
-from artifactd.services import (
-    accounts,
-    commit_stream,
-    commits,
-    events,
-    limits,
-    merges,
-    notes,
-    refs,
-    write_access,
-)
+from artifactd.services import limits
+from artifactd.services.access import accounts
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
+from artifactd.services.events import events
+from artifactd.services.writes import commit_stream, commits, merges, notes, refs, write_access
 
 TAG_WRITES = "Writes"
 

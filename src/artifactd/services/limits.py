@@ -84,7 +84,7 @@ def remaining_bytes(backend: Backend, repo: RepoRow) -> int:
 
     Both totals include bytes reserved by pushes in flight. This is a first, cheap filter
     (git refuses a larger pack while receiving it); the exact check is the reservation a
-    push makes from its pre-receive hook (services/push_guard.py), and the conditional
+    push makes from its pre-receive hook (services/git/push_guard.py), and the conditional
     update a fork or an import makes when it records its size.
     """
     settings = backend.settings

@@ -10,7 +10,7 @@ prints (git relays it to the client as ``remote: ...``) before refusing the push
 
 So the server learns what a push is about to change from git itself, whatever capabilities
 the client asked for; what it changed is then read from the refs on disk (see
-services/push_guard.py). There is no ``post-receive``: each hook is a process git starts
+services/git/push_guard.py). There is no ``post-receive``: each hook is a process git starts
 for every push, and the refs say the same. A receive-pack not started by the server has no
 pipes, and its pushes are refused.
 """

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from artifactd.errors import ValidationError
 from artifactd.http.dashboard.handling import Ctx, redirect
 from artifactd.models import CreateSubscriptionRequest, SubscriptionDestination, SubscriptionSource
-from artifactd.services import subscriptions
+from artifactd.services.events import subscriptions
 from artifactd.storage.eventstore import SubscriptionRow
 
 DELIVERIES_PER_PAGE = 50

@@ -2,7 +2,7 @@
 
 A view is ``async (Ctx) -> Response``. ``view`` wraps it: a request without a valid session
 is sent to the sign-in page (a GET) or refused (a POST); the session row is read with its
-API token's row, so a revoked token is no session (``services/dashboard_sessions.py``);
+API token's row, so a revoked token is no session (``services/access/dashboard_sessions.py``);
 every POST must carry the session's CSRF token in its ``csrf`` field and, when ``write``, a
 token with edit permission. Domain
 errors become an error page with the REST route's status and message.
@@ -30,10 +30,10 @@ from artifactd.errors import (
 from artifactd.http.dashboard import session as sessions
 from artifactd.http.dashboard.render import HEADERS, page
 from artifactd.http.errors import status_for
-from artifactd.services import accounts
-from artifactd.services.accounts import Principal
+from artifactd.services.access import accounts
+from artifactd.services.access.accounts import Principal
+from artifactd.services.access.dashboard_sessions import Session
 from artifactd.services.backend import Backend
-from artifactd.services.dashboard_sessions import Session
 
 log = logging.getLogger("artifactd.dashboard")
 MAX_FORM_BYTES = 64 << 10  # every dashboard form is a few short fields

@@ -11,8 +11,9 @@ from artifactd.errors import ArtifactdError, ValidationError
 from artifactd.http.dashboard.handling import Ctx, redirect
 from artifactd.http.dashboard.views import _parent, _repo, ns_url, repo_url, split_patch
 from artifactd.models import MergeRequest
-from artifactd.services import compare as compares
-from artifactd.services import merges, repos
+from artifactd.services.reads import compare as compares
+from artifactd.services.repos import repos
+from artifactd.services.writes import merges
 from artifactd.storage.metadata import RepoRow
 
 COMPARE_PATCH_BYTES = 1 << 20  # of diff shown on the page; the REST route gives all of it

@@ -14,7 +14,7 @@ from artifactd.http.dashboard import events, merging, views
 from artifactd.http.dashboard import session as sessions
 from artifactd.http.dashboard.handling import error_page, read_form, redirect, view
 from artifactd.http.dashboard.render import HEADERS, page, pygments_css
-from artifactd.services import dashboard_sessions
+from artifactd.services.access import dashboard_sessions
 from artifactd.services.backend import Backend
 
 STATIC_TYPES = {"css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8"}

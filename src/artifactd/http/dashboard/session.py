@@ -1,5 +1,5 @@
 """Dashboard cookies: the session cookie (a random id of a session the server keeps,
-``services/dashboard_sessions.py``), the login form's CSRF cookie, and CSRF comparisons.
+``services/access/dashboard_sessions.py``), the login form's CSRF cookie, and CSRF comparisons.
 
 The session cookie holds no token and no signed data: only a random 256-bit id, whose hash
 names a server-side row with the expiry, the CSRF token and the API token's id. A tampered,
@@ -20,9 +20,9 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import Response
 
-from artifactd.services import dashboard_sessions
+from artifactd.services.access import dashboard_sessions
+from artifactd.services.access.dashboard_sessions import SESSION_SECONDS, Session
 from artifactd.services.backend import Backend
-from artifactd.services.dashboard_sessions import SESSION_SECONDS, Session
 
 SESSION_COOKIE = "artifactd_session"
 LOGIN_COOKIE = "artifactd_login"

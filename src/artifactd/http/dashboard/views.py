@@ -17,20 +17,14 @@ from artifactd.http.dashboard.handling import Ctx, redirect
 from artifactd.http.dashboard.render import HIGHLIGHTS, SHOW_MAX, highlighted
 from artifactd.http.sniff import SNIFF_BYTES, sniff
 from artifactd.models import ImportRepoRequest
-from artifactd.services import (
-    analytics,
-    browse,
-    content,
-    forks,
-    imports,
-    limits,
-    repo_search,
-    repo_tokens,
-    repos,
-)
+from artifactd.services import limits
+from artifactd.services.access import repo_tokens
 from artifactd.services.clock import iso, now_us
-from artifactd.services.content import RepoReader, check_path
+from artifactd.services.events import analytics
 from artifactd.services.names import check_name
+from artifactd.services.reads import browse, content
+from artifactd.services.reads.content import RepoReader, check_path
+from artifactd.services.repos import forks, imports, repo_search, repos
 from artifactd.storage.events import Condition, Order
 from artifactd.storage.metadata import RepoRow
 

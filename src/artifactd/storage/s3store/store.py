@@ -7,7 +7,7 @@ here: refs (``read_refs``, ``ref_list``), sizes (``size``: the bytes of the list
 A fork copies rows; a delete drops them; packs nobody lists are removed from the bucket by
 ``sweep_trash`` once untouched for ``pack_grace_seconds``.
 
-Pushes: ``commit_push`` runs in receive-pack's ``pre-receive`` (see services/push_guard.py),
+Pushes: ``commit_push`` runs in receive-pack's ``pre-receive`` (see services/git/push_guard.py),
 after the objects are in the quarantine and before any ref moves: the quarantine's packs go
 to the bucket (create-if-absent, under their content hash), then one SQL transaction swaps
 every ref from its old value and lists the packs. A node dying between the two leaves an

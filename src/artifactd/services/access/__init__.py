@@ -1,0 +1,1 @@
+"""Credentials: accounts and API tokens, repo tokens, dashboard sessions."""

@@ -1,0 +1,306 @@
+"""Webhook delivery: signed POSTs from the outbox, at least once, in order per subscription.
+
+Each server process starts one delivery worker process (``webhook_worker``), which runs
+this loop: it looks for active webhook subscriptions with events past their cursor (or
+manual redeliveries queued), claims one for itself (``EventStore.claim``: one worker per
+subscription at a time, across processes and nodes), and sends its events in outbox
+order, moving the cursor after each 2xx. A failure is
+recorded in the delivery log and the subscription waits ``webhook_retry_base * 2^n``
+seconds (at most 6 hours) before the same event is tried again; after
+``webhook_give_up_after`` seconds of failures, or at once on ``410 Gone``, it is paused.
+A crash between a 2xx and the cursor update sends that event again: receivers dedupe by
+``webhook-id`` (the event id).
+
+Every batch re-checks the URL with the import's SSRF rules (DNS may have changed), sends
+to the checked address only (``webhook_sender``), never follows a redirect, and reads at
+most ``SNIPPET_BYTES`` of the answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+from typing import Any
+
+from artifactd.config import Settings
+from artifactd.errors import ValidationError
+from artifactd.observability import (
+    EVENT_DELIVERIES,
+    EVENT_DELIVERY_SECONDS,
+    EVENT_QUEUE_DEPTH,
+)
+from artifactd.services.clock import now_us
+from artifactd.services.events import event_stream, subscriptions
+from artifactd.services.events.webhook_sender import Attempt, Sender
+from artifactd.services.repos.import_source import AllowList, Source, check_url
+from artifactd.storage.eventstore import DeliveryRow, EventRow, EventStore, SubscriptionRow
+
+log = logging.getLogger("artifactd.events")
+
+BATCH = 200  # events one claim sends before the next subscription gets a turn
+FLUSH_EVERY = 20  # delivered events recorded (log rows and cursor) per transaction
+# A claim lapses this long after its last renewal: a worker killed mid-batch holds up its
+# subscriptions no longer than that. A live worker renews every RENEW_SECONDS.
+CLAIM_SECONDS = 10.0
+RENEW_SECONDS = 3.0
+# Seconds an idle thread waits for a wake-up before it looks anyway (writes of other
+# processes or nodes, back-off timers), and how long a woken thread lets a batch gather.
+POLL = 0.1
+COALESCE = 0.01
+MAX_BACKOFF = 6 * 3600.0
+SWEEP_EVERY = 300.0
+
+
+def secret_key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix("whsec_"))
+
+
+def sign_with_key(key: bytes, event_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks signature header value: ``v1,<base64 HMAC-SHA256>``."""
+    signed = f"{event_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
+    return sign_with_key(secret_key(secret), event_id, timestamp, body)
+
+
+def backoff(base: float, failures: int) -> float:
+    return float(min(base * 2 ** max(failures - 1, 0), MAX_BACKOFF))
+
+
+class Meter:
+    """What delivery counts, on this process's metrics. The delivery worker process sends
+    its counts to the server instead (``webhook_worker.PipeMeter``): /metrics is served there."""
+
+    def __init__(self) -> None:
+        self._delivered = EVENT_DELIVERIES.labels("delivered")
+        self._failed = EVENT_DELIVERIES.labels("failed")
+        self._retried = EVENT_DELIVERIES.labels("retried")
+
+    def delivered(self, seconds: float) -> None:
+        self._delivered.inc()
+        EVENT_DELIVERY_SECONDS.observe(seconds)
+
+    def failed(self) -> None:
+        self._failed.inc()
+
+    def retried(self) -> None:
+        self._retried.inc()
+
+    def depth(self, events: int) -> None:
+        EVENT_QUEUE_DEPTH.set(events)
+
+    def flush(self) -> None:
+        """The end of a pass over the subscriptions."""
+
+
+class WebhookThread:
+    """The delivery loop. It runs in the delivery worker process (``webhook_worker``) or,
+    given a backend's settings and store directly, in a thread of any process."""
+
+    def __init__(self, settings: Settings, store: EventStore, meter: Meter | None = None):
+        self.settings = settings
+        self.store = store
+        self.meter = meter or Meter()
+        self.worker = secrets.token_hex(8)
+        self._stop = threading.Event()
+        # Set by every outbox write of the server (and by redeliveries and resumes), so
+        # that an idle loop neither polls the database often nor answers late.
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self.run, name="artifactd-webhooks", daemon=True)
+        self._last_sweep = 0.0
+        self._renewed = 0.0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop_soon(self) -> None:
+        """End the loop after the attempt in flight."""
+        self._stop.set()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.stop_soon()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.settings.webhook_timeout + 5)
+
+    def run(self) -> None:
+        sender = Sender(self.settings.webhook_timeout)
+        try:
+            while not self._stop.is_set():
+                try:
+                    busy = self.run_once(sender)
+                    self._maybe_sweep()
+                except Exception:  # the loop must survive a database hiccup
+                    log.exception("webhook delivery loop failed; retrying")
+                    busy = False
+                self.meter.flush()
+                if busy:
+                    continue  # a full batch: more is waiting
+                # Wait for an outbox write (or POLL, for other processes' writes and
+                # back-off timers), then a little longer, so that under load one pass
+                # delivers many events: the per-pass queries are paid once per batch.
+                self._wake.wait(POLL)
+                self._wake.clear()
+                self._stop.wait(COALESCE)
+        finally:
+            sender.close()
+
+    def _maybe_sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < SWEEP_EVERY:
+            return
+        self._last_sweep = now
+        retention = int(self.settings.event_retention * 1_000_000)
+        self.store.sweep_outbox(now_us() - retention)
+        self.meter.depth(self.store.outbox_depth())
+
+    def run_once(self, sender: Sender) -> bool:
+        """Serve every due subscription with work once; whether a batch was full."""
+        now = now_us()
+        full = False
+        for sub in self.store.due_webhooks(now, 50):
+            if self._stop.is_set():
+                break
+            pending = self.store.pending_redeliveries(sub.id, BATCH)
+            rows = self.store.events_after(sub, sub.cursor_seq, BATCH)
+            if not pending and not rows:
+                continue
+            if not self.store.claim(sub.id, self.worker, now, now + self._claim_us()):
+                continue
+            claimed = self.store.get_subscription(sub.account_id, sub.id)
+            if claimed is None:
+                continue
+            # Read before the claim: another worker may have served them meanwhile.
+            if claimed.cursor_seq != sub.cursor_seq:
+                rows = self.store.events_after(claimed, claimed.cursor_seq, BATCH)
+            if pending:
+                pending = self.store.pending_redeliveries(sub.id, BATCH)
+            self._renewed = time.monotonic()
+            full = self._serve(sender, claimed, pending, rows) or full
+        return full
+
+    def _check(self, sub: SubscriptionRow) -> Source | Attempt:
+        """The URL checked again (DNS may have changed since the subscription was made),
+        once per batch."""
+        try:
+            return check_url(sub.url, AllowList.parse(self.settings.webhook_allow_hosts))
+        except ValidationError as exc:
+            return Attempt(False, None, f"refused: {exc.message}"[:500], 0.0, None)
+
+    def _serve(self, sender: Sender, sub: SubscriptionRow, pending: list[DeliveryRow],
+               rows: list[EventRow]) -> bool:
+        failed: Attempt | None = None
+        done: list[dict[str, object]] = []
+        target = self._check(sub)
+        key = secret_key(sub.secret or "")
+        try:
+            for queued in pending:
+                event = self.store.event_by_id(sub, queued.event_id)
+                if event is None:  # swept by retention
+                    self.store.record_attempt(self._log(sub, queued.event_id, queued.seq, Attempt(
+                        False, None, "event no longer retained", 0.0, None)), replaces=queued.id)
+                    continue
+                attempt = self._send(sender, target, key, sub, event)
+                self.store.record_attempt(self._log(sub, event.id, event.seq, attempt),
+                                          replaces=queued.id)
+                if not attempt.ok:
+                    failed = attempt
+                    return False
+            for event in rows:
+                if self._stop.is_set():
+                    return False
+                attempt = self._send(sender, target, key, sub, event)
+                if not attempt.ok:
+                    self._flush(sub, done)
+                    self.store.record_attempt(self._log(sub, event.id, event.seq, attempt))
+                    failed = attempt
+                    return False
+                done.append(self._log(sub, event.id, event.seq, attempt))
+                # A delivery ends the failure streak (``delivered`` resets it in the row).
+                sub = dataclasses.replace(sub, failures=0, first_failure_us=0)
+                if len(done) >= FLUSH_EVERY:
+                    self._flush(sub, done)
+            return len(rows) >= BATCH
+        finally:
+            self._release(sub, failed, done)
+
+    def _flush(self, sub: SubscriptionRow, done: list[dict[str, object]]) -> None:
+        """Record delivered events and move the cursor past them (a crash before this sends
+        them again: at least once, never lost)."""
+        if done:
+            self.store.delivered(sub.id, self.worker, int(str(done[-1]["seq"])), done)
+            done.clear()
+
+    def _claim_us(self) -> int:
+        """Long enough for one attempt to time out: a live claim never lapses mid-send."""
+        seconds = max(CLAIM_SECONDS, self.settings.webhook_timeout + 5)
+        return int(seconds * 1_000_000)
+
+    def _send(self, sender: Sender, target: Source | Attempt, key: bytes, sub: SubscriptionRow,
+              event: EventRow) -> Attempt:
+        if isinstance(target, Attempt):  # the URL was refused: every event of the batch fails
+            attempt = target
+        else:
+            now = time.monotonic()
+            if now - self._renewed >= RENEW_SECONDS:
+                self._renewed = now
+                self.store.renew(sub.id, self.worker, now_us() + self._claim_us())
+            body = event_stream.document_bytes(event, sub.id)
+            timestamp = int(time.time())
+            attempt = sender.post(target, sub.url or "", {
+                "webhook-id": event.id, "webhook-timestamp": str(timestamp),
+                "webhook-signature": sign_with_key(key, event.id, timestamp, body)}, body)
+        if attempt.ok:
+            self.meter.delivered(max(now_us() - event.created_us, 0) / 1e6)
+        else:
+            self.meter.failed()
+            log.info("webhook %s: event %s not delivered: %s", sub.id, event.id, attempt.error)
+        return attempt
+
+    @staticmethod
+    def _log(sub: SubscriptionRow, event_id: str, seq: int, attempt: Attempt) -> dict[str, object]:
+        return {
+            "subscription_id": sub.id, "event_id": event_id, "seq": seq,
+            "outcome": "delivered" if attempt.ok else "failed",
+            "status_code": attempt.status_code, "error": attempt.error,
+            "latency_ms": round(attempt.latency_ms, 3), "response_snippet": attempt.snippet,
+            "attempted_us": now_us(),
+        }
+
+    def _release(self, sub: SubscriptionRow, failed: Attempt | None,
+                 done: list[dict[str, object]]) -> None:
+        """Give the subscription up, in one transaction with the batch's last deliveries."""
+        delivered_seq = int(str(done[-1]["seq"])) if done else None
+        if failed is None:
+            self.store.release(sub.id, self.worker, delivered=(delivered_seq, done))
+            done.clear()
+            return
+        settings = self.settings
+        now = now_us()
+        failures = sub.failures + 1
+        first = sub.first_failure_us or now
+        values: dict[str, Any] = {
+            "failures": failures, "first_failure_us": first,
+            "next_attempt_us": now + int(backoff(settings.webhook_retry_base, failures) * 1e6),
+        }
+        if failed.gone:
+            values.update(state=subscriptions.PAUSED,
+                          paused_reason="the receiver answered 410 Gone")
+        elif now - first >= settings.webhook_give_up_after * 1_000_000:
+            values.update(state=subscriptions.PAUSED, paused_reason=(
+                f"deliveries failed for {settings.webhook_give_up_after:g} s "
+                f"({failures} attempts); last: {failed.error}")[:500])
+        else:
+            self.meter.retried()
+        self.store.release(sub.id, self.worker, **values)

@@ -1,0 +1,3 @@
+"""Repo lifecycle: create, list, delete, fork, import, search, maintenance scheduling and crash
+recovery.
+"""
