@@ -418,17 +418,20 @@ class MetadataStore:
 
     def delete_repo(self, repo_id: str, outbox: Outbox = ()) -> bool:
         with self._tx() as conn:
-            locked = self._lock_repo(conn, repo_id)
-            place = conn.execute(select(repos.c.account_id, repos.c.namespace)
-                                 .where(repos.c.id == repo_id)).first()
+            # The lock of ``_lock_repo``, and one read for both the sizes and the place.
+            conn.execute(update(repos).where(repos.c.id == repo_id)
+                         .values(reserved_bytes=repos.c.reserved_bytes))
+            locked = conn.execute(select(repos.c.size_bytes, repos.c.reserved_bytes,
+                                         repos.c.account_id, repos.c.namespace)
+                                  .where(repos.c.id == repo_id)).first()
             conn.execute(delete(repo_tokens).where(repo_tokens.c.repo_id == repo_id))
             conn.execute(delete(push_intents).where(push_intents.c.repo_id == repo_id))
             result = conn.execute(delete(repos).where(repos.c.id == repo_id))
-            if place is not None and result.rowcount:
-                self._add_to_namespace(conn, place[0], place[1], -1)
+            if locked is not None and result.rowcount:
+                self._add_to_namespace(conn, locked.account_id, locked.namespace, -1)
             if locked is not None:
-                size, reserved, account_id = locked
-                self._add_to_account(conn, account_id, used=-size, reserved=-reserved)
+                self._add_to_account(conn, locked.account_id, used=-int(locked.size_bytes),
+                                     reserved=-int(locked.reserved_bytes))
             if result.rowcount:
                 self._write_outbox(conn, outbox)
             return bool(result.rowcount)

@@ -91,6 +91,10 @@ def _configure() -> None:
     _configured = True
 
 
+configure = _configure  # for the other in-process readers of this package (storage/pushlog.py)
+OPEN_FLAGS = _OPEN_FLAGS
+
+
 def _pack_dirs(git_dir: Path) -> tuple[Path, ...]:
     """The pack directories a repository reads: its own, then its alternates' (forks)."""
     objects = git_dir / "objects"
