@@ -17,7 +17,6 @@ the pushes). Measured in the same run:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Target, machine, start_server, summary, work_dir, write_section
+from bench.common import Target, bench_main, machine, start_server, summary, work_dir
 from bench.synth import PRESETS, generate
 
 PUSH_RATIO_TARGET = 3.0  # push p50 during a backup within 3x of idle (shared 2-core machine)
@@ -166,14 +165,7 @@ the byte copying; the difference is the CPU and disk the backup takes from the m
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    results = run(quick=args.quick)
-    print(json.dumps(results, indent=1))
-    if not args.no_write and not args.quick:
-        write_section("Backup and restore", render(results))
+    bench_main("Backup and restore", run, render, __doc__)
 
 
 if __name__ == "__main__":

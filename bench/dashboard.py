@@ -10,9 +10,7 @@ the figures are the server's time plus one local round trip (an upper bound of s
 
 from __future__ import annotations
 
-import argparse
 import html
-import json
 import os
 import re
 from typing import Any
@@ -20,7 +18,16 @@ from typing import Any
 import httpx
 from tests.gitutil import Git, bearer
 
-from bench.common import UNLIMITED, Server, Target, start_server, summary, time_calls, work_dir, write_section
+from bench.common import (
+    UNLIMITED,
+    Server,
+    Target,
+    bench_main,
+    start_server,
+    summary,
+    time_calls,
+    work_dir,
+)
 from bench.control_plane import deep_cursor, seed
 
 TITLE = "Dashboard"
@@ -128,14 +135,7 @@ the same run) is the figure that travels. A name search is a prefix range of the
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    results = run(quick=args.quick)
-    print(json.dumps(results, indent=1))
-    if not args.no_write and not args.quick:
-        write_section(TITLE, render(results))
+    bench_main(TITLE, run, render, __doc__)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ file, each miss one lazy ``git fetch``; sampled on ``SAMPLE`` files, per file).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import UNLIMITED, Target, percentile, start_server, work_dir, write_section
+from bench.common import UNLIMITED, Target, bench_main, percentile, start_server, work_dir
 
 SAMPLE = 50
 COLD_READS = 7
@@ -216,14 +215,7 @@ around the blobless clone, then the tree, every size by `object-info` and the in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    results = run(quick=args.quick)
-    print(json.dumps(results, indent=1))
-    if not args.no_write and not args.quick:
-        write_section("ArtifactFS", render(results))
+    bench_main("ArtifactFS", run, render, __doc__)
 
 
 if __name__ == "__main__":

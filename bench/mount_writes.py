@@ -7,8 +7,6 @@ plain directory, and ``git add -A && git commit && git push`` of them in a norma
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import signal
@@ -19,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from artifactd.fs.write import control
-from bench.common import UNLIMITED, Target, start_server, work_dir, write_section
+from bench.common import UNLIMITED, Target, bench_main, start_server, work_dir
 
 IDENTITY = ["-c", "user.name=b", "-c", "user.email=b@example.com"]
 
@@ -166,14 +164,7 @@ plus the command's own start-up: `artifact-fs commit` with nothing to commit tak
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    results = run(quick=args.quick)
-    print(json.dumps(results, indent=1))
-    if not args.no_write and not args.quick:
-        write_section("ArtifactFS writes", render(results))
+    bench_main("ArtifactFS writes", run, render, __doc__)
 
 
 if __name__ == "__main__":

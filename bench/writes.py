@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,12 +25,12 @@ from tests.gitutil import Git
 from bench.common import (
     UNLIMITED,
     Target,
+    bench_main,
     machine,
     start_server,
     summary,
     time_calls,
     work_dir,
-    write_section,
 )
 
 TARGET_COMMIT_P50_MS = 20.0
@@ -204,14 +202,7 @@ def render(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    results = run(quick=args.quick)
-    print(json.dumps(results, indent=1))
-    if not args.no_write and not args.quick:
-        write_section("Writes without a git client", render(results))
+    bench_main("Writes without a git client", run, render, __doc__)
 
 
 if __name__ == "__main__":
