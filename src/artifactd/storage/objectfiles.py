@@ -62,7 +62,7 @@ def object_id(kind: str, size: int, chunks: Iterator[bytes]) -> bytes:
     return digest.digest()
 
 
-def _header(kind: int, size: int) -> bytes:
+def entry_header(kind: int, size: int) -> bytes:
     """The object header of a pack entry: type and size, little-endian base-128."""
     out = bytearray()
     byte = (kind << 4) | (size & 0x0F)
@@ -94,7 +94,7 @@ def write_pack(pack_dir: Path, objects: list[PendingObject]) -> int:
             offset += emit(b"PACK" + struct.pack(">II", 2, len(objects)))
             for item in objects:
                 start = offset
-                head = _header(KINDS[item.kind], item.size)
+                head = entry_header(KINDS[item.kind], item.size)
                 crc = zlib.crc32(head)
                 offset += emit(head)
                 deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION)

@@ -32,6 +32,7 @@ from artifactd.observability import GIT_BLOB_FETCHES
 from artifactd.services.backend import Backend
 from artifactd.services.git.pktline import FLUSH, PktError, encode, encode_line, parse_length
 from artifactd.services.reads import content
+from artifactd.storage.objectfiles import entry_header
 from artifactd.storage.objectreader import ReadFailed
 
 MAX_REQUEST = 256 << 10  # a request larger than this is not a hydration fetch
@@ -115,16 +116,7 @@ def pack(blobs: list[bytes]) -> bytes:
     """A version-2 packfile holding ``blobs`` whole (no deltas), with its SHA-1 trailer."""
     parts = [b"PACK", struct.pack(">II", 2, len(blobs))]
     for data in blobs:
-        size = len(data)
-        header = bytearray()
-        byte = (_OBJ_BLOB << 4) | (size & 0x0F)
-        size >>= 4
-        while size:
-            header.append(byte | 0x80)
-            byte = size & 0x7F
-            size >>= 7
-        header.append(byte)
-        parts += (bytes(header), zlib.compress(data, LEVEL))
+        parts += (entry_header(_OBJ_BLOB, len(data)), zlib.compress(data, LEVEL))
     body = b"".join(parts)
     return body + hashlib.sha1(body, usedforsecurity=False).digest()
 
