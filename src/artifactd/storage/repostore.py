@@ -108,6 +108,11 @@ class RepoStore:
                     updates: Sequence[tuple[str, str, str]]) -> str | None:
         raise NotImplementedError
 
+    def commit_write(self, repo_id: str, objects: Path | None,
+                     updates: Sequence[tuple[str, str, str]]) -> None:
+        """A REST write on a ``remote`` store (local writes move git's refs themselves)."""
+        raise NotImplementedError
+
     def ensure(self, repo_id: str, default_branch: str) -> Path:
         """Materialise an empty bare repository if it is not on disk yet.
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from artifactd.errors import Code, InternalError, ServiceUnavailable
 from artifactd.observability import S3_BYTES_DOWNLOADED, S3_OBJECT_STORE_ERRORS, S3_PACKS_MISSING
 from artifactd.storage.forklink import LinkedObjects
+from artifactd.storage.gitwrite import RefUpdateRefused
 from artifactd.storage.objectstore import ObjectExists, ObjectStore, ObjectStoreUnavailable
 from artifactd.storage.repostore import PUSH_LOCK, RepoStore
 from artifactd.storage.s3store import cache
@@ -207,6 +208,48 @@ class S3RepoStore(RepoStore):
         except LookupError:
             return "artifactd: the push's pack was removed meanwhile; push again"
         return None
+
+    def commit_write(self, repo_id: str, objects: Path | None,
+                     updates: Sequence[tuple[str, str, str]]) -> None:
+        """A REST write: the pack under ``objects/pack`` (None: no new object) to the bucket,
+        then its ``(old, new, ref)`` updates compared-and-swapped in SQL with the pack listed,
+        in one transaction, as a push's; only then does the cache get the pack and the refs.
+        Raises ``RefUpdateRefused`` (nothing changed) when a ref is not at its old value, and
+        ``ServiceUnavailable`` (nothing changed) when the bucket cannot be reached."""
+        packs = _quarantine_packs(objects) if objects is not None else []
+        try:
+            self.catalog.touch_packs(packs, _now_us())
+            for pack in packs:
+                self._upload(objects or Path("."), pack)
+        except ObjectStoreUnavailable as exc:
+            raise self._unavailable(exc) from None
+        try:
+            self.catalog.commit_push(repo_id, updates, [p.name for p in packs], _now_us())
+        except StaleRef as exc:
+            raise RefUpdateRefused(f"{exc.ref} changed since the write started") from None
+        except LookupError:
+            raise RefUpdateRefused("the write's pack was removed meanwhile") from None
+        self._adopt(repo_id, objects, packs)
+
+    def _adopt(self, repo_id: str, objects: Path | None, packs: list[Pack]) -> None:
+        """The committed write's pack moved into this node's cache (``.idx`` last, so git never
+        sees half of it) and the cache brought to SQL's generation. Best effort: the write is
+        stored already, and a cache left behind only means the next read syncs."""
+        path = self.path(repo_id)
+        if not (path / "HEAD").is_file():
+            return  # wiped meanwhile: the next read downloads
+        try:
+            for pack in packs:
+                for suffix in (".pack", ".idx"):
+                    target = cache.pack_file(path, pack.name, suffix)
+                    if not target.exists():
+                        target.parent.mkdir(exist_ok=True)
+                        os.replace((objects or Path(".")) / "pack" / f"{_PACK_NAME}{pack.name}"
+                                   f"{suffix}", target)
+            with cache.refs_lock(path):
+                cache.bring_current(path, self.catalog.snapshot(repo_id), self.objects)
+        except (OSError, ObjectStoreUnavailable, cache.PackMissing) as exc:
+            log.warning("the cache of repo %s was left to the next read: %s", repo_id, exc)
 
     def _upload(self, quarantine: Path, pack: Pack) -> None:
         data_key, index_key = pack_keys(pack.name)
