@@ -108,8 +108,12 @@ class RepoStore:
                     updates: Sequence[tuple[str, str, str]]) -> str | None:
         raise NotImplementedError
 
+    def remove_work_area(self, path: Path) -> None:
+        """Remove a finished write's work area (the ``s3`` store does it in the background)."""
+        shutil.rmtree(path, ignore_errors=True)
+
     def commit_write(self, repo_id: str, objects: Path | None,
-                     updates: Sequence[tuple[str, str, str]]) -> None:
+                     updates: Sequence[tuple[str, str, str]]) -> int:
         """A REST write on a ``remote`` store (local writes move git's refs themselves)."""
         raise NotImplementedError
 

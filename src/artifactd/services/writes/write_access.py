@@ -17,10 +17,9 @@ through any node, before the pack is in the bucket, and a write that fails leave
 from __future__ import annotations
 
 import secrets
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from artifactd.errors import Code, PermissionDenied
@@ -40,6 +39,7 @@ class WriteTarget:
     writer: GitWriter
     started_us: int
     remote: bool = False  # the s3 store: objects quarantined, refs moved by ``move_refs``
+    stored: list[int] = field(default_factory=list)  # s3: bytes of the packs it listed
 
 
 def readable(backend: Backend, account_id: str, namespace: str, name: str) -> RepoRow:
@@ -85,7 +85,7 @@ def admit(backend: Backend, account_id: str, namespace: str, name: str, *,
         yield WriteTarget(repo, writer, started, remote)
     finally:
         if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+            backend.repos.remove_work_area(work)
 
 
 def check_room(backend: Backend, repo: RepoRow, incoming_bytes: int) -> None:
@@ -127,8 +127,8 @@ def move_refs(backend: Backend, target: WriteTarget, updates: Sequence[tuple[str
         outgoing = writer.tmp_dir / "outgoing"
         known = writer.ref_values()
         objects = outgoing if tips and writer.pack_reachable(tips, known, outgoing) else None
-    backend.repos.commit_write(target.repo.id, objects,
-                               [(old, new, ref) for ref, new, old in updates])
+    target.stored.append(backend.repos.commit_write(
+        target.repo.id, objects, [(old, new, ref) for ref, new, old in updates]))
 
 
 def record_write(backend: Backend, target: WriteTarget, added_bytes: int | None = None) -> None:
@@ -143,7 +143,7 @@ def record_write(backend: Backend, target: WriteTarget, added_bytes: int | None 
     repo = target.repo
     now = now_us()
     if target.remote:
-        added_bytes = None  # the s3 store's size is its listed packs' (one SQL sum)
+        added_bytes = sum(target.stored)  # the s3 store's size is its listed packs'
     backend.meta.record_repo_write(repo.id, now, lambda: backend.repos.size(repo.id),
                                    grow_by=added_bytes)
     events.record(backend, repo, "push", started_us=target.started_us)
