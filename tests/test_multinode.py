@@ -417,14 +417,22 @@ def test_rest_branches_merge_and_notes_across_nodes(
         r = ca.delete(f"{base}/refs/topic")
         assert r.status_code == 200, r.text
         assert [r["name"] for r in _ok(cb.get(f"{base}/refs"))] == ["main"]
+        # A fork's branch (the fork shares the parent's packs) merged back through the other node.
+        _ok(ca.post(f"{base}/fork", json={"name": f"{unique_name}-f"}))
+        forked = _ok(cb.post(f"/repos/{unique_name}-f/commits", json={
+            "branch": "main", "message": "in the fork", "changes": [_put("f.txt", "f\n")]}))
+        merged = _ok(ca.post(f"{base}/merge", json={"head": f"{unique_name}-f:main",
+                                                     "strategy": "fast-forward",
+                                                     "expected_head": merged["sha"]}))
+        assert merged["sha"] == forked["sha"]
     git = Git(tmp_path / "home")
     work = tmp_path / "c"
     assert _fsck_clone(git, cluster.remote(repo, 1), repo.token, work) == merged["sha"]
     git.run("-c", bearer(repo.token), "fetch", "-q", "origin", "refs/notes/*:refs/notes/*",
             cwd=work)
-    assert git.out("notes", "show", merged["sha"], cwd=work) == "prompt: merge"
+    assert git.out("notes", "show", "HEAD~1", cwd=work) == "prompt: merge"
     assert git.out("rev-parse", "refs/notes/commits", cwd=work) == note["notes_commit"]
-    assert (work / "t.txt").read_text() == "t\n" and (work / "m.txt").read_text() == "m\n"
+    assert (work / "t.txt").read_text() == "t\n" and (work / "f.txt").read_text() == "f\n"
     git.run("fsck", "--strict", "--no-progress", cwd=work)
 
 
