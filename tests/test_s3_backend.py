@@ -224,6 +224,26 @@ def test_rest_commit_with_the_bucket_unreachable_is_503_and_moves_nothing(
         assert c.get(f"/repos/{unique_name}/raw/main/x.txt").text == "four"
 
 
+def test_rest_writes_on_s3_keep_the_storage_limit_and_read_only_mode(
+        node: Server, unique_name: str) -> None:
+    create_repo(node, unique_name)
+    create_repo(node, f"{unique_name}-ro", read_only=True)
+
+    def commit(name: str, content: str) -> httpx.Response:
+        return c.post(f"/repos/{name}/commits", json={
+            "branch": "main", "message": "m",
+            "changes": [{"op": "put", "path": "x.txt", "content": content}]})
+
+    with node.client() as c:
+        assert commit(unique_name, "small").status_code == 200
+        r = commit(unique_name, "x" * (MAX_REPO_BYTES + 1))
+        assert r.status_code == 413 and r.json()["errors"][0]["code"] == 11070, r.text
+        r = commit(f"{unique_name}-ro", "x")
+        assert r.status_code == 403 and r.json()["errors"][0]["code"] == 11033, r.text
+        assert c.get(f"/repos/{unique_name}/raw/main/x.txt").text == "small"
+        assert c.get(f"/repos/{unique_name}-ro/refs").json()["result"] == []
+
+
 @pytest.fixture(scope="module")
 def catalogs(postgres: Postgres) -> Iterator[tuple[Catalog, Catalog]]:
     """Two catalogs (as two nodes have) on one real PostgreSQL database."""
