@@ -46,6 +46,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("mount", "ArtifactFS"),
     ("mount_writes", "ArtifactFS writes"),
     ("s3", "S3 storage backend and stateless nodes"),
+    ("s3_writes", "REST writes on the S3 backend"),
     ("backup", "Backup and restore"),
 )
 

@@ -14,7 +14,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pygit2
 import pytest
 from dulwich import porcelain
@@ -338,3 +340,113 @@ def test_both_nodes_maintain_under_one_lease_and_the_pack_list_shrinks(
     for node in (0, 1):
         assert _fsck_clone(git, cluster.remote(repo, node), repo.token,
                            tmp_path / f"after{node}") == tip
+
+
+# -- REST writes on s3 (no git client): any node writes, every node reads at once -----------
+
+
+def _ok(response: httpx.Response) -> Any:
+    assert response.status_code == 200, response.text
+    return response.json()["result"]
+
+
+def _put(path: str, content: str) -> dict[str, str]:
+    return {"op": "put", "path": path, "content": content}
+
+
+def test_rest_commit_through_one_node_is_read_and_cloned_through_the_other(
+        cluster: Cluster, tmp_path: Path, unique_name: str) -> None:
+    a, b = cluster.nodes
+    repo = create_repo(a, unique_name)
+    url = f"/repos/{repo.name}/commits"
+    with a.client() as ca, b.client() as cb:
+        first = _ok(ca.post(url, json={"branch": "main", "message": "first",
+                                       "changes": [_put("docs/a.txt", "one\n")]}))
+        # Many files (one pack either way) and a dated commit (git writes that one) through B.
+        many = {"branch": "main", "message": "many", "expected_head": first["sha"],
+                "changes": [_put(f"gen/{i}.txt", f"{i}\n") for i in range(150)]}
+        second = _ok(cb.post(url, json=many))
+        dated = _ok(ca.post(url, json={
+            "branch": "main", "message": "dated", "expected_head": second["sha"],
+            "author": {"name": "A", "email": "a@example.com", "date": "1700000000 +0000"},
+            "changes": [{"op": "move", "from": "docs/a.txt", "path": "docs/b.txt"}]}))
+        # Read through B at once: the content routes, then a clone.
+        r = cb.get(f"/repos/{repo.name}/raw/main/docs/b.txt")
+        assert r.status_code == 200 and r.text == "one\n", r.text
+        assert cb.get(f"/repos/{repo.name}/raw/main/gen/149.txt").text == "149\n"
+        # A stale expected head is refused through either node, as on local, and moves nothing.
+        stale = ca.post(url, json={**many, "message": "stale"})
+        assert stale.status_code == 409, stale.text
+        assert stale.json()["errors"][0]["code"] == 12000
+        assert stale.json()["errors"][0]["source"]["pointer"] == "/expected_head"
+    git = Git(tmp_path / "home")
+    assert _fsck_clone(git, cluster.remote(repo, 1), repo.token, tmp_path / "c") == dated["sha"]
+    # The writes' packs are in the bucket and listed in SQL; a push on top works through A.
+    assert cluster.listed_keys(repo.id) and cluster.listed_keys(repo.id) <= cluster.bucket_keys()
+    sha = git.commit_files(tmp_path / "c", {"pushed.txt": "p\n"}, "pushed")
+    git.run("-c", bearer(repo.token), "push", "-q", cluster.remote(repo, 0), "main",
+            cwd=tmp_path / "c")
+    with b.client() as cb:
+        assert _ok(cb.post(url, json={"branch": "main", "message": "after the push",
+                                      "expected_head": sha,
+                                      "changes": [{"op": "delete", "path": "pushed.txt"}]}))
+    assert _fsck_clone(git, cluster.remote(repo, 0), repo.token, tmp_path / "c2") != sha
+
+
+def test_rest_branches_merge_and_notes_across_nodes(
+        cluster: Cluster, tmp_path: Path, unique_name: str) -> None:
+    a, b = cluster.nodes
+    repo = create_repo(a, unique_name)
+    base = f"/repos/{repo.name}"
+    with a.client() as ca, b.client() as cb:
+        start = _ok(ca.post(f"{base}/commits", json={
+            "branch": "main", "message": "start", "changes": [_put("a.txt", "a\n")]}))
+        _ok(cb.post(f"{base}/branches", json={"name": "topic", "target": "main"}))
+        assert {r["name"] for r in _ok(ca.get(f"{base}/refs"))} == {"main", "topic"}
+        topic = _ok(ca.post(f"{base}/commits", json={
+            "branch": "topic", "message": "topic", "changes": [_put("t.txt", "t\n")]}))
+        _ok(ca.post(f"{base}/commits", json={
+            "branch": "main", "message": "main moves", "changes": [_put("m.txt", "m\n")]}))
+        merged = _ok(cb.post(f"{base}/merge", json={"head": "topic", "target": "main"}))
+        assert merged["sha"] and merged["sha"] != topic["sha"]
+        note = _ok(ca.put(f"{base}/notes/{merged['sha']}", json={"message": "prompt: merge"}))
+        assert _ok(cb.get(f"{base}/notes/{merged['sha']}"))["message"] == "prompt: merge\n"
+        stale = cb.put(f"{base}/notes/{start['sha']}",
+                       json={"message": "x", "expected": start["sha"]})
+        assert stale.status_code == 409, stale.text
+        r = ca.delete(f"{base}/refs/topic")
+        assert r.status_code == 200, r.text
+        assert [r["name"] for r in _ok(cb.get(f"{base}/refs"))] == ["main"]
+        # A fork's branch (the fork shares the parent's packs) merged back through the other node.
+        _ok(ca.post(f"{base}/fork", json={"name": f"{unique_name}-f"}))
+        forked = _ok(cb.post(f"/repos/{unique_name}-f/commits", json={
+            "branch": "main", "message": "in the fork", "changes": [_put("f.txt", "f\n")]}))
+        merged = _ok(ca.post(f"{base}/merge", json={"head": f"{unique_name}-f:main",
+                                                     "strategy": "fast-forward",
+                                                     "expected_head": merged["sha"]}))
+        assert merged["sha"] == forked["sha"]
+    git = Git(tmp_path / "home")
+    work = tmp_path / "c"
+    assert _fsck_clone(git, cluster.remote(repo, 1), repo.token, work) == merged["sha"]
+    git.run("-c", bearer(repo.token), "fetch", "-q", "origin", "refs/notes/*:refs/notes/*",
+            cwd=work)
+    assert git.out("notes", "show", "HEAD~1", cwd=work) == "prompt: merge"
+    assert git.out("rev-parse", "refs/notes/commits", cwd=work) == note["notes_commit"]
+    assert (work / "t.txt").read_text() == "t\n" and (work / "f.txt").read_text() == "f\n"
+    git.run("fsck", "--strict", "--no-progress", cwd=work)
+
+
+def test_mcp_commit_files_on_s3(cluster: Cluster, tmp_path: Path, unique_name: str) -> None:
+    from tests.test_mcp import call
+
+    a, b = cluster.nodes
+    repo = create_repo(a, unique_name)
+    _, results = call(a, a.token, ("commit_files", {
+        "repo": repo.name, "branch": "main", "message": "agent work",
+        "changes": [_put("src/app.py", "print('s3')\n")]}))
+    assert results[0][0] is False, results
+    with b.client() as cb:
+        assert cb.get(f"/repos/{repo.name}/raw/main/src/app.py").text == "print('s3')\n"
+    git = Git(tmp_path / "home")
+    assert _fsck_clone(git, cluster.remote(repo, 1), repo.token, tmp_path / "c") \
+        == results[0][1]["sha"]

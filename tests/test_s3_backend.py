@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -190,14 +191,57 @@ def test_the_cache_stays_within_its_bound_evicting_least_recently_used_repos(
     assert (tmp_path / "again" / "blob.bin").stat().st_size == 600_000
 
 
-def test_rest_writes_are_refused_clearly_on_the_s3_backend(node: Server, unique_name: str) -> None:
+def test_rest_commit_with_the_bucket_unreachable_is_503_and_moves_nothing(
+        node: Server, gate: Gate, tmp_path: Path, unique_name: str) -> None:
     create_repo(node, unique_name)
+    url = f"/repos/{unique_name}/commits"
+
+    def commit(text: str) -> httpx.Response:
+        return c.post(url, json={"branch": "main", "message": text,
+                                 "changes": [{"op": "put", "path": "x.txt", "content": text}]})
+
     with node.client() as c:
-        r = c.post(f"/repos/{unique_name}/commits", json={
-            "branch": "main", "message": "m", "author": {"name": "a", "email": "a@example.com"},
-            "changes": [{"op": "put", "path": "x.txt", "content": "x"}]})
-        assert r.status_code == 409, r.text
-        assert r.json()["errors"][0]["code"] == 12402
+        r = commit("one")
+        assert r.status_code == 200, r.text
+        first = r.json()["result"]["sha"]
+        gate.shut()
+        try:
+            for attempt in ("two", "three"):  # the upload fails; then the probe answers first
+                r = commit(attempt)
+                assert r.status_code == 503, r.text
+                assert r.headers["Retry-After"].isdigit()
+                assert r.json()["errors"][0]["code"] == 12400
+        finally:
+            gate.reopen()
+        # Nothing moved, and writes resume by themselves once the bucket answers again.
+        r = c.get(f"/repos/{unique_name}/refs")
+        assert [ref["target"] for ref in r.json()["result"]] == [first], r.text
+        deadline = time.monotonic() + 60
+        while (r := commit("four")).status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["parents"] == [first]
+        assert c.get(f"/repos/{unique_name}/raw/main/x.txt").text == "four"
+
+
+def test_rest_writes_on_s3_keep_the_storage_limit_and_read_only_mode(
+        node: Server, unique_name: str) -> None:
+    create_repo(node, unique_name)
+    create_repo(node, f"{unique_name}-ro", read_only=True)
+
+    def commit(name: str, content: str) -> httpx.Response:
+        return c.post(f"/repos/{name}/commits", json={
+            "branch": "main", "message": "m",
+            "changes": [{"op": "put", "path": "x.txt", "content": content}]})
+
+    with node.client() as c:
+        assert commit(unique_name, "small").status_code == 200
+        r = commit(unique_name, "x" * (MAX_REPO_BYTES + 1))
+        assert r.status_code == 413 and r.json()["errors"][0]["code"] == 11070, r.text
+        r = commit(f"{unique_name}-ro", "x")
+        assert r.status_code == 403 and r.json()["errors"][0]["code"] == 11033, r.text
+        assert c.get(f"/repos/{unique_name}/raw/main/x.txt").text == "small"
+        assert c.get(f"/repos/{unique_name}-ro/refs").json()["result"] == []
 
 
 @pytest.fixture(scope="module")

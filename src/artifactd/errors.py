@@ -102,7 +102,7 @@ class Code(IntEnum):
     # The s3 repo store (storage/s3store/): the bucket, and packs it should hold.
     OBJECT_STORE_UNAVAILABLE = 12400
     PACK_MISSING = 12401
-    NOT_ON_S3_BACKEND = 12402
+    NOT_ON_S3_BACKEND = 12402  # retired (REST writes work on s3): kept so it is never reused
     # backup and restore (``artifactd backup`` / ``restore``; the CLI prints them).
     BACKUP_TARGET_NOT_EMPTY = 12500
     BACKUP_STORE_UNAVAILABLE = 12501

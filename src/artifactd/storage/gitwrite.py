@@ -64,7 +64,10 @@ class GitWriter:
 
     def quarantine(self) -> None:
         """Write new objects to the work area from now on (read the repo's as alternates):
-        a dry run computes trees without leaving a byte in the repo."""
+        a dry run computes trees without leaving a byte in the repo. Once only: a second call
+        (a merge on the ``s3`` store, where every write is quarantined) changes nothing."""
+        if "GIT_OBJECT_DIRECTORY" in self.env:
+            return
         objects = self.tmp_dir / "objects"
         objects.mkdir(parents=True, exist_ok=True)
         self.env["GIT_OBJECT_DIRECTORY"] = str(objects)
@@ -150,6 +153,11 @@ class GitWriter:
             name, oid, kind, peeled = line.split("\0")
             found.append((name, peeled or oid, kind))
         return found
+
+    def ref_values(self) -> list[str]:
+        """Every ref's own value, distinct (what the repo's refs make reachable)."""
+        out = self._git(["for-each-ref", "--format=%(objectname)"])
+        return sorted(set(out.split()))
 
     # -- objects -----------------------------------------------------------------------
 
@@ -247,6 +255,24 @@ class GitWriter:
         result = self._run(["update-ref", "-z", "--stdin"], input=bytes(stream), check=False)
         if result.returncode != 0:
             raise RefUpdateRefused(result.stderr.decode(errors="replace").strip()[:500])
+
+    def pack_reachable(self, tips: Sequence[str], exclude: Iterable[str], out_dir: Path) -> bool:
+        """Write one pack (and index) into ``out_dir/pack`` of every object reachable from
+        ``tips`` and not from ``exclude`` (quarantined objects included), as a push's pack
+        would hold; False (nothing written) when there is no such object."""
+        pack_dir = out_dir / "pack"
+        pack_dir.mkdir(parents=True, exist_ok=True)
+        revs = "".join(f"{tip}\n" for tip in tips) + "".join(f"^{old}\n" for old in exclude)
+        name = self._git(["pack-objects", "--revs", "--quiet", "--delta-base-offset",
+                          str(pack_dir / "pack")], input=revs.encode()).strip()
+        pack = pack_dir / f"pack-{name}.pack"
+        with open(pack, "rb") as data:
+            count = int.from_bytes(data.read(12)[8:12], "big")
+        if count:
+            return True
+        for leftover in pack_dir.iterdir():
+            leftover.unlink()
+        return False
 
     # -- merges ------------------------------------------------------------------------
 

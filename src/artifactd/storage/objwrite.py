@@ -32,7 +32,7 @@ import pygit2
 from pygit2.enums import ConfigLevel, FileMode, Option, RepositoryOpenFlag
 
 from artifactd.storage.gitwrite import IndexEntry, RefUpdateRefused
-from artifactd.storage.objectfiles import PendingObject, object_id, write_objects
+from artifactd.storage.objectfiles import PendingObject, object_id, write_objects, write_pack
 
 for _level in (ConfigLevel.PROGRAMDATA, ConfigLevel.SYSTEM, ConfigLevel.XDG, ConfigLevel.GLOBAL):
     pygit2.option(Option.SET_SEARCH_PATH, _level, "")
@@ -83,8 +83,12 @@ def _now() -> str:
 class ObjectWriter:
     """Objects of one bare repo: reads through libgit2; writes queued, then ``flush``."""
 
-    def __init__(self, git_dir: Path):
+    def __init__(self, git_dir: Path, objects_dir: Path | None = None, *, one_pack: bool = False):
+        """``objects_dir``: where ``flush`` writes (a quarantine; the repo's own by default);
+        ``one_pack``: always as one pack (the ``s3`` store uploads it as it is)."""
         self.git_dir = git_dir
+        self.objects_dir = objects_dir or git_dir / "objects"
+        self.one_pack = one_pack
         self.repo = pygit2.Repository(str(git_dir),
                                       RepositoryOpenFlag.BARE | RepositoryOpenFlag.NO_SEARCH)
         self.pending: dict[bytes, PendingObject] = {}
@@ -218,8 +222,9 @@ class ObjectWriter:
     def flush(self) -> None:
         """Write what is queued (loose, or one pack for many objects; ``objectfiles``)."""
         if self.pending:
-            self.written_bytes += write_objects(self.git_dir / "objects",
-                                                list(self.pending.values()))
+            queued = list(self.pending.values())
+            self.written_bytes += (write_pack(self.objects_dir / "pack", queued) if self.one_pack
+                                   else write_objects(self.objects_dir, queued))
             self.pending.clear()
 
     # -- refs --------------------------------------------------------------------------

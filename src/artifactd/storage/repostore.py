@@ -108,6 +108,15 @@ class RepoStore:
                     updates: Sequence[tuple[str, str, str]]) -> str | None:
         raise NotImplementedError
 
+    def remove_work_area(self, path: Path) -> None:
+        """Remove a finished write's work area (the ``s3`` store does it in the background)."""
+        shutil.rmtree(path, ignore_errors=True)
+
+    def commit_write(self, repo_id: str, objects: Path | None,
+                     updates: Sequence[tuple[str, str, str]]) -> int:
+        """A REST write on a ``remote`` store (local writes move git's refs themselves)."""
+        raise NotImplementedError
+
     def ensure(self, repo_id: str, default_branch: str) -> Path:
         """Materialise an empty bare repository if it is not on disk yet.
 

@@ -33,7 +33,7 @@ from artifactd.services.backend import Backend
 from artifactd.services.names import check_branch, ref_problem
 from artifactd.services.reads.content import HASH, check_hash, path_problem, ref_candidates
 from artifactd.services.writes import write_access
-from artifactd.storage.gitwrite import GitWriter, Identity, IndexEntry, RefUpdateRefused
+from artifactd.storage.gitwrite import ZERO, GitWriter, Identity, IndexEntry, RefUpdateRefused
 from artifactd.storage.objwrite import TREE_MODE, ObjectWriter, git_ident
 
 MAX_CHANGES = 1000
@@ -324,7 +324,7 @@ def commit(backend: Backend, target: write_access.WriteTarget, spec: CommitSpec)
     """Make the commit of a validated ``spec`` whose contents are kept or spooled."""
     _check_shape(spec.changes)
     writer = target.writer
-    objects = ObjectWriter(writer.git_dir)
+    objects = write_access.object_writer(target)
     full, old, parent = _start(writer, objects, spec)
     puts = {c.path: c.put for c in spec.changes if c.put is not None}
     write_access.check_room(backend, target.repo, sum(p.size for p in puts.values()))
@@ -344,7 +344,15 @@ def commit(backend: Backend, target: write_access.WriteTarget, spec: CommitSpec)
     parents = [parent] if parent else []
     sha, by_git = _commit_object(writer, objects, tree, parents, spec)
     try:
-        objects.move_ref(full, sha, old)
+        if target.remote:
+            # The writer's one pack holds every new object unless git wrote some (a dated
+            # commit) or the parent is not the branch's head (a new branch from ``base``,
+            # which may name a commit no ref reaches): then ``move_refs`` packs them.
+            complete = not by_git and (old is not None or parent is None)
+            write_access.move_refs(backend, target, [(full, sha, old or ZERO)],
+                                   complete=complete)
+        else:
+            objects.move_ref(full, sha, old)
     except RefUpdateRefused:
         raise Conflict(f"Branch {spec.branch!r} moved while the commit was made; retry",
                        code=Code.HEAD_MOVED, pointer="/branch") from None

@@ -154,8 +154,8 @@ def merge(backend: Backend, account_id: str, namespace: str, name: str,
                                code=Code.NOT_FAST_FORWARD, pointer="/strategy")
             outcome.tree = writer.tree_of(head)
             if not request.dry_run:
-                writer.adopt_quarantine()
-                _move(writer, full, head, target_head)
+                write_access.adopt_objects(admitted)
+                _move(backend, admitted, full, head, target_head)
                 outcome.sha = head
                 write_access.record_write(backend, admitted)
             return outcome
@@ -175,20 +175,21 @@ def merge(backend: Backend, account_id: str, namespace: str, name: str,
         outcome.tree = tree
         if request.dry_run:
             return outcome
-        writer.adopt_quarantine()
+        write_access.adopt_objects(admitted)
         parents = [target_head, head] if request.strategy == "merge" else [target_head]
         text = message or (f"Merge {request.head} into {target_name}\n"
                            if request.strategy == "merge" else f"Squash {request.head} into "
                            f"{target_name}\n")
         outcome.sha = writer.commit_tree(tree, parents, text, author, author)
-        _move(writer, full, outcome.sha, target_head)
+        _move(backend, admitted, full, outcome.sha, target_head)
         write_access.record_write(backend, admitted)
         return outcome
 
 
-def _move(writer: GitWriter, full: str, new: str, old: str) -> None:
+def _move(backend: Backend, target: write_access.WriteTarget, full: str, new: str,
+          old: str) -> None:
     try:
-        writer.update_refs([(full, new, old)])
+        write_access.move_refs(backend, target, [(full, new, old)])
     except RefUpdateRefused:
         raise Conflict(f"{full} moved while merging; retry", code=Code.HEAD_MOVED,
                        pointer="/target") from None

@@ -103,7 +103,7 @@ def write_note(backend: Backend, account_id: str, namespace: str, name: str, com
                                  [found[0]] if found else [], [(sha, IndexEntry("100644", blob))])
         notes_commit = writer.commit_tree(tree, [old] if old else [],
                                           "Notes added by artifactd\n", who, who)
-        _move(writer, full, notes_commit, old or ZERO)
+        _move(backend, target, full, notes_commit, old or ZERO)
         write_access.record_write(backend, target)
         return Note(sha, full, data.decode("utf-8", "replace"), blob, notes_commit)
 
@@ -122,14 +122,15 @@ def delete_note(backend: Backend, account_id: str, namespace: str, name: str, co
         tree = writer.write_tree(writer.tree_of(old), [found[0]], [])
         notes_commit = writer.commit_tree(tree, [old], "Notes removed by artifactd\n",
                                           DEFAULT_IDENTITY, DEFAULT_IDENTITY)
-        _move(writer, full, notes_commit, old)
+        _move(backend, target, full, notes_commit, old)
         write_access.record_write(backend, target)
         return Note(sha, full, text, found[1], notes_commit)
 
 
-def _move(writer: GitWriter, full: str, new: str, old: str) -> None:
+def _move(backend: Backend, target: write_access.WriteTarget, full: str, new: str,
+          old: str) -> None:
     try:
-        writer.update_refs([(full, new, old)])
+        write_access.move_refs(backend, target, [(full, new, old)])
     except RefUpdateRefused:
         raise Conflict(f"{full} moved meanwhile; retry", code=Code.HEAD_MOVED,
                        pointer="/notes_ref") from None

@@ -59,7 +59,7 @@ def list_refs(backend: Backend, account_id: str, namespace: str, name: str, kind
     if cursor:
         after = str(backend.cursors.decode(cursor, {"q": "refs", "kind": kind}).get("after", ""))
     repo = write_access.readable(backend, account_id, namespace, name)
-    if not (backend.repos.path(repo.id) / "HEAD").is_file():
+    if not backend.repos.exists(repo.id):  # s3: known from SQL, whatever this node caches
         return RefPage([], "", per_page)
     writer = write_access.open_repo(backend, repo)
     prefixes = list(PREFIXES.values()) if kind == "all" else [PREFIXES[kind]]
@@ -84,10 +84,10 @@ def full_ref(value: str, pointer: str = "/ref") -> str:
     return f"refs/heads/{value}"
 
 
-def _update(writer_refs: write_access.WriteTarget, full: str, new: str, old: str,
+def _update(backend: Backend, target: write_access.WriteTarget, full: str, new: str, old: str,
             pointer: str) -> None:
     try:
-        writer_refs.writer.update_refs([(full, new, old)])
+        write_access.move_refs(backend, target, [(full, new, old)])
     except RefUpdateRefused:
         raise Conflict(f"{full} moved meanwhile; nothing changed", code=Code.HEAD_MOVED,
                        pointer=pointer) from None
@@ -109,7 +109,7 @@ def create_branch(backend: Backend, account_id: str, namespace: str, name: str,
             raise NotFound(f"Ref {request.target!r} not found", code=Code.REF_NOT_FOUND,
                            pointer="/target")
         try:
-            target.writer.update_refs([(full, commit, ZERO)])
+            write_access.move_refs(backend, target, [(full, commit, ZERO)])
         except RefUpdateRefused:
             raise Conflict(f"Branch {request.name!r} already exists", code=Code.REF_EXISTS,
                            pointer="/name") from None
@@ -131,7 +131,7 @@ def delete_ref(backend: Backend, account_id: str, namespace: str, name: str, ref
         if expected is not None and rows[0][1] != expected and current != expected:
             raise Conflict(f"{full} is at {rows[0][1]}, not at {expected}",
                            code=Code.HEAD_MOVED, pointer="/expected")
-        _update(target, full, ZERO, current, "/ref")
+        _update(backend, target, full, ZERO, current, "/ref")
         write_access.record_write(backend, target)
         return _info(*rows[0])
 
@@ -162,6 +162,6 @@ def move_ref(backend: Backend, account_id: str, namespace: str, name: str,
                 and not writer.is_ancestor(current, new)):
             raise Conflict(f"{new} is not a descendant of {full} ({current}): give force",
                            code=Code.NOT_FAST_FORWARD, pointer="/target")
-        _update(target, full, new, current, "/ref")
+        _update(backend, target, full, new, current, "/ref")
         write_access.record_write(backend, target)
         return _info(full, new, "commit")

@@ -24,15 +24,17 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from artifactd.errors import Code, InternalError, ServiceUnavailable
 from artifactd.observability import S3_BYTES_DOWNLOADED, S3_OBJECT_STORE_ERRORS, S3_PACKS_MISSING
 from artifactd.storage.forklink import LinkedObjects
+from artifactd.storage.gitwrite import RefUpdateRefused
 from artifactd.storage.objectstore import ObjectExists, ObjectStore, ObjectStoreUnavailable
 from artifactd.storage.repostore import PUSH_LOCK, RepoStore
 from artifactd.storage.s3store import cache
-from artifactd.storage.s3store.catalog import Catalog, Pack, StaleRef, pack_keys
+from artifactd.storage.s3store.catalog import ZERO_IDS, Catalog, Pack, StaleRef, pack_keys
 
 log = logging.getLogger("artifactd.s3")
 
@@ -67,6 +69,7 @@ class S3RepoStore(RepoStore):
         self._evicting = threading.Lock()
         self._store_down_until = 0.0  # monotonic time until which pushes probe the bucket
         self._maintained: dict[str, set[str]] = {}  # repo id -> packs before its repack
+        self._uploads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="s3-upload")
 
     def _unavailable(self, exc: ObjectStoreUnavailable) -> ServiceUnavailable:
         self._store_down_until = time.monotonic() + RETRY_AFTER
@@ -207,6 +210,87 @@ class S3RepoStore(RepoStore):
         except LookupError:
             return "artifactd: the push's pack was removed meanwhile; push again"
         return None
+
+    def commit_write(self, repo_id: str, objects: Path | None,
+                     updates: Sequence[tuple[str, str, str]]) -> int:
+        """A REST write: the pack under ``objects/pack`` (None: no new object) to the bucket,
+        then its ``(old, new, ref)`` updates compared-and-swapped in SQL with the pack listed,
+        in one transaction, as a push's; only then does the cache get the pack and the refs.
+        Raises ``RefUpdateRefused`` (nothing changed) when a ref is not at its old value, and
+        ``ServiceUnavailable`` (nothing changed) when the bucket cannot be reached. Returns the
+        bytes the repo's listed packs grew by."""
+        packs = _quarantine_packs(objects) if objects is not None else []
+        try:
+            self._upload_at_once(objects or Path("."), packs)
+        except ObjectStoreUnavailable as exc:
+            raise self._unavailable(exc) from None
+        try:
+            generation = self.catalog.commit_push(repo_id, updates, [p.name for p in packs],
+                                                  _now_us())
+        except StaleRef as exc:
+            raise RefUpdateRefused(f"{exc.ref} changed since the write started") from None
+        except LookupError:
+            raise RefUpdateRefused("the write's pack was removed meanwhile") from None
+        self._adopt(repo_id, objects, packs, updates, generation)
+        return sum(p.size_bytes for p in packs)
+
+    def _upload_at_once(self, folder: Path, packs: list[Pack]) -> None:
+        """A write's packs recorded (touched) and their ``.pack`` and ``.idx`` uploaded, all
+        side by side: no SQL row lists them yet, so no reader can see a half, and a sweep that
+        races the touch is the same race with the touch first. One round trip, not four."""
+        if not packs:
+            return
+        jobs = [self._uploads.submit(self.catalog.touch_packs, packs, _now_us())]
+        for pack in packs:
+            data_key, index_key = pack_keys(pack.name)
+            jobs += [self._uploads.submit(self._put_once, key, folder / "pack" /
+                                          f"{_PACK_NAME}{pack.name}{suffix}")
+                     for key, suffix in ((data_key, ".pack"), (index_key, ".idx"))]
+        for job in jobs:
+            job.result()
+
+    def remove_work_area(self, path: Path) -> None:
+        """A write's work area, removed off the request's path (start-up sweeps the work
+        areas a stopped process left)."""
+        self._uploads.submit(shutil.rmtree, path, ignore_errors=True)
+
+    def _put_once(self, key: str, path: Path) -> None:
+        # ObjectExists: the same content (the name is its hash), stored before.
+        with contextlib.suppress(ObjectExists):
+            self.objects.put_file(key, path, if_absent=True)
+
+    def _adopt(self, repo_id: str, objects: Path | None, packs: list[Pack],
+               updates: Sequence[tuple[str, str, str]], generation: int) -> None:
+        """The committed write's pack moved into this node's cache (``.idx`` last, so git never
+        sees half of it) and the cache's refs made SQL's: when the cache was at the generation
+        the write committed on, by applying its updates (no SQL read); else by a sync. Best
+        effort: the write is stored already, and a cache left behind only means the next read
+        syncs."""
+        path = self.path(repo_id)
+        if not (path / "HEAD").is_file():
+            return  # wiped meanwhile: the next read downloads
+        try:
+            for pack in packs:
+                for suffix in (".pack", ".idx"):
+                    target = cache.pack_file(path, pack.name, suffix)
+                    if not target.exists():
+                        target.parent.mkdir(exist_ok=True)
+                        os.replace((objects or Path(".")) / "pack" / f"{_PACK_NAME}{pack.name}"
+                                   f"{suffix}", target)
+            with cache.refs_lock(path):
+                if cache.local_generation(path) == generation - 1:
+                    refs = dict(_local_refs(path))
+                    for _old, new, ref in updates:
+                        if new in ZERO_IDS:
+                            refs.pop(ref, None)
+                        else:
+                            refs[ref] = new
+                    cache.write_refs(path, tuple(sorted(refs.items())))
+                    cache.set_generation(path, generation)
+                else:
+                    cache.bring_current(path, self.catalog.snapshot(repo_id), self.objects)
+        except (OSError, ObjectStoreUnavailable, cache.PackMissing) as exc:
+            log.warning("the cache of repo %s was left to the next read: %s", repo_id, exc)
 
     def _upload(self, quarantine: Path, pack: Pack) -> None:
         data_key, index_key = pack_keys(pack.name)
