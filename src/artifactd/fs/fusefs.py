@@ -48,6 +48,7 @@ class ArtifactFS(pyfuse3.Operations):
         # directory -> its sorted entries; whatever changes a directory drops its entry here
         self.listings: dict[int, list[tuple[bytes, int]]] = {}
         self.next_fh = count(1)
+        self.reads: dict[int, Node] = {}  # fh -> the file, of handles opened for reading
         self.writes: WriteLayer | None = None  # set by the mount: the overlay's write path
 
     def _attrs(self, inode: int, mode: int, size: int, nlink: int = 1) -> pyfuse3.EntryAttributes:
@@ -165,7 +166,7 @@ class ArtifactFS(pyfuse3.Operations):
                     return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
             self.prefetcher.before_read(node)
             self.handles[fh] = await self._open_blob(node)
-            self.prefetcher.after_read()
+            self.reads[fh] = node  # its prefetch waits for the close: nothing competes with the read
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True)
 
     async def _open_blob(self, node: Node) -> int | bytes:
@@ -188,6 +189,9 @@ class ArtifactFS(pyfuse3.Operations):
         return os.pread(handle, size, off)
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
+        read = self.reads.pop(fh, None)
+        if read is not None:
+            self.prefetcher.after_read(read)
         handle = self.handles.pop(fh, b"")
         if isinstance(handle, int) and handle >= 0:
             os.close(handle)

@@ -20,6 +20,7 @@ import pyfuse3
 import trio
 
 from artifactd.fs import credentials, hotset, objectinfo, priority
+from artifactd.fs.awire import AsyncRemote
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.fusefs import ArtifactFS
 from artifactd.fs.gitcmd import GitFailed, run_git
@@ -121,7 +122,7 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[Art
             return found
 
         operations.sizes = Sizes(sizes, lambda: operations.tree, load_all,
-                                 Remote(config.remote, auth, objectinfo.TIMEOUT), index)
+                                 AsyncRemote(Remote(config.remote, auth, objectinfo.TIMEOUT)), index)
     else:
         index()
     return operations, hydrator, commit
@@ -243,7 +244,6 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
         state.pid_file(name).unlink(missing_ok=True)
         pyfuse3.close(unmount=True)
         sync.layer.overlay.close()
-        operations.sizes.close()
         hydrator.close()
     hydrator.cache.flush()
     finish_session(state, config, operations)

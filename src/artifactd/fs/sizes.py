@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable
 import trio
 
 from artifactd.fs import objectinfo
+from artifactd.fs.awire import AsyncRemote
 from artifactd.fs.tree import UNSIZED, Node, Tree
-from artifactd.fs.wire import Remote, WireError
+from artifactd.fs.wire import WireError
 
 log = logging.getLogger("artifact_fs")
 
@@ -35,7 +36,7 @@ class SizesUnavailable(RuntimeError):
 class Sizes:
     def __init__(self, known: dict[str, int], tree: Callable[[], Tree],
                  load_all: Callable[[], dict[str, int]] | None = None,
-                 on_demand: Remote | None = None,
+                 on_demand: AsyncRemote | None = None,
                  write_index: Callable[[], None] | None = None) -> None:
         self.known = known  # shared with the hydrator: oid -> size
         self.tree = tree  # the tree shown now (a refresh replaces it)
@@ -102,12 +103,14 @@ class Sizes:
             oids = [oid for oid in oids if oid not in self.known]  # asked meanwhile
             if not oids or self.all_known.is_set():
                 return
-            try:
-                self.known.update(await trio.to_thread.run_sync(objectinfo.sizes, remote, oids))
+            try:  # on the event loop (awire): a stat waits for one round trip, no thread hops
+                for start in range(0, len(oids), objectinfo.BATCH):
+                    chunk = oids[start:start + objectinfo.BATCH]
+                    status, answer = await remote.request("POST", "/git-upload-pack",
+                                                          objectinfo.request_body(chunk),
+                                                          objectinfo.POST_HEADERS)
+                    self.known.update(objectinfo.parse_answer(status, answer))
             except (objectinfo.ObjectInfoError, WireError) as exc:
                 self.error = str(exc)
                 log.warning("sizes of %d blobs a stat waits for: %s", len(oids), exc)
 
-    def close(self) -> None:
-        if self.on_demand is not None:
-            self.on_demand.close()
