@@ -1,6 +1,7 @@
 """Blob sizes that arrive after the mount is up (fs/sizes.py), against a real server: a
 ``stat`` of a blob whose size is still loading gets the right size by asking for it, and
-the index (what ``.git`` waits for) is written only once every size is in."""
+the index (what ``.git`` waits for) is written only once every size is in; and a read's
+fetch over the event loop's own kept-alive connection (fs/awire.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from artifactd.fs import objectinfo
+from artifactd.fs import fetchpack, objectinfo
 from artifactd.fs import sizes as sizes_module
 from artifactd.fs.awire import AsyncRemote
 from artifactd.fs.sizes import Sizes, SizesUnavailable
@@ -83,3 +84,27 @@ def test_a_size_the_remote_cannot_give_fails_the_stat_and_the_index_gives_up(
         assert sizes.failed and node.size == UNSIZED
 
     trio.run(main)
+
+
+def test_a_reads_fetch_on_the_event_loop_gets_its_blob_over_one_kept_alive_connection(
+    sqlite_server: Server, unique_name: str, tmp_path: Path
+) -> None:
+    files = {"one.txt": b"one\n" * 1000, "two.txt": b"two\n"}
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, files)
+    by_path = {e.path.decode(): e.oid for e in list_tree(tmp_path / f"src-{unique_name}" / ".git", "HEAD")}
+    connection = AsyncRemote(Remote(remote, ("x", token.split("?expires=")[0]), 30))
+
+    async def main() -> list[list[bytes]]:
+        got = []
+        streams = []
+        for path in ("one.txt", "two.txt"):
+            status, body = await connection.request("POST", "/git-upload-pack",
+                                                    fetchpack.request_body([by_path[path]]),
+                                                    fetchpack.POST_HEADERS)
+            got.append(fetchpack.answer(status, body))
+            streams.append(connection.stream)
+        assert streams[0] is not None and streams[0] is streams[1]  # kept alive, not reopened
+        await connection.aclose()
+        return got
+
+    assert trio.run(main) == [[files["one.txt"]], [files["two.txt"]]]
