@@ -61,6 +61,7 @@ def _stop(daemon: subprocess.Popen[bytes]) -> None:
 
 def run(quick: bool) -> dict[str, Any]:
     files = 300 if quick else 10_000
+    load_start = os.getloadavg()[0]
     work = work_dir("mount-")
     server = start_server(work / "data", extra_env=UNLIMITED)
     root = work / "root"
@@ -123,7 +124,7 @@ def run(quick: bool) -> dict[str, Any]:
         _stop(daemon)  # the session ends: its read trace becomes the repo's hot set
         daemon = None
         hot = fork_session(server, root, fs, names)
-        return {"files": files, "full_clone_s": full, "blobless_clone_s": blobless,
+        return {"files": files, "load_start": load_start, "load_end": os.getloadavg()[0], "full_clone_s": full, "blobless_clone_s": blobless,
                 "original_per_file_ms": original_per_file * 1000,
                 "original_all_s_estimate": original_per_file * files, "add_repo_s": added,
                 "mount_s": to_mount, "ls_lR_s": ls, "git_status_mount_s": status,
@@ -209,8 +210,9 @@ Figures (s): full clone {r['full_clone_s']:.2f}, blobless clone {r['blobless_clo
 {r['original_all_s_estimate']:.1f}); cold single-file read p50 {r['cold_read_p50_ms']:.1f} ms,
 max {r['cold_read_max_ms']:.1f} ms over {COLD_READS} fresh mounts; a fork reading the
 {r['fork_hot_files']} files of its inherited hot set: {r['fork_session_fetches']} fetch requests
-in {r['fork_session_s']:.2f} s. Mount time is two Python start-ups (`add-repo`, `daemon`)
-around the blobless clone, then the tree, every size by `object-info` and the index.
+in {r['fork_session_s']:.2f} s. Load average {r['load_start']:.0f} at the start, {r['load_end']:.0f}
+at the end. Mount time is two Python start-ups (`add-repo`, `daemon`) around the blobless
+clone, then the tree; the sizes (`object-info`) and the index arrive after the first `ls`.
 """
 
 

@@ -388,6 +388,10 @@ def test_server_going_away_fails_reads_with_eio_and_the_mount_stays_up(
         assert fs(fs_env, "add-repo", "--name", "going", "--remote", auth_remote(remote, token),
                   "--branch", "main", "--mount-root", str(root)).returncode == 0
         daemon = start_daemon(fs_env, root, "going")
+        # Once the blob sizes are in (git status waits for the index they make), metadata
+        # needs the server no more.
+        subprocess.run(["git", "-C", str(root / "going"), "status", "--porcelain"], check=True,
+                       capture_output=True, timeout=60)
     finally:  # the server goes away at once (SIGKILL), as in a crash
         assert server.process is not None
         server.process.kill()

@@ -168,6 +168,11 @@ POST_HEADERS = {"Content-Type": "application/x-git-upload-pack-request",
 
 def fetch(remote: Remote, oids: list[str], filtered: bool = True) -> list[bytes]:
     status, body = remote.request("POST", "/git-upload-pack", request_body(oids, filtered), POST_HEADERS)
+    return answer(status, body)
+
+
+def answer(status: int, body: bytes) -> list[bytes]:
+    """The objects of a fetch's HTTP answer (``PackError`` for anything but a pack)."""
     if status != 200:
         raise PackError(f"HTTP {status}")
     return parse_pack(pack_of(body))

@@ -21,16 +21,20 @@ import pyfuse3
 
 from artifactd.fs.hydrate import Hydrator
 from artifactd.fs.prefetch import Prefetcher
-from artifactd.fs.tree import GITFILE_INODE, ROOT_INODE, Node, Tree
+from artifactd.fs.sizes import Sizes, SizesUnavailable
+from artifactd.fs.tree import GITFILE_INODE, ROOT_INODE, UNSIZED, Node, Tree
 from artifactd.fs.write.layer import WRITE_FLAGS, WriteLayer
 
 CACHE_SECONDS = 300.0  # the view of one commit never changes while mounted
+SIZE_WINDOW = 2000  # entries of a listing whose sizes one readdir asks for together
 
 
 class ArtifactFS(pyfuse3.Operations):
     def __init__(self, tree: Tree, hydrator: Hydrator, gitfile: bytes, mtime_ns: int,
-                 prefetcher: Prefetcher | None = None) -> None:
+                 prefetcher: Prefetcher | None = None, sizes: Sizes | None = None) -> None:
         super().__init__()
+        # Blob sizes still arriving after the mount is up (sizes.py): metadata waits for them.
+        self.sizes = sizes or Sizes(hydrator.sizes, lambda: self.tree)
         self.prefetcher = prefetcher or Prefetcher(tree, hydrator)
         self.tree = tree
         self.hydrator = hydrator
@@ -44,6 +48,7 @@ class ArtifactFS(pyfuse3.Operations):
         # directory -> its sorted entries; whatever changes a directory drops its entry here
         self.listings: dict[int, list[tuple[bytes, int]]] = {}
         self.next_fh = count(1)
+        self.reads: dict[int, Node] = {}  # fh -> the file, of handles opened for reading
         self.writes: WriteLayer | None = None  # set by the mount: the overlay's write path
 
     def _attrs(self, inode: int, mode: int, size: int, nlink: int = 1) -> pyfuse3.EntryAttributes:
@@ -74,10 +79,24 @@ class ArtifactFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return node
 
+    async def _sized(self, nodes: list[Node]) -> None:
+        """Until ``nodes`` have their sizes (they arrive after the mount is up): never a
+        wrong size, and EIO if the remote cannot give one."""
+        if any(node.size == UNSIZED for node in nodes):
+            try:
+                await self.sizes.wait(nodes)
+            except SizesUnavailable:
+                raise pyfuse3.FUSEError(errno.EIO) from None
+
+    async def _sized_attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+        if node.size == UNSIZED:
+            await self._sized([node])
+        return self._node_attrs(node)
+
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
         if inode == GITFILE_INODE:
             return self._attrs(GITFILE_INODE, stat.S_IFREG | 0o444, len(self.gitfile))
-        return self._node_attrs(self._node(inode))
+        return await self._sized_attrs(self._node(inode))
 
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
@@ -92,7 +111,7 @@ class ArtifactFS(pyfuse3.Operations):
         child = self.tree.child(parent_inode, name)
         if child is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        return self._node_attrs(child)
+        return await self._sized_attrs(child)
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileHandleT:
         node = self._node(inode)
@@ -103,6 +122,9 @@ class ArtifactFS(pyfuse3.Operations):
 
     async def readdir(self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         names = self._listing(fh)
+        if not self.sizes.all_known.is_set():  # one request for the window, not one per entry
+            window = (self.tree.nodes.get(inode) for _, inode in names[start_id:start_id + SIZE_WINDOW])
+            await self._sized([node for node in window if node is not None])
         for position in range(start_id, len(names)):
             name, inode = names[position]
             attrs = await self.getattr(pyfuse3.InodeT(inode))
@@ -128,6 +150,10 @@ class ArtifactFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EROFS)
         fh = next(self.next_fh)
         if inode == GITFILE_INODE:
+            # git finds the clone through this file: it waits for the index the sizes make
+            await self.sizes.index_ready.wait()
+            if self.sizes.failed:
+                raise pyfuse3.FUSEError(errno.EIO)
             self.handles[fh] = self.gitfile
         else:
             node = self._node(inode)
@@ -140,7 +166,7 @@ class ArtifactFS(pyfuse3.Operations):
                     return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
             self.prefetcher.before_read(node)
             self.handles[fh] = await self._open_blob(node)
-            self.prefetcher.after_read()
+            self.reads[fh] = node  # its prefetch waits for the close: nothing competes with the read
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True)
 
     async def _open_blob(self, node: Node) -> int | bytes:
@@ -163,6 +189,9 @@ class ArtifactFS(pyfuse3.Operations):
         return os.pread(handle, size, off)
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
+        read = self.reads.pop(fh, None)
+        if read is not None:
+            self.prefetcher.after_read(read)
         handle = self.handles.pop(fh, b"")
         if isinstance(handle, int) and handle >= 0:
             os.close(handle)
@@ -179,14 +208,15 @@ class ArtifactFS(pyfuse3.Operations):
         if isinstance(handle, bytes):
             return handle
         try:
-            return os.pread(handle, node.size or 4096, 0)
+            return os.pread(handle, node.size if node.size > 0 else 4096, 0)
         finally:
             os.close(handle)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        await self.sizes.index_ready.wait()  # the sizes are in (or the remote gave up)
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = 4096
-        total = sum(node.size for node in self.tree.blobs())
+        total = sum(max(node.size, 0) for node in self.tree.blobs())
         data.f_blocks = (total + 4095) // 4096
         data.f_files = len(self.tree.nodes)
         data.f_namemax = 255

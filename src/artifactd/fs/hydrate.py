@@ -28,6 +28,7 @@ from pathlib import Path
 import trio
 
 from artifactd.fs import fetchpack
+from artifactd.fs.awire import AsyncRemote
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.gitcmd import GIT, config_env, git_env
 from artifactd.fs.wire import Remote, WireError
@@ -46,6 +47,9 @@ FIRST_BACKGROUND_BATCH = 64
 LANES = 3
 BACKGROUND_LANES = 2  # about two batches in flight; the third lane is kept for reads
 STREAM_BYTES = 32 << 20  # a blob this large is fetched by git, streamed to disk
+# A read's fetch of at most this many bytes runs on the event loop (awire): no thread hops
+# between the read and its blob. Larger ones, and background work, decode on a worker thread.
+INLINE_BYTES = 1 << 20
 FETCH_TIMEOUT = 30.0
 
 
@@ -61,6 +65,7 @@ class Hydrator:
         self.sizes = sizes if sizes is not None else {}
         self.timeout = timeout
         self.connections: list[Remote] = []  # one per lane, kept alive
+        self.inline: list[AsyncRemote] = []  # idle connections of the event loop's own fetches
         self.fetched_blobs = 0
         self.cache = cache
         self.local = local  # blobs already in the clone's object store
@@ -192,7 +197,7 @@ class Hydrator:
             if not batch:
                 continue  # another lane took the work, or the background lanes are full
             try:
-                await self._hydrate(batch, lane)
+                await self._hydrate(batch, lane, urgent=not background)
             except Exception as exc:  # the reads get EIO; the mount stays up
                 log.warning("blob fetch of %d objects failed: %s", len(batch), exc)
             finally:
@@ -231,6 +236,9 @@ class Hydrator:
                 return set()
         else:
             return set()
+        return self._store(oids, blobs)
+
+    def _store(self, oids: list[str], blobs: list[bytes]) -> set[str]:
         wanted = set(oids)
         stored = set()
         for data in blobs:
@@ -239,19 +247,46 @@ class Hydrator:
                 stored.add(oid)
         return stored
 
+    async def _fetch_inline(self, oids: list[str]) -> set[str]:
+        """``_fetch_http`` on the event loop, for a read's small fetch."""
+        if self.inline:
+            connection = self.inline.pop()
+        else:
+            auth = self.connections[0].auth if self.connections else None
+            connection = AsyncRemote(Remote(self.remote, auth, self.timeout))
+        try:
+            for attempt in range(2):
+                status, body = await connection.request(
+                    "POST", "/git-upload-pack", fetchpack.request_body(oids), fetchpack.POST_HEADERS)
+                if status in (401, 403) and attempt == 0:  # the credential cache may have a new token
+                    connection.remote.auth = await trio.to_thread.run_sync(self.auth)
+                    continue
+                break
+            blobs = fetchpack.answer(status, body)
+        except (fetchpack.PackError, zlib.error, KeyError, IndexError, ValueError) as exc:
+            log.info("v2 fetch of %d blobs fell back to git fetch: %s", len(oids), exc)
+            return set()
+        finally:
+            self.inline.append(connection)
+        return self._store(oids, blobs)
+
     def _write_stats(self) -> None:
         if self.stats_file is not None:
             tmp = self.stats_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"fetches": self.fetches, "blobs": self.fetched_blobs}))
             tmp.replace(self.stats_file)
 
-    async def _hydrate(self, batch: list[str], lane: int = 0) -> None:
+    async def _hydrate(self, batch: list[str], lane: int = 0, urgent: bool = False) -> None:
         missing = [oid for oid in batch if oid not in self.local]
         small = [oid for oid in missing if self.sizes.get(oid, 0) < STREAM_BYTES]
         if small and self.remote:
             self.fetches += 1
+            inline = urgent and sum(self.sizes.get(oid, INLINE_BYTES + 1) for oid in small) <= INLINE_BYTES
             try:
-                received = await trio.to_thread.run_sync(self._fetch_http, small, lane)
+                if inline:
+                    received = await self._fetch_inline(small)
+                else:
+                    received = await trio.to_thread.run_sync(self._fetch_http, small, lane)
             except BaseException:
                 self._write_stats()
                 raise
@@ -261,7 +296,8 @@ class Hydrator:
             self._write_stats()
         if missing:
             await self._git_fetch(missing)
-        await trio.to_thread.run_sync(self.cache.fill_from_git, self.git_dir, batch)
+        if batch:  # what is in the clone's own store (a thread hop only when there is some)
+            await trio.to_thread.run_sync(self.cache.fill_from_git, self.git_dir, batch)
 
     async def _git_fetch(self, missing: list[str]) -> None:
         self.fetches += 1

@@ -13,12 +13,14 @@ import signal
 import stat
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyfuse3
 import trio
 
 from artifactd.fs import credentials, hotset, objectinfo, priority
+from artifactd.fs.awire import AsyncRemote
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.fusefs import ArtifactFS
 from artifactd.fs.gitcmd import GitFailed, run_git
@@ -26,8 +28,9 @@ from artifactd.fs.hydrate import FETCH_TIMEOUT, Hydrator
 from artifactd.fs.index import write_index
 from artifactd.fs.inputs import InputError
 from artifactd.fs.prefetch import Prefetcher
+from artifactd.fs.sizes import Sizes
 from artifactd.fs.state import RepoConfig, RootState
-from artifactd.fs.tree import Entry, Tree, list_tree
+from artifactd.fs.tree import Entry, Tree, list_tree_args, parse_tree
 from artifactd.fs.wire import Remote
 from artifactd.fs.write import controlserver
 from artifactd.fs.write.branch import BranchSync, attach, finish_pending, recover_stale_mount
@@ -43,20 +46,37 @@ class MountError(RuntimeError):
     pass
 
 
+def local_blobs_args(git_dir: Path) -> list[str]:
+    return ["--git-dir", str(git_dir), "cat-file", "--batch-all-objects",
+            "--batch-check=%(objectname) %(objecttype)"]
+
+
 def local_blobs(git_dir: Path) -> set[str]:
-    out = run_git(["--git-dir", str(git_dir), "cat-file", "--batch-all-objects",
-                   "--batch-check=%(objectname) %(objecttype)"])
+    return parse_local_blobs(run_git(local_blobs_args(git_dir)))
+
+
+def parse_local_blobs(out: bytes) -> set[str]:
     return {line.split()[0] for line in out.decode().splitlines() if line.endswith(" blob")}
 
 
-def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[ArtifactFS, Hydrator]:
+def read_clone(git_dir: Path, branch: str) -> tuple[str, int, list[Entry], set[str]]:
+    """The branch's commit and its time, its tree and the blobs the clone has: three git
+    commands at once (each mostly a process start-up), not one after another."""
+    ref = f"refs/heads/{branch}^{{commit}}"
+    commands = [["--git-dir", str(git_dir), "log", "-1", "--format=%H %ct", "--end-of-options", ref, "--"],
+                list_tree_args(git_dir, ref), local_blobs_args(git_dir)]
+    with ThreadPoolExecutor(len(commands)) as pool:
+        head, tree, local = (job.result() for job in [pool.submit(run_git, args) for args in commands])
+    commit, commit_time = head.decode().split()
+    return commit, int(commit_time), parse_tree(tree), parse_local_blobs(local)
+
+
+def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[ArtifactFS, Hydrator, str]:
+    """The mount's operations, its hydrator and the commit shown. Blob sizes are still
+    arriving when this returns: ``operations.sizes.load`` brings them (``sizes.py``)."""
     git_dir = state.git_dir(config.name)
-    head = run_git(["--git-dir", str(git_dir), "log", "-1", "--format=%H %ct", "--end-of-options",
-                    f"refs/heads/{config.branch}^{{commit}}", "--"]).decode().split()
-    commit, commit_time = head[0], int(head[1])
-    entries = list_tree(git_dir, commit)
+    commit, commit_time, entries, local = read_clone(git_dir, config.branch)
     blob_oids = sorted({e.oid for e in entries if e.kind == "blob"})
-    local = local_blobs(git_dir)
     socket = state.credential_socket
     auth = credentials.fill(socket, config.remote)
     sizes: dict[str, int] = {}
@@ -65,35 +85,61 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[Art
                         fetch_timeout())
     missing = [oid for oid in blob_oids if oid not in local]
     remote = Remote(config.remote, auth, objectinfo.TIMEOUT)
+    has_object_info = False
     if missing:
-        try:
+        try:  # also where a bad token or remote fails the mount, before anything is mounted
             has_object_info = objectinfo.supported(remote)
         except objectinfo.ObjectInfoError as exc:
             raise MountError(str(exc)) from exc
-        if has_object_info:
-            sizes.update(objectinfo.sizes(remote, missing))
-        else:  # a remote without object-info: sizes only by fetching everything, once
+        if not has_object_info:  # a remote without object-info: sizes only by fetching everything, once
             trio.run(hydrator._hydrate, missing)
-    hydrator.connect(remote)  # kept alive for the first read
-    unsized = [oid for oid in blob_oids if oid not in sizes]  # local ones: never a fetch
-    out = run_git(["--git-dir", str(git_dir), "cat-file", "--batch-check=%(objectname) %(objectsize)"],
-                  stdin="".join(f"{oid}\n" for oid in unsized).encode()) if unsized else b""
-    for line in out.decode().splitlines():
-        oid, _, size = line.partition(" ")
-        if size.isdigit():
-            sizes[oid] = int(size)
     mtime = min(commit_time, int(time.time()) - RACY_MARGIN)
-    write_index(git_dir / "index", entries, sizes, mtime)
-    gitfile = f"gitdir: {git_dir}\n".encode()
+    if not has_object_info:
+        sizes.update(local_sizes(git_dir, [oid for oid in blob_oids if oid not in sizes]))
     tree = Tree(entries, sizes)
     inherited = hotset.load(remote) if missing else []
+    hydrator.connect(remote)  # kept alive for the first read
     hot = start_hot_set(inherited, tree, hydrator)
     attributes = next((e.oid for e in entries if e.path == b".gitattributes" and e.kind == "blob"), "")
     budget = cache.limit // 2
     prefetcher = Prefetcher(tree, hydrator, lambda binary: warm_order(entries, sizes, binary, budget),
                             hot, attributes)
     prefetcher.inherited = inherited
-    return ArtifactFS(tree, hydrator, gitfile, mtime * 1_000_000_000, prefetcher), hydrator
+    gitfile = f"gitdir: {git_dir}\n".encode()
+    operations = ArtifactFS(tree, hydrator, gitfile, mtime * 1_000_000_000, prefetcher)
+
+    def index() -> None:
+        write_index(git_dir / "index", entries, sizes, mtime)
+
+    if has_object_info:
+        def load_all() -> dict[str, int]:
+            bulk = Remote(config.remote, auth, objectinfo.TIMEOUT)
+            try:
+                found = objectinfo.sizes(bulk, [oid for oid in missing if oid not in sizes])
+            finally:
+                bulk.close()
+            found.update(local_sizes(git_dir, [oid for oid in blob_oids if oid in local]))
+            return found
+
+        operations.sizes = Sizes(sizes, lambda: operations.tree, load_all,
+                                 AsyncRemote(Remote(config.remote, auth, objectinfo.TIMEOUT)), index)
+    else:
+        index()
+    return operations, hydrator, commit
+
+
+def local_sizes(git_dir: Path, oids: list[str]) -> dict[str, int]:
+    """Sizes of blobs in the clone's own object store (never a fetch: they are there)."""
+    if not oids:
+        return {}
+    out = run_git(["--git-dir", str(git_dir), "cat-file", "--batch-check=%(objectname) %(objectsize)"],
+                  stdin="".join(f"{oid}\n" for oid in oids).encode())
+    found = {}
+    for line in out.decode().splitlines():
+        oid, _, size = line.partition(" ")
+        if size.isdigit():
+            found[oid] = int(size)
+    return found
 
 
 def fetch_timeout() -> float:
@@ -148,6 +194,7 @@ def warm_order(entries: list[Entry], sizes: dict[str, int], binary: list[str],
 
 async def serve(hydrator: Hydrator, sync: BranchSync, control_path: Path) -> None:
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(sync.fs.sizes.load)
         nursery.start_soon(hydrator.run)
         nursery.start_soon(sync.poll)
         nursery.start_soon(controlserver.serve, control_path, sync)
@@ -182,8 +229,8 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
         raise MountError("/dev/fuse is missing or not accessible: install fuse3 and run with access "
                          "to /dev/fuse (docker: --device /dev/fuse --cap-add SYS_ADMIN)")
     finish_pending(state, config)
-    operations, hydrator = prepare(state, config, BlobCache(state.blobs, cache_bytes))
-    sync = attach(operations, state, config, options or MountOptions())
+    operations, hydrator, commit = prepare(state, config, BlobCache(state.blobs, cache_bytes))
+    sync = attach(operations, state, config, options or MountOptions(), commit)
     fuse_options = set(pyfuse3.default_options) | {"fsname=artifact-fs", "subtype=artifactfs"}
     try:
         pyfuse3.init(operations, str(mount_point), fuse_options)

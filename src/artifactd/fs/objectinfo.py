@@ -58,6 +58,23 @@ def supported(remote: Remote) -> bool:
     return any(line == b"object-info" or line.startswith(b"object-info=") for line in _lines(body))
 
 
+def request_body(oids: list[str]) -> bytes:
+    return (_pkt("command=object-info\n") + _pkt("agent=git/artifact-fs\n") + b"0001"
+            + _pkt("size\n") + b"".join(_pkt(f"oid {oid}\n") for oid in oids) + b"0000")
+
+
+def parse_answer(status: int, answer: bytes) -> dict[str, int]:
+    """oid -> size of an ``object-info`` answer."""
+    if status != 200:
+        raise ObjectInfoError(f"object-info answered HTTP {status}")
+    found = {}
+    for line in _lines(answer):
+        oid, _, size = line.decode().partition(" ")
+        if size.isdigit():
+            found[oid] = int(size)
+    return found
+
+
 def sizes(remote: Remote, oids: list[str]) -> dict[str, int]:
     """Every size in ``oids``: ``BATCH`` per request, ``PARALLEL`` requests at once, the
     first over ``remote``'s connection (kept for the reads), the others over their own."""
@@ -66,15 +83,8 @@ def sizes(remote: Remote, oids: list[str]) -> dict[str, int]:
 
     def ask(connection: Remote, chunks: list[list[str]]) -> None:
         for chunk in chunks:
-            body = (_pkt("command=object-info\n") + _pkt("agent=git/artifact-fs\n") + b"0001"
-                    + _pkt("size\n") + b"".join(_pkt(f"oid {oid}\n") for oid in chunk) + b"0000")
-            status, answer = connection.request("POST", "/git-upload-pack", body, POST_HEADERS)
-            if status != 200:
-                raise ObjectInfoError(f"object-info answered HTTP {status}")
-            for line in _lines(answer):
-                oid, _, size = line.decode().partition(" ")
-                if size.isdigit():
-                    found[oid] = int(size)
+            status, answer = connection.request("POST", "/git-upload-pack", request_body(chunk), POST_HEADERS)
+            found.update(parse_answer(status, answer))
 
     chunks = [oids[start:start + BATCH] for start in range(0, len(oids), BATCH)]
     connections = [remote, *extra][:max(1, len(chunks))]

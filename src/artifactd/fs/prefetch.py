@@ -5,7 +5,7 @@ fetches no blob. Content reading starts a session: from the first read on,
 
 - opening a directory queues its files (directories listed before the first read are
   queued then), at most ``DIRECTORY_BUDGET`` bytes of each, and reading a file queues its
-  own directory the same way;
+  own directory the same way once the file is closed (the read itself goes alone);
 - the whole tree is queued behind them, within the cache's budget;
 - every queue is in ``priority.rank`` order: package manifests and lock files, source,
   the rest, binaries last (``binary``/``-text`` in the root ``.gitattributes``, which is
@@ -68,12 +68,18 @@ class Prefetcher:
             self.reading = True
             if self.attributes_oid:  # rides in the same batch as this read
                 self.hydrator.request([self.attributes_oid])
-        self._queue_dir(self.tree.nodes[node.parent])
 
-    def after_read(self) -> None:
-        """After a read's blob arrived: the first time, queue the listed directories and the
-        tree; the plan is made on a worker thread when a fetch lane is free."""
-        if self.warm is None or not self.reading or self.hot_only:
+    def after_read(self, node: Node | None = None) -> None:
+        """After a read is done (``fusefs`` calls this when its file is closed, so that none
+        of this competes with the read itself): queue ``node``'s directory, and the first
+        time, the listed directories and the tree; the plan is made on a worker thread when
+        a fetch lane is free."""
+        if not self.reading or self.hot_only:
+            return
+        parent = self.tree.nodes.get(node.parent) if node is not None else None
+        if parent is not None and parent.is_dir:
+            self._queue_dir(parent)
+        if self.warm is None:
             return
         warm, self.warm = self.warm, None
         listed = list(self.listed)

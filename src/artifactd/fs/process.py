@@ -15,6 +15,7 @@ from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.write.options import MountOptions
 
 READY_TIMEOUT = 120.0
+READY_POLL = 0.003  # a mount is ready within milliseconds of its process starting to serve
 PR_SET_PDEATHSIG = 1
 
 
@@ -111,7 +112,7 @@ def wait_ready(state: RootState, config: RepoConfig, proc: subprocess.Popen[byte
             return None
         if proc.poll() is not None:
             return last_error(state, config.name, log_start) or f"mount process exited ({proc.returncode})"
-        time.sleep(0.02)
+        time.sleep(READY_POLL)
     proc.terminate()
     return f"{config.name}: not mounted after {READY_TIMEOUT:.0f} s"
 

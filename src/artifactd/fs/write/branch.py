@@ -213,6 +213,7 @@ class BranchSync:
         self.status.head = head
         if self.unmounted:
             return
+        await self.fs.sizes.index_ready.wait()  # the mount's own sizes and index come first
         entries = await trio.to_thread.run_sync(list_tree, self.git_dir, head)
         old = self.fs.tree
         sizes = {node.oid: node.size for node in old.blobs()
@@ -294,12 +295,13 @@ def _invalidate(inodes: list[int]) -> None:
                 log.info("invalidating inode %d: %s", inode, exc)
 
 
-def attach(fs: ArtifactFS, state: RootState, config: RepoConfig, options: MountOptions) -> BranchSync:
+def attach(fs: ArtifactFS, state: RootState, config: RepoConfig, options: MountOptions,
+           head: str = "") -> BranchSync:
     """Give a prepared mount its overlay (replayed from disk: the view before a crash) and the
-    branch's commit and refresh."""
+    branch's commit (``head``, the one the mount shows, or the branch's now) and refresh."""
     git_dir = state.git_dir(config.name)
-    head = run_git(["--git-dir", str(git_dir), "rev-parse", "--verify", "--end-of-options",
-                    f"refs/heads/{config.branch}^{{commit}}"]).decode().strip()
+    head = head or run_git(["--git-dir", str(git_dir), "rev-parse", "--verify", "--end-of-options",
+                            f"refs/heads/{config.branch}^{{commit}}"]).decode().strip()
     overlay = Overlay(state.overlay_dir(config.name))
     layer = WriteLayer(fs, overlay, fs.tree.entries)
     apply(fs.tree, overlay, layer)
