@@ -41,7 +41,7 @@ from artifactd.observability import (
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.events import event_stream, events
-from artifactd.services.git import blob_fetch
+from artifactd.services.git import blob_fetch, small_clone
 from artifactd.services.git.git_access import AuthorizedGit, Service, push_ref_problem
 from artifactd.services.git.git_slots import SlotPool, SlotsBusy
 from artifactd.services.git.pktline import (
@@ -302,6 +302,8 @@ async def advertise(
 
 # -- POST git-upload-pack / git-receive-pack -----------------------------------------------
 
+_FETCH_COMMAND = encode_line("command=fetch")
+
 
 async def _drain(body: AsyncIterator[bytes]) -> None:
     drained = 0
@@ -394,6 +396,16 @@ async def exchange(
                 GIT_BYTES_SENT.labels(authorized.service).inc(len(answer))
                 events.record(backend, authorized.repo, "pull", started_us=started)
                 await _write_pulled(backend, authorized.repo, clone=False)
+                yield answer
+                return
+            answer = await small_clone.serve(backend, authorized.git_dir,
+                                             authorized.repo.size_bytes, head)
+            if answer is not None:
+                GIT_BYTES_RECEIVED.labels(authorized.service).inc(len(head))
+                GIT_BYTES_SENT.labels(authorized.service).inc(len(answer))
+                if head.startswith(_FETCH_COMMAND):  # a pack was sent: a clone (no haves)
+                    events.record(backend, authorized.repo, "pull", started_us=started)
+                    await _write_pulled(backend, authorized.repo, clone=True)
                 yield answer
                 return
     else:
