@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(f"not a boolean: {raw!r}")
 
 
+@functools.lru_cache(maxsize=64)  # read on every request (Settings.control_rate)
 def parse_rate(raw: str) -> tuple[int, float]:
     """Parse ``2000/10s`` (also ``/1m``, ``/1h``) into (requests, window seconds)."""
     count_text, sep, window_text = raw.strip().partition("/")

@@ -87,6 +87,11 @@ def server_config(
             ("receive.advertisePushOptions", "true"),
             ("receive.denyNonFastForwards", "false"),
             ("receive.denyDeletes", "false"),
+            # The connectivity check (rev-list --alternate-refs) asks each alternate for its
+            # refs with a `git for-each-ref`; in receive-pack's quarantine the only alternate
+            # is the repo itself, whose refs the check already has (--not --all), and a fork
+            # without them only walks further. `true` prints none: a git process fewer.
+            ("core.alternateRefsCommand", "true"),
             # 0 would mean "no limit" to git: a repo with nothing left may take 1 byte.
             ("receive.maxInputSize", str(max(1, max_input_bytes)
                                          if max_input_bytes is not None
