@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -19,7 +20,9 @@ V2 = {"Git-Protocol": "version=2"}
 
 
 def request(command: str, *arguments: str, capabilities: tuple[str, ...] = CAPS) -> bytes:
-    return (pkt(f"command={command}\n") + b"".join(pkt(c + "\n") for c in capabilities)
+    """A v2 request as git writes it: no newline after the command and capabilities (fetch-pack
+    and ls-refs use packet_buf_write), one after each argument."""
+    return (pkt(f"command={command}") + b"".join(pkt(c) for c in capabilities)
             + b"0001" + b"".join(pkt(a + "\n") for a in arguments) + b"0000")
 
 
@@ -71,6 +74,14 @@ def test_anything_else_is_left_to_upload_pack(body: bytes) -> None:
 
 def in_process(server: Server, command: str) -> float:
     return server.metric(f'artifactd_git_in_process_total{{command="{command}"}}')
+
+
+def cloned_events(repo: Repo) -> int:
+    """The repo's ``cloned`` events in the server's outbox (its real SQLite database)."""
+    with sqlite3.connect(repo.server.data_dir / "artifactd.db") as db:
+        (count,) = db.execute("SELECT count(*) FROM event_outbox WHERE type = ? AND repo_name = ?",
+                              ("cf.artifacts.repo.cloned", repo.name)).fetchone()
+    return int(count)
 
 
 def upload_pack(repo: Repo, body: bytes) -> bytes:
@@ -196,6 +207,7 @@ def test_git_clones_whatever_answers(tagged: tuple[Repo, Git, Path], tmp_path: P
     assert (clone / "dir" / "b.txt").read_text() == "b\n"
     served = in_process(repo.server, "fetch") - before[0], in_process(repo.server, "ls-refs") - before[1]
     assert served == ((1, 1) if protocol == "version=2" else (0, 0))
+    assert cloned_events(repo) == 1  # recorded as a clone, whoever answered it
     # A fetch with something to negotiate (haves) is upload-pack's.
     git.commit_files(_work, {"later.txt": "later\n"}, "later")
     git.run("-c", bearer(repo.token), "push", "-q", repo.remote, "topic", cwd=_work)

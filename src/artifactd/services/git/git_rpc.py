@@ -307,8 +307,6 @@ async def advertise(
 
 # -- POST git-upload-pack / git-receive-pack -----------------------------------------------
 
-_FETCH_COMMAND = encode_line("command=fetch")
-
 
 async def _drain(body: AsyncIterator[bytes]) -> None:
     drained = 0
@@ -403,12 +401,13 @@ async def exchange(
                 await _write_pulled(backend, authorized.repo, clone=False)
                 yield answer
                 return
-            answer = await small_clone.serve(backend, authorized.git_dir,
+            served = await small_clone.serve(backend, authorized.git_dir,
                                              authorized.repo.size_bytes, head)
-            if answer is not None:
+            if served is not None:
+                answer, sent_pack = served
                 GIT_BYTES_RECEIVED.labels(authorized.service).inc(len(head))
                 GIT_BYTES_SENT.labels(authorized.service).inc(len(answer))
-                if head.startswith(_FETCH_COMMAND):  # a pack was sent: a clone (no haves)
+                if sent_pack:  # a fetch with no haves: a clone
                     events.record(backend, authorized.repo, "pull", started_us=started)
                     await _write_pulled(backend, authorized.repo, clone=True)
                 yield answer

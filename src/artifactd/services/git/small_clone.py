@@ -195,9 +195,10 @@ def _eligible(backend: Backend, git_dir: Path, size_bytes: int) -> bool:
             and not (git_dir / "shallow").exists())
 
 
-async def serve(backend: Backend, git_dir: Path, size_bytes: int, request: bytes) -> bytes | None:
-    """The whole response to ``request`` if it is a small clone's ``ls-refs`` or ``fetch``
-    that we answer; else ``None`` (upload-pack answers it)."""
+async def serve(backend: Backend, git_dir: Path, size_bytes: int, request: bytes,
+                ) -> tuple[bytes, bool] | None:
+    """The whole response to ``request`` and whether it carries a pack, if it is a small
+    clone's ``ls-refs`` or ``fetch`` that we answer; else ``None`` (upload-pack answers it)."""
     if len(request) > MAX_REQUEST or not _eligible(backend, git_dir, size_bytes):
         return None
     reader = content.pool(backend)
@@ -208,7 +209,7 @@ async def serve(backend: Backend, git_dir: Path, size_bytes: int, request: bytes
         except _GIVE_UP:
             return None
         GIT_IN_PROCESS.labels("ls-refs").inc()
-        return ls_refs_answer(refs, listing)
+        return ls_refs_answer(refs, listing), False
     fetch = parse_fetch(request)
     if fetch is None:
         return None
@@ -218,5 +219,5 @@ async def serve(backend: Backend, git_dir: Path, size_bytes: int, request: bytes
         return None
     GIT_IN_PROCESS.labels("fetch").inc()
     if sum(len(data) for _, _, data in objects) <= INLINE_BYTES:
-        return response(pack(objects))
-    return await asyncio.to_thread(lambda: response(pack(objects)))
+        return response(pack(objects)), True
+    return await asyncio.to_thread(lambda: response(pack(objects))), True
