@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(f"not a boolean: {raw!r}")
 
 
+@functools.lru_cache(maxsize=64)  # read on every request (Settings.control_rate)
 def parse_rate(raw: str) -> tuple[int, float]:
     """Parse ``2000/10s`` (also ``/1m``, ``/1h``) into (requests, window seconds)."""
     count_text, sep, window_text = raw.strip().partition("/")
@@ -159,6 +161,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("git_max_processes_per_repo", "ARTIFACTD_GIT_MAX_PROCESSES_PER_REPO", int,
             "Most of the `git_max_processes` slots one repo may hold at once, so that one "
             "client cannot starve the others."),
+    Setting("git_in_process_clone", "ARTIFACTD_GIT_IN_PROCESS_CLONE", _parse_bool,
+            "Answer a protocol-v2 clone's `ls-refs` and `fetch` of a small repo in process "
+            "(libgit2) instead of starting `git upload-pack` (docs/git.md)."),
     Setting("http_max_request_line", "ARTIFACTD_HTTP_MAX_REQUEST_LINE", parse_bytes,
             "Longest request target (path and query) accepted; longer gets 414."),
     Setting("http_max_header_bytes", "ARTIFACTD_HTTP_MAX_HEADER_BYTES", parse_bytes,
@@ -262,6 +267,7 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     git_max_processes_per_repo: int = 8
+    git_in_process_clone: bool = True
     http_max_request_line: int = 8 << 10
     http_max_header_bytes: int = 64 << 10
     http_max_headers: int = 100

@@ -26,6 +26,11 @@ GIT_BLOB_FETCHES = Counter(
     "artifactd_git_blob_fetches_total",
     "Partial-clone blob fetches answered without starting git (services/git/blob_fetch.py).",
 )
+GIT_IN_PROCESS = Counter(
+    "artifactd_git_in_process_total",
+    "Small clones' ls-refs and fetch requests answered in process, without git "
+    "(services/git/small_clone.py).", ["command"],
+)
 GIT_ADVERTISEMENTS_FROM_MEMORY = Counter(
     "artifactd_git_push_advertisements_from_memory_total",
     "receive-pack advertisements of repos with no refs served from memory, without git "

@@ -48,6 +48,7 @@ RESERVED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 LINGER_SECONDS = 5.0
 LINGER_BYTES = 16 << 20
 BUSY_RETRY_AFTER = 5  # seconds, in the 503 of a connection over the cap
+COALESCE_BYTES = 64 << 10  # a response's writes held back for one event-loop turn, at most
 
 # This worker's connections with no request in progress, oldest first: the ones a new
 # connection may displace when the worker is at ``http_max_connections``.
@@ -146,19 +147,44 @@ def _reserve_gate(app: Any) -> Any:
 class _ClosesGracefully:
     """The transport as one request's cycle sees it. uvicorn closes the connection as soon as
     a ``Connection: close`` answer is sent, even when it answered early (413, 401) and the
-    client is still sending the body; this closes by lingering instead."""
+    client is still sending the body; this closes by lingering instead.
+
+    It also coalesces: uvicorn writes the status line and headers, each body chunk and the
+    chunked encoding's end as separate writes, and each is a ``send`` system call on the
+    event loop and a wake-up of the client. Writes made within one turn of the event loop
+    go out as one (flushed by a callback of the next turn, or at ``COALESCE_BYTES``), so a
+    small answer is one segment."""
 
     def __init__(self, protocol: GuardedHttpToolsProtocol):
         self._protocol = protocol
         self._transport = protocol.transport
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
 
     def write(self, data: bytes) -> None:
-        self._transport.write(data)
+        if not data:
+            return
+        if not self._pending:
+            self._protocol.loop.call_soon(self.flush)
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= COALESCE_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        if not self._transport.is_closing():
+            self._transport.write(data)
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
 
     def close(self) -> None:
+        self.flush()
         if self._protocol.body_complete:
             self._transport.close()
         else:

@@ -35,9 +35,10 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pygit2
 from pygit2.enums import ConfigLevel, FileMode, ObjectType, RepositoryOpenFlag
@@ -63,6 +64,7 @@ _NAME = re.compile(
 _HEX = re.compile(r"[0-9a-f]{4,40}")
 _OPEN_FLAGS = RepositoryOpenFlag.NO_SEARCH | RepositoryOpenFlag.BARE
 _MAX_TAG_CHAIN = 16
+T = TypeVar("T")
 
 
 class ReadFailed(Exception):
@@ -165,6 +167,23 @@ class ObjectReader:
             self.evict(git_dir)
             fresh, handle = self._handle(git_dir)
         raise AssertionError("unreachable")
+
+    def use(self, git_dir: Path, work: Callable[[pygit2.Repository], T]) -> T:
+        """``work(repo)`` on the open repository; run again once on a fresh handle if it
+        fails with a libgit2 error or a missing object (``KeyError``) on a handle opened
+        earlier (a repack may have replaced the packs it knew)."""
+        self._reap_if_due()
+        fresh, handle = self._handle(git_dir)
+        try:
+            result = work(handle.repo)
+        except (pygit2.GitError, KeyError):
+            if fresh:
+                raise
+            self.evict(git_dir)
+            _fresh, handle = self._handle(git_dir)
+            result = work(handle.repo)
+        handle.last_used = time.monotonic()
+        return result
 
     def _handle(self, git_dir: Path) -> tuple[bool, _Handle]:
         """The open repository for ``git_dir`` and whether it was opened just now."""

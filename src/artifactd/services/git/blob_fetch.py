@@ -52,41 +52,41 @@ _OBJ_BLOB = 3
 DELIM = b"0001"
 
 
-def _packets(request: bytes) -> list[bytes | None] | None:
+def packets(request: bytes) -> list[bytes | None] | None:
     """The request's pkt-lines (``None`` for a delimiter, ``b""`` for a flush), or ``None``."""
-    packets: list[bytes | None] = []
+    found: list[bytes | None] = []
     at = 0
     try:
         while at < len(request):
             header = request[at:at + 4]
             if header == DELIM:
-                packets.append(None)
+                found.append(None)
                 at += 4
                 continue
             length = parse_length(header)
             if length == 0:
-                packets.append(b"")
+                found.append(b"")
                 at += 4
                 continue
             if length < 4 or at + length > len(request):
                 return None
-            packets.append(request[at + 4:at + length].removesuffix(b"\n"))
+            found.append(request[at + 4:at + length].removesuffix(b"\n"))
             at += length
     except PktError:
         return None
-    return packets
+    return found
 
 
 def wanted_blobs(request: bytes) -> list[str] | None:
     """The object ids of a hydration fetch, in request order and deduplicated; else ``None``."""
-    packets = _packets(request)
-    if not packets or packets[0] != b"command=fetch" or packets[-1] != b"":
+    parts = packets(request)
+    if not parts or parts[0] != b"command=fetch" or parts[-1] != b"":
         return None
     try:
-        delim = packets.index(None)
+        delim = parts.index(None)
     except ValueError:
         return None
-    capabilities, arguments = packets[1:delim], packets[delim + 1:-1]
+    capabilities, arguments = parts[1:delim], parts[delim + 1:-1]
     if not all(p is not None and _CAPABILITIES.fullmatch(p) for p in capabilities):
         return None
     wants: dict[str, None] = {}

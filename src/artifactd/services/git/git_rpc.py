@@ -41,7 +41,7 @@ from artifactd.observability import (
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.events import event_stream, events
-from artifactd.services.git import blob_fetch
+from artifactd.services.git import blob_fetch, small_clone
 from artifactd.services.git.git_access import AuthorizedGit, Service, push_ref_problem
 from artifactd.services.git.git_slots import SlotPool, SlotsBusy
 from artifactd.services.git.pktline import (
@@ -87,6 +87,11 @@ def server_config(
             ("receive.advertisePushOptions", "true"),
             ("receive.denyNonFastForwards", "false"),
             ("receive.denyDeletes", "false"),
+            # The connectivity check (rev-list --alternate-refs) asks each alternate for its
+            # refs with a `git for-each-ref`; in receive-pack's quarantine the only alternate
+            # is the repo itself, whose refs the check already has (--not --all), and a fork
+            # without them only walks further. `true` prints none: a git process fewer.
+            ("core.alternateRefsCommand", "true"),
             # 0 would mean "no limit" to git: a repo with nothing left may take 1 byte.
             ("receive.maxInputSize", str(max(1, max_input_bytes)
                                          if max_input_bytes is not None
@@ -394,6 +399,17 @@ async def exchange(
                 GIT_BYTES_SENT.labels(authorized.service).inc(len(answer))
                 events.record(backend, authorized.repo, "pull", started_us=started)
                 await _write_pulled(backend, authorized.repo, clone=False)
+                yield answer
+                return
+            served = await small_clone.serve(backend, authorized.git_dir,
+                                             authorized.repo.size_bytes, head)
+            if served is not None:
+                answer, sent_pack = served
+                GIT_BYTES_RECEIVED.labels(authorized.service).inc(len(head))
+                GIT_BYTES_SENT.labels(authorized.service).inc(len(answer))
+                if sent_pack:  # a fetch with no haves: a clone
+                    events.record(backend, authorized.repo, "pull", started_us=started)
+                    await _write_pulled(backend, authorized.repo, clone=True)
                 yield answer
                 return
     else:
