@@ -29,12 +29,11 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
-from tests.harness import Postgres, Server
+from tests.harness import Postgres
 from tests.multinode import Cluster, start_cluster
 from tests.seaweed import SeaweedFS
 
