@@ -33,8 +33,8 @@ from typing import Any
 
 import httpx
 import psycopg
-from tests.harness import Postgres
-from tests.multinode import Cluster, start_cluster
+from tests.harness import Postgres, Server, free_port
+from tests.multinode import Cluster, restart, start_cluster, start_node
 from tests.seaweed import SeaweedFS
 
 from artifactd.storage.schema import repos as repos_table
@@ -77,23 +77,31 @@ def s3_requests(store: SeaweedFS) -> float:
                if line.startswith("SeaweedFS_s3_request_total"))
 
 
-def creates(cluster: Cluster, seconds: int, connections: int) -> dict[str, Any]:
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed (apt-get install wrk)")
-    results: list[dict[str, Any]] = [{} for _ in cluster.nodes]
-    before = s3_requests(cluster.store)
+def _both(nodes: list[Server], seconds: int, connections: int) -> list[dict[str, Any]]:
+    """``wrk`` creating repos at every node at once; each node's figures."""
+    results: list[dict[str, Any]] = [{} for _ in nodes]
     threads = [threading.Thread(target=_wrk, args=(f"{node.ns_url('creates')}/repos", node.token,
                                                    seconds, connections, results[i]))
-               for i, node in enumerate(cluster.nodes)]
+               for i, node in enumerate(nodes)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return results
+
+
+def creates(cluster: Cluster, local: list[Server], seconds: int, connections: int) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    before = s3_requests(cluster.store)
+    results = _both(cluster.nodes, seconds, connections)
     bucket_requests = s3_requests(cluster.store) - before
+    reference = _both(local, seconds, connections)
     made = sum(r["requests"] - r["non_2xx"] for r in results)
     with cluster.nodes[1].client() as c:  # every acknowledged create is there, through the other node
         listed = c.get(f"{cluster.nodes[1].ns_url('creates')}/repos", params={"limit": 1}).json()
     return {"seconds": seconds, "connections_per_node": connections,
+            "local_creates_per_s": round(sum(r["rate"] for r in reference)),
             "creates_per_s": round(sum(r["rate"] for r in results)),
             "per_node": [round(r["rate"]) for r in results],
             "p99_ms": [r.get("p99_ms") for r in results],
@@ -172,11 +180,17 @@ def run(quick: bool = False, large: int | None = None) -> dict[str, Any]:
     pg.start()
     store.start()
     cluster: Cluster | None = None
+    local: list[Server] = []
     try:
         cluster = start_cluster(base / "cluster", pg, store, **NODE_ENV)
+        # The reference: two `local` nodes sharing one data dir on a database of their own.
+        first = start_node(base / "local", pg.new_database(), NODE_ENV)
+        local = [first, Server(data_dir=first.data_dir, port=free_port(), env=first.env,
+                               account_id=first.account_id, token=first.token)]
+        restart(local[1])
         results: dict[str, Any] = {"machine": machine(), "large": large}
         # The creates first, on a database of a few rows, then the bulk seeding for the gets.
-        results["creates"] = creates(cluster, 3 if quick else 20, 8)
+        results["creates"] = creates(cluster, local, 3 if quick else 20, 8)
         node = cluster.nodes[0]
         accounts = []
         for size in (SMALL, large):
@@ -191,6 +205,8 @@ def run(quick: bool = False, large: int | None = None) -> dict[str, Any]:
         results["load_average"] = round(os.getloadavg()[0], 1)
         return results
     finally:
+        for node in local:
+            node.stop()
         if cluster is not None:
             cluster.stop()
         store.stop()
@@ -225,6 +241,9 @@ def render(results: dict[str, Any]) -> str:
         f"{made['per_node']}, wrk p99 {made['p99_ms']} ms; {made['non_2xx']} non-2xx). The "
         f"bucket answered **{made['s3_requests']:.0f} S3 requests** meanwhile: an empty repo is",
         "rows in SQL only (its cache directory and bucket objects appear with its first push).",
+        f"The reference, two `local` nodes sharing one data dir on a database of their own in "
+        f"the same run: {made['local_creates_per_s']}/s (s3 / local "
+        f"{made['creates_per_s'] / max(made['local_creates_per_s'], 1):.2f}x).",
         "", f"**Get p99 from {SMALL:,} to {large:,} repos** (seeded by `COPY` at "
         f"{results['seed_rows_per_s'][str(large)]:,} rows/s), {small_get['n']} sequential GETs "
         "per account, interleaved, alternately through each node:", "",
@@ -244,4 +263,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
