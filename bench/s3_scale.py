@@ -25,7 +25,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import uuid
