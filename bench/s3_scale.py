@@ -55,6 +55,7 @@ def _wrk(url: str, token: str, seconds: int, connections: int, out: dict[str, An
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
          "-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/json", url],
         capture_output=True, text=True, timeout=seconds + 120, check=True)
+    shutil.rmtree(script.parent, ignore_errors=True)
     text = result.stdout
     out["rate"] = float(text.split("Requests/sec:")[1].split()[0])
     out["requests"] = int(text.split(" requests in ")[0].split()[-1])
