@@ -47,7 +47,10 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("mount_writes", "ArtifactFS writes"),
     ("s3", "S3 storage backend and stateless nodes"),
     ("s3_writes", "REST writes on the S3 backend"),
+    ("s3_durability", "S3 durability: racing pushes and kill -9 at full size"),
+    ("s3_scale", "S3 nodes: creates/s on PostgreSQL and get p99 at scale"),
     ("backup", "Backup and restore"),
+    ("backup_s3", "Backup and restore (s3 repo store)"),
 )
 
 TARGETS_TITLE = "Targets"

@@ -24,7 +24,7 @@ from tests.multinode import s3_env, start_cluster
 from tests.seaweed import SeaweedFS
 from tests.seed import push
 
-from bench.common import UNLIMITED, bench_main, machine, work_dir
+from bench.common import UNLIMITED, Target, bench_main, machine, work_dir
 
 TITLE = "Backup and restore (s3 repo store)"
 
@@ -90,6 +90,16 @@ def run(quick: bool = False) -> dict[str, Any]:
         store.stop()
         pg.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def targets(r: dict[str, Any]) -> list[Target]:
+    """No bound in the issue: the ratios to a plain S3 client, reported."""
+    return [
+        Target("s3 backup time / boto3 download of the packs", "reported",
+               f"{r['backup_s'] / r['download_s']:.1f}x", None),
+        Target("s3 restore time / boto3 upload of the packs", "reported",
+               f"{r['restore_s'] / r['upload_s']:.1f}x", None),
+    ]
 
 
 def render(r: dict[str, Any]) -> str:

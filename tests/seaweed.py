@@ -46,6 +46,7 @@ class SeaweedFS:
 
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="artifactd-s3-")))
     s3_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)  # the S3 gateway's Prometheus metrics
     access_key: str = ACCESS_KEY
     secret_key: str = SECRET_KEY
     region: str = REGION
@@ -85,7 +86,7 @@ class SeaweedFS:
             binary, "mini", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.port={self.s3_port}", f"-s3.config={config}", "-s3.port.iceberg=0",
             "-s3.port.lance=0", "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
-            "-master.volumeSizeLimitMB=64",
+            "-master.volumeSizeLimitMB=64", f"-metricsPort={self.metrics_port}",
             *(f"-{name}={port}" for name, port in ports.items()),
         ]
         log = open(self.dir / "weed.log", "wb")  # noqa: SIM115 - the process owns it until stop

@@ -125,6 +125,28 @@ def test_bucket_unreachable_answers_503_and_service_resumes_by_itself(
     assert node.metric("artifactd_s3_object_store_errors_total") > 0
 
 
+def test_the_control_plane_of_empty_repos_needs_no_bucket(node: Server, gate: Gate,
+                                                         unique_name: str) -> None:
+    """A create is rows in SQL only (issue 16's creates/s): with the bucket unreachable, creating,
+    reading, listing, minting a token for and deleting empty repos all still work; the first
+    push is what needs the bucket."""
+    gate.shut()
+    try:
+        with node.client() as c:
+            names = [f"{unique_name}-{n}" for n in range(3)]
+            for name in names:
+                r = c.post("/repos", json={"name": name})
+                assert r.status_code == 200, r.text
+            assert c.get(f"/repos/{names[0]}").status_code == 200
+            listed = c.get("/repos", params={"search": unique_name}).json()["result"]
+            assert {repo["name"] for repo in listed} == set(names)
+            r = c.post("/tokens", json={"repo": names[1], "scope": "read", "ttl": 60})
+            assert r.status_code == 200, r.text
+            assert c.delete(f"/repos/{names[2]}").status_code == 202
+    finally:
+        gate.reopen()
+
+
 def test_a_pack_deleted_behind_our_back_fails_that_repo_only(
         node: Server, seaweedfs: SeaweedFS, tmp_path: Path, unique_name: str) -> None:
     broken = create_repo(node, f"{unique_name}-b")
