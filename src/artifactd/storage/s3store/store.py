@@ -24,6 +24,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from artifactd.storage.forklink import LinkedObjects
 from artifactd.storage.objectstore import ObjectExists, ObjectStore, ObjectStoreUnavailable
 from artifactd.storage.repostore import PUSH_LOCK, RepoStore
 from artifactd.storage.s3store import cache
-from artifactd.storage.s3store.catalog import Catalog, Pack, StaleRef, pack_keys
+from artifactd.storage.s3store.catalog import ZERO_IDS, Catalog, Pack, StaleRef, pack_keys
 
 log = logging.getLogger("artifactd.s3")
 
@@ -74,6 +75,9 @@ class S3RepoStore(RepoStore):
         self._evicting = threading.Lock()
         self._store_down_until = 0.0  # monotonic time until which pushes probe the bucket
         self._maintained: dict[str, _Maintained] = {}  # repo id -> its cache before the repack
+        # repo id -> (generation, updates) of the push holding its refs lock (``unlock_refs``)
+        self._committed: dict[str, tuple[int, tuple[tuple[str, str, str], ...]]] = {}
+        self._uploads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="s3-upload")
 
     def _unavailable(self, exc: ObjectStoreUnavailable) -> ServiceUnavailable:
         self._store_down_until = time.monotonic() + RETRY_AFTER
@@ -188,6 +192,24 @@ class S3RepoStore(RepoStore):
         """Held from a push's SQL commit until its receive-pack exits (see ``cache``)."""
         return cache.open_refs_lock(self.path(repo_id))
 
+    def unlock_refs(self, repo_id: str, fd: int) -> None:
+        """receive-pack exited: if it moved the cache's refs to what this push committed and
+        nothing else was committed in between, the cache is at the push's generation, and
+        the next request (the client's next push or fetch) has nothing to sync."""
+        try:
+            committed = self._committed.pop(repo_id, None)
+            if committed is not None:
+                generation, updates = committed
+                path = self.path(repo_id)
+                on_disk = dict(_local_refs(path))
+                if all(on_disk.get(ref) == (None if new in ZERO_IDS else new)
+                       for _old, new, ref in updates):
+                    cache.set_generation(path, generation)
+        except OSError as exc:  # the cache wiped meanwhile: the next request syncs
+            log.info("cache of repo %s not marked current after a push: %s", repo_id, exc)
+        finally:
+            os.close(fd)
+
     def commit_push(self, repo_id: str, quarantine: str | None,
                     updates: Sequence[tuple[str, str, str]]) -> str | None:
         """Store the push's packs and swap its refs; None, or why it is refused (with the
@@ -196,36 +218,54 @@ class S3RepoStore(RepoStore):
         path = self.path(repo_id)
         try:
             # The cache's refs made SQL's first: receive-pack checks each old value against
-            # them after this commit, and they must agree with the compare-and-swap.
-            cache.bring_current(path, self.catalog.snapshot(repo_id), self.objects,
-                                replaced=self._replaced(repo_id, path))
+            # them after this commit, and they must agree with the compare-and-swap. A cache
+            # at SQL's generation (the usual case: the last push came through this node)
+            # costs one indexed read.
+            current = cache.local_generation(path)
+            if self.catalog.generation(repo_id) != current:
+                snapshot = self.catalog.snapshot(repo_id)
+                cache.bring_current(path, snapshot, self.objects,
+                                    replaced=self._replaced(repo_id, path))
+                current = snapshot.generation
             packs = _quarantine_packs(Path(quarantine)) if quarantine else []
-            now = _now_us()
-            self.catalog.touch_packs(packs, now)
-            for pack in packs:
-                self._upload(Path(quarantine or "."), pack)
+            self.catalog.touch_packs(packs, _now_us())
+            self._upload_all(Path(quarantine or "."), packs)
         except ObjectStoreUnavailable as exc:
             raise self._unavailable(exc) from None
         except cache.PackMissing as exc:
             raise InternalError(f"Pack {exc.name} of this repo is missing from the object store",
                                 code=Code.PACK_MISSING) from None
         try:
-            self.catalog.commit_push(repo_id, updates, [p.name for p in packs], _now_us())
+            generation = self.catalog.commit_push(repo_id, updates, [p.name for p in packs],
+                                                  _now_us())
         except StaleRef as exc:
             return (f"artifactd: {exc.ref} changed since this push started (stale info, "
                     "another push won): fetch and try again")
         except LookupError:
             return "artifactd: the push's pack was removed meanwhile; push again"
+        if generation == current + 1:  # no other commit between the cache's and this one
+            self._committed[repo_id] = (generation, tuple(updates))
         return None
 
-    def _upload(self, quarantine: Path, pack: Pack) -> None:
-        data_key, index_key = pack_keys(pack.name)
-        folder = quarantine / "pack"
-        for key, suffix in ((data_key, ".pack"), (index_key, ".idx")):
-            # ObjectExists: the same content (the name is its hash), stored before.
-            with contextlib.suppress(ObjectExists):
-                self.objects.put_file(key, folder / f"{_PACK_NAME}{pack.name}{suffix}",
-                                      if_absent=True)
+    def _upload_all(self, objects: Path, packs: Sequence[Pack]) -> None:
+        """Every file of ``packs`` at once (a pack's data and its index are two PUTs: one
+        round trip instead of two for a small push)."""
+        files = [(key, objects / "pack" / f"{_PACK_NAME}{pack.name}{suffix}")
+                 for pack in packs
+                 for key, suffix in zip(pack_keys(pack.name), (".pack", ".idx"), strict=True)]
+        if len(files) == 1:
+            self._put_once(*files[0])
+            return
+        for future in [self._uploads.submit(self._put_once, key, path) for key, path in files]:
+            future.result()
+
+    def _put_once(self, key: str, path: Path) -> None:
+        # ObjectExists: the same content (the name is its hash), stored before.
+        with contextlib.suppress(ObjectExists):
+            self.objects.put_file(key, path, if_absent=True)
+
+    def _upload(self, objects: Path, pack: Pack) -> None:
+        self._upload_all(objects, [pack])
 
     # -- maintenance -------------------------------------------------------------------------
 
