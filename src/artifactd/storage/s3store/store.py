@@ -228,8 +228,14 @@ class S3RepoStore(RepoStore):
                                     replaced=self._replaced(repo_id, path))
                 current = snapshot.generation
             packs = _quarantine_packs(Path(quarantine)) if quarantine else []
-            self.catalog.touch_packs(packs, _now_us())
-            self._upload_all(Path(quarantine or "."), packs)
+            # The touch beside the uploads, not before them: no row lists these packs until
+            # the commit below, so no reader sees a half, and a sweep racing the touch is the
+            # same race with the touch first (a sweep only deletes packs it has a row for).
+            touched = self._uploads.submit(self.catalog.touch_packs, packs, _now_us())
+            try:
+                self._upload_all(Path(quarantine or "."), packs)
+            finally:
+                touched.result()
         except ObjectStoreUnavailable as exc:
             raise self._unavailable(exc) from None
         except cache.PackMissing as exc:
