@@ -17,11 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from artifactd.config import Settings
+from artifactd.services.backend import Backend
+from artifactd.services.repos import maintenance, repos
 from artifactd.storage.db import make_engine, migrate
 from artifactd.storage.gitrunner import GitRunner
 from artifactd.storage.objectstore import ObjectStore, ObjectStoreConfig
 from artifactd.storage.repomaint import maintain
-from artifactd.storage.s3store.catalog import Catalog
+from artifactd.storage.s3store.catalog import Catalog, Pack
 from artifactd.storage.s3store.store import S3RepoStore
 from tests.gitutil import Git
 from tests.seaweed import SeaweedFS
@@ -144,3 +147,42 @@ def test_a_maintenance_lease_is_renewed_while_held_and_expires_once_its_holder_i
                 break
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_repos_whose_maintenance_fails_are_set_aside_and_the_others_get_theirs(
+        tmp_path: Path, seaweedfs: SeaweedFS) -> None:
+    """A batch's worth of busy repos whose packs are gone from the bucket fail every time;
+    they must not keep a healthy, less busy repo from its maintenance."""
+    backend = Backend.open(Settings(
+        data_dir=str(tmp_path / "data"), storage_backend="s3",
+        s3_endpoint_url=seaweedfs.endpoint_url, s3_bucket=seaweedfs.new_bucket(),
+        s3_region=seaweedfs.region, s3_access_key_id=seaweedfs.access_key,
+        s3_secret_access_key=seaweedfs.secret_key))
+    try:
+        store = backend.repos
+        assert isinstance(store, S3RepoStore)
+        now = time.time_ns() // 1000
+        account = os.urandom(16).hex()
+        backend.meta.ensure_account(account, now)
+        for i in range(maintenance.BATCH):
+            rid = repos.create_repo(backend, account, "default", f"broken-{i}").repo.id
+            gone = Pack(os.urandom(20).hex(), 100)  # listed, never in the bucket
+            store.catalog.touch_packs([gone], now)
+            store.catalog.publish(rid, [("refs/heads/main", "a" * 40)], [gone.name], now)
+            for _ in range(3):
+                backend.meta.record_repo_write(rid, now, lambda: 100)
+        healthy = repos.create_repo(backend, account, "default", "healthy").repo.id
+        staging = store.staging("import", healthy, "main")
+        git = Git(tmp_path / "home")
+        git.new_work(tmp_path / "w", {"a.txt": "a\n"})
+        git.run("push", "-q", str(staging), "main", cwd=tmp_path / "w")
+        store.install(staging, healthy)
+        backend.meta.record_repo_write(healthy, now, lambda: store.size(healthy))
+        backoff = maintenance.Backoff()
+        assert maintenance.run_due(backend, backoff) == 0  # the broken ones, tried and failed
+        assert len(backoff) == maintenance.BATCH
+        assert maintenance.run_due(backend, backoff) == 1  # they wait; the healthy one's turn
+        row = backend.meta.get_repo_by_id(healthy)
+        assert row is not None and row.maintained_us > 0
+    finally:
+        backend.close()
