@@ -39,7 +39,11 @@ def node(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS, gate: G
     bucket = seaweedfs.new_bucket()
     env = s3_env(seaweedfs, bucket, ARTIFACTD_S3_ENDPOINT_URL=gate.url,
                  ARTIFACTD_MAX_REPO_BYTES=str(MAX_REPO_BYTES),
-                 ARTIFACTD_CACHE_MAX_BYTES=str(CACHE_MAX_BYTES))
+                 ARTIFACTD_CACHE_MAX_BYTES=str(CACHE_MAX_BYTES),
+                 # No maintenance thread: a pass landing between a test's pushes and its
+                 # reads would bring an evicted repo back into the cache (its repack needs
+                 # it) and reorder the LRU (tests/test_multinode.py runs maintenance).
+                 ARTIFACTD_MAINTENANCE_INTERVAL="0")
     server = start_node(tmp_path_factory.mktemp("s3node"), None, env)
     server.env["TEST_BUCKET"] = bucket
     yield server
