@@ -328,9 +328,12 @@ def test_both_nodes_maintain_under_one_lease_and_the_pack_list_shrinks(
             r = c.get(f"/repos/{repo.name}")
         if r.status_code != 200:  # e.g. a 503 while the loaded database is slow: ask again
             return False
-        info = r.json()["result"]
-        done = bool(info["maintained_at"]) and info["maintained_at"] >= info["last_push_at"]
-        return done and len(cluster.listed_keys(repo.id)) < 2 * pushes
+        # Not "maintained after the last push": a maintenance that starts during the pushes
+        # counts the pushes it saw, and the last one or two leave the repo short of due again
+        # (``maintenance_after_pushes``), which on a loaded host, where pushes are slow, is
+        # the usual case. Six pushes listed six packs; fewer means a swap compacted them.
+        return bool(r.json()["result"]["maintained_at"]) \
+            and len(cluster.listed_keys(repo.id)) < 2 * pushes
     # Both schedulers see the repo due; the lease lets one at a time repack and swap.
     deadline = time.monotonic() + 120  # a bound on a loaded host, not an expected time
     while not compacted():

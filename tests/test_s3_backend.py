@@ -40,7 +40,11 @@ def node(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS, gate: G
     bucket = seaweedfs.new_bucket()
     env = s3_env(seaweedfs, bucket, ARTIFACTD_S3_ENDPOINT_URL=gate.url,
                  ARTIFACTD_MAX_REPO_BYTES=str(MAX_REPO_BYTES),
-                 ARTIFACTD_CACHE_MAX_BYTES=str(CACHE_MAX_BYTES))
+                 ARTIFACTD_CACHE_MAX_BYTES=str(CACHE_MAX_BYTES),
+                 # No maintenance thread: a pass landing between a test's pushes and its
+                 # reads would bring an evicted repo back into the cache (its repack needs
+                 # it) and reorder the LRU (tests/test_multinode.py runs maintenance).
+                 ARTIFACTD_MAINTENANCE_INTERVAL="0")
     server = start_node(tmp_path_factory.mktemp("s3node"), None, env)
     server.env["TEST_BUCKET"] = bucket
     yield server
@@ -324,3 +328,35 @@ def test_catalog_maintenance_lease_is_held_by_one_node_at_a_time(
     assert catalogs[1].take_lease(repo_id, "node-b", now + 61_000_000, 60)  # expired: taken over
     catalogs[1].release_lease(repo_id, "node-b")
     assert catalogs[0].take_lease(repo_id, "node-a", now + 62_000_000, 60)
+
+
+def _generations(server: Server, repo: Repo) -> tuple[int, int]:
+    """(the node's cache, the catalog): the generation each says the repo is at."""
+    rid = repo.id
+    cached = server.data_dir / "repos" / rid[:2] / rid[2:4] / f"{rid}.git" / "artifactd-generation"
+    engine = make_engine(f"sqlite:///{server.data_dir / 'artifactd.db'}")
+    try:
+        with engine.connect() as conn:
+            stored = conn.exec_driver_sql(
+                "SELECT generation FROM s3_repos WHERE repo_id = ?", (rid,)).scalar_one()
+    finally:
+        engine.dispose()
+    return int(cached.read_text()), int(stored)
+
+
+def test_a_push_leaves_the_pushing_nodes_cache_current(
+        node: Server, tmp_path: Path, unique_name: str) -> None:
+    """After its own push a node has nothing to sync: the next push or fetch through it costs
+    one indexed read, not a snapshot of the refs and packs and a rewrite of packed-refs."""
+    repo = create_repo(node, unique_name)
+    git = Git(tmp_path / "home")
+    current = 0
+    for i in range(5):
+        # Maintenance swapping the pack list right after a push bumps the catalog alone; a
+        # lagging cache after every one of five pushes is this node not marking its own.
+        sha = _push(git, repo, tmp_path / "w", {"n.txt": f"{i}\n"})
+        cached, stored = _generations(node, repo)
+        current += cached == stored
+    assert current, "the cache lagged the catalog after every push"
+    assert git.out("-c", bearer(repo.token), "ls-remote", repo.remote,
+                   "refs/heads/main").split()[0] == sha

@@ -104,6 +104,10 @@ class RepoStore:
         """Only a ``remote`` store commits pushes itself (storage/s3store/store.py)."""
         raise NotImplementedError
 
+    def unlock_refs(self, repo_id: str, fd: int) -> None:
+        """Release ``lock_refs`` once the push's receive-pack exited."""
+        os.close(fd)
+
     def commit_push(self, repo_id: str, quarantine: str | None,
                     updates: Sequence[tuple[str, str, str]]) -> str | None:
         raise NotImplementedError

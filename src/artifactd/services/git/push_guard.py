@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -141,8 +140,8 @@ class PushSession:
 
     def _unlock_refs(self) -> None:
         if self.refs_fd is not None:
-            os.close(self.refs_fd)
-            self.refs_fd = None
+            fd, self.refs_fd = self.refs_fd, None
+            self.backend.repos.unlock_refs(self.repo.id, fd)
 
     async def record(self, reported: bool) -> None:
         """receive-pack exited: record what it did (``reported``: git said ``ok <ref>``)."""

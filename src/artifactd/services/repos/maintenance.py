@@ -7,6 +7,11 @@ maintains them one at a time, under ``nice -n 19``: at most one maintenance git 
 server process, at the lowest CPU priority. A per-repo ``flock`` keeps two workers from
 maintaining the same repo at once. The result is visible as the repo's ``maintained_at``
 and in the ``artifactd_maintenance_*`` metrics.
+
+A repo whose maintenance fails (on ``s3``, a pack deleted from the bucket behind our back)
+stays due, and as the busiest it would come first in every batch: it is set aside for a
+while (``Backoff``), doubling, so that a few broken repos cannot stop maintenance of all the
+others.
 """
 
 from __future__ import annotations
@@ -33,6 +38,32 @@ FULL_REPACK_MAX_BYTES = 256 << 20  # below this a full repack is cheap: one pack
 # few commits those indexes cost more disk than the walks they save (``repomaint``).
 SMALL_REPO_MAX_BYTES = 1 << 20
 STALE_TMP_SECONDS = 6 * 3600  # work areas older than this are leftovers of a crash
+RETRY_AFTER_FAILURE = 60.0  # seconds before a failed repo is tried again, doubled each time
+RETRY_AFTER_FAILURE_MAX = 3600.0
+BACKOFF_MAX_REPOS = 1000  # set aside at most this many (the due query skips over them)
+
+
+class Backoff:
+    """Repos whose last maintenance failed, each set aside until a moment (monotonic)."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, tuple[float, float]] = {}  # repo id -> (until, last delay)
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def waiting(self, repo_id: str) -> bool:
+        entry = self._until.get(repo_id)
+        return entry is not None and time.monotonic() < entry[0]
+
+    def failed(self, repo_id: str) -> None:
+        last = self._until.get(repo_id, (0.0, RETRY_AFTER_FAILURE / 2))[1]
+        delay = min(last * 2, RETRY_AFTER_FAILURE_MAX)
+        if repo_id in self._until or len(self._until) < BACKOFF_MAX_REPOS:
+            self._until[repo_id] = (time.monotonic() + delay, delay)
+
+    def succeeded(self, repo_id: str) -> None:
+        self._until.pop(repo_id, None)
 
 
 @contextmanager
@@ -94,16 +125,25 @@ def maintain_repo(backend: Backend, repo: RepoRow, *, full: bool | None = None) 
     return report
 
 
-def run_due(backend: Backend) -> int:
-    done = 0
+def run_due(backend: Backend, backoff: Backoff | None = None) -> int:
+    """Maintain up to ``BATCH`` due repos, skipping those ``backoff`` sets aside."""
+    backoff = backoff if backoff is not None else Backoff()
+    done = tried = 0
     for repo in backend.meta.repos_due_for_maintenance(
-        backend.settings.maintenance_after_pushes, BATCH
+        backend.settings.maintenance_after_pushes, BATCH + len(backoff)
     ):
+        if tried == BATCH:
+            break
+        if backoff.waiting(repo.id):
+            continue
+        tried += 1
         try:
             if maintain_repo(backend, repo) is not None:
                 done += 1
+            backoff.succeeded(repo.id)
         except Exception:
-            log.exception("maintenance of repo %s failed", repo.id)
+            log.exception("maintenance of repo %s failed; set aside for a while", repo.id)
+            backoff.failed(repo.id)
     return done
 
 
@@ -137,6 +177,7 @@ class MaintenanceThread:
     def __init__(self, backend: Backend):
         self.backend = backend
         self._stop = threading.Event()
+        self._backoff = Backoff()
         self._thread = threading.Thread(target=self._run, name="artifactd-maintenance", daemon=True)
 
     def _run(self) -> None:
@@ -146,7 +187,7 @@ class MaintenanceThread:
             log.exception("cleaning stale work areas failed")
         while not self._stop.wait(self.backend.settings.maintenance_interval):
             try:
-                run_due(self.backend)
+                run_due(self.backend, self._backoff)
             except Exception:
                 log.exception("maintenance pass failed")
 

@@ -83,14 +83,16 @@ def pack_file(git_dir: Path, name: str, suffix: str) -> Path:
     return git_dir / "objects" / "pack" / f"pack-{name}{suffix}"
 
 
-def download_packs(git_dir: Path, packs: tuple[Pack, ...], store: ObjectStore) -> int:
-    """Fetch the packs the cache lacks; returns the bytes downloaded."""
+def download_packs(git_dir: Path, packs: tuple[Pack, ...], store: ObjectStore,
+                   replaced: frozenset[str] = frozenset()) -> int:
+    """Fetch the packs the cache lacks, except ``replaced`` ones (a repack running here holds
+    their objects in a pack of its own); returns the bytes downloaded."""
     pack_dir = git_dir / "objects" / "pack"
     pack_dir.mkdir(parents=True, exist_ok=True)
     fetched = 0
     for pack in packs:
         index = pack_file(git_dir, pack.name, ".idx")
-        if index.is_file():
+        if pack.name in replaced or index.is_file():
             continue
         data_key, index_key = pack_keys(pack.name)
         try:
@@ -117,9 +119,10 @@ def set_generation(git_dir: Path, generation: int) -> None:
     os.replace(tmp, git_dir / GENERATION_FILE)
 
 
-def bring_current(git_dir: Path, snapshot: Snapshot, store: ObjectStore) -> int:
+def bring_current(git_dir: Path, snapshot: Snapshot, store: ObjectStore,
+                  replaced: frozenset[str] = frozenset()) -> int:
     """Packs, then refs, then the generation (call with ``refs_lock`` held)."""
-    fetched = download_packs(git_dir, snapshot.packs, store)
+    fetched = download_packs(git_dir, snapshot.packs, store, replaced)
     write_refs(git_dir, snapshot.refs)
     set_generation(git_dir, snapshot.generation)
     return fetched

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, String, delete, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from artifactd.storage.schema import s3_leases, s3_packs, s3_refs, s3_repo_packs, s3_repos
@@ -73,11 +73,8 @@ class Catalog:
         statement = statement.on_conflict_do_update(
             index_elements=[s3_repos.c.repo_id],
             set_={"generation": s3_repos.c.generation + 1, "updated_us": now_us},
-        )
-        conn.execute(statement)
-        value = conn.execute(select(s3_repos.c.generation)
-                             .where(s3_repos.c.repo_id == repo_id)).scalar_one()
-        return int(value)
+        ).returning(s3_repos.c.generation)
+        return int(conn.execute(statement).scalar_one())
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -206,23 +203,21 @@ class Catalog:
              now_us: int) -> int:
         """The child lists the parent's packs (rows, no bytes) and has ``refs``; returns the
         bytes of those packs. The packs' touch keeps them from a sweep racing the copy."""
+        parent_packs = select(s3_repo_packs.c.pack).where(s3_repo_packs.c.repo_id == parent_id)
         with self.engine.begin() as conn:
             self._bump(conn, child_id, now_us)
-            packs = [str(p) for p in conn.execute(select(s3_repo_packs.c.pack)
-                                                  .where(s3_repo_packs.c.repo_id == parent_id))
-                     .scalars()]
-            if packs:
-                conn.execute(insert(s3_repo_packs),
-                             [{"repo_id": child_id, "pack": p} for p in packs])
-                conn.execute(update(s3_packs).where(s3_packs.c.pack.in_(packs))
-                             .values(touched_us=now_us))
+            # Copied inside the database, in as many statements whatever the parent's size.
+            conn.execute(insert(s3_repo_packs).from_select(
+                ["repo_id", "pack"],
+                select(literal(child_id, String), s3_repo_packs.c.pack)
+                .where(s3_repo_packs.c.repo_id == parent_id)))
+            size = conn.execute(
+                update(s3_packs).where(s3_packs.c.pack.in_(parent_packs))
+                .values(touched_us=now_us).returning(s3_packs.c.size_bytes)).scalars().all()
             if refs:
                 conn.execute(insert(s3_refs), [
                     {"repo_id": child_id, "name": n, "target": t} for n, t in refs])
-            size = conn.execute(
-                select(func.coalesce(func.sum(s3_packs.c.size_bytes), 0))
-                .where(s3_packs.c.pack.in_(packs))).scalar() if packs else 0
-        return int(size or 0)
+        return sum(int(s) for s in size)
 
     def forget_repo(self, repo_id: str, now_us: int) -> None:
         """Drop a repo's refs and pack list (its packs stay until the sweep finds them

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from artifactd.errors import Code, InternalError, ServiceUnavailable
@@ -38,7 +39,12 @@ from artifactd.storage.s3store.catalog import ZERO_IDS, Catalog, Pack, StaleRef,
 
 log = logging.getLogger("artifactd.s3")
 
-LEASE_SECONDS = 3600.0  # a maintenance lease outlives any repack (git's timeout is shorter)
+# A maintenance lease is short and renewed while its repack runs: a node that dies holding
+# one (kill -9, a lost machine) blocks that repo's maintenance for a minute, not an hour.
+# Renewing at a quarter of it tolerates clock skew between nodes of well over the few
+# seconds NTP allows; and a lease lost anyway (a node stalled past it) is harmless, since
+# the pack-list swap is itself a compare-and-swap.
+LEASE_SECONDS = 60.0
 RETRY_AFTER = 5  # seconds a client is asked to wait when the bucket is unreachable
 _PACK_NAME = "pack-"
 
@@ -60,15 +66,18 @@ class S3RepoStore(RepoStore):
 
     def __init__(self, data_dir: Path, catalog: Catalog, objects: ObjectStore, *,
                  owner: str = "0" * 16, cache_max_bytes: int = 10 * 10**9,
-                 pack_grace_seconds: float = 3600.0):
+                 pack_grace_seconds: float = 3600.0, lease_seconds: float = LEASE_SECONDS):
         super().__init__(data_dir, owner=owner)
         self.catalog = catalog
         self.objects = objects
         self.cache_max_bytes = cache_max_bytes
         self.pack_grace_seconds = pack_grace_seconds
+        self.lease_seconds = lease_seconds
         self._evicting = threading.Lock()
         self._store_down_until = 0.0  # monotonic time until which pushes probe the bucket
-        self._maintained: dict[str, set[str]] = {}  # repo id -> packs before its repack
+        self._maintained: dict[str, _Maintained] = {}  # repo id -> its cache before the repack
+        # repo id -> (generation, updates) of the push holding its refs lock (``unlock_refs``)
+        self._committed: dict[str, tuple[int, tuple[tuple[str, str, str], ...]]] = {}
         self._uploads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="s3-upload")
 
     def _unavailable(self, exc: ObjectStoreUnavailable) -> ServiceUnavailable:
@@ -111,7 +120,8 @@ class S3RepoStore(RepoStore):
             with cache.refs_lock(path):
                 snapshot = self.catalog.snapshot(repo_id)
                 if snapshot.generation != cache.local_generation(path):
-                    fetched = cache.bring_current(path, snapshot, self.objects)
+                    fetched = cache.bring_current(path, snapshot, self.objects,
+                                                  replaced=self._replaced(repo_id, path))
         except FileNotFoundError:
             # The cache was wiped under us: start again from an empty directory, once.
             path = super().ensure(repo_id, default_branch)
@@ -142,7 +152,8 @@ class S3RepoStore(RepoStore):
             for _, size, repo_id, path in sorted(entries):
                 if total <= self.cache_max_bytes:
                     break
-                if repo_id == keep or cache.lock_busy(path, PUSH_LOCK) \
+                if repo_id == keep or repo_id in self._maintained \
+                        or cache.lock_busy(path, PUSH_LOCK) \
                         or cache.lock_busy(path, cache.REFS_LOCK):
                     continue
                 self.drop_cache(repo_id)
@@ -182,6 +193,24 @@ class S3RepoStore(RepoStore):
         """Held from a push's SQL commit until its receive-pack exits (see ``cache``)."""
         return cache.open_refs_lock(self.path(repo_id))
 
+    def unlock_refs(self, repo_id: str, fd: int) -> None:
+        """receive-pack exited: if it moved the cache's refs to what this push committed and
+        nothing else was committed in between, the cache is at the push's generation, and
+        the next request (the client's next push or fetch) has nothing to sync."""
+        try:
+            committed = self._committed.pop(repo_id, None)
+            if committed is not None:
+                generation, updates = committed
+                path = self.path(repo_id)
+                on_disk = dict(_local_refs(path))
+                if all(on_disk.get(ref) == (None if new in ZERO_IDS else new)
+                       for _old, new, ref in updates):
+                    cache.set_generation(path, generation)
+        except OSError as exc:  # the cache wiped meanwhile: the next request syncs
+            log.info("cache of repo %s not marked current after a push: %s", repo_id, exc)
+        finally:
+            os.close(fd)
+
     def commit_push(self, repo_id: str, quarantine: str | None,
                     updates: Sequence[tuple[str, str, str]]) -> str | None:
         """Store the push's packs and swap its refs; None, or why it is refused (with the
@@ -190,25 +219,39 @@ class S3RepoStore(RepoStore):
         path = self.path(repo_id)
         try:
             # The cache's refs made SQL's first: receive-pack checks each old value against
-            # them after this commit, and they must agree with the compare-and-swap.
-            cache.bring_current(path, self.catalog.snapshot(repo_id), self.objects)
+            # them after this commit, and they must agree with the compare-and-swap. A cache
+            # at SQL's generation (the usual case: the last push came through this node)
+            # costs one indexed read.
+            current = cache.local_generation(path)
+            if self.catalog.generation(repo_id) != current:
+                snapshot = self.catalog.snapshot(repo_id)
+                cache.bring_current(path, snapshot, self.objects,
+                                    replaced=self._replaced(repo_id, path))
+                current = snapshot.generation
             packs = _quarantine_packs(Path(quarantine)) if quarantine else []
-            now = _now_us()
-            self.catalog.touch_packs(packs, now)
-            for pack in packs:
-                self._upload(Path(quarantine or "."), pack)
+            # The touch beside the uploads, not before them: no row lists these packs until
+            # the commit below, so no reader sees a half, and a sweep racing the touch is the
+            # same race with the touch first (a sweep only deletes packs it has a row for).
+            touched = self._uploads.submit(self.catalog.touch_packs, packs, _now_us())
+            try:
+                self._upload_all(Path(quarantine or "."), packs)
+            finally:
+                touched.result()
         except ObjectStoreUnavailable as exc:
             raise self._unavailable(exc) from None
         except cache.PackMissing as exc:
             raise InternalError(f"Pack {exc.name} of this repo is missing from the object store",
                                 code=Code.PACK_MISSING) from None
         try:
-            self.catalog.commit_push(repo_id, updates, [p.name for p in packs], _now_us())
+            generation = self.catalog.commit_push(repo_id, updates, [p.name for p in packs],
+                                                  _now_us())
         except StaleRef as exc:
             return (f"artifactd: {exc.ref} changed since this push started (stale info, "
                     "another push won): fetch and try again")
         except LookupError:
             return "artifactd: the push's pack was removed meanwhile; push again"
+        if generation == current + 1:  # no other commit between the cache's and this one
+            self._committed[repo_id] = (generation, tuple(updates))
         return None
 
     def commit_write(self, repo_id: str, objects: Path | None,
@@ -254,6 +297,18 @@ class S3RepoStore(RepoStore):
         areas a stopped process left)."""
         self._uploads.submit(shutil.rmtree, path, ignore_errors=True)
 
+    def _upload_all(self, objects: Path, packs: Sequence[Pack]) -> None:
+        """Every file of ``packs`` at once (a pack's data and its index are two PUTs: one
+        round trip instead of two for a small push)."""
+        files = [(key, objects / "pack" / f"{_PACK_NAME}{pack.name}{suffix}")
+                 for pack in packs
+                 for key, suffix in zip(pack_keys(pack.name), (".pack", ".idx"), strict=True)]
+        if len(files) == 1:
+            self._put_once(*files[0])
+            return
+        for future in [self._uploads.submit(self._put_once, key, path) for key, path in files]:
+            future.result()
+
     def _put_once(self, key: str, path: Path) -> None:
         # ObjectExists: the same content (the name is its hash), stored before.
         with contextlib.suppress(ObjectExists):
@@ -292,43 +347,76 @@ class S3RepoStore(RepoStore):
         except (OSError, ObjectStoreUnavailable, cache.PackMissing) as exc:
             log.warning("the cache of repo %s was left to the next read: %s", repo_id, exc)
 
-    def _upload(self, quarantine: Path, pack: Pack) -> None:
-        data_key, index_key = pack_keys(pack.name)
-        folder = quarantine / "pack"
-        for key, suffix in ((data_key, ".pack"), (index_key, ".idx")):
-            # ObjectExists: the same content (the name is its hash), stored before.
-            with contextlib.suppress(ObjectExists):
-                self.objects.put_file(key, folder / f"{_PACK_NAME}{pack.name}{suffix}",
-                                      if_absent=True)
+    def _upload(self, objects: Path, pack: Pack) -> None:
+        self._upload_all(objects, [pack])
 
     # -- maintenance -------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def maintenance_lease(self, repo_id: str, default_branch: str) -> Iterator[bool]:
-        """A lease in SQL (one node at a time), and the cache brought current first; the
-        packs it holds then are what ``publish_maintenance`` compares against."""
-        if not self.catalog.take_lease(repo_id, self.owner, _now_us(), LEASE_SECONDS):
+        """A lease in SQL (one node at a time, renewed while held), and the cache brought
+        current first; the packs it holds then are what ``publish_maintenance`` compares
+        against."""
+        if not self.catalog.take_lease(repo_id, self.owner, _now_us(), self.lease_seconds):
             yield False
             return
+        stop = threading.Event()
+        renewer = threading.Thread(target=self._renew_lease, args=(repo_id, stop), daemon=True,
+                                   name="artifactd-s3-lease")
         try:
+            renewer.start()
             path = self.ensure(repo_id, default_branch)
-            self._maintained[repo_id] = {p.name for p in _quarantine_packs(path / "objects")}
+            self._maintained[repo_id] = _Maintained(
+                frozenset(p.name for p in _quarantine_packs(path / "objects")),
+                _pack_dir_identity(path))
             yield True
         finally:
+            stop.set()
+            renewer.join()
             self._maintained.pop(repo_id, None)
             self.catalog.release_lease(repo_id, self.owner)
+
+    def _renew_lease(self, repo_id: str, stop: threading.Event) -> None:
+        while not stop.wait(self.lease_seconds / 4):
+            try:
+                if not self.catalog.take_lease(repo_id, self.owner, _now_us(),
+                                               self.lease_seconds):
+                    log.warning("maintenance of repo %s lost its lease (this node stalled past "
+                                "it); its pack-list swap will find out", repo_id)
+                    return
+            except Exception as exc:  # the database away for a moment: again at the next tick
+                log.warning("renewing the maintenance lease of repo %s failed: %s", repo_id,
+                            type(exc).__name__)
+
+    def _replaced(self, repo_id: str, path: Path) -> frozenset[str]:
+        """The packs a maintenance running here may have replaced in this very cache: one it
+        found at its start that is gone from the disk now was deleted by git's repack, after
+        the pack holding its objects was written. A sync must not download it again, or
+        ``publish_maintenance`` would take it for a pack the repack kept and the repo's pack
+        list would not shrink (what made the two-node maintenance test flaky)."""
+        state = self._maintained.get(repo_id)
+        if state is None or _pack_dir_identity(path) != state.pack_dir:
+            return frozenset()  # none running, or the cache was wiped and rebuilt meanwhile
+        return state.packs
 
     def publish_maintenance(self, repo_id: str) -> None:
         """Upload the packs the repack made and swap them for the ones it replaced, in one
         transaction; pushes listed meanwhile stay listed. The replaced packs stay in the
         bucket for the grace period (readers on other nodes may still be on them)."""
-        before = self._maintained.get(repo_id)
-        if before is None:
+        state = self._maintained.get(repo_id)
+        if state is None:
             return
-        objects = self.path(repo_id) / "objects"
+        path = self.path(repo_id)
+        objects = path / "objects"
         now_packs = {p.name: p for p in _quarantine_packs(objects)}
-        added = [pack for name, pack in now_packs.items() if name not in before]
-        removed = [name for name in before if name not in now_packs]
+        if _pack_dir_identity(path) != state.pack_dir or not now_packs:
+            # The cache was wiped during the repack: what is on disk now says nothing about
+            # what the repack replaced, and a swap made from it could unlist every pack.
+            log.warning("the cache of repo %s was replaced during its maintenance; its pack "
+                        "list is left as it was", repo_id)
+            return
+        added = [pack for name, pack in now_packs.items() if name not in state.packs]
+        removed = [name for name in state.packs if name not in now_packs]
         if not added and not removed:
             return
         try:
@@ -390,6 +478,23 @@ class S3RepoStore(RepoStore):
                     self.objects.delete(key)
                 removed += 1
         return removed
+
+
+@dataclass(frozen=True)
+class _Maintained:
+    """A cache as a maintenance found it: its packs, and which directory held them."""
+
+    packs: frozenset[str]
+    pack_dir: tuple[int, int] | None
+
+
+def _pack_dir_identity(git_dir: Path) -> tuple[int, int] | None:
+    """(device, inode) of the cache's pack directory: a wiped and rebuilt cache has another."""
+    try:
+        info = os.stat(git_dir / "objects" / "pack")
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _quarantine_packs(objects: Path) -> list[Pack]:
