@@ -182,6 +182,8 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
         raise MountError("/dev/fuse is missing or not accessible: install fuse3 and run with access "
                          "to /dev/fuse (docker: --device /dev/fuse --cap-add SYS_ADMIN)")
     finish_pending(state, config)
+    state.host.ensure()
+    state.host.register(root)  # gc of any root keeps this one's blobs (the cache is the host's)
     operations, hydrator = prepare(state, config, BlobCache(state.blobs, cache_bytes))
     sync = attach(operations, state, config, options or MountOptions())
     fuse_options = set(pyfuse3.default_options) | {"fsname=artifact-fs", "subtype=artifactfs"}
