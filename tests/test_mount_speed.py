@@ -10,12 +10,14 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from bench.synth import zero_blob_pack
 
 from artifactd.fs import priority
 from artifactd.fs.blobcache import BlobCache
@@ -365,3 +367,49 @@ def test_the_host_cache_limit_holds_across_two_mounts_at_once_least_recent_first
     assert len(left) == 3 and {p.parent.name + p.name for p in left} <= newest  # the first mount's went first
     usage = host_cache(tmp_path) / "blobs.usage"
     assert int(usage.read_text()) == on_disk  # the shared count is the folder's
+
+
+@pytest.mark.timeout(900)  # 2 GB inflated and hashed three times (server, clone, cache): minutes when busy
+def test_a_2_gb_file_has_its_size_before_hydration_and_streams_in_bounded_memory(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    size = 2_000_000_000
+    source = tmp_path / "huge.git"
+    git("init", "-q", "--bare", "-b", "main", str(source))
+    pack = source / "objects" / "pack" / "pack-huge.pack"
+    blob = zero_blob_pack(pack, size)
+    small = subprocess.run(["git", f"--git-dir={source}", "hash-object", "-w", "--stdin"], input=b"small\n",
+                           capture_output=True, check=True).stdout.decode().strip()
+    tree = subprocess.run(["git", f"--git-dir={source}", "mktree"], capture_output=True, check=True,
+                          input=f"100644 blob {blob}\thuge.bin\n100644 blob {small}\tsmall.txt\n".encode()
+                          ).stdout.decode().strip()
+    commit = git(f"--git-dir={source}", "-c", "user.name=T", "-c", "user.email=t@example.com",
+                 "commit-tree", tree, "-m", "a 2 GB file").strip()
+    git(f"--git-dir={source}", "update-ref", "refs/heads/main", commit)
+    created = sqlite_server.client().post("/repos", json={"name": unique_name}).json()["result"]
+    subprocess.run(["git", f"--git-dir={source}", "push", "-q", auth_remote(created["remote"], created["token"]),
+                    "main"], check=True, capture_output=True, timeout=600)
+    shutil.rmtree(source)  # 2 MB of pack here, but the disk the test uses is the cache's
+    add(fs_env, root, unique_name, created["remote"], created["token"])
+    daemon = start_daemon(fs_env, root, unique_name)
+    try:
+        mount = root / unique_name
+        assert os.stat(mount / "huge.bin").st_size == size  # known at mount time: nothing fetched
+        assert "2000000000" in subprocess.run(["ls", "-l", str(mount)], capture_output=True, text=True,
+                                              check=True).stdout
+        assert cached_blobs(root) == []
+        pid = int((root / ".artifact-fs" / "run" / f"{unique_name}.pid").read_text())
+        peak_before = peak_memory(pid)
+        zeros = bytes(4 << 20)
+        with open(mount / "huge.bin", "rb") as stream:  # the first read hydrates the whole blob
+            for at in (0, size // 2 + 12345, size - len(zeros)):
+                stream.seek(at)
+                assert stream.read(len(zeros)) == zeros
+            assert stream.read(1) == b""
+        assert peak_memory(pid) - peak_before < 256 << 20  # streamed, never held whole
+        assert os.path.ismount(mount) and (mount / "small.txt").read_bytes() == b"small\n"
+        stop_daemon(daemon, root, unique_name)
+    finally:
+        for path in cached_blobs(root):  # 2 GB: not left for pytest's kept temp dirs
+            path.unlink()
+        shutil.rmtree(root / ".artifact-fs" / "git" / unique_name, ignore_errors=True)

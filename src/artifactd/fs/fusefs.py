@@ -143,7 +143,7 @@ class ArtifactFS(pyfuse3.Operations):
             self.prefetcher.before_read(node)
             handle = self.handles[fh] = await self._open_blob(node)
             self.prefetcher.after_read()
-            if node.size <= STORE_BYTES and inode not in self.stored:
+            if 0 < node.size <= STORE_BYTES and inode not in self.stored:
                 self._store(inode, handle, node.size)
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True)
 
