@@ -122,6 +122,9 @@ def run(quick: bool, files: int | None = None, huge: bool = True) -> dict[str, A
         for name in names:
             (mount / name).read_bytes()
         read_all = time.perf_counter() - started
+        # The reference again, right after: on a shared machine the load moves within a run,
+        # and the ratio is against the mean of the clone before and after.
+        full_after = timed(["git", "clone", "-q", auth, str(work / "full-after")])
         started = time.perf_counter()
         for name in names:
             (mount / name).read_bytes()
@@ -130,7 +133,7 @@ def run(quick: bool, files: int | None = None, huge: bool = True) -> dict[str, A
         daemon = None
         hot = fork_session(server, root, fs, names)
         big = huge_inputs(server, work, fs) if huge and not quick else {}
-        return {**big, "files": files, "full_clone_s": full, "blobless_clone_s": blobless,
+        return {**big, "files": files, "full_clone_s": full, "full_clone_after_s": full_after, "blobless_clone_s": blobless,
                 "original_per_file_ms": original_per_file * 1000,
                 "original_all_s_estimate": original_per_file * files, "add_repo_s": added,
                 "mount_s": to_mount, "ls_lR_s": ls, "git_status_mount_s": status,
@@ -259,6 +262,10 @@ def huge_inputs(server: Any, work: Path, fs: list[str]) -> dict[str, Any]:
     return results
 
 
+def _clone(r: dict[str, Any]) -> float:
+    return float(r["full_clone_s"] + r["full_clone_after_s"]) / 2
+
+
 def targets(results: dict[str, Any]) -> list[Target]:
     r = results
     return [
@@ -274,8 +281,8 @@ def targets(results: dict[str, Any]) -> list[Target]:
                r["original_all_s_estimate"] >= 20 * r["read_all_cold_s"]),
         Target("a cold single-file read, p50 of fresh mounts", "< 15 ms", f"{r['cold_read_p50_ms']:.1f} ms",
                r["cold_read_p50_ms"] < 15),
-        Target("read all files cold vs a full clone", "<= 2x",
-               f"{r['read_all_cold_s'] / r['full_clone_s']:.2f}x", r["read_all_cold_s"] <= 2 * r["full_clone_s"]),
+        Target("read all files cold vs a full clone (mean of one before, one after)", "<= 2x",
+               f"{r['read_all_cold_s'] / _clone(r):.2f}x", r["read_all_cold_s"] <= 2 * _clone(r)),
         Target("a fork's first session inside the inherited hot set: fetch requests", "<= 2",
                str(r["fork_session_fetches"]), r["fork_session_fetches"] <= 2),
     ] + ([] if "huge_read_cold_s" not in r else [
@@ -306,7 +313,8 @@ files ({r['original_per_file_ms']:.1f} ms per file) and scaled.
 |---|---|---|---|
 {rows}
 
-Figures (s): full clone {r['full_clone_s']:.2f}, blobless clone {r['blobless_clone_s']:.2f},
+Figures (s): full clone {r['full_clone_s']:.2f} (again after the cold read:
+{r['full_clone_after_s']:.2f}), blobless clone {r['blobless_clone_s']:.2f},
 `add-repo` {r['add_repo_s']:.2f}, mount to first `ls` (from the start of `add-repo`)
 {r['mount_s']:.2f}, `ls -lR` {r['ls_lR_s']:.2f}, `git status` on the mount
 {r['git_status_mount_s']:.3f} (checkout {r['git_status_checkout_s']:.3f}), read all cold
