@@ -211,7 +211,12 @@ def test_a_directory_of_100k_files(
     names = os.listdir(wide)
     assert len(names) == count and names[0] == "f000000.txt" and names[-1] == "f099999.txt"
     assert os.stat(wide / "f054321.txt").st_size == 6
+    long_listing = subprocess.run(["ls", "-l", str(wide)], capture_output=True, text=True, check=True).stdout
+    assert long_listing.count(" 6 ") >= count  # every entry with its size, none fetched
+    assert cached_blobs(root) == []
     assert (wide / "f099999.txt").read_bytes() == b"same!\n"
+    pid = int((root / ".artifact-fs" / "run" / f"{unique_name}.pid").read_text())
+    assert peak_memory(pid) < 400 << 20  # the tree of 100k entries, not copies of it per listing
     stop_daemon(daemon, root, unique_name)
 
 

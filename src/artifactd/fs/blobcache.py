@@ -24,6 +24,7 @@ import queue
 import shutil
 import subprocess
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,6 +36,7 @@ CHUNK = 1 << 20
 MEMORY_BYTES = 64 << 20  # blobs received but not yet on disk
 TOUCH = "touch:"  # a writer-queue item that refreshes a file's mtime (LRU order)
 REPORT_BYTES = 4 << 20  # written bytes added to the host's count at least this often
+REPORT_SECONDS = 1.0  # and when the writer is idle, at most this often (a locked file update each)
 EVICT_TO = 0.9  # past the limit, evict down to this share of it (not again at the next blob)
 
 log = logging.getLogger("artifact_fs")
@@ -57,6 +59,7 @@ class BlobCache:
         self.used: OrderedDict[str, int] = OrderedDict()
         self.usage = Usage(folder)  # the bytes on disk, shared by every process (limit)
         self.unreported = 0  # bytes written by this process, not yet added to ``usage``
+        self.reported_at = 0.0
         self.subdirs: set[str] = set()  # the ab/ folders known to exist
         self.touched: set[str] = set()  # read at least once by this process
 
@@ -206,7 +209,8 @@ class BlobCache:
             oid = self.writes.get()
             try:
                 self._write_one(oid)
-                if self.writes.empty() or self.unreported >= REPORT_BYTES:
+                idle = self.writes.empty() and time.monotonic() - self.reported_at > REPORT_SECONDS
+                if idle or self.unreported >= REPORT_BYTES:
                     self._report()
             except Exception as exc:  # the writer must live on: a blob not written is fetched again
                 log.warning("blob cache: %s", exc)
@@ -256,14 +260,16 @@ class BlobCache:
         """Add this process's new bytes to the host's count; past the limit, evict."""
         with self.lock:
             delta, self.unreported = self.unreported, 0
+            self.reported_at = time.monotonic()
         if delta and self.usage.add(delta) > self.limit:
             self.evict(int(self.limit * EVICT_TO))
 
     def flush(self) -> None:
-        """Wait until every received blob is on disk (and every mtime refreshed)."""
+        """Wait until every received blob is on disk (and every mtime refreshed), and counted."""
         with self.written:
             while self.pending or self.outstanding:
                 self.written.wait()
+        self._report()
 
     def evict(self, limit: int) -> int:
         """Remove least recently used blobs of every mount until at most ``limit`` bytes
