@@ -260,7 +260,38 @@ def huge_inputs(server: Any, work: Path, fs: list[str]) -> dict[str, Any]:
         results["wide_peak_rss_mb"] = _peak_rss(root, "wide") / 1e6
     finally:
         _stop(daemon)
-    return results
+    return {**results, **read_many(server, work, fs)}
+
+
+def read_many(server: Any, work: Path, fs: list[str], files: int = 100_000) -> dict[str, Any]:
+    """Reading all of a repo of 100k small files cold, against a full clone before and after."""
+    source = work / "many.git"
+    make_source(source, files)
+    auth = _repo(server, "many")
+    _git(f"--git-dir={source}", "push", "-q", auth, "main")
+    names = subprocess.run(["git", f"--git-dir={source}", "ls-tree", "-r", "--name-only", "main"], check=True,
+                           capture_output=True, text=True).stdout.split()
+    shutil.rmtree(source)
+    before = timed(["git", "clone", "-q", auth, str(work / "many-full")])
+    shutil.rmtree(work / "many-full")
+    root = work / "root-many"
+    root.mkdir()
+    subprocess.run([*fs, "add-repo", "--name", "many", "--remote", auth, "--mount-root", str(root)],
+                   check=True, capture_output=True)
+    daemon = subprocess.Popen([*fs, "daemon", "--root", str(root)], stderr=subprocess.DEVNULL)
+    try:
+        _wait_mounted(daemon, root / "many")
+        started = time.perf_counter()
+        for name in names:
+            (root / "many" / name).read_bytes()
+        cold = time.perf_counter() - started
+    finally:
+        _stop(daemon)
+        subprocess.run([*fs, "evict-cache", "--root", str(root)], check=True, capture_output=True)
+    after = timed(["git", "clone", "-q", auth, str(work / "many-full")])
+    shutil.rmtree(work / "many-full")
+    return {"many_files": len(names), "many_read_cold_s": cold, "many_full_clone_s": before,
+            "many_full_clone_after_s": after}
 
 
 def _clone(r: dict[str, Any]) -> float:
