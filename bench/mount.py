@@ -146,8 +146,7 @@ def run(quick: bool, files: int | None = None, huge: bool = True) -> dict[str, A
         if daemon is not None:
             _stop(daemon)
         server.stop()
-        socket = root / ".artifact-fs" / "run" / "credential-socket"
-        if socket.exists():
+        for socket in work.glob("root*/.artifact-fs/run/credential-socket"):  # every root's cache
             subprocess.run(["git", "credential-cache", f"--socket={socket}", "exit"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
