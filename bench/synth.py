@@ -17,9 +17,12 @@ from ``random.Random(seed)`` and dates are fixed. History is written with one
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
+import struct
 import subprocess
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +134,47 @@ def main(argv: list[str] | None = None) -> None:
     generate(PRESETS[args.preset], args.target)
     print(f"{args.target}: {size_bytes(args.target) / 1e6:.1f} MB", file=sys.stderr)
 
+
+def zero_blob_pack(pack: Path, size: int) -> str:
+    """A pack of one blob of ``size`` zero bytes and its index (``pack`` ends in ``.pack``),
+    written in one pass: deflate, SHA-1 and CRC streamed 1 MiB at a time, never the blob in
+    memory, and no ``index-pack`` (which would inflate and hash it all again). Returns the
+    blob's id."""
+    chunk = bytes(1 << 20)
+    header = bytearray([(3 << 4) | (size & 0x0F) | (0x80 if size >> 4 else 0)])
+    rest = size >> 4
+    while rest:
+        header.append((rest & 0x7F) | (0x80 if rest >> 7 else 0))
+        rest >>= 7
+    oid = hashlib.sha1(b"blob %d\0" % size)
+    trailer = hashlib.sha1()
+    crc = 0
+    deflate = zlib.compressobj(1)
+    with open(pack, "wb") as out:
+        def emit(data: bytes, entry: bool = True) -> None:
+            nonlocal crc
+            trailer.update(data)
+            if entry:
+                crc = zlib.crc32(data, crc)
+            out.write(data)
+
+        emit(b"PACK" + struct.pack(">II", 2, 1), entry=False)
+        emit(bytes(header))
+        left = size
+        while left:
+            piece = chunk[:min(left, len(chunk))]
+            oid.update(piece)
+            emit(deflate.compress(piece))
+            left -= len(piece)
+        emit(deflate.flush())
+        out.write(trailer.digest())
+    blob = oid.digest()
+    index = bytearray(b"\377tOc" + struct.pack(">I", 2))
+    index += b"".join(struct.pack(">I", 0 if i < blob[0] else 1) for i in range(256))  # the fan-out
+    index += blob + struct.pack(">II", crc, 12) + trailer.digest()  # id, CRC, offset, pack's id
+    index += hashlib.sha1(index).digest()
+    pack.with_suffix(".idx").write_bytes(bytes(index))
+    return oid.hexdigest()
 
 if __name__ == "__main__":
     main()

@@ -49,7 +49,7 @@ git -C "$ROOT/starter-repo" log --oneline -5
 @pytest.fixture
 def fs_env(tmp_path: Path) -> dict[str, str]:
     """The environment with ``artifact-fs`` on PATH (a shim when the package is not reinstalled)."""
-    env = dict(os.environ)
+    env = {**os.environ, "ARTIFACT_FS_CACHE_DIR": str(host_cache(tmp_path))}
     if not shutil.which("artifact-fs"):
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
@@ -60,9 +60,15 @@ def fs_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def host_cache(tmp_path: Path) -> Path:
+    """The test's host blob cache (``ARTIFACT_FS_CACHE_DIR``): never the user's own."""
+    return tmp_path / "cache"
+
+
 @pytest.fixture
-def root(tmp_path: Path) -> Iterator[Path]:
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A mount root whose mounts, daemon and credential cache are gone after the test."""
+    monkeypatch.setenv("ARTIFACT_FS_CACHE_DIR", str(host_cache(tmp_path)))
     folder = tmp_path / "root"
     folder.mkdir()
     yield folder
@@ -109,7 +115,8 @@ def auth_remote(remote: str, token: str) -> str:
 
 
 def cached_blobs(root: Path) -> list[Path]:
-    return [p for p in (root / ".artifact-fs" / "blobs").rglob("*") if p.is_file()]
+    """The blob files of the host cache the mounts under ``root`` (the fixture) use."""
+    return [p for p in (host_cache(root.parent) / "blobs").rglob("*") if p.is_file()]
 
 
 def wait_cached(root: Path, count: int) -> list[Path]:

@@ -5,16 +5,19 @@ order, the cache commands, and a directory of 100k files."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from bench.synth import zero_blob_pack
 
 from artifactd.fs import priority
 from artifactd.fs.blobcache import BlobCache
@@ -28,6 +31,7 @@ from tests.test_mount import (  # noqa: F401 - fixtures
     fs,
     fs_env,
     git,
+    host_cache,
     make_repo,
     pytestmark,
     root,
@@ -169,7 +173,7 @@ def test_cache_commands_prefetch_evict_and_gc(
     assert evicted.returncode == 0 and evicted.stdout.strip() == "freed 4200 bytes"
     assert cached_blobs(root) == [f3]
     # gc: blobs no repo's branch has, and stale partial writes, go; referenced ones stay.
-    stray = root / ".artifact-fs" / "blobs" / "ff" / ("f" * 38)
+    stray = host_cache(root.parent) / "blobs" / "ff" / ("f" * 38)
     stray.parent.mkdir(exist_ok=True)
     stray.write_bytes(b"stray")
     partial = f3.with_name(f"{f3.name}.999999999.tmp")
@@ -207,7 +211,12 @@ def test_a_directory_of_100k_files(
     names = os.listdir(wide)
     assert len(names) == count and names[0] == "f000000.txt" and names[-1] == "f099999.txt"
     assert os.stat(wide / "f054321.txt").st_size == 6
+    long_listing = subprocess.run(["ls", "-l", str(wide)], capture_output=True, text=True, check=True).stdout
+    assert long_listing.count(" 6 ") >= count  # every entry with its size, none fetched
+    assert cached_blobs(root) == []
     assert (wide / "f099999.txt").read_bytes() == b"same!\n"
+    pid = int((root / ".artifact-fs" / "run" / f"{unique_name}.pid").read_text())
+    assert peak_memory(pid) < 400 << 20  # the tree of 100k entries, not copies of it per listing
     stop_daemon(daemon, root, unique_name)
 
 
@@ -267,3 +276,145 @@ def peak_memory(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM")
+
+
+def daemon_under(env: dict[str, str], root: Path, name: str, *options: str) -> subprocess.Popen[bytes]:
+    """``artifact-fs daemon`` for a second mount root (``start_daemon`` with options)."""
+    daemon = subprocess.Popen(["artifact-fs", "daemon", "--root", str(root), *options], env=env)
+    (root / "daemon.pid").write_text(str(daemon.pid))
+    deadline = time.monotonic() + 60
+    while not os.path.ismount(root / name):
+        assert daemon.poll() is None, "the daemon exited before mounting"
+        assert time.monotonic() < deadline, "not mounted after 60 s"
+        time.sleep(0.05)
+    return daemon
+
+
+def unmount_all(root: Path) -> None:
+    """A second root's teardown (the ``root`` fixture's own covers only the first)."""
+    if (root / "daemon.pid").exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int((root / "daemon.pid").read_text()), signal.SIGTERM)
+    for entry in root.iterdir():
+        if os.path.ismount(entry):
+            subprocess.run(["fusermount3", "-u", "-z", str(entry)], capture_output=True)
+    socket = root / ".artifact-fs" / "run" / "credential-socket"
+    if socket.exists():
+        subprocess.run(["git", "credential-cache", f"--socket={socket}", "exit"], capture_output=True)
+
+
+def test_a_fork_under_another_mount_root_reads_its_baselines_bytes_from_the_host_cache(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    files = {f"src/m{i:02}.py": f"N = {i}\n".encode() * 40 for i in range(30)}
+    files["README.md"] = b"# base\n"
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, files)
+    add(fs_env, root, unique_name, remote, token)
+    daemon = start_daemon(fs_env, root, unique_name)
+    for path, data in files.items():  # the baseline's session reads everything
+        assert (root / unique_name / path).read_bytes() == data
+    stop_daemon(daemon, root, unique_name)  # its blobs are on disk once it has stopped
+    before = sorted(cached_blobs(root))
+    assert len(before) == len(files)
+    assert stats(root, unique_name)["blobs"] == len(files)
+
+    fork_name = f"{unique_name}-fork"
+    with sqlite_server.client() as api:
+        forked = api.post(f"/repos/{unique_name}/fork", json={"name": fork_name}).json()
+        assert forked["success"], forked
+    other = tmp_path / "other-root"  # another root: another state dir, the same host cache
+    other.mkdir()
+    try:
+        add(fs_env, other, fork_name, forked["result"]["remote"], forked["result"]["token"])
+        daemon = daemon_under(fs_env, other, fork_name)
+        for path, data in files.items():
+            assert (other / fork_name / path).read_bytes() == data
+        stop_daemon(daemon, other, fork_name)
+    finally:
+        unmount_all(other)
+    fork_stats = other / ".artifact-fs" / "run" / f"{fork_name}.stats"
+    assert not fork_stats.exists() or stats(other, fork_name)["blobs"] == 0, fork_stats.read_text()
+    assert sorted(cached_blobs(root)) == before  # no second copy of any byte
+    # gc from either root keeps the blobs the other root's branch has.
+    assert fs(fs_env, "remove-repo", "--name", unique_name, "--root", str(root)).returncode == 0
+    collected = fs(fs_env, "gc", "--root", str(root))
+    assert collected.returncode == 0 and collected.stdout.strip() == "removed 0 files (0 bytes)", collected
+    assert sorted(cached_blobs(root)) == before
+
+
+def test_the_host_cache_limit_holds_across_two_mounts_at_once_least_recent_first(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    size, limit = 300_000, 1 << 20
+    first = {f"a/f{i}.bin": os.urandom(size) for i in range(4)}
+    second = {f"b/g{i}.bin": os.urandom(size) for i in range(4)}
+    remote_a, token_a = make_repo(sqlite_server, unique_name, tmp_path, first)
+    remote_b, token_b = make_repo(sqlite_server, f"{unique_name}-b", tmp_path, second)
+    add(fs_env, root, unique_name, remote_a, token_a)
+    other = tmp_path / "other-root"
+    other.mkdir()
+    try:
+        add(fs_env, other, f"{unique_name}-b", remote_b, token_b)
+        daemon_a = daemon_under(fs_env, root, unique_name, "--cache-bytes", str(limit))
+        for path, data in first.items():
+            assert (root / unique_name / path).read_bytes() == data
+        daemon_b = daemon_under(fs_env, other, f"{unique_name}-b", "--cache-bytes", str(limit))
+        for path, data in second.items():  # while the first mount still runs
+            assert (other / f"{unique_name}-b" / path).read_bytes() == data
+        stop_daemon(daemon_b, other, f"{unique_name}-b")
+        stop_daemon(daemon_a, root, unique_name)
+    finally:
+        unmount_all(other)
+    left = cached_blobs(root)
+    on_disk = sum(p.stat().st_size for p in left)
+    assert on_disk <= limit  # both mounts' bytes together, not each mount's own
+    newest = {hashlib.sha1(b"blob %d\0" % size + d).hexdigest() for d in second.values()}
+    assert len(left) == 3 and {p.parent.name + p.name for p in left} <= newest  # the first mount's went first
+    usage = host_cache(tmp_path) / "blobs.usage"
+    assert int(usage.read_text()) == on_disk  # the shared count is the folder's
+
+
+@pytest.mark.timeout(900)  # 2 GB inflated and hashed three times (server, clone, cache): minutes when busy
+def test_a_2_gb_file_has_its_size_before_hydration_and_streams_in_bounded_memory(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    size = 2_000_000_000
+    source = tmp_path / "huge.git"
+    git("init", "-q", "--bare", "-b", "main", str(source))
+    pack = source / "objects" / "pack" / "pack-huge.pack"
+    blob = zero_blob_pack(pack, size)
+    small = subprocess.run(["git", f"--git-dir={source}", "hash-object", "-w", "--stdin"], input=b"small\n",
+                           capture_output=True, check=True).stdout.decode().strip()
+    tree = subprocess.run(["git", f"--git-dir={source}", "mktree"], capture_output=True, check=True,
+                          input=f"100644 blob {blob}\thuge.bin\n100644 blob {small}\tsmall.txt\n".encode()
+                          ).stdout.decode().strip()
+    commit = git(f"--git-dir={source}", "-c", "user.name=T", "-c", "user.email=t@example.com",
+                 "commit-tree", tree, "-m", "a 2 GB file").strip()
+    git(f"--git-dir={source}", "update-ref", "refs/heads/main", commit)
+    created = sqlite_server.client().post("/repos", json={"name": unique_name}).json()["result"]
+    subprocess.run(["git", f"--git-dir={source}", "push", "-q", auth_remote(created["remote"], created["token"]),
+                    "main"], check=True, capture_output=True, timeout=600)
+    shutil.rmtree(source)  # 2 MB of pack here, but the disk the test uses is the cache's
+    add(fs_env, root, unique_name, created["remote"], created["token"])
+    daemon = start_daemon(fs_env, root, unique_name)
+    try:
+        mount = root / unique_name
+        assert os.stat(mount / "huge.bin").st_size == size  # known at mount time: nothing fetched
+        assert "2000000000" in subprocess.run(["ls", "-l", str(mount)], capture_output=True, text=True,
+                                              check=True).stdout
+        assert cached_blobs(root) == []
+        pid = int((root / ".artifact-fs" / "run" / f"{unique_name}.pid").read_text())
+        peak_before = peak_memory(pid)
+        zeros = bytes(4 << 20)
+        with open(mount / "huge.bin", "rb") as stream:  # the first read hydrates the whole blob
+            for at in (0, size // 2 + 12345, size - len(zeros)):
+                stream.seek(at)
+                assert stream.read(len(zeros)) == zeros
+            assert stream.read(1) == b""
+        assert peak_memory(pid) - peak_before < 256 << 20  # streamed, never held whole
+        assert os.path.ismount(mount) and (mount / "small.txt").read_bytes() == b"small\n"
+        stop_daemon(daemon, root, unique_name)
+    finally:
+        for path in cached_blobs(root):  # 2 GB: not left for pytest's kept temp dirs
+            path.unlink()
+        shutil.rmtree(root / ".artifact-fs" / "git" / unique_name, ignore_errors=True)

@@ -2,8 +2,10 @@
 
 Reads are served from these files. A blob is written from the clone's object store (after a
 fetch) through ``git cat-file --batch``, checked against its id (SHA-1 of ``blob <size>\\0``
-and the bytes), and renamed into place, so a reader never sees half a file. When the total
-passes ``limit`` bytes the least recently used files go (an open file stays readable).
+and the bytes), and renamed into place, so a reader never sees half a file. The folder is
+the host's (``hostcache``), shared by every mount: when the bytes on disk, as all its
+writers count them, pass ``limit``, the least recently used files of any mount go (an open
+file stays readable; a mount that opens an evicted blob fetches it again).
 
 Blobs received over HTTP (``put``) are addressed by the hash of their bytes, so they are
 verified by construction. They are served from memory at once and written to disk behind,
@@ -22,15 +24,20 @@ import queue
 import shutil
 import subprocess
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
 from artifactd.fs.gitcmd import GIT, git_env
+from artifactd.fs.hostcache import Usage, scan
 
 CHUNK = 1 << 20
 MEMORY_BYTES = 64 << 20  # blobs received but not yet on disk
 TOUCH = "touch:"  # a writer-queue item that refreshes a file's mtime (LRU order)
+REPORT_BYTES = 4 << 20  # written bytes added to the host's count at least this often
+REPORT_SECONDS = 1.0  # and when the writer is idle, at most this often (a locked file update each)
+EVICT_TO = 0.9  # past the limit, evict down to this share of it (not again at the next blob)
 
 log = logging.getLogger("artifact_fs")
 
@@ -46,19 +53,15 @@ class BlobCache:
         self.writes: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.writer: threading.Thread | None = None
         self.outstanding = 0  # queued items the writer has not finished
-        self.used: OrderedDict[str, int] = OrderedDict()  # oid -> size, least recent first
-        self.total = 0
+        # What this process knows is on disk, oid -> size; a blob another process wrote is
+        # found by ``has`` on disk. The folder is not scanned at start: the host's cache
+        # may hold millions of blobs, and a mount must not wait for them to be listed.
+        self.used: OrderedDict[str, int] = OrderedDict()
+        self.usage = Usage(folder)  # the bytes on disk, shared by every process (limit)
+        self.unreported = 0  # bytes written by this process, not yet added to ``usage``
+        self.reported_at = 0.0
         self.subdirs: set[str] = set()  # the ab/ folders known to exist
         self.touched: set[str] = set()  # read at least once by this process
-        found = []
-        for sub in folder.glob("??"):
-            for item in sub.iterdir():
-                if len(item.name) == 38 and not item.name.endswith(".tmp"):
-                    st = item.stat()
-                    found.append((st.st_mtime, sub.name + item.name, st.st_size))
-        for _, oid, size in sorted(found):
-            self.used[oid] = size
-            self.total += size
 
     def path(self, oid: str) -> Path:
         return self.folder / oid[:2] / oid[2:]
@@ -81,19 +84,19 @@ class BlobCache:
         if known:  # refreshed by the writer thread: a read does not wait for a metadata write
             self._queue(TOUCH + oid)
             return True
-        path = self.path(oid)
         try:
-            size = path.stat().st_size
+            size = os.stat(self.path(oid)).st_size
         except FileNotFoundError:
-            if known:
-                self.forget(oid)
             return False
         with self.lock:
-            if oid not in self.used:
-                self.total += size
             self.used[oid] = size
             self.touched.add(oid)
+        self._queue(TOUCH + oid)  # another process wrote it: this read is its latest use
         return True
+
+    def missing(self, oids: list[str]) -> list[str]:
+        """Those of ``oids`` not cached (a file system call each: for a worker thread)."""
+        return [oid for oid in oids if not self.has(oid)]
 
     def fill_from_git(self, git_dir: Path, oids: Iterable[str]) -> list[str]:
         """Copy blobs that are in the clone's object store into the cache; returns those copied."""
@@ -121,7 +124,7 @@ class BlobCache:
             proc.stdout.close()
             proc.wait()
             feed.join()
-        self.evict(self.limit)
+        self._report()
         return copied
 
     def _write(self, oid: str, kind: str, size: int, stream: object) -> bool:
@@ -143,10 +146,9 @@ class BlobCache:
             return False
         tmp.replace(target)
         with self.lock:
-            if oid not in self.used:
-                self.total += size
             self.used[oid] = size
             self.used.move_to_end(oid)
+            self.unreported += size
         return True
 
     def put(self, data: bytes) -> str:
@@ -181,9 +183,8 @@ class BlobCache:
     def forget(self, oid: str) -> None:
         """``oid``'s file is gone (``evict-cache`` from another process): not cached any more."""
         with self.lock:
-            size = self.used.pop(oid, None)
-            if size is not None:
-                self.total -= size
+            self.used.pop(oid, None)
+            self.touched.discard(oid)
 
     def memory(self, oid: str) -> bytes | None:
         """The blob's bytes while they are still on their way to disk."""
@@ -208,6 +209,11 @@ class BlobCache:
             oid = self.writes.get()
             try:
                 self._write_one(oid)
+                idle = self.writes.empty() and time.monotonic() - self.reported_at > REPORT_SECONDS
+                if idle or self.unreported >= REPORT_BYTES:
+                    self._report()
+            except Exception as exc:  # the writer must live on: a blob not written is fetched again
+                log.warning("blob cache: %s", exc)
             finally:
                 with self.written:
                     self.outstanding -= 1
@@ -219,14 +225,22 @@ class BlobCache:
                 os.utime(self.path(oid.removeprefix(TOUCH)))
             return
         data = self.pending[oid]
-        target = self.path(oid)
+        target = os.path.join(self.folder, oid[:2], oid[2:])
         try:
             if oid[:2] not in self.subdirs:
-                target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
                 self.subdirs.add(oid[:2])
-            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(target)
+            # No fsync: the file is named by the hash of its bytes, checked when written,
+            # and a blob lost in a crash is fetched again. The rename makes it whole or absent.
+            tmp = f"{target}.{os.getpid()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            os.rename(tmp, target)
         except OSError as exc:  # disk full, say: the blob is fetched again when read
             log.warning("cannot write blob %s to the cache: %s", oid, exc)
             stored = False
@@ -234,33 +248,46 @@ class BlobCache:
             stored = True
         with self.written:
             if stored:
-                if oid not in self.used:
-                    self.total += len(data)
                 self.used[oid] = len(data)
                 self.used.move_to_end(oid)
                 self.touched.add(oid)  # just written: its mtime is fresh
+                self.unreported += len(data)
             del self.pending[oid]
             self.pending_bytes -= len(data)
             self.written.notify_all()
-        if self.total > self.limit:
-            self.evict(self.limit)
+
+    def _report(self) -> None:
+        """Add this process's new bytes to the host's count; past the limit, evict."""
+        with self.lock:
+            delta, self.unreported = self.unreported, 0
+            self.reported_at = time.monotonic()
+        if delta and self.usage.add(delta) > self.limit:
+            self.evict(int(self.limit * EVICT_TO))
 
     def flush(self) -> None:
-        """Wait until every received blob is on disk (and every mtime refreshed)."""
+        """Wait until every received blob is on disk (and every mtime refreshed), and counted."""
         with self.written:
             while self.pending or self.outstanding:
                 self.written.wait()
+        self._report()
 
     def evict(self, limit: int) -> int:
-        """Remove least recently used blobs until at most ``limit`` bytes remain; returns bytes freed."""
+        """Remove least recently used blobs of every mount until at most ``limit`` bytes
+        remain on disk; returns bytes freed. Under the usage lock: one eviction at a time
+        per host, and the count it leaves is the folder's, counted afresh."""
         freed = 0
-        with self.lock:
-            while self.total > limit and self.used:
-                oid, size = self.used.popitem(last=False)
+        with self.usage.locked() as fd:
+            found = sorted(scan(self.folder))
+            total = sum(size for _, _, size in found)
+            for _, oid, size in found:
+                if total <= limit:
+                    break
                 with contextlib.suppress(FileNotFoundError):
-                    self.path(oid).unlink()
-                self.total -= size
+                    os.unlink(self.path(oid))
+                self.forget(oid)
+                total -= size
                 freed += size
+            Usage.write(fd, total)
         return freed
 
 

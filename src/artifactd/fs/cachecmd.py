@@ -1,7 +1,7 @@
 """The cache commands: ``prefetch`` (fetch paths ahead, mounted or not) and ``gc``.
 
-Both work on the root's blob cache, which every mount of the root shares and reads from
-disk when its own index misses, so a blob a command puts there serves a running mount.
+Both work on the host's blob cache (``hostcache``), which every mount shares and reads
+from disk when its own index misses, so a blob a command puts there serves a running mount.
 ``evict-cache`` is ``BlobCache.evict``: least recently read first (mounts refresh a file's
 mtime when they first read it).
 """
@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import trio
 
 from artifactd.fs import credentials, objectinfo
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.gitcmd import GitFailed, run_git
+from artifactd.fs.hostcache import HostCache, Usage, scan
 from artifactd.fs.hydrate import MAX_BATCH, Hydrator
 from artifactd.fs.inputs import InputError
 from artifactd.fs.state import RepoConfig, RootState
@@ -91,32 +91,40 @@ def prefetch(state: RootState, name: str, paths: tuple[str, ...], cache: BlobCac
     return Prefetched(len(fetched), sum(sizes.get(oid, 0) for oid in fetched), hydrator.fetches)
 
 
-def gc(state: RootState, cache_folder: Path) -> tuple[int, int]:
+def gc(state: RootState, host: HostCache) -> tuple[int, int]:
     """Remove cached blobs that no added repo's branch has, and stale partial writes.
 
-    Returns (files removed, bytes freed). A running mount that still had such a blob open
-    keeps reading it (the file is unlinked, not changed); one that opens it again fetches it.
+    The cache is the host's: the repos are those of every mount root registered with it
+    (``state``'s among them), not only ``state``'s. Returns (files removed, bytes freed).
+    A running mount that still had such a blob open keeps reading it (the file is
+    unlinked, not changed); one that opens it again fetches it.
     """
     referenced: set[str] = set()
-    for config in state.repos():
-        try:
-            referenced.update(e.oid for e in branch_entries(state, config) if e.kind == "blob")
-        except GitFailed as exc:
-            raise InputError(f"cannot read the branch of {config.name}: {exc}; nothing removed") from None
+    others = [r for r in host.registered_roots() if r.absolute() != state.root.absolute()]
+    roots = [state, *(RootState(r, host) for r in others)]
+    for owner in roots:
+        for config in owner.repos():
+            try:
+                referenced.update(e.oid for e in branch_entries(owner, config) if e.kind == "blob")
+            except GitFailed as exc:
+                raise InputError(f"cannot read the branch of {config.name} under {owner.root}: {exc}; "
+                                 "nothing removed") from None
     removed = freed = 0
     now = time.time()
-    for sub in sorted(cache_folder.glob("??")):
-        for item in sub.iterdir():
-            info = item.stat()
-            if item.name.endswith(".tmp"):
-                stale = now - info.st_mtime > STALE_TMP_SECONDS or not _alive(item.name)
-                if not stale:
+    with Usage(host.blobs).locked() as usage:  # no eviction nor count update meanwhile
+        for sub in sorted(host.blobs.glob("??")):
+            for item in sub.iterdir():
+                info = item.stat()
+                if item.name.endswith(".tmp"):
+                    stale = now - info.st_mtime > STALE_TMP_SECONDS or not _alive(item.name)
+                    if not stale:
+                        continue
+                elif sub.name + item.name in referenced:
                     continue
-            elif sub.name + item.name in referenced:
-                continue
-            item.unlink(missing_ok=True)
-            removed += 1
-            freed += info.st_size
+                item.unlink(missing_ok=True)
+                removed += 1
+                freed += info.st_size
+        Usage.write(usage, sum(size for _, _, size in scan(host.blobs)))
     return removed, freed
 
 

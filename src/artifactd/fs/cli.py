@@ -10,10 +10,11 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 import click
 
-from artifactd.fs import process
+from artifactd.fs import hostcache, process
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.inputs import InputError, check_mount_root, check_name
 from artifactd.fs.repos import DEFAULT_CREDENTIAL_TTL, add_repo, remove_repo
@@ -33,9 +34,17 @@ def _root(text: str) -> Path:
         raise click.UsageError(str(exc).replace("--mount-root", "--root")) from None
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"artifact-fs: {message}", err=True)
     sys.exit(1)
+
+
+def _blobs(state: RootState) -> Path:
+    """The host's blob cache folder (``ARTIFACT_FS_CACHE_DIR``), shared by every root."""
+    try:
+        return state.blobs
+    except InputError as exc:
+        _fail(str(exc))
 
 
 DEFAULT_ROOT = "/tmp"  # noqa: S108 - the guide's mount root; the state inside it is mode 0700
@@ -95,9 +104,10 @@ def status(root: str) -> None:
         mounted = os.path.ismount(config.mount_point)
         what = f"mounted (pid {pid})" if mounted and pid else ("mounted" if mounted else "not mounted")
         click.echo(f"{config.name}\t{what}\t{config.mount_point}{_branch_state(state, config.name)}")
-    if state.blobs.is_dir():
-        cache = BlobCache(state.blobs, 1 << 62)
-        click.echo(f"blob cache: {len(cache.used)} blobs, {cache.total} bytes")
+    blobs = _blobs(state)
+    if blobs.is_dir():
+        found = hostcache.scan(blobs)
+        click.echo(f"blob cache: {len(found)} blobs, {sum(size for _, _, size in found)} bytes in {blobs}")
 
 
 def _branch_state(state: RootState, name: str) -> str:
@@ -162,8 +172,8 @@ def refresh(name: str, root: str) -> None:
               help="Keep at most this many bytes (least recently used go first).")
 def evict_cache(root: str, max_bytes: int) -> None:
     """Shrink the blob cache; mounts fetch evicted blobs again when read."""
-    state = RootState(_root(root))
-    freed = BlobCache(state.blobs, 1 << 62).evict(max_bytes) if state.blobs.is_dir() else 0
+    blobs = _blobs(RootState(_root(root)))
+    freed = BlobCache(blobs, 1 << 62).evict(max_bytes) if blobs.is_dir() else 0
     click.echo(f"freed {freed} bytes")
 
 
@@ -190,7 +200,7 @@ def prefetch_command(name: str, root: str, paths: tuple[str, ...]) -> None:
 
     state = RootState(_root(root))
     try:
-        done = cachecmd.prefetch(state, name, paths, BlobCache(state.blobs, 1 << 62))
+        done = cachecmd.prefetch(state, name, paths, BlobCache(_blobs(state), 1 << 62))
     except InputError as exc:
         _fail(str(exc))
     click.echo(f"prefetched {done.blobs} blobs ({done.bytes} bytes) in {done.requests} requests")
@@ -203,11 +213,11 @@ def gc(root: str) -> None:
     from artifactd.fs import cachecmd
 
     state = RootState(_root(root))
-    if not state.blobs.is_dir():
+    if not _blobs(state).is_dir():
         click.echo("removed 0 files (0 bytes)")
         return
     try:
-        removed, freed = cachecmd.gc(state, state.blobs)
+        removed, freed = cachecmd.gc(state, state.host)
     except InputError as exc:
         _fail(str(exc))
     click.echo(f"removed {removed} files ({freed} bytes)")

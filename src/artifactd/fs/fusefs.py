@@ -27,6 +27,7 @@ from artifactd.fs.write.layer import WRITE_FLAGS, WriteLayer
 
 CACHE_SECONDS = 300.0  # the view of one commit never changes while mounted
 SIZE_WINDOW = 2000  # entries of a listing whose sizes one readdir asks for together
+STORE_BYTES = 128 << 10  # files up to this size are handed to the page cache on open
 
 
 class ArtifactFS(pyfuse3.Operations):
@@ -49,6 +50,7 @@ class ArtifactFS(pyfuse3.Operations):
         self.listings: dict[int, list[tuple[bytes, int]]] = {}
         self.next_fh = count(1)
         self.reads: dict[int, Node] = {}  # fh -> the file, of handles opened for reading
+        self.stored: set[int] = set()  # inodes whose bytes the kernel's page cache got on open
         self.writes: WriteLayer | None = None  # set by the mount: the overlay's write path
 
     def _attrs(self, inode: int, mode: int, size: int, nlink: int = 1) -> pyfuse3.EntryAttributes:
@@ -165,8 +167,10 @@ class ArtifactFS(pyfuse3.Operations):
                     self.handles[fh] = fd
                     return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
             self.prefetcher.before_read(node)
-            self.handles[fh] = await self._open_blob(node)
+            handle = self.handles[fh] = await self._open_blob(node)
             self.reads[fh] = node  # its prefetch waits for the close: nothing competes with the read
+            if 0 < node.size <= STORE_BYTES and inode not in self.stored:
+                self._store(inode, handle, node.size)
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True)
 
     async def _open_blob(self, node: Node) -> int | bytes:
@@ -181,6 +185,17 @@ class ArtifactFS(pyfuse3.Operations):
             except FileNotFoundError:
                 self.hydrator.cache.forget(node.oid)
         raise pyfuse3.FUSEError(errno.EIO)
+
+    def _store(self, inode: int, handle: int | bytes, size: int) -> None:
+        # A small file's bytes go into the kernel's page cache with the open's answer: the
+        # reads that follow are served by the kernel, no READ round trip to this process
+        # (the open is answered with keep_cache, so the kernel keeps these pages).
+        data = handle if isinstance(handle, bytes) else os.pread(handle, size, 0)
+        try:
+            pyfuse3.notify_store(pyfuse3.InodeT(inode), 0, data)
+        except OSError:  # an old kernel: the reads come here
+            return
+        self.stored.add(inode)
 
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
         handle = self.handles[fh]
@@ -259,7 +274,10 @@ class ArtifactFS(pyfuse3.Operations):
         return await self.getattr(inode)
 
     async def flush(self, fh: pyfuse3.FileHandleT) -> None:
-        return None  # every write is in the overlay file already; fsync makes it durable
+        # Every write is in the overlay file already (fsync makes it durable), so a close has
+        # nothing to do here: ENOSYS tells the kernel once, and it stops sending FLUSH, one
+        # round trip to this process saved on every close.
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
         self._writable().fsync(self._fd(fh) if fh in self.handles else -1)

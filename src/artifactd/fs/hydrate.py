@@ -157,8 +157,8 @@ class Hydrator:
                 if self.background.get(oid) != key:
                     continue  # taken already, or queued again with another key
                 del self.background[oid]
-                if self.cache.has(oid):
-                    continue  # another mount, or artifact-fs prefetch, has put it on disk
+                if self.cache.known(oid):
+                    continue  # cached by this process (the disk is checked on the fetch's thread)
                 batch.append(oid)
                 size += self.sizes.get(oid, 0)
         else:
@@ -197,7 +197,10 @@ class Hydrator:
             if not batch:
                 continue  # another lane took the work, or the background lanes are full
             try:
-                await self._hydrate(batch, lane, urgent=not background)
+                # Another mount of the host, or artifact-fs prefetch, may have put some on
+                # disk: checked here, on a thread, not on the event loop that serves FUSE.
+                wanted = await trio.to_thread.run_sync(self.cache.missing, batch) if background else batch
+                await self._hydrate(wanted, lane, urgent=not background)
             except Exception as exc:  # the reads get EIO; the mount stays up
                 log.warning("blob fetch of %d objects failed: %s", len(batch), exc)
             finally:
@@ -277,6 +280,8 @@ class Hydrator:
             tmp.replace(self.stats_file)
 
     async def _hydrate(self, batch: list[str], lane: int = 0, urgent: bool = False) -> None:
+        if not batch:
+            return
         missing = [oid for oid in batch if oid not in self.local]
         small = [oid for oid in missing if self.sizes.get(oid, 0) < STREAM_BYTES]
         if small and self.remote:

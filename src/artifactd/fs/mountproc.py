@@ -180,16 +180,18 @@ def finish_session(state: RootState, config: RepoConfig, operations: ArtifactFS)
 
 def warm_order(entries: list[Entry], sizes: dict[str, int], binary: list[str],
                budget: int) -> list[tuple[int, str]]:
-    """(rank, blob) to hydrate in the background, most useful first, within ``budget`` bytes."""
-    ranked = sorted((priority.rank(e.path, binary), sizes.get(e.oid, 0), i, e.oid)  # ties: path order
+    """(rank, blob) to hydrate in the background, most useful first, within ``budget`` bytes:
+    the smallest files of each rank are chosen first (the most files for the bytes), and
+    those chosen go in tree order, the order a reader going through the files takes."""
+    ranked = sorted((priority.rank(e.path, binary), sizes.get(e.oid, 0), i, e.oid)
                     for i, e in enumerate(entries) if e.git_mode in ("100644", "100755"))
-    order: list[tuple[int, str]] = []
-    for rank, size, _, oid in ranked:
+    chosen: list[tuple[int, int, str]] = []
+    for rank, size, i, oid in ranked:
         budget -= size
         if budget < 0:
             break
-        order.append((rank, oid))
-    return order
+        chosen.append((rank, i, oid))
+    return [(rank, oid) for rank, _, oid in sorted(chosen)]
 
 
 async def serve(hydrator: Hydrator, sync: BranchSync, control_path: Path) -> None:
@@ -229,6 +231,8 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
         raise MountError("/dev/fuse is missing or not accessible: install fuse3 and run with access "
                          "to /dev/fuse (docker: --device /dev/fuse --cap-add SYS_ADMIN)")
     finish_pending(state, config)
+    state.host.ensure()
+    state.host.register(root)  # gc of any root keeps this one's blobs (the cache is the host's)
     operations, hydrator, commit = prepare(state, config, BlobCache(state.blobs, cache_bytes))
     sync = attach(operations, state, config, options or MountOptions(), commit)
     fuse_options = set(pyfuse3.default_options) | {"fsname=artifact-fs", "subtype=artifactfs"}

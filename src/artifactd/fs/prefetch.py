@@ -117,11 +117,12 @@ class Prefetcher:
             return []
         self.queued_dirs.add(directory.inode)
         files = [self.tree.nodes[i] for i in directory.children.values()]
-        ranked = sorted((priority.rank(f.path, self.binary), f.size, f.path, f.oid)
+        # In name order within a rank: the order ``ls`` shows and a reader goes through.
+        ranked = sorted((priority.rank(f.path, self.binary), f.path, f.size, f.oid)
                         for f in files if stat.S_ISREG(f.mode))
         budget = DIRECTORY_BUDGET
         by_rank: dict[int, list[str]] = {}
-        for rank, size, _, oid in ranked:
+        for rank, _, size, oid in ranked:
             if size > budget:
                 continue
             budget -= size

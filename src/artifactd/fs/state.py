@@ -2,7 +2,7 @@
 
     repos/<name>.json   what ``add-repo`` recorded: remote (no credentials), branch, mount point
     git/<name>/.git     the blobless clone (commits and trees; blobs arrive in batches)
-    blobs/ab/cdef...    the blob cache shared by the root's mounts, by object id, LRU-bounded
+    (the blob cache is the host's, shared by every root: ``hostcache``)
     run/                the credential cache's socket, each mount's pid file, control socket, log, stats
                         and read trace (one JSON line per session)
     overlay/<name>/     a mount's changes until committed (write/overlay.py)
@@ -14,6 +14,8 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from artifactd.fs.hostcache import HostCache
 
 STATE_DIR = ".artifact-fs"
 
@@ -27,15 +29,25 @@ class RepoConfig:
 
 
 class RootState:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, host: HostCache | None = None) -> None:
         self.root = root
         self.dir = root / STATE_DIR
+        self._host = host
+
+    @property
+    def host(self) -> HostCache:
+        """The host's blob cache (found when first needed: most commands never touch it)."""
+        if self._host is None:
+            self._host = HostCache()
+        return self._host
 
     def ensure(self) -> None:
-        for sub in ("", "repos", "git", "blobs", "run"):
+        for sub in ("", "repos", "git", "run"):
             path = self.dir / sub
             path.mkdir(mode=0o700, exist_ok=True)
             os.chmod(path, 0o700)  # git's credential cache refuses a socket dir others can read
+        self.host.ensure()
+        self.host.register(self.root)
 
     @property
     def credential_socket(self) -> Path:
@@ -43,7 +55,7 @@ class RootState:
 
     @property
     def blobs(self) -> Path:
-        return self.dir / "blobs"
+        return self.host.blobs
 
     def git_dir(self, name: str) -> Path:
         return self.dir / "git" / name / ".git"
