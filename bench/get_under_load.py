@@ -80,7 +80,7 @@ class Load:
 
 def run(quick: bool = False, size: int | None = None) -> dict[str, Any]:
     size = size or (QUICK if quick else FULL)
-    rounds, per_round = (4, 100) if quick else (10, 300)
+    rounds, per_round = (2, 50) if quick else (10, 300)
     work = work_dir("get-under-load-")
     data_dir = work / "data"
     env = git_env(work / "home")
