@@ -397,7 +397,7 @@ def render(results: dict[str, Any]) -> str:
         "the CGI on the same K, one repo), so that the machine's load swings hit all three alike.",
         "",
         "| repos | artifactd req/s | p99 (ms) | CGI cat-file req/s | p99 (ms) | ratio | vs one repo "
-        "| server fds after (pack / idx) |",
+        "| server fds after (pack files) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for count, fan in results["fan_out"].items():
