@@ -39,6 +39,8 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("dense", "Dense small repos and read fan-out"),
     ("agent_loop", "Agent loop"),
     ("at_scale", "Flat at scale"),
+    ("get_under_load", "GET p99 under pushes and forks"),
+    ("first_read", "First read of a fresh repo"),
     ("backends", "Database backends and workers"),
     ("mixed", "Mixed load"),
     ("faults", "Fault injection"),

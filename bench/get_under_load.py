@@ -1,0 +1,178 @@
+"""GET p99 while pushes and forks run against a 1,000,000-repo account (issue 12).
+
+One account with 1,000,000 repos in one namespace (10,000 with ``--quick``), seeded straight
+into SQLite by ``bench.at_scale.seed`` (the rows ``create`` writes), served by
+``artifactd serve --workers 2``. A reader sends sequential ``GET /repos/:name`` for random
+seeded repos over one keep-alive connection, in rounds that alternate two phases of equal
+length: idle (nothing else runs) and loaded (one client pushes one small commit into a repo
+made for it, in a loop, and another forks a pushed repo of the same account, in a loop).
+Alternating the phases round by round means a change in the shared machine's load hits both
+alike. The target: the GET p99 while loaded under 2x its p99 idle.
+
+    python -m bench.get_under_load [--quick] [--no-write]
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from artifactd.config import Settings
+from artifactd.services.access import accounts
+from artifactd.services.backend import Backend
+from bench.at_scale import patient_server, seed
+from bench.common import Target, bench_main, machine, summary, work_dir
+from bench.scale import git, git_env
+
+FULL = 1_000_000
+QUICK = 10_000
+
+
+class Load:
+    """Pushes and forks in two threads until stopped; counts what they did."""
+
+    def __init__(self, ns_url: str, token: str, env: dict[str, str], seed_work: Path,
+                 parent: str) -> None:
+        self.ns_url, self.token, self.env, self.seed_work = ns_url, token, env, seed_work
+        self.parent = parent
+        self.running = threading.Event()
+        self.stopped = threading.Event()
+        self.counts = {"push": 0, "fork": 0}
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self._loop, args=(op,), daemon=True)
+                        for op in ("push", "fork")]
+        for thread in self.threads:
+            thread.start()
+
+    def _loop(self, op: str) -> None:
+        with httpx.Client(headers={"Authorization": f"Bearer {self.token}"}, timeout=120) as c:
+            while not self.stopped.is_set():
+                if not self.running.wait(0.05):
+                    continue
+                try:
+                    if op == "push":
+                        made = c.post(f"{self.ns_url}/repos",
+                                      json={"name": f"push-{uuid.uuid4().hex[:12]}"})
+                        assert made.status_code == 200, made.text
+                        repo = made.json()["result"]
+                        git(self.env, "-c", f"http.extraHeader=Authorization: Bearer {repo['token']}",
+                            "push", "-q", repo["remote"], "main", cwd=self.seed_work)
+                    else:
+                        forked = c.post(f"{self.ns_url}/repos/{self.parent}/fork",
+                                        json={"name": f"fork-{uuid.uuid4().hex[:12]}"})
+                        assert forked.status_code == 200, forked.text
+                    self.counts[op] += 1
+                except Exception as exc:  # counted and reported, never fatal
+                    self.errors.append(f"{op}: {str(exc)[:200]}")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for thread in self.threads:
+            thread.join(timeout=120)
+
+
+def run(quick: bool = False, size: int | None = None) -> dict[str, Any]:
+    size = size or (QUICK if quick else FULL)
+    rounds, per_round = (2, 50) if quick else (10, 300)
+    work = work_dir("get-under-load-")
+    data_dir = work / "data"
+    env = git_env(work / "home")
+    seed_work = work / "seed"
+    seed_work.mkdir(parents=True)
+    git(env, "init", "-q", "-b", "main", cwd=seed_work)
+    (seed_work / "notes.txt").write_text("one small commit\n")
+    git(env, "add", "-A", cwd=seed_work)
+    git(env, "commit", "-q", "-m", "first", cwd=seed_work)
+    server = None
+    load = None
+    try:
+        backend = Backend.open(Settings(data_dir=str(data_dir)))
+        row, token = accounts.create_api_token(backend, secrets.token_hex(16), "edit")
+        backend.close()
+        started = time.monotonic()
+        seed(data_dir, row.account_id, "agents", size)
+        seed_seconds = time.monotonic() - started
+        server = patient_server(data_dir, ("--workers", "2"))
+        ns_url = f"{server.url}/client/v4/accounts/{row.account_id}/artifacts/namespaces/agents"
+        samples: dict[str, list[float]] = {"idle": [], "loaded": []}
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+            parent = client.post(f"{ns_url}/repos", json={"name": "parent"}).json()["result"]
+            git(env, "-c", f"http.extraHeader=Authorization: Bearer {parent['token']}", "push", "-q",
+                parent["remote"], "main", cwd=seed_work)
+            load = Load(ns_url, token, env, seed_work, "parent")
+
+            def get_all(phase: str, count: int, keep: bool = True) -> None:
+                for _ in range(count):
+                    url = f"{ns_url}/repos/seed-{secrets.randbelow(size):08d}"
+                    began = time.perf_counter()
+                    response = client.get(url)
+                    elapsed = time.perf_counter() - began
+                    assert response.status_code == 200, response.text
+                    if keep:
+                        samples[phase].append(elapsed)
+
+            get_all("idle", 20, keep=False)  # warm-up
+            for i in range(rounds):
+                for phase in (("idle", "loaded") if i % 2 == 0 else ("loaded", "idle")):
+                    if phase == "loaded":
+                        load.running.set()
+                        time.sleep(0.5)  # the first push and fork are under way
+                    get_all(phase, per_round)
+                    load.running.clear()
+                    if phase == "loaded":
+                        time.sleep(0.5)  # let the last push or fork finish before idle
+            load.stop()
+        return {"machine": machine(), "size": size, "seed_seconds": round(seed_seconds, 1),
+                "idle": summary(samples["idle"]), "loaded": summary(samples["loaded"]),
+                "pushes": load.counts["push"], "forks": load.counts["fork"],
+                "errors": load.errors[:5], "error_count": len(load.errors)}
+    finally:
+        if load is not None:
+            load.stop()
+        if server:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    idle, loaded = results["idle"]["p99_ms"], results["loaded"]["p99_ms"]
+    ratio = loaded / max(idle, 1e-6)
+    return [Target(f"GET p99 while pushes and forks run ({results['size']:,} repos) vs idle",
+                   "< 2x", f"{ratio:.2f}x ({loaded:.2f} vs {idle:.2f} ms)", ratio < 2)]
+
+
+def render(results: dict[str, Any]) -> str:
+    idle, loaded = results["idle"], results["loaded"]
+    ratio = loaded["p99_ms"] / max(idle["p99_ms"], 1e-6)
+    return "\n".join([
+        f"Command: `python -m bench.get_under_load`. Machine: {results['machine']}. Server: "
+        "`artifactd serve --workers 2`, SQLite, same machine as the clients.",
+        "",
+        f"One account with {results['size']:,} repos in one namespace (seeded into the database "
+        f"in {results['seed_seconds']} s by `bench.at_scale.seed`). Sequential "
+        "`GET /repos/:name` of random repos over one keep-alive connection, in rounds that "
+        "alternate idle (nothing else runs) and loaded (one client pushing one small commit "
+        "into a new repo in a loop, another forking a pushed repo in a loop, both in the same "
+        "account).",
+        "",
+        "| phase | GETs | p50 (ms) | p99 (ms) |",
+        "|---|---|---|---|",
+        f"| idle (reference) | {idle['n']} | {idle['p50_ms']:.2f} | {idle['p99_ms']:.2f} |",
+        f"| pushes and forks running | {loaded['n']} | {loaded['p50_ms']:.2f} | "
+        f"{loaded['p99_ms']:.2f} |",
+        "",
+        f"While loaded: {results['pushes']} pushes and {results['forks']} forks, "
+        f"{results['error_count']} errors. GET p99 loaded vs idle: **{ratio:.2f}x** "
+        "(target under 2x).",
+    ])
+
+
+if __name__ == "__main__":
+    bench_main("GET p99 under pushes and forks", run, render, __doc__)
