@@ -176,14 +176,17 @@ class EventStore:
                                     .where(event_outbox.c.seq > low)).scalar_one())
 
     # -- webhook workers -----------------------------------------------------------------
-    def due_webhooks(self, now_us: int, limit: int) -> list[SubscriptionRow]:
+    def due_webhooks(self, now_us: int, limit: int, worker: str = "") -> list[SubscriptionRow]:
+        """Active webhook subscriptions past their back-off that nobody else holds a live
+        claim on (``worker``'s own claims included)."""
         with self._tx() as conn:
             return [_make(SubscriptionRow, r) for r in conn.execute(
                 select(event_subscriptions).where(
                     event_subscriptions.c.destination == "webhook",
                     event_subscriptions.c.state == "active",
                     event_subscriptions.c.next_attempt_us <= now_us,
-                    event_subscriptions.c.claimed_until_us < now_us,
+                    or_(event_subscriptions.c.claimed_until_us < now_us,
+                        event_subscriptions.c.claimed_by == worker),
                 ).order_by(event_subscriptions.c.next_attempt_us).limit(limit))]
 
     def claim(self, subscription_id: str, worker: str, now_us: int, until_us: int) -> bool:
@@ -214,46 +217,41 @@ class EventStore:
                 event_subscriptions.c.claimed_by == worker,
             ).values(claimed_until_us=until_us))
 
-    def release(self, subscription_id: str, worker: str, *,
-                delivered: tuple[int | None, Sequence[dict[str, Any]]] = (None, ()),
-                **values: Any) -> None:
-        """End the claim; ``delivered`` (the last seq sent and its log rows) is recorded in
-        the same transaction, and the cursor moved to that seq."""
-        seq, attempts = delivered
+    def release(self, subscription_id: str, worker: str, *, cursor_seq: int | None = None,
+                attempts: Sequence[dict[str, Any]] = (), **values: Any) -> None:
+        """End the claim, in one transaction with the log rows of the attempts not yet
+        recorded and the cursor moved to ``cursor_seq`` (the last event delivered)."""
         with self._tx() as conn:
             if attempts:
                 conn.execute(insert(event_deliveries), list(attempts))
-            if seq is not None:
-                values.update(failures=0, first_failure_us=0)
+            if cursor_seq is not None:
                 conn.execute(update(event_subscriptions).where(
                     event_subscriptions.c.id == subscription_id,
                     event_subscriptions.c.claimed_by == worker,
-                    event_subscriptions.c.cursor_seq < seq,
-                ).values(cursor_seq=seq))
+                    event_subscriptions.c.cursor_seq < cursor_seq,
+                ).values(cursor_seq=cursor_seq))
             conn.execute(update(event_subscriptions).where(
                 event_subscriptions.c.id == subscription_id,
                 event_subscriptions.c.claimed_by == worker,
             ).values(claimed_by=None, claimed_until_us=0, **values))
 
-    def advance(self, subscription_id: str, worker: str, seq: int) -> None:
-        """Delivered up to ``seq``: the cursor moves and the failure streak ends."""
-        with self._tx() as conn:
-            conn.execute(update(event_subscriptions).where(
-                event_subscriptions.c.id == subscription_id,
-                event_subscriptions.c.claimed_by == worker,
-                event_subscriptions.c.cursor_seq < seq,
-            ).values(cursor_seq=seq, failures=0, first_failure_us=0))
-
     def delivered(self, subscription_id: str, worker: str, seq: int,
-                  attempts: Sequence[dict[str, Any]]) -> None:
-        """Delivered events, in one transaction: their log rows and the cursor after them."""
+                  attempts: Sequence[dict[str, Any]], until_us: int) -> bool:
+        """Delivered events, in one transaction: their log rows, the cursor after them and
+        the claim renewed to ``until_us``. False when ``worker`` no longer holds the claim
+        (it lapsed and another worker took it): the cursor is then left to that worker."""
         with self._tx() as conn:
             conn.execute(insert(event_deliveries), list(attempts))
-            conn.execute(update(event_subscriptions).where(
+            held = conn.execute(update(event_subscriptions).where(
                 event_subscriptions.c.id == subscription_id,
                 event_subscriptions.c.claimed_by == worker,
-                event_subscriptions.c.cursor_seq < seq,
-            ).values(cursor_seq=seq, failures=0, first_failure_us=0))
+            ).values(claimed_until_us=until_us, failures=0, first_failure_us=0)).rowcount
+            if held:
+                conn.execute(update(event_subscriptions).where(
+                    event_subscriptions.c.id == subscription_id,
+                    event_subscriptions.c.cursor_seq < seq,
+                ).values(cursor_seq=seq))
+            return bool(held)
 
     # -- the delivery log ----------------------------------------------------------------
     def record_attempt(self, row: dict[str, Any], *, replaces: int | None = None) -> None:
