@@ -8,12 +8,24 @@ delivered or had acknowledged) and claims webhook subscriptions for one worker a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from artifactd.storage.schema import event_deliveries, event_outbox, event_subscriptions
 
@@ -73,8 +85,40 @@ class DeliveryRow:
     attempted_us: int
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def _make(cls: Any, row: Any) -> Any:
-    return cls(**{f.name: getattr(row, f.name) for f in dataclasses.fields(cls)})
+    return cls(**{name: getattr(row, name) for name in _field_names(cls)})
+
+
+# The delivery loop's reads, built once with bind parameters: it runs them on every pass,
+# and building an expression (and its cache key) costs more than SQLite takes to answer.
+_DUE_WEBHOOKS = select(event_subscriptions).where(
+    event_subscriptions.c.destination == "webhook",
+    event_subscriptions.c.state == "active",
+    event_subscriptions.c.next_attempt_us <= bindparam("now"),
+    or_(event_subscriptions.c.claimed_until_us < bindparam("now"),
+        event_subscriptions.c.claimed_by == bindparam("worker")),
+).order_by(event_subscriptions.c.next_attempt_us).limit(bindparam("limit"))
+_PENDING_REDELIVERIES = select(event_deliveries).where(
+    event_deliveries.c.subscription_id == bindparam("subscription"),
+    event_deliveries.c.outcome == "pending",
+).order_by(event_deliveries.c.id).limit(bindparam("limit"))
+
+
+@functools.cache
+def _events_after(by_namespace: bool, by_repo: bool) -> Any:
+    o = event_outbox
+    conditions = [o.c.seq > bindparam("after"), o.c.account_id == bindparam("account"),
+                  o.c.type.in_(bindparam("types", expanding=True))]
+    if by_namespace:
+        conditions.append(o.c.namespace == bindparam("namespace"))
+    if by_repo:
+        conditions.append(o.c.repo_name == bindparam("repo"))
+    return select(o).where(*conditions).order_by(o.c.seq).limit(bindparam("limit"))
 
 
 class EventStore:
@@ -134,11 +178,11 @@ class EventStore:
         return and_(condition, o.c.type.in_(sub.types))
 
     def events_after(self, sub: SubscriptionRow, after_seq: int, limit: int) -> list[EventRow]:
+        statement = _events_after(sub.namespace is not None, sub.repo_name is not None)
         with self._tx() as conn:
-            return [_make(EventRow, r) for r in conn.execute(
-                select(event_outbox)
-                .where(event_outbox.c.seq > after_seq, self._matching(sub))
-                .order_by(event_outbox.c.seq).limit(limit))]
+            return [_make(EventRow, r) for r in conn.execute(statement, {
+                "after": after_seq, "account": sub.account_id, "types": sub.types,
+                "namespace": sub.namespace, "repo": sub.repo_name, "limit": limit})]
 
     def count_after(self, sub: SubscriptionRow, after_seq: int) -> int:
         with self._tx() as conn:
@@ -181,13 +225,7 @@ class EventStore:
         claim on (``worker``'s own claims included)."""
         with self._tx() as conn:
             return [_make(SubscriptionRow, r) for r in conn.execute(
-                select(event_subscriptions).where(
-                    event_subscriptions.c.destination == "webhook",
-                    event_subscriptions.c.state == "active",
-                    event_subscriptions.c.next_attempt_us <= now_us,
-                    or_(event_subscriptions.c.claimed_until_us < now_us,
-                        event_subscriptions.c.claimed_by == worker),
-                ).order_by(event_subscriptions.c.next_attempt_us).limit(limit))]
+                _DUE_WEBHOOKS, {"now": now_us, "worker": worker, "limit": limit})]
 
     def claim(self, subscription_id: str, worker: str, now_us: int, until_us: int) -> bool:
         """Take the subscription for ``worker`` unless another worker holds a live claim.
@@ -263,10 +301,7 @@ class EventStore:
     def pending_redeliveries(self, subscription_id: str, limit: int) -> list[DeliveryRow]:
         with self._tx() as conn:
             return [_make(DeliveryRow, r) for r in conn.execute(
-                select(event_deliveries).where(
-                    event_deliveries.c.subscription_id == subscription_id,
-                    event_deliveries.c.outcome == "pending",
-                ).order_by(event_deliveries.c.id).limit(limit))]
+                _PENDING_REDELIVERIES, {"subscription": subscription_id, "limit": limit})]
 
     def has_pending(self, subscription_id: str) -> bool:
         return bool(self.pending_redeliveries(subscription_id, 1))

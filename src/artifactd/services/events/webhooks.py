@@ -57,6 +57,9 @@ RENEW_SECONDS = 3.0
 # processes or nodes, back-off timers), and how long a woken thread lets a batch gather.
 POLL = 0.1
 COALESCE = 0.01
+# After a pass that sent several events (a steady stream), a longer gathering: passes and
+# their queries fall with the load, at some milliseconds of latency an event under load.
+COALESCE_BUSY = 0.04
 MAX_BACKOFF = 6 * 3600.0
 SWEEP_EVERY = 300.0
 
@@ -136,6 +139,7 @@ class WebhookThread:
         self._last_sweep = 0.0
         self._renewed = 0.0
         self._held: dict[str, Held] = {}
+        self._sent = 0  # attempts of the last pass
 
     def wake(self) -> None:
         self._wake.set()
@@ -171,7 +175,7 @@ class WebhookThread:
                 # delivers many events: the per-pass queries are paid once per batch.
                 self._wake.wait(POLL)
                 self._wake.clear()
-                self._stop.wait(COALESCE)
+                self._stop.wait(COALESCE_BUSY if self._sent > 1 else COALESCE)
         finally:
             sender.close()
             self._let_go_all()
@@ -198,6 +202,7 @@ class WebhookThread:
         """Serve every due subscription with work once; whether a batch was full."""
         now = now_us()
         full = False
+        self._sent = 0
         due = self.store.due_webhooks(now, 50, self.worker)
         # Held but no longer due: paused, deleted, or its claim lapsed to another worker.
         for sub_id in self._held.keys() - {sub.id for sub in due}:
@@ -305,6 +310,7 @@ class WebhookThread:
 
     def _send(self, sender: Sender, target: Source | Attempt, key: bytes, sub: SubscriptionRow,
               event: EventRow) -> Attempt:
+        self._sent += 1
         if isinstance(target, Attempt):  # the URL was refused: every event of the batch fails
             attempt = target
         else:
