@@ -140,9 +140,15 @@ class WebhookThread:
         self._renewed = 0.0
         self._held: dict[str, Held] = {}
         self._sent = 0  # attempts of the last pass
+        # Whether the last pass found a webhook subscription due: with none, outbox writes
+        # do not wake the loop (it looks every POLL, and on subscription changes).
+        self._serving = True
 
-    def wake(self) -> None:
-        self._wake.set()
+    def wake(self, *, changed: bool = True) -> None:
+        """``changed``: a subscription changed (else only events were written, which
+        matter only while some webhook subscription is due)."""
+        if changed or self._serving:
+            self._wake.set()
 
     def start(self) -> None:
         self._thread.start()
@@ -204,6 +210,7 @@ class WebhookThread:
         full = False
         self._sent = 0
         due = self.store.due_webhooks(now, 50, self.worker)
+        self._serving = bool(due)
         # Held but no longer due: paused, deleted, or its claim lapsed to another worker.
         for sub_id in self._held.keys() - {sub.id for sub in due}:
             self._let_go(sub_id)
