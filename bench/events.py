@@ -164,10 +164,13 @@ def _cpu(server: Any) -> tuple[float, float]:
         return (int(fields[11]) + int(fields[12])) / tick
 
     pid = server.process.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    workers = [int(c) for c in children
-               if b"webhook_worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
-    return used(pid), sum(used(w) for w in workers)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        workers = [int(c) for c in children
+                   if b"webhook_worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        return used(pid), sum(used(w) for w in workers)
+    except OSError:  # not Linux, or a worker that just ended: no CPU figure this round
+        return 0.0, 0.0
 
 
 def overhead(quick: bool) -> dict[str, Any]:
