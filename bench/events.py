@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -148,13 +149,37 @@ def _delivered(server: Any) -> float:
     return 0.0
 
 
+def _created(server: Any) -> int:
+    return int(httpx.get(f"{server.ns_url('ov')}/repos", params={"limit": 1}, timeout=60,
+                         headers={"Authorization": f"Bearer {server.token}"},
+                         ).json()["result_info"]["total_count"])
+
+
+def _cpu(server: Any) -> tuple[float, float]:
+    """CPU seconds used so far by the server process and by its delivery worker (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    pid = server.process.pid
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        workers = [int(c) for c in children
+                   if b"webhook_worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        return used(pid), sum(used(w) for w in workers)
+    except OSError:  # not Linux, or a worker that just ended: no CPU figure this round
+        return 0.0, 0.0
+
+
 def overhead(quick: bool) -> dict[str, Any]:
     """Creates/s without and with one active webhook subscription, alternating rounds.
 
     The receiver is nginx answering 204 (C, one worker): a Python receiver on the same two
     cores would take CPU from the server being measured, and the receiver is not what is
     measured. Every event of the measured server is checked delivered at the end."""
-    rounds = 3 if quick else 9
+    rounds = 3 if quick else 12
     seconds = 2 if quick else 5
     base = work_dir("ev-ov-")
     receiver = NginxReceiver(base / "nginx")
@@ -166,18 +191,27 @@ def overhead(quick: bool) -> dict[str, Any]:
             paths.append(path)
         _subscribe(servers["with"], receiver.url)
         rates: dict[str, list[int]] = {"with": [], "without": []}
+        lags: list[int] = []
+        cpu: dict[str, dict[str, list[float]]] = {
+            mode: {"server": [], "worker": []} for mode in ("with", "without")}
         for i in range(rounds):
             # ABBA order: a drift in the machine's load favours neither side.
             for mode in ("without", "with") if i % 2 == 0 else ("with", "without"):
                 server = servers[mode]
+                before, cpu_before = _created(server), _cpu(server)
                 result = creates_concurrent(server.ns_url("ov") + "/repos", server.token, seconds)
                 assert result["non_2xx"] == 0, result
                 rates[mode].append(result["creates_per_s"])
-        server = servers["with"]
-        created = int(httpx.get(f"{server.ns_url('ov')}/repos", params={"limit": 1}, timeout=60,
-                                headers={"Authorization": f"Bearer {server.token}"},
-                                ).json()["result_info"]["total_count"])
-        _wait(lambda: _delivered(server) >= created, 300)
+                created = _created(server)
+                if mode == "with":
+                    # Events not yet delivered when the round ended (delivery that fell
+                    # behind would flatter the round); drained before the next round, so
+                    # that no round pays for another's deliveries.
+                    lags.append(created - int(_delivered(server)))
+                    _wait(lambda: _delivered(server) >= created, 300)
+                used = [after - was for after, was in zip(_cpu(server), cpu_before, strict=True)]
+                for name, seconds_used in zip(("server", "worker"), used, strict=True):
+                    cpu[mode][name].append(seconds_used * 1000 / max(created - before, 1))
     finally:
         for server in servers.values():
             server.stop()
@@ -191,7 +225,11 @@ def overhead(quick: bool) -> dict[str, Any]:
                                                            strict=True))
     return {"rounds": rounds, "seconds": seconds, "rates": rates, "median_with": on,
             "median_without": off, "overhead_pct": round((off - on) / off * 100, 2),
-            "paired_overhead_pct": round(paired * 100, 2), "delivered": created}
+            "paired_overhead_pct": round(paired * 100, 2), "delivered": created,
+            "lag_at_round_end": lags,
+            "cpu_ms_per_create": {mode: {name: round(statistics.median(values), 3)
+                                         for name, values in by.items()}
+                                  for mode, by in cpu.items()}}
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -229,7 +267,16 @@ def render(results: dict[str, Any]) -> str:
         f"{o['median_with']:.0f} ({o['overhead_pct']:.1f}% overhead; median of the rounds' "
         f"paired ratios {o['paired_overhead_pct']:.1f}%) |",
         "",
-        f"Rounds (creates/s): without {o['rates']['without']}, with {o['rates']['with']}.",
+        f"Rounds (creates/s): without {o['rates']['without']}, with {o['rates']['with']}; "
+        f"events not yet delivered at the end of each round with the subscription: "
+        f"{o['lag_at_round_end']} (drained before the next round).",
+        "",
+        "CPU per create (median of the rounds; the worker's includes delivering the round's "
+        "events): "
+        f"server {o['cpu_ms_per_create']['without']['server']} ms without, "
+        f"{o['cpu_ms_per_create']['with']['server']} ms with the subscription; delivery worker "
+        f"{o['cpu_ms_per_create']['without']['worker']} ms without, "
+        f"{o['cpu_ms_per_create']['with']['worker']} ms with.",
     ])
 
 

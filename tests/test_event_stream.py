@@ -463,8 +463,22 @@ def test_webhook_retries_after_500_and_pauses_on_410(
     receiver.answer = lambda h: _reply(h, next(answers, 200), b"busy")
     sub = subscribe(server, source={"type": "artifacts"}, destination={
         "type": "webhook", "url": receiver.url}, event_types=["cf.artifacts.repo.created"])
+    metrics = {
+        "written": 'artifactd_events_written_total{type="cf.artifacts.repo.created"}',
+        "delivered": 'artifactd_event_deliveries_total{outcome="delivered"}',
+        "failed": 'artifactd_event_deliveries_total{outcome="failed"}',
+        "retried": 'artifactd_event_deliveries_total{outcome="retried"}',
+        "latency": "artifactd_event_delivery_latency_seconds_count",
+    }
+    before = {name: server.metric(series) for name, series in metrics.items()}
     create_repo(server, unique_name)
     wait_for(lambda: len(receiver.requests) >= 3)
+    # The issue's metrics, on the server's /metrics (the counts of the delivery worker).
+    wait_for(lambda: server.metric(metrics["latency"]) > before["latency"])
+    grown = {name: server.metric(series) - before[name] for name, series in metrics.items()}
+    assert grown["written"] >= 1 and grown["delivered"] >= 1 and grown["latency"] >= 1, grown
+    assert grown["failed"] >= 2 and grown["retried"] >= 2, grown
+    assert "artifactd_event_queue_depth" in httpx.get(f"{server.url}/metrics").text
     ids = {json.loads(b)["id"] for _, b in receiver.requests}
     assert len(ids) == 1  # the same event, again until it went through
     with subs(server) as c:
@@ -595,6 +609,11 @@ def test_webhook_host_resolving_to_a_private_address(sqlite_server: Server) -> N
         error = r.json()["errors"][0]
         assert error["code"] == 12301 and error["source"]["pointer"] == "/destination/url"
         assert "localhost (127.0.0.1)" in error["message"]
+        # Loopback as a literal, with plain http, is refused the same way.
+        r = c.post("/subscriptions", json={"name": "loopback", "source": {"type": "artifacts"},
+                                           "destination": {"type": "webhook",
+                                                           "url": "http://127.0.0.1/hook"}})
+        assert r.status_code == 400 and r.json()["errors"][0]["code"] == 12301, r.text
         assert {sub["id"] for sub in c.get("/subscriptions").json()["result"]} == before
 
 
@@ -637,6 +656,15 @@ def test_sdk_verify_webhook_and_subscriptions(
             verify_webhook(headers, body, sub["secret"], now=time.time() + 3600)
         with pytest.raises(WebhookVerificationError):
             verify_webhook({"webhook-id": headers["webhook-id"]}, body, sub["secret"])
+        # The rest of the API: the delivery log, redelivery, rotation, pause and resume.
+        log = wait_for(lambda: sdk.deliveries(sub["id"], limit=5))
+        assert log[0]["event_id"] == event["id"] and log[0]["outcome"] == "delivered"
+        assert sdk.redeliver(sub["id"], event_id=event["id"]) == {"queued": 1}
+        wait_for(lambda: len(receiver.requests) >= 2)
+        rotated = sdk.update_subscription(sub["id"], name="sdk-2", rotate_secret=True)
+        assert rotated["name"] == "sdk-2" and rotated["secret"] != sub["secret"]
+        assert sdk.pause_subscription(sub["id"])["state"] == "paused"
+        assert sdk.resume_subscription(sub["id"])["state"] == "active"
         queue = sdk.create_subscription("q", source={"type": "artifacts"},
                                         destination={"type": "queue"})
         sdk.create(f"{unique_name}-q")
@@ -647,6 +675,44 @@ def test_sdk_verify_webhook_and_subscriptions(
         assert sdk.events(queue["id"])["events"] == []
         sdk.delete_subscription(sub["id"])
         assert sub["id"] not in [s["id"] for s in sdk.list_subscriptions()]
+
+
+def test_async_sdk_subscriptions(events_server: Server, receiver: Receiver,
+                                 unique_name: str) -> None:
+    """The same subscription methods on ``AsyncArtifacts``."""
+    import anyio
+
+    from artifactd import AsyncArtifacts
+
+    server = events_server
+
+    async def main() -> None:
+        async with AsyncArtifacts(server.url, server.account_id, server.token) as sdk:
+            hook = await sdk.create_subscription(
+                "async", source={"type": "artifacts"}, event_types=["cf.artifacts.repo.created"],
+                destination={"type": "webhook", "url": receiver.url})
+            queue = await sdk.create_subscription("async-q", source={"type": "artifacts"},
+                                                  destination={"type": "queue"})
+            assert {hook["id"], queue["id"]} <= {s["id"] for s in await sdk.list_subscriptions()}
+            await sdk.create(unique_name)
+            page = await sdk.events(queue["id"], wait=5)
+            assert page["events"][0]["source"]["repoName"] == unique_name
+            await sdk.ack_events(queue["id"], page["cursor"])
+            assert (await sdk.events(queue["id"]))["events"] == []
+            while not await sdk.deliveries(hook["id"]):
+                await anyio.sleep(0.05)
+            event_id = (await sdk.deliveries(hook["id"], limit=1))[0]["event_id"]
+            assert await sdk.redeliver(hook["id"], event_id=event_id) == {"queued": 1}
+            assert (await sdk.update_subscription(hook["id"], name="async-2"))["name"] == "async-2"
+            assert (await sdk.pause_subscription(hook["id"]))["state"] == "paused"
+            assert (await sdk.resume_subscription(hook["id"]))["state"] == "active"
+            assert (await sdk.get_subscription(hook["id"]))["id"] == hook["id"]
+            for sub_id in (hook["id"], queue["id"]):
+                await sdk.delete_subscription(sub_id)
+            assert not {hook["id"], queue["id"]} & {s["id"] for s in await sdk.list_subscriptions()}
+
+    anyio.run(main)
+    wait_for(lambda: len(receiver.requests) >= 2)  # the event, and its redelivery
 
 
 def test_cli_subscription_and_events_tail(

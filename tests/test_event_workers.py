@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import Engine, func, select, text
 
 from artifactd.storage.db import make_engine, migrate
 from artifactd.storage.metadata import MetadataStore, OutboxRow
@@ -102,6 +102,16 @@ def _outbox_row(name: str) -> OutboxRow:
                      namespace="default", repo_name=name, payload="{}", created_us=1)
 
 
+def _lock_waiters(engine: Engine) -> int:
+    """Backends of this database waiting on a lock, each time in a transaction of its own:
+    PostgreSQL keeps one snapshot of pg_stat_activity for a whole transaction, so polling in
+    one transaction would never see a wait that began after the first poll."""
+    with engine.connect() as conn:
+        return int(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()")).scalar_one())
+
+
 def test_outbox_seqs_become_visible_in_order(postgres: Postgres, tmp_path: Path) -> None:
     """Transaction 1 takes a seq and stays open; transaction 2 takes the next one. Were 2 to
     commit first, a reader would see seq N+1 without N and move its cursor past N, which
@@ -119,13 +129,14 @@ def test_outbox_seqs_become_visible_in_order(postgres: Postgres, tmp_path: Path)
                     store._write_outbox(conn, [_outbox_row("second")])
                 finished.set()
 
+            # Polled once before the second transaction starts, as a loaded machine may do:
+            # each poll must see pg_stat_activity afresh.
+            assert _lock_waiters(engine) == 0
             thread = threading.Thread(target=second)
             thread.start()
+            # Until the second transaction is waiting on a lock, or done.
+            wait_for(lambda: finished.is_set() or _lock_waiters(engine), 60)
             with engine.connect() as watcher:
-                # Until the second transaction is waiting on a lock, or done.
-                wait_for(lambda: finished.is_set() or watcher.execute(text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database()")).scalar_one(), 30)
                 visible = watcher.execute(select(func.count()).select_from(event_outbox)).scalar_one()
             assert not finished.is_set(), "the later seq committed before the earlier one"
             assert visible == 0

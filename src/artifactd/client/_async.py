@@ -186,6 +186,43 @@ class AsyncArtifacts:
     async def ack_events(self, subscription_id: str, cursor: str) -> dict[str, Any]:
         return await self._send(EventRoutes(self._config.account_id).ack(subscription_id, cursor))
 
+    async def update_subscription(
+        self, subscription_id: str, *, name: str | None = None,
+        event_types: list[str] | None = None, url: str | None = None, state: str | None = None,
+        rotate_secret: bool = False,
+    ) -> dict[str, Any]:
+        """Change the given fields; with ``rotate_secret`` the result carries the new
+        ``secret``, shown this once."""
+        fields: dict[str, Any] = {k: v for k, v in (
+            ("name", name), ("event_types", event_types), ("url", url), ("state", state),
+        ) if v is not None}
+        if rotate_secret:
+            fields["rotate_secret"] = True
+        return await self._send(EventRoutes(self._config.account_id).update(subscription_id, fields))
+
+    async def pause_subscription(self, subscription_id: str) -> dict[str, Any]:
+        return await self._send(EventRoutes(self._config.account_id).set_state(subscription_id, "pause"))
+
+    async def resume_subscription(self, subscription_id: str) -> dict[str, Any]:
+        """Delivery starts again, with a fresh retry streak."""
+        return await self._send(EventRoutes(self._config.account_id).set_state(subscription_id, "resume"))
+
+    async def deliveries(
+        self, subscription_id: str, *, limit: int | None = None, before: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """A webhook's delivery attempts, newest first (``before``: an attempt's ``id``)."""
+        return await self._send(EventRoutes(self._config.account_id).deliveries(
+            subscription_id, limit, before))
+
+    async def redeliver(
+        self, subscription_id: str, *, event_id: str | None = None, start: str | None = None,
+        end: str | None = None,
+    ) -> dict[str, Any]:
+        """Send one event (``event_id``) or a time range (ISO ``start``, ``end``) again:
+        ``{"queued": n}``."""
+        return await self._send(EventRoutes(self._config.account_id).redeliver(
+            subscription_id, event_id, start, end))
+
     async def whoami(self) -> dict[str, Any]:
         """``account_id``, ``token_id`` and ``permission`` (``read`` or ``edit``) of the API token."""
         return await self._send(self._routes.whoami())

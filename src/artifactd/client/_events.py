@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import hashlib
 import hmac
 import json
@@ -119,3 +120,25 @@ class EventRoutes:
     def ack(self, subscription_id: str, cursor: str) -> core.Call[dict[str, Any]]:
         return core.Call("POST", f"{self.base}/{core._segment(subscription_id)}/ack", _dict,
                          body={"cursor": cursor})
+
+    def update(self, subscription_id: str, fields: Mapping[str, Any]) -> core.Call[dict[str, Any]]:
+        return core.Call("PATCH", f"{self.base}/{core._segment(subscription_id)}", _dict,
+                         body=dict(fields))
+
+    def set_state(self, subscription_id: str, action: str) -> core.Call[dict[str, Any]]:
+        """``action``: ``pause`` or ``resume``."""
+        return core.Call("POST", f"{self.base}/{core._segment(subscription_id)}/{action}", _dict)
+
+    def deliveries(self, subscription_id: str, limit: int | None,
+                   before: int | None) -> core.Call[builtins.list[dict[str, Any]]]:
+        params: dict[str, str | int] = {k: v for k, v in (("limit", limit), ("before", before))
+                                        if v is not None}
+        return core.Call("GET", f"{self.base}/{core._segment(subscription_id)}/deliveries", _list,
+                         params=params)
+
+    def redeliver(self, subscription_id: str, event_id: str | None, start: str | None,
+                  end: str | None) -> core.Call[dict[str, Any]]:
+        body = {k: v for k, v in (("event_id", event_id), ("start", start), ("end", end))
+                if v is not None}
+        return core.Call("POST", f"{self.base}/{core._segment(subscription_id)}/redeliver", _dict,
+                         body=body)

@@ -8,12 +8,24 @@ delivered or had acknowledged) and claims webhook subscriptions for one worker a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from artifactd.storage.schema import event_deliveries, event_outbox, event_subscriptions
 
@@ -73,8 +85,40 @@ class DeliveryRow:
     attempted_us: int
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def _make(cls: Any, row: Any) -> Any:
-    return cls(**{f.name: getattr(row, f.name) for f in dataclasses.fields(cls)})
+    return cls(**{name: getattr(row, name) for name in _field_names(cls)})
+
+
+# The delivery loop's reads, built once with bind parameters: it runs them on every pass,
+# and building an expression (and its cache key) costs more than SQLite takes to answer.
+_DUE_WEBHOOKS = select(event_subscriptions).where(
+    event_subscriptions.c.destination == "webhook",
+    event_subscriptions.c.state == "active",
+    event_subscriptions.c.next_attempt_us <= bindparam("now"),
+    or_(event_subscriptions.c.claimed_until_us < bindparam("now"),
+        event_subscriptions.c.claimed_by == bindparam("worker")),
+).order_by(event_subscriptions.c.next_attempt_us).limit(bindparam("limit"))
+_PENDING_REDELIVERIES = select(event_deliveries).where(
+    event_deliveries.c.subscription_id == bindparam("subscription"),
+    event_deliveries.c.outcome == "pending",
+).order_by(event_deliveries.c.id).limit(bindparam("limit"))
+
+
+@functools.cache
+def _events_after(by_namespace: bool, by_repo: bool) -> Any:
+    o = event_outbox
+    conditions = [o.c.seq > bindparam("after"), o.c.account_id == bindparam("account"),
+                  o.c.type.in_(bindparam("types", expanding=True))]
+    if by_namespace:
+        conditions.append(o.c.namespace == bindparam("namespace"))
+    if by_repo:
+        conditions.append(o.c.repo_name == bindparam("repo"))
+    return select(o).where(*conditions).order_by(o.c.seq).limit(bindparam("limit"))
 
 
 class EventStore:
@@ -134,11 +178,11 @@ class EventStore:
         return and_(condition, o.c.type.in_(sub.types))
 
     def events_after(self, sub: SubscriptionRow, after_seq: int, limit: int) -> list[EventRow]:
+        statement = _events_after(sub.namespace is not None, sub.repo_name is not None)
         with self._tx() as conn:
-            return [_make(EventRow, r) for r in conn.execute(
-                select(event_outbox)
-                .where(event_outbox.c.seq > after_seq, self._matching(sub))
-                .order_by(event_outbox.c.seq).limit(limit))]
+            return [_make(EventRow, r) for r in conn.execute(statement, {
+                "after": after_seq, "account": sub.account_id, "types": sub.types,
+                "namespace": sub.namespace, "repo": sub.repo_name, "limit": limit})]
 
     def count_after(self, sub: SubscriptionRow, after_seq: int) -> int:
         with self._tx() as conn:
@@ -176,15 +220,12 @@ class EventStore:
                                     .where(event_outbox.c.seq > low)).scalar_one())
 
     # -- webhook workers -----------------------------------------------------------------
-    def due_webhooks(self, now_us: int, limit: int) -> list[SubscriptionRow]:
+    def due_webhooks(self, now_us: int, limit: int, worker: str = "") -> list[SubscriptionRow]:
+        """Active webhook subscriptions past their back-off that nobody else holds a live
+        claim on (``worker``'s own claims included)."""
         with self._tx() as conn:
             return [_make(SubscriptionRow, r) for r in conn.execute(
-                select(event_subscriptions).where(
-                    event_subscriptions.c.destination == "webhook",
-                    event_subscriptions.c.state == "active",
-                    event_subscriptions.c.next_attempt_us <= now_us,
-                    event_subscriptions.c.claimed_until_us < now_us,
-                ).order_by(event_subscriptions.c.next_attempt_us).limit(limit))]
+                _DUE_WEBHOOKS, {"now": now_us, "worker": worker, "limit": limit})]
 
     def claim(self, subscription_id: str, worker: str, now_us: int, until_us: int) -> bool:
         """Take the subscription for ``worker`` unless another worker holds a live claim.
@@ -214,46 +255,41 @@ class EventStore:
                 event_subscriptions.c.claimed_by == worker,
             ).values(claimed_until_us=until_us))
 
-    def release(self, subscription_id: str, worker: str, *,
-                delivered: tuple[int | None, Sequence[dict[str, Any]]] = (None, ()),
-                **values: Any) -> None:
-        """End the claim; ``delivered`` (the last seq sent and its log rows) is recorded in
-        the same transaction, and the cursor moved to that seq."""
-        seq, attempts = delivered
+    def release(self, subscription_id: str, worker: str, *, cursor_seq: int | None = None,
+                attempts: Sequence[dict[str, Any]] = (), **values: Any) -> None:
+        """End the claim, in one transaction with the log rows of the attempts not yet
+        recorded and the cursor moved to ``cursor_seq`` (the last event delivered)."""
         with self._tx() as conn:
             if attempts:
                 conn.execute(insert(event_deliveries), list(attempts))
-            if seq is not None:
-                values.update(failures=0, first_failure_us=0)
+            if cursor_seq is not None:
                 conn.execute(update(event_subscriptions).where(
                     event_subscriptions.c.id == subscription_id,
                     event_subscriptions.c.claimed_by == worker,
-                    event_subscriptions.c.cursor_seq < seq,
-                ).values(cursor_seq=seq))
+                    event_subscriptions.c.cursor_seq < cursor_seq,
+                ).values(cursor_seq=cursor_seq))
             conn.execute(update(event_subscriptions).where(
                 event_subscriptions.c.id == subscription_id,
                 event_subscriptions.c.claimed_by == worker,
             ).values(claimed_by=None, claimed_until_us=0, **values))
 
-    def advance(self, subscription_id: str, worker: str, seq: int) -> None:
-        """Delivered up to ``seq``: the cursor moves and the failure streak ends."""
-        with self._tx() as conn:
-            conn.execute(update(event_subscriptions).where(
-                event_subscriptions.c.id == subscription_id,
-                event_subscriptions.c.claimed_by == worker,
-                event_subscriptions.c.cursor_seq < seq,
-            ).values(cursor_seq=seq, failures=0, first_failure_us=0))
-
     def delivered(self, subscription_id: str, worker: str, seq: int,
-                  attempts: Sequence[dict[str, Any]]) -> None:
-        """Delivered events, in one transaction: their log rows and the cursor after them."""
+                  attempts: Sequence[dict[str, Any]], until_us: int) -> bool:
+        """Delivered events, in one transaction: their log rows, the cursor after them and
+        the claim renewed to ``until_us``. False when ``worker`` no longer holds the claim
+        (it lapsed and another worker took it): the cursor is then left to that worker."""
         with self._tx() as conn:
             conn.execute(insert(event_deliveries), list(attempts))
-            conn.execute(update(event_subscriptions).where(
+            held = conn.execute(update(event_subscriptions).where(
                 event_subscriptions.c.id == subscription_id,
                 event_subscriptions.c.claimed_by == worker,
-                event_subscriptions.c.cursor_seq < seq,
-            ).values(cursor_seq=seq, failures=0, first_failure_us=0))
+            ).values(claimed_until_us=until_us, failures=0, first_failure_us=0)).rowcount
+            if held:
+                conn.execute(update(event_subscriptions).where(
+                    event_subscriptions.c.id == subscription_id,
+                    event_subscriptions.c.cursor_seq < seq,
+                ).values(cursor_seq=seq))
+            return bool(held)
 
     # -- the delivery log ----------------------------------------------------------------
     def record_attempt(self, row: dict[str, Any], *, replaces: int | None = None) -> None:
@@ -265,10 +301,7 @@ class EventStore:
     def pending_redeliveries(self, subscription_id: str, limit: int) -> list[DeliveryRow]:
         with self._tx() as conn:
             return [_make(DeliveryRow, r) for r in conn.execute(
-                select(event_deliveries).where(
-                    event_deliveries.c.subscription_id == subscription_id,
-                    event_deliveries.c.outcome == "pending",
-                ).order_by(event_deliveries.c.id).limit(limit))]
+                _PENDING_REDELIVERIES, {"subscription": subscription_id, "limit": limit})]
 
     def has_pending(self, subscription_id: str) -> bool:
         return bool(self.pending_redeliveries(subscription_id, 1))

@@ -147,6 +147,7 @@ def create(backend: Backend, account_id: str, body: CreateSubscriptionRequest) -
         next_attempt_us=0, claimed_by=None, claimed_until_us=0, created_us=now, updated_us=now,
     )
     events.insert_subscription(row)
+    wake_delivery(backend)
     return Created(row, secret)
 
 

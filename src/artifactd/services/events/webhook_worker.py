@@ -10,9 +10,10 @@ The server side (``DeliveryProcess``) starts ``python -m artifactd.services.even
 with the server's settings in its environment and two pipes:
 
 - its stdin, the server's only writer: one byte per outbox write wakes the loop (no
-  polling while idle); end of file means the server is gone (a clean stop, a crash or
-  ``kill -9``), and the worker exits at once. It is also marked like the server's git
-  children (``orphans``), so that the watchdog and start-up reclaim end it as well.
+  polling while idle), another byte a subscription change; end of file means the server
+  is gone (a clean stop, a crash or ``kill -9``), and the worker exits at once. It is
+  also marked like the server's git children (``orphans``), so that the watchdog and
+  start-up reclaim end it as well.
 - its stdout: one JSON line per pass with what it counted (``PipeMeter``), applied to the
   server's metrics, where /metrics is served.
 
@@ -45,6 +46,11 @@ SETTINGS_VAR = "ARTIFACTD_WEBHOOK_WORKER_SETTINGS"
 NICENESS = 10
 RESTART_PAUSE = 1.0  # seconds before a worker that died is started again
 EXIT_GRACE = 2.0  # seconds the loop gets to end after the server went away
+LIFELINE_PAUSE = 0.005
+# What the server sends down the pipe: an outbox write wakes a loop that has subscriptions
+# to serve; a subscription change wakes it whatever it has.
+OUTBOX_WRITTEN = b"\x01"
+SUBSCRIPTION_CHANGED = b"\x02"
 
 
 class PipeMeter(Meter):
@@ -110,7 +116,7 @@ class DeliveryProcess:
 
     def start(self) -> None:
         self.backend.meta.outbox_listeners.append(self.wake)
-        self.backend.extras["webhook_wake"] = self.wake
+        self.backend.extras["webhook_wake"] = self.wake_for_change
         self._spawn()
         self._supervisor.start()
 
@@ -125,12 +131,16 @@ class DeliveryProcess:
         with self._lock:
             self._process = process
 
-    def wake(self) -> None:
+    def wake(self, byte: bytes = OUTBOX_WRITTEN) -> None:
         """One byte down the pipe; a full pipe already holds wake-ups enough."""
         process = self._process
         if process is not None and process.stdin is not None:
             with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError, ValueError):
-                os.write(process.stdin.fileno(), b"\x01")
+                os.write(process.stdin.fileno(), byte)
+
+    def wake_for_change(self) -> None:
+        """A subscription was made, resumed or changed, or a redelivery queued."""
+        self.wake(SUBSCRIPTION_CHANGED)
 
     def _supervise(self) -> None:
         while True:
@@ -184,8 +194,11 @@ def main() -> int:
 
     def lifeline() -> None:
         with contextlib.suppress(OSError):
-            while os.read(0, 4096):
-                loop.wake()
+            while data := os.read(0, 4096):
+                loop.wake(changed=SUBSCRIPTION_CHANGED in data)
+                # The loop gathers for COALESCE after a wake-up anyway: reading one byte a
+                # create would only cost this process a thread switch each.
+                time.sleep(LIFELINE_PAUSE)
         loop.stop_soon()
         time.sleep(EXIT_GRACE)  # an attempt in flight may take its time; the server is gone
         os._exit(0)

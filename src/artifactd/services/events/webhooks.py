@@ -43,8 +43,14 @@ from artifactd.storage.eventstore import DeliveryRow, EventRow, EventStore, Subs
 
 log = logging.getLogger("artifactd.events")
 
-BATCH = 200  # events one claim sends before the next subscription gets a turn
-FLUSH_EVERY = 20  # delivered events recorded (log rows and cursor) per transaction
+BATCH = 200  # events one pass sends before the next subscription gets a turn
+# Delivered events are recorded (log rows and cursor, one transaction) this many at a time,
+# or this many seconds after the last record, or when the subscription is given up. A crash
+# in between sends the unrecorded ones again (receivers dedupe by ``webhook-id``): after a
+# ``kill -9`` of the server the watchdog SIGKILLs this worker too, so nothing is recorded
+# on the way out, and the claim lapses after CLAIM_SECONDS.
+FLUSH_EVERY = 200
+FLUSH_SECONDS = 0.05
 # A claim lapses this long after its last renewal: a worker killed mid-batch holds up its
 # subscriptions no longer than that. A live worker renews every RENEW_SECONDS.
 CLAIM_SECONDS = 10.0
@@ -53,6 +59,9 @@ RENEW_SECONDS = 3.0
 # processes or nodes, back-off timers), and how long a woken thread lets a batch gather.
 POLL = 0.1
 COALESCE = 0.01
+# After a pass that sent several events (a steady stream), a longer gathering: passes and
+# their queries fall with the load, at some milliseconds of latency an event under load.
+COALESCE_BUSY = 0.04
 MAX_BACKOFF = 6 * 3600.0
 SWEEP_EVERY = 300.0
 
@@ -101,6 +110,20 @@ class Meter:
         """The end of a pass over the subscriptions."""
 
 
+@dataclasses.dataclass
+class Held:
+    """A subscription whose claim this loop holds, from its first event of a busy spell to
+    the first pass that finds nothing more: under load a claim costs one write, not one per
+    pass, and delivered events are recorded ``FLUSH_EVERY`` or ``FLUSH_SECONDS`` at a time.
+    Each write of the loop takes SQLite's one write lock, which the server's creates need:
+    fewer writes, fewer creates that wait for it."""
+
+    cursor: int  # the last seq delivered; ahead of the stored cursor until ``done`` is recorded
+    done: list[dict[str, object]] = dataclasses.field(default_factory=list)
+    recorded: float = dataclasses.field(default_factory=time.monotonic)
+    delivered: bool = False  # since the claim: the stored failure streak is over
+
+
 class WebhookThread:
     """The delivery loop. It runs in the delivery worker process (``webhook_worker``) or,
     given a backend's settings and store directly, in a thread of any process."""
@@ -117,9 +140,17 @@ class WebhookThread:
         self._thread = threading.Thread(target=self.run, name="artifactd-webhooks", daemon=True)
         self._last_sweep = 0.0
         self._renewed = 0.0
+        self._held: dict[str, Held] = {}
+        self._sent = 0  # attempts of the last pass
+        # Whether the last pass found a webhook subscription due: with none, outbox writes
+        # do not wake the loop (it looks every POLL, and on subscription changes).
+        self._serving = True
 
-    def wake(self) -> None:
-        self._wake.set()
+    def wake(self, *, changed: bool = True) -> None:
+        """``changed``: a subscription changed (else only events were written, which
+        matter only while some webhook subscription is due)."""
+        if changed or self._serving:
+            self._wake.set()
 
     def start(self) -> None:
         self._thread.start()
@@ -152,9 +183,19 @@ class WebhookThread:
                 # delivers many events: the per-pass queries are paid once per batch.
                 self._wake.wait(POLL)
                 self._wake.clear()
-                self._stop.wait(COALESCE)
+                self._stop.wait(COALESCE_BUSY if self._sent > 1 else COALESCE)
         finally:
             sender.close()
+            self._let_go_all()
+
+    def _let_go_all(self) -> None:
+        """Record what was delivered and give every claim up (a clean stop): the next
+        worker starts at once instead of waiting for the claims to lapse."""
+        for sub_id in list(self._held):
+            try:
+                self._let_go(sub_id)
+            except Exception:
+                log.exception("could not release webhook subscription %s", sub_id)
 
     def _maybe_sweep(self) -> None:
         now = time.monotonic()
@@ -169,25 +210,40 @@ class WebhookThread:
         """Serve every due subscription with work once; whether a batch was full."""
         now = now_us()
         full = False
-        for sub in self.store.due_webhooks(now, 50):
+        self._sent = 0
+        due = self.store.due_webhooks(now, 50, self.worker)
+        self._serving = bool(due)
+        # Held but no longer due: paused, deleted, or its claim lapsed to another worker.
+        for sub_id in self._held.keys() - {sub.id for sub in due}:
+            self._let_go(sub_id)
+        for sub in due:
             if self._stop.is_set():
                 break
+            held = self._held.get(sub.id)
+            cursor = max(held.cursor, sub.cursor_seq) if held else sub.cursor_seq
             pending = self.store.pending_redeliveries(sub.id, BATCH)
-            rows = self.store.events_after(sub, sub.cursor_seq, BATCH)
+            rows = self.store.events_after(sub, cursor, BATCH)
             if not pending and not rows:
+                if held is not None:  # the busy spell is over
+                    self._let_go(sub.id)
                 continue
-            if not self.store.claim(sub.id, self.worker, now, now + self._claim_us()):
-                continue
-            claimed = self.store.get_subscription(sub.account_id, sub.id)
-            if claimed is None:
-                continue
-            # Read before the claim: another worker may have served them meanwhile.
-            if claimed.cursor_seq != sub.cursor_seq:
-                rows = self.store.events_after(claimed, claimed.cursor_seq, BATCH)
-            if pending:
-                pending = self.store.pending_redeliveries(sub.id, BATCH)
-            self._renewed = time.monotonic()
-            full = self._serve(sender, claimed, pending, rows) or full
+            if held is None:
+                if not self.store.claim(sub.id, self.worker, now, now + self._claim_us()):
+                    continue
+                claimed = self.store.get_subscription(sub.account_id, sub.id)
+                if claimed is None:
+                    continue
+                # Read before the claim: another worker may have served them meanwhile.
+                if claimed.cursor_seq != sub.cursor_seq:
+                    rows = self.store.events_after(claimed, claimed.cursor_seq, BATCH)
+                if pending:
+                    pending = self.store.pending_redeliveries(sub.id, BATCH)
+                sub = claimed
+                held = self._held[sub.id] = Held(sub.cursor_seq)
+                self._renewed = time.monotonic()
+            if held.delivered:
+                sub = dataclasses.replace(sub, failures=0, first_failure_us=0)
+            full = self._serve(sender, sub, held, pending, rows) or full
         return full
 
     def _check(self, sub: SubscriptionRow) -> Source | Attempt:
@@ -198,49 +254,63 @@ class WebhookThread:
         except ValidationError as exc:
             return Attempt(False, None, f"refused: {exc.message}"[:500], 0.0, None)
 
-    def _serve(self, sender: Sender, sub: SubscriptionRow, pending: list[DeliveryRow],
+    def _serve(self, sender: Sender, sub: SubscriptionRow, held: Held, pending: list[DeliveryRow],
                rows: list[EventRow]) -> bool:
-        failed: Attempt | None = None
-        done: list[dict[str, object]] = []
         target = self._check(sub)
         key = secret_key(sub.secret or "")
-        try:
-            for queued in pending:
-                event = self.store.event_by_id(sub, queued.event_id)
-                if event is None:  # swept by retention
-                    self.store.record_attempt(self._log(sub, queued.event_id, queued.seq, Attempt(
-                        False, None, "event no longer retained", 0.0, None)), replaces=queued.id)
-                    continue
-                attempt = self._send(sender, target, key, sub, event)
-                self.store.record_attempt(self._log(sub, event.id, event.seq, attempt),
-                                          replaces=queued.id)
-                if not attempt.ok:
-                    failed = attempt
-                    return False
-            for event in rows:
-                if self._stop.is_set():
-                    return False
-                attempt = self._send(sender, target, key, sub, event)
-                if not attempt.ok:
-                    self._flush(sub, done)
-                    self.store.record_attempt(self._log(sub, event.id, event.seq, attempt))
-                    failed = attempt
-                    return False
-                done.append(self._log(sub, event.id, event.seq, attempt))
-                # A delivery ends the failure streak (``delivered`` resets it in the row).
+        for queued in pending:
+            event = self.store.event_by_id(sub, queued.event_id)
+            if event is None:  # swept by retention
+                self.store.record_attempt(self._log(sub, queued.event_id, queued.seq, Attempt(
+                    False, None, "event no longer retained", 0.0, None)), replaces=queued.id)
+                continue
+            attempt = self._send(sender, target, key, sub, event)
+            self.store.record_attempt(self._log(sub, event.id, event.seq, attempt),
+                                      replaces=queued.id)
+            if not attempt.ok:
+                self._fail(sub, held, attempt)
+                return False
+        for event in rows:
+            if self._stop.is_set():
+                return False
+            attempt = self._send(sender, target, key, sub, event)
+            if not attempt.ok:
+                self._fail(sub, held, attempt, self._log(sub, event.id, event.seq, attempt))
+                return False
+            held.done.append(self._log(sub, event.id, event.seq, attempt))
+            held.cursor = event.seq
+            if not held.delivered:  # a delivery ends the failure streak
+                held.delivered = True
                 sub = dataclasses.replace(sub, failures=0, first_failure_us=0)
-                if len(done) >= FLUSH_EVERY:
-                    self._flush(sub, done)
-            return len(rows) >= BATCH
-        finally:
-            self._release(sub, failed, done)
+            if len(held.done) >= FLUSH_EVERY and not self._record(sub.id, held):
+                return False
+        if held.done and time.monotonic() - held.recorded >= FLUSH_SECONDS:
+            self._record(sub.id, held)
+        return len(rows) >= BATCH
 
-    def _flush(self, sub: SubscriptionRow, done: list[dict[str, object]]) -> None:
+    def _record(self, sub_id: str, held: Held) -> bool:
         """Record delivered events and move the cursor past them (a crash before this sends
-        them again: at least once, never lost)."""
-        if done:
-            self.store.delivered(sub.id, self.worker, int(str(done[-1]["seq"])), done)
-            done.clear()
+        them again: at least once, never lost); the claim is renewed with them. False when
+        the claim had lapsed to another worker, which now serves the subscription."""
+        now = time.monotonic()
+        held.recorded = now
+        if not held.done:
+            return True
+        still_held = self.store.delivered(sub_id, self.worker, held.cursor, held.done,
+                                          now_us() + self._claim_us())
+        held.done = []
+        self._renewed = now
+        if not still_held:
+            log.warning("webhook %s: the claim lapsed to another worker", sub_id)
+            self._held.pop(sub_id, None)
+        return still_held
+
+    def _let_go(self, sub_id: str) -> None:
+        """Give a held subscription up, in one transaction with its last deliveries."""
+        held = self._held.pop(sub_id)
+        values: dict[str, Any] = {"failures": 0, "first_failure_us": 0} if held.delivered else {}
+        self.store.release(sub_id, self.worker, cursor_seq=held.cursor if held.done else None,
+                           attempts=held.done, **values)
 
     def _claim_us(self) -> int:
         """Long enough for one attempt to time out: a live claim never lapses mid-send."""
@@ -249,6 +319,7 @@ class WebhookThread:
 
     def _send(self, sender: Sender, target: Source | Attempt, key: bytes, sub: SubscriptionRow,
               event: EventRow) -> Attempt:
+        self._sent += 1
         if isinstance(target, Attempt):  # the URL was refused: every event of the batch fails
             attempt = target
         else:
@@ -278,14 +349,11 @@ class WebhookThread:
             "attempted_us": now_us(),
         }
 
-    def _release(self, sub: SubscriptionRow, failed: Attempt | None,
-                 done: list[dict[str, object]]) -> None:
-        """Give the subscription up, in one transaction with the batch's last deliveries."""
-        delivered_seq = int(str(done[-1]["seq"])) if done else None
-        if failed is None:
-            self.store.release(sub.id, self.worker, delivered=(delivered_seq, done))
-            done.clear()
-            return
+    def _fail(self, sub: SubscriptionRow, held: Held, failed: Attempt,
+              failed_row: dict[str, object] | None = None) -> None:
+        """Give the subscription up after a failed attempt, with back-off (or paused), in one
+        transaction with the deliveries before it and the failed attempt's log row."""
+        self._held.pop(sub.id, None)
         settings = self.settings
         now = now_us()
         failures = sub.failures + 1
@@ -303,4 +371,6 @@ class WebhookThread:
                 f"({failures} attempts); last: {failed.error}")[:500])
         else:
             self.meter.retried()
-        self.store.release(sub.id, self.worker, **values)
+        attempts = [*held.done, *([failed_row] if failed_row else [])]
+        self.store.release(sub.id, self.worker, cursor_seq=held.cursor if held.done else None,
+                           attempts=attempts, **values)
