@@ -41,6 +41,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("at_scale", "Flat at scale"),
     ("get_under_load", "GET p99 under pushes and forks"),
     ("first_read", "First read of a fresh repo"),
+    ("gc_pauses", "Garbage-collector pauses"),
     ("backends", "Database backends and workers"),
     ("mixed", "Mixed load"),
     ("faults", "Fault injection"),

@@ -161,6 +161,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("git_max_processes_per_repo", "ARTIFACTD_GIT_MAX_PROCESSES_PER_REPO", int,
             "Most of the `git_max_processes` slots one repo may hold at once, so that one "
             "client cannot starve the others."),
+    Setting("git_nice", "ARTIFACTD_GIT_NICE", int,
+            "How much nicer (0-19) than the server every git process it starts runs, so that "
+            "the server's own request handling gets the CPU first when pushes and clones keep "
+            "it busy (0: the server's own; maintenance always runs at 19)."),
     Setting("git_in_process_clone", "ARTIFACTD_GIT_IN_PROCESS_CLONE", _parse_bool,
             "Answer a protocol-v2 clone's `ls-refs` and `fetch` of a small repo in process "
             "(libgit2) instead of starting `git upload-pack` (docs/git.md)."),
@@ -267,6 +271,7 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     git_max_processes_per_repo: int = 8
+    git_nice: int = 5
     git_in_process_clone: bool = True
     http_max_request_line: int = 8 << 10
     http_max_header_bytes: int = 64 << 10
@@ -402,6 +407,8 @@ def _validate(settings: Settings) -> None:
     for name in ("http_header_timeout", "http_body_timeout", "http_keep_alive_timeout"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be a positive number of seconds")
+    if not 0 <= settings.git_nice <= 19:
+        raise ConfigError("git_nice must be between 0 and 19")
     if settings.http_connection_reserve < 0:
         raise ConfigError("http_connection_reserve must not be negative")
     if settings.storage_backend not in {"local", "s3"}:

@@ -61,6 +61,11 @@ SQLITE_CHECKPOINTS = Counter(
     "artifactd_sqlite_checkpoints_total",
     "WAL checkpoints run by the background checkpointer (SQLite only).",
 )
+GC_FROZEN_OBJECTS = Gauge(
+    "artifactd_gc_frozen_objects",
+    "Objects of the started server that the garbage collector never scans (http/heap.py).",
+    multiprocess_mode="max",
+)
 HTTP_GUARD_REFUSALS = Counter(
     "artifactd_http_guard_refusals_total",
     "Connections answered or closed by the connection guard (http/protocol.py), by reason.",

@@ -19,6 +19,7 @@ from artifactd.http import (
     git,
     graphql,
     health,
+    heap,
     metrics,
     reference,
     repo_actions,
@@ -102,6 +103,7 @@ def create_app(backend: Backend) -> Starlette:
             checkpointer = WalCheckpointer(backend.meta.engine, on_checkpoint=SQLITE_CHECKPOINTS.inc)
             checkpointer.start()
         await repo_actions.on_startup(backend)
+        heap.settle()
         try:
             async with mcp_running(backend):
                 yield

@@ -48,7 +48,7 @@ class Backend:
             settings=settings,
             meta=meta,
             repos=_repo_store(settings, engine, owner.token),
-            git=GitRunner(settings.data_path, owner=owner.token),
+            git=GitRunner(settings.data_path, owner=owner.token, nice=settings.git_nice),
             cursors=CursorCodec(bytes.fromhex(secret)),
             owner=owner,
         )

@@ -77,8 +77,17 @@ class GitError(Exception):
         self.stderr = stderr
 
 
+# Niceness of background git (maintenance): it yields to everything serving clients.
+BACKGROUND_NICE = 19
+
+
 class GitRunner:
-    def __init__(self, data_dir: Path, owner: str = ""):
+    def __init__(self, data_dir: Path, owner: str = "", nice: int = 0):
+        # Every git runs this much nicer than the server, so that on a busy machine the
+        # event loop (every control-plane request, every pipe a git writes to) gets the CPU
+        # first. ``nice`` is exec'd in front of git because ``Popen`` can only lower a
+        # child's priority with ``preexec_fn``, which turns vfork into a full fork.
+        self.nice = nice
         # Marks every git we start (and every helper git starts) as ours, so that what
         # outlives a crash of this process can be found and ended (see ``orphans``).
         self.marks = {DATA_DIR_VAR: str(data_dir), OWNER_VAR: owner}
@@ -105,9 +114,11 @@ class GitRunner:
         return env
 
     def argv(
-        self, git_dir: Path | None, args: Sequence[str], config: Sequence[tuple[str, str]] = ()
+        self, git_dir: Path | None, args: Sequence[str], config: Sequence[tuple[str, str]] = (),
+        nice: int | None = None,
     ) -> list[str]:
-        argv = [GIT]
+        niceness = self.nice if nice is None else nice
+        argv = [NICE, "-n", str(niceness), GIT] if niceness > 0 and NICE else [GIT]
         repo_config = REPO_CONFIG if git_dir is not None else ()
         for key, value in (*BASE_CONFIG, *repo_config, ("core.hooksPath", str(self.hooks_dir)),
                            *config):
@@ -132,12 +143,10 @@ class GitRunner:
     ) -> subprocess.CompletedProcess[bytes]:
         """Run git to completion (admin paths: fork, import, maintenance).
 
-        ``low_priority`` runs it under ``nice -n 19`` so background work (maintenance)
+        ``low_priority`` runs it at ``BACKGROUND_NICE`` so background work (maintenance)
         yields the CPU to git processes serving clients.
         """
-        argv = self.argv(git_dir, args, config)
-        if low_priority and NICE:
-            argv = [NICE, "-n", "19", *argv]
+        argv = self.argv(git_dir, args, config, BACKGROUND_NICE if low_priority else None)
         result = subprocess.run(
             argv, input=input, capture_output=True,
             env=self.env(env), timeout=timeout, cwd=cwd, check=False,

@@ -38,6 +38,7 @@ from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.events import event_stream, events
 from artifactd.services.git.git_access import NOT_FOUND_MESSAGE
+from artifactd.services.reads import content as reads_content
 from artifactd.storage.metadata import PushIntentRow, RepoRow
 from artifactd.storage.pushhooks import HookMessage, PushChannel, RefUpdate
 
@@ -149,6 +150,10 @@ class PushSession:
         if self.intent is not None and not self.recorded:
             self.recorded = True
             await asyncio.to_thread(settle_intent, self.backend, self.repo, self.intent, reported)
+            if reported and not self.backend.repos.remote:
+                # Next loop turn: git's last answer goes out to the client first.
+                asyncio.get_running_loop().call_soon(reads_content.warm, self.backend,
+                                                     self.repo.id)
 
     async def close(self) -> None:
         """The request ended (git exited or was killed): settle, clean up, release."""
