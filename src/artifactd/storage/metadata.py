@@ -42,6 +42,7 @@ from artifactd.storage.schema import (
     repos,
     server_settings,
 )
+from artifactd.storage.writerlock import WriterLock
 
 # Rows a namespace's running repo count is split into (``namespace_repo_counts``): more
 # than the concurrent writers of one namespace a node usually has, few enough to sum.
@@ -200,6 +201,7 @@ class MetadataStore:
         self.inline_ok = engine.dialect.name == "sqlite"
         self.postgres = engine.dialect.name == "postgresql"
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._writer_lock = WriterLock(engine)
         # Called (from the writing thread, inside its transaction) when events are written:
         # the webhook thread waits on one instead of polling.
         self.outbox_listeners: list[Callable[[], None]] = []
@@ -207,6 +209,13 @@ class MetadataStore:
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _write_tx(self) -> Iterator[Connection]:
+        """A write transaction of the hot paths (create, delete): queued on the
+        ``WriterLock`` first (SQLite; see storage/writerlock.py)."""
+        with self._writer_lock.held(), self._tx() as conn:
             yield conn
 
     @contextmanager
@@ -368,7 +377,7 @@ class MetadataStore:
                     outbox: Outbox = ()) -> None:
         """Insert the repo (and its namespace, and its first token) in one transaction."""
         try:
-            with self._tx() as conn:
+            with self._write_tx() as conn:
                 ns_exists = conn.execute(
                     _SELECT_NAMESPACE_EXISTS, {"a": repo.account_id, "n": repo.namespace}
                 ).first()
@@ -440,7 +449,7 @@ class MetadataStore:
             return [_repo(r) for r in conn.execute(query.limit(limit))]
 
     def delete_repo(self, repo_id: str, outbox: Outbox = ()) -> bool:
-        with self._tx() as conn:
+        with self._write_tx() as conn:
             # The lock of ``_lock_repo``, and one read for both the sizes and the place.
             conn.execute(update(repos).where(repos.c.id == repo_id)
                          .values(reserved_bytes=repos.c.reserved_bytes))
