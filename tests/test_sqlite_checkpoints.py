@@ -16,3 +16,31 @@ def test_wal_is_checkpointed_in_the_background(sqlite_server: Server) -> None:
     while sqlite_server.metric("artifactd_sqlite_checkpoints_total") < before + 2:
         assert time.monotonic() < deadline, "the background checkpointer never ran"
         time.sleep(0.2)
+
+
+def test_creates_queue_on_the_writer_lock_shared_by_workers(sqlite_server: Server) -> None:
+    """A create takes the ``flock`` beside the database that the processes of ``--workers N``
+    queue on (storage/writerlock.py), and goes on the moment it is released."""
+    import fcntl
+    import os
+    import threading
+
+    statuses: list[int] = []
+    fd = os.open(sqlite_server.data_dir / "artifactd.db.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as another worker's writer would
+        try:
+            def create() -> None:
+                with sqlite_server.client() as c:
+                    statuses.append(c.post("/repos", json={"name": f"queued-{time.time_ns()}"}).status_code)
+
+            waiter = threading.Thread(target=create)
+            waiter.start()
+            waiter.join(timeout=1.0)
+            assert waiter.is_alive() and not statuses, "the create did not wait for the writer lock"
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        waiter.join(timeout=30)
+        assert statuses == [200]
+    finally:
+        os.close(fd)

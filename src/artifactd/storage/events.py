@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ColumnElement, Engine, delete, func, insert, literal, select
 
 from artifactd.storage.schema import events
+from artifactd.storage.writerlock import WriterLock
 
 MINUTE_US = 60 * 1_000_000
 # Width of the namespace and repo-name columns: PostgreSQL refuses longer values (SQLite
@@ -74,10 +75,11 @@ class Order:
 class EventStore:
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._writer_lock = WriterLock(engine)
 
     def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
-            with self.engine.begin() as conn:
+            with self._writer_lock.held(), self.engine.begin() as conn:
                 conn.execute(insert(events), list(rows))
 
     def delete_older_than(self, cutoff_us: int) -> int:

@@ -7,6 +7,7 @@ a duplicate repo name becomes ``Conflict(REPO_EXISTS)`` whatever the driver said
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Literal
@@ -34,12 +35,18 @@ from artifactd.storage.schema import (
     accounts,
     api_tokens,
     event_outbox,
+    namespace_repo_counts,
     namespaces,
     push_intents,
     repo_tokens,
     repos,
     server_settings,
 )
+from artifactd.storage.writerlock import WriterLock
+
+# Rows a namespace's running repo count is split into (``namespace_repo_counts``): more
+# than the concurrent writers of one namespace a node usually has, few enough to sum.
+REPO_COUNT_SHARDS = 32
 
 SortField = Literal["created_at", "updated_at", "last_push_at", "name"]
 SORT_COLUMNS = {
@@ -193,6 +200,8 @@ class MetadataStore:
         # round trip and goes through the thread pool.
         self.inline_ok = engine.dialect.name == "sqlite"
         self.postgres = engine.dialect.name == "postgresql"
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._writer_lock = WriterLock(engine)
         # Called (from the writing thread, inside its transaction) when events are written:
         # the webhook thread waits on one instead of polling.
         self.outbox_listeners: list[Callable[[], None]] = []
@@ -200,6 +209,25 @@ class MetadataStore:
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _write_tx(self) -> Iterator[Connection]:
+        """A write transaction of the hot paths (create, delete): queued on the
+        ``WriterLock`` first (SQLite; see storage/writerlock.py)."""
+        with self._writer_lock.held(), self._tx() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """For a lookup of one statement: on PostgreSQL in autocommit, so that it is one
+        round trip instead of three (``BEGIN``, the query, ``COMMIT``); a single statement
+        sees one snapshot either way. SQLite's driver sends no ``BEGIN`` for a read."""
+        if not self.postgres:
+            with self._tx() as conn:
+                yield conn
+            return
+        with self._autocommit.connect() as conn:
             yield conn
 
     def _write_outbox(self, conn: Connection, outbox: Outbox) -> None:
@@ -264,7 +292,7 @@ class MetadataStore:
             ))
 
     def find_api_token(self, secret_hash: str) -> ApiTokenRow | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(_SELECT_API_TOKEN, {"h": secret_hash}).first()
         return _api_token(row) if row else None
 
@@ -304,10 +332,14 @@ class MetadataStore:
         if namespace is not None and not search:
             # The running count (kept with every insert and delete), not a count of rows.
             with self._tx() as conn:
-                value = conn.execute(select(namespaces.c.repo_count).where(
+                base = conn.execute(select(namespaces.c.repo_count).where(
                     namespaces.c.account_id == account_id, namespaces.c.name == namespace,
                 )).scalar()
-            return int(value or 0)
+                added = conn.execute(select(func.sum(namespace_repo_counts.c.delta)).where(
+                    namespace_repo_counts.c.account_id == account_id,
+                    namespace_repo_counts.c.namespace == namespace,
+                )).scalar()
+            return int(base or 0) + int(added or 0)
         query = select(func.count()).select_from(repos).where(repos.c.account_id == account_id)
         if namespace is not None:
             query = query.where(repos.c.namespace == namespace)
@@ -345,7 +377,7 @@ class MetadataStore:
                     outbox: Outbox = ()) -> None:
         """Insert the repo (and its namespace, and its first token) in one transaction."""
         try:
-            with self._tx() as conn:
+            with self._write_tx() as conn:
                 ns_exists = conn.execute(
                     _SELECT_NAMESPACE_EXISTS, {"a": repo.account_id, "n": repo.namespace}
                 ).first()
@@ -355,7 +387,7 @@ class MetadataStore:
                         "created_us": repo.created_us,
                     })
                 conn.execute(_INSERT_REPO, _row_dict(repo))
-                self._add_to_namespace(conn, repo.account_id, repo.namespace, 1)
+                self._add_to_namespace(conn, repo.account_id, repo.namespace, 1, repo.id)
                 if token is not None and secret_hash is not None:
                     conn.execute(_INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
                 self._write_outbox(conn, outbox)
@@ -368,14 +400,14 @@ class MetadataStore:
             raise
 
     def get_repo(self, account_id: str, namespace: str, name: str) -> RepoRow | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 _SELECT_REPO_BY_NAME, {"a": account_id, "ns": namespace, "n": name}
             ).first()
         return _repo(row) if row else None
 
     def get_repo_by_id(self, repo_id: str) -> RepoRow | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(_SELECT_REPO_BY_ID, {"i": repo_id}).first()
         return _repo(row) if row else None
 
@@ -417,7 +449,7 @@ class MetadataStore:
             return [_repo(r) for r in conn.execute(query.limit(limit))]
 
     def delete_repo(self, repo_id: str, outbox: Outbox = ()) -> bool:
-        with self._tx() as conn:
+        with self._write_tx() as conn:
             # The lock of ``_lock_repo``, and one read for both the sizes and the place.
             conn.execute(update(repos).where(repos.c.id == repo_id)
                          .values(reserved_bytes=repos.c.reserved_bytes))
@@ -428,7 +460,7 @@ class MetadataStore:
             conn.execute(delete(push_intents).where(push_intents.c.repo_id == repo_id))
             result = conn.execute(delete(repos).where(repos.c.id == repo_id))
             if locked is not None and result.rowcount:
-                self._add_to_namespace(conn, locked.account_id, locked.namespace, -1)
+                self._add_to_namespace(conn, locked.account_id, locked.namespace, -1, repo_id)
             if locked is not None:
                 self._add_to_account(conn, locked.account_id, used=-int(locked.size_bytes),
                                      reserved=-int(locked.reserved_bytes))
@@ -436,11 +468,19 @@ class MetadataStore:
                 self._write_outbox(conn, outbox)
             return bool(result.rowcount)
 
-    @staticmethod
-    def _add_to_namespace(conn: Connection, account_id: str, namespace: str, repos_added: int) -> None:
-        conn.execute(update(namespaces).where(
-            namespaces.c.account_id == account_id, namespaces.c.name == namespace,
-        ).values(repo_count=namespaces.c.repo_count + repos_added))
+    def _add_to_namespace(self, conn: Connection, account_id: str, namespace: str,
+                          repos_added: int, repo_id: str = "") -> None:
+        """Add to the shard of the namespace's count that ``repo_id`` picks (see
+        ``namespace_repo_counts``): two concurrent creates rarely take the same row lock."""
+        make = postgresql_insert if self.postgres else sqlite_insert
+        statement = make(namespace_repo_counts).values(
+            account_id=account_id, namespace=namespace,
+            shard=zlib.crc32(repo_id.encode()) % REPO_COUNT_SHARDS, delta=repos_added)
+        conn.execute(statement.on_conflict_do_update(
+            index_elements=[namespace_repo_counts.c.account_id, namespace_repo_counts.c.namespace,
+                            namespace_repo_counts.c.shard],
+            set_={"delta": namespace_repo_counts.c.delta + statement.excluded.delta},
+        ))
 
     def update_repo(self, repo_id: str, **values: Any) -> None:
         with self._tx() as conn:
@@ -687,7 +727,7 @@ class MetadataStore:
 
     def find_repo_token(self, secret_hash: str) -> tuple[RepoTokenRow, RepoRow] | None:
         """The token with this secret and its repo, in one query (the git hot path)."""
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(_SELECT_TOKEN_WITH_REPO, {"h": secret_hash}).first()
         if row is None:
             return None
@@ -696,7 +736,7 @@ class MetadataStore:
         return _token(row), repo
 
     def get_repo_token(self, token_id: str) -> RepoTokenRow | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(_SELECT_TOKEN_BY_ID, {"i": token_id}).first()
         return _token(row) if row else None
 

@@ -57,8 +57,22 @@ namespaces = Table(
     Column("account_id", String(32), nullable=False, primary_key=True),
     Column("name", String(64), nullable=False, primary_key=True),
     Column("created_us", BigInteger, nullable=False),
-    # Kept with every repo insert and delete (storage/metadata.py), never counted.
+    # The base of the namespace's running repo count (storage/metadata.py), never counted;
+    # repo inserts and deletes add to ``namespace_repo_counts`` instead.
     Column("repo_count", BigInteger, nullable=False, server_default="0"),
+)
+
+# A namespace's running repo count, split into shards picked by repo id: concurrent creates
+# in one namespace update different rows instead of all queueing on one row lock that is
+# held through the commit's fsync (PostgreSQL serialised every create of a namespace on it).
+# The count is ``namespaces.repo_count`` plus the sum of the namespace's shards.
+namespace_repo_counts = Table(
+    "namespace_repo_counts",
+    metadata,
+    Column("account_id", String(32), nullable=False, primary_key=True),
+    Column("namespace", String(64), nullable=False, primary_key=True),
+    Column("shard", Integer, nullable=False, primary_key=True),
+    Column("delta", BigInteger, nullable=False),
 )
 
 repos = Table(

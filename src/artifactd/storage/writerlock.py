@@ -1,0 +1,45 @@
+"""A queue for SQLite's one writer, shared by the processes of ``--workers N``.
+
+SQLite lets one connection write at a time; a writer that finds the database locked waits
+in SQLite's busy handler, which polls with sleeps of 1 to 100 ms. With two workers, a create
+inline on one process's event loop waited for those sleeps whenever the other process was
+writing, and ``--workers 2`` made fewer creates/s than one. The hot writers (create and
+delete, the analytics recorder) first take an exclusive ``flock`` on a file beside the
+database: the kernel wakes the next waiter the moment the holder releases it. SQLite's own
+lock still guarantees correctness; this lock only orders the waiters, so a writer that does
+not take it (a rare path) is merely slower, never wrong.
+
+Each ``WriterLock`` opens its own descriptor, so two of them exclude each other even inside
+one process. Holders never nest one inside another (that would wait on itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+
+from sqlalchemy import Engine
+
+from artifactd.storage.db import sqlite_path
+
+
+class WriterLock:
+    def __init__(self, engine: Engine):
+        self._fd: int | None = None
+        path = sqlite_path(engine.url)
+        if path is not None:
+            self._fd = os.open(path.with_name(path.name + ".writer-lock"),
+                               os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        if self._fd is None:  # PostgreSQL, or SQLite in memory
+            yield
+            return
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
