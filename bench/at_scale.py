@@ -48,7 +48,7 @@ from bench.common import (
     work_dir,
 )
 from bench.control_plane import deep_cursor
-from bench.scale import git, git_env
+from bench.scale import git, git_env, one_commit_work_tree
 
 SMALL = 1_000
 FULL = 10_000_000
@@ -233,12 +233,7 @@ def run(quick: bool = False, large: int | None = None) -> dict[str, Any]:
     work = work_dir("at-scale-")
     data_dir = work / "data"
     env = git_env(work / "home")
-    seed_work = work / "seed"
-    seed_work.mkdir(parents=True)
-    git(env, "init", "-q", "-b", "main", cwd=seed_work)
-    (seed_work / "notes.txt").write_text("one small commit\n")
-    git(env, "add", "-A", cwd=seed_work)
-    git(env, "commit", "-q", "-m", "first", cwd=seed_work)
+    seed_work = one_commit_work_tree(work / "seed", env)
     results: dict[str, Any] = {"machine": machine(), "sizes": {}, "seed_rows_per_s": {}}
     server = None
     try:

@@ -31,7 +31,7 @@ import httpx
 
 from bench.common import UNLIMITED, Target, free_port, machine, start_server, work_dir
 from bench.git_plane import NGINX_CONF, wait_http
-from bench.scale import git, git_env
+from bench.scale import git, git_env, one_commit_work_tree
 
 READERS = 64
 CGI = """#!/bin/sh
@@ -212,13 +212,8 @@ def run(quick: bool = False, pushed: int | None = None,
     pushed = pushed or (20 if quick else 1000)
     fan_out = fan_out or ([100] if quick else [100, 10_000])
     try:
-        seed_work = work / "seed"
-        seed_work.mkdir()
-        git(env, "init", "-q", "-b", "main", cwd=seed_work)
-        (seed_work / "README.md").write_text("# an agent's repo\n")
-        (seed_work / "notes.txt").write_text("one small commit\n")
-        git(env, "add", "-A", cwd=seed_work)
-        git(env, "commit", "-q", "-m", "first", cwd=seed_work)
+        seed_work = one_commit_work_tree(work / "seed", env, {
+            "README.md": "# an agent's repo\n", "notes.txt": "one small commit\n"})
         repos: list[dict[str, Any]] = []
         with server.client() as c:
             for i in range(pushed):

@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.common import UNLIMITED, Target, bench_main, machine, start_server, summary, work_dir
 from bench.dense import repo_dir
-from bench.scale import git, git_env
+from bench.scale import git, git_env, one_commit_work_tree
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -30,12 +30,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     env = git_env(work / "home")
     samples: dict[str, list[float]] = {"first": [], "warm": [], "process": []}
     try:
-        seed_work = work / "seed"
-        seed_work.mkdir()
-        git(env, "init", "-q", "-b", "main", cwd=seed_work)
-        (seed_work / "notes.txt").write_text("one small commit\n")
-        git(env, "add", "-A", cwd=seed_work)
-        git(env, "commit", "-q", "-m", "first", cwd=seed_work)
+        seed_work = one_commit_work_tree(work / "seed", env)
         with server.client() as client:
             for i in range(count + 1):  # the first repo warms the worker up, not counted
                 repo = client.post("/repos", json={"name": f"fresh{i}"}).json()["result"]

@@ -29,7 +29,7 @@ from artifactd.services.access import accounts
 from artifactd.services.backend import Backend
 from bench.at_scale import patient_server, seed
 from bench.common import Target, bench_main, machine, summary, work_dir
-from bench.scale import git, git_env
+from bench.scale import git, git_env, one_commit_work_tree
 
 FULL = 1_000_000
 QUICK = 10_000
@@ -84,12 +84,7 @@ def run(quick: bool = False, size: int | None = None) -> dict[str, Any]:
     work = work_dir("get-under-load-")
     data_dir = work / "data"
     env = git_env(work / "home")
-    seed_work = work / "seed"
-    seed_work.mkdir(parents=True)
-    git(env, "init", "-q", "-b", "main", cwd=seed_work)
-    (seed_work / "notes.txt").write_text("one small commit\n")
-    git(env, "add", "-A", cwd=seed_work)
-    git(env, "commit", "-q", "-m", "first", cwd=seed_work)
+    seed_work = one_commit_work_tree(work / "seed", env)
     server = None
     load = None
     try:

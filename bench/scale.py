@@ -57,6 +57,18 @@ def git(env: dict[str, str], *args: str, cwd: Path | None = None) -> str:
     return result.stdout
 
 
+def one_commit_work_tree(path: Path, env: dict[str, str], files: dict[str, str] | None = None) -> Path:
+    """A work tree at ``path`` with one small commit on ``main``: what an agent pushes to a
+    fresh repo in the scale benchmarks."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(env, "init", "-q", "-b", "main", cwd=path)
+    for name, text in (files or {"notes.txt": "one small commit\n"}).items():
+        (path / name).write_text(text)
+    git(env, "add", "-A", cwd=path)
+    git(env, "commit", "-q", "-m", "first", cwd=path)
+    return path
+
+
 def du(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
