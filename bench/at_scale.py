@@ -266,6 +266,7 @@ def run(quick: bool = False, large: int | None = None) -> dict[str, Any]:
         if server:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
+    results["load_end"] = os.getloadavg()[0]
     return results
 
 
@@ -315,8 +316,9 @@ def render(results: dict[str, Any]) -> str:
         lines += ["", f"The issue's size is {FULL:,} repos (`python -m bench --only at_scale`); "
                   f"this run measured {int(sizes[-1]):,}."]
     lines += ["", "Targets: p50 at the large size within 1.5x of the small one for every operation; "
-              "control-plane p99 under 20 ms at every size. The machine was shared with other "
-              "work while this ran; p99 is the most sensitive to that."]
+              "control-plane p99 under 20 ms at every size. Load average at the end of the run: "
+              f"{results.get('load_end', float('nan')):.1f} on 2 cores (p99 is the most sensitive "
+              "to load)."]
     return "\n".join(lines)
 
 
