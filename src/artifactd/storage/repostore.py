@@ -55,6 +55,22 @@ _PENDING_MAINTENANCE = re.compile(r"maint-(?P<repo>[0-9a-f]{32})\.(?P<owner>[0-9
 _GIT_TEMP_PACK_PREFIXES = ("tmp_pack_", "tmp_idx_", "tmp_rev_", "tmp_mtimes_", ".tmp-")
 
 
+
+@contextlib.contextmanager
+def exclusive_or_busy(fd: int) -> Iterator[bool]:
+    """A non-blocking exclusive ``flock`` on ``fd``: yields whether it was taken; ``fd`` is
+    closed on the way out (which releases the lock)."""
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
 class RepoStore:
     # Whether repo data lives elsewhere (the ``s3`` store) and directories here are caches.
     remote = False
@@ -343,15 +359,8 @@ class RepoStore:
         except FileNotFoundError:  # the repo directory is gone (deleted, never made)
             yield True
             return
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)
+        with exclusive_or_busy(fd) as held:
+            yield held
 
     def end_push(self, repo_id: str, fd: int) -> bool:
         """Release a push's lock; the last push out removes every quarantine left behind.

@@ -16,7 +16,6 @@ others.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
@@ -29,6 +28,7 @@ from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.storage.metadata import RepoRow
 from artifactd.storage.repomaint import MaintenanceReport, maintain
+from artifactd.storage.repostore import exclusive_or_busy
 
 log = logging.getLogger("artifactd.maintenance")
 
@@ -72,15 +72,8 @@ def repo_lock(backend: Backend, repo_id: str) -> Iterator[bool]:
     lock_dir = backend.settings.data_path / "tmp" / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_dir / f"maint-{repo_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+    with exclusive_or_busy(fd) as held:
+        yield held
 
 
 @contextmanager
