@@ -28,6 +28,7 @@ from pathlib import Path
 import trio
 
 from artifactd.fs import fetchpack
+from artifactd.fs.activity import ReadActivity
 from artifactd.fs.awire import AsyncRemote
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.gitcmd import GIT, config_env, git_env
@@ -85,6 +86,7 @@ class Hydrator:
         self.done: dict[str, trio.Event] = {}
         self.queued = trio.Event()
         self.fetches = 0  # fetch requests sent (each one request round to the remote)
+        self.activity = ReadActivity()  # reads on the wire: the bulk size load waits for them
 
     def connect(self, first: Remote | None = None) -> None:
         """Open every lane's connection now (``first`` may be one already open)."""
@@ -200,7 +202,13 @@ class Hydrator:
                 # Another mount of the host, or artifact-fs prefetch, may have put some on
                 # disk: checked here, on a thread, not on the event loop that serves FUSE.
                 wanted = await trio.to_thread.run_sync(self.cache.missing, batch) if background else batch
-                await self._hydrate(wanted, lane, urgent=not background)
+                if not background:
+                    self.activity.begin()
+                try:
+                    await self._hydrate(wanted, lane, urgent=not background)
+                finally:
+                    if not background:
+                        self.activity.end()
             except Exception as exc:  # the reads get EIO; the mount stays up
                 log.warning("blob fetch of %d objects failed: %s", len(batch), exc)
             finally:

@@ -115,14 +115,16 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[Art
         def load_all() -> dict[str, int]:
             bulk = Remote(config.remote, auth, objectinfo.TIMEOUT)
             try:
-                found = objectinfo.sizes(bulk, [oid for oid in missing if oid not in sizes])
+                found = objectinfo.sizes(bulk, [oid for oid in missing if oid not in sizes],
+                                         objectinfo.BULK_BATCH, hydrator.activity.wait_quiet)
             finally:
                 bulk.close()
             found.update(local_sizes(git_dir, [oid for oid in blob_oids if oid in local]))
             return found
 
         operations.sizes = Sizes(sizes, lambda: operations.tree, load_all,
-                                 AsyncRemote(Remote(config.remote, auth, objectinfo.TIMEOUT)), index)
+                                 AsyncRemote(Remote(config.remote, auth, objectinfo.TIMEOUT)), index,
+                                 hydrator.activity)
     else:
         index()
     return operations, hydrator, commit
@@ -196,6 +198,7 @@ def warm_order(entries: list[Entry], sizes: dict[str, int], binary: list[str],
 
 async def serve(hydrator: Hydrator, sync: BranchSync, control_path: Path) -> None:
     async with trio.open_nursery() as nursery:
+        hydrator.activity.touch()
         nursery.start_soon(sync.fs.sizes.load)
         nursery.start_soon(hydrator.run)
         nursery.start_soon(sync.poll)

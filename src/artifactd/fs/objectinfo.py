@@ -11,11 +11,15 @@ remote does; when it does not, the mount fetches every blob once at mount time i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from artifactd.fs.wire import Remote, WireError
 
 BATCH = 2000
+# The mount's bulk load: smaller requests, so that a read arriving meanwhile finds the
+# server behind one short answer, not behind 2000 sizes (``activity.py``).
+BULK_BATCH = 500
 PARALLEL = 4
 TIMEOUT = 60.0
 HEADERS = {"Git-Protocol": "version=2"}
@@ -75,18 +79,22 @@ def parse_answer(status: int, answer: bytes) -> dict[str, int]:
     return found
 
 
-def sizes(remote: Remote, oids: list[str]) -> dict[str, int]:
-    """Every size in ``oids``: ``BATCH`` per request, ``PARALLEL`` requests at once, the
-    first over ``remote``'s connection (kept for the reads), the others over their own."""
+def sizes(remote: Remote, oids: list[str], batch: int = BATCH,
+          pace: Callable[[], None] | None = None) -> dict[str, int]:
+    """Every size in ``oids``: ``batch`` per request, ``PARALLEL`` requests at once, the
+    first over ``remote``'s connection (kept for the reads), the others over their own;
+    ``pace`` (if given) is called before each request and may block."""
     found: dict[str, int] = {}
     extra = [Remote(remote.url, remote.auth, TIMEOUT) for _ in range(PARALLEL - 1)]
 
     def ask(connection: Remote, chunks: list[list[str]]) -> None:
         for chunk in chunks:
+            if pace is not None:
+                pace()
             status, answer = connection.request("POST", "/git-upload-pack", request_body(chunk), POST_HEADERS)
             found.update(parse_answer(status, answer))
 
-    chunks = [oids[start:start + BATCH] for start in range(0, len(oids), BATCH)]
+    chunks = [oids[start:start + batch] for start in range(0, len(oids), batch)]
     connections = [remote, *extra][:max(1, len(chunks))]
     shares = [chunks[i::len(connections)] for i in range(len(connections))]
     try:

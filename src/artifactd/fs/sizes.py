@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 import trio
 
 from artifactd.fs import objectinfo
+from artifactd.fs.activity import ReadActivity
 from artifactd.fs.awire import AsyncRemote
 from artifactd.fs.tree import UNSIZED, Node, Tree
 from artifactd.fs.wire import WireError
@@ -37,12 +38,14 @@ class Sizes:
     def __init__(self, known: dict[str, int], tree: Callable[[], Tree],
                  load_all: Callable[[], dict[str, int]] | None = None,
                  on_demand: AsyncRemote | None = None,
-                 write_index: Callable[[], None] | None = None) -> None:
+                 write_index: Callable[[], None] | None = None,
+                 activity: ReadActivity | None = None) -> None:
         self.known = known  # shared with the hydrator: oid -> size
         self.tree = tree  # the tree shown now (a refresh replaces it)
         self.load_all = load_all  # blocking: every missing size (None: all known already)
         self.on_demand = on_demand  # a connection of its own for the sizes a stat waits for
         self.write_index = write_index
+        self.activity = activity or ReadActivity()  # a stat's own request counts as a read
         self.all_known = trio.Event()
         self.index_ready = trio.Event()
         self.error = ""  # why the background load gave up, once it has
@@ -103,6 +106,7 @@ class Sizes:
             oids = [oid for oid in oids if oid not in self.known]  # asked meanwhile
             if not oids or self.all_known.is_set():
                 return
+            self.activity.begin()
             try:  # on the event loop (awire): a stat waits for one round trip, no thread hops
                 for start in range(0, len(oids), objectinfo.BATCH):
                     chunk = oids[start:start + objectinfo.BATCH]
@@ -113,4 +117,6 @@ class Sizes:
             except (objectinfo.ObjectInfoError, WireError) as exc:
                 self.error = str(exc)
                 log.warning("sizes of %d blobs a stat waits for: %s", len(oids), exc)
+            finally:
+                self.activity.end()
 
