@@ -14,11 +14,12 @@ from typing import NoReturn
 
 import click
 
-from artifactd.fs import hostcache, process
+from artifactd.fs import daemonctl, hostcache, process
 from artifactd.fs.blobcache import BlobCache
-from artifactd.fs.inputs import InputError, check_mount_root, check_name
+from artifactd.fs.inputs import InputError, check_branch, check_mount_root, check_name, parse_remote
+from artifactd.fs.mountprep import Prepared
 from artifactd.fs.repos import DEFAULT_CREDENTIAL_TTL, add_repo, remove_repo
-from artifactd.fs.state import RootState
+from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.write import control
 from artifactd.fs.write.options import DEFAULT_POLL_INTERVAL, MountOptions
 from artifactd.fs.write.overlay import replay
@@ -66,12 +67,25 @@ def main() -> None:
 @click.option("--credential-ttl", type=click.IntRange(1), default=DEFAULT_CREDENTIAL_TTL, show_default=True,
               help="Seconds the credential cache keeps the token.")
 def add_repo_command(name: str, remote: str, branch: str, mount_root: str, credential_ttl: int) -> None:
-    """Clone REMOTE's BRANCH without blobs and register it for `artifact-fs daemon`."""
+    """Clone REMOTE's BRANCH without blobs and register it for `artifact-fs daemon`.
+
+    If a daemon already runs for MOUNT_ROOT, it clones and mounts the repo at once."""
     try:
-        config = add_repo(name, remote, branch, mount_root, credential_ttl)
-    except InputError as exc:
+        check_name(name)
+        check_branch(branch)
+        url = parse_remote(remote).url
+        state = RootState(check_mount_root(mount_root))
+        answer = daemonctl.ask(state, {"op": "add-repo", "name": name, "remote": remote, "branch": branch,
+                                       "credential_ttl": credential_ttl})
+        if answer is None:  # no daemon: the clone here, the mount when `daemon` starts
+            config = add_repo(name, remote, branch, mount_root, credential_ttl)
+            click.echo(f"added {config.name}: {config.remote} {config.branch} -> {config.mount_point}")
+            return
+    except (InputError, control.ControlError) as exc:
         _fail(str(exc))
-    click.echo(f"added {config.name}: {config.remote} {config.branch} -> {config.mount_point}")
+    if not answer.get("ok"):
+        _fail(str(answer.get("error")))
+    click.echo(f"added {name}: {url} {branch} -> {answer['mount_point']} (mounted by the running daemon)")
 
 
 @main.command("remove-repo")
@@ -223,6 +237,39 @@ def gc(root: str) -> None:
     click.echo(f"removed {removed} files ({freed} bytes)")
 
 
+def _start_mount(state: RootState, config: RepoConfig, cache_bytes: int | None, options: MountOptions,
+                 early: Prepared | None, children: list[tuple[str, process.Forked]]) -> str | None:
+    """Fork ``config``'s mount and wait until it is mounted; its one-line error if it fails."""
+    start = process.log_size(state, config.name)
+    proc = process.fork(state, config, cache_bytes, options, early)
+    error = process.wait_ready(state, config, proc, start)
+    if error:
+        return error
+    click.echo(f"mounted {config.name} at {config.mount_point}", err=True)
+    children.append((config.name, proc))
+    return None
+
+
+def _add_to_daemon(state: RootState, request: dict[str, object], cache_bytes: int | None,
+                   options: MountOptions, children: list[tuple[str, process.Forked]]) -> dict[str, object]:
+    """``add-repo`` sent by a client: clone, then mount it from this daemon."""
+    name, remote, branch, ttl = (request.get(key) for key in ("name", "remote", "branch", "credential_ttl"))
+    if request.get("op") != "add-repo" or not all(isinstance(v, str) for v in (name, remote, branch)) \
+            or not isinstance(ttl, int):
+        return {"ok": False, "error": "not an add-repo request"}
+    assert isinstance(name, str) and isinstance(remote, str) and isinstance(branch, str)
+    try:
+        config = add_repo(name, remote, branch, str(state.root), ttl)
+    except (InputError, OSError) as exc:  # the daemon stays up for its other mounts
+        return {"ok": False, "error": str(exc)}
+    answer: dict[str, object] = {"ok": True, "name": config.name, "remote": config.remote,
+                                 "branch": config.branch, "mount_point": config.mount_point}
+    if os.path.ismount(config.mount_point):  # added again (a new token): the mount asks the cache
+        return answer
+    error = _start_mount(state, config, cache_bytes, options, Prepared.start(state, config), children)
+    return {"ok": False, "error": error} if error else answer
+
+
 @main.command()
 @root_option
 @click.option("--cache-bytes", type=click.IntRange(1 << 20), default=None,
@@ -246,20 +293,28 @@ def daemon(root: str, cache_bytes: int | None, poll_interval: float, autocommit:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # Each clone's reading and the remote's answers run while the FUSE side is imported.
+    early = {config.name: Prepared.start(state, config) for config in configs}
     children: list[tuple[str, process.Forked]] = []
     for config in configs:
-        start = process.log_size(state, config.name)
-        proc = process.fork(state, config, cache_bytes, options)
-        error = process.wait_ready(state, config, proc, start)
+        error = _start_mount(state, config, cache_bytes, options, early.pop(config.name), children)
         if error:
             click.echo(f"artifact-fs: {error}", err=True)
-            continue
-        click.echo(f"mounted {config.name} at {config.mount_point}", err=True)
-        children.append((config.name, proc))
     if not children:
         sys.exit(1)
-    while not stop.is_set() and any(proc.poll() is None for _, proc in children):
-        stop.wait(0.2)
+
+    def handle(request: dict[str, object]) -> dict[str, object]:
+        return _add_to_daemon(state, request, cache_bytes, options, children)
+
+    server = daemonctl.listen(state)
+    try:
+        while not stop.is_set() and any(proc.poll() is None for _, proc in children):
+            if server is None:  # another daemon of this root answers add-repo
+                stop.wait(0.2)
+            else:
+                daemonctl.serve_one(server, 0.2, handle)
+    finally:
+        daemonctl.close(state, server)
     for _, proc in children:
         if proc.poll() is None:
             proc.terminate()

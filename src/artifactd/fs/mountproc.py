@@ -13,7 +13,6 @@ import signal
 import stat
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyfuse3
@@ -27,10 +26,11 @@ from artifactd.fs.gitcmd import GitFailed, run_git
 from artifactd.fs.hydrate import FETCH_TIMEOUT, Hydrator
 from artifactd.fs.index import write_index
 from artifactd.fs.inputs import InputError
+from artifactd.fs.mountprep import Prepared
 from artifactd.fs.prefetch import Prefetcher
 from artifactd.fs.sizes import Sizes
 from artifactd.fs.state import RepoConfig, RootState
-from artifactd.fs.tree import Entry, Tree, list_tree_args, parse_tree
+from artifactd.fs.tree import Entry, Tree
 from artifactd.fs.wire import Remote
 from artifactd.fs.write import controlserver
 from artifactd.fs.write.branch import BranchSync, attach, finish_pending, recover_stale_mount
@@ -46,58 +46,37 @@ class MountError(RuntimeError):
     pass
 
 
-def local_blobs_args(git_dir: Path) -> list[str]:
-    return ["--git-dir", str(git_dir), "cat-file", "--batch-all-objects",
-            "--batch-check=%(objectname) %(objecttype)"]
-
-
-def local_blobs(git_dir: Path) -> set[str]:
-    return parse_local_blobs(run_git(local_blobs_args(git_dir)))
-
-
-def parse_local_blobs(out: bytes) -> set[str]:
-    return {line.split()[0] for line in out.decode().splitlines() if line.endswith(" blob")}
-
-
-def read_clone(git_dir: Path, branch: str) -> tuple[str, int, list[Entry], set[str]]:
-    """The branch's commit and its time, its tree and the blobs the clone has: three git
-    commands at once (each mostly a process start-up), not one after another."""
-    ref = f"refs/heads/{branch}^{{commit}}"
-    commands = [["--git-dir", str(git_dir), "log", "-1", "--format=%H %ct", "--end-of-options", ref, "--"],
-                list_tree_args(git_dir, ref), local_blobs_args(git_dir)]
-    with ThreadPoolExecutor(len(commands)) as pool:
-        head, tree, local = (job.result() for job in [pool.submit(run_git, args) for args in commands])
-    commit, commit_time = head.decode().split()
-    return commit, int(commit_time), parse_tree(tree), parse_local_blobs(local)
-
-
-def prepare(state: RootState, config: RepoConfig, cache: BlobCache) -> tuple[ArtifactFS, Hydrator, str]:
+def prepare(state: RootState, config: RepoConfig, cache: BlobCache,
+            early: Prepared | None = None) -> tuple[ArtifactFS, Hydrator, str]:
     """The mount's operations, its hydrator and the commit shown. Blob sizes are still
-    arriving when this returns: ``operations.sizes.load`` brings them (``sizes.py``)."""
+    arriving when this returns: ``operations.sizes.load`` brings them (``sizes.py``).
+    ``early`` is the clone's reading and the remote's answers if already started."""
     git_dir = state.git_dir(config.name)
-    commit, commit_time, entries, local = read_clone(git_dir, config.branch)
+    early = early or Prepared(state, config)
+    clone = early.clone()
+    commit, commit_time, entries, local = clone.commit, clone.commit_time, clone.entries, clone.local
     blob_oids = sorted({e.oid for e in entries if e.kind == "blob"})
     socket = state.credential_socket
-    auth = credentials.fill(socket, config.remote)
+    facts = early.remote()
+    auth = facts.auth
     sizes: dict[str, int] = {}
     hydrator = Hydrator(git_dir, cache, local, config.remote,
                         lambda: credentials.fill(socket, config.remote), state.stats_file(config.name), sizes,
                         fetch_timeout())
     missing = [oid for oid in blob_oids if oid not in local]
-    remote = Remote(config.remote, auth, objectinfo.TIMEOUT)
+    remote = facts.remote
     has_object_info = False
     if missing:
-        try:  # also where a bad token or remote fails the mount, before anything is mounted
-            has_object_info = objectinfo.supported(remote)
-        except objectinfo.ObjectInfoError as exc:
-            raise MountError(str(exc)) from exc
+        if facts.error:  # a bad token or remote fails the mount, before anything is mounted
+            raise MountError(facts.error)
+        has_object_info = facts.has_object_info
         if not has_object_info:  # a remote without object-info: sizes only by fetching everything, once
             trio.run(hydrator._hydrate, missing)
     mtime = min(commit_time, int(time.time()) - RACY_MARGIN)
     if not has_object_info:
         sizes.update(local_sizes(git_dir, [oid for oid in blob_oids if oid not in sizes]))
     tree = Tree(entries, sizes)
-    inherited = hotset.load(remote) if missing else []
+    inherited = facts.hot_set if missing else []
     hydrator.connect(remote)  # kept alive for the first read
     hot = start_hot_set(inherited, tree, hydrator)
     attributes = next((e.oid for e in entries if e.path == b".gitattributes" and e.kind == "blob"), "")
@@ -221,7 +200,7 @@ async def serve(hydrator: Hydrator, sync: BranchSync, control_path: Path) -> Non
 
 
 def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
-          options: MountOptions | None = None) -> None:
+          options: MountOptions | None = None, early: Prepared | None = None) -> None:
     state = RootState(root)
     config = state.load(name)
     if config is None:
@@ -236,7 +215,7 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
     finish_pending(state, config)
     state.host.ensure()
     state.host.register(root)  # gc of any root keeps this one's blobs (the cache is the host's)
-    operations, hydrator, commit = prepare(state, config, BlobCache(state.blobs, cache_bytes))
+    operations, hydrator, commit = prepare(state, config, BlobCache(state.blobs, cache_bytes), early)
     sync = attach(operations, state, config, options or MountOptions(), commit)
     fuse_options = set(pyfuse3.default_options) | {"fsname=artifact-fs", "subtype=artifactfs"}
     try:
@@ -261,13 +240,14 @@ def main() -> int:
     return run(Path(sys.argv[1]), sys.argv[2], cache_bytes)
 
 
-def run(root: Path, name: str, cache_bytes: int, options: MountOptions | None = None) -> int:
+def run(root: Path, name: str, cache_bytes: int, options: MountOptions | None = None,
+        early: Prepared | None = None) -> int:
     # Fetch threads decode packs in Python; the FUSE loop must not wait 5 ms (the default)
     # for the GIL behind them on every request.
     sys.setswitchinterval(SWITCH_INTERVAL)
     logging.basicConfig(level=logging.INFO, format="artifact-fs: %(message)s")
     try:
-        mount(root, name, cache_bytes, options)
+        mount(root, name, cache_bytes, options, early)
     except (MountError, GitFailed, InputError, objectinfo.ObjectInfoError, OSError) as exc:
         print(f"artifact-fs: {name}: {exc}", file=sys.stderr, flush=True)
         return 1

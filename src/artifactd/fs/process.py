@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from artifactd.fs.mountprep import Prepared
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.write.options import MountOptions
 
@@ -58,10 +59,33 @@ class Forked:
             os.kill(self.pid, signal.SIGKILL)
 
 
+def _retitle(title: str) -> None:
+    """Overwrite this process's command line (``ps``, ``/proc/PID/cmdline``) with ``title``.
+
+    A mount forked from ``artifactd mount REMOTE DIR`` would otherwise show that command,
+    credentials in REMOTE included, for as long as it is mounted. Python copied its
+    arguments at start-up, so the original bytes (between ``arg_start`` and ``arg_end`` of
+    ``/proc/self/stat``) are the kernel's view only, and are ours to clear."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+        start, end = int(fields[45]), int(fields[46])  # fields 48 and 49 of proc(5)
+    except (OSError, ValueError, IndexError):
+        return
+    text = title.encode()[:max(0, end - start - 1)]
+    ctypes.memset(start, 0, end - start)
+    ctypes.memmove(start, text, len(text))
+
+
 def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None,
-         options: MountOptions | None = None) -> Forked:
+         options: MountOptions | None = None, early: Prepared | None = None, *,
+         detach: bool = False) -> Forked:
+    """A mount process forked from this one. ``early``: its clone reading and remote
+    answers, started before this call's import of the FUSE side, which they overlap.
+    ``detach``: it outlives this process (``artifactd mount``); else it dies with it."""
     from artifactd.fs import mountproc  # imported before the fork, once for every mount
 
+    if early is not None:
+        early.wait()  # its threads would not exist in the child
     sys.stdout.flush()
     sys.stderr.flush()
     parent = os.getpid()
@@ -70,9 +94,13 @@ def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None,
         return Forked(pid)
     code = 1
     try:
-        _die_with_parent()
-        if os.getppid() != parent:  # the daemon died before prctl took effect
-            os._exit(1)
+        if detach:
+            os.setsid()  # no terminal's hangup or Ctrl-C reaches it
+            _retitle(f"artifact-fs mount {config.name}")
+        else:
+            _die_with_parent()
+            if os.getppid() != parent:  # the daemon died before prctl took effect
+                os._exit(1)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, signal.SIG_DFL)  # not the daemon's handlers
         log = os.open(state.log_file(config.name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -82,7 +110,7 @@ def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None,
         os.dup2(log, 2)
         code = mountproc.run(state.root, config.name,
                              cache_bytes if cache_bytes is not None else mountproc.DEFAULT_CACHE_BYTES,
-                             options)
+                             options, early)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -36,12 +36,11 @@ from artifactd.fs.tree import ROOT_INODE, Node, Tree, list_tree
 from artifactd.fs.wire import Remote
 from artifactd.fs.write import commit as commits
 from artifactd.fs.write.layer import WriteLayer, apply
-from artifactd.fs.write.options import MountOptions
+from artifactd.fs.write.options import PENDING, MountOptions
 from artifactd.fs.write.overlay import Change, Overlay
 
 log = logging.getLogger("artifact_fs")
 
-PENDING = "pending.json"  # a commit being pushed: {"commit", "base"}
 RETRY_SECONDS = 5.0  # a failed refresh is tried again this soon (or at the poll interval, if shorter)
 RELEASE_GRACE = 5.0  # seconds a commit waits for files closed just before it to be released
 

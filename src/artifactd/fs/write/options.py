@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_POLL_INTERVAL = 30.0
+PENDING = "pending.json"  # in the overlay folder: a commit being pushed, {"commit", "base"}
 
 
 @dataclass(frozen=True)
