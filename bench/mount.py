@@ -99,6 +99,11 @@ def run(quick: bool, files: int | None = None, huge: bool = True) -> dict[str, A
         _wait_mounted(daemon, mount)
         os.listdir(mount)
         to_mount = time.perf_counter() - started
+        # Another repo of the same files: the credential cache is keyed by remote, and
+        # remove-repo of a second mount of this one's remote would forget its token.
+        handed_auth = _repo(server, "bench-handed")
+        _git(f"--git-dir={source}", "push", "-q", handed_auth, "main")
+        handoff, oneshot, blobless_after = other_starts(work, root, fs, handed_auth)
         ls = timed(["ls", "-lR", str(mount)])
         status = timed(["git", "-C", str(mount), "status", "--porcelain"])
         status_checkout = timed(["git", "-C", str(work / "full"), "status", "--porcelain"])
@@ -135,6 +140,7 @@ def run(quick: bool, files: int | None = None, huge: bool = True) -> dict[str, A
         hot = fork_session(server, root, fs, names)
         big = huge_inputs(server, work, fs) if huge and not quick else {}
         return {**big, "load_start": load_start, "load_end": os.getloadavg()[0], "files": files, "full_clone_s": full, "full_clone_after_s": full_after, "blobless_clone_s": blobless,
+                "blobless_clone_after_s": blobless_after, "handoff_s": handoff, "oneshot_s": oneshot,
                 "original_per_file_ms": original_per_file * 1000,
                 "original_all_s_estimate": original_per_file * files, "add_repo_s": added,
                 "mount_s": to_mount, "ls_lR_s": ls, "git_status_mount_s": status,
@@ -149,6 +155,38 @@ def run(quick: bool, files: int | None = None, huge: bool = True) -> dict[str, A
         for socket in work.glob("root*/.artifact-fs/run/credential-socket"):  # every root's cache
             subprocess.run(["git", "credential-cache", f"--socket={socket}", "exit"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def other_starts(work: Path, root: Path, fs: list[str], auth: str) -> tuple[float, float, float]:
+    """The two other ways to a usable mount (first ``ls`` answered) of ``auth`` (a copy of
+    the bench repo), with the daemon of ``root`` running: ``add-repo`` handed to that
+    daemon, and the one-shot ``artifactd mount``; then the blobless clone again, the
+    reference right after them."""
+    started = time.perf_counter()
+    subprocess.run([*fs, "add-repo", "--name", "handed", "--remote", auth, "--mount-root", str(root)],
+                   check=True, capture_output=True)
+    os.listdir(root / "handed")
+    handoff = time.perf_counter() - started
+    subprocess.run(["fusermount3", "-u", str(root / "handed")], check=True, capture_output=True)
+    while (root / ".artifact-fs" / "run" / "handed.pid").exists():  # its process has let go
+        time.sleep(0.01)
+    subprocess.run([*fs, "remove-repo", "--name", "handed", "--root", str(root)], check=True, capture_output=True)
+    target = work / "oneshot" / "mount"
+    target.parent.mkdir()
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "artifactd", "mount", auth, str(target)], check=True, capture_output=True)
+    os.listdir(target)
+    oneshot = time.perf_counter() - started
+    subprocess.run([sys.executable, "-m", "artifactd", "unmount", str(target)], check=True, capture_output=True)
+    socket = target.parent / ".artifact-fs" / "run" / "credential-socket"
+    subprocess.run(["git", "credential-cache", f"--socket={socket}", "exit"], capture_output=True)
+    blobless = timed(["git", "clone", "-q", "--filter=blob:none", "--no-checkout", auth, str(work / "blobless-after")])
+    return handoff, oneshot, blobless
+
+
+def _floor(r: dict[str, Any]) -> float:
+    """The blobless clone, mean of the one before the mounts and the one after them."""
+    return float(r["blobless_clone_s"] + r.get("blobless_clone_after_s", r["blobless_clone_s"])) / 2
 
 
 def fork_session(server: Any, root: Path, fs: list[str], names: list[str]) -> dict[str, Any]:
@@ -300,8 +338,12 @@ def _clone(r: dict[str, Any]) -> float:
 def targets(results: dict[str, Any]) -> list[Target]:
     r = results
     return [
-        Target("time to a usable mount vs blobless clone", "<= 1.5x",
-               f"{r['mount_s'] / r['blobless_clone_s']:.2f}x", r["mount_s"] <= 1.5 * r["blobless_clone_s"]),
+        Target("time to a usable mount vs blobless clone (the guide: add-repo, then daemon)", "<= 1.5x",
+               f"{r['mount_s'] / _floor(r):.2f}x", r["mount_s"] <= 1.5 * _floor(r)),
+        Target("time to a usable mount vs blobless clone (add-repo to a running daemon)", "<= 1.5x",
+               f"{r['handoff_s'] / _floor(r):.2f}x", r["handoff_s"] <= 1.5 * _floor(r)),
+        Target("time to a usable mount vs blobless clone (one-shot `artifactd mount`)", "<= 1.5x",
+               f"{r['oneshot_s'] / _floor(r):.2f}x", r["oneshot_s"] <= 1.5 * _floor(r)),
         Target("blobs fetched by ls -lR + git status, cold", "0", str(r["blobs_after_metadata"]),
                r["blobs_after_metadata"] == 0),
         Target("git status on the mount vs a checkout", "<= 2x",
@@ -349,17 +391,22 @@ files ({r['original_per_file_ms']:.1f} ms per file) and scaled.
 {rows}
 
 Figures (s): full clone {r['full_clone_s']:.2f} (again after the cold read:
-{r['full_clone_after_s']:.2f}), blobless clone {r['blobless_clone_s']:.2f},
+{r['full_clone_after_s']:.2f}), blobless clone {r['blobless_clone_s']:.2f} (again after the
+mounts: {r['blobless_clone_after_s']:.2f}; the ratios are against their mean),
 `add-repo` {r['add_repo_s']:.2f}, mount to first `ls` (from the start of `add-repo`)
-{r['mount_s']:.2f}, `ls -lR` {r['ls_lR_s']:.2f}, `git status` on the mount
+{r['mount_s']:.2f}, `add-repo` handed to the running daemon to first `ls` {r['handoff_s']:.2f},
+one-shot `artifactd mount` to first `ls` {r['oneshot_s']:.2f}, `ls -lR` {r['ls_lR_s']:.2f}, `git status` on the mount
 {r['git_status_mount_s']:.3f} (checkout {r['git_status_checkout_s']:.3f}), read all cold
 {r['read_all_cold_s']:.2f}, again warm {r['read_all_warm_s']:.2f} (original's method, scaled:
 {r['original_all_s_estimate']:.1f}); cold single-file read p50 {r['cold_read_p50_ms']:.1f} ms,
 max {r['cold_read_max_ms']:.1f} ms over {COLD_READS} fresh mounts; a fork reading the
 {r['fork_hot_files']} files of its inherited hot set: {r['fork_session_fetches']} fetch requests
 in {r['fork_session_s']:.2f} s. Load average {r['load_start']:.0f} at the start, {r['load_end']:.0f}
-at the end. Mount time is two Python start-ups (`add-repo`, `daemon`) around the blobless
-clone, then the tree; the sizes (`object-info`) and the index arrive after the first `ls`.
+at the end. The guide's mount time is two Python start-ups (`add-repo`, `daemon`) around
+the blobless clone, then the tree; the sizes (`object-info`) and the index arrive after the
+first `ls`. Handed to a running daemon, `add-repo` is one small Python start-up and the
+daemon's clone and fork; the one-shot is one interpreter (the `artifactd` CLI's own
+imports, then the clone overlapping the FUSE imports, then a fork).
 {_huge_figures(r)}"""
 
 

@@ -10,19 +10,22 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from artifactd.fs import daemonctl, hostcache, process
+from artifactd.fs import daemonctl, hostcache
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.inputs import InputError, check_branch, check_mount_root, check_name, parse_remote
-from artifactd.fs.mountprep import Prepared
 from artifactd.fs.repos import DEFAULT_CREDENTIAL_TTL, add_repo, remove_repo
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.write import control
 from artifactd.fs.write.options import DEFAULT_POLL_INTERVAL, MountOptions
 from artifactd.fs.write.overlay import replay
+
+if TYPE_CHECKING:  # the mount side (ctypes, http.client, threads) loads only for `daemon` and `status`
+    from artifactd.fs import process
+    from artifactd.fs.mountprep import Prepared
 
 ROOT_HELP = "The mount root given to add-repo (--mount-root). [env: ARTIFACT_FS_ROOT; default /tmp]"
 STOP_TIMEOUT = 30.0
@@ -112,6 +115,8 @@ def list_repos(root: str) -> None:
 @root_option
 def status(root: str) -> None:
     """Each repo's mount state and the blob cache's size."""
+    from artifactd.fs import process
+
     state = RootState(_root(root))
     for config in state.repos():
         pid = process.running_pid(state, config.name)
@@ -240,6 +245,8 @@ def gc(root: str) -> None:
 def _start_mount(state: RootState, config: RepoConfig, cache_bytes: int | None, options: MountOptions,
                  early: Prepared | None, children: list[tuple[str, process.Forked]]) -> str | None:
     """Fork ``config``'s mount and wait until it is mounted; its one-line error if it fails."""
+    from artifactd.fs import process
+
     start = process.log_size(state, config.name)
     proc = process.fork(state, config, cache_bytes, options, early)
     error = process.wait_ready(state, config, proc, start)
@@ -253,6 +260,8 @@ def _start_mount(state: RootState, config: RepoConfig, cache_bytes: int | None, 
 def _add_to_daemon(state: RootState, request: dict[str, object], cache_bytes: int | None,
                    options: MountOptions, children: list[tuple[str, process.Forked]]) -> dict[str, object]:
     """``add-repo`` sent by a client: clone, then mount it from this daemon."""
+    from artifactd.fs.mountprep import Prepared
+
     name, remote, branch, ttl = (request.get(key) for key in ("name", "remote", "branch", "credential_ttl"))
     if request.get("op") != "add-repo" or not all(isinstance(v, str) for v in (name, remote, branch)) \
             or not isinstance(ttl, int):
@@ -281,6 +290,8 @@ def _add_to_daemon(state: RootState, request: dict[str, object], cache_bytes: in
               help="Commit and push each overlay on unmount, or every SECONDS.")
 def daemon(root: str, cache_bytes: int | None, poll_interval: float, autocommit: str) -> None:
     """Mount every repo added under ROOT; unmount them all on SIGTERM or Ctrl-C."""
+    from artifactd.fs.mountprep import Prepared
+
     options = _mount_options(poll_interval, autocommit)
     state = RootState(_root(root))
     configs = [c for c in state.repos() if not os.path.ismount(c.mount_point)]
