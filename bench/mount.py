@@ -99,14 +99,15 @@ def run(quick: bool, files: int | None = None, huge: bool = True) -> dict[str, A
         _wait_mounted(daemon, mount)
         os.listdir(mount)
         to_mount = time.perf_counter() - started
-        # Another repo of the same files: the credential cache is keyed by remote, and
-        # remove-repo of a second mount of this one's remote would forget its token.
-        handed_auth = _repo(server, "bench-handed")
-        _git(f"--git-dir={source}", "push", "-q", handed_auth, "main")
-        handoff, oneshot, blobless_after = other_starts(work, root, fs, handed_auth)
         ls = timed(["ls", "-lR", str(mount)])
         status = timed(["git", "-C", str(mount), "status", "--porcelain"])
         status_checkout = timed(["git", "-C", str(work / "full"), "status", "--porcelain"])
+        # The other two ways to a mount, once this one's sizes and index are in (git status
+        # waited for them): another repo of the same files, since the credential cache is
+        # keyed by remote and remove-repo of a second mount of this remote would forget its token.
+        handed_auth = _repo(server, "bench-handed")
+        _git(f"--git-dir={source}", "push", "-q", handed_auth, "main")
+        handoff, oneshot, blobless_after = other_starts(work, root, fs, handed_auth)
         blobs_after_metadata = sum(1 for p in (work / "cache" / "blobs").rglob("*") if p.is_file())
         # Cold single-file reads: each on a fresh mount with an empty cache, after an `ls`.
         cold_reads = []
