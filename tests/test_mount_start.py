@@ -7,8 +7,10 @@ that paces itself behind reads (fs/activity.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -66,6 +68,12 @@ def test_add_repo_is_handed_to_a_running_daemon_which_mounts_it_at_once(
         assert bad.returncode == 1 and "does not exist on" in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
         assert not (root / "third").exists() and daemon.poll() is None
+        # Not a request of ours on the socket: an answer saying so, and the daemon stays up.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(root / ".artifact-fs" / "run" / "daemon.ctl"))
+            client.sendall(b'{"op": "rm -rf"}\n')
+            assert json.loads(client.makefile("rb").readline()) == {"ok": False, "error": "not an add-repo request"}
+        assert daemon.poll() is None
         # Added again (a fresh token, say): the running mount stays as it is.
         again = fs(fs_env, "add-repo", "--name", "second", "--remote", auth_remote(remote, token),
                    "--mount-root", str(root))
