@@ -3,6 +3,11 @@
 Every client command receives one ``Application`` (``@pass_app``). User errors leave through
 ``abort(message, code)``; SDK errors are translated to a message and an exit code once, in
 ``exit_code_for`` (called by the root group), so no command prints a traceback for them.
+
+rich, the SDK (httpx, pydantic) and the client settings are imported when first used, not
+here: ``artifactd mount``/``unmount`` and the credential helper never need them, and they
+cost ~0.2 s of start-up. An SDK error can only be raised once the SDK is imported, so
+``run_guarded`` looks for one only then.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from enum import IntEnum
 from functools import cached_property
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from artifactd.cli import _config
-from artifactd.client import Artifacts, Retrying, RetryPolicy
-from artifactd.client import _errors as sdk
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from artifactd.cli import _config
+    from artifactd.client import Artifacts, Retrying, RetryPolicy
+    from artifactd.client import _errors as sdk
+
+SDK_ERRORS_MODULE = "artifactd.client._errors"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,6 +55,8 @@ class ExitCode(IntEnum):
 
 
 def exit_code_for(exc: sdk.ArtifactsError) -> ExitCode:
+    from artifactd.client import _errors as sdk
+
     if isinstance(exc, sdk.ValidationError | sdk.PayloadTooLarge):
         return ExitCode.USAGE
     if isinstance(exc, sdk.ConfigurationError):
@@ -71,13 +81,25 @@ class Application:
 
     def __init__(self, namespace: str | None = None):
         self.namespace_option = namespace
-        self.console = Console(highlight=False, soft_wrap=True)
-        self.error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    @cached_property
+    def console(self) -> Console:
+        from rich.console import Console
+
+        return Console(highlight=False, soft_wrap=True)
+
+    @cached_property
+    def error_console(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False, soft_wrap=True)
 
     # Configuration and client
 
     @cached_property
     def settings(self) -> _config.ClientSettings:
+        from artifactd.cli import _config
+
         try:
             return _config.load(namespace=self.namespace_option)
         except _config.ConfigFileError as exc:
@@ -89,6 +111,8 @@ class Application:
 
     @cached_property
     def client(self) -> Artifacts:
+        from artifactd.client import Artifacts
+
         settings = self.settings
         if settings.missing:
             self.abort(
@@ -103,6 +127,8 @@ class Application:
 
     def retry_policy(self) -> RetryPolicy:
         """The SDK's retry policy, told to say on stderr why the command is waiting."""
+        from artifactd.client import RetryPolicy
+
         raw = os.environ.get(ENV_RETRIES, "").strip()
         retries = DEFAULT_RETRIES
         if raw:
@@ -176,6 +202,9 @@ def print_table(console: Console, columns: Sequence[str], rows: Sequence[Sequenc
     remotes; instead the table is laid out as wide as its widest cells need, and a narrow
     terminal wraps the long lines whole.
     """
+    from rich.console import Console
+    from rich.table import Table
+
     cells = [["" if value is None else str(value) for value in row] for row in rows]
     if not console.is_terminal:
         for row in cells:
@@ -208,7 +237,10 @@ def run_guarded(ctx: click.Context, invoke: Callable[[], Any]) -> Any:
     """Run a command; an SDK error becomes a one-line message and its exit code."""
     try:
         return invoke()
-    except sdk.ArtifactsError as exc:
+    except Exception as exc:
+        sdk = sys.modules.get(SDK_ERRORS_MODULE)  # not imported: the command raised no SDK error
+        if sdk is None or not isinstance(exc, sdk.ArtifactsError):
+            raise
         app = ctx.find_object(Application) or Application()
         app.display_error(str(exc))
         raise click.exceptions.Exit(int(exit_code_for(exc))) from None

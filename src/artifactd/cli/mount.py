@@ -13,6 +13,11 @@ from artifactd.cli._app import Application, pass_app
 JSON_HELP = "Print the result as JSON (docs/cli.md)."
 
 
+def _done(text: str) -> None:
+    """The success line on stderr, as ``display_success`` prints it, without importing rich."""
+    click.secho(text, fg="green", err=True)
+
+
 def _oneshot(app: Application):  # type: ignore[no-untyped-def]
     try:
         from artifactd.fs import oneshot
@@ -46,7 +51,7 @@ def mount(app: Application, remote: str, directory: str, branch: str, as_json: b
     if as_json:
         app.display_json({"mount_point": str(target), "branch": branch, "mounted": True})
     else:
-        app.display_success(f"mounted {target}")
+        _done(f"mounted {target}")
 
 
 @click.command()
@@ -68,4 +73,4 @@ def unmount(app: Application, directory: str, as_json: bool) -> None:
     if as_json:
         app.display_json({"mount_point": directory, "mounted": False})
     else:
-        app.display_success(f"unmounted {directory}")
+        _done(f"unmounted {directory}")
