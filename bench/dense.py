@@ -61,7 +61,7 @@ def disk_cost(path: Path) -> tuple[int, int]:
 
 
 def repo_dir(server: Any, repo_id: str) -> Path:
-    return Path(server.data_dir) / "repos" / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
+    return Path(server.data_dir) / "repos" / repo_id[:2] / f"{repo_id}.git"
 
 
 # Filesystems the pushed repos are copied onto (a loop image each) to measure what they cost

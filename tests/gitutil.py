@@ -128,7 +128,7 @@ class Repo:
 
     @property
     def git_dir(self) -> Path:
-        return self.server.data_dir / "repos" / self.id[:2] / self.id[2:4] / f"{self.id}.git"
+        return self.server.data_dir / "repos" / self.id[:2] / f"{self.id}.git"
 
     def mint(self, scope: str = "write", ttl: int = 3600) -> dict[str, str]:
         with self.server.client() as c:

@@ -7,6 +7,7 @@ repo's directory, as an operator would.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,3 +125,44 @@ def test_a_fresh_repo_is_a_skeleton_git_accepts(prompt_server: Server, tmp_path:
     git.commit_files(clone, {"a.txt": "a\n"}, "first")
     git.run("-c", bearer(repo.token), "push", "-q", "origin", "HEAD:main", cwd=clone)
     repo.fsck()
+
+
+def test_a_repo_in_the_old_layout_keeps_working(prompt_server: Server, tmp_path: Path) -> None:
+    """A repo directory an older version made (two shard levels, real ``objects/pack``
+    directories) is found where it is, pushed to, maintained, read, forked (the fork gets the
+    dense layout) and deleted."""
+    repo = create_repo(prompt_server, "dense-legacy")
+    data = prompt_server.data_dir
+    legacy = data / "repos" / repo.id[:2] / repo.id[2:4] / f"{repo.id}.git"
+    legacy.mkdir(parents=True)
+    for sub in ("objects", "refs"):
+        (legacy / sub).mkdir()
+    (legacy / "HEAD").write_text("ref: refs/heads/main\n")
+    git = Git(tmp_path / "home")
+    work = tmp_path / "work"
+    git.new_work(work, {"notes.txt": "old layout\n"})
+    git.run("-c", bearer(repo.token), "push", "-q", repo.remote, "main", cwd=work)
+
+    assert not repo.git_dir.exists(), "a second directory was made at the one-level path"
+    assert not (legacy / "objects").is_symlink()
+    assert list((legacy / "objects" / "pack").glob("*.pack")), listing(legacy)
+    assert wait_for(lambda: (legacy / "packed-refs").is_file()), listing(legacy)
+    assert wait_for(lambda: int(str(repo.info()["size"])) > 0)
+    pack_bytes = sum(f.stat().st_size for f in (legacy / "objects" / "pack").iterdir())
+    assert int(str(repo.info()["size"])) == pack_bytes
+    with prompt_server.client() as c:
+        assert c.get(f"/repos/{repo.name}/raw/main/notes.txt").content == b"old layout\n"
+        r = c.post(f"/repos/{repo.name}/fork", json={"name": "dense-legacy-fork"})
+        assert r.status_code == 200, r.text
+        fork_id = r.json()["result"]["id"]
+        fork_dir = data / "repos" / fork_id[:2] / f"{fork_id}.git"
+        assert os.readlink(fork_dir / "objects") == "."
+        assert c.get("/repos/dense-legacy-fork/raw/main/notes.txt").content == b"old layout\n"
+    clone = tmp_path / "clone"
+    git.run("-c", bearer(repo.token), "clone", "-q", repo.remote, str(clone))
+    assert (clone / "notes.txt").read_text() == "old layout\n"
+    subprocess.run(["git", f"--git-dir={fork_dir}", "fsck", "--strict"], check=True,
+                   capture_output=True)
+    with prompt_server.client() as c:
+        assert c.delete(f"/repos/{repo.name}").status_code == 202
+    assert not legacy.exists()

@@ -2,7 +2,8 @@
 
 Layout under ``<data_dir>/repos``::
 
-    repos/<id[0:2]>/<id[2:4]>/<id>.git     live repositories
+    repos/<id[0:2]>/<id>.git               live repositories
+    repos/<id[0:2]>/<id[2:4]>/<id>.git     live repositories made before the one-level shards
     trash/<id>.<nonce>                     deleted, waiting to be removed in the background
     tmp/<kind>-<id>-<owner>-<nonce>        work areas for forks, imports and lazy creation
     tmp/pending/fork-<id>.<owner>          a fork installed before its row exists
@@ -109,9 +110,24 @@ class RepoStore:
             path.mkdir(parents=True, exist_ok=True)
 
     def path(self, repo_id: str) -> Path:
+        """The repo's directory (it may not exist yet: directories are made lazily).
+
+        One level of 256 shard directories: a second level (``<id[2:4]>``) cost a directory
+        block per repo at 100k repos (51,543 of the 65,536 exist there) for nothing, since
+        ext4 indexes a directory of 40k entries (10M repos) as well as one of 2. A directory
+        made by an older version at the two-level path is still found there and kept there
+        (a rename under running gits is not worth the block); new ones are never made there.
+        The cost: a repo found at the old path, or not made yet, takes one more ``lstat``.
+        """
         if not _REPO_ID.fullmatch(repo_id):
             raise ValueError("invalid repo id")
-        return self.root / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
+        legacy = self.root / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
+        if self.remote:  # the ``s3`` store's cache directories keep the two levels
+            return legacy
+        flat = self.root / repo_id[:2] / f"{repo_id}.git"
+        if os.path.lexists(flat) or not os.path.lexists(legacy):
+            return flat
+        return legacy
 
     def exists(self, repo_id: str) -> bool:
         return (self.path(repo_id) / "HEAD").is_file()
@@ -288,6 +304,10 @@ class RepoStore:
 
     def repo_dirs(self) -> Iterator[tuple[str, Path]]:
         """(repo id, directory) of every repository directory under ``repos/``."""
+        for path in self.root.glob("??/*.git"):
+            repo_id = path.name.removesuffix(".git")
+            if _REPO_ID.fullmatch(repo_id) and path.parent.name == repo_id[:2]:
+                yield repo_id, path
         for path in self.root.glob("??/??/*.git"):
             repo_id = path.name.removesuffix(".git")
             if _REPO_ID.fullmatch(repo_id) and path.parent.parent.name == repo_id[:2] \
