@@ -23,9 +23,10 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,13 +38,14 @@ MEMORY_BYTES = 64 << 20  # blobs received but not yet on disk
 TOUCH = "touch:"  # a writer-queue item that refreshes a file's mtime (LRU order)
 REPORT_BYTES = 4 << 20  # written bytes added to the host's count at least this often
 REPORT_SECONDS = 1.0  # and when the writer is idle, at most this often (a locked file update each)
+SEND_ITEMS = 4096  # queued items handed to the writer process in one pipe write, at most
 EVICT_TO = 0.9  # past the limit, evict down to this share of it (not again at the next blob)
 
 log = logging.getLogger("artifact_fs")
 
 
 class BlobCache:
-    def __init__(self, folder: Path, limit: int) -> None:
+    def __init__(self, folder: Path, limit: int, use_child: bool = True) -> None:
         self.folder = folder
         self.limit = limit
         self.lock = threading.Lock()
@@ -61,6 +63,11 @@ class BlobCache:
         self.unreported = 0  # bytes written by this process, not yet added to ``usage``
         self.reported_at = 0.0
         self.subdirs: set[str] = set()  # the ab/ folders known to exist
+        # The writer process (``blobwriter``), started with the first write; ``sent`` are the
+        # items it has not answered yet, in the order sent.
+        self.use_child = use_child
+        self.child: _Child | None = None
+        self.sent: deque[str] = deque()
         self.touched: set[str] = set()  # read at least once by this process
 
     def path(self, oid: str) -> Path:
@@ -206,18 +213,102 @@ class BlobCache:
 
     def _write_behind(self) -> None:
         while True:
-            oid = self.writes.get()
+            items = [self.writes.get()]
+            while len(items) < SEND_ITEMS:  # all that is queued goes in one pipe write
+                try:
+                    items.append(self.writes.get_nowait())
+                except queue.Empty:
+                    break
+            if self._send(items):
+                continue
+            for item in items:  # no writer process: this thread writes them
+                self._write_here(item)
+
+    def _write_here(self, item: str) -> None:
+        try:
+            self._write_one(item)
+            idle = self.writes.empty() and time.monotonic() - self.reported_at > REPORT_SECONDS
+            if idle or self.unreported >= REPORT_BYTES:
+                self._report()
+        except Exception as exc:  # the writer must live on: a blob not written is fetched again
+            log.warning("blob cache: %s", exc)
+        finally:
+            with self.written:
+                self.outstanding -= 1
+                self.written.notify_all()
+
+    def _send(self, items: list[str]) -> bool:
+        """Hand ``items`` to the writer process (``blobwriter``); ``False`` if there is none."""
+        child = self._child()
+        if child is None:
+            return False
+        frames = []
+        with self.lock:
+            if self.child is not child:  # it died: its unanswered items are written here
+                return False
+            for item in items:
+                if item.startswith(TOUCH):
+                    frames.append(b"T %s\n" % item[len(TOUCH):].encode())
+                else:
+                    data = self.pending[item]
+                    frames.append(b"W %s %d\n" % (item.encode(), len(data)))
+                    frames.append(data)
+            self.sent.extend(items)
+        try:
+            view = memoryview(b"".join(frames))
+            while view:
+                view = view[os.write(child.stdin_fd, view):]
+        except OSError:  # it died: the answer reader gets its end of file and takes them back
+            pass
+        return True
+
+    def _child(self) -> _Child | None:
+        if self.child is None and self.use_child:
             try:
-                self._write_one(oid)
-                idle = self.writes.empty() and time.monotonic() - self.reported_at > REPORT_SECONDS
-                if idle or self.unreported >= REPORT_BYTES:
+                self.child = _Child.start(self.folder)
+            except OSError as exc:
+                log.warning("blob cache: no writer process (%s): writing in the mount process", exc)
+                self.use_child = False
+                return None
+            threading.Thread(target=self._answers, args=(self.child,), name="blob-writer-answers",
+                             daemon=True).start()
+        return self.child
+
+    def _answers(self, child: _Child) -> None:
+        """The writer process's answers, one byte per item sent, in order."""
+        while True:
+            try:
+                answers = os.read(child.stdout_fd, 1 << 16)
+            except OSError:
+                answers = b""
+            if not answers:
+                break
+            with self.written:
+                for answer in answers:
+                    item = self.sent.popleft()
+                    if answer != ord("t"):
+                        self._done_writing(item, stored=answer == ord("1"))
+                self.outstanding -= len(answers)
+                self.written.notify_all()
+                idle = not self.sent and self.writes.empty()
+            idle = idle and time.monotonic() - self.reported_at > REPORT_SECONDS
+            if idle or self.unreported >= REPORT_BYTES:
+                try:
                     self._report()
-            except Exception as exc:  # the writer must live on: a blob not written is fetched again
-                log.warning("blob cache: %s", exc)
-            finally:
-                with self.written:
-                    self.outstanding -= 1
-                    self.written.notify_all()
+                except Exception as exc:
+                    log.warning("blob cache: %s", exc)
+        # The writer process is gone (killed, say): what it did not answer is written here,
+        # and so is everything after it.
+        with self.lock:
+            self.child = None
+            self.use_child = False
+            unanswered = list(self.sent)
+            self.sent.clear()
+        child.close()
+        if unanswered:
+            log.warning("blob cache: the writer process ended; writing %d blobs here", len(unanswered))
+        for item in unanswered:
+            self._write_here(item)
 
     def _write_one(self, oid: str) -> None:
         if oid.startswith(TOUCH):
@@ -247,14 +338,18 @@ class BlobCache:
         else:
             stored = True
         with self.written:
-            if stored:
-                self.used[oid] = len(data)
-                self.used.move_to_end(oid)
-                self.touched.add(oid)  # just written: its mtime is fresh
-                self.unreported += len(data)
-            del self.pending[oid]
-            self.pending_bytes -= len(data)
+            self._done_writing(oid, stored)
             self.written.notify_all()
+
+    def _done_writing(self, oid: str, stored: bool) -> None:
+        """``oid`` is on disk (or failed to be): out of memory. Under ``self.lock``."""
+        data = self.pending.pop(oid)
+        if stored:
+            self.used[oid] = len(data)
+            self.used.move_to_end(oid)
+            self.touched.add(oid)  # just written: its mtime is fresh
+            self.unreported += len(data)
+        self.pending_bytes -= len(data)
 
     def _report(self) -> None:
         """Add this process's new bytes to the host's count; past the limit, evict."""
@@ -289,6 +384,31 @@ class BlobCache:
                 freed += size
             Usage.write(fd, total)
         return freed
+
+
+class _Child:
+    """The writer process and the two ends of its pipes this process holds."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc = proc
+        self.stdin_fd = proc.stdin.fileno()
+        self.stdout_fd = proc.stdout.fileno()
+
+    @classmethod
+    def start(cls, folder: Path) -> _Child:
+        # A fresh interpreter without site (-I -S): a start-up of milliseconds, and nothing
+        # of this process (threads, FUSE) in it. It ends when its stdin closes.
+        script = Path(__file__).with_name("blobwriter.py")
+        return cls(subprocess.Popen([sys.executable, "-I", "-S", str(script), str(folder)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0))
+
+    def close(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()  # type: ignore[union-attr]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
 
 
 def _feed(stdin: object, oids: list[str]) -> None:
