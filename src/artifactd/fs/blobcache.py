@@ -305,6 +305,8 @@ class BlobCache:
             unanswered = list(self.sent)
             self.sent.clear()
         child.close()
+        with contextlib.suppress(OSError):
+            child.proc.stdout.close()  # type: ignore[union-attr]
         if unanswered:
             log.warning("blob cache: the writer process ended; writing %d blobs here", len(unanswered))
         for item in unanswered:
@@ -366,6 +368,14 @@ class BlobCache:
                 self.written.wait()
         self._report()
 
+    def close(self) -> None:
+        """Everything on disk, then the writer process ends (a later write is made here)."""
+        self.flush()
+        with self.lock:
+            child, self.child, self.use_child = self.child, None, False
+        if child is not None:
+            child.close()
+
     def evict(self, limit: int) -> int:
         """Remove least recently used blobs of every mount until at most ``limit`` bytes
         remain on disk; returns bytes freed. Under the usage lock: one eviction at a time
@@ -404,9 +414,10 @@ class _Child:
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0))
 
     def close(self) -> None:
-        for stream in (self.proc.stdin, self.proc.stdout):
-            with contextlib.suppress(OSError):
-                stream.close()  # type: ignore[union-attr]
+        """End the process: its input closes, and it exits once the frames before are done.
+        Its output is closed by the thread reading it, at its end of file."""
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
 
