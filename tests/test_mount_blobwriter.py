@@ -113,3 +113,20 @@ def test_the_writer_refuses_an_id_that_is_not_an_object_id_and_writes_nothing_ou
     assert (folder / oid_of(good)[:2] / oid_of(good)[2:]).read_bytes() == good
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
         f"blobs/{oid_of(good)[:2]}/{oid_of(good)[2:]}"]
+
+
+def test_a_fetchs_pack_is_decoded_verified_and_written_by_the_writer_process(tmp_path: Path) -> None:
+    from artifactd.services.git.blob_fetch import pack  # the server's answer to a batch
+
+    cache = BlobCache(tmp_path / "blobs", 1 << 30)
+    blobs = [b"# file %d\n" % i + b"value = %d\n" % i * 20 for i in range(3000)]
+    written = cache.put_pack(pack(blobs))
+    assert written == {oid_of(data): len(data) for data in blobs}
+    for data in blobs:  # on disk when put_pack returns, and known to the cache
+        assert cache.path(oid_of(data)).read_bytes() == data
+        assert cache.known(oid_of(data))
+    assert cache.put_pack(b"PACK not a pack at all, but long enough to be read as one") is None
+    assert cache.put_pack(pack([b"after a bad pack\n"])) == {oid_of(b"after a bad pack\n"): 17}
+    assert cache.child is not None and cache.child.proc.poll() is None  # still the same process
+    cache.close()
+    assert cache.put_pack(pack([b"x\n"])) is None  # no writer process: the caller decodes it

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import queue
@@ -36,6 +37,7 @@ from artifactd.fs.hostcache import Usage, scan
 CHUNK = 1 << 20
 MEMORY_BYTES = 64 << 20  # blobs received but not yet on disk
 TOUCH = "touch:"  # a writer-queue item that refreshes a file's mtime (LRU order)
+PACK = "pack:"  # a writer-queue item: a fetch's pack for the writer process to decode
 REPORT_BYTES = 4 << 20  # written bytes added to the host's count at least this often
 REPORT_SECONDS = 1.0  # and when the writer is idle, at most this often (a locked file update each)
 SEND_ITEMS = 4096  # queued items handed to the writer process in one pipe write, at most
@@ -68,6 +70,8 @@ class BlobCache:
         self.use_child = use_child
         self.child: _Child | None = None
         self.sent: deque[str] = deque()
+        self.packs: dict[str, _PackJob] = {}  # PACK items sent or queued, by item
+        self.pack_numbers = itertools.count()
         self.touched: set[str] = set()  # read at least once by this process
 
     def path(self, oid: str) -> Path:
@@ -171,6 +175,20 @@ class BlobCache:
         self._queue(oid)
         return oid
 
+    def put_pack(self, pack: bytes) -> dict[str, int] | None:
+        """Keep the blobs of a fetch's pack: decoded, named by their hashes and written by
+        the writer process; {oid: size} of those written, when they are on disk. ``None``
+        when there is no writer process (the caller decodes the pack itself)."""
+        if not self.use_child:
+            return None
+        job = _PackJob(pack)
+        with self.lock:
+            item = f"{PACK}{next(self.pack_numbers)}"
+            self.packs[item] = job
+        self._queue(item)
+        job.done.wait()
+        return job.written
+
     def _queue(self, item: str) -> None:
         with self.written:
             self.outstanding += 1
@@ -225,6 +243,9 @@ class BlobCache:
                 self._write_here(item)
 
     def _write_here(self, item: str) -> None:
+        if item.startswith(PACK):  # no writer process: the caller decodes it itself
+            self._pack_done(item, None)
+            return
         try:
             self._write_one(item)
             idle = self.writes.empty() and time.monotonic() - self.reported_at > REPORT_SECONDS
@@ -249,6 +270,10 @@ class BlobCache:
             for item in items:
                 if item.startswith(TOUCH):
                     frames.append(b"T %s\n" % item[len(TOUCH):].encode())
+                elif item.startswith(PACK):
+                    pack = self.packs[item].pack
+                    frames.append(b"P %d\n" % len(pack))
+                    frames.append(pack)
                 else:
                     data = self.pending[item]
                     frames.append(b"W %s %d\n" % (item.encode(), len(data)))
@@ -275,22 +300,46 @@ class BlobCache:
         return self.child
 
     def _answers(self, child: _Child) -> None:
-        """The writer process's answers, one byte per item sent, in order."""
+        """The writer process's answers, in the order of the items sent: one byte for a
+        blob or a touch, a count line and the blobs written for a pack."""
+        buffer = b""
         while True:
             try:
-                answers = os.read(child.stdout_fd, 1 << 16)
+                chunk = os.read(child.stdout_fd, 1 << 16)
             except OSError:
-                answers = b""
-            if not answers:
+                chunk = b""
+            if not chunk:
                 break
+            buffer += chunk
+            done = 0
+            at = 0
+            packs: list[tuple[str, dict[str, int] | None]] = []
             with self.written:
-                for answer in answers:
+                while at < len(buffer):
+                    if buffer[at] != ord("p"):
+                        item = self.sent.popleft()
+                        if buffer[at] != ord("t"):
+                            self._done_writing(item, stored=buffer[at] == ord("1"))
+                        at += 1
+                        done += 1
+                        continue
+                    parsed = _pack_answer(buffer, at)
+                    if parsed is None:
+                        break  # the rest of this answer is still on its way
+                    written, at = parsed
                     item = self.sent.popleft()
-                    if answer != ord("t"):
-                        self._done_writing(item, stored=answer == ord("1"))
-                self.outstanding -= len(answers)
+                    for oid, size in (written or {}).items():
+                        self.used[oid] = size
+                        self.used.move_to_end(oid)
+                        self.touched.add(oid)
+                        self.unreported += size
+                    packs.append((item, written))
+                buffer = buffer[at:]
+                self.outstanding -= done
                 self.written.notify_all()
                 idle = not self.sent and self.writes.empty()
+            for item, written in packs:
+                self._pack_done(item, written)
             idle = idle and time.monotonic() - self.reported_at > REPORT_SECONDS
             if idle or self.unreported >= REPORT_BYTES:
                 try:
@@ -311,6 +360,14 @@ class BlobCache:
             log.warning("blob cache: the writer process ended; writing %d blobs here", len(unanswered))
         for item in unanswered:
             self._write_here(item)
+
+    def _pack_done(self, item: str, written: dict[str, int] | None) -> None:
+        with self.written:
+            job = self.packs.pop(item)
+            self.outstanding -= 1
+            self.written.notify_all()
+        job.written = written
+        job.done.set()
 
     def _write_one(self, oid: str) -> None:
         if oid.startswith(TOUCH):
@@ -394,6 +451,33 @@ class BlobCache:
                 freed += size
             Usage.write(fd, total)
         return freed
+
+
+def _pack_answer(buffer: bytes, at: int) -> tuple[dict[str, int] | None, int] | None:
+    """A pack's answer at ``at`` (``p<count>\\n`` and the blobs written) and where it ends,
+    or ``None`` while it is incomplete; ``(None, end)`` when the writer could not decode it."""
+    end = buffer.find(b"\n", at)
+    if end < 0:
+        return None
+    count = int(buffer[at + 1:end])
+    if count < 0:
+        return None, end + 1
+    written = {}
+    for _ in range(count):
+        line_end = buffer.find(b"\n", end + 1)
+        if line_end < 0:
+            return None
+        oid, size = buffer[end + 1:line_end].split(b" ")
+        written[oid.decode()] = int(size)
+        end = line_end
+    return written, end + 1
+
+
+class _PackJob:
+    def __init__(self, pack: bytes) -> None:
+        self.pack = pack
+        self.done = threading.Event()
+        self.written: dict[str, int] | None = None
 
 
 class _Child:

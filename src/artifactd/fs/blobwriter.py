@@ -11,20 +11,28 @@ from stdin::
 
     W <oid> <size>\\n<size bytes>     write the blob (to a temporary name, renamed into place)
     T <oid>\\n                        refresh the file's mtime (the cache's LRU order)
+    P <size>\\n<size bytes>           a fetch's pack: decode it, write each of its blobs
 
-and answers each frame, in order, with one byte on stdout: ``1`` written, ``0`` not (the
-error goes to stderr), ``t`` touched. The blobs' ids are the hashes of their bytes, checked
-by the mount before they are sent; an id that is not 40 hex digits is refused, so no
-frame can name a path outside the folder. It exits at the end of its input: when the mount
-process ends, whichever way, its pipe closes.
+and answers each frame, in order, on stdout: one byte for ``W`` (``1`` written, ``0`` not:
+the error goes to stderr) and ``T`` (``t``); for ``P``, ``p<count>\\n`` and a line
+``<oid> <size>`` for each blob written (``p-1\\n``: not a pack it can read, the mount
+decodes it itself). A ``W`` blob's id is the hash of its bytes, checked by the mount before
+it is sent; a ``P`` blob's id is computed here from its bytes. An id that is not 40 hex
+digits is refused, so no frame can name a path outside the folder. Decoding a batch of
+thousands of blobs here, not in the mount, also keeps the interpreter lock of the mount's
+FUSE loop free. It exits at the end of its input: when the mount process ends, whichever
+way, its pipe closes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import sys
+import zlib
+from pathlib import Path
 
 OID = re.compile(rb"[0-9a-f]{40}")
 READ = 1 << 20
@@ -45,6 +53,27 @@ def write_blob(folder: str, oid: str, data: memoryview, subdirs: set[str]) -> No
     finally:
         os.close(fd)
     os.rename(tmp, target)
+
+
+def write_pack(folder: str, pack: bytes, subdirs: set[str]) -> bytes:
+    """The answer to a ``P`` frame: the pack's blobs written, each named by its hash."""
+    from artifactd.fs.fetchpack import PackError, parse_pack  # the mount's own decoder
+
+    try:
+        blobs = parse_pack(pack)
+    except (PackError, zlib.error, KeyError, IndexError, ValueError, TypeError) as exc:
+        print(f"artifact-fs: blob writer: cannot decode a pack: {exc}", file=sys.stderr)
+        return b"p-1\n"
+    lines = []
+    for data in blobs:
+        oid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 - git's object id
+        try:
+            write_blob(folder, oid, memoryview(data), subdirs)
+        except OSError as exc:  # disk full, say: the blob is fetched again when read
+            print(f"artifact-fs: cannot write blob {oid} to the cache: {exc}", file=sys.stderr)
+            continue
+        lines.append(b"%s %d\n" % (oid.encode(), len(data)))
+    return b"p%d\n" % len(lines) + b"".join(lines)
 
 
 def serve(folder: str, source: int, sink: int) -> None:
@@ -69,6 +98,13 @@ def serve(folder: str, source: int, sink: int) -> None:
                         os.utime(os.path.join(folder, oid[:2], oid[2:]))
                 answers += b"t"
                 at = end + 1
+                continue
+            if header[0] == b"P" and len(header) == 2 and header[1].isdigit():
+                size = int(header[1])
+                if len(buffer) < end + 1 + size:
+                    break  # the rest of this pack is still on its way
+                answers += write_pack(folder, bytes(buffer[end + 1:end + 1 + size]), subdirs)
+                at = end + 1 + size
                 continue
             if header[0] != b"W" or len(header) != 3 or not header[2].isdigit():
                 print(f"artifact-fs: blob writer: bad frame {bytes(header[0][:8])!r}", file=sys.stderr)
@@ -98,6 +134,8 @@ def main() -> int:
     if len(sys.argv) != 2:
         print("usage: blobwriter.py FOLDER", file=sys.stderr)
         return 2
+    # Run without site: the package this file is in is found next to it (for its decoder).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     try:
         serve(sys.argv[1], sys.stdin.fileno(), sys.stdout.fileno())
     except BrokenPipeError:  # the mount is gone
