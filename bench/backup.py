@@ -35,7 +35,7 @@ PUSH_RATIO_TARGET = 3.0  # push p50 during a backup within 3x of idle (shared 2-
 
 
 def _repo_dir(data_dir: Path, repo_id: str) -> Path:
-    return data_dir / "repos" / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
+    return data_dir / "repos" / repo_id[:2] / f"{repo_id}.git"
 
 
 def _git_env(home: Path) -> dict[str, str]:

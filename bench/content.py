@@ -118,7 +118,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         with server.client() as c:
             created = c.post("/repos", json={"name": "bench-content"}).json()["result"]
         repo_id = created["id"]
-        git_dir = server.data_dir / "repos" / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
+        git_dir = server.data_dir / "repos" / repo_id[:2] / f"{repo_id}.git"
         git_dir.parent.mkdir(parents=True, exist_ok=True)
         spec = PRESETS["tiny" if quick else "small"]
         generate(spec, git_dir)

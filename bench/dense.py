@@ -4,7 +4,8 @@
    git CLI, then compacted by the server's own maintenance (it looks every 0.2 s; a first
    push makes a repo due). Disk blocks (``du --block-size=1``) and inodes (``find``) per
    repo directory, for pushed repos and for empty ones (made on their first git request),
-   and the fan-out directories ``repos/xx/yy`` a store of 100k repos adds. Reference: the
+   and the 256 shard directories ``repos/xx`` a store of 100k repos adds (each measured
+   holding its share, 391 entries). Reference: the
    same repo as ``git init --bare`` + the same push (git's defaults), measured alike. The
    same repo directories are then copied onto fresh loop images of ext4 (defaults), ext4
    ``-O inline_data`` and XFS, and measured there. (The first read of a fresh repo is its
@@ -19,6 +20,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -61,7 +63,7 @@ def disk_cost(path: Path) -> tuple[int, int]:
 
 
 def repo_dir(server: Any, repo_id: str) -> Path:
-    return Path(server.data_dir) / "repos" / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
+    return Path(server.data_dir) / "repos" / repo_id[:2] / f"{repo_id}.git"
 
 
 # Filesystems the pushed repos are copied onto (a loop image each) to measure what they cost
@@ -77,7 +79,7 @@ FILESYSTEMS: dict[str, tuple[str, ...]] = {
 def filesystem_cost(repos: list[Path], work: Path, mkfs: tuple[str, ...]) -> dict[str, int] | None:
     """Bytes of blocks and inodes per repo when the same repo directories are copied (``cp
     -a``) onto a fresh filesystem made by ``mkfs`` on a loop image, and the blocks of one
-    ``repos/xx/yy`` directory holding one repo; ``None`` where a loop mount is not possible
+    ``repos/xx`` shard directory holding 100k repos' share; ``None`` where a loop mount is not possible
     (not root, no such ``mkfs``, no loop device)."""
     image, mount = work / "fs.img", work / "fs"
     mount.mkdir(exist_ok=True)
@@ -95,17 +97,25 @@ def filesystem_cost(repos: list[Path], work: Path, mkfs: tuple[str, ...]) -> dic
             dest = mount / f"r{i}.git"
             subprocess.run(["cp", "-a", str(repo), str(dest)], check=True)
             costs.append(disk_cost(dest))
-        fan_dir = mount / "xx" / "yy"
-        fan_dir.mkdir(parents=True)
-        subprocess.run(["cp", "-a", str(repos[0]), str(fan_dir / "r.git")], check=True)
-        dir_blocks = int(subprocess.run(["du", "--block-size=1", "-s", "-S", str(fan_dir)],
-                                        capture_output=True, text=True, check=True).stdout.split()[0])
         return {"blocks": round(statistics.mean(b for b, _ in costs)),
                 "inodes": round(statistics.mean(i for _, i in costs), 1),
-                "dir_blocks": dir_blocks}
+                "dir_blocks": shard_dir_blocks(mount / "xx")}
     finally:
         subprocess.run(["umount", str(mount)], check=False)
         image.unlink(missing_ok=True)
+
+
+SHARDS = 256  # repos/<id[0:2]>/ (storage/repostore.py)
+SHARE_100K = -(-100_000 // SHARDS)  # entries of one shard directory at 100k repos
+
+
+def shard_dir_blocks(shard: Path) -> int:
+    """Bytes of blocks of a shard directory holding ``SHARE_100K`` repo entries (the
+    directory's own blocks: the entries are empty files here, their cost is the repos')."""
+    shard.mkdir(parents=True)
+    for i in range(SHARE_100K):
+        (shard / f"{i:032x}.git").touch()
+    return os.lstat(shard).st_blocks * 512
 
 
 def open_files(pid: int) -> dict[str, int]:
@@ -286,8 +296,8 @@ def run(quick: bool = False, pushed: int | None = None,
             "empty_inodes_per_repo": round(statistics.mean(i for _, i in empty_costs), 1),
             "reference_blocks": ref_blocks, "reference_inodes": ref_inodes,
             "filesystems": filesystems,
-            # repos/xx/yy: at 100k repos nearly every one of the 65,536 yy directories exists.
-            "fanout_dirs_100k": round(256 + 65536 * (1 - 2.718281828 ** (-100_000 / 65536))),
+            "shard_dirs_100k": SHARDS,
+            "shard_dir_blocks": shard_dir_blocks(work / "shard"),
             "fan_out": fan, "one_repo": one_repo,
         }
     finally:
@@ -296,14 +306,14 @@ def run(quick: bool = False, pushed: int | None = None,
 
 
 def total_100k_gb(results: dict[str, Any], filesystem: str | None = None) -> float:
-    """100,000 pushed repos: the per-repo cost x 100,000 plus the ``repos/xx/yy`` directories
-    such a store has, on the data directory's own filesystem or a measured one."""
+    """100,000 pushed repos: the per-repo cost x 100,000 plus the 256 ``repos/xx`` shard
+    directories such a store has, on the data directory's own filesystem or a measured one."""
     if filesystem is None:
-        blocks, dir_blocks = results["blocks_per_repo"], 4096
+        blocks, dir_blocks = results["blocks_per_repo"], results["shard_dir_blocks"]
     else:
         cost = results["filesystems"][filesystem]
         blocks, dir_blocks = cost["blocks"], cost["dir_blocks"]
-    return round((blocks * 100_000 + results["fanout_dirs_100k"] * dir_blocks) / 1e9, 2)
+    return round((blocks * 100_000 + results["shard_dirs_100k"] * dir_blocks) / 1e9, 3)
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
@@ -372,19 +382,24 @@ def render(results: dict[str, Any]) -> str:
         *_filesystem_rows(results),
         "",
         "100k repos: the per-repo cost x 100,000 plus the "
-        f"{results['fanout_dirs_100k']:,} `repos/xx/yy` directories such a store has (each costs "
-        "what one holding one repo costs on that filesystem, measured). A pushed repo holds "
-        "what git needs and nothing else: four directories (the repo, `objects`, "
-        "`objects/pack`, `refs`), four small files (`HEAD`, the pack, its index, "
-        "`packed-refs`) and the empty push lock file (no `config`, `description`, `hooks/`, "
-        "`info/`, loose objects or fan-out directories: every push is kept as one pack and "
-        "the first maintenance packs the refs). On ext4 with its defaults each of the eight "
-        "takes a 4 KiB block, so 32 KiB is git's floor there and the issue's 24 KB is not "
-        "met (a symlink `HEAD` would save one block, 28 KiB, and every reader that checks "
-        "`HEAD` is a file would have to change, so it is not done). The filesystem meets it: "
-        "XFS keeps small directories in the inode, ext4 made with `-O inline_data` small "
-        "files and directories too; the rows above are the same repo directories copied "
-        "(`cp -a`) onto a fresh loop image of each.",
+        f"{results['shard_dirs_100k']} `repos/xx` shard directories such a store has (each "
+        f"measured holding its share of 100k entries: {results['shard_dir_blocks'] / 1024:.0f} "
+        "KiB on the data dir). A pushed repo holds what git needs and nothing else, in the "
+        "dense layout (`storage/repostore.py`, `DENSE_LINKS`): `objects` and `objects/pack` "
+        "are the symlinks `objects -> .` and `pack -> .`, so git's object store is the repo "
+        "directory itself, and the repo is two directories (the repo, `refs`), four small "
+        "files (`HEAD`, the pack, its index, `packed-refs`), the two links (a symlink with a "
+        "target under 60 bytes is kept in its inode on ext4: no block) and the empty push "
+        "lock file: 6 blocks and 9 inodes on ext4 with its defaults (no `config`, "
+        "`description`, `hooks/`, `info/`, loose objects or fan-out directories: every push "
+        "is kept as one pack and the first maintenance packs the refs). `HEAD` stays a file: "
+        "a symlink `HEAD -> refs/heads/<branch>` would save a seventh block and git reads it, "
+        "but libgit2 (the in-process reads) takes a repo whose `HEAD` link dangles, as it does "
+        "once maintenance packed the branch into `packed-refs`, for no repository. Repos made "
+        "before the dense layout keep theirs (and their two-level `repos/xx/yy` path) and "
+        "work as before. XFS and ext4 `-O inline_data` keep small directories (and, for "
+        "inline_data, small files) in the inode; the rows above are the same repo "
+        "directories copied (`cp -a`, links kept) onto a fresh loop image of each.",
         "",
         f"**Read fan-out**: `wrk`, 2 threads, {READERS} connections, one small file from each of "
         "K repos in turn; reference: nginx + fcgiwrap starting `git cat-file` per request, same "

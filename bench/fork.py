@@ -80,7 +80,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             for label, blobs, blob_bytes in shapes:
                 name = f"parent-{label.replace(' ', '').lower()}"
                 parent_id = c.post("/repos", json={"name": name}).json()["result"]["id"]
-                parent_dir = server.data_dir / "repos" / parent_id[:2] / parent_id[2:4] / f"{parent_id}.git"
+                parent_dir = server.data_dir / "repos" / parent_id[:2] / f"{parent_id}.git"
                 parent_dir.parent.mkdir(parents=True, exist_ok=True)
                 started = time.perf_counter()
                 make_parent(parent_dir, blobs, blob_bytes)
@@ -96,7 +96,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                     assert r.status_code == 200, r.text
                     objects = r.json()["result"]["objects"]
                 fork_id = r.json()["result"]["id"]
-                fork_dir = server.data_dir / "repos" / fork_id[:2] / fork_id[2:4] / f"{fork_id}.git"
+                fork_dir = server.data_dir / "repos" / fork_id[:2] / f"{fork_id}.git"
                 results.append({
                     "parent": label,
                     "parent_bytes": parent_bytes,

@@ -142,7 +142,7 @@ def serve_artifactd(base: Path, repos: dict[str, Path]) -> Served:
     with server.client() as c:
         for key, path in repos.items():
             result = c.post("/repos", json={"name": f"bench-{key}"}).json()["result"]
-            target = server.data_dir / "repos" / result["id"][:2] / result["id"][2:4] / f"{result['id']}.git"
+            target = server.data_dir / "repos" / result["id"][:2] / f"{result['id']}.git"
             target.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["cp", "-al", str(path), str(target)], check=True)
             urls[key], tokens[key] = result["remote"], result["token"]

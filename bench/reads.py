@@ -47,7 +47,7 @@ def _env(home: Path) -> dict[str, str]:
 
 
 def _repo_dir(data: Path, repo_id: str) -> Path:
-    return data / "repos" / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
+    return data / "repos" / repo_id[:2] / f"{repo_id}.git"
 
 
 def _fast_import(git_dir: Path, script: bytes) -> None:

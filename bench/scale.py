@@ -225,7 +225,7 @@ def empty_repos(server: Any, work: Path, api_creates: int, seeded: int) -> dict[
     for repo in made[:20]:
         git(env, "-c", f"http.extraHeader=Authorization: Bearer {repo['token']}", "ls-remote",
             repo["remote"])
-        path = (server.data_dir / "repos" / repo["id"][:2] / repo["id"][2:4] / f"{repo['id']}.git")
+        path = (server.data_dir / "repos" / repo["id"][:2] / f"{repo['id']}.git")
         blocks = subprocess.run(["du", "--block-size=1", "-s", str(path)], capture_output=True,
                                 text=True, check=True).stdout.split()[0]
         dir_costs.append((int(blocks), sum(1 for _ in path.rglob("*")) + 1))

@@ -265,7 +265,7 @@ class Rig:
 
     def git_dir(self, name: str) -> Path:
         repo_id = self.repos[name]["id"]
-        return self.server.data_dir / "repos" / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
+        return self.server.data_dir / "repos" / repo_id[:2] / f"{repo_id}.git"
 
     def _check_push(self, scenario: str) -> list[str]:
         git_dir = self.git_dir("push")

@@ -21,6 +21,27 @@ from tests.harness import Server
 ZERO = "0" * 40
 
 
+# What a repo directory holds besides its object store. In the dense layout ``objects`` is a
+# symlink to the repo directory itself (storage/repostore.py DENSE_LINKS), so a walk of
+# ``objects/`` sees these too and must leave them out to see the objects alone.
+_NOT_OBJECTS = frozenset({"HEAD", "packed-refs", "refs", "shallow", "artifactd-push.flock"})
+
+
+def object_files(git_dir: Path) -> list[Path]:
+    """Every file of the repo's object store (loose objects, packs, indexes, info/), in
+    either layout; ``rglob`` follows no symlink, so the dense links are not walked."""
+    objects = git_dir / "objects"
+    dense = objects.is_symlink()
+    found = []
+    for path in sorted(objects.rglob("*")):
+        top = path.relative_to(objects).parts[0]
+        if dense and (top in _NOT_OBJECTS or top.startswith("HEAD.") or top.endswith(".lock")):
+            continue
+        if path.is_file() and not path.is_symlink():
+            found.append(path)
+    return found
+
+
 def git_env(home: Path) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
@@ -107,7 +128,7 @@ class Repo:
 
     @property
     def git_dir(self) -> Path:
-        return self.server.data_dir / "repos" / self.id[:2] / self.id[2:4] / f"{self.id}.git"
+        return self.server.data_dir / "repos" / self.id[:2] / f"{self.id}.git"
 
     def mint(self, scope: str = "write", ttl: int = 3600) -> dict[str, str]:
         with self.server.client() as c:

@@ -205,6 +205,8 @@ def test_backup_while_pushing_then_restore_and_serve(
         app_packs = {p.name: p.stat().st_ino for p in (moved(app, restored).git_dir / "objects" / "pack").glob("*.pack")}
         fork_packs = {p.name: p.stat().st_ino for p in (moved(fork, restored).git_dir / "objects" / "pack").glob("*.pack")}
         assert fork_packs
+        # Laid out as the store lays out new repos (the dense layout: objects -> .).
+        assert os.readlink(moved(fork, restored).git_dir / "objects") == "."
         assert all(app_packs[name] == inode for name, inode in fork_packs.items() if name in app_packs)
         assert git.out("rev-parse", "HEAD", cwd=fork_copy) == app_refs["refs/heads/main"]
         # The push acknowledged before the backup began is there; whatever came after is

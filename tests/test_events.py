@@ -54,7 +54,7 @@ def test_every_action_and_error_type(sqlite_server: Server, tmp_path: Path) -> N
         # serverError: the parent's object store is damaged on disk (a directory where an
         # object file belongs), so forking it fails inside the server.
         rid = parent["id"]
-        objects = server.data_dir / "repos" / rid[:2] / rid[2:4] / f"{rid}.git" / "objects"
+        objects = server.data_dir / "repos" / rid[:2] / f"{rid}.git" / "objects"
         (objects / "ab" / ("c" * 38)).mkdir(parents=True)
         broken = c.post(f"{base}/repos/parent/fork", json={"name": "child2"})
         assert broken.status_code == 500

@@ -73,7 +73,7 @@ def commit_blob(git: Git, work: Path, size: int, seed: bytes) -> str:
 
 def git_dir(server: Server, repo: dict) -> Path:
     rid = repo["id"]
-    return server.data_dir / "repos" / rid[:2] / rid[2:4] / f"{rid}.git"
+    return server.data_dir / "repos" / rid[:2] / f"{rid}.git"
 
 
 def test_push_past_the_limit_by_one_byte_is_refused(limited: Server, tmp_path: Path) -> None:

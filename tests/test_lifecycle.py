@@ -200,7 +200,7 @@ def test_startup_removes_fork_debris_of_a_crash(server: Server, tmp_path: Path,
     )
     assert crashed.returncode == -9, crashed.stderr
     orphan_id = crashed.stdout.split()[0]
-    orphan = server.data_dir / "repos" / orphan_id[:2] / orphan_id[2:4] / f"{orphan_id}.git"
+    orphan = server.data_dir / "repos" / orphan_id[:2] / f"{orphan_id}.git"
     debris = {p.name for p in tmp.iterdir()} - before
     assert orphan.is_dir() and any(name.startswith("fork-") for name in debris)
 
@@ -329,7 +329,7 @@ def test_startup_settles_an_interrupted_maintenance(server: Server, tmp_path: Pa
         repo = c.post("/repos", json={"name": unique_name}).json()["result"]
     git.run("-c", bearer(repo["token"]), "push", "-q", repo["remote"], "main", cwd=work)
     kill9(server)
-    path = server.data_dir / "repos" / repo["id"][:2] / repo["id"][2:4] / f"{repo['id']}.git"
+    path = server.data_dir / "repos" / repo["id"][:2] / f"{repo['id']}.git"
     pack_dir = path / "objects" / "pack"
     pack_dir.mkdir(exist_ok=True)
     leftovers = [pack_dir / "tmp_pack_Xq3v9a", pack_dir / ".tmp-4242-pack-0123.pack"]

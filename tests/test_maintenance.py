@@ -186,7 +186,7 @@ def test_scheduler_maintains_busy_repos(tmp_path: Path) -> None:
                     break
                 time.sleep(0.3)
         assert got["maintained_at"], "the scheduler never maintained a repo with 3 pushes"
-        path = server.data_dir / "repos" / repo["id"][:2] / repo["id"][2:4] / f"{repo['id']}.git"
+        path = server.data_dir / "repos" / repo["id"][:2] / f"{repo['id']}.git"
         assert count_packs(path) == 1
         assert (path / "objects" / "info" / "commit-graph").exists()
         fsck(path)
@@ -200,7 +200,7 @@ def test_deleted_repo_storage_is_reclaimed(quiet_server: Server, tmp_path: Path)
     server = quiet_server
     repo = make_repo(server, "doomed")
     push_n(Git(tmp_path / "home"), repo, tmp_path / "w", 1)
-    live = server.data_dir / "repos" / repo["id"][:2] / repo["id"][2:4] / f"{repo['id']}.git"
+    live = server.data_dir / "repos" / repo["id"][:2] / f"{repo['id']}.git"
     assert live.exists()
     with server.client() as c:
         assert c.delete("/repos/doomed").status_code == 202

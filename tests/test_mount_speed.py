@@ -45,6 +45,18 @@ def stats(root: Path, name: str) -> dict[str, int]:
     return dict(json.loads((root / ".artifact-fs" / "run" / f"{name}.stats").read_text()))
 
 
+def settled_stats(root: Path, name: str, blobs: int) -> dict[str, int]:
+    """The mount's counts once they count ``blobs`` blobs: a background batch's blobs reach the
+    disk (the writer process) just before the fetch that brought them is counted."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if (found := stats(root, name))["blobs"] >= blobs:
+                return found
+        time.sleep(0.02)
+    return stats(root, name)
+
+
 def add(fs_env: dict[str, str], root: Path, name: str, remote: str, token: str) -> None:
     result = fs(fs_env, "add-repo", "--name", name, "--remote", auth_remote(remote, token),
                 "--branch", "main", "--mount-root", str(root))
@@ -80,7 +92,7 @@ def test_a_fork_inherits_the_hot_set_and_fetches_it_in_one_batch_at_mount_time(
     mount = root / fork_name
     for path in hot:  # the fork's first agent session: the same working set
         assert (mount / path).read_bytes() == files[path]
-    assert stats(root, fork_name) == {"fetches": 2, "blobs": len(hot)}  # the list, the batch
+    assert settled_stats(root, fork_name, len(hot)) == {"fetches": 2, "blobs": len(hot)}  # the list, the batch
     assert len(cached_blobs(root)) == len(hot)  # staying inside the hot set prefetches nothing
     # A read outside the hot set is a fetch of its own, and starts the ordinary prefetch.
     assert (mount / "pkg0" / "mod00.py").read_bytes() == files["pkg0/mod00.py"]

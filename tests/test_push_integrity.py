@@ -20,7 +20,16 @@ import httpx
 import pytest
 
 from tests.gitsource import GitSource
-from tests.gitutil import ZERO, Git, Repo, bearer, create_repo, pkt, wait_no_processes
+from tests.gitutil import (
+    ZERO,
+    Git,
+    Repo,
+    bearer,
+    create_repo,
+    object_files,
+    pkt,
+    wait_no_processes,
+)
 from tests.harness import Postgres, Server, start_server
 
 MAX_REPO_BYTES = 250_000
@@ -71,8 +80,8 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def disk_bytes(repo: Repo) -> int:
     """What the repo's objects take on disk (no push is running when this is called)."""
-    objects = repo.git_dir / "objects"
-    return sum(f.stat().st_size for f in objects.rglob("*") if f.is_file())
+    return sum(f.stat().st_size for f in object_files(repo.git_dir)
+               if not f.relative_to(repo.git_dir / "objects").parts[0].startswith("tmp_objdir-"))
 
 
 def quarantines(repo: Repo) -> list[Path]:

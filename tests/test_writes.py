@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gitutil import ZERO, Git, Repo, create_repo
+from tests.gitutil import ZERO, Git, Repo, create_repo, object_files
 from tests.harness import Server
 from tests.seed import clone, seeded
 from tests.test_control_plane import envelope_error
@@ -93,7 +93,7 @@ def test_commit_put_delete_move_verified_with_git(sqlite_server: Server, git: Gi
 
 
 def _disk_bytes(git_dir: Path) -> int:
-    return sum(f.lstat().st_size for f in (git_dir / "objects").rglob("*") if f.is_file())
+    return sum(f.lstat().st_size for f in object_files(git_dir))
 
 
 def test_commits_without_a_date_are_the_trees_git_makes(sqlite_server: Server, git: Git,

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -35,15 +37,17 @@ from artifactd.fs.hostcache import Usage, scan
 CHUNK = 1 << 20
 MEMORY_BYTES = 64 << 20  # blobs received but not yet on disk
 TOUCH = "touch:"  # a writer-queue item that refreshes a file's mtime (LRU order)
+PACK = "pack:"  # a writer-queue item: a fetch's pack for the writer process to decode
 REPORT_BYTES = 4 << 20  # written bytes added to the host's count at least this often
 REPORT_SECONDS = 1.0  # and when the writer is idle, at most this often (a locked file update each)
+SEND_ITEMS = 4096  # queued items handed to the writer process in one pipe write, at most
 EVICT_TO = 0.9  # past the limit, evict down to this share of it (not again at the next blob)
 
 log = logging.getLogger("artifact_fs")
 
 
 class BlobCache:
-    def __init__(self, folder: Path, limit: int) -> None:
+    def __init__(self, folder: Path, limit: int, use_child: bool = True) -> None:
         self.folder = folder
         self.limit = limit
         self.lock = threading.Lock()
@@ -61,6 +65,13 @@ class BlobCache:
         self.unreported = 0  # bytes written by this process, not yet added to ``usage``
         self.reported_at = 0.0
         self.subdirs: set[str] = set()  # the ab/ folders known to exist
+        # The writer process (``blobwriter``), started with the first write; ``sent`` are the
+        # items it has not answered yet, in the order sent.
+        self.use_child = use_child
+        self.child: _Child | None = None
+        self.sent: deque[str] = deque()
+        self.packs: dict[str, _PackJob] = {}  # PACK items sent or queued, by item
+        self.pack_numbers = itertools.count()
         self.touched: set[str] = set()  # read at least once by this process
 
     def path(self, oid: str) -> Path:
@@ -164,6 +175,20 @@ class BlobCache:
         self._queue(oid)
         return oid
 
+    def put_pack(self, pack: bytes) -> dict[str, int] | None:
+        """Keep the blobs of a fetch's pack: decoded, named by their hashes and written by
+        the writer process; {oid: size} of those written, when they are on disk. ``None``
+        when there is no writer process (the caller decodes the pack itself)."""
+        if not self.use_child:
+            return None
+        job = _PackJob(pack)
+        with self.lock:
+            item = f"{PACK}{next(self.pack_numbers)}"
+            self.packs[item] = job
+        self._queue(item)
+        job.done.wait()
+        return job.written
+
     def _queue(self, item: str) -> None:
         with self.written:
             self.outstanding += 1
@@ -206,18 +231,143 @@ class BlobCache:
 
     def _write_behind(self) -> None:
         while True:
-            oid = self.writes.get()
+            items = [self.writes.get()]
+            while len(items) < SEND_ITEMS:  # all that is queued goes in one pipe write
+                try:
+                    items.append(self.writes.get_nowait())
+                except queue.Empty:
+                    break
+            if self._send(items):
+                continue
+            for item in items:  # no writer process: this thread writes them
+                self._write_here(item)
+
+    def _write_here(self, item: str) -> None:
+        if item.startswith(PACK):  # no writer process: the caller decodes it itself
+            self._pack_done(item, None)
+            return
+        try:
+            self._write_one(item)
+            idle = self.writes.empty() and time.monotonic() - self.reported_at > REPORT_SECONDS
+            if idle or self.unreported >= REPORT_BYTES:
+                self._report()
+        except Exception as exc:  # the writer must live on: a blob not written is fetched again
+            log.warning("blob cache: %s", exc)
+        finally:
+            with self.written:
+                self.outstanding -= 1
+                self.written.notify_all()
+
+    def _send(self, items: list[str]) -> bool:
+        """Hand ``items`` to the writer process (``blobwriter``); ``False`` if there is none."""
+        child = self._child()
+        if child is None:
+            return False
+        frames = []
+        with self.lock:
+            if self.child is not child:  # it died: its unanswered items are written here
+                return False
+            for item in items:
+                if item.startswith(TOUCH):
+                    frames.append(b"T %s\n" % item[len(TOUCH):].encode())
+                elif item.startswith(PACK):
+                    pack = self.packs[item].pack
+                    frames.append(b"P %d\n" % len(pack))
+                    frames.append(pack)
+                else:
+                    data = self.pending[item]
+                    frames.append(b"W %s %d\n" % (item.encode(), len(data)))
+                    frames.append(data)
+            self.sent.extend(items)
+        try:
+            view = memoryview(b"".join(frames))
+            while view:
+                view = view[os.write(child.stdin_fd, view):]
+        except OSError:  # it died: the answer reader gets its end of file and takes them back
+            pass
+        return True
+
+    def _child(self) -> _Child | None:
+        if self.child is None and self.use_child:
             try:
-                self._write_one(oid)
-                idle = self.writes.empty() and time.monotonic() - self.reported_at > REPORT_SECONDS
-                if idle or self.unreported >= REPORT_BYTES:
+                self.child = _Child.start(self.folder)
+            except OSError as exc:
+                log.warning("blob cache: no writer process (%s): writing in the mount process", exc)
+                self.use_child = False
+                return None
+            threading.Thread(target=self._answers, args=(self.child,), name="blob-writer-answers",
+                             daemon=True).start()
+        return self.child
+
+    def _answers(self, child: _Child) -> None:
+        """The writer process's answers, in the order of the items sent: one byte for a
+        blob or a touch, a count line and the blobs written for a pack."""
+        buffer = b""
+        while True:
+            try:
+                chunk = os.read(child.stdout_fd, 1 << 16)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            buffer += chunk
+            done = 0
+            at = 0
+            packs: list[tuple[str, dict[str, int] | None]] = []
+            with self.written:
+                while at < len(buffer):
+                    if buffer[at] != ord("p"):
+                        item = self.sent.popleft()
+                        if buffer[at] != ord("t"):
+                            self._done_writing(item, stored=buffer[at] == ord("1"))
+                        at += 1
+                        done += 1
+                        continue
+                    parsed = _pack_answer(buffer, at)
+                    if parsed is None:
+                        break  # the rest of this answer is still on its way
+                    written, at = parsed
+                    item = self.sent.popleft()
+                    for oid, size in (written or {}).items():
+                        self.used[oid] = size
+                        self.used.move_to_end(oid)
+                        self.touched.add(oid)
+                        self.unreported += size
+                    packs.append((item, written))
+                buffer = buffer[at:]
+                self.outstanding -= done
+                self.written.notify_all()
+                idle = not self.sent and self.writes.empty()
+            for item, written in packs:
+                self._pack_done(item, written)
+            idle = idle and time.monotonic() - self.reported_at > REPORT_SECONDS
+            if idle or self.unreported >= REPORT_BYTES:
+                try:
                     self._report()
-            except Exception as exc:  # the writer must live on: a blob not written is fetched again
-                log.warning("blob cache: %s", exc)
-            finally:
-                with self.written:
-                    self.outstanding -= 1
-                    self.written.notify_all()
+                except Exception as exc:
+                    log.warning("blob cache: %s", exc)
+        # The writer process is gone (killed, say): what it did not answer is written here,
+        # and so is everything after it.
+        with self.lock:
+            self.child = None
+            self.use_child = False
+            unanswered = list(self.sent)
+            self.sent.clear()
+        child.close()
+        with contextlib.suppress(OSError):
+            child.proc.stdout.close()  # type: ignore[union-attr]
+        if unanswered:
+            log.warning("blob cache: the writer process ended; writing %d blobs here", len(unanswered))
+        for item in unanswered:
+            self._write_here(item)
+
+    def _pack_done(self, item: str, written: dict[str, int] | None) -> None:
+        with self.written:
+            job = self.packs.pop(item)
+            self.outstanding -= 1
+            self.written.notify_all()
+        job.written = written
+        job.done.set()
 
     def _write_one(self, oid: str) -> None:
         if oid.startswith(TOUCH):
@@ -247,14 +397,18 @@ class BlobCache:
         else:
             stored = True
         with self.written:
-            if stored:
-                self.used[oid] = len(data)
-                self.used.move_to_end(oid)
-                self.touched.add(oid)  # just written: its mtime is fresh
-                self.unreported += len(data)
-            del self.pending[oid]
-            self.pending_bytes -= len(data)
+            self._done_writing(oid, stored)
             self.written.notify_all()
+
+    def _done_writing(self, oid: str, stored: bool) -> None:
+        """``oid`` is on disk (or failed to be): out of memory. Under ``self.lock``."""
+        data = self.pending.pop(oid)
+        if stored:
+            self.used[oid] = len(data)
+            self.used.move_to_end(oid)
+            self.touched.add(oid)  # just written: its mtime is fresh
+            self.unreported += len(data)
+        self.pending_bytes -= len(data)
 
     def _report(self) -> None:
         """Add this process's new bytes to the host's count; past the limit, evict."""
@@ -270,6 +424,14 @@ class BlobCache:
             while self.pending or self.outstanding:
                 self.written.wait()
         self._report()
+
+    def close(self) -> None:
+        """Everything on disk, then the writer process ends (a later write is made here)."""
+        self.flush()
+        with self.lock:
+            child, self.child, self.use_child = self.child, None, False
+        if child is not None:
+            child.close()
 
     def evict(self, limit: int) -> int:
         """Remove least recently used blobs of every mount until at most ``limit`` bytes
@@ -289,6 +451,59 @@ class BlobCache:
                 freed += size
             Usage.write(fd, total)
         return freed
+
+
+def _pack_answer(buffer: bytes, at: int) -> tuple[dict[str, int] | None, int] | None:
+    """A pack's answer at ``at`` (``p<count>\\n`` and the blobs written) and where it ends,
+    or ``None`` while it is incomplete; ``(None, end)`` when the writer could not decode it."""
+    end = buffer.find(b"\n", at)
+    if end < 0:
+        return None
+    count = int(buffer[at + 1:end])
+    if count < 0:
+        return None, end + 1
+    written = {}
+    for _ in range(count):
+        line_end = buffer.find(b"\n", end + 1)
+        if line_end < 0:
+            return None
+        oid, size = buffer[end + 1:line_end].split(b" ")
+        written[oid.decode()] = int(size)
+        end = line_end
+    return written, end + 1
+
+
+class _PackJob:
+    def __init__(self, pack: bytes) -> None:
+        self.pack = pack
+        self.done = threading.Event()
+        self.written: dict[str, int] | None = None
+
+
+class _Child:
+    """The writer process and the two ends of its pipes this process holds."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc = proc
+        self.stdin_fd = proc.stdin.fileno()
+        self.stdout_fd = proc.stdout.fileno()
+
+    @classmethod
+    def start(cls, folder: Path) -> _Child:
+        # A fresh interpreter without site (-I -S): a start-up of milliseconds, and nothing
+        # of this process (threads, FUSE) in it. It ends when its stdin closes.
+        script = Path(__file__).with_name("blobwriter.py")
+        return cls(subprocess.Popen([sys.executable, "-I", "-S", str(script), str(folder)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0))
+
+    def close(self) -> None:
+        """End the process: its input closes, and it exits once the frames before are done.
+        Its output is closed by the thread reading it, at its end of file."""
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
 
 
 def _feed(stdin: object, oids: list[str]) -> None:

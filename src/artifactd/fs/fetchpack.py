@@ -167,8 +167,15 @@ POST_HEADERS = {"Content-Type": "application/x-git-upload-pack-request",
 
 
 def fetch(remote: Remote, oids: list[str], filtered: bool = True) -> list[bytes]:
+    return parse_pack(fetch_pack(remote, oids, filtered))
+
+
+def fetch_pack(remote: Remote, oids: list[str], filtered: bool = True) -> bytes:
+    """The pack of a v2 fetch of ``oids``, not decoded (``PackError`` for anything else)."""
     status, body = remote.request("POST", "/git-upload-pack", request_body(oids, filtered), POST_HEADERS)
-    return answer(status, body)
+    if status != 200:
+        raise PackError(f"HTTP {status}")
+    return pack_of(body)
 
 
 def answer(status: int, body: bytes) -> list[bytes]:

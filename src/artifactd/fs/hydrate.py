@@ -234,7 +234,13 @@ class Hydrator:
         connection = self._connection(lane)
         for attempt in range(2):
             try:
-                blobs = fetchpack.fetch(connection, oids)
+                pack = fetchpack.fetch_pack(connection, oids)
+                # Decoded, verified and written by the cache's writer process: a batch of
+                # thousands of blobs decoded here would hold the FUSE loop's interpreter lock.
+                written = self.cache.put_pack(pack)
+                if written is not None:
+                    return {oid for oid in oids if oid in written}
+                blobs = fetchpack.parse_pack(pack)
                 break
             except fetchpack.PackError as exc:
                 if attempt == 0 and str(exc) in ("HTTP 401", "HTTP 403"):

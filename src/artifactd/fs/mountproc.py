@@ -231,7 +231,7 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
         pyfuse3.close(unmount=True)
         sync.layer.overlay.close()
         hydrator.close()
-    hydrator.cache.flush()
+    hydrator.cache.close()
     finish_session(state, config, operations)
 
 

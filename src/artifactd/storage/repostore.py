@@ -2,7 +2,8 @@
 
 Layout under ``<data_dir>/repos``::
 
-    repos/<id[0:2]>/<id[2:4]>/<id>.git     live repositories
+    repos/<id[0:2]>/<id>.git               live repositories
+    repos/<id[0:2]>/<id[2:4]>/<id>.git     live repositories made before the one-level shards
     trash/<id>.<nonce>                     deleted, waiting to be removed in the background
     tmp/<kind>-<id>-<owner>-<nonce>        work areas for forks, imports and lazy creation
     tmp/pending/fork-<id>.<owner>          a fork installed before its row exists
@@ -46,6 +47,26 @@ PUSH_LOCK = "artifactd-push.flock"  # not *.lock: that is git's own lock-file pa
 # at millions of small repos they are most of the disk.
 SKELETON_DIRS = ("objects", "refs")
 
+# The dense layout (every repo a local store makes): ``objects`` and ``objects/pack`` are not
+# directories but the symlinks ``objects -> .`` and ``pack -> .``, so git's object store *is*
+# the repo directory: ``objects/pack/pack-x.pack`` is ``<repo>/pack-x.pack``, a loose object
+# ``objects/ab/cd..`` is ``<repo>/ab/cd..``, ``objects/info/`` is ``<repo>/info/``. On ext4
+# (4 KiB blocks, no inline_data) every directory and every non-empty file costs a block, and
+# a symlink whose target is under 60 bytes none (it is kept in the inode), so a repo with one
+# small commit is the repo directory, ``refs/``, ``HEAD``, ``packed-refs``, the pack and its
+# index: 6 blocks (the layout with real directories: 8). git finds its pack directory and
+# loose objects through the links (``is_git_directory`` checks ``objects`` with ``access``,
+# which follows them), libgit2 opens it the same way, and the only thing git refuses is a
+# *local* ``git clone <path>`` (its hardlink copy will not walk a symlinked ``objects``),
+# which nothing here does: clients clone over HTTP. Every reader of this package reaches the
+# objects through ``objects/...`` paths, so both layouts read alike; what a writer must not do
+# is treat ``objects/`` as the repo's own subdirectory: ``object_bytes`` is how to size it,
+# and a walk must not follow symlinks (``os.walk``'s default; ``shutil.copytree`` needs
+# ``symlinks=True``). ``HEAD`` stays a file: a symlink ``HEAD -> refs/heads/<branch>`` would
+# save a block and git reads it, but libgit2 takes a repo whose ``HEAD`` link dangles (its
+# branch packed into ``packed-refs``, as maintenance leaves it) for no repository at all.
+DENSE_LINKS = ("objects", "pack")
+
 
 _WORK_AREA = re.compile(r"(?P<kind>[a-z]+)-(?P<repo>[0-9a-f]{32})-(?:(?P<owner>[0-9a-f]{16})-)?[0-9a-f]{8}")
 _PENDING_FORK = re.compile(r"fork-(?P<repo>[0-9a-f]{32})\.(?P<owner>[0-9a-f]{16})")
@@ -74,6 +95,10 @@ def exclusive_or_busy(fd: int) -> Iterator[bool]:
 class RepoStore:
     # Whether repo data lives elsewhere (the ``s3`` store) and directories here are caches.
     remote = False
+    # Whether new repos get the dense layout (see ``DENSE_LINKS``): a local store's do; the
+    # ``s3`` store's cache directories keep real ``objects/pack`` directories, which its sync
+    # code reads and writes as such.
+    dense = True
 
     def __init__(self, data_dir: Path, owner: str = "0" * 16):
         self.root = data_dir / "repos"
@@ -85,9 +110,24 @@ class RepoStore:
             path.mkdir(parents=True, exist_ok=True)
 
     def path(self, repo_id: str) -> Path:
+        """The repo's directory (it may not exist yet: directories are made lazily).
+
+        One level of 256 shard directories: a second level (``<id[2:4]>``) cost a directory
+        block per repo at 100k repos (51,543 of the 65,536 exist there) for nothing, since
+        ext4 indexes a directory of 40k entries (10M repos) as well as one of 2. A directory
+        made by an older version at the two-level path is still found there and kept there
+        (a rename under running gits is not worth the block); new ones are never made there.
+        The cost: a repo found at the old path, or not made yet, takes one more ``lstat``.
+        """
         if not _REPO_ID.fullmatch(repo_id):
             raise ValueError("invalid repo id")
-        return self.root / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
+        legacy = self.root / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
+        if self.remote:  # the ``s3`` store's cache directories keep the two levels
+            return legacy
+        flat = self.root / repo_id[:2] / f"{repo_id}.git"
+        if os.path.lexists(flat) or not os.path.lexists(legacy):
+            return flat
+        return legacy
 
     def exists(self, repo_id: str) -> bool:
         return (self.path(repo_id) / "HEAD").is_file()
@@ -163,10 +203,20 @@ class RepoStore:
         self.path(repo_id)  # validates the id
         staging = self.tmp_root / f"{kind}-{repo_id}-{self.owner}-{secrets.token_hex(4)}"
         staging.mkdir()
-        for sub in SKELETON_DIRS:
-            (staging / sub).mkdir()
+        self.make_skeleton(staging)
         (staging / "HEAD").write_text(f"ref: refs/heads/{default_branch}\n")
         return staging
+
+    def make_skeleton(self, git_dir: Path) -> None:
+        """Give the existing directory ``git_dir`` what git needs besides ``HEAD``: ``refs/``
+        and the object store (the dense links, or ``objects/``); what is there is kept."""
+        (git_dir / "refs").mkdir(exist_ok=True)
+        if self.dense and not self.remote:
+            for name in DENSE_LINKS:
+                if not os.path.lexists(git_dir / name):
+                    os.symlink(".", git_dir / name)
+        else:
+            (git_dir / "objects").mkdir(exist_ok=True)
 
     def install(self, staging: Path, repo_id: str) -> Path:
         """Rename a filled staging directory into place as the repo's directory.
@@ -254,6 +304,10 @@ class RepoStore:
 
     def repo_dirs(self) -> Iterator[tuple[str, Path]]:
         """(repo id, directory) of every repository directory under ``repos/``."""
+        for path in self.root.glob("??/*.git"):
+            repo_id = path.name.removesuffix(".git")
+            if _REPO_ID.fullmatch(repo_id) and path.parent.name == repo_id[:2]:
+                yield repo_id, path
         for path in self.root.glob("??/??/*.git"):
             repo_id = path.name.removesuffix(".git")
             if _REPO_ID.fullmatch(repo_id) and path.parent.parent.name == repo_id[:2] \
@@ -301,7 +355,7 @@ class RepoStore:
         Quarantine directories of pushes in flight are not counted: their bytes are reserved
         while the push runs and counted here once git moved them into place.
         """
-        return _tree_bytes(self.path(repo_id) / "objects", skip_prefix=QUARANTINE_PREFIX)
+        return object_bytes(self.path(repo_id))
 
     def read_refs(self, repo_id: str, names: Sequence[str]) -> dict[str, str | None]:
         """The object ids ``names`` point at (None: no such ref), read from the files
@@ -398,6 +452,42 @@ def _packed_refs(path: Path) -> dict[str, str]:
         if name:
             refs[name] = sha
     return refs
+
+
+def is_dense(git_dir: Path) -> bool:
+    """Whether ``git_dir`` has the dense layout (``objects`` a link to the repo itself)."""
+    return os.path.islink(git_dir / "objects")
+
+
+# What the object store holds at the top of a dense repo directory (the rest of it is refs,
+# HEAD, locks and the links): loose-object fan-out directories, ``info/`` (commit-graph),
+# packs and everything git names after them, the multi-pack index, and packs being written.
+_DENSE_OBJECT_DIR = re.compile(r"[0-9a-f]{2}|info")
+_DENSE_OBJECT_FILE = re.compile(r"(pack-|multi-pack-index|tmp_|\.tmp-).*")
+
+
+def object_bytes(git_dir: Path) -> int:
+    """Bytes of the repo's object store in either layout (what storage limits count);
+    quarantines of pushes in flight are not counted."""
+    objects = git_dir / "objects"
+    if not is_dense(git_dir):
+        return _tree_bytes(objects, skip_prefix=QUARANTINE_PREFIX)
+    total = 0
+    try:
+        entries = list(os.scandir(git_dir))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_symlink():
+                continue
+            if entry.is_dir() and _DENSE_OBJECT_DIR.fullmatch(entry.name):
+                total += _tree_bytes(Path(entry.path))
+            elif entry.is_file() and _DENSE_OBJECT_FILE.fullmatch(entry.name):
+                total += entry.stat().st_size
+        except FileNotFoundError:
+            continue
+    return total
 
 
 def _tree_bytes(path: Path, skip_prefix: str | None = None) -> int:

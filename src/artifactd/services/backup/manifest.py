@@ -7,7 +7,8 @@ A backup is a set of named objects in a directory or under a bucket prefix::
     blobs/<sha[0:2]>/<sha256> every file's bytes, named by their SHA-256 (stored once)
 
 An index path is *logical*: ``metadata/<table>.jsonl`` (one table's rows) or
-``repos/<id[0:2]>/<id[2:4]>/<id>.git/<file>`` (a repo's file, laid out as in the data dir),
+``repos/<id[0:2]>/<id[2:4]>/<id>.git/<file>`` (a repo's file, as the data dir laid it out
+before its one-level shards and dense layout; restore lays it out as the store does now),
 or, for the ``s3`` repo store, ``packs/<hash>.pack`` / ``packs/<hash>.idx`` (a pack object,
 named by its bucket key; the refs and pack lists are rows of the ``s3_*`` tables).
 Content addressing stores a pack shared by a parent and its forks once, and lets ``restore``

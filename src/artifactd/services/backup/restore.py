@@ -52,7 +52,7 @@ from artifactd.services.backup.manifest import (
 from artifactd.storage import tabledump
 from artifactd.storage.backupstore import BackupMissing, BackupStore, BackupStoreError, sha256_file
 from artifactd.storage.db import known_revision, make_engine, migrate
-from artifactd.storage.repostore import SKELETON_DIRS, RepoStore
+from artifactd.storage.repostore import RepoStore
 
 if TYPE_CHECKING:
     from artifactd.storage.objectstore import ObjectStore
@@ -201,8 +201,9 @@ def _build_repos(entries: list[FileEntry], blobs: Path, repos: RepoStore) -> lis
             by_repo.setdefault(located[0], []).append((located[1], entry))
     for repo_id, files in by_repo.items():
         root = repos.path(repo_id)
-        for sub in SKELETON_DIRS:
-            (root / sub).mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        # The store's own layout; a file's logical ``objects/...`` path lands in it either way.
+        repos.make_skeleton(root)
         for relative, entry in files:
             target = root / relative
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,7 @@ from artifactd.services.names import check_branch, check_name
 from artifactd.services.repos import repos
 from artifactd.services.repos.import_source import AllowList, Probe, Source, check_url, probe
 from artifactd.storage.metadata import RepoRow
+from artifactd.storage.repostore import object_bytes
 
 log = logging.getLogger("artifactd.import")
 
@@ -316,15 +317,6 @@ def _has_commit(backend: Backend, git_dir: Path, ref: str) -> bool:
     return result.returncode == 0
 
 
-def _dir_bytes(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(FileNotFoundError):
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-    return total
-
-
 def _import(backend: Backend, state: _State, repo: RepoRow) -> None:
     spec = ImportSpec.load(repo.import_spec)
     spec = ImportSpec(spec.url, spec.branch, spec.depth, spec.attempts + 1)
@@ -343,7 +335,7 @@ def _import(backend: Backend, state: _State, repo: RepoRow) -> None:
         _fetch(backend, state, repo, spec, found.source, staging)
         if found.heads and not _has_commit(backend, staging, f"refs/heads/{default_branch}"):
             raise ImportFailed(f"branch {default_branch!r} was not fetched")
-        size = _dir_bytes(staging / "objects")
+        size = object_bytes(staging)
         backend.repos.install(staging, repo.id)
     except BaseException:
         backend.repos.discard(staging)
@@ -391,7 +383,7 @@ def _fetch(
             if now - started > settings.import_timeout:
                 backend.git.kill_group(proc)
                 raise ImportFailed(f"timed out after {settings.import_timeout:g} seconds")
-            if _dir_bytes(staging / "objects") > cap:
+            if object_bytes(staging) > cap:
                 backend.git.kill_group(proc)
                 raise ImportFailed(_too_large(cap))
             if now >= next_row_check:
@@ -414,7 +406,7 @@ def _fetch(
         lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
         detail = next((ln for ln in lines if ln.startswith(("fatal:", "error:"))), lines[-1] if lines else "")
         raise ImportFailed(f"git fetch failed: {detail or f'exit status {proc.returncode}'}")
-    if _dir_bytes(staging / "objects") > cap:
+    if object_bytes(staging) > cap:
         raise ImportFailed(_too_large(cap))
 
 
