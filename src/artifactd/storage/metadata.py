@@ -30,6 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from artifactd.errors import Code, Conflict
+from artifactd.storage import outboxseq
 from artifactd.storage.schema import (
     account_storage,
     accounts,
@@ -163,8 +164,8 @@ _REPO_COLUMNS = [repos.c[f.name] for f in dataclasses.fields(RepoRow)]
 _INSERT_REPO = insert(repos)
 _INSERT_TOKEN = insert(repo_tokens)
 _INSERT_OUTBOX = insert(event_outbox)
-# Any constant: the key of the advisory lock that orders outbox writers on PostgreSQL.
-_LOCK_OUTBOX = text("SELECT pg_advisory_xact_lock(7256141)")
+# PostgreSQL: seqs from the writing transaction's id (storage/outboxseq.py).
+_INSERT_OUTBOX_POSTGRES = insert(event_outbox).values(seq=outboxseq.WRITTEN_SEQ)
 _INSERT_NAMESPACE = insert(namespaces)
 # Two first creates in a new namespace can race; the loser's namespace insert must not
 # fail its whole create. Both databases speak ON CONFLICT DO NOTHING.
@@ -234,13 +235,15 @@ class MetadataStore:
         """Events of a change, inside the change's own transaction: both or neither."""
         if outbox:
             if self.postgres:
-                # Readers move a cursor past the highest seq they saw, so seqs must become
-                # visible in order. A PostgreSQL sequence hands them out at insert, not at
-                # commit (seq 10 can commit before seq 9, which a cursor at 10 would then
-                # skip for ever): a transaction-scoped lock makes event writers commit in
-                # seq order. SQLite serialises writers already.
-                conn.execute(_LOCK_OUTBOX)
-            conn.execute(_INSERT_OUTBOX, [_row_dict(row) for row in outbox])
+                # Seqs that readers can take in order without a lock held through the commit
+                # (storage/outboxseq.py). One outbox write per transaction: its events are
+                # numbered from 0. SQLite serialises writers, and the rowid is the seq.
+                if len(outbox) > outboxseq.MAX_PER_TRANSACTION:
+                    raise ValueError(f"more than {outboxseq.MAX_PER_TRANSACTION} events in one transaction")
+                conn.execute(_INSERT_OUTBOX_POSTGRES,
+                             [{**_row_dict(row), "n": n} for n, row in enumerate(outbox)])
+            else:
+                conn.execute(_INSERT_OUTBOX, [_row_dict(row) for row in outbox])
             for listener in self.outbox_listeners:
                 listener()
 

@@ -174,7 +174,10 @@ rate_windows = Table(
 event_outbox = Table(
     "event_outbox",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    # SQLite: the rowid (its writer lock orders commits). PostgreSQL: ``xid << 16 | n``, the
+    # writing transaction's id (migration 0010; see MetadataStore._write_outbox).
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
     Column("id", String(40), nullable=False, unique=True),
     Column("account_id", String(32), nullable=False),
     Column("type", String(64), nullable=False),
