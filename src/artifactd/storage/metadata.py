@@ -30,7 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from artifactd.errors import Code, Conflict
-from artifactd.storage import outboxseq
+from artifactd.storage import outboxseq, pgcreate
 from artifactd.storage.schema import (
     account_storage,
     accounts,
@@ -380,6 +380,9 @@ class MetadataStore:
                     outbox: Outbox = ()) -> None:
         """Insert the repo (and its namespace, and its first token) in one transaction."""
         try:
+            if self.postgres:
+                self._create_repo_postgres(repo, token, secret_hash, outbox)
+                return
             with self._write_tx() as conn:
                 ns_exists = conn.execute(
                     _SELECT_NAMESPACE_EXISTS, {"a": repo.account_id, "n": repo.namespace}
@@ -401,6 +404,21 @@ class MetadataStore:
                     code=Code.REPO_EXISTS, pointer="/name",
                 ) from exc
             raise
+
+    def _create_repo_postgres(self, repo: RepoRow, token: RepoTokenRow | None,
+                              secret_hash: str | None, outbox: Outbox) -> None:
+        """The same rows as one statement in autocommit: one round trip (storage/pgcreate.py)."""
+        if len(outbox) > outboxseq.MAX_PER_TRANSACTION:
+            raise ValueError(f"more than {outboxseq.MAX_PER_TRANSACTION} events in one transaction")
+        with_token = token is not None and secret_hash is not None
+        token_values = {**_row_dict(token), "secret_hash": secret_hash} if with_token else None
+        params = pgcreate.create_params(_row_dict(repo), token_values,
+                                        [_row_dict(row) for row in outbox])
+        with self._autocommit.connect() as conn:
+            conn.execute(pgcreate.create_statement(with_token, len(outbox)), params)
+        if outbox:
+            for listener in self.outbox_listeners:
+                listener()
 
     def get_repo(self, account_id: str, namespace: str, name: str) -> RepoRow | None:
         with self._read() as conn:
@@ -473,9 +491,15 @@ class MetadataStore:
 
     def _add_to_namespace(self, conn: Connection, account_id: str, namespace: str,
                           repos_added: int, repo_id: str = "") -> None:
-        """Add to the shard of the namespace's count that ``repo_id`` picks (see
-        ``namespace_repo_counts``): two concurrent creates rarely take the same row lock."""
-        make = postgresql_insert if self.postgres else sqlite_insert
+        """Add to a shard of the namespace's count (see ``namespace_repo_counts``). PostgreSQL:
+        one no other transaction holds, or a new one (storage/pgcreate.py), so that concurrent
+        writers never wait on one another's commit. SQLite (one writer at a time): the shard
+        ``repo_id`` picks."""
+        if self.postgres:
+            conn.execute(pgcreate.ADD_TO_NAMESPACE,
+                         pgcreate.count_params(account_id, namespace, repos_added))
+            return
+        make = sqlite_insert
         statement = make(namespace_repo_counts).values(
             account_id=account_id, namespace=namespace,
             shard=zlib.crc32(repo_id.encode()) % REPO_COUNT_SHARDS, delta=repos_added)
