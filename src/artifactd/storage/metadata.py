@@ -238,8 +238,7 @@ class MetadataStore:
                 # Seqs that readers can take in order without a lock held through the commit
                 # (storage/outboxseq.py). One outbox write per transaction: its events are
                 # numbered from 0. SQLite serialises writers, and the rowid is the seq.
-                if len(outbox) > outboxseq.MAX_PER_TRANSACTION:
-                    raise ValueError(f"more than {outboxseq.MAX_PER_TRANSACTION} events in one transaction")
+                outboxseq.check_fits(len(outbox))
                 conn.execute(_INSERT_OUTBOX_POSTGRES,
                              [{**_row_dict(row), "n": n} for n, row in enumerate(outbox)])
             else:
@@ -408,8 +407,7 @@ class MetadataStore:
     def _create_repo_postgres(self, repo: RepoRow, token: RepoTokenRow | None,
                               secret_hash: str | None, outbox: Outbox) -> None:
         """The same rows as one statement in autocommit: one round trip (storage/pgcreate.py)."""
-        if len(outbox) > outboxseq.MAX_PER_TRANSACTION:
-            raise ValueError(f"more than {outboxseq.MAX_PER_TRANSACTION} events in one transaction")
+        outboxseq.check_fits(len(outbox))
         with_token = token is not None and secret_hash is not None
         token_values = {**_row_dict(token), "secret_hash": secret_hash} if with_token else None
         params = pgcreate.create_params(_row_dict(repo), token_values,

@@ -27,8 +27,6 @@ from sqlalchemy import BigInteger, ColumnElement, bindparam, literal_column
 SHIFT = 16
 MAX_PER_TRANSACTION = 1 << SHIFT
 
-
-
 # The first seq of the current transaction's events; its ``n``-th event gets this plus n.
 # ``pg_current_xact_id`` gives the transaction an id if it has none yet.
 SEQ_SQL = f"(pg_current_xact_id()::text::bigint << {SHIFT})"
@@ -37,6 +35,12 @@ SEQ_SQL = f"(pg_current_xact_id()::text::bigint << {SHIFT})"
 def written_seq(index: ColumnElement[int] | int) -> ColumnElement[int]:
     """The seq of the ``index``-th event the current transaction writes."""
     return literal_column(SEQ_SQL, BigInteger) + index
+
+
+def check_fits(events: int) -> None:
+    """Refuse more events in one transaction than the index bits can number."""
+    if events > MAX_PER_TRANSACTION:
+        raise ValueError(f"{events} events in one transaction: at most {MAX_PER_TRANSACTION}")
 
 
 # For an executemany whose rows carry their index as ``n``.
