@@ -1,8 +1,8 @@
 """A repo create on PostgreSQL as one statement, and namespace count shards that never wait.
 
 A create inserts up to five rows (namespace if new, repo, count shard, first token, event).
-As separate statements in a transaction that is seven round trips (``BEGIN``, five
-statements, ``COMMIT``); as one statement of data-modifying CTEs sent in autocommit it is
+As separate statements in a transaction that is seven round trips (``BEGIN``, a
+namespace lookup, four inserts, ``COMMIT``); as one statement of data-modifying CTEs sent in autocommit it is
 one, and a single statement is all or nothing like the transaction was. A duplicate name
 fails the whole statement, which changes nothing (``MetadataStore.create_repo`` turns it
 into the usual 409).
