@@ -419,3 +419,20 @@ def test_a_directory_backup_is_private(small_backup: Path) -> None:
     """It holds what the database holds (token hashes, the cursor key, webhook secrets)."""
     for path in [small_backup, *small_backup.rglob("*")]:
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_restored_events_sort_below_what_a_fresh_postgres_cluster_writes() -> None:
+    """Outbox seqs from a PostgreSQL cluster with high transaction ids are renumbered by
+    rank on a restore into PostgreSQL, with cursors and delivery-log seqs moved alike: a
+    fresh cluster's events (seq = its low transaction id << 16) must sort after every
+    restored one, or a restored cursor would skip them all."""
+    from artifactd.services.backup.restore import OutboxRenumbering
+
+    old = [(9_000_000 << 16) + n for n in (0, 1)] + [9_000_007 << 16, 9_000_020 << 16]
+    renumbering = OutboxRenumbering(list(reversed(old)))
+    assert [renumbering.event(seq) for seq in old] == [1, 2, 3, 4]
+    assert renumbering.position(old[1]) == 2  # a cursor on an event: next is the third
+    assert renumbering.position(old[2] - 1) == 2  # between events
+    assert renumbering.position(0) == 0
+    assert renumbering.position((9_000_021 << 16) - 1) == 4  # a new subscription's cursor
+    assert renumbering.event(old[-1]) < 750 << 16  # below a fresh cluster's first seqs

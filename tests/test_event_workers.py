@@ -1,6 +1,6 @@
 """Events on PostgreSQL with two server workers (issue 14): each event goes out once per
-subscription in the normal case, the pull queue reads every event once, and outbox seqs
-become visible in order (a cursor never passes an event that commits later)."""
+subscription in the normal case, the pull queue reads every event once, and outbox
+readers never move a cursor past an event that commits later."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, select, text
 
 from artifactd.storage.db import make_engine, migrate
+from artifactd.storage.eventstore import EventStore, SubscriptionRow
 from artifactd.storage.metadata import MetadataStore, OutboxRow
 from artifactd.storage.schema import event_outbox
 from tests.harness import Postgres, Server, start_server
@@ -102,50 +103,99 @@ def _outbox_row(name: str) -> OutboxRow:
                      namespace="default", repo_name=name, payload="{}", created_us=1)
 
 
-def _lock_waiters(engine: Engine) -> int:
-    """Backends of this database waiting on a lock, each time in a transaction of its own:
-    PostgreSQL keeps one snapshot of pg_stat_activity for a whole transaction, so polling in
-    one transaction would never see a wait that began after the first poll."""
-    with engine.connect() as conn:
-        return int(conn.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND datname = current_database()")).scalar_one())
+def _subscription(account_id: str) -> SubscriptionRow:
+    return SubscriptionRow(
+        id="sub_order", account_id=account_id, name="order", source_type="artifacts",
+        namespace="default", repo_name=None, event_types='["cf.artifacts.repo.created"]',
+        destination="queue", url=None, secret=None, state="active", paused_reason=None,
+        cursor_seq=0, failures=0, first_failure_us=0, next_attempt_us=0, claimed_by=None,
+        claimed_until_us=0, created_us=1, updated_us=1)
 
 
-def test_outbox_seqs_become_visible_in_order(postgres: Postgres, tmp_path: Path) -> None:
-    """Transaction 1 takes a seq and stays open; transaction 2 takes the next one. Were 2 to
-    commit first, a reader would see seq N+1 without N and move its cursor past N, which
-    then commits unseen: so 2 must wait for 1."""
+class _CursorReader:
+    """What every outbox reader does: take the events after its cursor, move the cursor to
+    the last one taken."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.events = EventStore(engine)
+        self.sub = _subscription("a" * 32)
+        self.cursor = self.events.newest_seq()
+        self.seen: list[str] = []
+
+    def read(self) -> list[str]:
+        rows = self.events.events_after(self.sub, self.cursor, 100)
+        if rows:
+            self.cursor = rows[-1].seq
+        self.seen += [r.repo_name for r in rows]
+        return [r.repo_name for r in rows]
+
+
+def test_a_cursor_never_passes_an_event_that_commits_later(postgres: Postgres) -> None:
+    """Writers run concurrently and commit in any order (no lock held through the commit,
+    which serialised every create's WAL flush), yet a reader's cursor never moves past an
+    event that becomes visible later: neither when the earlier writer commits last, nor
+    when a writer that began first writes its event last and commits while a later one is
+    still open (which defeats ordering by a sequence read below the snapshot's xmin)."""
     engine = make_engine(postgres.new_database())
     migrate(engine)
     store = MetadataStore(engine)
-    finished = threading.Event()
+    reader = _CursorReader(engine)
     try:
-        with engine.begin() as first:
-            store._write_outbox(first, [_outbox_row("first")])
+        with engine.connect() as one, engine.connect() as two:
+            # The earlier writer commits last. A writer that waits for it would wait until
+            # lock_timeout and fail the test.
+            one.begin()
+            two.begin()
+            two.execute(text("SET LOCAL lock_timeout = '10s'"))
+            store._write_outbox(one, [_outbox_row("a1")])
+            store._write_outbox(two, [_outbox_row("a2")])
+            two.commit()
+            assert reader.read() == []  # a2 is committed, but a1 may still commit below it
+            one.commit()
+            # (An older transaction of another test's server can hold the horizon a moment.)
+            wait_for(lambda: (reader.read(), len(reader.seen) >= 2)[1], 30)
+            assert reader.seen == ["a1", "a2"]
 
-            def second() -> None:
-                with engine.begin() as conn:
-                    store._write_outbox(conn, [_outbox_row("second")])
-                finished.set()
-
-            # Polled once before the second transaction starts, as a loaded machine may do:
-            # each poll must see pg_stat_activity afresh.
-            assert _lock_waiters(engine) == 0
-            thread = threading.Thread(target=second)
-            thread.start()
-            # Until the second transaction is waiting on a lock, or done.
-            wait_for(lambda: finished.is_set() or _lock_waiters(engine), 60)
-            with engine.connect() as watcher:
-                visible = watcher.execute(select(func.count()).select_from(event_outbox)).scalar_one()
-            assert not finished.is_set(), "the later seq committed before the earlier one"
-            assert visible == 0
-        thread.join(30)
-        assert finished.is_set()
+            # The writer that began first (its transaction has an id) writes its event after
+            # a later writer wrote its own, and commits while that one is still open.
+            one.begin()
+            two.begin()
+            one.execute(text("SELECT pg_current_xact_id()"))
+            two.execute(text("SELECT pg_current_xact_id()"))
+            store._write_outbox(two, [_outbox_row("b2")])
+            store._write_outbox(one, [_outbox_row("b1")])
+            one.commit()
+            reader.read()
+            two.commit()
+            wait_for(lambda: (reader.read(), len(reader.seen) >= 4)[1], 30)
+        assert sorted(reader.seen) == ["a1", "a2", "b1", "b2"]
+        assert reader.seen[:2] == ["a1", "a2"]
         with engine.connect() as conn:
-            rows = conn.execute(select(event_outbox.c.seq, event_outbox.c.repo_name)
-                                .order_by(event_outbox.c.seq)).all()
-        assert [r.repo_name for r in rows] == ["first", "second"]
+            seqs = dict(conn.execute(select(event_outbox.c.repo_name, event_outbox.c.seq)).all())
+        assert [seqs[name] for name in reader.seen] == sorted(seqs.values())
+    finally:
+        engine.dispose()
+
+
+def test_outbox_writers_do_not_wait_for_each_other(postgres: Postgres) -> None:
+    """Two transactions writing events at the same time both commit without waiting: a
+    lock held until commit would make each create wait for the previous one's WAL flush."""
+    engine = make_engine(postgres.new_database())
+    migrate(engine)
+    store = MetadataStore(engine)
+    try:
+        with engine.connect() as one, engine.connect() as two:
+            one.begin()
+            two.begin()
+            store._write_outbox(one, [_outbox_row("first")])
+            two.execute(text("SET LOCAL lock_timeout = '10s'"))
+            store._write_outbox(two, [_outbox_row("second"), _outbox_row("third")])
+            two.commit()
+            one.commit()
+        with engine.connect() as conn:
+            rows = conn.execute(select(event_outbox.c.repo_name)
+                                .order_by(event_outbox.c.seq)).scalars().all()
+        assert rows == ["first", "second", "third"]
     finally:
         engine.dispose()
 

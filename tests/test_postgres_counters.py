@@ -64,30 +64,82 @@ def test_dead_idle_connections_are_replaced(pg_server: tuple[Server, str]) -> No
 
 
 def test_concurrent_creates_in_one_namespace_do_not_queue_on_one_row(postgres: Postgres) -> None:
-    """A create adds to one shard of its namespace's repo count, picked by repo id: a second
-    create's count update must not wait for the first create's commit (it did when the
-    count was one ``namespaces`` row, which serialised every create of a namespace behind
-    the previous one's WAL flush). The count stays exact."""
+    """Each writer adds to a shard of its namespace's repo count that no other open
+    transaction holds, or to a new one: with 25 transactions open at once, for repo ids
+    that all used to pick the same one of 32 shards, none waits for another's commit (which
+    serialised creates behind one another's WAL flush). The count stays exact, and later
+    writers reuse the shards instead of adding rows."""
     import zlib
+    from contextlib import ExitStack
 
     from sqlalchemy import text
 
     from artifactd.storage.db import make_engine, migrate
-    from artifactd.storage.metadata import REPO_COUNT_SHARDS, MetadataStore
+    from artifactd.storage.metadata import MetadataStore
 
+    same_shard = [i for i in (f"{n:032x}" for n in range(5000))
+                  if zlib.crc32(i.encode()) % 32 == 0][:25]
     engine = make_engine(postgres.new_database())
     try:
         migrate(engine)
         store = MetadataStore(engine)
         store.ensure_namespace("acct", "ns", 1)
-        first = "a" * 32
-        second = next(f"{i:032x}" for i in range(1000) if zlib.crc32(f"{i:032x}".encode())
-                      % REPO_COUNT_SHARDS != zlib.crc32(first.encode()) % REPO_COUNT_SHARDS)
-        with engine.begin() as holding:
-            store._add_to_namespace(holding, "acct", "ns", 1, first)
-            with engine.begin() as other:
-                other.execute(text("SET LOCAL lock_timeout = '5s'"))
-                store._add_to_namespace(other, "acct", "ns", 1, second)  # no lock wait
-        assert store.count_repos("acct", "ns") == 2
+        with ExitStack() as open_transactions:
+            for repo_id in same_shard:
+                conn = open_transactions.enter_context(engine.begin())
+                conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                store._add_to_namespace(conn, "acct", "ns", 1, repo_id)  # no lock wait
+        assert store.count_repos("acct", "ns") == 25
+        with engine.connect() as conn:
+            shards = conn.execute(text("SELECT count(*) FROM namespace_repo_counts")).scalar_one()
+        for repo_id in same_shard[:10]:
+            with engine.begin() as conn:
+                store._add_to_namespace(conn, "acct", "ns", -1, repo_id)
+        assert store.count_repos("acct", "ns") == 15
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM namespace_repo_counts")).scalar_one() == shards
+    finally:
+        engine.dispose()
+
+
+def test_a_create_is_one_statement_and_a_conflict_changes_nothing(postgres: Postgres) -> None:
+    """A create on PostgreSQL (namespace, repo, count shard, token, event) is one statement
+    in autocommit; a duplicate name answers REPO_EXISTS and leaves no row of its own."""
+    from sqlalchemy import event, text
+
+    from artifactd.errors import Code, Conflict
+    from artifactd.services.access.repo_tokens import new_repo_token
+    from artifactd.storage.db import make_engine, migrate
+    from artifactd.storage.metadata import MetadataStore, OutboxRow, RepoRow
+
+    engine = make_engine(postgres.new_database())
+    statements: list[str] = []
+    try:
+        migrate(engine)
+        store = MetadataStore(engine)
+
+        def create(repo_id: str) -> None:
+            repo = RepoRow(id=repo_id, account_id="acct", namespace="ns", name="same",
+                           description=None, default_branch="main", read_only=False,
+                           source=None, status="ready", status_reason=None, created_us=1,
+                           updated_us=1, last_push_us=0, size_bytes=0, maintained_us=0,
+                           pushes_since_maintenance=0, import_spec=None)
+            token, secret_hash, _ = new_repo_token(repo_id, "write", 3600, 1)
+            outbox = [OutboxRow(id=f"evt_{repo_id}", account_id="acct",
+                                type="cf.artifacts.repo.created", namespace="ns",
+                                repo_name="same", payload="{}", created_us=1)]
+            store.create_repo(repo, token, secret_hash, outbox)
+
+        event.listen(engine, "before_cursor_execute",
+                     lambda _c, _cur, statement, *_: statements.append(statement))
+        create("a" * 32)
+        assert len(statements) == 1, statements
+        with pytest.raises(Conflict) as refused:
+            create("b" * 32)
+        assert refused.value.code == Code.REPO_EXISTS
+        with engine.connect() as conn:
+            for table in ("repos", "repo_tokens", "event_outbox", "namespaces"):
+                assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 1, table
+        assert store.count_repos("acct", "ns") == 1
     finally:
         engine.dispose()

@@ -27,6 +27,7 @@ from sqlalchemy import (
     update,
 )
 
+from artifactd.storage import outboxseq
 from artifactd.storage.schema import event_deliveries, event_outbox, event_subscriptions
 
 
@@ -110,10 +111,13 @@ _PENDING_REDELIVERIES = select(event_deliveries).where(
 
 
 @functools.cache
-def _events_after(by_namespace: bool, by_repo: bool) -> Any:
+def _events_after(by_namespace: bool, by_repo: bool, postgres: bool) -> Any:
     o = event_outbox
     conditions = [o.c.seq > bindparam("after"), o.c.account_id == bindparam("account"),
                   o.c.type.in_(bindparam("types", expanding=True))]
+    if postgres:
+        # Only seqs that no open transaction can still write below (storage/outboxseq.py).
+        conditions.append(o.c.seq < outboxseq.READ_HORIZON)
     if by_namespace:
         conditions.append(o.c.namespace == bindparam("namespace"))
     if by_repo:
@@ -133,7 +137,12 @@ class EventStore:
 
     # -- subscriptions -------------------------------------------------------------------
     def newest_seq(self) -> int:
+        """Where a new cursor starts: every event at or below it is final. On PostgreSQL
+        that is just below the read horizon, so an event still being written is read by a
+        subscription created meanwhile (with, possibly, a few that committed just before)."""
         with self._tx() as conn:
+            if self.postgres:
+                return int(conn.execute(select(outboxseq.READ_HORIZON - 1)).scalar_one())
             return int(conn.execute(select(func.coalesce(func.max(event_outbox.c.seq), 0)))
                        .scalar_one())
 
@@ -178,7 +187,8 @@ class EventStore:
         return and_(condition, o.c.type.in_(sub.types))
 
     def events_after(self, sub: SubscriptionRow, after_seq: int, limit: int) -> list[EventRow]:
-        statement = _events_after(sub.namespace is not None, sub.repo_name is not None)
+        statement = _events_after(sub.namespace is not None, sub.repo_name is not None,
+                                  self.postgres)
         with self._tx() as conn:
             return [_make(EventRow, r) for r in conn.execute(statement, {
                 "after": after_seq, "account": sub.account_id, "types": sub.types,

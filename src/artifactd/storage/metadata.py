@@ -30,6 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from artifactd.errors import Code, Conflict
+from artifactd.storage import outboxseq, pgcreate
 from artifactd.storage.schema import (
     account_storage,
     accounts,
@@ -163,8 +164,8 @@ _REPO_COLUMNS = [repos.c[f.name] for f in dataclasses.fields(RepoRow)]
 _INSERT_REPO = insert(repos)
 _INSERT_TOKEN = insert(repo_tokens)
 _INSERT_OUTBOX = insert(event_outbox)
-# Any constant: the key of the advisory lock that orders outbox writers on PostgreSQL.
-_LOCK_OUTBOX = text("SELECT pg_advisory_xact_lock(7256141)")
+# PostgreSQL: seqs from the writing transaction's id (storage/outboxseq.py).
+_INSERT_OUTBOX_POSTGRES = insert(event_outbox).values(seq=outboxseq.WRITTEN_SEQ)
 _INSERT_NAMESPACE = insert(namespaces)
 # Two first creates in a new namespace can race; the loser's namespace insert must not
 # fail its whole create. Both databases speak ON CONFLICT DO NOTHING.
@@ -234,13 +235,14 @@ class MetadataStore:
         """Events of a change, inside the change's own transaction: both or neither."""
         if outbox:
             if self.postgres:
-                # Readers move a cursor past the highest seq they saw, so seqs must become
-                # visible in order. A PostgreSQL sequence hands them out at insert, not at
-                # commit (seq 10 can commit before seq 9, which a cursor at 10 would then
-                # skip for ever): a transaction-scoped lock makes event writers commit in
-                # seq order. SQLite serialises writers already.
-                conn.execute(_LOCK_OUTBOX)
-            conn.execute(_INSERT_OUTBOX, [_row_dict(row) for row in outbox])
+                # Seqs that readers can take in order without a lock held through the commit
+                # (storage/outboxseq.py). One outbox write per transaction: its events are
+                # numbered from 0. SQLite serialises writers, and the rowid is the seq.
+                outboxseq.check_fits(len(outbox))
+                conn.execute(_INSERT_OUTBOX_POSTGRES,
+                             [{**_row_dict(row), "n": n} for n, row in enumerate(outbox)])
+            else:
+                conn.execute(_INSERT_OUTBOX, [_row_dict(row) for row in outbox])
             for listener in self.outbox_listeners:
                 listener()
 
@@ -377,6 +379,9 @@ class MetadataStore:
                     outbox: Outbox = ()) -> None:
         """Insert the repo (and its namespace, and its first token) in one transaction."""
         try:
+            if self.postgres:
+                self._create_repo_postgres(repo, token, secret_hash, outbox)
+                return
             with self._write_tx() as conn:
                 ns_exists = conn.execute(
                     _SELECT_NAMESPACE_EXISTS, {"a": repo.account_id, "n": repo.namespace}
@@ -398,6 +403,20 @@ class MetadataStore:
                     code=Code.REPO_EXISTS, pointer="/name",
                 ) from exc
             raise
+
+    def _create_repo_postgres(self, repo: RepoRow, token: RepoTokenRow | None,
+                              secret_hash: str | None, outbox: Outbox) -> None:
+        """The same rows as one statement in autocommit: one round trip (storage/pgcreate.py)."""
+        outboxseq.check_fits(len(outbox))
+        with_token = token is not None and secret_hash is not None
+        token_values = {**_row_dict(token), "secret_hash": secret_hash} if with_token else None
+        params = pgcreate.create_params(_row_dict(repo), token_values,
+                                        [_row_dict(row) for row in outbox])
+        with self._autocommit.connect() as conn:
+            conn.execute(pgcreate.create_statement(with_token, len(outbox)), params)
+        if outbox:
+            for listener in self.outbox_listeners:
+                listener()
 
     def get_repo(self, account_id: str, namespace: str, name: str) -> RepoRow | None:
         with self._read() as conn:
@@ -470,9 +489,15 @@ class MetadataStore:
 
     def _add_to_namespace(self, conn: Connection, account_id: str, namespace: str,
                           repos_added: int, repo_id: str = "") -> None:
-        """Add to the shard of the namespace's count that ``repo_id`` picks (see
-        ``namespace_repo_counts``): two concurrent creates rarely take the same row lock."""
-        make = postgresql_insert if self.postgres else sqlite_insert
+        """Add to a shard of the namespace's count (see ``namespace_repo_counts``). PostgreSQL:
+        one no other transaction holds, or a new one (storage/pgcreate.py), so that concurrent
+        writers never wait on one another's commit. SQLite (one writer at a time): the shard
+        ``repo_id`` picks."""
+        if self.postgres:
+            conn.execute(pgcreate.ADD_TO_NAMESPACE,
+                         pgcreate.count_params(account_id, namespace, repos_added))
+            return
+        make = sqlite_insert
         statement = make(namespace_repo_counts).values(
             account_id=account_id, namespace=namespace,
             shard=zlib.crc32(repo_id.encode()) % REPO_COUNT_SHARDS, delta=repos_added)

@@ -62,10 +62,12 @@ namespaces = Table(
     Column("repo_count", BigInteger, nullable=False, server_default="0"),
 )
 
-# A namespace's running repo count, split into shards picked by repo id: concurrent creates
-# in one namespace update different rows instead of all queueing on one row lock that is
-# held through the commit's fsync (PostgreSQL serialised every create of a namespace on it).
-# The count is ``namespaces.repo_count`` plus the sum of the namespace's shards.
+# A namespace's running repo count, split into shards: concurrent creates in one namespace
+# update different rows instead of all queueing on one row lock that is held through the
+# commit's fsync (PostgreSQL serialised every create of a namespace on it). PostgreSQL takes
+# a shard no other transaction holds or adds one (storage/pgcreate.py); SQLite's one writer
+# picks one of 32 by repo id. The count is ``namespaces.repo_count`` plus the sum of the
+# namespace's shards.
 namespace_repo_counts = Table(
     "namespace_repo_counts",
     metadata,
@@ -174,7 +176,10 @@ rate_windows = Table(
 event_outbox = Table(
     "event_outbox",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    # SQLite: the rowid (its writer lock orders commits). PostgreSQL: ``xid << 16 | n``, the
+    # writing transaction's id (migration 0010; see MetadataStore._write_outbox).
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
     Column("id", String(40), nullable=False, unique=True),
     Column("account_id", String(32), nullable=False),
     Column("type", String(64), nullable=False),

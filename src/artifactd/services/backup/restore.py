@@ -26,6 +26,7 @@ the packs it lists. A failed restore deletes the objects it uploaded.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import secrets
@@ -214,6 +215,30 @@ def _build_repos(entries: list[FileEntry], blobs: Path, repos: RepoStore) -> lis
     return list(by_repo)
 
 
+class OutboxRenumbering:
+    """Restored events renumbered 1..n in their order, for a PostgreSQL target.
+
+    A PostgreSQL outbox seq is the writing transaction's id shifted left
+    (storage/outboxseq.py), and a fresh cluster's ids start low: events restored with the
+    old cluster's seqs would sort after every event the new one writes, and cursors restored
+    past them would skip those for ever. Ranks sort below any seq the target writes; cursors
+    and delivery-log seqs become the number of restored events at or below them."""
+
+    def __init__(self, seqs: list[int]) -> None:
+        self.seqs = sorted(seqs)
+
+    @classmethod
+    def of_dump(cls, path: Path | None) -> OutboxRenumbering:
+        rows = tabledump.read_rows(path, "metadata/event_outbox.jsonl") if path else iter(())
+        return cls([int(row["seq"]) for row in rows])
+
+    def event(self, seq: int) -> int:
+        return bisect.bisect_left(self.seqs, seq) + 1
+
+    def position(self, seq: int) -> int:
+        return bisect.bisect_right(self.seqs, seq)
+
+
 def _load_database(engine: Engine, manifest: Manifest, tables_files: dict[str, Path],
                    sizes: dict[str, int]) -> str:
     migrate(engine, manifest.schema_revision)
@@ -224,6 +249,8 @@ def _load_database(engine: Engine, manifest: Manifest, tables_files: dict[str, P
             account = str(row.get("account_id"))
             per_account[account] = per_account.get(account, 0) + sizes.get(str(row.get("id")), 0)
     accounts_seen: set[str] = set()
+    renumbering = (OutboxRenumbering.of_dump(tables_files.get("event_outbox"))
+                   if engine.dialect.name == "postgresql" else None)
 
     def transform(name: str, rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for row in rows:
@@ -239,6 +266,13 @@ def _load_database(engine: Engine, manifest: Manifest, tables_files: dict[str, P
             elif name == "event_subscriptions":
                 row["claimed_by"] = None
                 row["claimed_until_us"] = 0
+            if renumbering is not None:
+                if name == "event_outbox":
+                    row["seq"] = renumbering.event(int(row["seq"]))
+                elif name == "event_subscriptions":
+                    row["cursor_seq"] = renumbering.position(int(row["cursor_seq"]))
+                elif name == "event_deliveries":
+                    row["seq"] = renumbering.position(int(row["seq"]))
             yield row
 
     with engine.begin() as connection:
