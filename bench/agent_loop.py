@@ -12,11 +12,12 @@ of each and the ratio. Target (issue 12): at least 1.5x the reference.
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -28,11 +29,16 @@ from bench.scale import git, git_env
 
 AGENTS = 16
 TARGET_RATIO = 1.5
+# The sides take turns (artifactd, reference, artifactd, ...) in this many rounds each, so that
+# a change in the machine's load (other work on a shared machine) falls on both alike.
+ROUNDS = 4
 
 
-def run_agents(loop: Callable[[int], None], seconds: float) -> dict[str, Any]:
-    """``loop(n)`` by AGENTS threads until ``seconds`` pass; loops/s and errors."""
-    counter = itertools.count()
+def run_agents(loop: Callable[[int], None], seconds: float,
+               counter: Iterator[int] | None = None) -> dict[str, Any]:
+    """``loop(n)`` by AGENTS threads until ``seconds`` pass; loops/s and errors (``n`` from
+    ``counter``, shared between rounds so that names never repeat)."""
+    counter = counter if counter is not None else itertools.count()
     done, errors = [0], []
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
@@ -55,12 +61,22 @@ def run_agents(loop: Callable[[int], None], seconds: float) -> dict[str, Any]:
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started
-    return {"loops": done[0], "loops_per_s": round(done[0] / elapsed, 2), "errors": len(errors)}
+    return {"loops": done[0], "loops_per_s": round(done[0] / elapsed, 2), "errors": len(errors),
+            "seconds": elapsed}
+
+
+def combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds of one side as one figure: all its loops over all its time."""
+    loops = sum(p["loops"] for p in parts)
+    elapsed = sum(p["seconds"] for p in parts)
+    return {"loops": loops, "loops_per_s": round(loops / elapsed, 2),
+            "errors": sum(p["errors"] for p in parts), "rounds": [p["loops_per_s"] for p in parts]}
 
 
 def run(quick: bool = False) -> dict[str, Any]:
     work = work_dir("agent-loop-")
     seconds = 8 if quick else 60
+    rounds = 1 if quick else ROUNDS
     server = start_server(work / "data", extra_env={**UNLIMITED})
     env = git_env(work / "home")
     seed = work / "seed"
@@ -71,6 +87,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     git(env, "commit", "-q", "-m", "first", cwd=seed)
     clones = work / "clones"
     clones.mkdir()
+    backend = serve_http_backend(work / "ref", {})
+    cgi_url, stop_cgi = serve_cgi(work / "cgi", {})
+    cgi_root = work / "cgi" / "cgi-root"
+    http_root = work / "ref" / "http-root"
+    load_start = os.getloadavg()[0]
     try:
         local = threading.local()  # a keep-alive connection per agent
 
@@ -95,16 +116,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             assert read.content == b"an agent's notes\n", read.text
             assert client.delete(f"/repos/agent-{n}").status_code in (200, 202)
 
-        artifactd = run_agents(ours, seconds)
-    finally:
-        server.stop()
+        reader = threading.local()
 
-    backend = serve_http_backend(work / "ref", {})
-    cgi_url, stop_cgi = serve_cgi(work / "cgi", {})
-    cgi_root = work / "cgi" / "cgi-root"
-    http_root = work / "ref" / "http-root"
-    reader = threading.local()
-    try:
         def reference(n: int) -> None:
             assert backend.new_push_target is not None
             url = backend.new_push_target(n)  # git init --bare + http.receivepack
@@ -120,12 +133,21 @@ def run(quick: bool = False) -> dict[str, Any]:
             (cgi_root / f"push-{n}.git").unlink()
             shutil.rmtree(http_root / f"push-{n}.git")
 
-        plain = run_agents(reference, seconds)
+        ours_rounds, reference_rounds = [], []
+        ours_names, reference_names = itertools.count(), itertools.count()
+        for _ in range(rounds):
+            ours_rounds.append(run_agents(ours, seconds / rounds, ours_names))
+            reference_rounds.append(run_agents(reference, seconds / rounds, reference_names))
+        artifactd, plain = combined(ours_rounds), combined(reference_rounds)
     finally:
+        server.stop()
         stop_cgi()
         backend.stop()
         shutil.rmtree(work, ignore_errors=True)
-    return {"machine": machine(), "agents": AGENTS, "seconds": seconds, "artifactd": artifactd,
+    load_end = os.getloadavg()[0]
+    return {"machine": machine(), "agents": AGENTS, "seconds": seconds, "rounds": rounds,
+            "load_start": round(load_start, 1), "load_end": round(load_end, 1),
+            "artifactd": artifactd,
             "reference": plain,
             "ratio": round(artifactd["loops_per_s"] / max(plain["loops_per_s"], 0.01), 2)}
 
@@ -155,6 +177,12 @@ def render(results: dict[str, Any]) -> str:
         f"{r['errors']} |",
         "",
         f"Ratio: **{results['ratio']:.2f}x** (target at least {TARGET_RATIO}x).",
+        "",
+        f"The sides took turns in {results.get('rounds', 1)} rounds each (artifactd first; "
+        f"loops/s per round: artifactd {a.get('rounds', [])}, reference {r.get('rounds', [])}), "
+        f"on a 2-core machine shared with other work: load average "
+        f"{results.get('load_start', 'n/a')} at the start, {results.get('load_end', 'n/a')} at "
+        "the end.",
     ])
 
 

@@ -394,7 +394,7 @@ async def exchange(
             more, complete = await _read_head(
                 body, max(0, push_in_process.MAX_BODY - len(reader.rest)))
             head += more
-            if complete:
+            if complete and len(head) - len(reader.consumed) <= push_in_process.MAX_BODY:
                 answer = await push_in_process.serve(
                     backend, authorized, commands, head[len(reader.consumed):], started)
                 if answer is not None:

@@ -158,7 +158,11 @@ class PushSession:
         self._unlock_refs()
         if self.intent is not None and not self.recorded:
             self.recorded = True
-            await asyncio.to_thread(settle_intent, self.backend, self.repo, self.intent, reported)
+            if self._inline():
+                settle_intent(self.backend, self.repo, self.intent, reported)
+            else:
+                await asyncio.to_thread(settle_intent, self.backend, self.repo, self.intent,
+                                        reported)
             if reported and not self.backend.repos.remote:
                 # Next loop turn: git's last answer goes out to the client first.
                 asyncio.get_running_loop().call_soon(reads_content.warm, self.backend,
@@ -172,7 +176,17 @@ class PushSession:
                 await self._server
         if self.channel is not None:
             self.channel.close()
-        await asyncio.shield(asyncio.to_thread(self._settle))
+        if self._inline():
+            self._settle()
+        else:
+            await asyncio.shield(asyncio.to_thread(self._settle))
+
+    def _inline(self) -> bool:
+        """A push received in process on SQLite: recording it is a few local reads and one
+        transaction, cheaper than a thread hop (admission makes the same choice); on a loaded
+        machine the hop also costs a wait for the GIL."""
+        return (self.channel is None and self.backend.meta.inline_ok
+                and not self.backend.repos.remote)
 
     def _settle(self) -> None:
         backend, repo = self.backend, self.repo
