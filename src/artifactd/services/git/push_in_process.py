@@ -291,6 +291,7 @@ async def _receive(backend: Backend, authorized: AuthorizedGit, request: Request
             return report(commands, "ok", refused, [verdict.removeprefix("refuse ")])
         if pack_file is not None:
             objectfiles.write_received_pack(authorized.git_dir / "objects" / "pack", *pack_file)
+            content.pool(backend).packed_here(authorized.git_dir)
         outcomes = _swap(backend, authorized, updates, atomic="atomic" in commands.capabilities)
         await session.record(reported=any(o.refused is None for o in outcomes))
     finally:
