@@ -32,6 +32,9 @@ TARGET_RATIO = 1.5
 # The sides take turns (artifactd, reference, artifactd, ...) in this many rounds each, so that
 # a change in the machine's load (other work on a shared machine) falls on both alike.
 ROUNDS = 4
+# One server process per core, as on a production node (docs/operations.md): on a 2-core
+# machine the reference's nginx, fcgiwrap and git processes run on both cores too.
+WORKERS = int(os.environ.get("AGENT_LOOP_WORKERS", "2"))
 
 
 def run_agents(loop: Callable[[int], None], seconds: float,
@@ -77,7 +80,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     work = work_dir("agent-loop-")
     seconds = 8 if quick else 60
     rounds = 1 if quick else ROUNDS
-    server = start_server(work / "data", extra_env={**UNLIMITED})
+    server = start_server(work / "data", extra_env={**UNLIMITED}, args=("--workers", str(WORKERS)))
     env = git_env(work / "home")
     seed = work / "seed"
     seed.mkdir()

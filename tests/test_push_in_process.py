@@ -97,9 +97,9 @@ def pushed(sqlite_server: Server, tmp_path: Path, unique_name: str) -> tuple[Rep
     return repo, git, work, first
 
 
-def test_a_small_push_starts_no_git_process(
-    sqlite_server: Server, tmp_path: Path, unique_name: str
-) -> None:
+def test_a_small_push_starts_no_git_process(server: Server, tmp_path: Path, unique_name: str
+                                            ) -> None:
+    sqlite_server = server  # both databases: admission and recording differ (threads on PG)
     repo = create_repo(sqlite_server, unique_name)
     git = Git(tmp_path / "home")
     work = tmp_path / "w"
@@ -137,9 +137,11 @@ def test_the_answer_is_receive_pack_s_byte_for_byte(pushed: tuple[Repo, Git, Pat
         expected = c_git_answer(copy, body)
     finally:
         shutil.rmtree(copy)
+    received = counts(repo.server)[0]
     answer = rpc(repo.remote, "git-receive-pack", body, f"Bearer {repo.token}")
     assert answer.status_code == 200
     assert answer.content == expected
+    assert counts(repo.server)[0] == received + 1
     assert repo.refs()["refs/heads/main"] == second
 
 
@@ -284,6 +286,7 @@ def test_racing_pushes_on_one_ref_let_one_win(
     sqlite_server: Server, pushed: tuple[Repo, Git, Path, str], tmp_path: Path
 ) -> None:
     repo, git, _work, _first = pushed
+    received = counts(sqlite_server)[0]
     for round_ in range(3):
         base = repo.refs()["refs/heads/main"]
         tips, works = [], []
@@ -310,6 +313,7 @@ def test_racing_pushes_on_one_ref_let_one_win(
         loser = next(r for r in results if r.returncode)
         assert "rejected" in loser.stderr or "failed to update ref" in loser.stderr
         assert repo.refs()["refs/heads/main"] in tips
+    assert counts(sqlite_server)[0] >= received + 3  # the winners at least, in process
     repo.fsck()
 
 
