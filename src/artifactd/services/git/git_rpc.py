@@ -360,9 +360,10 @@ async def _read_head(body: AsyncIterator[bytes], limit: int) -> tuple[bytes, boo
 
 async def exchange(
     backend: Backend, authorized: AuthorizedGit, protocol: str | None,
-    body: AsyncIterator[bytes],
+    body: AsyncIterator[bytes], declared_bytes: int | None = None,
 ) -> AsyncIterator[bytes]:
-    """Run one stateless-rpc request; yields the response body."""
+    """Run one stateless-rpc request; yields the response body. ``declared_bytes``: the
+    request's ``Content-Length`` (None when chunked)."""
     started = now_us()
     head = b""
     sideband = False
@@ -388,7 +389,11 @@ async def exchange(
                                    sideband=commands.sideband)
                 return
         head = reader.consumed + reader.rest
-        if push_in_process.eligible(backend, commands):
+        # git sends a Content-Length up to its http.postBuffer (1 MiB) and chunks beyond:
+        # a push declared larger than the in-process bound, or chunked, streams to git at
+        # once (a slow client's large push must not wait here for its first megabyte).
+        if (declared_bytes is not None and declared_bytes <= push_in_process.MAX_BODY
+                and push_in_process.eligible(backend, commands)):
             # A small push is read whole and received here; a larger one, or one this path
             # does not take, goes on to git with every byte read so far.
             more, complete = await _read_head(
