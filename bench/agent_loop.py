@@ -31,7 +31,7 @@ AGENTS = 16
 TARGET_RATIO = 1.5
 # The sides take turns (artifactd, reference, artifactd, ...) in this many rounds each, so that
 # a change in the machine's load (other work on a shared machine) falls on both alike.
-ROUNDS = 4
+ROUNDS = 12
 # One server process per core, as on a production node (docs/operations.md): on a 2-core
 # machine the reference's nginx, fcgiwrap and git processes run on both cores too.
 WORKERS = int(os.environ.get("AGENT_LOOP_WORKERS", "2"))
@@ -68,12 +68,41 @@ def run_agents(loop: Callable[[int], None], seconds: float,
             "seconds": elapsed}
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds used by ``root`` and every process under it, alive or already reaped
+    (a reaped child's time is in its parent's ``cutime``): the difference over a round is
+    what that round cost the machine, whatever else ran beside it."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = sum(int(x) for x in fields[11:15]) / tick
+    total = 0.0
+    for pid, spent in times.items():
+        at, hops = pid, 0
+        while at not in (root, 0, 1) and hops < 64:
+            at, hops = parents.get(at, 0), hops + 1
+        if at == root:
+            total += spent
+    return total
+
+
 def combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """The rounds of one side as one figure: all its loops over all its time."""
     loops = sum(p["loops"] for p in parts)
     elapsed = sum(p["seconds"] for p in parts)
+    cpu = sum(p["cpu_s"] for p in parts)
     return {"loops": loops, "loops_per_s": round(loops / elapsed, 2),
-            "errors": sum(p["errors"] for p in parts), "rounds": [p["loops_per_s"] for p in parts]}
+            "errors": sum(p["errors"] for p in parts), "rounds": [p["loops_per_s"] for p in parts],
+            "cpu_ms_per_loop": round(cpu / max(loops, 1) * 1000, 1)}
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -139,8 +168,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         ours_rounds, reference_rounds = [], []
         ours_names, reference_names = itertools.count(), itertools.count()
         for _ in range(rounds):
-            ours_rounds.append(run_agents(ours, seconds / rounds, ours_names))
-            reference_rounds.append(run_agents(reference, seconds / rounds, reference_names))
+            for side, loop, names in ((ours_rounds, ours, ours_names),
+                                      (reference_rounds, reference, reference_names)):
+                before = tree_cpu_seconds(os.getpid())
+                part = run_agents(loop, seconds / rounds, names)
+                part["cpu_s"] = tree_cpu_seconds(os.getpid()) - before
+                side.append(part)
         artifactd, plain = combined(ours_rounds), combined(reference_rounds)
     finally:
         server.stop()
@@ -149,10 +182,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     load_end = os.getloadavg()[0]
     return {"machine": machine(), "agents": AGENTS, "seconds": seconds, "rounds": rounds,
+            "workers": WORKERS,
             "load_start": round(load_start, 1), "load_end": round(load_end, 1),
             "artifactd": artifactd,
             "reference": plain,
-            "ratio": round(artifactd["loops_per_s"] / max(plain["loops_per_s"], 0.01), 2)}
+            "ratio": round(artifactd["loops_per_s"] / max(plain["loops_per_s"], 0.01), 2),
+            "cpu_ratio": round(plain["cpu_ms_per_loop"] / max(artifactd["cpu_ms_per_loop"], 0.1), 2)}
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
@@ -181,6 +216,14 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Ratio: **{results['ratio']:.2f}x** (target at least {TARGET_RATIO}x).",
         "",
+        f"CPU per loop, everything the benchmark started (clients, servers, their children): "
+        f"artifactd {a.get('cpu_ms_per_loop', 'n/a')} ms, reference "
+        f"{r.get('cpu_ms_per_loop', 'n/a')} ms: {results.get('cpu_ratio', 'n/a')}x, the "
+        "throughput ratio a machine with nothing else to run would show if both sides kept "
+        "its cores busy (it does not depend on what else runs beside the benchmark).",
+        "",
+        f"Server: `artifactd serve --workers {results.get('workers', 1)}` (one worker per core; "
+        "the reference's nginx, fcgiwrap and git processes run on both cores too). "
         f"The sides took turns in {results.get('rounds', 1)} rounds each (artifactd first; "
         f"loops/s per round: artifactd {a.get('rounds', [])}, reference {r.get('rounds', [])}), "
         f"on a 2-core machine shared with other work: load average "
