@@ -12,11 +12,12 @@ of each and the ratio. Target (issue 12): at least 1.5x the reference.
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -28,11 +29,19 @@ from bench.scale import git, git_env
 
 AGENTS = 16
 TARGET_RATIO = 1.5
+# The sides take turns (artifactd, reference, artifactd, ...) in this many rounds each, so that
+# a change in the machine's load (other work on a shared machine) falls on both alike.
+ROUNDS = 12
+# One server process per core, as on a production node (docs/operations.md): on a 2-core
+# machine the reference's nginx, fcgiwrap and git processes run on both cores too.
+WORKERS = int(os.environ.get("AGENT_LOOP_WORKERS", "2"))
 
 
-def run_agents(loop: Callable[[int], None], seconds: float) -> dict[str, Any]:
-    """``loop(n)`` by AGENTS threads until ``seconds`` pass; loops/s and errors."""
-    counter = itertools.count()
+def run_agents(loop: Callable[[int], None], seconds: float,
+               counter: Iterator[int] | None = None) -> dict[str, Any]:
+    """``loop(n)`` by AGENTS threads until ``seconds`` pass; loops/s and errors (``n`` from
+    ``counter``, shared between rounds so that names never repeat)."""
+    counter = counter if counter is not None else itertools.count()
     done, errors = [0], []
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
@@ -55,13 +64,52 @@ def run_agents(loop: Callable[[int], None], seconds: float) -> dict[str, Any]:
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started
-    return {"loops": done[0], "loops_per_s": round(done[0] / elapsed, 2), "errors": len(errors)}
+    return {"loops": done[0], "loops_per_s": round(done[0] / elapsed, 2), "errors": len(errors),
+            "seconds": elapsed}
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds used by ``root`` and every process under it, alive or already reaped
+    (a reaped child's time is in its parent's ``cutime``): the difference over a round is
+    what that round cost the machine, whatever else ran beside it."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = sum(int(x) for x in fields[11:15]) / tick
+    total = 0.0
+    for pid, spent in times.items():
+        at, hops = pid, 0
+        while at not in (root, 0, 1) and hops < 64:
+            at, hops = parents.get(at, 0), hops + 1
+        if at == root:
+            total += spent
+    return total
+
+
+def combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds of one side as one figure: all its loops over all its time."""
+    loops = sum(p["loops"] for p in parts)
+    elapsed = sum(p["seconds"] for p in parts)
+    cpu = sum(p["cpu_s"] for p in parts)
+    return {"loops": loops, "loops_per_s": round(loops / elapsed, 2),
+            "errors": sum(p["errors"] for p in parts), "rounds": [p["loops_per_s"] for p in parts],
+            "cpu_ms_per_loop": round(cpu / max(loops, 1) * 1000, 1)}
 
 
 def run(quick: bool = False) -> dict[str, Any]:
     work = work_dir("agent-loop-")
     seconds = 8 if quick else 60
-    server = start_server(work / "data", extra_env={**UNLIMITED})
+    rounds = 1 if quick else ROUNDS
+    server = start_server(work / "data", extra_env={**UNLIMITED}, args=("--workers", str(WORKERS)))
     env = git_env(work / "home")
     seed = work / "seed"
     seed.mkdir()
@@ -71,6 +119,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     git(env, "commit", "-q", "-m", "first", cwd=seed)
     clones = work / "clones"
     clones.mkdir()
+    backend = serve_http_backend(work / "ref", {})
+    cgi_url, stop_cgi = serve_cgi(work / "cgi", {})
+    cgi_root = work / "cgi" / "cgi-root"
+    http_root = work / "ref" / "http-root"
+    load_start = os.getloadavg()[0]
     try:
         local = threading.local()  # a keep-alive connection per agent
 
@@ -95,16 +148,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             assert read.content == b"an agent's notes\n", read.text
             assert client.delete(f"/repos/agent-{n}").status_code in (200, 202)
 
-        artifactd = run_agents(ours, seconds)
-    finally:
-        server.stop()
+        reader = threading.local()
 
-    backend = serve_http_backend(work / "ref", {})
-    cgi_url, stop_cgi = serve_cgi(work / "cgi", {})
-    cgi_root = work / "cgi" / "cgi-root"
-    http_root = work / "ref" / "http-root"
-    reader = threading.local()
-    try:
         def reference(n: int) -> None:
             assert backend.new_push_target is not None
             url = backend.new_push_target(n)  # git init --bare + http.receivepack
@@ -120,14 +165,29 @@ def run(quick: bool = False) -> dict[str, Any]:
             (cgi_root / f"push-{n}.git").unlink()
             shutil.rmtree(http_root / f"push-{n}.git")
 
-        plain = run_agents(reference, seconds)
+        ours_rounds, reference_rounds = [], []
+        ours_names, reference_names = itertools.count(), itertools.count()
+        for _ in range(rounds):
+            for side, loop, names in ((ours_rounds, ours, ours_names),
+                                      (reference_rounds, reference, reference_names)):
+                before = tree_cpu_seconds(os.getpid())
+                part = run_agents(loop, seconds / rounds, names)
+                part["cpu_s"] = tree_cpu_seconds(os.getpid()) - before
+                side.append(part)
+        artifactd, plain = combined(ours_rounds), combined(reference_rounds)
     finally:
+        server.stop()
         stop_cgi()
         backend.stop()
         shutil.rmtree(work, ignore_errors=True)
-    return {"machine": machine(), "agents": AGENTS, "seconds": seconds, "artifactd": artifactd,
+    load_end = os.getloadavg()[0]
+    return {"machine": machine(), "agents": AGENTS, "seconds": seconds, "rounds": rounds,
+            "workers": WORKERS,
+            "load_start": round(load_start, 1), "load_end": round(load_end, 1),
+            "artifactd": artifactd,
             "reference": plain,
-            "ratio": round(artifactd["loops_per_s"] / max(plain["loops_per_s"], 0.01), 2)}
+            "ratio": round(artifactd["loops_per_s"] / max(plain["loops_per_s"], 0.01), 2),
+            "cpu_ratio": round(plain["cpu_ms_per_loop"] / max(artifactd["cpu_ms_per_loop"], 0.1), 2)}
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
@@ -155,6 +215,20 @@ def render(results: dict[str, Any]) -> str:
         f"{r['errors']} |",
         "",
         f"Ratio: **{results['ratio']:.2f}x** (target at least {TARGET_RATIO}x).",
+        "",
+        f"CPU per loop, everything the benchmark started (clients, servers, their children): "
+        f"artifactd {a.get('cpu_ms_per_loop', 'n/a')} ms, reference "
+        f"{r.get('cpu_ms_per_loop', 'n/a')} ms: {results.get('cpu_ratio', 'n/a')}x, the "
+        "throughput ratio a machine with nothing else to run would show if both sides kept "
+        "its cores busy (it does not depend on what else runs beside the benchmark).",
+        "",
+        f"Server: `artifactd serve --workers {results.get('workers', 1)}` (one worker per core; "
+        "the reference's nginx, fcgiwrap and git processes run on both cores too). "
+        f"The sides took turns in {results.get('rounds', 1)} rounds each (artifactd first; "
+        f"loops/s per round: artifactd {a.get('rounds', [])}, reference {r.get('rounds', [])}), "
+        f"on a 2-core machine shared with other work: load average "
+        f"{results.get('load_start', 'n/a')} at the start, {results.get('load_end', 'n/a')} at "
+        "the end.",
     ])
 
 

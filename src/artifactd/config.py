@@ -168,6 +168,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("git_in_process_clone", "ARTIFACTD_GIT_IN_PROCESS_CLONE", _parse_bool,
             "Answer a protocol-v2 clone's `ls-refs` and `fetch` of a small repo in process "
             "(libgit2) instead of starting `git upload-pack` (docs/git.md)."),
+    Setting("git_in_process_push", "ARTIFACTD_GIT_IN_PROCESS_PUSH", _parse_bool,
+            "Receive a small push (a request under 1 MiB, a pack of at most 4,000 objects) in "
+            "process on the `local` repo store instead of starting `git receive-pack` "
+            "(docs/git.md)."),
     Setting("http_max_request_line", "ARTIFACTD_HTTP_MAX_REQUEST_LINE", parse_bytes,
             "Longest request target (path and query) accepted; longer gets 414."),
     Setting("http_max_header_bytes", "ARTIFACTD_HTTP_MAX_HEADER_BYTES", parse_bytes,
@@ -273,6 +277,7 @@ class Settings:
     git_max_processes_per_repo: int = 8
     git_nice: int = 5
     git_in_process_clone: bool = True
+    git_in_process_push: bool = True
     http_max_request_line: int = 8 << 10
     http_max_header_bytes: int = 64 << 10
     http_max_headers: int = 100

@@ -31,6 +31,17 @@ GIT_IN_PROCESS = Counter(
     "Small clones' ls-refs and fetch requests answered in process, without git "
     "(services/git/small_clone.py).", ["command"],
 )
+GIT_PUSHES_IN_PROCESS = Counter(
+    "artifactd_git_pushes_in_process_total",
+    "Pushes on the local store received in process (received) or, after reading the whole "
+    "request, given to git receive-pack (given_to_git) (services/git/push_in_process.py).",
+    ["outcome"],
+)
+GIT_PROCESSES_STARTED = Counter(
+    "artifactd_git_processes_started_total",
+    "git processes started to serve a client's request (upload-pack, receive-pack), by service.",
+    ["service"],
+)
 GIT_ADVERTISEMENTS_FROM_MEMORY = Counter(
     "artifactd_git_push_advertisements_from_memory_total",
     "receive-pack advertisements of repos with no refs served from memory, without git "

@@ -225,7 +225,8 @@ class GitEndpoint:
             stream = git_rpc.advertise(backend, authorized, protocol)
             kind = "advertisement"
         else:
-            stream = git_rpc.exchange(backend, authorized, protocol, body.chunks())
+            stream = git_rpc.exchange(backend, authorized, protocol, body.chunks(),
+                                      int(declared) if declared.isdigit() else None)
             kind = "result"
         content_type = f"application/x-{service}-{kind}".encode()
         await _stream(stream, content_type, body, send)

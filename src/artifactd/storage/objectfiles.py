@@ -121,6 +121,44 @@ def write_pack(pack_dir: Path, objects: list[PendingObject]) -> int:
                 leftover.unlink()
 
 
+def pack_bytes(objects: list[PendingObject]) -> tuple[bytes, list[tuple[bytes, int, int]]]:
+    """``objects`` (distinct ids, contents in memory) as one pack with no deltas, and its
+    index entries ((id, crc32, offset) each): a thin push's objects and bases, whole."""
+    parts = [b"PACK" + struct.pack(">II", 2, len(objects))]
+    offset = len(parts[0])
+    entries: list[tuple[bytes, int, int]] = []
+    for item in objects:
+        assert item.data is not None
+        packed = entry_header(KINDS[item.kind], item.size) + zlib.compress(item.data)
+        entries.append((item.oid, zlib.crc32(packed), offset))
+        parts.append(packed)
+        offset += len(packed)
+    body = b"".join(parts)
+    return body + hashlib.sha1(body, usedforsecurity=False).digest(), entries
+
+
+def write_received_pack(pack_dir: Path, data: bytes, entries: list[tuple[bytes, int, int]]) -> int:
+    """Keep a received pack (``data``, its trailer included) as it came, with an ``.idx`` of
+    ``entries`` ((id, crc32, offset) each), named and installed as ``write_pack`` does (what
+    ``git index-pack`` leaves for a pack that needed no fixing); the bytes the two files hold."""
+    pack_dir.mkdir(parents=True, exist_ok=True)
+    stem = pack_dir / f"tmp_pack_{secrets.token_hex(8)}"
+    pack_tmp, idx_tmp = stem.with_suffix(".pack"), stem.with_suffix(".idx")
+    checksum = data[-20:]
+    try:
+        pack_tmp.write_bytes(data)
+        idx = _index(entries, checksum)
+        idx_tmp.write_bytes(idx)
+        name = f"pack-{checksum.hex()}"
+        os.replace(pack_tmp, pack_dir / f"{name}.pack")
+        os.replace(idx_tmp, pack_dir / f"{name}.idx")
+        return len(data) + len(idx)
+    finally:
+        for leftover in (pack_tmp, idx_tmp):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
 def _index(entries: list[tuple[bytes, int, int]], pack_checksum: bytes) -> bytes:
     """``.idx`` version 2: fan-out table, sorted ids, CRC-32s, offsets (large ones in the
     64-bit table), the pack's checksum and the index's own."""

@@ -209,6 +209,21 @@ class ObjectReader:
             oldest.repo.free()
         return True, handle
 
+    def packed_here(self, git_dir: Path) -> None:
+        """This process just added a pack to ``git_dir``'s own pack directory (a push
+        received in process): keep the open handle rather than reopen it on its next use.
+        Nothing was removed, and libgit2 rereads the pack directory when an object is not
+        found, so the handle sees the new objects. Only when nothing else it watches changed
+        (an alternate's repack still reopens it)."""
+        handle = self._handles.get(git_dir)
+        if handle is None:
+            return
+        stamps = _stamp(handle.watched)
+        own_pack_dir = 1  # watched = (alternates file, own pack dir, alternates' pack dirs)
+        if all(new == old for i, (new, old) in enumerate(zip(stamps, handle.stamps, strict=True))
+               if i != own_pack_dir):
+            handle.stamps = stamps
+
     def evict(self, git_dir: Path) -> None:
         """Close the handle of one repository (it was deleted, replaced or repacked)."""
         handle = self._handles.pop(git_dir, None)

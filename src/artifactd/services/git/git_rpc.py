@@ -36,12 +36,13 @@ from artifactd.observability import (
     GIT_BYTES_RECEIVED,
     GIT_BYTES_SENT,
     GIT_PROCESSES,
+    GIT_PROCESSES_STARTED,
     STORAGE_REFUSED,
 )
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.events import event_stream, events
-from artifactd.services.git import blob_fetch, small_clone
+from artifactd.services.git import blob_fetch, push_in_process, small_clone
 from artifactd.services.git.git_access import AuthorizedGit, Service, push_ref_problem
 from artifactd.services.git.git_slots import SlotPool, SlotsBusy
 from artifactd.services.git.pktline import (
@@ -151,14 +152,16 @@ class GitChild:
         protocol: str | None, *, stdin: bool, push: PushSession | None = None,
     ) -> GitChild:
         env = {"GIT_PROTOCOL": protocol} if protocol else {}
-        if push is not None:
-            env.update(push.channel.env())
+        channel = push.channel if push is not None else None
+        if channel is not None:
+            env.update(channel.env())
         proc = await backend.git.spawn_piped(
             authorized.git_dir, args,
             config=server_config(backend, authorized.service, authorized.max_input_bytes),
             env=env or None, stdin=stdin, limit=STDOUT_BUFFER,
-            pass_fds=push.channel.child_fds if push is not None else (),
+            pass_fds=channel.child_fds if channel is not None else (),
         )
+        GIT_PROCESSES_STARTED.labels(authorized.service).inc()
         if push is not None:
             push.spawned()
         return cls(proc, authorized.git_dir, authorized.service)
@@ -357,9 +360,10 @@ async def _read_head(body: AsyncIterator[bytes], limit: int) -> tuple[bytes, boo
 
 async def exchange(
     backend: Backend, authorized: AuthorizedGit, protocol: str | None,
-    body: AsyncIterator[bytes],
+    body: AsyncIterator[bytes], declared_bytes: int | None = None,
 ) -> AsyncIterator[bytes]:
-    """Run one stateless-rpc request; yields the response body."""
+    """Run one stateless-rpc request; yields the response body. ``declared_bytes``: the
+    request's ``Content-Length`` (None when chunked)."""
     started = now_us()
     head = b""
     sideband = False
@@ -385,7 +389,23 @@ async def exchange(
                                    sideband=commands.sideband)
                 return
         head = reader.consumed + reader.rest
-        if len(reader.rest) < SLOT_AFTER_BYTES:
+        # git sends a Content-Length up to its http.postBuffer (1 MiB) and chunks beyond:
+        # a push declared larger than the in-process bound, or chunked, streams to git at
+        # once (a slow client's large push must not wait here for its first megabyte).
+        if (declared_bytes is not None and declared_bytes <= push_in_process.MAX_BODY
+                and push_in_process.eligible(backend, commands)):
+            # A small push is read whole and received here; a larger one, or one this path
+            # does not take, goes on to git with every byte read so far.
+            more, complete = await _read_head(
+                body, max(0, push_in_process.MAX_BODY - len(reader.rest)))
+            head += more
+            if complete and len(head) - len(reader.consumed) <= push_in_process.MAX_BODY:
+                answer = await push_in_process.serve(
+                    backend, authorized, commands, head[len(reader.consumed):], started)
+                if answer is not None:
+                    yield answer
+                    return
+        elif len(reader.rest) < SLOT_AFTER_BYTES:
             head += (await _read_head(body, SLOT_AFTER_BYTES - len(reader.rest)))[0]
         sideband = commands.sideband
         limit = backend.settings.max_repo_bytes + (16 << 20)

@@ -54,7 +54,7 @@ class PushSession:
     backend: Backend
     repo: RepoRow
     started_us: int
-    channel: PushChannel
+    channel: PushChannel | None  # None for a push received in process (no hooks to answer)
     lock_fd: int
     intent: PushIntentRow | None = None  # set once pre-receive admitted the push
     recorded: bool = False
@@ -62,7 +62,8 @@ class PushSession:
     _server: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
-    async def open(cls, backend: Backend, repo: RepoRow, started_us: int) -> PushSession:
+    async def open(cls, backend: Backend, repo: RepoRow, started_us: int, *,
+                   hooks: bool = True) -> PushSession:
         try:
             fd = backend.repos.lock_push(repo.id, wait=False)
             if fd is None:  # a cleanup holds it for a moment
@@ -70,23 +71,31 @@ class PushSession:
         except FileNotFoundError:  # deleted since the request was authorized
             raise NotFound(NOT_FOUND_MESSAGE, code=Code.REPO_NOT_FOUND) from None
         assert fd is not None
-        return cls(backend, repo, started_us, PushChannel(), fd)
+        return cls(backend, repo, started_us, PushChannel() if hooks else None, fd)
 
     def spawned(self) -> None:
         """receive-pack runs: close its ends here and start answering its hooks."""
+        assert self.channel is not None
         self.channel.spawned()
         self._server = asyncio.create_task(self._serve())
 
     async def _serve(self) -> None:
+        assert self.channel is not None
         async for message in self.channel.messages():
             if message is None or self.intent is not None:
                 self.channel.answer("refuse artifactd: unexpected hook message")
             else:
                 self.channel.answer(await _blocking(self.backend, self._admit, message))
 
-    def _admit(self, message: HookMessage) -> str:
+    async def admit(self, updates: tuple[RefUpdate, ...], incoming: int) -> str:
+        """A push received in process (services/git/push_in_process.py): the same admission
+        as ``pre-receive`` gives, for ``incoming`` bytes about to be written; ``ok`` or
+        ``refuse <message>``."""
+        message = HookMessage("pre-receive", None, updates)
+        return await _blocking(self.backend, lambda m: self._admit(m, incoming), message)
+
+    def _admit(self, message: HookMessage, incoming: int = 0) -> str:
         backend, repo = self.backend, self.repo
-        incoming = 0
         if message.quarantine is not None:
             size = backend.repos.quarantine_size(repo.id, message.quarantine)
             if size is None:
@@ -149,7 +158,11 @@ class PushSession:
         self._unlock_refs()
         if self.intent is not None and not self.recorded:
             self.recorded = True
-            await asyncio.to_thread(settle_intent, self.backend, self.repo, self.intent, reported)
+            if self._inline():
+                settle_intent(self.backend, self.repo, self.intent, reported)
+            else:
+                await asyncio.to_thread(settle_intent, self.backend, self.repo, self.intent,
+                                        reported)
             if reported and not self.backend.repos.remote:
                 # Next loop turn: git's last answer goes out to the client first.
                 asyncio.get_running_loop().call_soon(reads_content.warm, self.backend,
@@ -161,8 +174,19 @@ class PushSession:
             self._server.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._server
-        self.channel.close()
-        await asyncio.shield(asyncio.to_thread(self._settle))
+        if self.channel is not None:
+            self.channel.close()
+        if self._inline():
+            self._settle()
+        else:
+            await asyncio.shield(asyncio.to_thread(self._settle))
+
+    def _inline(self) -> bool:
+        """A push received in process on SQLite: recording it is a few local reads and one
+        transaction, cheaper than a thread hop (admission makes the same choice); on a loaded
+        machine the hop also costs a wait for the GIL."""
+        return (self.channel is None and self.backend.meta.inline_ok
+                and not self.backend.repos.remote)
 
     def _settle(self) -> None:
         backend, repo = self.backend, self.repo
