@@ -56,8 +56,11 @@ from artifactd.services.git.pktline import (
 from artifactd.services.git.push_guard import PushSession
 from artifactd.storage.gitrunner import PipedGit
 from artifactd.storage.metadata import RepoRow
+from artifactd.storage.repostore import PackTee
 
 log = logging.getLogger("artifactd.git")
+
+ZERO_IDS = frozenset(("0" * 40, "0" * 64))
 
 READ_SIZE = 256 << 10  # bytes per read from git's stdout: fewer, larger HTTP chunks
 STDOUT_BUFFER = 1 << 20  # asyncio's stdout buffer; bounded memory per request
@@ -317,9 +320,11 @@ async def _drain(body: AsyncIterator[bytes]) -> None:
 
 
 async def _feed(
-    child: GitChild, head: bytes, body: AsyncIterator[bytes], limit: int
+    child: GitChild, head: bytes, body: AsyncIterator[bytes], limit: int,
+    tee: PackTee | None = None, pack_offset: int = 0,
 ) -> None:
-    """Copy the request into git's stdin with back-pressure; EOF when the body ends."""
+    """Copy the request into git's stdin with back-pressure; EOF when the body ends. ``tee``
+    gets the same bytes from ``pack_offset`` on (a push's pack, as it goes to git)."""
     stdin = child.proc.stdin
     assert stdin is not None
     total = len(head)
@@ -327,6 +332,8 @@ async def _feed(
         if head:
             GIT_BYTES_RECEIVED.labels(child.service).inc(len(head))
             stdin.write(head)
+            if tee is not None:
+                await tee.feed(head[pack_offset:])
             await stdin.drain()
         async for chunk in body:
             total += len(chunk)
@@ -334,7 +341,11 @@ async def _feed(
             if total > limit:
                 raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
             stdin.write(chunk)
+            if tee is not None:
+                await tee.feed(chunk)
             await stdin.drain()
+        if tee is not None:
+            tee.finish()
         stdin.close()
     except (BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
         # git stopped reading (it says why on stdout/stderr). Read the rest of the request
@@ -342,6 +353,8 @@ async def _feed(
         # reports a pipe it already saw closed as RuntimeError instead of BrokenPipeError.
         if isinstance(exc, RuntimeError) and not stdin.is_closing():
             raise
+        if tee is not None:
+            tee.discard()
         await _drain(body)
 
 
@@ -364,6 +377,8 @@ async def exchange(
     head = b""
     sideband = False
     limit = MAX_UPLOAD_REQUEST
+    tee: PackTee | None = None  # the s3 store's upload of a push's pack as it arrives
+    pack_offset = 0
     if authorized.service == "git-receive-pack":
         reader = PushCommandReader()
         try:
@@ -385,6 +400,10 @@ async def exchange(
                                    sideband=commands.sideband)
                 return
         head = reader.consumed + reader.rest
+        pack_offset = len(reader.consumed)
+        if backend.repos.remote and "push-options" not in commands.capabilities and any(
+                update.new not in ZERO_IDS for update in commands.updates):
+            tee = backend.repos.incoming_pack(authorized.repo.id)
         if len(reader.rest) < SLOT_AFTER_BYTES:
             head += (await _read_head(body, SLOT_AFTER_BYTES - len(reader.rest)))[0]
         sideband = commands.sideband
@@ -418,26 +437,31 @@ async def exchange(
     args = [authorized.service.removeprefix("git-"), "--stateless-rpc", "--", str(authorized.git_dir)]
     if authorized.service == "git-upload-pack":
         args.insert(2, "--strict")
-    async with git_slot(backend, authorized.repo.id):
-        push = None
-        if authorized.service == "git-receive-pack":
-            push = await PushSession.open(backend, authorized.repo, started)
-        try:
-            child = await GitChild.start(backend, authorized, args, protocol, stdin=True,
-                                         push=push)
-            feeder = asyncio.create_task(_feed(child, head, body, limit))
+    try:
+        async with git_slot(backend, authorized.repo.id):
+            push = None
+            if authorized.service == "git-receive-pack":
+                push = await PushSession.open(backend, authorized.repo, started)
+                push.incoming = tee
             try:
-                # A clone asks for everything: its request names no commit it already has.
-                async for chunk in _respond(backend, authorized, child, feeder, sideband,
-                                            started, push, clone=b"have " not in head):
-                    yield chunk
+                child = await GitChild.start(backend, authorized, args, protocol, stdin=True,
+                                             push=push)
+                feeder = asyncio.create_task(_feed(child, head, body, limit, tee, pack_offset))
+                try:
+                    # A clone asks for everything: its request names no commit it has.
+                    async for chunk in _respond(backend, authorized, child, feeder, sideband,
+                                                started, push, clone=b"have " not in head):
+                        yield chunk
+                finally:
+                    if not feeder.done():
+                        feeder.cancel()
+                    await _reap(child)
             finally:
-                if not feeder.done():
-                    feeder.cancel()
-                await _reap(child)
-        finally:
-            if push is not None:
-                await push.close()
+                if push is not None:
+                    await push.close()
+    finally:
+        if tee is not None:
+            tee.discard()  # nothing if the push completed its upload
 
 
 async def _respond(
