@@ -20,7 +20,7 @@ import sqlalchemy
 from artifactd.storage.db import make_engine
 from tests.gitutil import Git, Repo, bearer, create_repo
 from tests.harness import Postgres, Server
-from tests.multinode import Cluster, start_cluster
+from tests.multinode import Cluster, restart, start_cluster
 from tests.seaweed import SeaweedFS
 
 PART = 5 << 20  # the nodes' upload part size (S3's smallest)
@@ -209,3 +209,43 @@ def test_a_push_over_the_limit_through_a_cold_node_is_refused_and_its_upload_abo
     assert listed.split()[0] == first
     with a.client() as c:
         assert c.get(f"/repos/{repo.name}").json()["result"]["size"] < MAX_REPO_BYTES
+
+
+def test_a_node_killed_once_its_streamed_pack_is_stored_leaves_all_of_the_push_or_none(
+        cluster: Cluster, tmp_path: Path, unique_name: str) -> None:
+    """kill -9 of the node taking a streamed push once the pack is a complete object in the
+    bucket (its SQL commit just before or just after): through the other node the push is all
+    there or not at all, and a fresh clone is fsck-clean."""
+    a, b = cluster.nodes
+    repo = create_repo(b, unique_name)
+    git = Git(tmp_path / "home")
+    first = git.new_work(tmp_path / "w", {"a.txt": "one\n"})
+    _push(git, repo, cluster.remote(repo, 1), tmp_path / "w")
+    data = os.urandom(PART + PART // 4)
+    second = git.commit_files(tmp_path / "w", {"big.bin": data}, "big")
+    keys = cluster.bucket_keys()
+    pusher = subprocess.Popen(
+        ["git", "-c", bearer(repo.token), "push", "-q", cluster.remote(repo, 0), "main"],
+        cwd=tmp_path / "w", env=git.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: any(k.endswith(".pack") for k in cluster.bucket_keys() - keys)
+                  or pusher.poll() is not None, "the streamed pack in the bucket")
+        assert a.process is not None
+        a.process.kill()
+        a.process.wait()
+        pusher.communicate(timeout=60)
+        listed = git.out("-c", bearer(repo.token), "ls-remote", cluster.remote(repo, 1),
+                         "refs/heads/main").split()[0]
+        assert listed in (first, second)
+        if pusher.returncode == 0:  # acknowledged: it must be there
+            assert listed == second
+        _fsck_clone(git, repo, cluster.remote(repo, 1), tmp_path / "after")
+        assert git.out("rev-parse", "HEAD", cwd=tmp_path / "after") == listed
+        if listed == second:
+            assert (tmp_path / "after" / "big.bin").read_bytes() == data
+    finally:
+        if pusher.poll() is None:
+            pusher.kill()
+        restart(a)
+    assert git.out("-c", bearer(repo.token), "ls-remote", cluster.remote(repo, 0),
+                   "refs/heads/main").split()[0] == listed

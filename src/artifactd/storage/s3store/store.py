@@ -69,6 +69,9 @@ PARTS_IN_FLIGHT = 4
 # pack's last byte (the event loop sees the end a moment later; a client that sends more
 # than its pack gets the upload after receive-pack instead).
 CLAIM_TIMEOUT = 10.0
+# Incomplete uploads (a node killed mid-push) are aborted by the sweep once this old, or
+# older than the pack grace period if that is longer.
+UPLOAD_HORIZON_SECONDS = 24 * 3600.0
 
 
 def unavailable(exc: ObjectStoreUnavailable) -> ServiceUnavailable:
@@ -561,9 +564,11 @@ class S3RepoStore(RepoStore):
         grace = self.pack_grace_seconds if grace_seconds is None else grace_seconds
         cutoff = _now_us() - int(grace * 1_000_000)
         removed = 0
+        # A streamed push's upload that a killed process never completed nor aborted. Not
+        # after the grace period alone: a push over a slow link may stream for longer.
+        upload_cutoff = min(cutoff, _now_us() - int(UPLOAD_HORIZON_SECONDS * 1_000_000))
         for key, upload_id, started in self.objects.multipart_uploads("packs/"):
-            # A streamed push's upload that a killed process never completed nor aborted.
-            if int(started * 1_000_000) < cutoff:
+            if int(started * 1_000_000) < upload_cutoff:
                 self.objects.abort_multipart(key, upload_id)
         for name in self.catalog.sweepable(cutoff):
             if self.catalog.drop_pack(name, cutoff):
