@@ -177,9 +177,11 @@ def _s3_requests(store: SeaweedFS) -> float | None:
 
 def _forks(git: Git, base: Path, local: Server, cluster: Cluster, sizes: dict[str, int]) -> dict[str, Any]:
     """Forks of a small parent on ``local`` and of a small and a big parent on ``s3``, taken
-    in turn (one of each, then again), so that the machine's load moving over the minutes of
-    the series falls on all three alike; the bucket's request counter is read around the
-    ``s3`` forks (a fork copies rows: it should make none)."""
+    in turn (one of each, then again, the order rotating), so that the machine's load moving
+    over the minutes of the series, and what one fork leaves running (a ``local`` fork's git
+    processes), fall on all three alike; the bucket's request counter is read around the
+    ``s3`` forks (a fork copies rows: it should make none, but a node's background sweep
+    may list the bucket meanwhile)."""
     parents = {"local": (sizes["fork_small_mb"], local),
                "small": (sizes["fork_small_mb"], cluster.nodes[0]),
                "big": (sizes["fork_big_mb"], cluster.nodes[0])}
@@ -197,8 +199,11 @@ def _forks(git: Git, base: Path, local: Server, cluster: Cluster, sizes: dict[st
         for label, c in clients.items():
             r = c.post(f"/repos/parent-{label}/fork", json={"name": f"parent-{label}-warm"})
             assert r.status_code == 200, r.text
+        labels = list(clients)
         for i in range(sizes["forks"]):
-            for label, c in clients.items():
+            turn = i % len(labels)  # the order rotates: no series always follows another
+            for label in labels[turn:] + labels[:turn]:
+                c = clients[label]
                 before = _s3_requests(cluster.store) if label != "local" else None
                 started = time.perf_counter()
                 r = c.post(f"/repos/parent-{label}/fork", json={"name": f"parent-{label}-f{i}"})

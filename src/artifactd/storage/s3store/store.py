@@ -72,6 +72,7 @@ CLAIM_TIMEOUT = 10.0
 # Incomplete uploads (a node killed mid-push) are aborted by the sweep once this old, or
 # older than the pack grace period if that is longer.
 UPLOAD_HORIZON_SECONDS = 24 * 3600.0
+UPLOAD_SWEEP_INTERVAL = 3600.0  # seconds between those listings (one LIST request each)
 
 
 def unavailable(exc: ObjectStoreUnavailable) -> ServiceUnavailable:
@@ -101,6 +102,7 @@ class S3RepoStore(RepoStore):
         self.lease_seconds = lease_seconds
         self._evicting = threading.Lock()
         self._store_down_until = 0.0  # monotonic time until which pushes probe the bucket
+        self._next_upload_sweep = 0.0  # monotonic time of the next look for stale uploads
         self._maintained: dict[str, _Maintained] = {}  # repo id -> its cache before the repack
         # repo id -> (generation, updates) of the push holding its refs lock (``unlock_refs``)
         self._committed: dict[str, tuple[int, tuple[tuple[str, str, str], ...]]] = {}
@@ -564,18 +566,24 @@ class S3RepoStore(RepoStore):
         grace = self.pack_grace_seconds if grace_seconds is None else grace_seconds
         cutoff = _now_us() - int(grace * 1_000_000)
         removed = 0
-        # A streamed push's upload that a killed process never completed nor aborted. Not
-        # after the grace period alone: a push over a slow link may stream for longer.
-        upload_cutoff = min(cutoff, _now_us() - int(UPLOAD_HORIZON_SECONDS * 1_000_000))
-        for key, upload_id, started in self.objects.multipart_uploads("packs/"):
-            if int(started * 1_000_000) < upload_cutoff:
-                self.objects.abort_multipart(key, upload_id)
+        if time.monotonic() >= self._next_upload_sweep:
+            self._next_upload_sweep = time.monotonic() + UPLOAD_SWEEP_INTERVAL
+            self._abort_stale_uploads(cutoff)
         for name in self.catalog.sweepable(cutoff):
             if self.catalog.drop_pack(name, cutoff):
                 for key in pack_keys(name)[::-1]:  # the index first: no half pack is visible
                     self.objects.delete(key)
                 removed += 1
         return removed
+
+
+    def _abort_stale_uploads(self, cutoff: int) -> None:
+        """Streamed push uploads a killed process never completed nor aborted. Not after the
+        grace period alone: a push over a slow link may stream for longer."""
+        upload_cutoff = min(cutoff, _now_us() - int(UPLOAD_HORIZON_SECONDS * 1_000_000))
+        for key, upload_id, started in self.objects.multipart_uploads("packs/"):
+            if int(started * 1_000_000) < upload_cutoff:
+                self.objects.abort_multipart(key, upload_id)
 
 
 @dataclass(frozen=True)
