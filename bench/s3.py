@@ -44,15 +44,21 @@ NODE_ENV = {**UNLIMITED, "ARTIFACTD_MAX_REPO_BYTES": "100GB", "ARTIFACTD_MAINTEN
 
 def _sizes(quick: bool) -> dict[str, int]:
     """``--quick``: tiny; full: the issue's sizes; ``BENCH_S3_SIZES=medium``: in between (what
-    fits in a quarter of an hour on a shared 2-core machine)."""
+    fits in a quarter of an hour on a shared 2-core machine); ``BENCH_S3_REPS=n``: the full
+    sizes with ``n`` large pushes per backend."""
     if os.environ.get("BENCH_S3_SIZES") == "medium" and not quick:
         return {"clone_mb": 20, "push_mb": 20, "small_pushes": 100, "reps": 3, "fork_small_mb": 10,
                 "fork_big_mb": 64, "forks": 8, "race_clients": 16, "race_pushes": 160, "kills": 8}
+    if os.environ.get("BENCH_S3_REPS") and not quick:  # more reps of the full sizes
+        return {**_FULL, "reps": int(os.environ["BENCH_S3_REPS"])}
     if quick:
         return {"clone_mb": 4, "push_mb": 4, "small_pushes": 20, "reps": 3, "fork_small_mb": 2,
                 "fork_big_mb": 16, "forks": 5, "race_clients": 4, "race_pushes": 24, "kills": 2}
-    return {"clone_mb": 50, "push_mb": 50, "small_pushes": 1000, "reps": 5, "fork_small_mb": 10,
-            "fork_big_mb": 1024, "forks": 15, "race_clients": 16, "race_pushes": 1000, "kills": 30}
+    return _FULL
+
+
+_FULL = {"clone_mb": 50, "push_mb": 50, "small_pushes": 1000, "reps": 5, "fork_small_mb": 10,
+         "fork_big_mb": 1024, "forks": 15, "race_clients": 16, "race_pushes": 1000, "kills": 30}
 
 
 def _median(samples: list[float]) -> float:
@@ -133,7 +139,11 @@ def _big_pushes(git: Git, base: Path, local: Server, cluster: Cluster,
     finally:
         whole.stop()
     medians = {label: _median(samples) for label, samples in big.items()}
+    # Each rep's ratio to the local push of the same rep (the same data, the same minute).
+    paired = {label: round(_median([x / y for x, y in zip(big[label], big["local"], strict=True)]), 2)
+              for label in ("s3", "s3_whole")}
     return {"big_mb": sizes["push_mb"], "big_local_s": round(medians["local"], 3),
+            "big_paired_ratio": paired["s3"], "big_whole_paired_ratio": paired["s3_whole"],
             "big_s3_s": round(medians["s3"], 3), "big_ratio": round(medians["s3"] / medians["local"], 2),
             "big_s3_whole_s": round(medians["s3_whole"], 3),
             "big_whole_ratio": round(medians["s3_whole"] / medians["local"], 2),
