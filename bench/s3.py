@@ -15,6 +15,8 @@ side is two nodes with separate caches on one SeaweedFS (``weed mini``) bucket. 
     python -m bench --only s3 [--quick]
     python -m bench.s3 [--quick] [--parts clone,push,fork]   (the racing and kill -9 runs
                                                              take the longest; leave them out)
+    BENCH_S3_REPS=12 python -m bench.s3 --parts bigpush      (the 50 MB pushes alone: local,
+                                                             s3, s3 with streaming off)
 """
 
 from __future__ import annotations
