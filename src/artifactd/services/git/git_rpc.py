@@ -437,31 +437,27 @@ async def exchange(
     args = [authorized.service.removeprefix("git-"), "--stateless-rpc", "--", str(authorized.git_dir)]
     if authorized.service == "git-upload-pack":
         args.insert(2, "--strict")
-    try:
-        async with git_slot(backend, authorized.repo.id):
-            push = None
-            if authorized.service == "git-receive-pack":
-                push = await PushSession.open(backend, authorized.repo, started)
-                push.incoming = tee
+    async with git_slot(backend, authorized.repo.id):
+        push = None
+        if authorized.service == "git-receive-pack":
+            push = await PushSession.open(backend, authorized.repo, started)
+            push.incoming = tee  # discarded when the push closes, unless its upload completed
+        try:
+            child = await GitChild.start(backend, authorized, args, protocol, stdin=True,
+                                         push=push)
+            feeder = asyncio.create_task(_feed(child, head, body, limit, tee, pack_offset))
             try:
-                child = await GitChild.start(backend, authorized, args, protocol, stdin=True,
-                                             push=push)
-                feeder = asyncio.create_task(_feed(child, head, body, limit, tee, pack_offset))
-                try:
-                    # A clone asks for everything: its request names no commit it has.
-                    async for chunk in _respond(backend, authorized, child, feeder, sideband,
-                                                started, push, clone=b"have " not in head):
-                        yield chunk
-                finally:
-                    if not feeder.done():
-                        feeder.cancel()
-                    await _reap(child)
+                # A clone asks for everything: its request names no commit it already has.
+                async for chunk in _respond(backend, authorized, child, feeder, sideband,
+                                            started, push, clone=b"have " not in head):
+                    yield chunk
             finally:
-                if push is not None:
-                    await push.close()
-    finally:
-        if tee is not None:
-            tee.discard()  # nothing if the push completed its upload
+                if not feeder.done():
+                    feeder.cancel()
+                await _reap(child)
+        finally:
+            if push is not None:
+                await push.close()
 
 
 async def _respond(

@@ -165,6 +165,8 @@ class PushSession:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._server
         self.channel.close()
+        if self.incoming is not None:
+            self.incoming.discard()  # a no-op once the push completed its upload
         await asyncio.shield(asyncio.to_thread(self._settle))
 
     def _settle(self) -> None:
