@@ -125,3 +125,11 @@ def test_bad_config_file(tmp_path, content: str) -> None:
 def test_bad_env_value() -> None:
     with pytest.raises(ConfigError, match="ARTIFACTD_PORT"):
         load_settings(env={"ARTIFACTD_PORT": "eighty"})
+
+
+@pytest.mark.parametrize("value", ["1MiB", "4MiB", "6GiB"])
+def test_upload_part_size_outside_what_s3_takes_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="s3_upload_part_bytes"):
+        load_settings(env={"ARTIFACTD_S3_UPLOAD_PART_BYTES": value})
+    assert load_settings(env={"ARTIFACTD_S3_UPLOAD_PART_BYTES": "5MiB"}).s3_upload_part_bytes \
+        == 5 << 20

@@ -212,6 +212,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cache_max_bytes", "ARTIFACTD_CACHE_MAX_BYTES", parse_bytes,
             "With `s3`: most bytes of repo caches kept on this node's disk; beyond it whole "
             "repos not in use are evicted, least recently used first."),
+    Setting("s3_upload_part_bytes", "ARTIFACTD_S3_UPLOAD_PART_BYTES", parse_bytes,
+            "With `s3`: part size of a pushed pack's multipart upload, which runs while the "
+            "pack arrives (a smaller pack is uploaded whole after it)."),
 )
 
 # ARTIFACTD_* variables that are not server settings: read by the client commands, the
@@ -294,6 +297,7 @@ class Settings:
     s3_access_key_id: str = ""
     s3_secret_access_key: str = ""
     cache_max_bytes: int = 10 * 10**9
+    s3_upload_part_bytes: int = 8 << 20
 
     @property
     def data_path(self) -> Path:
@@ -422,3 +426,6 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("storage_backend 's3' needs s3_bucket")
     if settings.cache_max_bytes < 1:
         raise ConfigError("cache_max_bytes must be at least 1")
+    if not 5 << 20 <= settings.s3_upload_part_bytes <= 5 << 30:
+        raise ConfigError("s3_upload_part_bytes must be between 5 MiB and 5 GiB (S3's smallest "
+                          "and largest part)")

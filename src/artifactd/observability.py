@@ -110,3 +110,12 @@ S3_OBJECT_STORE_ERRORS = Counter(
     "Requests refused with 503 because the object store could not be reached.")
 S3_BYTES_DOWNLOADED = Counter(
     "artifactd_s3_cache_bytes_downloaded_total", "Pack bytes downloaded into this node's cache.")
+S3_PUSH_PACKS = Counter(
+    "artifactd_s3_push_packs_total",
+    "Pushed packs stored in the bucket, by how: streamed while they arrived, uploaded whole "
+    "after receive-pack (smaller than one part), or streamed and then uploaded whole anyway "
+    "(fallback: a thin pack index-pack completed, or the streamed upload failed).",
+    ["upload"])
+S3_PUSH_UPLOADS_ABORTED = Counter(
+    "artifactd_s3_push_uploads_aborted_total",
+    "Streamed uploads of pushed packs aborted (fallback, refused or interrupted pushes).")

@@ -77,4 +77,5 @@ def _repo_store(settings: Settings, engine: Engine, owner: str) -> RepoStore:
     objects.check()
     return S3RepoStore(settings.data_path, Catalog(engine), objects, owner=owner,
                        cache_max_bytes=settings.cache_max_bytes,
-                       pack_grace_seconds=settings.gc_grace_seconds)
+                       pack_grace_seconds=settings.gc_grace_seconds,
+                       upload_part_bytes=settings.s3_upload_part_bytes)

@@ -29,6 +29,7 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from artifactd.storage.forklink import LinkedObjects, link_objects, write_packed_refs
 
@@ -90,6 +91,17 @@ def exclusive_or_busy(fd: int) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)
+
+
+class PackTee(Protocol):
+    """A push's pack on its way to where a ``remote`` store keeps it, fed the request body
+    after the command section as it goes to receive-pack (storage/s3store/incoming.py)."""
+
+    async def feed(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def discard(self) -> None: ...
 
 
 class RepoStore:
@@ -164,8 +176,13 @@ class RepoStore:
         """Release ``lock_refs`` once the push's receive-pack exited."""
         os.close(fd)
 
+    def incoming_pack(self, repo_id: str) -> PackTee | None:
+        """Where a push's pack may go while it arrives (None: nowhere but git's stdin)."""
+        return None
+
     def commit_push(self, repo_id: str, quarantine: str | None,
-                    updates: Sequence[tuple[str, str, str]]) -> str | None:
+                    updates: Sequence[tuple[str, str, str]],
+                    incoming: PackTee | None = None) -> str | None:
         raise NotImplementedError
 
     def remove_work_area(self, path: Path) -> None:

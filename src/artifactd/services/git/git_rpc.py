@@ -57,8 +57,11 @@ from artifactd.services.git.pktline import (
 from artifactd.services.git.push_guard import PushSession
 from artifactd.storage.gitrunner import PipedGit
 from artifactd.storage.metadata import RepoRow
+from artifactd.storage.repostore import PackTee
 
 log = logging.getLogger("artifactd.git")
+
+ZERO_IDS = frozenset(("0" * 40, "0" * 64))
 
 READ_SIZE = 256 << 10  # bytes per read from git's stdout: fewer, larger HTTP chunks
 STDOUT_BUFFER = 1 << 20  # asyncio's stdout buffer; bounded memory per request
@@ -320,9 +323,11 @@ async def _drain(body: AsyncIterator[bytes]) -> None:
 
 
 async def _feed(
-    child: GitChild, head: bytes, body: AsyncIterator[bytes], limit: int
+    child: GitChild, head: bytes, body: AsyncIterator[bytes], limit: int,
+    tee: PackTee | None = None, pack_offset: int = 0,
 ) -> None:
-    """Copy the request into git's stdin with back-pressure; EOF when the body ends."""
+    """Copy the request into git's stdin with back-pressure; EOF when the body ends. ``tee``
+    gets the same bytes from ``pack_offset`` on (a push's pack, as it goes to git)."""
     stdin = child.proc.stdin
     assert stdin is not None
     total = len(head)
@@ -330,6 +335,8 @@ async def _feed(
         if head:
             GIT_BYTES_RECEIVED.labels(child.service).inc(len(head))
             stdin.write(head)
+            if tee is not None:
+                await tee.feed(head[pack_offset:])
             await stdin.drain()
         async for chunk in body:
             total += len(chunk)
@@ -337,7 +344,11 @@ async def _feed(
             if total > limit:
                 raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
             stdin.write(chunk)
+            if tee is not None:
+                await tee.feed(chunk)
             await stdin.drain()
+        if tee is not None:
+            tee.finish()
         stdin.close()
     except (BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
         # git stopped reading (it says why on stdout/stderr). Read the rest of the request
@@ -345,6 +356,8 @@ async def _feed(
         # reports a pipe it already saw closed as RuntimeError instead of BrokenPipeError.
         if isinstance(exc, RuntimeError) and not stdin.is_closing():
             raise
+        if tee is not None:
+            tee.discard()
         await _drain(body)
 
 
@@ -368,6 +381,8 @@ async def exchange(
     head = b""
     sideband = False
     limit = MAX_UPLOAD_REQUEST
+    tee: PackTee | None = None  # the s3 store's upload of a push's pack as it arrives
+    pack_offset = 0
     if authorized.service == "git-receive-pack":
         reader = PushCommandReader()
         try:
@@ -389,6 +404,10 @@ async def exchange(
                                    sideband=commands.sideband)
                 return
         head = reader.consumed + reader.rest
+        pack_offset = len(reader.consumed)
+        if backend.repos.remote and "push-options" not in commands.capabilities and any(
+                update.new not in ZERO_IDS for update in commands.updates):
+            tee = backend.repos.incoming_pack(authorized.repo.id)
         # git sends a Content-Length up to its http.postBuffer (1 MiB) and chunks beyond:
         # a push declared larger than the in-process bound, or chunked, streams to git at
         # once (a slow client's large push must not wait here for its first megabyte).
@@ -442,10 +461,11 @@ async def exchange(
         push = None
         if authorized.service == "git-receive-pack":
             push = await PushSession.open(backend, authorized.repo, started)
+            push.incoming = tee  # discarded when the push closes, unless its upload completed
         try:
             child = await GitChild.start(backend, authorized, args, protocol, stdin=True,
                                          push=push)
-            feeder = asyncio.create_task(_feed(child, head, body, limit))
+            feeder = asyncio.create_task(_feed(child, head, body, limit, tee, pack_offset))
             try:
                 # A clone asks for everything: its request names no commit it already has.
                 async for chunk in _respond(backend, authorized, child, feeder, sideband,

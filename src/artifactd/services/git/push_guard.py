@@ -41,6 +41,7 @@ from artifactd.services.git.git_access import NOT_FOUND_MESSAGE
 from artifactd.services.reads import content as reads_content
 from artifactd.storage.metadata import PushIntentRow, RepoRow
 from artifactd.storage.pushhooks import HookMessage, PushChannel, RefUpdate
+from artifactd.storage.repostore import PackTee
 
 log = logging.getLogger("artifactd.git")
 
@@ -59,6 +60,7 @@ class PushSession:
     intent: PushIntentRow | None = None  # set once pre-receive admitted the push
     recorded: bool = False
     refs_fd: int | None = None  # the s3 store's refs lock, from the SQL commit to git's exit
+    incoming: PackTee | None = None  # the s3 store's upload of the pack as it arrives
     _server: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
@@ -136,7 +138,8 @@ class PushSession:
         updates = [(u.old, u.new, u.ref) for u in message.updates]
         try:
             self.refs_fd = backend.repos.lock_refs(repo.id)
-            refused = backend.repos.commit_push(repo.id, message.quarantine, updates)
+            refused = backend.repos.commit_push(repo.id, message.quarantine, updates,
+                                                self.incoming)
         except Exception as exc:
             refused = f"artifactd: {getattr(exc, 'message', None) or 'the push was not stored'}"
             if not isinstance(exc, ArtifactdError):
@@ -176,6 +179,8 @@ class PushSession:
                 await self._server
         if self.channel is not None:
             self.channel.close()
+        if self.incoming is not None:
+            self.incoming.discard()  # a no-op once the push completed its upload
         if self._inline():
             self._settle()
         else:
