@@ -263,7 +263,7 @@ class MetadataStore:
 
     def write_events(self, outbox: Outbox) -> None:
         """Events that report no stored change of their own (clones, fetches)."""
-        with self._tx() as conn:
+        with self._write_tx() as conn:
             self._write_outbox(conn, outbox)
 
     # -- server settings ---------------------------------------------------------------
@@ -576,7 +576,7 @@ class MetadataStore:
         nothing changed); False too when the repo row is gone.
         """
         try:
-            with self._tx() as conn:
+            with self._write_tx() as conn:
                 locked = self._lock_repo(conn, repo_id)
                 if locked is None:
                     return False
@@ -614,7 +614,7 @@ class MetadataStore:
         """
         amount = intent.reserved_bytes
         try:
-            with self._tx() as conn:
+            with self._write_tx() as conn:
                 if not conn.execute(
                     update(repos)
                     .where(repos.c.id == intent.repo_id,
@@ -646,7 +646,7 @@ class MetadataStore:
         ``last_push_at`` and the maintenance counter change too). False when the intent was
         already finished (or its repo deleted): nothing is recorded twice.
         """
-        with self._tx() as conn:
+        with self._write_tx() as conn:
             locked = self._lock_repo(conn, repo_id)
             row = conn.execute(select(push_intents.c.reserved_bytes)
                                .where(push_intents.c.id == intent_id)).first()
@@ -752,7 +752,7 @@ class MetadataStore:
 
     # -- repo tokens ---------------------------------------------------------------------
     def insert_repo_token(self, token: RepoTokenRow, secret_hash: str, outbox: Outbox = ()) -> None:
-        with self._tx() as conn:
+        with self._write_tx() as conn:
             conn.execute(_INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
             self._write_outbox(conn, outbox)
 
