@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql import Select
+
+if TYPE_CHECKING:
+    import psycopg
 
 # Idle connections kept for the next lookups (more are opened under a burst of concurrent
 # requests and closed when they come back to a full stack).
@@ -42,6 +44,10 @@ class Lookup:
 
 class PgLookups:
     def __init__(self, engine: Engine, keep_idle: int = KEEP_IDLE) -> None:
+        # Imported here: a SQLite-only install has no psycopg (the PostgreSQL extra).
+        import psycopg
+
+        self._psycopg = psycopg
         args, kwargs = engine.dialect.create_connect_args(engine.url)
         self._connect: Callable[[], psycopg.Connection[Any]] = lambda: psycopg.connect(
             *args, **kwargs, autocommit=True, prepare_threshold=0)
@@ -59,11 +65,11 @@ class PgLookups:
         for attempt in (1, 2):
             try:
                 conn = self._checkout() if attempt == 1 else self._connect()
-            except psycopg.OperationalError as exc:
+            except self._psycopg.OperationalError as exc:
                 raise _unavailable(lookup, exc) from exc
             try:
                 row = conn.execute(lookup.sql, params).fetchone()
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            except (self._psycopg.OperationalError, self._psycopg.InterfaceError) as exc:
                 # Dead, and the idle ones most likely with it (a server restart ends them
                 # all): dropped, and the retry opens a fresh connection.
                 conn.close()
@@ -98,7 +104,8 @@ class PgLookups:
         return self._connect()
 
     def _checkin(self, conn: psycopg.Connection[Any]) -> None:
-        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        idle = self._psycopg.pq.TransactionStatus.IDLE
+        if not conn.closed and conn.info.transaction_status == idle:
             with self._lock:
                 if not self._closed and len(self._idle) < self._keep_idle:
                     self._idle.append(conn)
