@@ -92,8 +92,9 @@ class BackgroundStderrHandler(logging.handlers.QueueHandler):
 
     The access log is written on the event loop after every request, and a ``write`` to
     stderr can block: on a full pipe (a slow log collector) or, for a file, in the kernel's
-    dirty-page throttling while git writes packs (up to 95 ms measured on the event loop
-    during pushes and forks; every request of the worker waited behind it). The filters
+    dirty-page throttling while git writes packs (a probe of the event loop during pushes
+    and forks found it inside that write with the loop up to 95 ms late; every request of
+    the worker waits behind it). The filters
     (request context, redaction) still run in the caller, where the request is known; the
     formatter runs in the writing thread.
 
