@@ -173,3 +173,53 @@ def test_application_lines_inside_a_request_carry_its_id_and_repo(json_server: S
     assert record["route"] == "git"
     assert record["repo"].endswith("json-log-refused")
     assert repo.token.split("?")[0] not in json_server.log_text()
+
+
+def test_a_blocked_stderr_does_not_block_the_logging_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The access log is written on the event loop: a ``write`` to a stderr that does not
+    drain (a full pipe, a file in the kernel's dirty-page throttling) must not hold the
+    caller. Every record still arrives, in order, once stderr drains."""
+    import logging
+    import logging.config
+    import os
+    import threading
+
+    from artifactd.config import Settings
+    from artifactd.logs import logging_config
+
+    read_end, write_end = os.pipe()
+    stderr = os.fdopen(write_end, "w", buffering=1)
+    monkeypatch.setattr("sys.stderr", stderr)
+    logging.config.dictConfig(logging_config(Settings()))
+    lines = 2000  # about 200 KB: several times a pipe's 64 KiB buffer
+    done = threading.Event()
+
+    def log_all() -> None:
+        for i in range(lines):
+            logging.getLogger("artifactd.test").info("line %d %s", i, "x" * 80)
+        done.set()
+
+    writer = threading.Thread(target=log_all, daemon=True)
+    writer.start()
+    try:
+        # Nothing has read the pipe yet: a direct write would be stuck in it.
+        assert done.wait(30), "logging blocked on a stderr that does not drain"
+    finally:
+        received = bytearray()
+        reader = threading.Thread(target=lambda: received.extend(_read_all(read_end)))
+        reader.start()
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+        stderr.close()
+        reader.join(30)
+    numbers = [int(m) for m in re.findall(rb"line (\d+) x", bytes(received))]
+    assert numbers == list(range(lines))
+
+
+def _read_all(fd: int) -> bytes:
+    import os
+
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)

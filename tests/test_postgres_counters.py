@@ -63,6 +63,54 @@ def test_dead_idle_connections_are_replaced(pg_server: tuple[Server, str]) -> No
     assert statuses == [200] * 5
 
 
+def _terminate_server_connections(url: str) -> int:
+    database = url.rsplit("/", 1)[1]
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()", (database,)).fetchone()
+    return int(killed[0]) if killed else 0
+
+
+def test_lookups_retry_once_on_a_fresh_connection_after_the_backend_dies(
+    pg_server: tuple[Server, str],
+) -> None:
+    """The hot lookups (storage/pglookups.py) hold connections without pinging them: one
+    that died between two requests is dropped and the lookup runs again on a new one, at
+    once (no idle time needed, unlike the pool's check above)."""
+    server, url = pg_server
+    headers = {"Authorization": f"Bearer {server.token}"}
+    created = httpx.post(server.ns_url("retry") + "/repos", headers=headers, json={"name": "kept"})
+    assert created.status_code == 200, created.text
+    for _round in range(3):
+        with httpx.Client(headers=headers) as client:
+            assert client.get(server.ns_url("retry") + "/repos/kept").status_code == 200
+            assert _terminate_server_connections(url) >= 1
+            # The token and the repo lookups each meet a dead held connection first.
+            response = client.get(server.ns_url("retry") + "/repos/kept")
+            assert response.status_code == 200, response.text
+            assert response.json()["result"]["name"] == "kept"
+
+
+def test_lookups_answer_503_while_the_database_is_unreachable(postgres: Postgres) -> None:
+    """Both tries failing is the database being down: the retriable 503, not a 500."""
+    from sqlalchemy import bindparam, select
+    from sqlalchemy.exc import OperationalError
+
+    from artifactd.storage.db import make_engine
+    from artifactd.storage.pglookups import PgLookups
+    from artifactd.storage.schema import api_tokens
+
+    engine = make_engine("postgresql://postgres@127.0.0.1:1/nowhere")
+    lookups = PgLookups(engine)
+    lookup = lookups.lookup(select(api_tokens).where(api_tokens.c.secret_hash == bindparam("h")))
+    with pytest.raises(OperationalError):
+        lookups.first(lookup, {"h": "x"})
+    lookups.close()
+    engine.dispose()
+
+
 def test_concurrent_creates_in_one_namespace_do_not_queue_on_one_row(postgres: Postgres) -> None:
     """Each writer adds to a shard of its namespace's repo count that no other open
     transaction holds, or to a new one: with 25 transactions open at once, for repo ids

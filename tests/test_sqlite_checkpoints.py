@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from pathlib import Path
 
 from tests.harness import Server
 
@@ -44,3 +46,41 @@ def test_creates_queue_on_the_writer_lock_shared_by_workers(sqlite_server: Serve
         assert statuses == [200]
     finally:
         os.close(fd)
+
+
+def test_threads_of_one_process_queue_on_the_writer_lock(tmp_path: Path) -> None:
+    """A ``flock`` belongs to the descriptor that threads share: without a thread lock in
+    front of it, a second thread got it at once (and met the first in SQLite's busy
+    handler: an inline create on the event loop sleeping behind a fork's write)."""
+    from sqlalchemy import create_engine
+
+    from artifactd.storage.writerlock import WriterLock
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    lock = WriterLock(engine)
+    holding, release = threading.Event(), threading.Event()
+    entered: list[str] = []
+
+    def first() -> None:
+        with lock.held():
+            entered.append("first")
+            holding.set()
+            release.wait(30)
+            entered.append("first done")
+
+    def second() -> None:
+        with lock.held(), lock.held():  # the holder may re-enter
+            entered.append("second")
+
+    one = threading.Thread(target=first)
+    one.start()
+    assert holding.wait(30)
+    two = threading.Thread(target=second)
+    two.start()
+    two.join(0.5)  # bounded: it must still be waiting after this
+    assert two.is_alive() and entered == ["first"]
+    release.set()
+    one.join(30)
+    two.join(30)
+    assert entered == ["first", "first done", "second"]
+    engine.dispose()

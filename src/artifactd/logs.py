@@ -15,11 +15,18 @@ after ``safe_request_id`` checked it.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
+import copy
 import logging
 import logging.config
+import logging.handlers
+import multiprocessing.util
+import queue
 import re
 import secrets
+import sys
+import threading
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +87,63 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
+class BackgroundStderrHandler(logging.handlers.QueueHandler):
+    """stderr, written by a thread of its own: the caller only queues the record.
+
+    The access log is written on the event loop after every request, and a ``write`` to
+    stderr can block: on a full pipe (a slow log collector) or, for a file, in the kernel's
+    dirty-page throttling while git writes packs (a probe of the event loop during pushes
+    and forks found it inside that write with the loop up to 95 ms late; every request of
+    the worker waits behind it). The filters
+    (request context, redaction) still run in the caller, where the request is known; the
+    formatter runs in the writing thread.
+
+    ``close`` (at exit, in a worker process when it ends, or when logging is configured
+    again) writes what is queued, and later records are written directly.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(queue.SimpleQueue())
+        self._stream = logging.StreamHandler(sys.stderr)
+        self._listener = logging.handlers.QueueListener(self.queue, self._stream)
+        self._listener.start()
+        self._direct = False
+        self._closing = threading.Lock()
+        atexit.register(self.close)
+        # multiprocessing's children (uvicorn's workers) end with os._exit after running
+        # their finalizers, not atexit.
+        multiprocessing.util.Finalize(self, self.close, exitpriority=10)
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:
+        self._stream.setFormatter(fmt)
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The message resolved now (its arguments may change once the caller goes on); the
+        # exception stays for the formatter (same process: nothing is pickled).
+        prepared = copy.copy(record)
+        prepared.msg = record.getMessage()
+        prepared.args = None
+        return prepared
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._direct:
+            self._stream.handle(self.prepare(record))
+        else:
+            super().emit(record)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        with self._closing:
+            if self._direct:  # closed already (logging configured again, then exit)
+                return
+            self._direct = True
+            self._listener.stop()  # writes every record queued before it
+        self._stream.flush()
+        super().close()
+
+
 def _formatter(settings: Settings) -> dict[str, Any]:
     if settings.log_format == "json":
         return {
@@ -105,8 +169,7 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         "formatters": {"artifactd": _formatter(settings)},
         "handlers": {
             "stderr": {
-                "class": "logging.StreamHandler",
-                "stream": "ext://sys.stderr",
+                "()": "artifactd.logs.BackgroundStderrHandler",
                 "formatter": "artifactd",
                 "filters": ["request", "redact"],
             },

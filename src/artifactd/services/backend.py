@@ -54,7 +54,7 @@ class Backend:
         )
 
     def close(self) -> None:
-        self.meta.engine.dispose()
+        self.meta.close()
         self.owner.release()
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from artifactd.errors import Code, Conflict
 from artifactd.storage import outboxseq, pgcreate
+from artifactd.storage.pglookups import PgLookups
 from artifactd.storage.schema import (
     account_storage,
     accounts,
@@ -150,6 +151,14 @@ def _repo(row: Any) -> RepoRow:
     return RepoRow(**{f.name: getattr(row, f.name) for f in dataclasses.fields(RepoRow)})
 
 
+_Row = TypeVar("_Row")
+
+
+def _from_mapping(cls: type[_Row], found: Mapping[str, Any], prefix: str = "") -> _Row:
+    """A row dataclass from a lookup's columns (``prefix``: a joined table's labels)."""
+    return cls(**{f.name: found[prefix + f.name] for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+
+
 def _token(row: Any) -> RepoTokenRow:
     return RepoTokenRow(**{f.name: getattr(row, f.name) for f in dataclasses.fields(RepoTokenRow)})
 
@@ -202,6 +211,14 @@ class MetadataStore:
         self.inline_ok = engine.dialect.name == "sqlite"
         self.postgres = engine.dialect.name == "postgresql"
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # PostgreSQL's hot lookups skip SQLAlchemy's pool (storage/pglookups.py).
+        self._pg = PgLookups(engine) if self.postgres else None
+        if self._pg is not None:
+            self._pg_api_token = self._pg.lookup(_SELECT_API_TOKEN)
+            self._pg_repo_by_name = self._pg.lookup(_SELECT_REPO_BY_NAME)
+            self._pg_repo_by_id = self._pg.lookup(_SELECT_REPO_BY_ID)
+            self._pg_token_with_repo = self._pg.lookup(_SELECT_TOKEN_WITH_REPO)
+            self._pg_token_by_id = self._pg.lookup(_SELECT_TOKEN_BY_ID)
         self._writer_lock = WriterLock(engine)
         # Called (from the writing thread, inside its transaction) when events are written:
         # the webhook thread waits on one instead of polling.
@@ -248,7 +265,7 @@ class MetadataStore:
 
     def write_events(self, outbox: Outbox) -> None:
         """Events that report no stored change of their own (clones, fetches)."""
-        with self._tx() as conn:
+        with self._write_tx() as conn:
             self._write_outbox(conn, outbox)
 
     # -- server settings ---------------------------------------------------------------
@@ -293,7 +310,15 @@ class MetadataStore:
                 permission=permission, name=name, created_us=now_us,
             ))
 
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+        self.engine.dispose()
+
     def find_api_token(self, secret_hash: str) -> ApiTokenRow | None:
+        if self._pg is not None:
+            found = self._pg.first(self._pg_api_token, {"h": secret_hash})
+            return _from_mapping(ApiTokenRow, found) if found else None
         with self._read() as conn:
             row = conn.execute(_SELECT_API_TOKEN, {"h": secret_hash}).first()
         return _api_token(row) if row else None
@@ -419,6 +444,9 @@ class MetadataStore:
                 listener()
 
     def get_repo(self, account_id: str, namespace: str, name: str) -> RepoRow | None:
+        if self._pg is not None:
+            found = self._pg.first(self._pg_repo_by_name, {"a": account_id, "ns": namespace, "n": name})
+            return _from_mapping(RepoRow, found) if found else None
         with self._read() as conn:
             row = conn.execute(
                 _SELECT_REPO_BY_NAME, {"a": account_id, "ns": namespace, "n": name}
@@ -426,6 +454,9 @@ class MetadataStore:
         return _repo(row) if row else None
 
     def get_repo_by_id(self, repo_id: str) -> RepoRow | None:
+        if self._pg is not None:
+            found = self._pg.first(self._pg_repo_by_id, {"i": repo_id})
+            return _from_mapping(RepoRow, found) if found else None
         with self._read() as conn:
             row = conn.execute(_SELECT_REPO_BY_ID, {"i": repo_id}).first()
         return _repo(row) if row else None
@@ -570,7 +601,7 @@ class MetadataStore:
         nothing changed); False too when the repo row is gone.
         """
         try:
-            with self._tx() as conn:
+            with self._write_tx() as conn:
                 locked = self._lock_repo(conn, repo_id)
                 if locked is None:
                     return False
@@ -608,7 +639,7 @@ class MetadataStore:
         """
         amount = intent.reserved_bytes
         try:
-            with self._tx() as conn:
+            with self._write_tx() as conn:
                 if not conn.execute(
                     update(repos)
                     .where(repos.c.id == intent.repo_id,
@@ -640,7 +671,7 @@ class MetadataStore:
         ``last_push_at`` and the maintenance counter change too). False when the intent was
         already finished (or its repo deleted): nothing is recorded twice.
         """
-        with self._tx() as conn:
+        with self._write_tx() as conn:
             locked = self._lock_repo(conn, repo_id)
             row = conn.execute(select(push_intents.c.reserved_bytes)
                                .where(push_intents.c.id == intent_id)).first()
@@ -746,12 +777,17 @@ class MetadataStore:
 
     # -- repo tokens ---------------------------------------------------------------------
     def insert_repo_token(self, token: RepoTokenRow, secret_hash: str, outbox: Outbox = ()) -> None:
-        with self._tx() as conn:
+        with self._write_tx() as conn:
             conn.execute(_INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
             self._write_outbox(conn, outbox)
 
     def find_repo_token(self, secret_hash: str) -> tuple[RepoTokenRow, RepoRow] | None:
         """The token with this secret and its repo, in one query (the git hot path)."""
+        if self._pg is not None:
+            found = self._pg.first(self._pg_token_with_repo, {"h": secret_hash})
+            if found is None:
+                return None
+            return _from_mapping(RepoTokenRow, found), _from_mapping(RepoRow, found, prefix="r_")
         with self._read() as conn:
             row = conn.execute(_SELECT_TOKEN_WITH_REPO, {"h": secret_hash}).first()
         if row is None:
@@ -761,6 +797,9 @@ class MetadataStore:
         return _token(row), repo
 
     def get_repo_token(self, token_id: str) -> RepoTokenRow | None:
+        if self._pg is not None:
+            found = self._pg.first(self._pg_token_by_id, {"i": token_id})
+            return _from_mapping(RepoTokenRow, found) if found else None
         with self._read() as conn:
             row = conn.execute(_SELECT_TOKEN_BY_ID, {"i": token_id}).first()
         return _token(row) if row else None

@@ -11,6 +11,12 @@ not take it (a rare path) is merely slower, never wrong.
 
 Each ``WriterLock`` opens its own descriptor, so two of them exclude each other even inside
 one process. Holders never nest one inside another (that would wait on itself).
+
+Threads of one process share a ``WriterLock``'s descriptor, and a ``flock`` belongs to the
+descriptor, not the thread: a second thread's ``flock`` would succeed at once and go on to
+meet the first in SQLite's busy handler (an inline create on the event loop meeting a
+fork's or a push's write in a worker thread, and the loop sleeping). A thread lock in front
+of the ``flock`` queues the threads too; the same thread may re-enter (one ``flock``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 
 from sqlalchemy import Engine
@@ -28,6 +35,8 @@ from artifactd.storage.db import sqlite_path
 class WriterLock:
     def __init__(self, engine: Engine):
         self._fd: int | None = None
+        self._threads = threading.RLock()
+        self._depth = 0  # how many times the holding thread entered
         path = sqlite_path(engine.url)
         if path is not None:
             self._fd = os.open(path.with_name(path.name + ".writer-lock"),
@@ -38,8 +47,15 @@ class WriterLock:
         if self._fd is None:  # PostgreSQL, or SQLite in memory
             yield
             return
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        with self._threads:
+            self._depth += 1
+            try:
+                if self._depth == 1:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    if self._depth == 1:
+                        fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                self._depth -= 1

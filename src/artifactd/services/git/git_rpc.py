@@ -544,7 +544,6 @@ async def _respond(
 async def _write_pulled(backend: Backend, repo: RepoRow, *, clone: bool) -> None:
     """The ``cloned``/``fetched`` event, before the last chunk reaches the client."""
     row = event_stream.pulled(repo, clone)
-    if backend.meta.inline_ok:
-        backend.meta.write_events([row])
-    else:
-        await asyncio.to_thread(backend.meta.write_events, [row])
+    # A write transaction: in a thread on SQLite too, since a writer that meets another one
+    # sleeps in SQLite's busy handler, and inline the event loop would sleep with it.
+    await asyncio.to_thread(backend.meta.write_events, [row])

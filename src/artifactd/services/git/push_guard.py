@@ -209,10 +209,11 @@ class PushSession:
 async def _blocking(
     backend: Backend, function: Callable[[HookMessage], str], message: HookMessage
 ) -> str:
-    """SQLite answers in microseconds: inline beats a thread hop (as for admission). The s3
-    store uploads and takes a lock there: a thread."""
-    if backend.meta.inline_ok and not backend.repos.remote:
-        return function(message)
+    """Always in a thread, SQLite too: admission is a write transaction, and a SQLite writer
+    that meets another one (a fork's or a create's, in this worker or the other) waits in
+    SQLite's busy handler, which sleeps 1 to 100 ms between tries; inline, the whole event
+    loop slept with it, and every GET on this worker waited (the GET p99 under pushes and
+    forks). A thread hop costs a push about 0.1 ms. The s3 store uploads here as well."""
     return await run_in_threadpool(function, message)
 
 
