@@ -128,10 +128,6 @@ class Repo:
 
     @property
     def git_dir(self) -> Path:
-        # The local store's one shard level; the s3 store's cache keeps two (repostore.path).
-        legacy = self.server.data_dir / "repos" / self.id[:2] / self.id[2:4] / f"{self.id}.git"
-        if legacy.exists():
-            return legacy
         return self.server.data_dir / "repos" / self.id[:2] / f"{self.id}.git"
 
     def mint(self, scope: str = "write", ttl: int = 3600) -> dict[str, str]:

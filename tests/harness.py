@@ -84,9 +84,17 @@ class Server:
         return httpx.Client(base_url=self.ns_url(), headers=headers, timeout=60, **kwargs)
 
     def metric(self, series: str) -> float:
-        """The sum of the Prometheus samples whose line starts with ``series`` (0 if none)."""
+        """The sum of the Prometheus samples of ``series`` (0 if none): a metric name matches
+        that name only (not ``<name>_started_total``); a series with labels matches exactly."""
         text = httpx.get(f"{self.url}/metrics").text
-        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(series))
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(series):
+                continue
+            rest = line[len(series):]
+            if "{" in series or rest[:1] in (" ", "{"):
+                total += float(line.split()[-1])
+        return total
 
     def start(self, *extra: str) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process

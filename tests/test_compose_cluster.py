@@ -309,8 +309,9 @@ def test_the_compose_cluster_runs_natively_and_serves_git_through_nginx(
             assert nodes[0].data_dir != nodes[1].data_dir and all(c.is_dir() for c in caches)
             listed = seaweed_keys(interpolation_env)
             assert any(key.startswith("packs/") and key.endswith(".pack") for key in listed), listed
-        else:  # one shared data volume
-            assert nodes[0].data_dir == nodes[1].data_dir and caches[0].is_dir()
+        else:  # one shared data volume, repos one shard level deep
+            shared = nodes[0].data_dir / "repos" / repo["id"][:2] / f"{repo['id']}.git"
+            assert nodes[0].data_dir == nodes[1].data_dir and shared.is_dir()
     finally:
         _stop([nginx, *(n.process for n in nodes)])
 

@@ -4,7 +4,8 @@ A SQLite writer that meets another one waits in SQLite's busy handler, which sle
 admission ran inline, the event loop slept with it, and every request of the worker
 (GETs included) waited for the other writer. Here the test holds SQLite's write lock while
 a push reaches admission: the server must go on answering, and the push must complete once
-the lock is released.
+the lock is released. Both paths are covered: a push git receives (its pre-receive hook asks
+the server) and a small push the server receives in process.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.gitutil import Git, bearer, create_repo
-from tests.harness import Server
+from tests.harness import Server, start_server
 
 
 def _hook_waiting_for_answer(data_dir: Path) -> bool:
@@ -37,13 +39,33 @@ def _hook_waiting_for_answer(data_dir: Path) -> bool:
     return False
 
 
+def _pending(push: subprocess.Popen[bytes], seconds: float) -> None:
+    """The in-process push is still waiting after ``seconds`` (a small push takes well
+    under a second here, so it is held at admission)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert push.poll() is None, push.communicate()
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("in_process", [False, True], ids=["hook", "in-process"])
 def test_requests_are_answered_while_a_push_waits_for_the_sqlite_lock(
-    sqlite_server: Server, tmp_path: Path, unique_name: str,
+    in_process: bool, tmp_path: Path, unique_name: str,
 ) -> None:
-    repo = create_repo(sqlite_server, unique_name)
+    server = start_server(tmp_path / "data", extra_env={
+        "ARTIFACTD_GIT_IN_PROCESS_PUSH": "true" if in_process else "false"})
+    try:
+        _push_while_locked(server, tmp_path, unique_name, in_process)
+    finally:
+        server.stop()
+
+
+def _push_while_locked(server: Server, tmp_path: Path, unique_name: str,
+                       in_process: bool) -> None:
+    repo = create_repo(server, unique_name)
     git = Git(tmp_path / "home")
     git.new_work(tmp_path / "w", {"notes.txt": "hello\n"})
-    database = sqlite3.connect(sqlite_server.data_dir / "artifactd.db", timeout=30,
+    database = sqlite3.connect(server.data_dir / "artifactd.db", timeout=30,
                                isolation_level=None)
     push = None
     try:
@@ -51,14 +73,18 @@ def test_requests_are_answered_while_a_push_waits_for_the_sqlite_lock(
         push = subprocess.Popen(
             ["git", "-c", bearer(repo.token), "push", "-q", repo.remote, "main"],
             cwd=tmp_path / "w", env=git.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 30
-        while not _hook_waiting_for_answer(sqlite_server.data_dir):
-            assert push.poll() is None, push.communicate()
-            assert time.monotonic() < deadline, "the push never reached admission"
-            time.sleep(0.02)
+        if in_process:
+            _pending(push, 1.5)
+        else:
+            deadline = time.monotonic() + 30
+            while not _hook_waiting_for_answer(server.data_dir):
+                assert push.poll() is None, push.communicate()
+                assert time.monotonic() < deadline, "the push never reached admission"
+                time.sleep(0.02)
         for _ in range(5):
-            answered = httpx.get(sqlite_server.url + "/healthz", timeout=5)
+            answered = httpx.get(server.url + "/healthz", timeout=5)
             assert answered.status_code == 200
+        assert push.poll() is None, "the push finished while SQLite's write lock was held"
     finally:
         database.execute("ROLLBACK")
         database.close()

@@ -38,6 +38,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres,
     nodes.stop()
 
 
+def _cache_dir(repo: Repo) -> Path:
+    """The s3 store's cache directory of ``repo`` (two shard levels: repostore.path)."""
+    return repo.server.data_dir / "repos" / repo.id[:2] / repo.id[2:4] / f"{repo.id}.git"
+
+
 def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -98,10 +103,10 @@ def test_a_pack_larger_than_a_part_is_streamed_and_served_by_the_other_node(
     assert _trailer(cluster, name) != name
     assert {f"packs/{name}.pack", f"packs/{name}.idx"} <= cluster.bucket_keys()
     # The pushing node's cache holds it under that name, and git reads it there.
-    pack_dir = repo.git_dir / "objects" / "pack"
+    pack_dir = _cache_dir(repo) / "objects" / "pack"
     assert (pack_dir / f"pack-{name}.idx").is_file()
     assert not list(pack_dir.glob("*.keep"))
-    git.run("fsck", "--strict", cwd=repo.git_dir)
+    git.run("fsck", "--strict", cwd=_cache_dir(repo))
     # The other node downloads it and serves it.
     _fsck_clone(git, repo, cluster.remote(repo, 1), tmp_path / "clone")
     assert git.out("rev-parse", "HEAD", cwd=tmp_path / "clone") == head
@@ -113,7 +118,7 @@ def test_a_pack_larger_than_a_part_is_streamed_and_served_by_the_other_node(
     _fsck_clone(git, repo, repo.remote, tmp_path / "clone2")
     assert git.out("rev-parse", "HEAD", cwd=tmp_path / "clone2") == head
     # git's repack (what maintenance runs) takes a pack named otherwise than its checksum.
-    shutil.copytree(repo.git_dir, tmp_path / "copy.git")
+    shutil.copytree(_cache_dir(repo), tmp_path / "copy.git")
     git.run("repack", "-a", "-d", "-q", cwd=tmp_path / "copy.git")
     assert not (tmp_path / "copy.git" / "objects" / "pack" / f"pack-{name}.pack").exists()
     git.run("fsck", "--strict", cwd=tmp_path / "copy.git")
