@@ -1,16 +1,37 @@
-"""The root directory read straight from the remote over the git protocol (``fs/rootfirst.py``):
-the branch's commit, its root tree (a ``filter tree:1`` fetch) and the root blobs' sizes, from
-artifactd and from C ``git http-backend``, matching what git itself says, with no blob bytes."""
+"""Root listing first: the root directory read straight from the remote over the git protocol
+(``fs/rootfirst.py``: the branch's commit, its root tree by a ``filter tree:1`` fetch, the root
+blobs' sizes), from artifactd and from C ``git http-backend``, and a handed-off or one-shot
+mount that answers from it while its blobless clone is held back (``fs/rootview.py``)."""
+
+# ruff: noqa: F811 - the mount fixtures (root, fs_env) are test_mount's, imported by name
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from artifactd.fs import fetchpack, rootfirst
 from artifactd.fs.wire import Remote
 from tests.harness import Server
-from tests.test_mount import FILES, git, make_repo
+from tests.test_mount import (  # noqa: F401 - fixtures
+    FILES,
+    auth_remote,
+    cached_blobs,
+    fs,
+    fs_env,
+    git,
+    make_repo,
+    root,
+    start_daemon,
+)
 
 
 def _expected(work: Path) -> tuple[str, list[tuple[str, str, str, bytes]], dict[str, int]]:
@@ -81,3 +102,135 @@ def test_the_tree_filter_fetch_brings_no_blob() -> None:
     body = rootfirst.request_body("a" * 40)
     assert b"filter tree:1\n" in body and b"want " + b"a" * 40 in body
     assert fetchpack.parse_pack  # the blob-only view of a pack is kept for the reads
+
+
+def test_a_directory_below_the_root_over_the_git_protocol(
+    sqlite_server: Server, unique_name: str, tmp_path: Path
+) -> None:
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, FILES)
+    work = tmp_path / f"src-{unique_name}"
+    connection = Remote(remote, ("x", token.split("?expires=")[0]), 30)
+    try:
+        tree = git("-C", str(work), "rev-parse", "HEAD:src").strip()
+        entries, sizes = rootfirst.read_tree(connection, tree)
+        listing = [line.split() for line in git("-C", str(work), "ls-tree", "-l", "HEAD:src").splitlines()]
+        assert [(e.git_mode, e.kind, e.oid, e.path.decode()) for e in entries] == \
+            [(m, k, o, n) for m, k, o, _, n in listing]
+        assert sizes == {o: int(s) for _, k, o, s, _ in listing if k == "blob"}
+    finally:
+        connection.close()
+
+
+class CloneGate:
+    """A ``git`` first on PATH whose ``clone`` waits, blocked on a FIFO, until ``release``:
+    what a mount shows while its clone has not landed, without timing anything."""
+
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        folder.mkdir()
+        self.fifo = folder / "gate"
+        os.mkfifo(self.fifo)
+        shim = folder / "git"
+        shim.write_text(f"""#!/bin/sh
+for arg in "$@"; do
+  if [ "$arg" = clone ]; then cat "{self.fifo}" >/dev/null; break; fi
+done
+exec "{shutil.which('git')}" "$@"
+""")
+        shim.chmod(0o755)
+        self.env = {**env, "PATH": f"{folder}:{env['PATH']}"}
+
+    def release(self) -> None:
+        """Let every clone waiting at the gate go on (nothing to do if none waits)."""
+        with contextlib.suppress(OSError):
+            os.close(os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.fixture
+def gate(tmp_path: Path, fs_env: dict[str, str]) -> Iterator[CloneGate]:
+    held = CloneGate(tmp_path / "gate", fs_env)
+    yield held
+    held.release()
+
+
+def _log(root: Path, name: str) -> str:
+    return (root / ".artifact-fs" / "run" / f"{name}.log").read_text()
+
+
+def _events(root: Path, name: str) -> list[str]:
+    return [line.split("root-first: ", 1)[1].split(" ")[0].rstrip(":") for line in _log(root, name).splitlines()
+            if "root-first: " in line]
+
+
+def _check_before_landing(mount: Path, root: Path, name: str) -> None:
+    """The root, a directory below it and a read, answered while the clone is held back."""
+    assert sorted(os.listdir(mount)) == [".git", "README.md", "bin", "data", "src"]
+    assert os.stat(mount / "README.md").st_size == len(FILES["README.md"])
+    assert not (root / ".artifact-fs" / "git" / name / ".git" / "index").exists()
+    # Below the root: that directory's tree read the same way, the sizes from object-info.
+    assert sorted(os.listdir(mount / "src")) == ["app.py", "lib"]
+    assert os.stat(mount / "src" / "app.py").st_size == len(FILES["src/app.py"])
+    assert os.stat(mount / "src" / "lib" / "util.py").st_size == len(FILES["src/lib/util.py"])
+    assert os.stat(mount / "data" / "big.bin").st_size == len(FILES["data/big.bin"])
+    assert cached_blobs(root) == []  # metadata fetched no blob bytes
+    assert "landed" not in _events(root, name)
+    # A read: its blob through the hydrator's batch path.
+    assert (mount / "src" / "app.py").read_bytes() == FILES["src/app.py"]
+    assert "landed" not in _events(root, name)
+
+
+def _check_after_landing(mount: Path, root: Path, name: str) -> None:
+    before = {p: os.stat(mount / p).st_ino for p in ("README.md", "src", "src/app.py", "src/lib")}
+    git_log = git("-C", str(mount), "log", "--oneline", "-5")  # waits for the clone, then its index
+    assert "first files" in git_log
+    events = _events(root, name)
+    assert events.index("mounted") < events.index("cloned") < events.index("landed"), events
+    # The inodes the kernel had before the landing are the full tree's.
+    assert {p: os.stat(mount / p).st_ino for p in before} == before
+    assert os.stat(mount / "bin" / "run.sh").st_size == len(FILES["bin/run.sh"])
+    assert git("-C", str(mount), "status", "--porcelain") == ""
+    assert (mount / "README.md").read_bytes() == FILES["README.md"]
+
+
+def test_handed_off_mount_answers_from_its_root_while_the_clone_is_held(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str],
+    gate: CloneGate
+) -> None:
+    first_remote, first_token = make_repo(sqlite_server, f"{unique_name}-a", tmp_path, {"a.txt": b"a\n"})
+    added = fs(fs_env, "add-repo", "--name", "first", "--remote", auth_remote(first_remote, first_token),
+               "--mount-root", str(root))
+    assert added.returncode == 0, added.stderr
+    daemon = start_daemon(gate.env, root, "first")
+    try:
+        remote, token = make_repo(sqlite_server, f"{unique_name}-b", tmp_path, FILES)
+        result = fs(fs_env, "add-repo", "--name", "second", "--remote", auth_remote(remote, token),
+                    "--branch", "main", "--mount-root", str(root))
+        assert result.returncode == 0, result.stderr
+        mount = root / "second"
+        assert os.path.ismount(mount)  # mounted while the clone waits at the gate
+        _check_before_landing(mount, root, "second")
+        gate.release()
+        _check_after_landing(mount, root, "second")
+        assert daemon.poll() is None
+    finally:
+        gate.release()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+    assert not os.path.ismount(root / "second")
+
+
+def test_oneshot_mount_answers_from_its_root_while_the_clone_is_held(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, gate: CloneGate
+) -> None:
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, FILES)
+    target = root / "work"
+    result = subprocess.run([sys.executable, "-m", "artifactd", "mount", auth_remote(remote, token), str(target)],
+                            capture_output=True, text=True, timeout=120, env=gate.env)
+    assert result.returncode == 0, result.stderr
+    try:
+        _check_before_landing(target, root, "work")
+        gate.release()
+        _check_after_landing(target, root, "work")
+    finally:
+        gate.release()
+        subprocess.run([sys.executable, "-m", "artifactd", "unmount", str(target)], capture_output=True, timeout=120)
+    assert not os.path.ismount(target)

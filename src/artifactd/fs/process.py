@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from artifactd.fs.mountprep import Prepared
@@ -78,10 +79,12 @@ def _retitle(title: str) -> None:
 
 def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None,
          options: MountOptions | None = None, early: Prepared | None = None, *,
-         detach: bool = False) -> Forked:
+         detach: bool = False, clone: Callable[[], object] | None = None) -> Forked:
     """A mount process forked from this one. ``early``: its clone reading and remote
     answers, started before this call's import of the FUSE side, which they overlap.
-    ``detach``: it outlives this process (``artifactd mount``); else it dies with it."""
+    ``detach``: it outlives this process (``artifactd mount``); else it dies with it.
+    ``clone``: the blobless clone, still to run: the child mounts from the root first
+    and runs it behind the mount (``rootview.py``)."""
     from artifactd.fs import mountproc  # imported before the fork, once for every mount
 
     if early is not None:
@@ -110,7 +113,7 @@ def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None,
         os.dup2(log, 2)
         code = mountproc.run(state.root, config.name,
                              cache_bytes if cache_bytes is not None else mountproc.DEFAULT_CACHE_BYTES,
-                             options, early)
+                             options, early, clone)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -143,6 +146,11 @@ def wait_ready(state: RootState, config: RepoConfig, proc: subprocess.Popen[byte
         time.sleep(READY_POLL)
     proc.terminate()
     return f"{config.name}: not mounted after {READY_TIMEOUT:.0f} s"
+
+
+def plain_error(error: str, name: str) -> str:
+    """A mount process's error line without its ``artifact-fs: NAME:`` prefix."""
+    return error.removeprefix(f"artifact-fs: {name}: ")
 
 
 def log_size(state: RootState, name: str) -> int:

@@ -41,6 +41,7 @@ class RootRead:
 
 
 def request_body(commit: str) -> bytes:
+    """A fetch of ``commit`` (or of a tree) with its root tree but no blob and no subtree."""
     pkt = fetchpack._pkt
     return (pkt("command=fetch\n") + pkt("agent=git/artifact-fs\n") + pkt("object-format=sha1\n")
             + b"0001" + pkt("no-progress\n") + pkt("ofs-delta\n") + pkt(f"want {commit}\n")
@@ -72,6 +73,27 @@ def parse_tree_object(data: bytes) -> list[Entry]:
         entries.append(Entry(mode, KINDS.get(mode, "blob"), oid, data[space + 1:nul]))
         at = nul + 21
     return entries
+
+
+def read_tree(remote: Remote, tree: str) -> tuple[list[Entry], dict[str, int]]:
+    """One directory below the root, the same way: its tree object alone (``filter tree:1``
+    on a wanted tree leaves out everything it holds), then its blobs' sizes."""
+    try:
+        status, body = remote.request("POST", "/git-upload-pack", request_body(tree), fetchpack.POST_HEADERS)
+        if status != 200:
+            raise RootReadError(f"the fetch of tree {tree} answered HTTP {status}")
+        objects = fetchpack.parse_objects(fetchpack.pack_of(body))
+    except (WireError, fetchpack.PackError, ValueError) as exc:
+        raise RootReadError(f"cannot read tree {tree}: {exc}") from exc
+    found = [data for kind, data in objects if kind == OBJ_TREE and fetchpack_id("tree", data) == tree]
+    if not found:
+        raise RootReadError(f"the fetch of tree {tree} did not bring it")
+    entries = parse_tree_object(found[0])
+    blobs = sorted({e.oid for e in entries if e.kind == "blob"})
+    try:
+        return entries, objectinfo.sizes(remote, blobs) if blobs else {}
+    except objectinfo.ObjectInfoError as exc:
+        raise RootReadError(str(exc)) from exc
 
 
 def read_root(remote: Remote, branch: str) -> RootRead:
