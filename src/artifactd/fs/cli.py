@@ -19,6 +19,7 @@ from artifactd.fs import daemonctl, hostcache
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.inputs import InputError, check_branch, check_mount_root, check_name, parse_remote
 from artifactd.fs.repos import DEFAULT_CREDENTIAL_TTL, add_repo, forget, plan_repo, record, remove_repo
+from artifactd.fs.rootfirst import EarlyRoot
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.write import control
 from artifactd.fs.write.options import DEFAULT_POLL_INTERVAL, MountOptions
@@ -245,13 +246,13 @@ def gc(root: str) -> None:
 
 def _start_mount(state: RootState, config: RepoConfig, cache_bytes: int | None, options: MountOptions,
                  early: Prepared | None, children: list[tuple[str, process.Forked]],
-                 clone: Callable[[], object] | None = None) -> str | None:
+                 clone: Callable[[], object] | None = None, given: EarlyRoot | None = None) -> str | None:
     """Fork ``config``'s mount and wait until it is mounted; its one-line error if it fails.
     ``clone``: the clone still to run, behind the mount (root first, ``rootview.py``)."""
     from artifactd.fs import process
 
     start = process.log_size(state, config.name)
-    proc = process.fork(state, config, cache_bytes, options, early, clone=clone)
+    proc = process.fork(state, config, cache_bytes, options, early, clone=clone, given=given)
     error = process.wait_ready(state, config, proc, start)
     if error:
         return process.plain_error(error, config.name)
@@ -278,7 +279,8 @@ def _add_to_daemon(state: RootState, request: dict[str, object], cache_bytes: in
                                  "branch": config.branch, "mount_point": config.mount_point}
     if clone is not None:  # a new repo: mounted from its root while the clone runs behind it
         record(config)
-        error = _start_mount(state, config, cache_bytes, options, None, children, clone)
+        given = EarlyRoot(config.remote, parse_remote(remote).auth, config.branch)
+        error = _start_mount(state, config, cache_bytes, options, None, children, clone, given)
         if error and not state.git_dir(config.name).is_dir():
             forget(config)
         return {"ok": False, "error": error} if error else answer

@@ -265,7 +265,7 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
 
 
 def mount_root_first(root: Path, name: str, cache_bytes: int, options: MountOptions | None,
-                     clone: Callable[[], object]) -> None:
+                     clone: Callable[[], object], given: rootfirst.EarlyRoot | None = None) -> None:
     """Mount as soon as the root is read from the remote (``rootfirst``), while ``clone``
     (the blobless clone ``add-repo`` would have run first) runs behind it (``rootview``).
     A remote that cannot answer that way gets the clone first and the usual mount."""
@@ -274,12 +274,12 @@ def mount_root_first(root: Path, name: str, cache_bytes: int, options: MountOpti
     _check_mount_point(mount_point)
     started = time.monotonic()
     socket = state.credential_socket
-    remote = Remote(config.remote, credentials.fill(socket, config.remote), objectinfo.TIMEOUT)
-    try:
-        first = rootfirst.read_root(remote, config.branch)
-    except rootfirst.RootReadError as exc:
-        remote.close()
-        logging.info("root-first: not from this remote (%s): the clone first", exc)
+    if given is None:  # read here; ``given``: read by the forking command
+        given = rootfirst.EarlyRoot(config.remote, credentials.fill(socket, config.remote), config.branch)
+    given.wait()
+    remote, first = given.remote, given.read
+    if first is None:
+        logging.info("root-first: not from this remote (%s): the clone first", given.error)
         clone()
         mount(root, name, cache_bytes, options)
         return
@@ -365,15 +365,17 @@ def main() -> int:
 
 
 def run(root: Path, name: str, cache_bytes: int, options: MountOptions | None = None,
-        early: Prepared | None = None, clone: Callable[[], object] | None = None) -> int:
-    """``clone``: the blobless clone still to run, behind a root-first mount (``rootview``)."""
+        early: Prepared | None = None, clone: Callable[[], object] | None = None,
+        given: rootfirst.EarlyRoot | None = None) -> int:
+    """``clone``: the blobless clone still to run, behind a root-first mount (``rootview``);
+    ``given``: its root, read by the forking command."""
     # Fetch threads decode packs in Python; the FUSE loop must not wait 5 ms (the default)
     # for the GIL behind them on every request.
     sys.setswitchinterval(SWITCH_INTERVAL)
     logging.basicConfig(level=logging.INFO, format="artifact-fs: %(message)s")
     try:
         if clone is not None:
-            mount_root_first(root, name, cache_bytes, options, clone)
+            mount_root_first(root, name, cache_bytes, options, clone, given)
         else:
             mount(root, name, cache_bytes, options, early)
     except (MountError, GitFailed, InputError, objectinfo.ObjectInfoError, OSError) as exc:

@@ -13,8 +13,8 @@ import os
 import time
 from pathlib import Path
 
-from artifactd.fs import process
-from artifactd.fs.inputs import InputError, check_name
+from artifactd.fs import process, rootfirst
+from artifactd.fs.inputs import InputError, check_name, parse_remote
 from artifactd.fs.mountprep import Prepared
 from artifactd.fs.repos import forget, plan_repo, record
 from artifactd.fs.state import RootState
@@ -30,13 +30,15 @@ def mount(remote: str, directory: str, branch: str) -> Path:
     config, clone = plan_repo(target.name, remote, branch, str(target.parent))
     state = RootState(target.parent)
     if clone is None:  # cloned before: read it while the FUSE side is imported
-        early = Prepared.start(state, config)
+        early, given = Prepared.start(state, config), None
         from artifactd.fs import mountproc  # noqa: F401 - the import is the point: it overlaps the reading
     else:  # a new repo: the mount answers from the root while the clone runs behind it
         early = None
         record(config)
+        # The root is read while the fork imports the FUSE side.
+        given = rootfirst.EarlyRoot(config.remote, parse_remote(remote).auth, config.branch)
     start = process.log_size(state, config.name)
-    proc = process.fork(state, config, early=early, detach=True, clone=clone)
+    proc = process.fork(state, config, early=early, detach=True, clone=clone, given=given)
     error = process.wait_ready(state, config, proc, start)
     if error:
         if clone is not None and not state.git_dir(config.name).is_dir():

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from artifactd.fs.mountprep import Prepared
+from artifactd.fs.rootfirst import EarlyRoot
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.write.options import MountOptions
 
@@ -79,21 +80,25 @@ def _retitle(title: str) -> None:
 
 def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None,
          options: MountOptions | None = None, early: Prepared | None = None, *,
-         detach: bool = False, clone: Callable[[], object] | None = None) -> Forked:
+         detach: bool = False, clone: Callable[[], object] | None = None,
+         given: EarlyRoot | None = None) -> Forked:
     """A mount process forked from this one. ``early``: its clone reading and remote
     answers, started before this call's import of the FUSE side, which they overlap.
     ``detach``: it outlives this process (``artifactd mount``); else it dies with it.
     ``clone``: the blobless clone, still to run: the child mounts from the root first
-    and runs it behind the mount (``rootview.py``)."""
+    and runs it behind the mount (``rootview.py``), with ``given`` its root if read already."""
     from artifactd.fs import mountproc  # imported before the fork, once for every mount
 
-    if early is not None:
-        early.wait()  # its threads would not exist in the child
+    for started in (early, given):
+        if started is not None:
+            started.wait()  # its threads would not exist in the child
     sys.stdout.flush()
     sys.stderr.flush()
     parent = os.getpid()
     pid = os.fork()
     if pid:
+        if given is not None:
+            given.remote.close()  # the child's now (this closes only this process's copy)
         return Forked(pid)
     code = 1
     try:
@@ -113,7 +118,7 @@ def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None,
         os.dup2(log, 2)
         code = mountproc.run(state.root, config.name,
                              cache_bytes if cache_bytes is not None else mountproc.DEFAULT_CACHE_BYTES,
-                             options, early, clone)
+                             options, early, clone, given)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

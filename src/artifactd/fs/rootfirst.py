@@ -16,6 +16,7 @@ the path through the clone (a remote without ``object-info`` or without filters)
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 
 from artifactd.fs import fetchpack, objectinfo
@@ -129,3 +130,27 @@ def fetchpack_id(kind: str, data: bytes) -> str:
     import hashlib
 
     return hashlib.sha1(f"{kind} {len(data)}\0".encode() + data).hexdigest()  # noqa: S324 - git ids
+
+
+class EarlyRoot:
+    """``read_root`` on a thread of the command that forks the mount (``add-repo`` handed to a
+    daemon, ``artifactd mount``), with the credentials it was given: it overlaps the import
+    of the FUSE side, needs no ``git credential`` call, and the mount process inherits the
+    answer and the open connection (``wait`` before the fork: the child has no threads)."""
+
+    def __init__(self, url: str, auth: tuple[str, str] | None, branch: str) -> None:
+        self.remote = Remote(url, auth, objectinfo.TIMEOUT)
+        self.read: RootRead | None = None
+        self.error = ""
+        self._thread = threading.Thread(target=self._run, args=(branch,), name="rootfirst", daemon=True)
+        self._thread.start()
+
+    def _run(self, branch: str) -> None:
+        try:
+            self.read = read_root(self.remote, branch)
+        except RootReadError as exc:
+            self.error = str(exc)
+            self.remote.close()
+
+    def wait(self) -> None:
+        self._thread.join()
