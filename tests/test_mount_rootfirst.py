@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,7 +188,7 @@ def _check_after_landing(mount: Path, root: Path, name: str) -> None:
     # The inodes the kernel had before the landing are the full tree's.
     assert {p: os.stat(mount / p).st_ino for p in before} == before
     assert os.stat(mount / "bin" / "run.sh").st_size == len(FILES["bin/run.sh"])
-    assert git("-C", str(mount), "status", "--porcelain") == ""
+    assert git("-C", str(mount), "status", "--porcelain", "--", ".", ":!notes.txt") == ""
     assert (mount / "README.md").read_bytes() == FILES["README.md"]
 
 
@@ -208,8 +209,15 @@ def test_handed_off_mount_answers_from_its_root_while_the_clone_is_held(
         mount = root / "second"
         assert os.path.ismount(mount)  # mounted while the clone waits at the gate
         _check_before_landing(mount, root, "second")
+        # A write before the landing waits for it (the overlay is the full mount's).
+        writer = threading.Thread(target=(mount / "notes.txt").write_bytes, args=(b"early\n",))
+        writer.start()
         gate.release()
+        writer.join(timeout=60)
+        assert not writer.is_alive()
         _check_after_landing(mount, root, "second")
+        assert (mount / "notes.txt").read_bytes() == b"early\n"
+        assert "notes.txt" in os.listdir(mount)
         assert daemon.poll() is None
     finally:
         gate.release()

@@ -297,7 +297,7 @@ def mount_root_first(root: Path, name: str, cache_bytes: int, options: MountOpti
     view = RootView(early, Remote(config.remote, remote.auth, objectinfo.TIMEOUT))
     _fuse_init(view, mount_point)
     view.note(f"mounted {time.monotonic() - started:.3f} s after the mount process started "
-              f"(the root read in {read_at - started:.3f} s)")
+              f"(the root read in {given.seconds:.3f} s, of which {read_at - started:.3f} s here)")
     state.pid_file(name).write_text(f"{os.getpid()}\n")
     sync: list[BranchSync] = []
     try:

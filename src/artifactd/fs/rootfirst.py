@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass
 
 from artifactd.fs import fetchpack, objectinfo
@@ -142,15 +143,18 @@ class EarlyRoot:
         self.remote = Remote(url, auth, objectinfo.TIMEOUT)
         self.read: RootRead | None = None
         self.error = ""
+        self.seconds = 0.0  # the three requests' time, for the mount's log
         self._thread = threading.Thread(target=self._run, args=(branch,), name="rootfirst", daemon=True)
         self._thread.start()
 
     def _run(self, branch: str) -> None:
+        started = time.monotonic()
         try:
             self.read = read_root(self.remote, branch)
         except RootReadError as exc:
             self.error = str(exc)
             self.remote.close()
+        self.seconds = time.monotonic() - started
 
     def wait(self) -> None:
         self._thread.join()

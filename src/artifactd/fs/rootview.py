@@ -14,6 +14,7 @@ landing keep being served by ``early``.
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import time
 from typing import Any
@@ -164,43 +165,23 @@ class RootView(pyfuse3.Operations):
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         return await (await self._full()).statfs(ctx)
 
-    # -- everything else waits for the full mount ---------------------------------------------
-
-    async def create(self, *args: Any) -> Any:
-        return await (await self._full()).create(*args)
-
-    async def write(self, *args: Any) -> Any:
-        return await (await self._full()).write(*args)
-
-    async def setattr(self, *args: Any) -> Any:
-        return await (await self._full()).setattr(*args)
+    # -- everything else (writes, fsync, ...) waits for the full mount: see the end -----------
 
     async def flush(self, fh: pyfuse3.FileHandleT) -> None:
         raise pyfuse3.FUSEError(errno.ENOSYS)  # as ArtifactFS: nothing to do on close
 
-    async def fsync(self, *args: Any) -> Any:
-        return await (await self._full()).fsync(*args)
 
-    async def fsyncdir(self, *args: Any) -> Any:
-        return await (await self._full()).fsyncdir(*args)
+def _waiting(name: str) -> Any:
+    async def handler(self: RootView, *args: Any) -> Any:
+        return await getattr(await self._full(), name)(*args)
 
-    async def mkdir(self, *args: Any) -> Any:
-        return await (await self._full()).mkdir(*args)
+    handler.__name__ = name
+    return handler
 
-    async def symlink(self, *args: Any) -> Any:
-        return await (await self._full()).symlink(*args)
 
-    async def unlink(self, *args: Any) -> Any:
-        return await (await self._full()).unlink(*args)
-
-    async def rmdir(self, *args: Any) -> Any:
-        return await (await self._full()).rmdir(*args)
-
-    async def rename(self, *args: Any) -> Any:
-        return await (await self._full()).rename(*args)
-
-    async def link(self, *args: Any) -> Any:
-        return await (await self._full()).link(*args)
-
-    async def mknod(self, *args: Any) -> Any:
-        return await (await self._full()).mknod(*args)
+# Every handler ArtifactFS has and this class does not (the write path, and any added
+# later) waits for the full mount, rather than falling back to pyfuse3's default.
+for _name, _value in vars(ArtifactFS).items():
+    if inspect.iscoroutinefunction(_value) and hasattr(pyfuse3.Operations, _name) \
+            and _name not in vars(RootView):
+        setattr(RootView, _name, _waiting(_name))
