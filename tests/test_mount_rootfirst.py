@@ -242,3 +242,53 @@ def test_oneshot_mount_answers_from_its_root_while_the_clone_is_held(
         gate.release()
         subprocess.run([sys.executable, "-m", "artifactd", "unmount", str(target)], capture_output=True, timeout=120)
     assert not os.path.ismount(target)
+
+
+@pytest.mark.parametrize("filters", [True, False])
+def test_oneshot_mount_of_a_plain_git_http_backend_remote(
+    tmp_path: Path, root: Path, gate: CloneGate, filters: bool
+) -> None:
+    """With filters (and tree wants) C git answers the root first; a remote that refuses a
+    ``filter tree:1`` fetch gets the clone first, as before, and the log says so."""
+    from tests.gitsource import GitSource
+
+    source = GitSource(tmp_path / "upstream").start()
+    try:
+        work = tmp_path / "work"
+        for path, data in FILES.items():
+            (work / path).parent.mkdir(parents=True, exist_ok=True)
+            (work / path).write_bytes(data)
+        git("init", "-q", "-b", "main", cwd=work)
+        git("add", "-A", cwd=work)
+        git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "first files", cwd=work)
+        bare = source.root / "plain.git"
+        git("clone", "-q", "--bare", str(work), str(bare))
+        settings = ["uploadpack.allowAnySHA1InWant", "transfer.advertiseObjectInfo"]
+        settings += ["uploadpack.allowFilter"] if filters else []
+        for key in settings:
+            git("--git-dir", str(bare), "config", key, "true")
+        if not filters:
+            gate.release()  # nothing mounts before the clone here
+            os.unlink(gate.fifo)
+            gate.fifo.write_bytes(b"")  # a plain file: the clone goes straight on
+        target = root / "plain"
+        result = subprocess.run([sys.executable, "-m", "artifactd", "mount", f"{source.url}/plain.git",
+                                 str(target)], capture_output=True, text=True, timeout=120, env=gate.env)
+        assert result.returncode == 0, result.stderr
+        try:
+            if filters:
+                _check_before_landing(target, root, "plain")
+                gate.release()
+                _check_after_landing(target, root, "plain")
+            else:
+                assert _events(root, "plain") == ["not"], _log(root, "plain")  # "not from this remote"
+                assert sorted(os.listdir(target)) == [".git", "README.md", "bin", "data", "src"]
+                assert (target / "README.md").read_bytes() == FILES["README.md"]
+                assert "first files" in git("-C", str(target), "log", "--oneline", "-5")
+        finally:
+            gate.release()
+            subprocess.run([sys.executable, "-m", "artifactd", "unmount", str(target)], capture_output=True,
+                           timeout=120)
+        assert not os.path.ismount(target)
+    finally:
+        source.stop()
