@@ -109,9 +109,14 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache,
     if has_object_info:
         def load_all() -> dict[str, int]:
             bulk = Remote(config.remote, auth, objectinfo.TIMEOUT)
+
+            def pace() -> None:
+                hydrator.activity.wait_quiet()
+                if operations.sizes.all_known.is_set():  # the stats' own requests got them all
+                    raise objectinfo.ObjectInfoError("every size is known already")
             try:
                 found = objectinfo.sizes(bulk, [oid for oid in missing if oid not in sizes],
-                                         objectinfo.BULK_BATCH, hydrator.activity.wait_quiet)
+                                         objectinfo.BULK_BATCH, pace)
             finally:
                 bulk.close()
             found.update(local_sizes(git_dir, [oid for oid in blob_oids if oid in local]))
@@ -120,6 +125,7 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache,
         operations.sizes = Sizes(sizes, lambda: operations.tree, load_all,
                                  AsyncRemote(Remote(config.remote, auth, objectinfo.TIMEOUT)), index,
                                  hydrator.activity)
+        operations.sizes.outstanding = {oid for oid in blob_oids if oid not in sizes}
     else:
         index()
     return operations, hydrator, commit
