@@ -61,6 +61,46 @@ def test_a_stat_while_sizes_load_gets_the_right_size_and_the_index_waits_for_all
     assert {path: node.size for path, node in nodes.items()} == {p: len(d) for p, d in files.items()}
 
 
+def test_when_the_stats_have_asked_for_every_size_the_index_is_written_without_the_bulk_load(
+    sqlite_server: Server, unique_name: str, tmp_path: Path
+) -> None:
+    # An `ls -lR` right after the mount asks for every size itself: the index (what a
+    # `git status` opening `.git` waits for) is written then, not after the paced bulk load.
+    files = {"a/one.txt": b"1\n", "a/two.txt": b"22\n", "b/c/three.bin": bytes(range(256))}
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, files)
+    entries = list_tree(tmp_path / f"src-{unique_name}" / ".git", "HEAD")
+    known: dict[str, int] = {}
+    tree = Tree(entries, known)
+    nodes = list(tree.blobs())
+    auth = ("x", token.split("?expires=")[0])
+    release = threading.Event()
+    written: list[bool] = []
+    sizes: Sizes
+
+    def load_all() -> dict[str, int]:  # held back, then stopped as the mount's pace stops it
+        assert release.wait(60)
+        if sizes.all_known.is_set():
+            raise objectinfo.ObjectInfoError("every size is known already")
+        return {}
+
+    sizes = Sizes(known, lambda: tree, load_all, AsyncRemote(Remote(remote, auth, 30)),
+                  lambda: written.append(True))
+    sizes.outstanding = {node.oid for node in nodes}
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sizes.load)
+            await sizes.wait(nodes[:1])
+            assert not sizes.index_ready.is_set()  # one size is not all of them
+            await sizes.wait(nodes)  # the rest, as the listing of every directory asks
+            assert sizes.all_known.is_set() and sizes.index_ready.is_set() and written == [True]
+            release.set()
+        assert written == [True] and not sizes.failed and sizes.error == ""
+
+    trio.run(main)
+    assert {node.path.decode(): node.size for node in nodes} == {p: len(d) for p, d in files.items()}
+
+
 def test_a_size_the_remote_cannot_give_fails_the_stat_and_the_index_gives_up(
     sqlite_server: Server, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

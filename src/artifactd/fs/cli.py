@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
@@ -17,7 +18,8 @@ import click
 from artifactd.fs import daemonctl, hostcache
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.inputs import InputError, check_branch, check_mount_root, check_name, parse_remote
-from artifactd.fs.repos import DEFAULT_CREDENTIAL_TTL, add_repo, remove_repo
+from artifactd.fs.repos import DEFAULT_CREDENTIAL_TTL, add_repo, forget, plan_repo, record, remove_repo
+from artifactd.fs.rootfirst import EarlyRoot
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.write import control
 from artifactd.fs.write.options import DEFAULT_POLL_INTERVAL, MountOptions
@@ -243,15 +245,17 @@ def gc(root: str) -> None:
 
 
 def _start_mount(state: RootState, config: RepoConfig, cache_bytes: int | None, options: MountOptions,
-                 early: Prepared | None, children: list[tuple[str, process.Forked]]) -> str | None:
-    """Fork ``config``'s mount and wait until it is mounted; its one-line error if it fails."""
+                 early: Prepared | None, children: list[tuple[str, process.Forked]],
+                 clone: Callable[[], object] | None = None, given: EarlyRoot | None = None) -> str | None:
+    """Fork ``config``'s mount and wait until it is mounted; its one-line error if it fails.
+    ``clone``: the clone still to run, behind the mount (root first, ``rootview.py``)."""
     from artifactd.fs import process
 
     start = process.log_size(state, config.name)
-    proc = process.fork(state, config, cache_bytes, options, early)
+    proc = process.fork(state, config, cache_bytes, options, early, clone=clone, given=given)
     error = process.wait_ready(state, config, proc, start)
     if error:
-        return error
+        return process.plain_error(error, config.name)
     click.echo(f"mounted {config.name} at {config.mount_point}", err=True)
     children.append((config.name, proc))
     return None
@@ -268,11 +272,18 @@ def _add_to_daemon(state: RootState, request: dict[str, object], cache_bytes: in
         return {"ok": False, "error": "not an add-repo request"}
     assert isinstance(name, str) and isinstance(remote, str) and isinstance(branch, str)
     try:
-        config = add_repo(name, remote, branch, str(state.root), ttl)
+        config, clone = plan_repo(name, remote, branch, str(state.root), ttl)
     except (InputError, OSError) as exc:  # the daemon stays up for its other mounts
         return {"ok": False, "error": str(exc)}
     answer: dict[str, object] = {"ok": True, "name": config.name, "remote": config.remote,
                                  "branch": config.branch, "mount_point": config.mount_point}
+    if clone is not None:  # a new repo: mounted from its root while the clone runs behind it
+        record(config)
+        given = EarlyRoot(config.remote, parse_remote(remote).auth, config.branch)
+        error = _start_mount(state, config, cache_bytes, options, None, children, clone, given)
+        if error and not state.git_dir(config.name).is_dir():
+            forget(config)
+        return {"ok": False, "error": error} if error else answer
     if os.path.ismount(config.mount_point):  # added again (a new token): the mount asks the cache
         return answer
     error = _start_mount(state, config, cache_bytes, options, Prepared.start(state, config), children)

@@ -101,6 +101,11 @@ def apply_delta(base: bytes, delta: bytes) -> bytes:
 
 def parse_pack(pack: bytes) -> list[bytes]:
     """The blobs of a pack, deltas resolved (their ids are the cache's to check)."""
+    return [data for kind, data in parse_objects(pack) if kind == OBJ_BLOB]
+
+
+def parse_objects(pack: bytes) -> list[tuple[int, bytes]]:
+    """Every object of a pack as (type, bytes), deltas resolved (ref-deltas against blobs)."""
     if pack[:4] != b"PACK" or len(pack) < 32:
         raise PackError("not a pack")
     version, count = struct.unpack(">II", pack[4:12])
@@ -159,7 +164,7 @@ def parse_pack(pack: bytes) -> list[bytes]:
             if base_id not in by_id:
                 raise PackError("ref-delta base not in the pack")
             by_offset[start] = (OBJ_BLOB, apply_delta(by_id[base_id], data))
-    return [data for kind, data in by_offset.values() if kind == OBJ_BLOB]
+    return list(by_offset.values())
 
 
 POST_HEADERS = {"Content-Type": "application/x-git-upload-pack-request",

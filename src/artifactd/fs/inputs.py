@@ -28,6 +28,11 @@ class Remote:
     def has_credentials(self) -> bool:
         return bool(self.password)
 
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        """(username, password) for HTTP, or ``None`` without credentials."""
+        return (self.username or "x", self.password) if self.password else None
+
     def __repr__(self) -> str:  # never show the password, even in a traceback
         return f"Remote(url={self.url!r})"
 

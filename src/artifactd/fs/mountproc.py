@@ -13,12 +13,13 @@ import signal
 import stat
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyfuse3
 import trio
 
-from artifactd.fs import credentials, hotset, objectinfo, priority
+from artifactd.fs import credentials, hotset, objectinfo, priority, rootfirst
 from artifactd.fs.awire import AsyncRemote
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.fusefs import ArtifactFS
@@ -28,9 +29,10 @@ from artifactd.fs.index import write_index
 from artifactd.fs.inputs import InputError
 from artifactd.fs.mountprep import Prepared
 from artifactd.fs.prefetch import Prefetcher
+from artifactd.fs.rootview import RootView
 from artifactd.fs.sizes import Sizes
 from artifactd.fs.state import RepoConfig, RootState
-from artifactd.fs.tree import Entry, Tree
+from artifactd.fs.tree import ROOT_INODE, Entry, Tree
 from artifactd.fs.wire import Remote
 from artifactd.fs.write import controlserver
 from artifactd.fs.write.branch import BranchSync, attach, finish_pending, recover_stale_mount
@@ -47,10 +49,14 @@ class MountError(RuntimeError):
 
 
 def prepare(state: RootState, config: RepoConfig, cache: BlobCache,
-            early: Prepared | None = None) -> tuple[ArtifactFS, Hydrator, str]:
+            early: Prepared | None = None, hydrator: Hydrator | None = None,
+            mtime: int | None = None,
+            keep: dict[bytes, int] | None = None) -> tuple[ArtifactFS, Hydrator, str]:
     """The mount's operations, its hydrator and the commit shown. Blob sizes are still
     arriving when this returns: ``operations.sizes.load`` brings them (``sizes.py``).
-    ``early`` is the clone's reading and the remote's answers if already started."""
+    ``early`` is the clone's reading and the remote's answers if already started;
+    ``hydrator``, ``mtime`` and ``keep`` (path -> inode) those a root-first mount
+    (``rootview.py``) already shows."""
     git_dir = state.git_dir(config.name)
     early = early or Prepared(state, config)
     clone = early.clone()
@@ -59,10 +65,14 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache,
     socket = state.credential_socket
     facts = early.remote()
     auth = facts.auth
-    sizes: dict[str, int] = {}
-    hydrator = Hydrator(git_dir, cache, local, config.remote,
-                        lambda: credentials.fill(socket, config.remote), state.stats_file(config.name), sizes,
-                        fetch_timeout())
+    kept = hydrator is not None
+    if hydrator is None:
+        hydrator = Hydrator(git_dir, cache, local, config.remote,
+                            lambda: credentials.fill(socket, config.remote), state.stats_file(config.name),
+                            {}, fetch_timeout())
+    else:
+        hydrator.local.update(local)
+    sizes = hydrator.sizes
     missing = [oid for oid in blob_oids if oid not in local]
     remote = facts.remote
     has_object_info = False
@@ -71,13 +81,19 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache,
             raise MountError(facts.error)
         has_object_info = facts.has_object_info
         if not has_object_info:  # a remote without object-info: sizes only by fetching everything, once
+            if kept:
+                raise MountError("the remote does not answer object-info")
             trio.run(hydrator._hydrate, missing)
-    mtime = min(commit_time, int(time.time()) - RACY_MARGIN)
+    if mtime is None:
+        mtime = min(commit_time, int(time.time()) - RACY_MARGIN)
     if not has_object_info:
         sizes.update(local_sizes(git_dir, [oid for oid in blob_oids if oid not in sizes]))
-    tree = Tree(entries, sizes)
+    tree = Tree(entries, sizes, keep)
     inherited = facts.hot_set if missing else []
-    hydrator.connect(remote)  # kept alive for the first read
+    if kept:
+        remote.close()  # the hydrator's lanes are connected already
+    else:
+        hydrator.connect(remote)  # kept alive for the first read
     hot = start_hot_set(inherited, tree, hydrator)
     attributes = next((e.oid for e in entries if e.path == b".gitattributes" and e.kind == "blob"), "")
     budget = cache.limit // 2
@@ -93,9 +109,14 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache,
     if has_object_info:
         def load_all() -> dict[str, int]:
             bulk = Remote(config.remote, auth, objectinfo.TIMEOUT)
+
+            def pace() -> None:
+                hydrator.activity.wait_quiet()
+                if operations.sizes.all_known.is_set():  # the stats' own requests got them all
+                    raise objectinfo.ObjectInfoError("every size is known already")
             try:
                 found = objectinfo.sizes(bulk, [oid for oid in missing if oid not in sizes],
-                                         objectinfo.BULK_BATCH, hydrator.activity.wait_quiet)
+                                         objectinfo.BULK_BATCH, pace)
             finally:
                 bulk.close()
             found.update(local_sizes(git_dir, [oid for oid in blob_oids if oid in local]))
@@ -104,6 +125,7 @@ def prepare(state: RootState, config: RepoConfig, cache: BlobCache,
         operations.sizes = Sizes(sizes, lambda: operations.tree, load_all,
                                  AsyncRemote(Remote(config.remote, auth, objectinfo.TIMEOUT)), index,
                                  hydrator.activity)
+        operations.sizes.outstanding = {oid for oid in blob_oids if oid not in sizes}
     else:
         index()
     return operations, hydrator, commit
@@ -199,30 +221,43 @@ async def serve(hydrator: Hydrator, sync: BranchSync, control_path: Path) -> Non
         nursery.cancel_scope.cancel()
 
 
-def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
-          options: MountOptions | None = None, early: Prepared | None = None) -> None:
-    state = RootState(root)
-    config = state.load(name)
-    if config is None:
-        raise MountError(f"no repo {name!r} under {root}: run artifact-fs add-repo first")
-    mount_point = Path(config.mount_point)
+def _check_mount_point(mount_point: Path) -> None:
     recover_stale_mount(mount_point)
     if os.path.ismount(mount_point):
         raise MountError(f"{mount_point} is already a mount point: unmount it (fusermount3 -u) first")
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise MountError("/dev/fuse is missing or not accessible: install fuse3 and run with access "
                          "to /dev/fuse (docker: --device /dev/fuse --cap-add SYS_ADMIN)")
-    finish_pending(state, config)
-    state.host.ensure()
-    state.host.register(root)  # gc of any root keeps this one's blobs (the cache is the host's)
-    operations, hydrator, commit = prepare(state, config, BlobCache(state.blobs, cache_bytes), early)
-    sync = attach(operations, state, config, options or MountOptions(), commit)
+
+
+def _load(root: Path, name: str) -> tuple[RootState, RepoConfig]:
+    state = RootState(root)
+    config = state.load(name)
+    if config is None:
+        raise MountError(f"no repo {name!r} under {root}: run artifact-fs add-repo first")
+    return state, config
+
+
+def _fuse_init(operations: pyfuse3.Operations, mount_point: Path) -> None:
     fuse_options = set(pyfuse3.default_options) | {"fsname=artifact-fs", "subtype=artifactfs"}
     try:
         pyfuse3.init(operations, str(mount_point), fuse_options)
     except RuntimeError as exc:
         raise MountError(f"cannot mount {mount_point}: {exc} "
                          "(is fusermount3 installed and permitted?)") from exc
+
+
+def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
+          options: MountOptions | None = None, early: Prepared | None = None) -> None:
+    state, config = _load(root, name)
+    mount_point = Path(config.mount_point)
+    _check_mount_point(mount_point)
+    finish_pending(state, config)
+    state.host.ensure()
+    state.host.register(root)  # gc of any root keeps this one's blobs (the cache is the host's)
+    operations, hydrator, commit = prepare(state, config, BlobCache(state.blobs, cache_bytes), early)
+    sync = attach(operations, state, config, options or MountOptions(), commit)
+    _fuse_init(operations, mount_point)
     state.pid_file(name).write_text(f"{os.getpid()}\n")
     try:
         trio.run(serve, hydrator, sync, state.control_socket(name))
@@ -235,19 +270,120 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
     finish_session(state, config, operations)
 
 
+def mount_root_first(root: Path, name: str, cache_bytes: int, options: MountOptions | None,
+                     clone: Callable[[], object], given: rootfirst.EarlyRoot | None = None) -> None:
+    """Mount as soon as the root is read from the remote (``rootfirst``), while ``clone``
+    (the blobless clone ``add-repo`` would have run first) runs behind it (``rootview``).
+    A remote that cannot answer that way gets the clone first and the usual mount."""
+    state, config = _load(root, name)
+    mount_point = Path(config.mount_point)
+    _check_mount_point(mount_point)
+    started = time.monotonic()
+    socket = state.credential_socket
+    if given is None:  # read here; ``given``: read by the forking command
+        given = rootfirst.EarlyRoot(config.remote, credentials.fill(socket, config.remote), config.branch)
+    given.wait()
+    remote, first = given.remote, given.read
+    if first is None:
+        logging.info("root-first: not from this remote (%s): the clone first", given.error)
+        clone()
+        mount(root, name, cache_bytes, options)
+        return
+    read_at = time.monotonic()
+    state.host.ensure()
+    state.host.register(root)
+    cache = BlobCache(state.blobs, cache_bytes)
+    git_dir = state.git_dir(name)
+    hydrator = Hydrator(git_dir, cache, set(), config.remote, lambda: credentials.fill(socket, config.remote),
+                        state.stats_file(name), dict(first.sizes), fetch_timeout())
+    hydrator.connect(remote)
+    mtime = min(first.commit_time, int(time.time()) - RACY_MARGIN)
+    early = ArtifactFS(Tree(first.entries, hydrator.sizes), hydrator, f"gitdir: {git_dir}\n".encode(),
+                       mtime * 1_000_000_000)
+    view = RootView(early, Remote(config.remote, remote.auth, objectinfo.TIMEOUT))
+    _fuse_init(view, mount_point)
+    view.note(f"mounted {time.monotonic() - started:.3f} s after the mount process started "
+              f"(the root read in {given.seconds:.3f} s, of which {read_at - started:.3f} s here)")
+    state.pid_file(name).write_text(f"{os.getpid()}\n")
+    sync: list[BranchSync] = []
+    try:
+        trio.run(serve_root_first, view, hydrator, state, config, options or MountOptions(), clone, mtime,
+                 sync, started)
+    finally:
+        state.pid_file(name).unlink(missing_ok=True)
+        pyfuse3.close(unmount=True)
+        if sync:
+            sync[0].layer.overlay.close()
+        view.close()
+        hydrator.close()
+    cache.close()
+    if view.full is not None:
+        finish_session(state, config, view.full)
+
+
+async def serve_root_first(view: RootView, hydrator: Hydrator, state: RootState, config: RepoConfig,
+                           options: MountOptions, clone: Callable[[], object], mtime: int,
+                           synced: list[BranchSync], started: float) -> None:
+    async with trio.open_nursery() as nursery:
+        hydrator.activity.touch()
+        nursery.start_soon(hydrator.run)
+
+        async def land() -> None:
+            try:
+                await trio.to_thread.run_sync(clone)
+                view.note(f"cloned {time.monotonic() - started:.3f} s after the start")
+                early = Prepared(state, config)
+                await trio.to_thread.run_sync(early.wait)
+                keep = {node.path: inode for inode, node in view.early.tree.nodes.items()
+                        if inode != ROOT_INODE}
+                operations, _, commit = prepare(state, config, hydrator.cache, early, hydrator, mtime, keep)
+                sync = attach(operations, state, config, options, commit)
+            except (MountError, GitFailed, InputError, objectinfo.ObjectInfoError, OSError) as exc:
+                view.fail(str(exc))
+                return
+            synced.append(sync)
+            view.land(operations)
+            nursery.start_soon(operations.sizes.load)
+            nursery.start_soon(sync.poll)
+            nursery.start_soon(controlserver.serve, state.control_socket(config.name), sync)
+            if options.autocommit_interval > 0:
+                nursery.start_soon(sync.autocommit)
+
+        async def stop_on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    pyfuse3.terminate()
+                    return
+
+        nursery.start_soon(land)
+        nursery.start_soon(stop_on_signal)
+        await pyfuse3.main()
+        if synced:
+            synced[0].unmounted = True
+            if options.autocommit_on_unmount and synced[0].layer.dirty:
+                await synced[0].commit_logged("artifact-fs autocommit on unmount")
+        nursery.cancel_scope.cancel()
+
+
 def main() -> int:
     cache_bytes = int(sys.argv[3]) if len(sys.argv) > 3 else DEFAULT_CACHE_BYTES
     return run(Path(sys.argv[1]), sys.argv[2], cache_bytes)
 
 
 def run(root: Path, name: str, cache_bytes: int, options: MountOptions | None = None,
-        early: Prepared | None = None) -> int:
+        early: Prepared | None = None, clone: Callable[[], object] | None = None,
+        given: rootfirst.EarlyRoot | None = None) -> int:
+    """``clone``: the blobless clone still to run, behind a root-first mount (``rootview``);
+    ``given``: its root, read by the forking command."""
     # Fetch threads decode packs in Python; the FUSE loop must not wait 5 ms (the default)
     # for the GIL behind them on every request.
     sys.setswitchinterval(SWITCH_INTERVAL)
     logging.basicConfig(level=logging.INFO, format="artifact-fs: %(message)s")
     try:
-        mount(root, name, cache_bytes, options, early)
+        if clone is not None:
+            mount_root_first(root, name, cache_bytes, options, clone, given)
+        else:
+            mount(root, name, cache_bytes, options, early)
     except (MountError, GitFailed, InputError, objectinfo.ObjectInfoError, OSError) as exc:
         print(f"artifact-fs: {name}: {exc}", file=sys.stderr, flush=True)
         return 1

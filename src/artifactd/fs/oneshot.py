@@ -2,22 +2,22 @@
 
 ``mount`` is ``add-repo`` with DIR's parent as the mount root and DIR's name as the repo
 name, then a detached mount process; it returns once DIR is mounted. One interpreter:
-the blobless clone runs while the FUSE side (``pyfuse3``, ``trio``) is imported, and the
-mount process is forked from this one, not started as a second Python.
+the mount process is forked from this one, not started as a second Python. A new repo is
+mounted from its root (read over the git protocol, ``rootfirst.py``) while the blobless
+clone runs behind the mount, in the mount process (``rootview.py``).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
-from artifactd.fs import process
-from artifactd.fs.inputs import InputError, check_name
+from artifactd.fs import process, rootfirst
+from artifactd.fs.inputs import InputError, check_name, parse_remote
 from artifactd.fs.mountprep import Prepared
-from artifactd.fs.repos import add_repo
-from artifactd.fs.state import RepoConfig, RootState
+from artifactd.fs.repos import forget, plan_repo, record
+from artifactd.fs.state import RootState
 
 STOP_TIMEOUT = 30.0
 
@@ -27,36 +27,24 @@ def mount(remote: str, directory: str, branch: str) -> Path:
     check_name(target.name)
     if os.path.ismount(target):
         raise InputError(f"{target} is already mounted: run artifactd unmount {target} first")
-    config = _clone_while_importing(target, remote, branch)
+    config, clone = plan_repo(target.name, remote, branch, str(target.parent))
     state = RootState(target.parent)
+    if clone is None:  # cloned before: read it while the FUSE side is imported
+        early, given = Prepared.start(state, config), None
+        from artifactd.fs import mountproc  # noqa: F401 - the import is the point: it overlaps the reading
+    else:  # a new repo: the mount answers from the root while the clone runs behind it
+        early = None
+        record(config)
+        # The root is read while the fork imports the FUSE side.
+        given = rootfirst.EarlyRoot(config.remote, parse_remote(remote).auth, config.branch)
     start = process.log_size(state, config.name)
-    proc = process.fork(state, config, early=Prepared.start(state, config), detach=True)
+    proc = process.fork(state, config, early=early, detach=True, clone=clone, given=given)
     error = process.wait_ready(state, config, proc, start)
     if error:
-        raise InputError(error)
+        if clone is not None and not state.git_dir(config.name).is_dir():
+            forget(config)
+        raise InputError(process.plain_error(error, config.name))
     return target
-
-
-def _clone_while_importing(target: Path, remote: str, branch: str) -> RepoConfig:
-    """``add_repo`` (the clone is a git child) on a thread while this one imports the FUSE side."""
-    result: list[RepoConfig] = []
-    failure: list[BaseException] = []
-
-    def clone() -> None:
-        try:
-            result.append(add_repo(target.name, remote, branch, str(target.parent)))
-        except BaseException as exc:  # re-raised on the calling thread
-            failure.append(exc)
-
-    worker = threading.Thread(target=clone, name="add-repo")
-    worker.start()
-    try:
-        from artifactd.fs import mountproc  # noqa: F401 - the import is the point: it overlaps the clone
-    finally:
-        worker.join()
-    if failure:
-        raise failure[0]
-    return result[0]
 
 
 def unmount(directory: str) -> None:

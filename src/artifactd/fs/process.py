@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from artifactd.fs.mountprep import Prepared
+from artifactd.fs.rootfirst import EarlyRoot
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.write.options import MountOptions
 
@@ -78,19 +80,25 @@ def _retitle(title: str) -> None:
 
 def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None,
          options: MountOptions | None = None, early: Prepared | None = None, *,
-         detach: bool = False) -> Forked:
+         detach: bool = False, clone: Callable[[], object] | None = None,
+         given: EarlyRoot | None = None) -> Forked:
     """A mount process forked from this one. ``early``: its clone reading and remote
     answers, started before this call's import of the FUSE side, which they overlap.
-    ``detach``: it outlives this process (``artifactd mount``); else it dies with it."""
+    ``detach``: it outlives this process (``artifactd mount``); else it dies with it.
+    ``clone``: the blobless clone, still to run: the child mounts from the root first
+    and runs it behind the mount (``rootview.py``), with ``given`` its root if read already."""
     from artifactd.fs import mountproc  # imported before the fork, once for every mount
 
-    if early is not None:
-        early.wait()  # its threads would not exist in the child
+    for started in (early, given):
+        if started is not None:
+            started.wait()  # its threads would not exist in the child
     sys.stdout.flush()
     sys.stderr.flush()
     parent = os.getpid()
     pid = os.fork()
     if pid:
+        if given is not None:
+            given.remote.close()  # the child's now (this closes only this process's copy)
         return Forked(pid)
     code = 1
     try:
@@ -110,7 +118,7 @@ def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None,
         os.dup2(log, 2)
         code = mountproc.run(state.root, config.name,
                              cache_bytes if cache_bytes is not None else mountproc.DEFAULT_CACHE_BYTES,
-                             options, early)
+                             options, early, clone, given)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -143,6 +151,11 @@ def wait_ready(state: RootState, config: RepoConfig, proc: subprocess.Popen[byte
         time.sleep(READY_POLL)
     proc.terminate()
     return f"{config.name}: not mounted after {READY_TIMEOUT:.0f} s"
+
+
+def plain_error(error: str, name: str) -> str:
+    """A mount process's error line without its ``artifact-fs: NAME:`` prefix."""
+    return error.removeprefix(f"artifact-fs: {name}: ")
 
 
 def log_size(state: RootState, name: str) -> int:

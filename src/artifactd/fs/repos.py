@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from artifactd.fs import credentials
@@ -41,6 +43,32 @@ def _explain(exc: GitFailed, remote: Remote, branch: str) -> InputError:
 
 def add_repo(name: str, remote_text: str, branch: str, mount_root: str,
              credential_ttl: int = DEFAULT_CREDENTIAL_TTL) -> RepoConfig:
+    config, clone = plan_repo(name, remote_text, branch, mount_root, credential_ttl)
+    if clone is not None:
+        clone()
+        record(config)
+    return config
+
+
+def record(config: RepoConfig) -> None:
+    """Keep ``config`` (and its mount point): the repo is added."""
+    os.makedirs(config.mount_point, exist_ok=True)
+    RootState(Path(config.mount_point).parent).save(config)
+
+
+def forget(config: RepoConfig) -> None:
+    """Undo ``record`` of a repo whose first mount failed before its clone was made."""
+    RootState(Path(config.mount_point).parent).remove(config.name)
+    with contextlib.suppress(OSError):
+        os.rmdir(config.mount_point)
+
+
+def plan_repo(name: str, remote_text: str, branch: str, mount_root: str,
+              credential_ttl: int = DEFAULT_CREDENTIAL_TTL) -> tuple[RepoConfig, Callable[[], None] | None]:
+    """``add-repo`` checked and its credentials cached, and the clone still to run (``None``
+    when the clone is there already: the repo is recorded then). A root-first mount runs
+    the clone behind itself (``fs/rootview.py``); ``add_repo`` runs it at once, then
+    ``record``s the repo."""
     check_name(name)
     check_branch(branch)
     remote = parse_remote(remote_text)
@@ -57,7 +85,12 @@ def add_repo(name: str, remote_text: str, branch: str, mount_root: str,
     if existing is not None and (existing.remote != remote.url or existing.branch != branch):
         raise InputError(f"repo {name!r} already exists with another remote or branch: "
                          "run artifact-fs remove-repo first")
-    if not state.git_dir(name).is_dir():
+    config = RepoConfig(name=name, remote=remote.url, branch=branch, mount_point=str(mount_point))
+    if state.git_dir(name).is_dir():
+        record(config)
+        return config, None
+
+    def clone() -> None:
         shutil.rmtree(work, ignore_errors=True)
         # The clone's own config in the same command (one git process, not ten): the
         # credential helper (a socket path, no secret) and REPO_SETTINGS.
@@ -74,10 +107,8 @@ def add_repo(name: str, remote_text: str, branch: str, mount_root: str,
         except subprocess.TimeoutExpired:
             shutil.rmtree(work, ignore_errors=True)
             raise InputError(f"cloning {remote.url} timed out: check the remote") from None
-    os.makedirs(mount_point, exist_ok=True)
-    config = RepoConfig(name=name, remote=remote.url, branch=branch, mount_point=str(mount_point))
-    state.save(config)
-    return config
+
+    return config, clone
 
 
 def remove_repo(root: Path, name: str) -> None:

@@ -50,6 +50,10 @@ class Sizes:
         self.index_ready = trio.Event()
         self.error = ""  # why the background load gave up, once it has
         self.asking = trio.Lock()  # one on-demand request at a time on its connection
+        # The blobs without a size when the load started (set by the mount): once the stats'
+        # own requests have given them all (an ``ls -lR`` does), the index is written then,
+        # not after the paced bulk load, which a ``git status`` opening ``.git`` waits for.
+        self.outstanding: set[str] | None = None
         if load_all is None:
             self.all_known.set()
             self.index_ready.set()
@@ -64,12 +68,19 @@ class Sizes:
                 self.known.update(await trio.to_thread.run_sync(load_all))
                 break
             except (objectinfo.ObjectInfoError, OSError) as exc:
+                if self.all_known.is_set():  # stopped: the stats asked for every size first
+                    return
                 self.error = str(exc)
                 log.warning("loading blob sizes failed (attempt %d of %d): %s", attempt + 1, RETRIES, exc)
                 await trio.sleep(RETRY_SECONDS)
         else:
             self.index_ready.set()  # nothing to wait for any more: `.git` says EIO
             return
+        if not self.all_known.is_set():
+            await self._complete()
+
+    async def _complete(self) -> None:
+        """Every size is known: the nodes get theirs, then the index is written."""
         self.error = ""
         self.tree().apply_sizes(self.known)
         self.all_known.set()
@@ -119,4 +130,8 @@ class Sizes:
                 log.warning("sizes of %d blobs a stat waits for: %s", len(oids), exc)
             finally:
                 self.activity.end()
+            if self.outstanding is not None and not self.all_known.is_set():
+                self.outstanding.difference_update(oid for oid in oids if oid in self.known)
+                if not self.outstanding:
+                    await self._complete()
 

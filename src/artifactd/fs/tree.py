@@ -74,21 +74,29 @@ def parse_tree(out: bytes) -> list[Entry]:
 
 
 class Tree:
-    def __init__(self, entries: list[Entry], sizes: dict[str, int]) -> None:
+    def __init__(self, entries: list[Entry], sizes: dict[str, int],
+                 keep: dict[bytes, int] | None = None) -> None:
         self.nodes: dict[int, Node] = {ROOT_INODE: Node(ROOT_INODE, b"", b"", stat.S_IFDIR | 0o555)}
         self.entries = entries
         by_path: dict[bytes, int] = {b"": ROOT_INODE}
-        inode = FIRST_INODE
+        # The root's entries take the first numbers, in tree order, and ``keep`` (path ->
+        # inode) what a mount answering before its clone landed numbered (rootview.py): the
+        # inodes the kernel has stay right once the full tree is built.
+        top = keep if keep is not None else {
+            e.path: FIRST_INODE + i for i, e in enumerate(e for e in entries if b"/" not in e.path)}
+        inode = max(top.values(), default=FIRST_INODE - 1) + 1
         for entry in entries:  # ls-tree -t lists a directory before its contents
             parent_path, _, name = entry.path.rpartition(b"/")
             parent = by_path[parent_path]
-            node = Node(inode, name, entry.path, GIT_MODES[entry.git_mode], entry.oid,
+            number = top.get(entry.path)
+            if number is None:
+                number, inode = inode, inode + 1
+            node = Node(number, name, entry.path, GIT_MODES[entry.git_mode], entry.oid,
                         sizes.get(entry.oid, UNSIZED) if entry.kind == "blob" else 0, parent)
-            self.nodes[inode] = node
-            self.nodes[parent].children[name] = inode
+            self.nodes[number] = node
+            self.nodes[parent].children[name] = number
             if entry.kind != "blob":
-                by_path[entry.path] = inode
-            inode += 1
+                by_path[entry.path] = number
 
     def apply_sizes(self, sizes: dict[str, int]) -> None:
         """Give every blob still ``UNSIZED`` its size from ``sizes`` (which has them all)."""
