@@ -18,7 +18,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from artifactd.fs import credentials, hotset, objectinfo, priority
+from artifactd.fs import credentials, fuseloop, hotset, objectinfo, priority
 from artifactd.fs.awire import AsyncRemote
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.fusefs import ArtifactFS
@@ -192,6 +192,7 @@ async def serve(hydrator: Hydrator, sync: BranchSync, control_path: Path) -> Non
                     return
 
         nursery.start_soon(stop_on_signal)
+        sync.fs.read_gate = fuseloop.install()
         await pyfuse3.main()
         sync.unmounted = True
         if sync.options.autocommit_on_unmount and sync.layer.dirty:
