@@ -41,6 +41,7 @@ class ReadGate:
         self.fd = -1
         self.poller = select.poll()
         self.in_a_row = 0
+        self.closed = False  # pyfuse3.terminate() closed the fd's waiters: no task waits again
         self.fast = 0  # requests taken without a scheduler pass (a test checks the path is used)
 
     def _waiting(self, fd: int) -> bool:
@@ -52,6 +53,8 @@ class ReadGate:
         return bool(self.poller.poll(0))
 
     async def wait_readable(self, fd: int) -> None:
+        if self.closed:
+            raise trio.ClosedResourceError("the FUSE session is closing")
         if self.in_a_row < FAIR_BUDGET and self._waiting(fd):
             self.in_a_row += 1
             self.fast += 1
@@ -59,7 +62,16 @@ class ReadGate:
         self.in_a_row = 0
         while True:
             async with self.lock:
-                await trio.lowlevel.wait_readable(fd)
+                # pyfuse3 checks for the end of the session under its own lock, which is now
+                # free: a task that waited for this one must learn of it here, or it would
+                # wait on the fd for ever (trio wakes only the waiter it finds at close).
+                if self.closed:
+                    raise trio.ClosedResourceError("the FUSE session is closing")
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                except trio.ClosedResourceError:
+                    self.closed = True
+                    raise
             if self._waiting(fd):  # not taken by a task on the fast path meanwhile
                 return
 
