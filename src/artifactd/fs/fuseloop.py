@@ -52,6 +52,11 @@ class ReadGate:
             self.fd = fd
         return bool(self.poller.poll(0))
 
+    def yield_next(self) -> None:
+        """The next request waits the normal way: work a handler has just queued (a prefetch
+        batch) starts before a request that would want part of it."""
+        self.in_a_row = FAIR_BUDGET
+
     async def wait_readable(self, fd: int) -> None:
         if self.closed:
             raise trio.ClosedResourceError("the FUSE session is closing")
