@@ -227,10 +227,6 @@ class ArtifactFS(pyfuse3.Operations):
         read = self.reads.pop(fh, None)
         if read is not None:
             self.prefetcher.after_read(read)
-            if self.read_gate is not None and self.hydrator.queued.is_set():
-                # a directory's batch was queued: it goes in flight before the next OPEN
-                # (of a file in it) asks for its own blob in a fetch of its own
-                self.read_gate.yield_next()
         handle = self.handles.pop(fh, b"")
         if isinstance(handle, int) and handle >= 0:
             os.close(handle)

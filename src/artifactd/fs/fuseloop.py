@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import select
 import types
+from collections.abc import Callable
 from typing import Any
 
 import pyfuse3
@@ -43,6 +44,10 @@ class ReadGate:
         self.in_a_row = 0
         self.closed = False  # pyfuse3.terminate() closed the fd's waiters: no task waits again
         self.fast = 0  # requests taken without a scheduler pass (a test checks the path is used)
+        # Whether other tasks have work queued to start (the hydrator's batches): then the
+        # next request waits the normal way, so a directory's batch queued by a RELEASE is in
+        # flight before the next OPEN in it asks for its own blob in a fetch of its own.
+        self.work_waiting: Callable[[], bool] = lambda: False
 
     def _waiting(self, fd: int) -> bool:
         if fd != self.fd:
@@ -52,15 +57,10 @@ class ReadGate:
             self.fd = fd
         return bool(self.poller.poll(0))
 
-    def yield_next(self) -> None:
-        """The next request waits the normal way: work a handler has just queued (a prefetch
-        batch) starts before a request that would want part of it."""
-        self.in_a_row = FAIR_BUDGET
-
     async def wait_readable(self, fd: int) -> None:
         if self.closed:
             raise trio.ClosedResourceError("the FUSE session is closing")
-        if self.in_a_row < FAIR_BUDGET and self._waiting(fd):
+        if self.in_a_row < FAIR_BUDGET and not self.work_waiting() and self._waiting(fd):
             self.in_a_row += 1
             self.fast += 1
             return

@@ -192,7 +192,8 @@ async def serve(hydrator: Hydrator, sync: BranchSync, control_path: Path) -> Non
                     return
 
         nursery.start_soon(stop_on_signal)
-        sync.fs.read_gate = fuseloop.install()
+        gate = sync.fs.read_gate = fuseloop.install()
+        gate.work_waiting = lambda: hydrator.queued.is_set()  # replaced, not reset: read it each time
         await pyfuse3.main()
         sync.unmounted = True
         if sync.options.autocommit_on_unmount and sync.layer.dirty:
