@@ -49,6 +49,9 @@ log = logging.getLogger("artifact_fs")
 class BlobCache:
     def __init__(self, folder: Path, limit: int, use_child: bool = True) -> None:
         self.folder = folder
+        # has() stats a path per blob on a thread that shares the interpreter lock with the FUSE
+        # loop: a string join costs a quarter of building the Path (1 µs against 4.8 µs here)
+        self.prefix = f"{folder}{os.sep}"
         self.limit = limit
         self.lock = threading.Lock()
         self.written = threading.Condition(self.lock)
@@ -96,7 +99,7 @@ class BlobCache:
             self._queue(TOUCH + oid)
             return True
         try:
-            size = os.stat(self.path(oid)).st_size
+            size = os.stat(f"{self.prefix}{oid[:2]}{os.sep}{oid[2:]}").st_size
         except FileNotFoundError:
             return False
         with self.lock:

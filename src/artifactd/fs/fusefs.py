@@ -19,6 +19,7 @@ from itertools import count
 
 import pyfuse3
 
+from artifactd.fs.fuseloop import ReadGate
 from artifactd.fs.hydrate import Hydrator
 from artifactd.fs.prefetch import Prefetcher
 from artifactd.fs.sizes import Sizes, SizesUnavailable
@@ -28,6 +29,7 @@ from artifactd.fs.write.layer import WRITE_FLAGS, WriteLayer
 CACHE_SECONDS = 300.0  # the view of one commit never changes while mounted
 SIZE_WINDOW = 2000  # entries of a listing whose sizes one readdir asks for together
 STORE_BYTES = 128 << 10  # files up to this size are handed to the page cache on open
+REQUEST_KINDS = ("lookup", "getattr", "opendir", "readdir", "open", "read", "release", "flush", "readlink")
 
 
 class ArtifactFS(pyfuse3.Operations):
@@ -52,6 +54,14 @@ class ArtifactFS(pyfuse3.Operations):
         self.reads: dict[int, Node] = {}  # fh -> the file, of handles opened for reading
         self.stored: set[int] = set()  # inodes whose bytes the kernel's page cache got on open
         self.writes: WriteLayer | None = None  # set by the mount: the overlay's write path
+        # FUSE requests answered, by kind (the control socket's status reports them): what a
+        # file costs the mount, counted where it is cheap (one dict increment a request)
+        self.requests: dict[str, int] = dict.fromkeys(REQUEST_KINDS, 0)
+        self.read_gate: ReadGate | None = None  # set by the mount: pyfuse3's request loop
+
+    def request_counts(self) -> dict[str, int]:
+        fast = self.read_gate.fast if self.read_gate is not None else 0
+        return {**self.requests, "taken_without_a_scheduler_pass": fast}
 
     def _attrs(self, inode: int, mode: int, size: int, nlink: int = 1) -> pyfuse3.EntryAttributes:
         attrs = pyfuse3.EntryAttributes()
@@ -96,6 +106,10 @@ class ArtifactFS(pyfuse3.Operations):
         return self._node_attrs(node)
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
+        self.requests["getattr"] += 1
+        return await self._inode_attrs(inode)
+
+    async def _inode_attrs(self, inode: int) -> pyfuse3.EntryAttributes:
         if inode == GITFILE_INODE:
             return self._attrs(GITFILE_INODE, stat.S_IFREG | 0o444, len(self.gitfile))
         return await self._sized_attrs(self._node(inode))
@@ -103,19 +117,21 @@ class ArtifactFS(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        self.requests["lookup"] += 1
         parent = self._node(parent_inode)
         if name == b".":
             return self._node_attrs(parent)
         if name == b"..":
             return self._node_attrs(self._node(parent.parent))
         if parent_inode == ROOT_INODE and name == b".git":
-            return await self.getattr(GITFILE_INODE)
+            return await self._inode_attrs(GITFILE_INODE)
         child = self.tree.child(parent_inode, name)
         if child is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return await self._sized_attrs(child)
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileHandleT:
+        self.requests["opendir"] += 1
         node = self._node(inode)
         if not node.is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
@@ -123,13 +139,14 @@ class ArtifactFS(pyfuse3.Operations):
         return pyfuse3.FileHandleT(inode)
 
     async def readdir(self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        self.requests["readdir"] += 1
         names = self._listing(fh)
         if not self.sizes.all_known.is_set():  # one request for the window, not one per entry
             window = (self.tree.nodes.get(inode) for _, inode in names[start_id:start_id + SIZE_WINDOW])
             await self._sized([node for node in window if node is not None])
         for position in range(start_id, len(names)):
             name, inode = names[position]
-            attrs = await self.getattr(pyfuse3.InodeT(inode))
+            attrs = await self._inode_attrs(inode)
             if not pyfuse3.readdir_reply(token, name, attrs, position + 1):
                 break
 
@@ -148,6 +165,7 @@ class ArtifactFS(pyfuse3.Operations):
         return None
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        self.requests["open"] += 1
         if flags & WRITE_FLAGS and (self.writes is None or inode == GITFILE_INODE):
             raise pyfuse3.FUSEError(errno.EROFS)
         fh = next(self.next_fh)
@@ -198,12 +216,14 @@ class ArtifactFS(pyfuse3.Operations):
         self.stored.add(inode)
 
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
+        self.requests["read"] += 1
         handle = self.handles[fh]
         if isinstance(handle, bytes):
             return handle[off:off + size]
         return os.pread(handle, size, off)
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
+        self.requests["release"] += 1
         read = self.reads.pop(fh, None)
         if read is not None:
             self.prefetcher.after_read(read)
@@ -214,6 +234,7 @@ class ArtifactFS(pyfuse3.Operations):
             self.writes.release(fh)
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        self.requests["readlink"] += 1
         node = self._node(inode)
         if not stat.S_ISLNK(node.mode):
             raise pyfuse3.FUSEError(errno.EINVAL)
@@ -271,9 +292,10 @@ class ArtifactFS(pyfuse3.Operations):
         if inode == GITFILE_INODE:
             raise pyfuse3.FUSEError(errno.EPERM)
         await self._writable().setattr(inode, attr, fields)
-        return await self.getattr(inode)
+        return await self._inode_attrs(inode)
 
     async def flush(self, fh: pyfuse3.FileHandleT) -> None:
+        self.requests["flush"] += 1
         # Every write is in the overlay file already (fsync makes it durable), so a close has
         # nothing to do here: ENOSYS tells the kernel once, and it stops sending FLUSH, one
         # round trip to this process saved on every close.

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from artifactd.fs import credentials, hotset, objectinfo, priority, rootfirst
+from artifactd.fs import credentials, fuseloop, hotset, objectinfo, priority, rootfirst
 from artifactd.fs.awire import AsyncRemote
 from artifactd.fs.blobcache import BlobCache
 from artifactd.fs.fusefs import ArtifactFS
@@ -214,6 +214,8 @@ async def serve(hydrator: Hydrator, sync: BranchSync, control_path: Path) -> Non
                     return
 
         nursery.start_soon(stop_on_signal)
+        gate = sync.fs.read_gate = fuseloop.install()
+        gate.work_waiting = lambda: hydrator.queued.is_set()  # replaced, not reset: read it each time
         await pyfuse3.main()
         sync.unmounted = True
         if sync.options.autocommit_on_unmount and sync.layer.dirty:

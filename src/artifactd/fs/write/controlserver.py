@@ -18,7 +18,7 @@ from artifactd.fs.write.control import MAX_REQUEST, short_path
 async def _answer(sync: BranchSync, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
     if op == "status":
-        return {"ok": True, **sync.describe()}
+        return {"ok": True, **sync.describe(), "requests": sync.fs.request_counts()}
     if op == "refresh":
         try:
             await sync.refresh()
