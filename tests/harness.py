@@ -92,7 +92,7 @@ class Server:
             if not line.startswith(series):
                 continue
             rest = line[len(series):]
-            if "{" in series or rest[:1] in (" ", "{"):
+            if "{" in series or series.endswith(" ") or rest[:1] in (" ", "{"):
                 total += float(line.split()[-1])
         return total
 
