@@ -143,7 +143,9 @@ def endpoint(
                                         started_us=started)
                 raise
 
-        if backend.meta.inline_ok and not blocking:
+        # A write whose SQLite writer lock is held elsewhere (a fork's create in a thread,
+        # the other worker) would wait for it on the loop with every request it serves.
+        if backend.meta.inline_ok and not blocking and not (edit and backend.meta.writer_busy()):
             return work()
         return await run_in_threadpool(work)
 

@@ -229,6 +229,10 @@ class MetadataStore:
         with self.engine.begin() as conn:
             yield conn
 
+    def writer_busy(self) -> bool:
+        """Whether a write now would wait for another writer (SQLite; see writerlock.py)."""
+        return self._writer_lock.busy()
+
     @contextmanager
     def _write_tx(self) -> Iterator[Connection]:
         """A write transaction of the hot paths (create, delete): queued on the

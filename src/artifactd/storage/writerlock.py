@@ -42,6 +42,26 @@ class WriterLock:
             self._fd = os.open(path.with_name(path.name + ".writer-lock"),
                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
+    def busy(self) -> bool:
+        """Whether a writer holds the lock now (another thread of this process, or another
+        process): an event loop about to write inline goes to a thread instead of waiting
+        here with every request it serves. A hint: the holder may change a moment later."""
+        if self._fd is None:
+            return False
+        if not self._threads.acquire(blocking=False):
+            return True
+        try:
+            if self._depth:  # this thread holds it: entering again does not wait
+                return False
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            self._threads.release()
+
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
         if self._fd is None:  # PostgreSQL, or SQLite in memory

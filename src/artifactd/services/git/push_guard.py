@@ -191,7 +191,7 @@ class PushSession:
         transaction, cheaper than a thread hop (admission makes the same choice); on a loaded
         machine the hop also costs a wait for the GIL."""
         return (self.channel is None and self.backend.meta.inline_ok
-                and not self.backend.repos.remote)
+                and not self.backend.repos.remote and not self.backend.meta.writer_busy())
 
     def _settle(self) -> None:
         backend, repo = self.backend, self.repo
