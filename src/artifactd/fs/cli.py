@@ -15,19 +15,17 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from artifactd.fs import daemonctl, hostcache
-from artifactd.fs.blobcache import BlobCache
+from artifactd.fs import daemonctl
 from artifactd.fs.inputs import InputError, check_branch, check_mount_root, check_name, parse_remote
 from artifactd.fs.repos import DEFAULT_CREDENTIAL_TTL, add_repo, forget, plan_repo, record, remove_repo
-from artifactd.fs.rootfirst import EarlyRoot
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.write import control
 from artifactd.fs.write.options import DEFAULT_POLL_INTERVAL, MountOptions
-from artifactd.fs.write.overlay import replay
 
 if TYPE_CHECKING:  # the mount side (ctypes, http.client, threads) loads only for `daemon` and `status`
     from artifactd.fs import process
     from artifactd.fs.mountprep import Prepared
+    from artifactd.fs.rootfirst import EarlyRoot
 
 ROOT_HELP = "The mount root given to add-repo (--mount-root). [env: ARTIFACT_FS_ROOT; default /tmp]"
 STOP_TIMEOUT = 30.0
@@ -127,6 +125,7 @@ def status(root: str) -> None:
         click.echo(f"{config.name}\t{what}\t{config.mount_point}{_branch_state(state, config.name)}")
     blobs = _blobs(state)
     if blobs.is_dir():
+        from artifactd.fs import hostcache
         found = hostcache.scan(blobs)
         click.echo(f"blob cache: {len(found)} blobs, {sum(size for _, _, size in found)} bytes in {blobs}")
 
@@ -136,6 +135,7 @@ def _branch_state(state: RootState, name: str) -> str:
     try:
         answer = control.ask(state.control_socket(name), {"op": "status"}, timeout=10)
     except (control.ControlError, OSError):
+        from artifactd.fs.write.overlay import replay
         changes = len(replay(state.overlay_dir(name) / "journal"))
         return f"\t{changes} uncommitted changes in the overlay" if changes else ""
     parts = [f"head {answer['head'][:12]}", f"{answer['changes']} changes" if answer["changes"] else "clean"]
@@ -194,6 +194,7 @@ def refresh(name: str, root: str) -> None:
 def evict_cache(root: str, max_bytes: int) -> None:
     """Shrink the blob cache; mounts fetch evicted blobs again when read."""
     blobs = _blobs(RootState(_root(root)))
+    from artifactd.fs.blobcache import BlobCache  # not for add-repo's client: ~10 ms of imports
     freed = BlobCache(blobs, 1 << 62).evict(max_bytes) if blobs.is_dir() else 0
     click.echo(f"freed {freed} bytes")
 
@@ -221,6 +222,7 @@ def prefetch_command(name: str, root: str, paths: tuple[str, ...]) -> None:
 
     state = RootState(_root(root))
     try:
+        from artifactd.fs.blobcache import BlobCache
         done = cachecmd.prefetch(state, name, paths, BlobCache(_blobs(state), 1 << 62))
     except InputError as exc:
         _fail(str(exc))
@@ -271,19 +273,42 @@ def _add_to_daemon(state: RootState, request: dict[str, object], cache_bytes: in
             or not isinstance(ttl, int):
         return {"ok": False, "error": "not an add-repo request"}
     assert isinstance(name, str) and isinstance(remote, str) and isinstance(branch, str)
+    started = time.monotonic()
+    given: EarlyRoot | None = None
     try:
+        check_name(name)
+        check_branch(branch)
+        parsed = parse_remote(remote)
+        if not state.git_dir(name).is_dir():  # a new repo: mounted root first
+            # The root read (two or three round trips) runs while plan_repo hands the
+            # credentials to git's cache (a git process): both are on the critical path.
+            from artifactd.fs.rootfirst import EarlyRoot  # the root read: http.client, ssl
+            given = EarlyRoot(parsed.url, parsed.auth, branch)
         config, clone = plan_repo(name, remote, branch, str(state.root), ttl)
     except (InputError, OSError) as exc:  # the daemon stays up for its other mounts
+        if given is not None:
+            given.wait()
+            given.remote.close()
         return {"ok": False, "error": str(exc)}
+    planned = time.monotonic()
     answer: dict[str, object] = {"ok": True, "name": config.name, "remote": config.remote,
                                  "branch": config.branch, "mount_point": config.mount_point}
     if clone is not None:  # a new repo: mounted from its root while the clone runs behind it
         record(config)
-        given = EarlyRoot(config.remote, parse_remote(remote).auth, config.branch)
+        if given is None:  # its clone was removed between the two checks
+            from artifactd.fs.rootfirst import EarlyRoot
+            given = EarlyRoot(config.remote, parsed.auth, config.branch)
         error = _start_mount(state, config, cache_bytes, options, None, children, clone, given)
         if error and not state.git_dir(config.name).is_dir():
             forget(config)
+        # Each step of a hand-off, for the daemon's log (docs/benchmarks.md's mount-time rows).
+        click.echo(f"hand-off {config.name}: planned {planned - started:.3f} s, root read "
+                   f"{given.seconds:.3f} s (alongside), mounted {time.monotonic() - started:.3f} s "
+                   "after the request", err=True)
         return {"ok": False, "error": error} if error else answer
+    elif given is not None:  # cloned meanwhile by another command: mounted from the clone
+        given.wait()
+        given.remote.close()
     if os.path.ismount(config.mount_point):  # added again (a new token): the mount asks the cache
         return answer
     error = _start_mount(state, config, cache_bytes, options, Prepared.start(state, config), children)
