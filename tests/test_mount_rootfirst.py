@@ -203,9 +203,13 @@ def test_handed_off_mount_answers_from_its_root_while_the_clone_is_held(
     daemon = start_daemon(gate.env, root, "first")
     try:
         remote, token = make_repo(sqlite_server, f"{unique_name}-b", tmp_path, FILES)
-        result = fs(fs_env, "add-repo", "--name", "second", "--remote", auth_remote(remote, token),
-                    "--branch", "main", "--mount-root", str(root))
+        # The command's imports listed (PYTHONPROFILEIMPORTTIME): the hand-off loads no click.
+        result = fs({**fs_env, "PYTHONPROFILEIMPORTTIME": "1"}, "add-repo", "--name", "second",
+                    "--remote", auth_remote(remote, token), "--branch", "main", "--mount-root", str(root))
         assert result.returncode == 0, result.stderr
+        assert "(mounted by the running daemon)" in result.stdout
+        imported = {line.rpartition("|")[2].strip() for line in result.stderr.splitlines()}
+        assert "artifactd.fs.handoff" in imported and "click" not in imported
         mount = root / "second"
         assert os.path.ismount(mount)  # mounted while the clone waits at the gate
         _check_before_landing(mount, root, "second")
