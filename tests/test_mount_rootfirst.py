@@ -296,3 +296,32 @@ def test_oneshot_mount_of_a_plain_git_http_backend_remote(
         assert not os.path.ismount(target)
     finally:
         source.stop()
+
+
+def test_root_of_a_branch_with_history(tmp_path: Path) -> None:
+    """A branch of several commits: the root fetch asks for the tip alone (``deepen 1``);
+    without it the remote sends every commit of the history and the root read gave up."""
+    from tests.gitsource import GitSource
+
+    source = GitSource(tmp_path / "upstream").start()
+    try:
+        work = tmp_path / "work"
+        work.mkdir()
+        git("init", "-q", "-b", "main", cwd=work)
+        for round_ in range(3):
+            (work / "README.md").write_text(f"round {round_}\n")
+            (work / "src").mkdir(exist_ok=True)
+            (work / "src" / f"f{round_}.py").write_text("x = 1\n")
+            git("add", "-A", cwd=work)
+            git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", f"c{round_}", cwd=work)
+        bare = source.root / "history.git"
+        git("clone", "-q", "--bare", str(work), str(bare))
+        for key in ("uploadpack.allowFilter", "transfer.advertiseObjectInfo"):
+            git("--git-dir", str(bare), "config", key, "true")
+        connection = Remote(f"{source.url}/history.git", None, 30)
+        try:
+            _check(connection, work)
+        finally:
+            connection.close()
+    finally:
+        source.stop()
