@@ -203,9 +203,13 @@ def test_handed_off_mount_answers_from_its_root_while_the_clone_is_held(
     daemon = start_daemon(gate.env, root, "first")
     try:
         remote, token = make_repo(sqlite_server, f"{unique_name}-b", tmp_path, FILES)
-        result = fs(fs_env, "add-repo", "--name", "second", "--remote", auth_remote(remote, token),
-                    "--branch", "main", "--mount-root", str(root))
+        # The command's imports listed (PYTHONPROFILEIMPORTTIME): the hand-off loads no click.
+        result = fs({**fs_env, "PYTHONPROFILEIMPORTTIME": "1"}, "add-repo", "--name", "second",
+                    "--remote", auth_remote(remote, token), "--branch", "main", "--mount-root", str(root))
         assert result.returncode == 0, result.stderr
+        assert "(mounted by the running daemon)" in result.stdout
+        imported = {line.rpartition("|")[2].strip() for line in result.stderr.splitlines()}
+        assert "artifactd.fs.handoff" in imported and "click" not in imported
         mount = root / "second"
         assert os.path.ismount(mount)  # mounted while the clone waits at the gate
         _check_before_landing(mount, root, "second")
@@ -290,5 +294,34 @@ def test_oneshot_mount_of_a_plain_git_http_backend_remote(
             subprocess.run([sys.executable, "-m", "artifactd", "unmount", str(target)], capture_output=True,
                            timeout=120)
         assert not os.path.ismount(target)
+    finally:
+        source.stop()
+
+
+def test_root_of_a_branch_with_history(tmp_path: Path) -> None:
+    """A branch of several commits: the root fetch asks for the tip alone (``deepen 1``);
+    without it the remote sends every commit of the history and the root read gave up."""
+    from tests.gitsource import GitSource
+
+    source = GitSource(tmp_path / "upstream").start()
+    try:
+        work = tmp_path / "work"
+        work.mkdir()
+        git("init", "-q", "-b", "main", cwd=work)
+        for round_ in range(3):
+            (work / "README.md").write_text(f"round {round_}\n")
+            (work / "src").mkdir(exist_ok=True)
+            (work / "src" / f"f{round_}.py").write_text("x = 1\n")
+            git("add", "-A", cwd=work)
+            git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", f"c{round_}", cwd=work)
+        bare = source.root / "history.git"
+        git("clone", "-q", "--bare", str(work), str(bare))
+        for key in ("uploadpack.allowFilter", "transfer.advertiseObjectInfo"):
+            git("--git-dir", str(bare), "config", key, "true")
+        connection = Remote(f"{source.url}/history.git", None, 30)
+        try:
+            _check(connection, work)
+        finally:
+            connection.close()
     finally:
         source.stop()

@@ -31,6 +31,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable
 from pathlib import Path
 
+from artifactd.fs.children import die_with_parent
 from artifactd.fs.gitcmd import GIT, git_env
 from artifactd.fs.hostcache import Usage, scan
 
@@ -118,7 +119,8 @@ class BlobCache:
         if not wanted:
             return []
         proc = subprocess.Popen([GIT, "--git-dir", str(git_dir), "cat-file", "--batch"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=git_env())
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=git_env(),
+                                preexec_fn=die_with_parent())
         assert proc.stdin is not None and proc.stdout is not None
         feed = threading.Thread(target=_feed, args=(proc.stdin, wanted), daemon=True)
         feed.start()
@@ -497,8 +499,10 @@ class _Child:
         # A fresh interpreter without site (-I -S): a start-up of milliseconds, and nothing
         # of this process (threads, FUSE) in it. It ends when its stdin closes.
         script = Path(__file__).with_name("blobwriter.py")
+        # Started from the cache's long-lived write-behind thread (PR_SET_PDEATHSIG follows it).
         return cls(subprocess.Popen([sys.executable, "-I", "-S", str(script), str(folder)],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0))
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+                                    preexec_fn=die_with_parent()))
 
     def close(self) -> None:
         """End the process: its input closes, and it exits once the frames before are done.

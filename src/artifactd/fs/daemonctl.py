@@ -21,10 +21,14 @@ import select
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from artifactd.fs.state import RootState
 from artifactd.fs.write.control import ControlError, short_path
+
+if TYPE_CHECKING:  # not at run time: add-repo's client (fs/handoff.py) starts without it
+    from artifactd.fs.state import RootState
+
+RUN_DIR = Path(".artifact-fs") / "run"  # state.STATE_DIR's run directory (test_mount_handoff checks)
 
 MAX_REQUEST = 1 << 16
 REQUEST_TIMEOUT = 10.0  # to read one request line from a connected client
@@ -35,9 +39,18 @@ def socket_path(state: RootState) -> Path:
     return state.dir / "run" / "daemon.ctl"
 
 
+def socket_at(root: Path) -> Path:
+    """``socket_path`` of the mount root ``root``, without its ``RootState``."""
+    return root / RUN_DIR / "daemon.ctl"
+
+
 def ask(state: RootState, request: dict[str, Any]) -> dict[str, Any] | None:
     """The running daemon's answer, or ``None`` when no daemon listens for this root."""
-    path = socket_path(state)
+    return ask_at(socket_path(state), request)
+
+
+def ask_at(path: Path, request: dict[str, Any]) -> dict[str, Any] | None:
+    """``ask`` of the daemon listening at ``path``."""
     if not path.exists():
         return None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:

@@ -8,6 +8,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from artifactd.fs.children import die_with_parent
+
 GIT = shutil.which("git") or "git"
 
 
@@ -34,7 +36,8 @@ def config_env(settings: Sequence[tuple[str, str]]) -> dict[str, str]:
 def run_git(args: Sequence[str], *, cwd: Path | None = None, stdin: bytes | None = None,
             settings: Sequence[tuple[str, str]] = (), timeout: float = 600) -> bytes:
     result = subprocess.run([GIT, *args], cwd=cwd, input=stdin, capture_output=True, timeout=timeout,
-                            env=git_env(config_env(settings)), check=False)
+                            env=git_env(config_env(settings)), check=False,
+                            preexec_fn=die_with_parent())
     if result.returncode != 0:
         lines = [line for line in result.stderr.decode(errors="replace").splitlines() if line.strip()]
         raise GitFailed(lines[-1] if lines else f"git {args[0]} failed ({result.returncode})")

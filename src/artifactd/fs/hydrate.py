@@ -20,8 +20,10 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import subprocess
 import zlib
 from collections.abc import Callable
+from functools import partial
 from itertools import count
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from artifactd.fs import fetchpack
 from artifactd.fs.activity import ReadActivity
 from artifactd.fs.awire import AsyncRemote
 from artifactd.fs.blobcache import BlobCache
+from artifactd.fs.children import die_with_parent
 from artifactd.fs.gitcmd import GIT, config_env, git_env
 from artifactd.fs.wire import Remote, WireError
 
@@ -322,14 +325,17 @@ class Hydrator:
         self.fetches += 1
         settings = [("fetch.negotiationAlgorithm", "noop"), ("http.lowSpeedLimit", "1"),
                     ("http.lowSpeedTime", str(max(1, int(self.timeout))))]
-        with trio.fail_after(max(self.timeout, 1.0) * 20):  # a 2 GB blob takes a while on any link
-            result = await trio.run_process(
-                [GIT, "--git-dir", str(self.git_dir), "fetch", "--quiet", "--no-tags",
-                 "--no-write-fetch-head", "--recurse-submodules=no", "--filter=blob:none",
-                 "--stdin", "origin"],
-                stdin="".join(f"{oid}\n" for oid in missing).encode(),
-                capture_stdout=True, capture_stderr=True, check=False,
-                env=git_env(config_env(settings)))
+        # Run (and waited for) on one worker thread, not trio.run_process: the fetch dies
+        # with the mount (PR_SET_PDEATHSIG), which the kernel ties to the thread that
+        # started it, and trio's Popen thread goes back to its pool at once.
+        result = await trio.to_thread.run_sync(partial(
+            subprocess.run,
+            [GIT, "--git-dir", str(self.git_dir), "fetch", "--quiet", "--no-tags",
+             "--no-write-fetch-head", "--recurse-submodules=no", "--filter=blob:none",
+             "--stdin", "origin"],
+            input="".join(f"{oid}\n" for oid in missing).encode(), capture_output=True, check=False,
+            env=git_env(config_env(settings)), preexec_fn=die_with_parent(),
+            timeout=max(self.timeout, 1.0) * 20))  # a 2 GB blob takes a while on any link
         if result.returncode != 0:
             self._write_stats()
             raise RuntimeError(result.stderr.decode(errors="replace").strip().splitlines()[-1:])

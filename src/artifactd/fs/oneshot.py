@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from artifactd.fs import process, rootfirst
-from artifactd.fs.inputs import InputError, check_name, parse_remote
+from artifactd.fs.inputs import InputError, check_branch, check_name, parse_remote
 from artifactd.fs.mountprep import Prepared
 from artifactd.fs.repos import forget, plan_repo, record
 from artifactd.fs.state import RootState
@@ -27,16 +28,38 @@ def mount(remote: str, directory: str, branch: str) -> Path:
     check_name(target.name)
     if os.path.ismount(target):
         raise InputError(f"{target} is already mounted: run artifactd unmount {target} first")
-    config, clone = plan_repo(target.name, remote, branch, str(target.parent))
     state = RootState(target.parent)
+    given = None
+    if target.parent.is_dir() and not state.git_dir(target.name).is_dir():
+        # A new repo, mounted from its root while the clone runs behind it. The root read,
+        # plan_repo (its `git credential-cache store`) and the FUSE side's import (0.1 s of
+        # CPU, in process.fork) all run at once: each was on the critical path.
+        check_branch(branch)
+        parsed = parse_remote(remote)
+        given = rootfirst.EarlyRoot(parsed.url, parsed.auth, branch)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="plan") as pool:
+            planned = pool.submit(plan_repo, target.name, remote, branch, str(target.parent))
+            if given is not None:
+                from artifactd.fs import mountproc  # the import is the point: it overlaps both
+            config, clone = planned.result()
+    except BaseException:
+        if given is not None:
+            given.wait()
+            given.remote.close()
+        raise
     if clone is None:  # cloned before: read it while the FUSE side is imported
-        early, given = Prepared.start(state, config), None
+        if given is not None:  # cloned meanwhile by another command
+            given.wait()
+            given.remote.close()
+            given = None
+        early = Prepared.start(state, config)
         from artifactd.fs import mountproc  # noqa: F401 - the import is the point: it overlaps the reading
-    else:  # a new repo: the mount answers from the root while the clone runs behind it
+    else:
         early = None
         record(config)
-        # The root is read while the fork imports the FUSE side.
-        given = rootfirst.EarlyRoot(config.remote, parse_remote(remote).auth, config.branch)
+        if given is None:  # its clone was removed between the two checks
+            given = rootfirst.EarlyRoot(config.remote, parse_remote(remote).auth, config.branch)
     start = process.log_size(state, config.name)
     proc = process.fork(state, config, early=early, detach=True, clone=clone, given=given)
     error = process.wait_ready(state, config, proc, start)

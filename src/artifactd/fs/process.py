@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from artifactd.fs.children import set_pdeathsig
 from artifactd.fs.mountprep import Prepared
 from artifactd.fs.rootfirst import EarlyRoot
 from artifactd.fs.state import RepoConfig, RootState
@@ -19,13 +20,11 @@ from artifactd.fs.write.options import MountOptions
 
 READY_TIMEOUT = 120.0
 READY_POLL = 0.003  # a mount is ready within milliseconds of its process starting to serve
-PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
     # The daemon's mounts die with it, even when it is killed with SIGKILL.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    set_pdeathsig(signal.SIGTERM)
 
 
 class Forked:

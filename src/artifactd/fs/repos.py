@@ -11,10 +11,16 @@ from pathlib import Path
 
 from artifactd.fs import credentials
 from artifactd.fs.gitcmd import GitFailed, run_git
-from artifactd.fs.inputs import InputError, Remote, check_branch, check_mount_root, check_name, parse_remote
+from artifactd.fs.inputs import (
+    DEFAULT_CREDENTIAL_TTL,
+    InputError,
+    Remote,
+    check_branch,
+    check_mount_root,
+    check_name,
+    parse_remote,
+)
 from artifactd.fs.state import RepoConfig, RootState
-
-DEFAULT_CREDENTIAL_TTL = 86400
 
 
 def clone_settings(state: RootState) -> list[tuple[str, str]]:

@@ -42,11 +42,15 @@ class RootRead:
     sizes: dict[str, int]  # blob id -> size, for the root's blobs
 
 
-def request_body(commit: str) -> bytes:
-    """A fetch of ``commit`` (or of a tree) with its root tree but no blob and no subtree."""
+def request_body(commit: str, *, tip_only: bool = False) -> bytes:
+    """A fetch of ``commit`` (or of a tree) with its root tree but no blob and no subtree.
+    ``tip_only`` (a commit): ``deepen 1``, so that the remote sends that commit and not
+    every commit of its history (a filter never leaves out commits); the answer then has
+    a ``shallow-info`` section before the pack, which ``fetchpack.pack_of`` skips."""
     pkt = fetchpack._pkt
     return (pkt("command=fetch\n") + pkt("agent=git/artifact-fs\n") + pkt("object-format=sha1\n")
             + b"0001" + pkt("no-progress\n") + pkt("ofs-delta\n") + pkt(f"want {commit}\n")
+            + (pkt("deepen 1\n") if tip_only else b"")
             + pkt("filter tree:1\n") + pkt("done\n") + b"0000")
 
 
@@ -104,17 +108,19 @@ def read_root(remote: Remote, branch: str) -> RootRead:
         commit = fetchpack.ls_ref(remote, f"refs/heads/{branch}")
         if commit is None:
             raise RootReadError(f"no branch {branch!r} on the remote")
-        status, body = remote.request("POST", "/git-upload-pack", request_body(commit),
+        status, body = remote.request("POST", "/git-upload-pack", request_body(commit, tip_only=True),
                                       fetchpack.POST_HEADERS)
         if status != 200:
             raise RootReadError(f"the fetch of the root tree answered HTTP {status}")
         objects = fetchpack.parse_objects(fetchpack.pack_of(body))
     except (WireError, fetchpack.PackError, ValueError) as exc:
         raise RootReadError(f"cannot read the root tree: {exc}") from exc
-    commits = [data for kind, data in objects if kind == OBJ_COMMIT]
+    # The tip alone; a remote that sent more (no shallow support) still has it among them.
+    commits = [data for kind, data in objects
+               if kind == OBJ_COMMIT and fetchpack_id("commit", data) == commit]
     trees = {fetchpack_id("tree", data): data for kind, data in objects if kind == OBJ_TREE}
     if len(commits) != 1:
-        raise RootReadError(f"the root fetch brought {len(commits)} commits, not one")
+        raise RootReadError(f"the root fetch did not bring commit {commit}")
     tree, commit_time = parse_commit(commits[0])
     if tree not in trees:
         raise RootReadError("the root fetch brought no root tree (no tree:1 filter on the remote?)")

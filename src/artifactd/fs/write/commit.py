@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from artifactd.fs.children import die_with_parent
 from artifactd.fs.gitcmd import GIT, GitFailed, config_env, git_env
 from artifactd.fs.write.overlay import DIR, GONE, Change, Overlay
 
@@ -57,7 +58,8 @@ def _git(git_dir: Path, *args: str, stdin: bytes | None = None, env_index: Path 
         env["GIT_INDEX_FILE"] = str(env_index)
     try:
         result = subprocess.run([GIT, "--git-dir", str(git_dir), *args], input=stdin, capture_output=True,
-                                timeout=timeout, env=env, check=False)
+                                timeout=timeout, env=env, check=False,
+                                preexec_fn=die_with_parent())
     except subprocess.TimeoutExpired:
         raise GitFailed(f"git {args[0]} timed out after {timeout:.0f} s") from None
     if result.returncode != 0:
