@@ -251,6 +251,13 @@ _RESERVE_IN_ACCOUNT = (
            + bindparam("p_amount", type_=BigInteger) <= bindparam("p_limit", type_=BigInteger))
     .values(reserved_bytes=account_storage.c.reserved_bytes
             + bindparam("p_amount", type_=BigInteger)))
+_LOCKED_REPO_PLACE = (select(repos.c.size_bytes, repos.c.reserved_bytes, repos.c.account_id,
+                             repos.c.namespace).where(repos.c.id == bindparam("p_repo")))
+_DELETE_REPO_TOKENS = delete(repo_tokens).where(repo_tokens.c.repo_id == bindparam("p_repo"))
+_DELETE_REPO_INTENTS = delete(push_intents).where(push_intents.c.repo_id == bindparam("p_repo"))
+_DELETE_REPO = delete(repos).where(repos.c.id == bindparam("p_repo"))
+# Asked after every push (is an earlier process's intent left to settle?).
+_REPO_INTENTS = select(push_intents).where(push_intents.c.repo_id == bindparam("p_repo"))
 _INTENT_RESERVED = select(push_intents.c.reserved_bytes).where(
     push_intents.c.id == bindparam("p_intent"))
 _DELETE_INTENT = delete(push_intents).where(push_intents.c.id == bindparam("p_intent"))
@@ -556,14 +563,12 @@ class MetadataStore:
     def delete_repo(self, repo_id: str, outbox: Outbox = ()) -> bool:
         with self._write_tx() as conn:
             # The lock of ``_lock_repo``, and one read for both the sizes and the place.
-            conn.execute(update(repos).where(repos.c.id == repo_id)
-                         .values(reserved_bytes=repos.c.reserved_bytes))
-            locked = conn.execute(select(repos.c.size_bytes, repos.c.reserved_bytes,
-                                         repos.c.account_id, repos.c.namespace)
-                                  .where(repos.c.id == repo_id)).first()
-            conn.execute(delete(repo_tokens).where(repo_tokens.c.repo_id == repo_id))
-            conn.execute(delete(push_intents).where(push_intents.c.repo_id == repo_id))
-            result = conn.execute(delete(repos).where(repos.c.id == repo_id))
+            by_id = {"p_repo": repo_id}
+            conn.execute(_LOCK_REPO, by_id)
+            locked = conn.execute(_LOCKED_REPO_PLACE, by_id).first()
+            conn.execute(_DELETE_REPO_TOKENS, by_id)
+            conn.execute(_DELETE_REPO_INTENTS, by_id)
+            result = conn.execute(_DELETE_REPO, by_id)
             if locked is not None and result.rowcount:
                 self._add_to_namespace(conn, locked.account_id, locked.namespace, -1, repo_id)
             if locked is not None:
@@ -730,13 +735,12 @@ class MetadataStore:
 
     def pending_pushes(self, repo_id: str | None = None) -> list[PushIntentRow]:
         """Pushes admitted and not yet recorded (at start-up: left behind by a crash)."""
-        query = select(push_intents)
-        if repo_id is not None:
-            query = query.where(push_intents.c.repo_id == repo_id)
+        query, params = ((select(push_intents), {}) if repo_id is None
+                         else (_REPO_INTENTS, {"p_repo": repo_id}))
         with self._tx() as conn:
             return [PushIntentRow(**{f.name: getattr(r, f.name)
                                      for f in dataclasses.fields(PushIntentRow)})
-                    for r in conn.execute(query)]
+                    for r in conn.execute(query, params)]
 
     def repos_due_for_maintenance(self, min_pushes: int, limit: int) -> list[RepoRow]:
         with self._tx() as conn:
