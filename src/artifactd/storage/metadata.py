@@ -258,6 +258,18 @@ _DELETE_REPO_INTENTS = delete(push_intents).where(push_intents.c.repo_id == bind
 _DELETE_REPO = delete(repos).where(repos.c.id == bindparam("p_repo"))
 # Asked after every push (is an earlier process's intent left to settle?).
 _REPO_INTENTS = select(push_intents).where(push_intents.c.repo_id == bindparam("p_repo"))
+# A push's end: its reservation released, the measured size recorded and, when refs moved,
+# the push counted (``finish_push``).
+_RELEASE_PUSH = (
+    update(repos).where(repos.c.id == bindparam("p_repo"))
+    .values(size_bytes=bindparam("p_size", type_=BigInteger),
+            reserved_bytes=repos.c.reserved_bytes - bindparam("p_amount", type_=BigInteger)))
+_RECORD_PUSH = _RELEASE_PUSH.values(
+    last_push_us=bindparam("p_pushed", type_=BigInteger),
+    updated_us=bindparam("p_pushed", type_=BigInteger),
+    pushes_since_maintenance=repos.c.pushes_since_maintenance + 1)
+_ACCOUNT_SIZE = (select(account_storage.c.used_bytes + account_storage.c.reserved_bytes)
+                 .where(account_storage.c.account_id == bindparam("p_account_id")))
 _INTENT_RESERVED = select(push_intents.c.reserved_bytes).where(
     push_intents.c.id == bindparam("p_intent"))
 _DELETE_INTENT = delete(push_intents).where(push_intents.c.id == bindparam("p_intent"))
@@ -618,10 +630,7 @@ class MetadataStore:
     def account_size(self, account_id: str) -> int:
         """Bytes the account stores plus bytes reserved by pushes in flight: one row read."""
         with self._tx() as conn:
-            row = conn.execute(
-                select(account_storage.c.used_bytes + account_storage.c.reserved_bytes)
-                .where(account_storage.c.account_id == account_id)
-            ).first()
+            row = conn.execute(_ACCOUNT_SIZE, {"p_account_id": account_id}).first()
         return int(row[0]) if row else 0
 
     def account_usage(self, account_id: str) -> tuple[int, int]:
@@ -722,13 +731,11 @@ class MetadataStore:
             old, _reserved, account_id = locked
             amount = int(row.reserved_bytes)
             new = measure()
-            values: dict[str, Any] = {
-                "size_bytes": new, "reserved_bytes": repos.c.reserved_bytes - amount,
-            }
-            if pushed_us is not None:
-                values.update(last_push_us=pushed_us, updated_us=pushed_us,
-                              pushes_since_maintenance=repos.c.pushes_since_maintenance + 1)
-            conn.execute(update(repos).where(repos.c.id == repo_id).values(**values))
+            params: dict[str, Any] = {"p_repo": repo_id, "p_size": new, "p_amount": amount}
+            if pushed_us is None:
+                conn.execute(_RELEASE_PUSH, params)
+            else:
+                conn.execute(_RECORD_PUSH, {**params, "p_pushed": pushed_us})
             self._add_to_account(conn, account_id, used=new - old, reserved=-amount)
             self._write_outbox(conn, outbox)
         return True
