@@ -270,6 +270,7 @@ _RECORD_PUSH = _RELEASE_PUSH.values(
     pushes_since_maintenance=repos.c.pushes_since_maintenance + 1)
 _ACCOUNT_SIZE = (select(account_storage.c.used_bytes + account_storage.c.reserved_bytes)
                  .where(account_storage.c.account_id == bindparam("p_account_id")))
+_INSERT_INTENT = insert(push_intents)
 _INTENT_RESERVED = select(push_intents.c.reserved_bytes).where(
     push_intents.c.id == bindparam("p_intent"))
 _DELETE_INTENT = delete(push_intents).where(push_intents.c.id == bindparam("p_intent"))
@@ -705,7 +706,7 @@ class MetadataStore:
                     "p_limit": account_limit,
                 }).rowcount:
                     raise _Refused("account")
-                conn.execute(insert(push_intents), _row_dict(intent))
+                conn.execute(_INSERT_INTENT, _row_dict(intent))
         except _Refused as refused:
             return refused.reason
         return None
