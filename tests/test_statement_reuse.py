@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from artifactd.services.access.repo_tokens import new_repo_token
@@ -64,8 +65,13 @@ def _cycle(store: MetadataStore, n: int, recorder: Recorder) -> None:
     recorder.on = True
 
 
-def test_the_hot_write_paths_reuse_their_statements(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'meta.db'}")
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_the_hot_write_paths_reuse_their_statements(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (request.getfixturevalue("postgres").new_database() if database == "postgres"
+           else f"sqlite:///{tmp_path / 'meta.db'}")
+    engine = make_engine(url)
     recorder = Recorder()
     try:
         migrate(engine)
