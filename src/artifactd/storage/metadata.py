@@ -13,6 +13,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Engine,
     and_,
@@ -199,6 +200,80 @@ _SELECT_TOKEN_WITH_REPO = (
     .where(repo_tokens.c.secret_hash == bindparam("h"))
 )
 _SELECT_TOKEN_BY_ID = select(*_TOKEN_COLUMNS).where(repo_tokens.c.id == bindparam("i"))
+
+
+
+def _add_to_account_statement(make: Any) -> Any:
+    statement = make(account_storage).values(
+        account_id=bindparam("p_account_id"), used_bytes=bindparam("p_used"),
+        reserved_bytes=bindparam("p_reserved"))
+    return statement.on_conflict_do_update(
+        index_elements=[account_storage.c.account_id],
+        set_={"used_bytes": account_storage.c.used_bytes + statement.excluded.used_bytes,
+              "reserved_bytes": account_storage.c.reserved_bytes
+              + statement.excluded.reserved_bytes},
+    )
+
+
+def _add_to_namespace_statement() -> Any:
+    statement = sqlite_insert(namespace_repo_counts).values(
+        account_id=bindparam("p_account_id"), namespace=bindparam("p_namespace"),
+        shard=bindparam("p_shard"), delta=bindparam("p_delta"))
+    return statement.on_conflict_do_update(
+        index_elements=[namespace_repo_counts.c.account_id, namespace_repo_counts.c.namespace,
+                        namespace_repo_counts.c.shard],
+        set_={"delta": namespace_repo_counts.c.delta + statement.excluded.delta},
+    )
+
+
+# The running totals' upserts run several times per create, push and delete: built once
+# with bound parameters, SQLAlchemy neither rebuilds them (``excluded`` makes an alias each
+# time) nor recomputes their cache key on every call.
+_ADD_TO_ACCOUNT_SQLITE = _add_to_account_statement(sqlite_insert)
+_ADD_TO_ACCOUNT_PG = _add_to_account_statement(postgresql_insert)
+_ADD_TO_NAMESPACE_SQLITE = _add_to_namespace_statement()
+# The push path's statements (admission, the repo row lock, the intent), built once too.
+# A no-op write takes SQLite's write lock and PostgreSQL's row lock (see ``_lock_repo``).
+_LOCK_REPO = (update(repos).where(repos.c.id == bindparam("p_repo"))
+              .values(reserved_bytes=repos.c.reserved_bytes))
+_LOCKED_REPO = (select(repos.c.size_bytes, repos.c.reserved_bytes, repos.c.account_id)
+                .where(repos.c.id == bindparam("p_repo")))
+_RESERVE_IN_REPO = (
+    update(repos)
+    .where(repos.c.id == bindparam("p_repo"),
+           repos.c.size_bytes + repos.c.reserved_bytes + bindparam("p_amount", type_=BigInteger)
+           <= bindparam("p_limit", type_=BigInteger))
+    .values(reserved_bytes=repos.c.reserved_bytes + bindparam("p_amount", type_=BigInteger)))
+_RESERVE_IN_ACCOUNT = (
+    update(account_storage)
+    .where(account_storage.c.account_id == bindparam("p_account_id"),
+           account_storage.c.used_bytes + account_storage.c.reserved_bytes
+           + bindparam("p_amount", type_=BigInteger) <= bindparam("p_limit", type_=BigInteger))
+    .values(reserved_bytes=account_storage.c.reserved_bytes
+            + bindparam("p_amount", type_=BigInteger)))
+_LOCKED_REPO_PLACE = (select(repos.c.size_bytes, repos.c.reserved_bytes, repos.c.account_id,
+                             repos.c.namespace).where(repos.c.id == bindparam("p_repo")))
+_DELETE_REPO_TOKENS = delete(repo_tokens).where(repo_tokens.c.repo_id == bindparam("p_repo"))
+_DELETE_REPO_INTENTS = delete(push_intents).where(push_intents.c.repo_id == bindparam("p_repo"))
+_DELETE_REPO = delete(repos).where(repos.c.id == bindparam("p_repo"))
+# Asked after every push (is an earlier process's intent left to settle?).
+_REPO_INTENTS = select(push_intents).where(push_intents.c.repo_id == bindparam("p_repo"))
+# A push's end: its reservation released, the measured size recorded and, when refs moved,
+# the push counted (``finish_push``).
+_RELEASE_PUSH = (
+    update(repos).where(repos.c.id == bindparam("p_repo"))
+    .values(size_bytes=bindparam("p_size", type_=BigInteger),
+            reserved_bytes=repos.c.reserved_bytes - bindparam("p_amount", type_=BigInteger)))
+_RECORD_PUSH = _RELEASE_PUSH.values(
+    last_push_us=bindparam("p_pushed", type_=BigInteger),
+    updated_us=bindparam("p_pushed", type_=BigInteger),
+    pushes_since_maintenance=repos.c.pushes_since_maintenance + 1)
+_ACCOUNT_SIZE = (select(account_storage.c.used_bytes + account_storage.c.reserved_bytes)
+                 .where(account_storage.c.account_id == bindparam("p_account_id")))
+_INSERT_INTENT = insert(push_intents)
+_INTENT_RESERVED = select(push_intents.c.reserved_bytes).where(
+    push_intents.c.id == bindparam("p_intent"))
+_DELETE_INTENT = delete(push_intents).where(push_intents.c.id == bindparam("p_intent"))
 
 
 class MetadataStore:
@@ -505,14 +580,12 @@ class MetadataStore:
     def delete_repo(self, repo_id: str, outbox: Outbox = ()) -> bool:
         with self._write_tx() as conn:
             # The lock of ``_lock_repo``, and one read for both the sizes and the place.
-            conn.execute(update(repos).where(repos.c.id == repo_id)
-                         .values(reserved_bytes=repos.c.reserved_bytes))
-            locked = conn.execute(select(repos.c.size_bytes, repos.c.reserved_bytes,
-                                         repos.c.account_id, repos.c.namespace)
-                                  .where(repos.c.id == repo_id)).first()
-            conn.execute(delete(repo_tokens).where(repo_tokens.c.repo_id == repo_id))
-            conn.execute(delete(push_intents).where(push_intents.c.repo_id == repo_id))
-            result = conn.execute(delete(repos).where(repos.c.id == repo_id))
+            by_id = {"p_repo": repo_id}
+            conn.execute(_LOCK_REPO, by_id)
+            locked = conn.execute(_LOCKED_REPO_PLACE, by_id).first()
+            conn.execute(_DELETE_REPO_TOKENS, by_id)
+            conn.execute(_DELETE_REPO_INTENTS, by_id)
+            result = conn.execute(_DELETE_REPO, by_id)
             if locked is not None and result.rowcount:
                 self._add_to_namespace(conn, locked.account_id, locked.namespace, -1, repo_id)
             if locked is not None:
@@ -532,15 +605,9 @@ class MetadataStore:
             conn.execute(pgcreate.ADD_TO_NAMESPACE,
                          pgcreate.count_params(account_id, namespace, repos_added))
             return
-        make = sqlite_insert
-        statement = make(namespace_repo_counts).values(
-            account_id=account_id, namespace=namespace,
-            shard=zlib.crc32(repo_id.encode()) % REPO_COUNT_SHARDS, delta=repos_added)
-        conn.execute(statement.on_conflict_do_update(
-            index_elements=[namespace_repo_counts.c.account_id, namespace_repo_counts.c.namespace,
-                            namespace_repo_counts.c.shard],
-            set_={"delta": namespace_repo_counts.c.delta + statement.excluded.delta},
-        ))
+        conn.execute(_ADD_TO_NAMESPACE_SQLITE, {
+            "p_account_id": account_id, "p_namespace": namespace,
+            "p_shard": zlib.crc32(repo_id.encode()) % REPO_COUNT_SHARDS, "p_delta": repos_added})
 
     def update_repo(self, repo_id: str, **values: Any) -> None:
         with self._tx() as conn:
@@ -555,31 +622,20 @@ class MetadataStore:
 
     def _lock_repo(self, conn: Connection, repo_id: str) -> tuple[int, int, str] | None:
         """Lock the repo's row; its (size_bytes, reserved_bytes, account_id), or None."""
-        conn.execute(update(repos).where(repos.c.id == repo_id)
-                     .values(reserved_bytes=repos.c.reserved_bytes))
-        row = conn.execute(select(repos.c.size_bytes, repos.c.reserved_bytes, repos.c.account_id)
-                           .where(repos.c.id == repo_id)).first()
+        conn.execute(_LOCK_REPO, {"p_repo": repo_id})
+        row = conn.execute(_LOCKED_REPO, {"p_repo": repo_id}).first()
         return (int(row.size_bytes), int(row.reserved_bytes), row.account_id) if row else None
 
     def _add_to_account(self, conn: Connection, account_id: str, used: int = 0,
                         reserved: int = 0) -> None:
-        make = postgresql_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        statement = make(account_storage).values(
-            account_id=account_id, used_bytes=used, reserved_bytes=reserved)
-        conn.execute(statement.on_conflict_do_update(
-            index_elements=[account_storage.c.account_id],
-            set_={"used_bytes": account_storage.c.used_bytes + statement.excluded.used_bytes,
-                  "reserved_bytes": account_storage.c.reserved_bytes
-                  + statement.excluded.reserved_bytes},
-        ))
+        statement = _ADD_TO_ACCOUNT_PG if self.postgres else _ADD_TO_ACCOUNT_SQLITE
+        conn.execute(statement, {"p_account_id": account_id, "p_used": used,
+                                 "p_reserved": reserved})
 
     def account_size(self, account_id: str) -> int:
         """Bytes the account stores plus bytes reserved by pushes in flight: one row read."""
         with self._tx() as conn:
-            row = conn.execute(
-                select(account_storage.c.used_bytes + account_storage.c.reserved_bytes)
-                .where(account_storage.c.account_id == account_id)
-            ).first()
+            row = conn.execute(_ACCOUNT_SIZE, {"p_account_id": account_id}).first()
         return int(row[0]) if row else 0
 
     def account_usage(self, account_id: str) -> tuple[int, int]:
@@ -644,23 +700,17 @@ class MetadataStore:
         amount = intent.reserved_bytes
         try:
             with self._write_tx() as conn:
-                if not conn.execute(
-                    update(repos)
-                    .where(repos.c.id == intent.repo_id,
-                           repos.c.size_bytes + repos.c.reserved_bytes + amount <= repo_limit)
-                    .values(reserved_bytes=repos.c.reserved_bytes + amount)
-                ).rowcount:
+                if not conn.execute(_RESERVE_IN_REPO, {
+                    "p_repo": intent.repo_id, "p_amount": amount, "p_limit": repo_limit,
+                }).rowcount:
                     raise _Refused("repo")
                 self._add_to_account(conn, intent.account_id)
-                if not conn.execute(
-                    update(account_storage)
-                    .where(account_storage.c.account_id == intent.account_id,
-                           account_storage.c.used_bytes + account_storage.c.reserved_bytes
-                           + amount <= account_limit)
-                    .values(reserved_bytes=account_storage.c.reserved_bytes + amount)
-                ).rowcount:
+                if not conn.execute(_RESERVE_IN_ACCOUNT, {
+                    "p_account_id": intent.account_id, "p_amount": amount,
+                    "p_limit": account_limit,
+                }).rowcount:
                     raise _Refused("account")
-                conn.execute(insert(push_intents), _row_dict(intent))
+                conn.execute(_INSERT_INTENT, _row_dict(intent))
         except _Refused as refused:
             return refused.reason
         return None
@@ -677,36 +727,32 @@ class MetadataStore:
         """
         with self._write_tx() as conn:
             locked = self._lock_repo(conn, repo_id)
-            row = conn.execute(select(push_intents.c.reserved_bytes)
-                               .where(push_intents.c.id == intent_id)).first()
+            row = conn.execute(_INTENT_RESERVED, {"p_intent": intent_id}).first()
             if row is None:
                 return False
-            conn.execute(delete(push_intents).where(push_intents.c.id == intent_id))
+            conn.execute(_DELETE_INTENT, {"p_intent": intent_id})
             if locked is None:
                 return False
             old, _reserved, account_id = locked
             amount = int(row.reserved_bytes)
             new = measure()
-            values: dict[str, Any] = {
-                "size_bytes": new, "reserved_bytes": repos.c.reserved_bytes - amount,
-            }
-            if pushed_us is not None:
-                values.update(last_push_us=pushed_us, updated_us=pushed_us,
-                              pushes_since_maintenance=repos.c.pushes_since_maintenance + 1)
-            conn.execute(update(repos).where(repos.c.id == repo_id).values(**values))
+            params: dict[str, Any] = {"p_repo": repo_id, "p_size": new, "p_amount": amount}
+            if pushed_us is None:
+                conn.execute(_RELEASE_PUSH, params)
+            else:
+                conn.execute(_RECORD_PUSH, {**params, "p_pushed": pushed_us})
             self._add_to_account(conn, account_id, used=new - old, reserved=-amount)
             self._write_outbox(conn, outbox)
         return True
 
     def pending_pushes(self, repo_id: str | None = None) -> list[PushIntentRow]:
         """Pushes admitted and not yet recorded (at start-up: left behind by a crash)."""
-        query = select(push_intents)
-        if repo_id is not None:
-            query = query.where(push_intents.c.repo_id == repo_id)
+        query, params = ((select(push_intents), {}) if repo_id is None
+                         else (_REPO_INTENTS, {"p_repo": repo_id}))
         with self._tx() as conn:
             return [PushIntentRow(**{f.name: getattr(r, f.name)
                                      for f in dataclasses.fields(PushIntentRow)})
-                    for r in conn.execute(query)]
+                    for r in conn.execute(query, params)]
 
     def repos_due_for_maintenance(self, min_pushes: int, limit: int) -> list[RepoRow]:
         with self._tx() as conn:
