@@ -197,6 +197,14 @@ def warm_order(entries: list[Entry], sizes: dict[str, int], binary: list[str],
     return [(rank, oid) for rank, _, oid in sorted(chosen)]
 
 
+async def _stop_on_signal() -> None:
+    """SIGTERM or SIGINT ends pyfuse3's loop, which unmounts."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            pyfuse3.terminate()
+            return
+
+
 async def serve(hydrator: Hydrator, sync: BranchSync, control_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         hydrator.activity.touch()
@@ -207,13 +215,7 @@ async def serve(hydrator: Hydrator, sync: BranchSync, control_path: Path) -> Non
         if sync.options.autocommit_interval > 0:
             nursery.start_soon(sync.autocommit)
 
-        async def stop_on_signal() -> None:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    pyfuse3.terminate()
-                    return
-
-        nursery.start_soon(stop_on_signal)
+        nursery.start_soon(_stop_on_signal)
         gate = sync.fs.read_gate = fuseloop.install()
         gate.work_waiting = lambda: hydrator.queued.is_set()  # replaced, not reset: read it each time
         await pyfuse3.main()
@@ -351,14 +353,8 @@ async def serve_root_first(view: RootView, hydrator: Hydrator, state: RootState,
             if options.autocommit_interval > 0:
                 nursery.start_soon(sync.autocommit)
 
-        async def stop_on_signal() -> None:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    pyfuse3.terminate()
-                    return
-
         nursery.start_soon(land)
-        nursery.start_soon(stop_on_signal)
+        nursery.start_soon(_stop_on_signal)
         await pyfuse3.main()
         if synced:
             synced[0].unmounted = True
