@@ -707,12 +707,16 @@ def test_async_sdk_subscriptions(events_server: Server, receiver: Receiver,
             assert (await sdk.pause_subscription(hook["id"]))["state"] == "paused"
             assert (await sdk.resume_subscription(hook["id"]))["state"] == "active"
             assert (await sdk.get_subscription(hook["id"]))["id"] == hook["id"]
+            # The event and its redelivery, before the subscription goes (a deleted
+            # subscription's queued redelivery is not sent).
+            with anyio.fail_after(20):
+                while len(receiver.requests) < 2:
+                    await anyio.sleep(0.05)
             for sub_id in (hook["id"], queue["id"]):
                 await sdk.delete_subscription(sub_id)
             assert not {hook["id"], queue["id"]} & {s["id"] for s in await sdk.list_subscriptions()}
 
     anyio.run(main)
-    wait_for(lambda: len(receiver.requests) >= 2)  # the event, and its redelivery
 
 
 def test_cli_subscription_and_events_tail(
