@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 import zlib
 
+from artifactd import gitdelta
 from artifactd.fs.wire import Remote
 
 OBJ_BLOB, OBJ_OFS_DELTA, OBJ_REF_DELTA = 3, 6, 7
@@ -60,43 +61,10 @@ def pack_of(response: bytes) -> bytes:
 
 
 def apply_delta(base: bytes, delta: bytes) -> bytes:
-    def varint(at: int) -> tuple[int, int]:
-        value = shift = 0
-        while True:
-            byte = delta[at]
-            at += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value, at
-
-    source_size, at = varint(0)
-    target_size, at = varint(at)
-    if source_size != len(base):
-        raise PackError("delta base size mismatch")
-    out = bytearray()
-    while at < len(delta):
-        op = delta[at]
-        at += 1
-        if op & 0x80:
-            offset = size = 0
-            for i in range(4):
-                if op & (1 << i):
-                    offset |= delta[at] << (8 * i)
-                    at += 1
-            for i in range(3):
-                if op & (0x10 << i):
-                    size |= delta[at] << (8 * i)
-                    at += 1
-            out += base[offset:offset + (size or 0x10000)]
-        elif op:
-            out += delta[at:at + op]
-            at += op
-        else:
-            raise PackError("delta opcode 0")
-    if len(out) != target_size:
-        raise PackError("delta result size mismatch")
-    return bytes(out)
+    try:
+        return gitdelta.apply_delta(base, delta)
+    except gitdelta.DeltaError as exc:
+        raise PackError(str(exc)) from None
 
 
 def parse_pack(pack: bytes) -> list[bytes]:

@@ -26,6 +26,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from artifactd import gitdelta
+
 COMMIT, TREE, BLOB, TAG = 1, 2, 3, 4
 OFS_DELTA, REF_DELTA = 6, 7
 KIND_NAMES = {COMMIT: b"commit", TREE: b"tree", BLOB: b"blob", TAG: b"tag"}
@@ -238,56 +240,11 @@ def _resolve(entries: list[Entry], base_lookup: BaseLookup) -> int:
     return len(outside)
 
 
-def _varint(delta: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = delta[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, at
-
-
 def apply_delta(base: bytes, delta: bytes) -> bytes:
-    """git's delta format: base size, result size, then copy and insert instructions."""
+    """git's delta format (artifactd.gitdelta), its errors as this module's."""
     try:
-        base_size, at = _varint(delta, 0)
-        result_size, at = _varint(delta, at)
-        if base_size != len(base):
-            raise BadPack("delta base size does not match its base")
-        if result_size > MAX_INFLATED:
-            raise TooLarge("delta result too large")
-        out = bytearray()
-        end = len(delta)
-        while at < end:
-            op = delta[at]
-            at += 1
-            if op & 0x80:
-                offset = length = 0
-                for bit, shift in ((0x01, 0), (0x02, 8), (0x04, 16), (0x08, 24)):
-                    if op & bit:
-                        offset |= delta[at] << shift
-                        at += 1
-                for bit, shift in ((0x10, 0), (0x20, 8), (0x40, 16)):
-                    if op & bit:
-                        length |= delta[at] << shift
-                        at += 1
-                length = length or 0x10000
-                if offset + length > len(base):
-                    raise BadPack("delta copies beyond its base")
-                out += base[offset:offset + length]
-            elif op:
-                if at + op > end:
-                    raise BadPack("delta insert beyond its end")
-                out += delta[at:at + op]
-                at += op
-            else:
-                raise BadPack("delta has a reserved instruction")
-            if len(out) > result_size:
-                raise BadPack("delta result larger than declared")
-    except IndexError:
-        raise BadPack("delta is truncated") from None
-    if len(out) != result_size:
-        raise BadPack("delta result size does not match")
-    return bytes(out)
+        return gitdelta.apply_delta(base, delta, max_result=MAX_INFLATED)
+    except gitdelta.DeltaTooLarge as exc:
+        raise TooLarge(str(exc)) from None
+    except gitdelta.DeltaError as exc:
+        raise BadPack(str(exc)) from None
