@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from artifactd.errors import Code, Conflict
 from artifactd.storage import outboxseq, pgcreate
@@ -518,7 +518,18 @@ class MetadataStore:
         params = pgcreate.create_params(_row_dict(repo), token_values,
                                         [_row_dict(row) for row in outbox])
         assert self._pg is not None
-        self._pg.write(self._pg_create(with_token, len(outbox)), params)
+        statement = self._pg_create(with_token, len(outbox))
+        try:
+            self._pg.write(statement, params)
+        except OperationalError:
+            # The held connection died under the statement (a database restart, a cut idle
+            # connection), before or after the commit. Once more on a fresh connection: the
+            # repo id is this create's own, so a duplicate of it is the first try committed.
+            try:
+                self._pg.write(statement, params, fresh=True)
+            except IntegrityError:
+                if self.get_repo_by_id(repo.id) is None:
+                    raise
         if outbox:
             for listener in self.outbox_listeners:
                 listener()

@@ -21,7 +21,8 @@ reset, isolation-level switch and result machinery were more CPU in the node tha
 psycopg's own work for it. A write is not repeated after a failure (it may have committed
 before the connection died): a connection that sat idle long enough to have been cut is
 checked with a ``SELECT 1`` first, as the SQLAlchemy pool does (storage/db.py), and a
-failure mid-statement is the 503 the app answers for a lost database. A constraint
+failure mid-statement is raised; the create's caller knows how to retry it safely (its
+repo id is its own: a duplicate of it means the first try committed). A constraint
 violation comes back as SQLAlchemy's ``IntegrityError``, which the callers already handle.
 """
 
@@ -107,10 +108,11 @@ class PgLookups:
             return dict(zip(lookup.columns, row, strict=True)) if row is not None else None
         raise AssertionError("unreachable")
 
-    def write(self, write: Write, params: Mapping[str, Any]) -> None:
-        """Run ``write`` in autocommit: all of it or, on an error, none of it."""
+    def write(self, write: Write, params: Mapping[str, Any], *, fresh: bool = False) -> None:
+        """Run ``write`` in autocommit: all of it or, on an error, none of it. ``fresh``: on
+        a new connection (the caller's retry after a connection died under its write)."""
         try:
-            conn = self._checkout_for_write()
+            conn = self._connect() if fresh else self._checkout_for_write()
         except self._psycopg.OperationalError as exc:
             raise _unavailable(write, exc) from exc
         try:
