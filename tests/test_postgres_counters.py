@@ -152,7 +152,12 @@ def test_concurrent_creates_in_one_namespace_do_not_queue_on_one_row(postgres: P
 
 def test_a_create_is_one_statement_and_a_conflict_changes_nothing(postgres: Postgres) -> None:
     """A create on PostgreSQL (namespace, repo, count shard, token, event) is one statement
-    in autocommit; a duplicate name answers REPO_EXISTS and leaves no row of its own."""
+    in autocommit, sent on a held psycopg connection (storage/pglookups.py ``write``), not
+    through SQLAlchemy; a duplicate name answers REPO_EXISTS and leaves no row of its own.
+    The statements are counted from PostgreSQL's own log (``log_statement = all`` on this
+    test's database only)."""
+    import re
+
     from sqlalchemy import event, text
 
     from artifactd.errors import Code, Conflict
@@ -160,11 +165,15 @@ def test_a_create_is_one_statement_and_a_conflict_changes_nothing(postgres: Post
     from artifactd.storage.db import make_engine, migrate
     from artifactd.storage.metadata import MetadataStore, OutboxRow, RepoRow
 
-    engine = make_engine(postgres.new_database())
-    statements: list[str] = []
+    url = postgres.new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET log_statement = 'all'")
+    server_log = postgres.dir / "pg.log"
+    engine = make_engine(url)
+    migrate(engine)
+    store = MetadataStore(engine)
+    through_sqlalchemy: list[str] = []
     try:
-        migrate(engine)
-        store = MetadataStore(engine)
 
         def create(repo_id: str) -> None:
             repo = RepoRow(id=repo_id, account_id="acct", namespace="ns", name="same",
@@ -179,9 +188,15 @@ def test_a_create_is_one_statement_and_a_conflict_changes_nothing(postgres: Post
             store.create_repo(repo, token, secret_hash, outbox)
 
         event.listen(engine, "before_cursor_execute",
-                     lambda _c, _cur, statement, *_: statements.append(statement))
+                     lambda _c, _cur, statement, *_: through_sqlalchemy.append(statement))
+        logged_before = server_log.stat().st_size
         create("a" * 32)
-        assert len(statements) == 1, statements
+        with server_log.open("rb") as log:
+            log.seek(logged_before)
+            logged = log.read().decode("utf-8", "replace")
+        statements = re.findall(r"LOG:  (?:statement|execute [^:]*): (.*)", logged)
+        assert len(statements) == 1 and statements[0].startswith("WITH ns AS"), logged
+        assert through_sqlalchemy == []
         with pytest.raises(Conflict) as refused:
             create("b" * 32)
         assert refused.value.code == Code.REPO_EXISTS
@@ -190,4 +205,26 @@ def test_a_create_is_one_statement_and_a_conflict_changes_nothing(postgres: Post
                 assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 1, table
         assert store.count_repos("acct", "ns") == 1
     finally:
+        store.close()
         engine.dispose()
+
+
+def test_a_create_survives_its_held_connection_dying(pg_server: tuple[Server, str]) -> None:
+    """A create's held connection (storage/pglookups.py ``write``) that died since its last
+    use is retried once on a fresh connection, so a create right after the database cut
+    every connection succeeds (through SQLAlchemy's pool it answered 503); the repo exists
+    once. (Routes through SQLAlchemy's pool, such as the list, may still answer one 503
+    while the pool finds its connections dead: storage/db.py.)"""
+    server, url = pg_server
+    headers = {"Authorization": f"Bearer {server.token}"}
+    with httpx.Client(headers=headers) as client:
+        for n in range(3):
+            assert client.post(server.ns_url("survive") + "/repos",
+                               json={"name": f"warm-{n}"}).status_code == 200
+            assert _terminate_server_connections(url) >= 1
+            made = client.post(server.ns_url("survive") + "/repos", json={"name": f"after-{n}"})
+            assert made.status_code == 200, made.text
+    with psycopg.connect(url) as conn:
+        names = [row[0] for row in conn.execute(
+            "SELECT name FROM repos WHERE namespace = 'survive' ORDER BY name").fetchall()]
+    assert names == sorted([f"after-{n}" for n in range(3)] + [f"warm-{n}" for n in range(3)])

@@ -28,11 +28,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from artifactd.errors import Code, Conflict
 from artifactd.storage import outboxseq, pgcreate
-from artifactd.storage.pglookups import PgLookups
+from artifactd.storage.pglookups import PgLookups, Write
 from artifactd.storage.schema import (
     account_storage,
     accounts,
@@ -294,6 +294,7 @@ class MetadataStore:
             self._pg_repo_by_id = self._pg.lookup(_SELECT_REPO_BY_ID)
             self._pg_token_with_repo = self._pg.lookup(_SELECT_TOKEN_WITH_REPO)
             self._pg_token_by_id = self._pg.lookup(_SELECT_TOKEN_BY_ID)
+        self._pg_creates: dict[tuple[bool, int], Write] = {}
         self._writer_lock = WriterLock(engine)
         # Called (from the writing thread, inside its transaction) when events are written:
         # the webhook thread waits on one instead of polling.
@@ -516,11 +517,30 @@ class MetadataStore:
         token_values = {**_row_dict(token), "secret_hash": secret_hash} if with_token else None
         params = pgcreate.create_params(_row_dict(repo), token_values,
                                         [_row_dict(row) for row in outbox])
-        with self._autocommit.connect() as conn:
-            conn.execute(pgcreate.create_statement(with_token, len(outbox)), params)
+        assert self._pg is not None
+        statement = self._pg_create(with_token, len(outbox))
+        try:
+            self._pg.write(statement, params)
+        except OperationalError:
+            # The held connection died under the statement (a database restart, a cut idle
+            # connection), before or after the commit. Once more on a fresh connection: the
+            # repo id is this create's own, so a duplicate of it is the first try committed.
+            try:
+                self._pg.write(statement, params, fresh=True)
+            except IntegrityError:
+                if self.get_repo_by_id(repo.id) is None:
+                    raise
         if outbox:
             for listener in self.outbox_listeners:
                 listener()
+
+    def _pg_create(self, with_token: bool, events: int) -> Write:
+        """The create statement (``pgcreate``) compiled for psycopg once per shape."""
+        found = self._pg_creates.get((with_token, events))
+        if found is None:
+            found = Write(pgcreate.create_statement(with_token, events), self.engine)
+            self._pg_creates[(with_token, events)] = found
+        return found
 
     def get_repo(self, account_id: str, namespace: str, name: str) -> RepoRow | None:
         if self._pg is not None:

@@ -1,4 +1,5 @@
-"""The hot one-statement lookups on PostgreSQL, on plain psycopg connections held ready.
+"""The hot one-statement lookups (and the create) on PostgreSQL, on plain psycopg
+connections held ready.
 
 Every control-plane request looks up its API token, most look up a repo, and git requests
 look up a repo token: one indexed row each. Through SQLAlchemy, a lookup in autocommit cost
@@ -13,16 +14,27 @@ timeout, ``pg_terminate_backend``) is dropped and the lookup is tried once more 
 connection; a read is safe to repeat. A second failure is the database being unreachable,
 raised as SQLAlchemy's ``OperationalError`` so that the app answers 503 as for any other
 statement.
+
+``write`` runs one data-modifying statement the same way (the repo create: storage/pgcreate.py,
+one statement in autocommit). Through SQLAlchemy's autocommit connection its pool checkout,
+reset, isolation-level switch and result machinery were more CPU in the node than
+psycopg's own work for it. A write is not repeated after a failure (it may have committed
+before the connection died): a connection that sat idle long enough to have been cut is
+checked with a ``SELECT 1`` first, as the SQLAlchemy pool does (storage/db.py), and a
+failure mid-statement is raised; the create's caller knows how to retry it safely (its
+repo id is its own: a duplicate of it means the first try committed). A constraint
+violation comes back as SQLAlchemy's ``IntegrityError``, which the callers already handle.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, TextClause
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.sql import Select
 
 if TYPE_CHECKING:
@@ -31,6 +43,8 @@ if TYPE_CHECKING:
 # Idle connections kept for the next lookups (more are opened under a burst of concurrent
 # requests and closed when they come back to a full stack).
 KEEP_IDLE = 8
+# An idle connection older than this is checked before a write goes on it (db.IDLE_PING_S).
+IDLE_CHECK_S = 10.0
 
 
 class Lookup:
@@ -40,6 +54,13 @@ class Lookup:
         compiled = statement.compile(dialect=engine.dialect)
         self.sql = str(compiled)
         self.columns = tuple(str(column.key) for column in statement.selected_columns)
+
+
+class Write:
+    """A data-modifying statement compiled once to PostgreSQL's SQL text."""
+
+    def __init__(self, statement: TextClause, engine: Engine) -> None:
+        self.sql = str(statement.compile(dialect=engine.dialect))
 
 
 class PgLookups:
@@ -53,6 +74,7 @@ class PgLookups:
             *args, **kwargs, autocommit=True, prepare_threshold=0)
         self._engine = engine
         self._idle: list[psycopg.Connection[Any]] = []
+        self._idle_since: dict[int, float] = {}  # id(connection) -> when it was checked in
         self._lock = threading.Lock()
         self._keep_idle = keep_idle
         self._closed = False
@@ -86,6 +108,27 @@ class PgLookups:
             return dict(zip(lookup.columns, row, strict=True)) if row is not None else None
         raise AssertionError("unreachable")
 
+    def write(self, write: Write, params: Mapping[str, Any], *, fresh: bool = False) -> None:
+        """Run ``write`` in autocommit: all of it or, on an error, none of it. ``fresh``: on
+        a new connection (the caller's retry after a connection died under its write)."""
+        try:
+            conn = self._connect() if fresh else self._checkout_for_write()
+        except self._psycopg.OperationalError as exc:
+            raise _unavailable(write, exc) from exc
+        try:
+            conn.execute(write.sql, params)
+        except self._psycopg.IntegrityError as exc:
+            self._checkin(conn)
+            raise IntegrityError(write.sql, None, exc) from exc
+        except (self._psycopg.OperationalError, self._psycopg.InterfaceError) as exc:
+            conn.close()
+            self._drop_idle()
+            raise _unavailable(write, exc) from exc
+        except BaseException:
+            self._checkin(conn)
+            raise
+        self._checkin(conn)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -94,14 +137,36 @@ class PgLookups:
     def _drop_idle(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
+            self._idle_since.clear()
         for conn in idle:
             conn.close()
 
     def _checkout(self) -> psycopg.Connection[Any]:
         with self._lock:
             if self._idle:
-                return self._idle.pop()
+                conn = self._idle.pop()
+                self._idle_since.pop(id(conn), None)
+                return conn
         return self._connect()
+
+    def _checkout_for_write(self) -> psycopg.Connection[Any]:
+        with self._lock:
+            if self._idle:
+                conn = self._idle.pop()
+                idle_since = self._idle_since.pop(id(conn), 0.0)
+            else:
+                conn, idle_since = None, 0.0
+        if conn is None:
+            return self._connect()
+        if time.monotonic() - idle_since < IDLE_CHECK_S:
+            return conn
+        try:
+            conn.execute("SELECT 1")
+            return conn
+        except (self._psycopg.OperationalError, self._psycopg.InterfaceError):
+            conn.close()
+            self._drop_idle()
+            return self._connect()
 
     def _checkin(self, conn: psycopg.Connection[Any]) -> None:
         idle = self._psycopg.pq.TransactionStatus.IDLE
@@ -109,10 +174,11 @@ class PgLookups:
             with self._lock:
                 if not self._closed and len(self._idle) < self._keep_idle:
                     self._idle.append(conn)
+                    self._idle_since[id(conn)] = time.monotonic()
                     return
         conn.close()
 
 
-def _unavailable(lookup: Lookup, exc: Exception) -> OperationalError:
+def _unavailable(lookup: Lookup | Write, exc: Exception) -> OperationalError:
     # No parameters in the error: they are secret hashes, and the error is logged.
     return OperationalError(lookup.sql, None, exc)
