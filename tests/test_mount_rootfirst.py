@@ -200,7 +200,7 @@ def test_handed_off_mount_answers_from_its_root_while_the_clone_is_held(
     added = fs(fs_env, "add-repo", "--name", "first", "--remote", auth_remote(first_remote, first_token),
                "--mount-root", str(root))
     assert added.returncode == 0, added.stderr
-    daemon = start_daemon(gate.env, root, "first")
+    daemon = start_daemon(gate.env, root, "first", landed=False)  # its clone waits at the gate too
     try:
         remote, token = make_repo(sqlite_server, f"{unique_name}-b", tmp_path, FILES)
         # The command's imports listed (PYTHONPROFILEIMPORTTIME): the hand-off loads no click.
@@ -228,6 +228,45 @@ def test_handed_off_mount_answers_from_its_root_while_the_clone_is_held(
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0
     assert not os.path.ismount(root / "second")
+
+
+def test_guide_flow_add_repo_records_without_cloning_and_the_daemon_mounts_root_first(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str],
+    gate: CloneGate
+) -> None:
+    """The guide's order (add-repo with no daemon, then ``daemon &``, then ``ls``): add-repo
+    checks the remote and records the repo but leaves the clone to the mount, and the
+    daemon mounts it from its root while the clone runs behind (here: held at the gate)."""
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, FILES)
+    added = fs(fs_env, "add-repo", "--name", "starter-repo", "--remote", auth_remote(remote, token),
+               "--branch", "main", "--mount-root", str(root))
+    assert added.returncode == 0, added.stderr
+    assert not (root / ".artifact-fs" / "git" / "starter-repo").exists()  # no clone yet
+    assert (root / "starter-repo").is_dir()  # the mount point, as before
+    assert fs(fs_env, "list-repos", "--root", str(root)).stdout.split("\t")[:2] == ["starter-repo", "main"]
+    daemon = start_daemon(gate.env, root, "starter-repo", landed=False)
+    try:
+        mount = root / "starter-repo"
+        _check_before_landing(mount, root, "starter-repo")
+        gate.release()
+        _check_after_landing(mount, root, "starter-repo")
+    finally:
+        gate.release()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+    assert not os.path.ismount(root / "starter-repo")
+
+
+def test_prefetch_and_gc_of_a_repo_added_but_not_cloned_say_so(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, {"a.txt": b"a\n"})
+    assert fs(fs_env, "add-repo", "--name", "later", "--remote", auth_remote(remote, token),
+              "--mount-root", str(root)).returncode == 0
+    for command in (["prefetch", "--name", "later"], ["gc"]):
+        done = fs(fs_env, *command, "--root", str(root))
+        assert done.returncode == 1 and "later is not cloned yet: start artifact-fs daemon" in done.stderr, done
+        assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_oneshot_mount_answers_from_its_root_while_the_clone_is_held(

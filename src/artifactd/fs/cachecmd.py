@@ -36,6 +36,9 @@ class Prefetched:
 
 def branch_entries(state: RootState, config: RepoConfig) -> list[Entry]:
     git_dir = state.git_dir(config.name)
+    if not git_dir.is_dir():  # added with no daemon running: its clone comes with its first mount
+        raise InputError(f"{config.name} is not cloned yet: start artifact-fs daemon --root {state.root} "
+                         "(it clones the repo behind its mount)")
     commit = run_git(["--git-dir", str(git_dir), "rev-parse", "--verify", "--end-of-options",
                       f"refs/heads/{config.branch}^{{commit}}"]).decode().strip()
     return list_tree(git_dir, commit)
@@ -106,7 +109,7 @@ def gc(state: RootState, host: HostCache) -> tuple[int, int]:
         for config in owner.repos():
             try:
                 referenced.update(e.oid for e in branch_entries(owner, config) if e.kind == "blob")
-            except GitFailed as exc:
+            except (GitFailed, InputError) as exc:
                 raise InputError(f"cannot read the branch of {config.name} under {owner.root}: {exc}; "
                                  "nothing removed") from None
     removed = freed = 0

@@ -158,11 +158,15 @@ def answer(status: int, body: bytes) -> list[bytes]:
     return parse_pack(pack_of(body))
 
 
+def ls_refs_body(ref: str) -> bytes:
+    """A v2 ``ls-refs`` request for the refs starting with ``ref``."""
+    return (_pkt("command=ls-refs\n") + _pkt("agent=git/artifact-fs\n") + _pkt("object-format=sha1\n")
+            + b"0001" + _pkt(f"ref-prefix {ref}\n") + b"0000")
+
+
 def ls_ref(remote: Remote, ref: str) -> str | None:
     """The object id ``ref`` points at on the remote (one v2 ``ls-refs``), or ``None``."""
-    body = (_pkt("command=ls-refs\n") + _pkt("agent=git/artifact-fs\n") + _pkt("object-format=sha1\n")
-            + b"0001" + _pkt(f"ref-prefix {ref}\n") + b"0000")
-    status, answer = remote.request("POST", "/git-upload-pack", body, POST_HEADERS)
+    status, answer = remote.request("POST", "/git-upload-pack", ls_refs_body(ref), POST_HEADERS)
     if status != 200:
         raise PackError(f"HTTP {status}")
     at = 0

@@ -346,6 +346,7 @@ async def serve_root_first(view: RootView, hydrator: Hydrator, state: RootState,
                 view.fail(str(exc))
                 return
             synced.append(sync)
+            operations.read_gate = gate
             view.land(operations)
             nursery.start_soon(operations.sizes.load)
             nursery.start_soon(sync.poll)
@@ -353,6 +354,10 @@ async def serve_root_first(view: RootView, hydrator: Hydrator, state: RootState,
             if options.autocommit_interval > 0:
                 nursery.start_soon(sync.autocommit)
 
+        # pyfuse3's loop without two scheduler passes a request, as in ``serve`` (it was
+        # missing here: a root-first mount served every request the slow way).
+        gate = view.early.read_gate = fuseloop.install()
+        gate.work_waiting = lambda: hydrator.queued.is_set()
         nursery.start_soon(land)
         nursery.start_soon(_stop_on_signal)
         await pyfuse3.main()

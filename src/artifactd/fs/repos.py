@@ -36,14 +36,15 @@ REPO_SETTINGS = (("core.checkStat", "minimal"), ("core.trustctime", "false"),
 
 
 def _explain(exc: GitFailed, remote: Remote, branch: str) -> InputError:
+    from artifactd.fs.remotecheck import missing_branch, no_repository, refused  # the same words
+
     text = str(exc)
     if "not found in upstream" in text or "Remote branch" in text:
-        return InputError(f"branch {branch!r} does not exist on {remote.url}: check --branch")
+        return missing_branch(remote.url, branch)
     if "Authentication failed" in text or "401" in text or "403" in text or "could not read Username" in text:
-        return InputError(f"the remote refused the credentials for {remote.url}: pass a valid "
-                          "token in --remote (https://x:TOKEN@host/...)")
+        return refused(remote.url)
     if "not found" in text or "404" in text:
-        return InputError(f"no git repository at {remote.url}: check --remote")
+        return no_repository(remote.url)
     return InputError(f"cannot clone {remote.url}: {text}")
 
 
@@ -86,7 +87,6 @@ def plan_repo(name: str, remote_text: str, branch: str, mount_root: str,
         raise InputError(f"{mount_point} exists and is not a directory: choose another --name")
     if remote.has_credentials:
         credentials.store(state.credential_socket, remote, credential_ttl)
-    work = state.work_dir(name)
     existing = state.load(name)
     if existing is not None and (existing.remote != remote.url or existing.branch != branch):
         raise InputError(f"repo {name!r} already exists with another remote or branch: "
@@ -95,6 +95,15 @@ def plan_repo(name: str, remote_text: str, branch: str, mount_root: str,
     if state.git_dir(name).is_dir():
         record(config)
         return config, None
+    return config, clone_job(state, config)
+
+
+def clone_job(state: RootState, config: RepoConfig) -> Callable[[], None]:
+    """The blobless clone of ``config``, to run: its credentials are those in the root's
+    credential cache (``plan_repo`` put them there), never an argument."""
+    remote = Remote(url=config.remote, username="", password="")
+    work = state.work_dir(config.name)
+    branch = config.branch
 
     def clone() -> None:
         shutil.rmtree(work, ignore_errors=True)
@@ -114,7 +123,27 @@ def plan_repo(name: str, remote_text: str, branch: str, mount_root: str,
             shutil.rmtree(work, ignore_errors=True)
             raise InputError(f"cloning {remote.url} timed out: check the remote") from None
 
-    return config, clone
+    return clone
+
+
+def register(name: str, remote_text: str, branch: str, mount_root: str,
+             credential_ttl: int = DEFAULT_CREDENTIAL_TTL) -> tuple[RepoConfig, bool]:
+    """``add-repo`` with no daemon running: the repo checked, its credentials cached and
+    recorded, and whether it was cloned now. The clone is left to the mount (the daemon
+    mounts a repo without one root first and clones behind the mount, ``rootview.py``)
+    once one ``ls-refs`` has shown the remote, the token and the branch good, which is
+    what the clone would have found wrong; a remote that cannot be asked that way (no
+    protocol v2 over POST) is cloned now, as before."""
+    config, clone = plan_repo(name, remote_text, branch, mount_root, credential_ttl)
+    cloned = False
+    if clone is not None:
+        from artifactd.fs import remotecheck  # http.client: not for a repo cloned already
+
+        if not remotecheck.branch_exists(parse_remote(remote_text), branch):
+            clone()
+            cloned = True
+        record(config)
+    return config, cloned
 
 
 def remove_repo(root: Path, name: str) -> None:

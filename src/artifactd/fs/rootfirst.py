@@ -18,9 +18,11 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from artifactd.fs import fetchpack, objectinfo
+from artifactd.fs.gitcmd import GitFailed
 from artifactd.fs.tree import Entry
 from artifactd.fs.wire import Remote, WireError
 
@@ -143,21 +145,27 @@ class EarlyRoot:
     """``read_root`` on a thread of the command that forks the mount (``add-repo`` handed to a
     daemon, ``artifactd mount``), with the credentials it was given: it overlaps the import
     of the FUSE side, needs no ``git credential`` call, and the mount process inherits the
-    answer and the open connection (``wait`` before the fork: the child has no threads)."""
+    answer and the open connection (``wait`` before the fork: the child has no threads).
+    ``fill``: where the credentials come from when they were not given (the daemon mounting
+    a repo ``add-repo`` recorded: git's credential cache), asked on the same thread."""
 
-    def __init__(self, url: str, auth: tuple[str, str] | None, branch: str) -> None:
+    def __init__(self, url: str, auth: tuple[str, str] | None, branch: str,
+                 fill: Callable[[], tuple[str, str] | None] | None = None) -> None:
         self.remote = Remote(url, auth, objectinfo.TIMEOUT)
         self.read: RootRead | None = None
         self.error = ""
         self.seconds = 0.0  # the three requests' time, for the mount's log
+        self._fill = fill
         self._thread = threading.Thread(target=self._run, args=(branch,), name="rootfirst", daemon=True)
         self._thread.start()
 
     def _run(self, branch: str) -> None:
         started = time.monotonic()
         try:
+            if self._fill is not None:
+                self.remote.auth = self._fill()
             self.read = read_root(self.remote, branch)
-        except RootReadError as exc:
+        except (RootReadError, GitFailed, OSError) as exc:  # the last two: from git's credential cache
             self.error = str(exc)
             self.remote.close()
         self.seconds = time.monotonic() - started
