@@ -248,6 +248,8 @@ def test_guide_flow_add_repo_records_without_cloning_and_the_daemon_mounts_root_
     try:
         mount = root / "starter-repo"
         _check_before_landing(mount, root, "starter-repo")
+        busy = fs(fs_env, "prefetch", "--name", "starter-repo", "--root", str(root))  # not a second clone
+        assert busy.returncode == 1 and "is being cloned behind its mount" in busy.stderr, busy
         gate.release()
         _check_after_landing(mount, root, "starter-repo")
     finally:
@@ -257,16 +259,17 @@ def test_guide_flow_add_repo_records_without_cloning_and_the_daemon_mounts_root_
     assert not os.path.ismount(root / "starter-repo")
 
 
-def test_prefetch_and_gc_of_a_repo_added_but_not_cloned_say_so(
+def test_gc_of_a_repo_added_but_not_cloned_clones_it_first(
     sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
 ) -> None:
     remote, token = make_repo(sqlite_server, unique_name, tmp_path, {"a.txt": b"a\n"})
     assert fs(fs_env, "add-repo", "--name", "later", "--remote", auth_remote(remote, token),
               "--mount-root", str(root)).returncode == 0
-    for command in (["prefetch", "--name", "later"], ["gc"]):
-        done = fs(fs_env, *command, "--root", str(root))
-        assert done.returncode == 1 and "later is not cloned yet: start artifact-fs daemon" in done.stderr, done
-        assert len(done.stderr.strip().splitlines()) == 1
+    git_dir = root / ".artifact-fs" / "git" / "later" / ".git"
+    assert not git_dir.exists()
+    done = fs(fs_env, "gc", "--root", str(root))  # it must know the repo's blobs: it clones
+    assert done.returncode == 0 and done.stdout.strip() == "removed 0 files (0 bytes)", done
+    assert git(f"--git-dir={git_dir}", "rev-parse", "main").strip()
 
 
 def test_oneshot_mount_answers_from_its_root_while_the_clone_is_held(

@@ -267,8 +267,8 @@ def test_a_large_file_is_streamed_through_git_not_held_in_memory(
     remote, token = make_repo(sqlite_server, unique_name, tmp_path, {"big.bin": big, "small.txt": b"s\n"})
     add(fs_env, root, unique_name, remote, token)
     packs = root / ".artifact-fs" / "git" / unique_name / ".git" / "objects" / "pack"
+    daemon = start_daemon(fs_env, root, unique_name)  # the clone landed: its pack is there
     before = len(list(packs.glob("*.pack")))
-    daemon = start_daemon(fs_env, root, unique_name)
     pid = int((root / ".artifact-fs" / "run" / f"{unique_name}.pid").read_text())
     mount = root / unique_name
     assert os.stat(mount / "big.bin").st_size == len(big)
