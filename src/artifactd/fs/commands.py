@@ -25,7 +25,7 @@ from artifactd.fs.inputs import (
     check_name,
     parse_remote,
 )
-from artifactd.fs.repos import clone_job, forget, plan_repo, record, register, remove_repo
+from artifactd.fs.repos import clone_job, forget, plan_repo, record, register, remove_repo, store_then
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.write import control
 from artifactd.fs.write.options import DEFAULT_POLL_INTERVAL, MountOptions
@@ -291,11 +291,14 @@ def _add_to_daemon(state: RootState, request: dict[str, object], cache_bytes: in
         parsed = parse_remote(remote)
         mounted = os.path.ismount(state.root / name)
         if not state.git_dir(name).is_dir() and not mounted:  # a new repo: mounted root first
-            # The root read (two or three round trips) runs while plan_repo hands the
-            # credentials to git's cache (a git process): both are on the critical path.
+            # The root read (two round trips, or three) runs while plan_repo checks and
+            # records; the credentials go to git's cache (a git process) in the mount
+            # process, before its clone: neither is on the way to the first ls.
             from artifactd.fs.rootfirst import EarlyRoot  # the root read: http.client, ssl
             given = EarlyRoot(parsed.url, parsed.auth, branch)
-        config, clone = plan_repo(name, remote, branch, str(state.root), ttl)
+        config, clone = plan_repo(name, remote, branch, str(state.root), ttl, store=given is None)
+        if given is not None and clone is not None:
+            clone = store_then(state, remote, ttl, clone)
     except (InputError, OSError) as exc:  # the daemon stays up for its other mounts
         if given is not None:
             given.wait()
@@ -315,13 +318,15 @@ def _add_to_daemon(state: RootState, request: dict[str, object], cache_bytes: in
         if error and not state.git_dir(config.name).is_dir():
             forget(config)
         # Each step of a hand-off, for the daemon's log (docs/benchmarks.md's mount-time rows).
+        forked = children[-1][1].forked_at - started if children and children[-1][0] == config.name else 0.0
         click.echo(f"hand-off {config.name}: planned {planned - started:.3f} s, root read "
-                   f"{given.seconds:.3f} s (alongside), mounted {time.monotonic() - started:.3f} s "
-                   "after the request", err=True)
+                   f"{given.seconds:.3f} s (alongside), forked {forked:.3f} s, mounted "
+                   f"{time.monotonic() - started:.3f} s after the request", err=True)
         return {"ok": False, "error": error} if error else answer
     elif given is not None:  # cloned meanwhile by another command: mounted from the clone
         given.wait()
         given.remote.close()
+        store_then(state, remote, ttl, lambda: None)()  # the clone's mount asks git's cache
     error = _start_mount(state, config, cache_bytes, options, Prepared.start(state, config), children)
     return {"ok": False, "error": error} if error else answer
 

@@ -251,8 +251,8 @@ def _fuse_init(operations: pyfuse3.Operations, mount_point: Path) -> None:
                          "(is fusermount3 installed and permitted?)") from exc
 
 
-def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
-          options: MountOptions | None = None, early: Prepared | None = None) -> None:
+def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES, options: MountOptions | None = None,
+          early: Prepared | None = None, ready_fd: int | None = None) -> None:
     state, config = _load(root, name)
     mount_point = Path(config.mount_point)
     _check_mount_point(mount_point)
@@ -263,6 +263,7 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
     sync = attach(operations, state, config, options or MountOptions(), commit)
     _fuse_init(operations, mount_point)
     state.pid_file(name).write_text(f"{os.getpid()}\n")
+    signal_ready(ready_fd)
     try:
         trio.run(serve, hydrator, sync, state.control_socket(name))
     finally:
@@ -275,7 +276,8 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
 
 
 def mount_root_first(root: Path, name: str, cache_bytes: int, options: MountOptions | None,
-                     clone: Callable[[], object], given: rootfirst.EarlyRoot | None = None) -> None:
+                     clone: Callable[[], object], given: rootfirst.EarlyRoot | None = None,
+                     ready_fd: int | None = None) -> None:
     """Mount as soon as the root is read from the remote (``rootfirst``), while ``clone``
     (the blobless clone ``add-repo`` would have run first) runs behind it (``rootview``).
     A remote that cannot answer that way gets the clone first and the usual mount."""
@@ -291,7 +293,7 @@ def mount_root_first(root: Path, name: str, cache_bytes: int, options: MountOpti
     if first is None:
         logging.info("root-first: not from this remote (%s): the clone first", given.error)
         clone()
-        mount(root, name, cache_bytes, options)
+        mount(root, name, cache_bytes, options, ready_fd=ready_fd)
         return
     read_at = time.monotonic()
     state.host.ensure()
@@ -309,6 +311,7 @@ def mount_root_first(root: Path, name: str, cache_bytes: int, options: MountOpti
     view.note(f"mounted {time.monotonic() - started:.3f} s after the mount process started "
               f"(the root read in {given.seconds:.3f} s, of which {read_at - started:.3f} s here)")
     state.pid_file(name).write_text(f"{os.getpid()}\n")
+    signal_ready(ready_fd)
     sync: list[BranchSync] = []
     try:
         trio.run(serve_root_first, view, hydrator, state, config, options or MountOptions(), clone, mtime,
@@ -368,6 +371,18 @@ async def serve_root_first(view: RootView, hydrator: Hydrator, state: RootState,
         nursery.cancel_scope.cancel()
 
 
+def signal_ready(ready_fd: int | None) -> None:
+    """Tell the process that forked this one that the mount is up (``process.wait_ready``
+    waits on the pipe instead of polling for it)."""
+    if ready_fd is not None:
+        try:
+            os.write(ready_fd, b"1")
+        except OSError:  # the forking command is gone: nobody waits
+            pass
+        finally:
+            os.close(ready_fd)
+
+
 def main() -> int:
     cache_bytes = int(sys.argv[3]) if len(sys.argv) > 3 else DEFAULT_CACHE_BYTES
     return run(Path(sys.argv[1]), sys.argv[2], cache_bytes)
@@ -375,7 +390,7 @@ def main() -> int:
 
 def run(root: Path, name: str, cache_bytes: int, options: MountOptions | None = None,
         early: Prepared | None = None, clone: Callable[[], object] | None = None,
-        given: rootfirst.EarlyRoot | None = None) -> int:
+        given: rootfirst.EarlyRoot | None = None, ready_fd: int | None = None) -> int:
     """``clone``: the blobless clone still to run, behind a root-first mount (``rootview``);
     ``given``: its root, read by the forking command."""
     # Fetch threads decode packs in Python; the FUSE loop must not wait 5 ms (the default)
@@ -384,9 +399,9 @@ def run(root: Path, name: str, cache_bytes: int, options: MountOptions | None = 
     logging.basicConfig(level=logging.INFO, format="artifact-fs: %(message)s")
     try:
         if clone is not None:
-            mount_root_first(root, name, cache_bytes, options, clone, given)
+            mount_root_first(root, name, cache_bytes, options, clone, given, ready_fd)
         else:
-            mount(root, name, cache_bytes, options, early)
+            mount(root, name, cache_bytes, options, early, ready_fd)
     except (MountError, GitFailed, InputError, objectinfo.ObjectInfoError, OSError) as exc:
         print(f"artifact-fs: {name}: {exc}", file=sys.stderr, flush=True)
         return 1

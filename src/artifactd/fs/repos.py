@@ -71,7 +71,8 @@ def forget(config: RepoConfig) -> None:
 
 
 def plan_repo(name: str, remote_text: str, branch: str, mount_root: str,
-              credential_ttl: int = DEFAULT_CREDENTIAL_TTL) -> tuple[RepoConfig, Callable[[], None] | None]:
+              credential_ttl: int = DEFAULT_CREDENTIAL_TTL,
+              *, store: bool = True) -> tuple[RepoConfig, Callable[[], None] | None]:
     """``add-repo`` checked and its credentials cached, and the clone still to run (``None``
     when the clone is there already: the repo is recorded then). A root-first mount runs
     the clone behind itself (``fs/rootview.py``); ``add_repo`` runs it at once, then
@@ -85,7 +86,7 @@ def plan_repo(name: str, remote_text: str, branch: str, mount_root: str,
     mount_point = root / name
     if mount_point.exists() and not mount_point.is_dir():
         raise InputError(f"{mount_point} exists and is not a directory: choose another --name")
-    if remote.has_credentials:
+    if remote.has_credentials and store:  # else the caller's (``store_then``)
         credentials.store(state.credential_socket, remote, credential_ttl)
     existing = state.load(name)
     if existing is not None and (existing.remote != remote.url or existing.branch != branch):
@@ -124,6 +125,21 @@ def clone_job(state: RootState, config: RepoConfig) -> Callable[[], None]:
             raise InputError(f"cloning {remote.url} timed out: check the remote") from None
 
     return clone
+
+
+def store_then(state: RootState, remote_text: str, credential_ttl: int,
+               clone: Callable[[], None]) -> Callable[[], None]:
+    """``clone`` after the credentials of ``remote_text`` went to git's cache: for a mount
+    that reads its root with the credentials it was given, so that the cache's ``git``
+    process runs behind the mount, not on the way to it."""
+    remote = parse_remote(remote_text)
+
+    def stored_then_cloned() -> None:
+        if remote.has_credentials:
+            credentials.store(state.credential_socket, remote, credential_ttl)
+        clone()
+
+    return stored_then_cloned
 
 
 def register(name: str, remote_text: str, branch: str, mount_root: str,
