@@ -39,10 +39,16 @@ def test_anything_else_goes_to_the_click_command(argv: list[str]) -> None:
     assert handoff.parse(argv) is None
 
 
-def test_bad_input_and_no_daemon_go_to_the_click_command(tmp_path: Path) -> None:
+def test_no_daemon_records_without_click_and_bad_input_gets_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = ["--remote", "http://127.0.0.1:9/r.git", "--mount-root", str(tmp_path)]
-    assert handoff.run(["--name", "../x", *base]) is None  # click's command gives the error
-    assert handoff.run(["--name", "ok", *base]) is None  # no daemon: the clone by the click command
+    assert handoff.run(["--name", "x", *base[:-1], str(tmp_path / "missing")]) is None  # click's words
+    assert handoff.run(["--name", "../x", *base]) == 1
+    assert capsys.readouterr().err.startswith("artifact-fs: --name '../x' is not a valid repo name")
+    assert handoff.run(["--name", "ok", *base]) == 1  # nothing listens on port 9: git's clone says so
+    assert "cannot clone http://127.0.0.1:9/r.git" in capsys.readouterr().err
+    assert not (tmp_path / "ok").exists()
 
 
 def test_the_socket_is_the_daemons(tmp_path: Path) -> None:

@@ -7,11 +7,12 @@ click and the rest of the commands (``commands.py``) are most of its imports. So
 guide's plain form (``--name``, ``--remote``, ``--branch``, ``--mount-root``,
 ``--credential-ttl``, each once, as ``--opt value`` or ``--opt=value``) is parsed here;
 anything else (``--help``, an unknown or repeated option, a value that looks like an option,
-a mount root that is not a directory, no daemon listening) returns ``None`` and the click
-command takes it from the start, with its own messages. The name, branch and remote are
-checked by the daemon (``inputs``, as the click command checks them), whose one-line error
-is printed as the click command prints its own. Only ``os``, ``socket`` and ``json`` are
-imported.
+a mount root that is not a directory) returns ``None`` and the click command takes it
+from the start, with its own messages. The name, branch and remote are checked by the
+daemon (``inputs``, as the click command checks them), whose one-line error is printed as
+the click command prints its own; only ``os``, ``socket`` and ``json`` are imported for
+that. With no daemon listening, the repo is recorded here (``repos.register``: the
+guide's flow, ``add-repo`` before ``daemon``), still without click.
 """
 
 from __future__ import annotations
@@ -72,13 +73,29 @@ def run(argv: list[str]) -> int | None:
     except OSError as exc:
         print(f"artifact-fs: {exc}", file=sys.stderr)
         return 1
-    if answer is None:  # no daemon: the click command records the repo
-        return None
+    if answer is None:  # no daemon: the repo recorded here, for `daemon` to mount (still no click)
+        return record_here(values, root, request)
     if not answer.get("ok"):  # the daemon checked the name, branch and remote: its words
         print(f"artifact-fs: {answer.get('error')}", file=sys.stderr)
         return 1
     print(f"added {values['name']}: {answer['remote']} {answer['branch']} -> {answer['mount_point']} "
           "(mounted by the running daemon)")
+    return 0
+
+
+def record_here(values: dict[str, str], root: str, request: dict[str, object]) -> int:
+    """``add-repo`` with no daemon running (``repos.register``), without click: a bad name,
+    branch, remote or token gets the click command's one-line error."""
+    from artifactd.fs.inputs import InputError
+    from artifactd.fs.repos import register
+
+    try:
+        config, _ = register(values["name"], values["remote"], str(request["branch"]), root,
+                             int(str(request["credential_ttl"])))
+    except InputError as exc:
+        print(f"artifact-fs: {exc}", file=sys.stderr)
+        return 1
+    print(f"added {config.name}: {config.remote} {config.branch} -> {config.mount_point}")
     return 0
 
 
