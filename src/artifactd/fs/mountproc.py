@@ -42,6 +42,7 @@ DEFAULT_CACHE_BYTES = 2 << 30
 SWITCH_INTERVAL = 0.0005
 TIMEOUT_ENV = "ARTIFACT_FS_FETCH_TIMEOUT"
 RACY_MARGIN = 2  # seconds: an mtime this far before the index keeps git from re-reading files
+FORKED_AT: float | None = None  # set by process.fork in the child: when the mount process began
 
 
 class MountError(RuntimeError):
@@ -284,7 +285,7 @@ def mount_root_first(root: Path, name: str, cache_bytes: int, options: MountOpti
     state, config = _load(root, name)
     mount_point = Path(config.mount_point)
     _check_mount_point(mount_point)
-    started = time.monotonic()
+    started = FORKED_AT if FORKED_AT is not None else time.monotonic()
     socket = state.credential_socket
     if given is None:  # read here; ``given``: read by the forking command
         given = rootfirst.EarlyRoot(config.remote, credentials.fill(socket, config.remote), config.branch)

@@ -106,6 +106,7 @@ def fork(state: RootState, config: RepoConfig, cache_bytes: int | None = None,
             given.remote.close()  # the child's now (this closes only this process's copy)
         return Forked(pid, ready_read)
     os.close(ready_read)
+    mountproc.FORKED_AT = time.monotonic()  # the mount's log counts from here
     code = 1
     try:
         if detach:
