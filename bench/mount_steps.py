@@ -153,7 +153,9 @@ def clean_env() -> dict[str, str]:
 def regular_install(venv: Path, site_packages: str) -> Path:
     """A venv that starts as a regular install of this project does (see the module)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
-    source = Path(__file__).resolve().parent.parent / "src"
+    import artifactd
+
+    source = Path(artifactd.__file__).resolve().parent.parent  # the code under test (PYTHONPATH)
     pure = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                           check=True, capture_output=True, text=True, env=clean_env()).stdout.strip()
     (Path(pure) / "artifactd_source.pth").write_text(f"{source}\n{site_packages}\n")

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -150,16 +151,44 @@ def register(name: str, remote_text: str, branch: str, mount_root: str,
     once one ``ls-refs`` has shown the remote, the token and the branch good, which is
     what the clone would have found wrong; a remote that cannot be asked that way (no
     protocol v2 over POST) is cloned now, as before."""
-    config, clone = plan_repo(name, remote_text, branch, mount_root, credential_ttl)
-    cloned = False
-    if clone is not None:
-        from artifactd.fs import remotecheck  # http.client: not for a repo cloned already
+    config, clone = plan_repo(name, remote_text, branch, mount_root, credential_ttl, store=False)
+    remote = parse_remote(remote_text)
+    state = RootState(Path(config.mount_point).parent)
+    # The token goes to git's cache (a git process, which starts the cache's daemon the
+    # first time) while the remote is asked: both are on the way to the guide's first ls.
+    # (a thread, not concurrent.futures: that import costs more than the overlap saves)
+    failed: list[BaseException] = []
 
-        if not remotecheck.branch_exists(parse_remote(remote_text), branch):
-            clone()
-            cloned = True
+    def store() -> None:
+        try:
+            credentials.store(state.credential_socket, remote, credential_ttl)
+        except BaseException as exc:  # raised on the caller's thread, below
+            failed.append(exc)
+
+    storing = threading.Thread(target=store, name="credentials")
+    if remote.has_credentials:
+        storing.start()
+    cloned = False
+    try:
+        if clone is not None:
+            from artifactd.fs import remotecheck  # http.client: not for a repo cloned already
+
+            if not remotecheck.branch_exists(remote, branch):
+                _stored(storing, failed)  # the clone asks the cache
+                clone()
+                cloned = True
+    finally:
+        _stored(storing, failed)
+    if clone is not None:
         record(config)
     return config, cloned
+
+
+def _stored(storing: threading.Thread, failed: list[BaseException]) -> None:
+    if storing.ident is not None:
+        storing.join()
+    if failed:
+        raise failed[0]
 
 
 def remove_repo(root: Path, name: str) -> None:
