@@ -49,15 +49,6 @@ def _explain(exc: GitFailed, remote: Remote, branch: str) -> InputError:
     return InputError(f"cannot clone {remote.url}: {text}")
 
 
-def add_repo(name: str, remote_text: str, branch: str, mount_root: str,
-             credential_ttl: int = DEFAULT_CREDENTIAL_TTL) -> RepoConfig:
-    config, clone = plan_repo(name, remote_text, branch, mount_root, credential_ttl)
-    if clone is not None:
-        clone()
-        record(config)
-    return config
-
-
 def record(config: RepoConfig) -> None:
     """Keep ``config`` (and its mount point): the repo is added."""
     os.makedirs(config.mount_point, exist_ok=True)
@@ -76,8 +67,9 @@ def plan_repo(name: str, remote_text: str, branch: str, mount_root: str,
               *, store: bool = True) -> tuple[RepoConfig, Callable[[], None] | None]:
     """``add-repo`` checked and its credentials cached, and the clone still to run (``None``
     when the clone is there already: the repo is recorded then). A root-first mount runs
-    the clone behind itself (``fs/rootview.py``); ``add_repo`` runs it at once, then
-    ``record``s the repo."""
+    the clone behind itself (``fs/rootview.py``); ``register`` (add-repo with no daemon)
+    leaves it to the first mount. ``store=False``: the credentials are the caller's to
+    hand to git's cache (``store_then``, or a thread alongside the remote's check)."""
     check_name(name)
     check_branch(branch)
     remote = parse_remote(remote_text)
