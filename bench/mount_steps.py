@@ -48,7 +48,8 @@ def main(rounds: int) -> dict[str, object]:
     fs = [sys.executable, "-m", "artifactd.fs"]
     daemon = None
     rows: dict[str, list[float]] = {k: [] for k in (
-        "blobless", "root_read", "handoff", "handoff_venv", "oneshot", "oneshot_venv", "guide", "guide_venv", "python",
+        "blobless", "root_read", "handoff", "handoff_venv", "oneshot", "oneshot_venv", "guide", "guide_add_repo", "guide_venv",
+        "guide_venv_add_repo", "python",
         "python_S", "python_venv", "python_venv_S", "python_import_pyfuse3", "python_venv_import_pyfuse3",
         "python_S_import_pyfuse3")}
     logs: list[str] = []
@@ -93,7 +94,9 @@ def main(rounds: int) -> dict[str, object]:
             rows["handoff_venv"].append(time.perf_counter() - started)
             subprocess.run(["fusermount3", "-u", str(root / f"v{i}")], capture_output=True)
             for key, client in (("guide", fs), ("guide_venv", fs_venv)):
-                rows[key].append(guide_flow(server, source, work / f"{key}{i}", client, logs))
+                took, added = guide_flow(server, source, work / f"{key}{i}", client, logs)
+                rows[key].append(took)
+                rows[f"{key}_add_repo"].append(added)
             target = work / f"oneshot{i}" / "mount"
             target.parent.mkdir()
             other = _repo(server, f"o{i}")
@@ -176,9 +179,11 @@ if __name__ == '__main__':
 """
 
 
-def guide_flow(server: object, source: Path, work: Path, client: list[str], logs: list[str]) -> float:
+def guide_flow(server: object, source: Path, work: Path, client: list[str],
+               logs: list[str]) -> tuple[float, float]:
     """Seconds from the guide's ``add-repo`` (no daemon running) to the first ``ls`` of the
-    mount answering after ``daemon &`` (both run by ``client``): a new root and repo each time."""
+    mount answering after ``daemon &`` (both run by ``client``), and of ``add-repo`` alone:
+    a new root and repo each time."""
     root = work / "root"
     root.mkdir(parents=True)
     auth = _repo(server, work.name)
@@ -187,6 +192,7 @@ def guide_flow(server: object, source: Path, work: Path, client: list[str], logs
     started = time.perf_counter()
     subprocess.run([*client, "add-repo", "--name", "starter-repo", "--remote", auth, "--branch", "main",
                     "--mount-root", str(root)], check=True, capture_output=True, env=env)
+    added = time.perf_counter() - started
     with open(work / "daemon.err", "wb") as err:
         daemon = subprocess.Popen([*client, "daemon", "--root", str(root)], stderr=err, env=env)
     try:
@@ -201,7 +207,7 @@ def guide_flow(server: object, source: Path, work: Path, client: list[str], logs
     log = (root / ".artifact-fs" / "run" / "starter-repo.log").read_text()
     logs += [f"{work.name}: {line.split('root-first: ')[1]}" for line in log.splitlines()
              if "root-first: mounted" in line]
-    return took
+    return took, added
 
 
 if __name__ == "__main__":
