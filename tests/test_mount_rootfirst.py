@@ -99,6 +99,12 @@ def test_root_from_plain_git_http_backend(tmp_path: Path) -> None:
         source.stop()
 
 
+def test_the_hot_set_ref_is_the_hot_sets() -> None:
+    from artifactd.fs import hotset
+
+    assert rootfirst.HOT_SET_REF == hotset.REF
+
+
 def test_the_tree_filter_fetch_brings_no_blob() -> None:
     body = rootfirst.request_body("a" * 40)
     assert b"filter tree:1\n" in body and b"want " + b"a" * 40 in body

@@ -86,12 +86,14 @@ def test_a_fork_inherits_the_hot_set_and_fetches_it_in_one_batch_at_mount_time(
     assert fs(fs_env, "evict-cache", "--root", str(root), "--max-bytes", "0").returncode == 0
     assert cached_blobs(root) == []
     add(fs_env, root, fork_name, forked["result"]["remote"], forked["result"]["token"])
-    daemon = start_daemon(fs_env, root, fork_name)
-    # Fetched at mount time, before anything reads: the hot set's blobs, and only them.
-    assert len(wait_cached(root, len(hot))) == len(hot)
+    # Mounted root first (add-repo made no clone): the reads start before the clone lands, and
+    # wait for the hot set's batch rather than fetch one by one.
+    daemon = start_daemon(fs_env, root, fork_name, landed=False)
     mount = root / fork_name
-    for path in hot:  # the fork's first agent session: the same working set
+    for path in hot:  # the fork's first agent session, at once: the same working set
         assert (mount / path).read_bytes() == files[path]
+    # Fetched in one batch at mount time: the hot set's blobs, and only them.
+    assert len(wait_cached(root, len(hot))) == len(hot)
     assert settled_stats(root, fork_name, len(hot)) == {"fetches": 2, "blobs": len(hot)}  # the list, the batch
     assert len(cached_blobs(root)) == len(hot)  # staying inside the hot set prefetches nothing
     # A read outside the hot set is a fetch of its own, and starts the ordinary prefetch.

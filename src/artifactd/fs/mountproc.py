@@ -307,7 +307,7 @@ def mount_root_first(root: Path, name: str, cache_bytes: int, options: MountOpti
     mtime = min(first.commit_time, int(time.time()) - RACY_MARGIN)
     early = ArtifactFS(Tree(first.entries, hydrator.sizes), hydrator, f"gitdir: {git_dir}\n".encode(),
                        mtime * 1_000_000_000)
-    view = RootView(early, Remote(config.remote, remote.auth, objectinfo.TIMEOUT))
+    view = RootView(early, Remote(config.remote, remote.auth, objectinfo.TIMEOUT), reads_wait=first.hot_set)
     _fuse_init(view, mount_point)
     view.note(f"mounted {time.monotonic() - started:.3f} s after the mount process started "
               f"(the root read in {given.seconds:.3f} s, of which {read_at - started:.3f} s here)")

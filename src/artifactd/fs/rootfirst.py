@@ -27,6 +27,7 @@ from artifactd.fs.tree import Entry
 from artifactd.fs.wire import Remote, WireError
 
 OBJ_COMMIT, OBJ_TREE = 1, 2
+HOT_SET_REF = "refs/artifact-fs/hotset"  # hotset.REF (not imported here: it loads logging and subprocess)
 COMMITTER = re.compile(rb"^committer .* (\d+) [+-]\d{4}$", re.MULTILINE)
 KINDS = {"040000": "tree", "160000": "commit"}  # any other mode is a blob
 
@@ -42,6 +43,7 @@ class RootRead:
     tree: str  # the root tree's id
     entries: list[Entry]  # the root's entries, in tree order
     sizes: dict[str, int]  # blob id -> size, for the root's blobs
+    hot_set: bool = False  # the remote has a hot set (``hotset.REF``): reads wait for its batch
 
 
 def request_body(commit: str, *, tip_only: bool = False) -> bytes:
@@ -107,7 +109,8 @@ def read_tree(remote: Remote, tree: str) -> tuple[list[Entry], dict[str, int]]:
 def read_root(remote: Remote, branch: str) -> RootRead:
     """The branch's commit, its root entries and their blobs' sizes (see the module)."""
     try:
-        commit = fetchpack.ls_ref(remote, f"refs/heads/{branch}")
+        refs = fetchpack.ls_refs(remote, f"refs/heads/{branch}", HOT_SET_REF)  # one request for both
+        commit = refs.get(f"refs/heads/{branch}")
         if commit is None:
             raise RootReadError(f"no branch {branch!r} on the remote")
         status, body = remote.request("POST", "/git-upload-pack", request_body(commit, tip_only=True),
@@ -132,7 +135,7 @@ def read_root(remote: Remote, branch: str) -> RootRead:
         sizes = objectinfo.sizes(remote, blobs) if blobs else {}
     except objectinfo.ObjectInfoError as exc:
         raise RootReadError(str(exc)) from exc
-    return RootRead(commit, commit_time, tree, entries, sizes)
+    return RootRead(commit, commit_time, tree, entries, sizes, HOT_SET_REF in refs)
 
 
 def fetchpack_id(kind: str, data: bytes) -> str:
