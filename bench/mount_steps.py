@@ -1,4 +1,4 @@
-"""The steps of a 10k root-first mount, for issue 15's mount-time rows (not a ``python -m
+"""The steps of a root-first mount (10k files, or FILES), for issue 15's mount-time rows (not a ``python -m
 bench`` section: it writes nothing). Interleaved in one run on one server, ``N`` rounds:
 the blobless clone (the floor), the root read alone (``rootfirst.read_root``: ``ls-refs``
 and the ``filter tree:1`` fetch; this repo's root has directories only, so no
@@ -18,7 +18,7 @@ the dependencies: a path line runs none of the ``.pth`` files in that folder), a
 console-script shims (``import re``, then the entry point) as ``bin/artifact-fs`` and
 ``bin/artifactd``.
 
-    python -m bench.mount_steps [ROUNDS]
+    python -m bench.mount_steps [ROUNDS [FILES]]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from bench.common import UNLIMITED, start_server, work_dir
 from bench.mount import _git, _repo, _stop, _wait_mounted, make_source, timed
 
 
-def main(rounds: int) -> dict[str, object]:
+def main(rounds: int, files: int = 10_000) -> dict[str, object]:
     from artifactd.fs import rootfirst
     from artifactd.fs.inputs import parse_remote
     from artifactd.fs.wire import Remote
@@ -55,7 +55,7 @@ def main(rounds: int) -> dict[str, object]:
     logs: list[str] = []
     try:
         source = work / "source.git"
-        make_source(source, 10_000)
+        make_source(source, files)
         root = work / "root"
         root.mkdir()
         first = _repo(server, "first")
@@ -144,7 +144,8 @@ def main(rounds: int) -> dict[str, object]:
     medians = {k: round(statistics.median(v), 4) for k, v in rows.items()}
     ratios = {f"{k}_x": round(medians[k] / medians["blobless"], 2)
               for k in ("handoff", "handoff_venv", "oneshot", "oneshot_venv", "guide", "guide_venv")}
-    return {"load_start": load_start, "load_end": os.getloadavg()[0], "rounds": rounds, "median_s": medians,
+    return {"load_start": load_start, "load_end": os.getloadavg()[0], "rounds": rounds, "files": files,
+            "median_s": medians,
             **ratios, "steps": logs}
 
 
@@ -211,4 +212,5 @@ def guide_flow(server: object, source: Path, work: Path, client: list[str],
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(int(sys.argv[1]) if len(sys.argv) > 1 else 5), indent=1))
+    print(json.dumps(main(int(sys.argv[1]) if len(sys.argv) > 1 else 5,
+                          int(sys.argv[2]) if len(sys.argv) > 2 else 10_000), indent=1))
