@@ -137,7 +137,9 @@ def fs(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["artifact-fs", *args], env=env, capture_output=True, text=True, timeout=120)
 
 
-def start_daemon(env: dict[str, str], root: Path, name: str) -> subprocess.Popen[bytes]:
+def start_daemon(env: dict[str, str], root: Path, name: str, *, landed: bool = True) -> subprocess.Popen[bytes]:
+    """The daemon, once ``name`` is mounted; ``landed``: and its clone is in (a repo added
+    with no daemon running is mounted root first, its clone behind the mount)."""
     daemon = subprocess.Popen(["artifact-fs", "daemon", "--root", str(root)], env=env)
     (root / "daemon.pid").write_text(str(daemon.pid))
     deadline = time.monotonic() + 60
@@ -145,7 +147,19 @@ def start_daemon(env: dict[str, str], root: Path, name: str) -> subprocess.Popen
         assert daemon.poll() is None, "the daemon exited before mounting"
         assert time.monotonic() < deadline, "not mounted after 60 s"
         time.sleep(0.05)
+    if landed:
+        wait_landed(root, name)
     return daemon
+
+
+def wait_landed(root: Path, name: str) -> None:
+    """Until a root-first mount's clone has landed (or failed): at once for any other mount."""
+    log = root / ".artifact-fs" / "run" / f"{name}.log"
+    deadline = time.monotonic() + 60
+    while "root-first: mounted" in (text := log.read_text() if log.exists() else "") and not (
+            "root-first: landed" in text or "root-first: failed" in text):
+        assert time.monotonic() < deadline, "the clone did not land after 60 s"
+        time.sleep(0.02)
 
 
 def stop_daemon(daemon: subprocess.Popen[bytes], root: Path, name: str) -> None:
@@ -231,8 +245,8 @@ def test_reads_are_batched_into_one_fetch(
     assert fs(fs_env, "add-repo", "--name", unique_name, "--remote", auth_remote(remote, token),
               "--branch", "main", "--mount-root", str(root)).returncode == 0
     packs = root / ".artifact-fs" / "git" / unique_name / ".git" / "objects" / "pack"
+    daemon = start_daemon(fs_env, root, unique_name)  # the clone landed: its pack is there
     packs_before = len(list(packs.glob("*.pack")))
-    daemon = start_daemon(fs_env, root, unique_name)
     for path, data in sorted(files.items()):
         assert (root / unique_name / path).read_bytes() == data
     # The first read fetched its own blob and queued the rest of its directory: the other 59

@@ -99,6 +99,12 @@ def test_root_from_plain_git_http_backend(tmp_path: Path) -> None:
         source.stop()
 
 
+def test_the_hot_set_ref_is_the_hot_sets() -> None:
+    from artifactd.fs import hotset
+
+    assert rootfirst.HOT_SET_REF == hotset.REF
+
+
 def test_the_tree_filter_fetch_brings_no_blob() -> None:
     body = rootfirst.request_body("a" * 40)
     assert b"filter tree:1\n" in body and b"want " + b"a" * 40 in body
@@ -200,7 +206,7 @@ def test_handed_off_mount_answers_from_its_root_while_the_clone_is_held(
     added = fs(fs_env, "add-repo", "--name", "first", "--remote", auth_remote(first_remote, first_token),
                "--mount-root", str(root))
     assert added.returncode == 0, added.stderr
-    daemon = start_daemon(gate.env, root, "first")
+    daemon = start_daemon(gate.env, root, "first", landed=False)  # its clone waits at the gate too
     try:
         remote, token = make_repo(sqlite_server, f"{unique_name}-b", tmp_path, FILES)
         # The command's imports listed (PYTHONPROFILEIMPORTTIME): the hand-off loads no click.
@@ -228,6 +234,48 @@ def test_handed_off_mount_answers_from_its_root_while_the_clone_is_held(
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0
     assert not os.path.ismount(root / "second")
+
+
+def test_guide_flow_add_repo_records_without_cloning_and_the_daemon_mounts_root_first(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str],
+    gate: CloneGate
+) -> None:
+    """The guide's order (add-repo with no daemon, then ``daemon &``, then ``ls``): add-repo
+    checks the remote and records the repo but leaves the clone to the mount, and the
+    daemon mounts it from its root while the clone runs behind (here: held at the gate)."""
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, FILES)
+    added = fs(fs_env, "add-repo", "--name", "starter-repo", "--remote", auth_remote(remote, token),
+               "--branch", "main", "--mount-root", str(root))
+    assert added.returncode == 0, added.stderr
+    assert not (root / ".artifact-fs" / "git" / "starter-repo").exists()  # no clone yet
+    assert (root / "starter-repo").is_dir()  # the mount point, as before
+    assert fs(fs_env, "list-repos", "--root", str(root)).stdout.split("\t")[:2] == ["starter-repo", "main"]
+    daemon = start_daemon(gate.env, root, "starter-repo", landed=False)
+    try:
+        mount = root / "starter-repo"
+        _check_before_landing(mount, root, "starter-repo")
+        busy = fs(fs_env, "prefetch", "--name", "starter-repo", "--root", str(root))  # not a second clone
+        assert busy.returncode == 1 and "is being cloned behind its mount" in busy.stderr, busy
+        gate.release()
+        _check_after_landing(mount, root, "starter-repo")
+    finally:
+        gate.release()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+    assert not os.path.ismount(root / "starter-repo")
+
+
+def test_gc_of_a_repo_added_but_not_cloned_clones_it_first(
+    sqlite_server: Server, unique_name: str, tmp_path: Path, root: Path, fs_env: dict[str, str]
+) -> None:
+    remote, token = make_repo(sqlite_server, unique_name, tmp_path, {"a.txt": b"a\n"})
+    assert fs(fs_env, "add-repo", "--name", "later", "--remote", auth_remote(remote, token),
+              "--mount-root", str(root)).returncode == 0
+    git_dir = root / ".artifact-fs" / "git" / "later" / ".git"
+    assert not git_dir.exists()
+    done = fs(fs_env, "gc", "--root", str(root))  # it must know the repo's blobs: it clones
+    assert done.returncode == 0 and done.stdout.strip() == "removed 0 files (0 bytes)", done
+    assert git(f"--git-dir={git_dir}", "rev-parse", "main").strip()
 
 
 def test_oneshot_mount_answers_from_its_root_while_the_clone_is_held(

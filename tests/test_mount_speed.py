@@ -86,12 +86,14 @@ def test_a_fork_inherits_the_hot_set_and_fetches_it_in_one_batch_at_mount_time(
     assert fs(fs_env, "evict-cache", "--root", str(root), "--max-bytes", "0").returncode == 0
     assert cached_blobs(root) == []
     add(fs_env, root, fork_name, forked["result"]["remote"], forked["result"]["token"])
-    daemon = start_daemon(fs_env, root, fork_name)
-    # Fetched at mount time, before anything reads: the hot set's blobs, and only them.
-    assert len(wait_cached(root, len(hot))) == len(hot)
+    # Mounted root first (add-repo made no clone): the reads start before the clone lands, and
+    # wait for the hot set's batch rather than fetch one by one.
+    daemon = start_daemon(fs_env, root, fork_name, landed=False)
     mount = root / fork_name
-    for path in hot:  # the fork's first agent session: the same working set
+    for path in hot:  # the fork's first agent session, at once: the same working set
         assert (mount / path).read_bytes() == files[path]
+    # Fetched in one batch at mount time: the hot set's blobs, and only them.
+    assert len(wait_cached(root, len(hot))) == len(hot)
     assert settled_stats(root, fork_name, len(hot)) == {"fetches": 2, "blobs": len(hot)}  # the list, the batch
     assert len(cached_blobs(root)) == len(hot)  # staying inside the hot set prefetches nothing
     # A read outside the hot set is a fetch of its own, and starts the ordinary prefetch.
@@ -267,8 +269,8 @@ def test_a_large_file_is_streamed_through_git_not_held_in_memory(
     remote, token = make_repo(sqlite_server, unique_name, tmp_path, {"big.bin": big, "small.txt": b"s\n"})
     add(fs_env, root, unique_name, remote, token)
     packs = root / ".artifact-fs" / "git" / unique_name / ".git" / "objects" / "pack"
+    daemon = start_daemon(fs_env, root, unique_name)  # the clone landed: its pack is there
     before = len(list(packs.glob("*.pack")))
-    daemon = start_daemon(fs_env, root, unique_name)
     pid = int((root / ".artifact-fs" / "run" / f"{unique_name}.pid").read_text())
     mount = root / unique_name
     assert os.stat(mount / "big.bin").st_size == len(big)

@@ -68,6 +68,11 @@ def test_add_repo_is_handed_to_a_running_daemon_which_mounts_it_at_once(
         assert bad.returncode == 1 and "does not exist on" in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
         assert not (root / "third").exists() and daemon.poll() is None
+        # A bad name: the lean client leaves the checks to the daemon, which gives inputs' words.
+        bad = fs(fs_env, "add-repo", "--name", "x..y", "--remote", auth_remote(remote, token),
+                 "--mount-root", str(root))
+        assert bad.returncode == 1 and bad.stderr.startswith("artifact-fs: --name 'x..y' is not a valid repo name")
+        assert len(bad.stderr.strip().splitlines()) == 1 and not (root / "x..y").exists()
         # Not a request of ours on the socket: an answer saying so, and the daemon stays up.
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.connect(str(root / ".artifact-fs" / "run" / "daemon.ctl"))
@@ -84,7 +89,7 @@ def test_add_repo_is_handed_to_a_running_daemon_which_mounts_it_at_once(
         assert daemon.wait(timeout=60) == 0
     assert not os.path.ismount(root / "first") and not os.path.ismount(root / "second")
     assert not (root / ".artifact-fs" / "run" / "daemon.ctl").exists()
-    # No daemon: add-repo clones by itself again, and the mount waits for `daemon`.
+    # No daemon: add-repo records the repo again, and the mount waits for `daemon`.
     alone = fs(fs_env, "add-repo", "--name", "fourth", "--remote", auth_remote(remote, token),
                "--mount-root", str(root))
     assert alone.returncode == 0 and "running daemon" not in alone.stdout, alone.stderr

@@ -28,8 +28,8 @@ GIT_BLOB_FETCHES = Counter(
 )
 GIT_IN_PROCESS = Counter(
     "artifactd_git_in_process_total",
-    "Small clones' ls-refs and fetch requests answered in process, without git "
-    "(services/git/small_clone.py).", ["command"],
+    "Small clones' ls-refs and fetch requests (services/git/small_clone.py), and ArtifactFS's "
+    "root reads (root_fetch.py), answered in process, without git.", ["command"],
 )
 GIT_PUSHES_IN_PROCESS = Counter(
     "artifactd_git_pushes_in_process_total",

@@ -20,6 +20,7 @@ from artifactd.fs.gitcmd import GitFailed, run_git
 from artifactd.fs.hostcache import HostCache, Usage, scan
 from artifactd.fs.hydrate import MAX_BATCH, Hydrator
 from artifactd.fs.inputs import InputError
+from artifactd.fs.repos import clone_job
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.tree import Entry, list_tree
 from artifactd.fs.wire import Remote, WireError
@@ -36,9 +37,21 @@ class Prefetched:
 
 def branch_entries(state: RootState, config: RepoConfig) -> list[Entry]:
     git_dir = state.git_dir(config.name)
+    if not git_dir.is_dir():
+        clone_now(state, config)
     commit = run_git(["--git-dir", str(git_dir), "rev-parse", "--verify", "--end-of-options",
                       f"refs/heads/{config.branch}^{{commit}}"]).decode().strip()
     return list_tree(git_dir, commit)
+
+
+def clone_now(state: RootState, config: RepoConfig) -> None:
+    """The clone of a repo ``add-repo`` recorded with no daemon running (its first mount
+    would have made it behind the mount): made here, as ``add-repo`` used to, unless a
+    mount is making it right now."""
+    if os.path.ismount(config.mount_point):
+        raise InputError(f"{config.name} is being cloned behind its mount: run this again once "
+                         f"git -C {config.mount_point} status answers")
+    clone_job(state, config)()
 
 
 def _selected(entries: list[Entry], paths: tuple[str, ...]) -> list[Entry]:
@@ -106,7 +119,7 @@ def gc(state: RootState, host: HostCache) -> tuple[int, int]:
         for config in owner.repos():
             try:
                 referenced.update(e.oid for e in branch_entries(owner, config) if e.kind == "blob")
-            except GitFailed as exc:
+            except (GitFailed, InputError) as exc:
                 raise InputError(f"cannot read the branch of {config.name} under {owner.root}: {exc}; "
                                  "nothing removed") from None
     removed = freed = 0

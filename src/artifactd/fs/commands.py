@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from artifactd.fs.inputs import (
     check_name,
     parse_remote,
 )
-from artifactd.fs.repos import add_repo, forget, plan_repo, record, remove_repo
+from artifactd.fs.repos import clone_job, forget, plan_repo, record, register, remove_repo, store_then
 from artifactd.fs.state import RepoConfig, RootState
 from artifactd.fs.write import control
 from artifactd.fs.write.options import DEFAULT_POLL_INTERVAL, MountOptions
@@ -77,9 +78,11 @@ def main() -> None:
 @click.option("--credential-ttl", type=click.IntRange(1), default=DEFAULT_CREDENTIAL_TTL, show_default=True,
               help="Seconds the credential cache keeps the token.")
 def add_repo_command(name: str, remote: str, branch: str, mount_root: str, credential_ttl: int) -> None:
-    """Clone REMOTE's BRANCH without blobs and register it for `artifact-fs daemon`.
+    """Register REMOTE's BRANCH for `artifact-fs daemon` (a blobless clone, behind its mount).
 
-    If a daemon already runs for MOUNT_ROOT, it clones and mounts the repo at once."""
+    If a daemon already runs for MOUNT_ROOT, it mounts the repo at once; else the repo is
+    recorded (the remote, the token and the branch checked) and `artifact-fs daemon` mounts
+    it from its root while the clone runs behind the mount."""
     try:
         check_name(name)
         check_branch(branch)
@@ -87,8 +90,8 @@ def add_repo_command(name: str, remote: str, branch: str, mount_root: str, crede
         state = RootState(check_mount_root(mount_root))
         answer = daemonctl.ask(state, {"op": "add-repo", "name": name, "remote": remote, "branch": branch,
                                        "credential_ttl": credential_ttl})
-        if answer is None:  # no daemon: the clone here, the mount when `daemon` starts
-            config = add_repo(name, remote, branch, mount_root, credential_ttl)
+        if answer is None:  # no daemon: recorded, the mount (and the clone behind it) by `daemon`
+            config, _ = register(name, remote, branch, mount_root, credential_ttl)
             click.echo(f"added {config.name}: {config.remote} {config.branch} -> {config.mount_point}")
             return
     except (InputError, control.ControlError) as exc:
@@ -286,12 +289,16 @@ def _add_to_daemon(state: RootState, request: dict[str, object], cache_bytes: in
         check_name(name)
         check_branch(branch)
         parsed = parse_remote(remote)
-        if not state.git_dir(name).is_dir():  # a new repo: mounted root first
-            # The root read (two or three round trips) runs while plan_repo hands the
-            # credentials to git's cache (a git process): both are on the critical path.
+        mounted = os.path.ismount(state.root / name)
+        if not state.git_dir(name).is_dir() and not mounted:  # a new repo: mounted root first
+            # The root read (two round trips, or three) runs while plan_repo checks and
+            # records; the credentials go to git's cache (a git process) in the mount
+            # process, before its clone: neither is on the way to the first ls.
             from artifactd.fs.rootfirst import EarlyRoot  # the root read: http.client, ssl
             given = EarlyRoot(parsed.url, parsed.auth, branch)
-        config, clone = plan_repo(name, remote, branch, str(state.root), ttl)
+        config, clone = plan_repo(name, remote, branch, str(state.root), ttl, store=given is None)
+        if given is not None and clone is not None:
+            clone = store_then(state, remote, ttl, clone)
     except (InputError, OSError) as exc:  # the daemon stays up for its other mounts
         if given is not None:
             given.wait()
@@ -300,6 +307,8 @@ def _add_to_daemon(state: RootState, request: dict[str, object], cache_bytes: in
     planned = time.monotonic()
     answer: dict[str, object] = {"ok": True, "name": config.name, "remote": config.remote,
                                  "branch": config.branch, "mount_point": config.mount_point}
+    if mounted:  # added again (a new token), its clone landed or not: the mount asks the cache
+        return answer
     if clone is not None:  # a new repo: mounted from its root while the clone runs behind it
         record(config)
         if given is None:  # its clone was removed between the two checks
@@ -309,15 +318,15 @@ def _add_to_daemon(state: RootState, request: dict[str, object], cache_bytes: in
         if error and not state.git_dir(config.name).is_dir():
             forget(config)
         # Each step of a hand-off, for the daemon's log (docs/benchmarks.md's mount-time rows).
+        forked = children[-1][1].forked_at - started if children and children[-1][0] == config.name else 0.0
         click.echo(f"hand-off {config.name}: planned {planned - started:.3f} s, root read "
-                   f"{given.seconds:.3f} s (alongside), mounted {time.monotonic() - started:.3f} s "
-                   "after the request", err=True)
+                   f"{given.seconds:.3f} s (alongside), forked {forked:.3f} s, mounted "
+                   f"{time.monotonic() - started:.3f} s after the request", err=True)
         return {"ok": False, "error": error} if error else answer
     elif given is not None:  # cloned meanwhile by another command: mounted from the clone
         given.wait()
         given.remote.close()
-    if os.path.ismount(config.mount_point):  # added again (a new token): the mount asks the cache
-        return answer
+        store_then(state, remote, ttl, lambda: None)()  # the clone's mount asks git's cache
     error = _start_mount(state, config, cache_bytes, options, Prepared.start(state, config), children)
     return {"ok": False, "error": error} if error else answer
 
@@ -347,11 +356,24 @@ def daemon(root: str, cache_bytes: int | None, poll_interval: float, autocommit:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    # Each clone's reading and the remote's answers run while the FUSE side is imported.
-    early = {config.name: Prepared.start(state, config) for config in configs}
+    # Each clone's reading and the remote's answers run while the FUSE side is imported;
+    # a repo add-repo recorded without its clone has its root read instead: it is mounted
+    # root first, its clone behind the mount (the guide's flow: add-repo, then daemon).
+    from artifactd.fs import credentials
+    from artifactd.fs.rootfirst import EarlyRoot
+
+    socket = state.credential_socket
+    roots = {config.name: EarlyRoot(config.remote, None, config.branch,
+                                    functools.partial(credentials.fill, socket, config.remote))
+             for config in configs if not state.git_dir(config.name).is_dir()}
+    early = {config.name: Prepared.start(state, config) for config in configs if config.name not in roots}
     children: list[tuple[str, process.Forked]] = []
     for config in configs:
-        error = _start_mount(state, config, cache_bytes, options, early.pop(config.name), children)
+        if config.name in roots:
+            error = _start_mount(state, config, cache_bytes, options, None, children,
+                                 clone_job(state, config), roots.pop(config.name))
+        else:
+            error = _start_mount(state, config, cache_bytes, options, early.pop(config.name), children)
         if error:
             click.echo(f"artifact-fs: {error}", err=True)
     if not children:

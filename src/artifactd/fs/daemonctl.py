@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from artifactd.fs import handoff
 from artifactd.fs.write.control import ControlError, short_path
 
 if TYPE_CHECKING:  # not at run time: add-repo's client (fs/handoff.py) starts without it
@@ -32,7 +33,6 @@ RUN_DIR = Path(".artifact-fs") / "run"  # state.STATE_DIR's run directory (test_
 
 MAX_REQUEST = 1 << 16
 REQUEST_TIMEOUT = 10.0  # to read one request line from a connected client
-ANSWER_TIMEOUT = 900.0  # a clone of a large repo, then its mount
 
 
 def socket_path(state: RootState) -> Path:
@@ -50,23 +50,11 @@ def ask(state: RootState, request: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def ask_at(path: Path, request: dict[str, Any]) -> dict[str, Any] | None:
-    """``ask`` of the daemon listening at ``path``."""
-    if not path.exists():
-        return None
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        try:
-            with short_path(path) as short:
-                client.connect(short)
-        except OSError:  # a daemon that is gone left its socket
-            return None
-        client.settimeout(ANSWER_TIMEOUT)
-        client.sendall(json.dumps(request).encode() + b"\n")
-        data = _read_line(client)
+    """``ask`` of the daemon listening at ``path`` (``handoff.ask``: one client for both)."""
     try:
-        answer: dict[str, Any] = json.loads(data)
-    except ValueError:
-        raise ControlError("the daemon closed the connection without an answer: see its output") from None
-    return answer
+        return handoff.ask(str(path), request)
+    except OSError as exc:
+        raise ControlError(str(exc)) from None
 
 
 def _read_line(connection: socket.socket) -> bytes:

@@ -158,13 +158,23 @@ def answer(status: int, body: bytes) -> list[bytes]:
     return parse_pack(pack_of(body))
 
 
+def ls_refs_body(*refs: str) -> bytes:
+    """A v2 ``ls-refs`` request for the refs starting with any of ``refs``."""
+    return (_pkt("command=ls-refs\n") + _pkt("agent=git/artifact-fs\n") + _pkt("object-format=sha1\n")
+            + b"0001" + b"".join(_pkt(f"ref-prefix {ref}\n") for ref in refs) + b"0000")
+
+
 def ls_ref(remote: Remote, ref: str) -> str | None:
     """The object id ``ref`` points at on the remote (one v2 ``ls-refs``), or ``None``."""
-    body = (_pkt("command=ls-refs\n") + _pkt("agent=git/artifact-fs\n") + _pkt("object-format=sha1\n")
-            + b"0001" + _pkt(f"ref-prefix {ref}\n") + b"0000")
-    status, answer = remote.request("POST", "/git-upload-pack", body, POST_HEADERS)
+    return ls_refs(remote, ref).get(ref)
+
+
+def ls_refs(remote: Remote, *refs: str) -> dict[str, str]:
+    """The object ids of those of ``refs`` the remote has, by name: one v2 ``ls-refs``."""
+    status, answer = remote.request("POST", "/git-upload-pack", ls_refs_body(*refs), POST_HEADERS)
     if status != 200:
         raise PackError(f"HTTP {status}")
+    found: dict[str, str] = {}
     at = 0
     while at + 4 <= len(answer):
         length = int(answer[at:at + 4], 16)
@@ -173,6 +183,7 @@ def ls_ref(remote: Remote, ref: str) -> str | None:
             continue
         oid, _, name = answer[at + 4:at + length].rstrip(b"\n").decode(errors="replace").partition(" ")
         at += length
-        if name.split(" ")[0] == ref and len(oid) == 40:
-            return oid
-    return None
+        name = name.split(" ")[0]
+        if name in refs and len(oid) == 40:
+            found[name] = oid
+    return found

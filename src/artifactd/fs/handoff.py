@@ -7,13 +7,25 @@ click and the rest of the commands (``commands.py``) are most of its imports. So
 guide's plain form (``--name``, ``--remote``, ``--branch``, ``--mount-root``,
 ``--credential-ttl``, each once, as ``--opt value`` or ``--opt=value``) is parsed here;
 anything else (``--help``, an unknown or repeated option, a value that looks like an option,
-a bad input, no daemon listening) returns ``None`` and the click command takes it from the
-start, with its own messages.
+a mount root that is not a directory) returns ``None`` and the click command takes it
+from the start, with its own messages. The name, branch and remote are checked by the
+daemon (``inputs``, as the click command checks them), whose one-line error is printed as
+the click command prints its own; only ``os``, ``socket`` and ``json`` are imported for
+that. With no daemon listening, the repo is recorded here (``repos.register``: the
+guide's flow, ``add-repo`` before ``daemon``), still without click.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Not imported from ``inputs``, ``daemonctl`` and ``state`` (dataclasses, pathlib, re,
+# typing: most of this command's imports); test_mount_handoff checks they agree.
+DEFAULT_CREDENTIAL_TTL = 86400
+SOCKET = ".artifact-fs/run/daemon.ctl"
+ANSWER_TIMEOUT = 900.0  # a clone of a large repo first, then its mount
+MAX_ANSWER = 1 << 16
 
 OPTIONS = {"--name": "name", "--remote": "remote", "--branch": "branch", "--mount-root": "mount_root",
            "--credential-ttl": "credential_ttl"}
@@ -50,39 +62,73 @@ def run(argv: list[str]) -> int | None:
     values = parse(argv)
     if values is None:
         return None
-    from artifactd.fs.inputs import (
-        DEFAULT_CREDENTIAL_TTL,
-        InputError,
-        check_branch,
-        check_mount_root,
-        check_name,
-        parse_remote,
-    )
-
-    branch = values.get("branch", "main")
-    try:
-        check_name(values["name"])
-        check_branch(branch)
-        url = parse_remote(values["remote"]).url
-        root = check_mount_root(values["mount_root"])
-    except InputError:
+    root = os.path.abspath(values["mount_root"])
+    if not os.path.isdir(root):  # the click command says what is wrong with it
         return None
-    from artifactd.fs import daemonctl
-    from artifactd.fs.write.control import ControlError
-
-    ttl = int(values.get("credential_ttl", DEFAULT_CREDENTIAL_TTL))
-    request = {"op": "add-repo", "name": values["name"], "remote": values["remote"], "branch": branch,
-               "credential_ttl": ttl}
+    request = {"op": "add-repo", "name": values["name"], "remote": values["remote"],
+               "branch": values.get("branch", "main"),
+               "credential_ttl": int(values.get("credential_ttl", DEFAULT_CREDENTIAL_TTL))}
     try:
-        answer = daemonctl.ask_at(daemonctl.socket_at(root), request)
-    except (ControlError, OSError) as exc:
+        answer = ask(os.path.join(root, SOCKET), request)
+    except OSError as exc:
         print(f"artifact-fs: {exc}", file=sys.stderr)
         return 1
-    if answer is None:  # no daemon: the clone here, by the click command
-        return None
-    if not answer.get("ok"):
+    if answer is None:  # no daemon: the repo recorded here, for `daemon` to mount (still no click)
+        return record_here(values, root, request)
+    if not answer.get("ok"):  # the daemon checked the name, branch and remote: its words
         print(f"artifact-fs: {answer.get('error')}", file=sys.stderr)
         return 1
-    print(f"added {values['name']}: {url} {branch} -> {answer['mount_point']} "
+    print(f"added {values['name']}: {answer['remote']} {answer['branch']} -> {answer['mount_point']} "
           "(mounted by the running daemon)")
     return 0
+
+
+def record_here(values: dict[str, str], root: str, request: dict[str, object]) -> int:
+    """``add-repo`` with no daemon running (``repos.register``), without click: a bad name,
+    branch, remote or token gets the click command's one-line error."""
+    from artifactd.fs.inputs import InputError
+    from artifactd.fs.repos import register
+
+    try:
+        config, _ = register(values["name"], values["remote"], str(request["branch"]), root,
+                             int(str(request["credential_ttl"])))
+    except InputError as exc:
+        print(f"artifact-fs: {exc}", file=sys.stderr)
+        return 1
+    print(f"added {config.name}: {config.remote} {config.branch} -> {config.mount_point}")
+    return 0
+
+
+def ask(path: str, request: dict[str, object]) -> dict[str, object] | None:
+    """The daemon's answer to ``request`` on its socket at ``path``; ``None`` when no daemon
+    listens there (no socket, or one a daemon that is gone left)."""
+    import json
+    import socket
+
+    try:  # a socket path is limited to 107 bytes: reach it through its open directory
+        folder = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            try:
+                client.connect(f"/proc/self/fd/{folder}/{os.path.basename(path)}")
+            except OSError:
+                return None
+            client.settimeout(ANSWER_TIMEOUT)
+            client.sendall(json.dumps(request).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n") and len(data) <= MAX_ANSWER:
+                chunk = client.recv(1 << 16)
+                if not chunk:
+                    break
+                data += chunk
+    finally:
+        os.close(folder)
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise OSError("the daemon closed the connection without an answer: see its output")
+    return answer

@@ -42,6 +42,7 @@ DEFAULT_CACHE_BYTES = 2 << 30
 SWITCH_INTERVAL = 0.0005
 TIMEOUT_ENV = "ARTIFACT_FS_FETCH_TIMEOUT"
 RACY_MARGIN = 2  # seconds: an mtime this far before the index keeps git from re-reading files
+FORKED_AT: float | None = None  # set by process.fork in the child: when the mount process began
 
 
 class MountError(RuntimeError):
@@ -251,8 +252,8 @@ def _fuse_init(operations: pyfuse3.Operations, mount_point: Path) -> None:
                          "(is fusermount3 installed and permitted?)") from exc
 
 
-def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
-          options: MountOptions | None = None, early: Prepared | None = None) -> None:
+def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES, options: MountOptions | None = None,
+          early: Prepared | None = None, ready_fd: int | None = None) -> None:
     state, config = _load(root, name)
     mount_point = Path(config.mount_point)
     _check_mount_point(mount_point)
@@ -263,6 +264,7 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
     sync = attach(operations, state, config, options or MountOptions(), commit)
     _fuse_init(operations, mount_point)
     state.pid_file(name).write_text(f"{os.getpid()}\n")
+    signal_ready(ready_fd)
     try:
         trio.run(serve, hydrator, sync, state.control_socket(name))
     finally:
@@ -275,14 +277,15 @@ def mount(root: Path, name: str, cache_bytes: int = DEFAULT_CACHE_BYTES,
 
 
 def mount_root_first(root: Path, name: str, cache_bytes: int, options: MountOptions | None,
-                     clone: Callable[[], object], given: rootfirst.EarlyRoot | None = None) -> None:
+                     clone: Callable[[], object], given: rootfirst.EarlyRoot | None = None,
+                     ready_fd: int | None = None) -> None:
     """Mount as soon as the root is read from the remote (``rootfirst``), while ``clone``
     (the blobless clone ``add-repo`` would have run first) runs behind it (``rootview``).
     A remote that cannot answer that way gets the clone first and the usual mount."""
     state, config = _load(root, name)
     mount_point = Path(config.mount_point)
     _check_mount_point(mount_point)
-    started = time.monotonic()
+    started = FORKED_AT if FORKED_AT is not None else time.monotonic()
     socket = state.credential_socket
     if given is None:  # read here; ``given``: read by the forking command
         given = rootfirst.EarlyRoot(config.remote, credentials.fill(socket, config.remote), config.branch)
@@ -291,7 +294,7 @@ def mount_root_first(root: Path, name: str, cache_bytes: int, options: MountOpti
     if first is None:
         logging.info("root-first: not from this remote (%s): the clone first", given.error)
         clone()
-        mount(root, name, cache_bytes, options)
+        mount(root, name, cache_bytes, options, ready_fd=ready_fd)
         return
     read_at = time.monotonic()
     state.host.ensure()
@@ -304,11 +307,12 @@ def mount_root_first(root: Path, name: str, cache_bytes: int, options: MountOpti
     mtime = min(first.commit_time, int(time.time()) - RACY_MARGIN)
     early = ArtifactFS(Tree(first.entries, hydrator.sizes), hydrator, f"gitdir: {git_dir}\n".encode(),
                        mtime * 1_000_000_000)
-    view = RootView(early, Remote(config.remote, remote.auth, objectinfo.TIMEOUT))
+    view = RootView(early, Remote(config.remote, remote.auth, objectinfo.TIMEOUT), reads_wait=first.hot_set)
     _fuse_init(view, mount_point)
     view.note(f"mounted {time.monotonic() - started:.3f} s after the mount process started "
               f"(the root read in {given.seconds:.3f} s, of which {read_at - started:.3f} s here)")
     state.pid_file(name).write_text(f"{os.getpid()}\n")
+    signal_ready(ready_fd)
     sync: list[BranchSync] = []
     try:
         trio.run(serve_root_first, view, hydrator, state, config, options or MountOptions(), clone, mtime,
@@ -346,6 +350,7 @@ async def serve_root_first(view: RootView, hydrator: Hydrator, state: RootState,
                 view.fail(str(exc))
                 return
             synced.append(sync)
+            operations.read_gate = gate
             view.land(operations)
             nursery.start_soon(operations.sizes.load)
             nursery.start_soon(sync.poll)
@@ -353,6 +358,10 @@ async def serve_root_first(view: RootView, hydrator: Hydrator, state: RootState,
             if options.autocommit_interval > 0:
                 nursery.start_soon(sync.autocommit)
 
+        # pyfuse3's loop without two scheduler passes a request, as in ``serve`` (it was
+        # missing here: a root-first mount served every request the slow way).
+        gate = view.early.read_gate = fuseloop.install()
+        gate.work_waiting = lambda: hydrator.queued.is_set()
         nursery.start_soon(land)
         nursery.start_soon(_stop_on_signal)
         await pyfuse3.main()
@@ -363,6 +372,18 @@ async def serve_root_first(view: RootView, hydrator: Hydrator, state: RootState,
         nursery.cancel_scope.cancel()
 
 
+def signal_ready(ready_fd: int | None) -> None:
+    """Tell the process that forked this one that the mount is up (``process.wait_ready``
+    waits on the pipe instead of polling for it)."""
+    if ready_fd is not None:
+        try:
+            os.write(ready_fd, b"1")
+        except OSError:  # the forking command is gone: nobody waits
+            pass
+        finally:
+            os.close(ready_fd)
+
+
 def main() -> int:
     cache_bytes = int(sys.argv[3]) if len(sys.argv) > 3 else DEFAULT_CACHE_BYTES
     return run(Path(sys.argv[1]), sys.argv[2], cache_bytes)
@@ -370,7 +391,7 @@ def main() -> int:
 
 def run(root: Path, name: str, cache_bytes: int, options: MountOptions | None = None,
         early: Prepared | None = None, clone: Callable[[], object] | None = None,
-        given: rootfirst.EarlyRoot | None = None) -> int:
+        given: rootfirst.EarlyRoot | None = None, ready_fd: int | None = None) -> int:
     """``clone``: the blobless clone still to run, behind a root-first mount (``rootview``);
     ``given``: its root, read by the forking command."""
     # Fetch threads decode packs in Python; the FUSE loop must not wait 5 ms (the default)
@@ -379,9 +400,9 @@ def run(root: Path, name: str, cache_bytes: int, options: MountOptions | None = 
     logging.basicConfig(level=logging.INFO, format="artifact-fs: %(message)s")
     try:
         if clone is not None:
-            mount_root_first(root, name, cache_bytes, options, clone, given)
+            mount_root_first(root, name, cache_bytes, options, clone, given, ready_fd)
         else:
-            mount(root, name, cache_bytes, options, early)
+            mount(root, name, cache_bytes, options, early, ready_fd)
     except (MountError, GitFailed, InputError, objectinfo.ObjectInfoError, OSError) as exc:
         print(f"artifact-fs: {name}: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from artifactd.fs import process, rootfirst
-from artifactd.fs.inputs import InputError, check_branch, check_name, parse_remote
+from artifactd.fs.inputs import DEFAULT_CREDENTIAL_TTL, InputError, check_branch, check_name, parse_remote
 from artifactd.fs.mountprep import Prepared
-from artifactd.fs.repos import forget, plan_repo, record
+from artifactd.fs.repos import forget, plan_repo, record, store_then
 from artifactd.fs.state import RootState
 
 STOP_TIMEOUT = 30.0
@@ -31,28 +30,30 @@ def mount(remote: str, directory: str, branch: str) -> Path:
     state = RootState(target.parent)
     given = None
     if target.parent.is_dir() and not state.git_dir(target.name).is_dir():
-        # A new repo, mounted from its root while the clone runs behind it. The root read,
-        # plan_repo (its `git credential-cache store`) and the FUSE side's import (0.1 s of
-        # CPU, in process.fork) all run at once: each was on the critical path.
+        # A new repo, mounted from its root while the clone runs behind it. The root read
+        # and the FUSE side's import (0.1 s of CPU) run at once: each is on the critical path.
         check_branch(branch)
         parsed = parse_remote(remote)
         given = rootfirst.EarlyRoot(parsed.url, parsed.auth, branch)
     try:
-        with ThreadPoolExecutor(1, thread_name_prefix="plan") as pool:
-            planned = pool.submit(plan_repo, target.name, remote, branch, str(target.parent))
-            if given is not None:
-                from artifactd.fs import mountproc  # the import is the point: it overlaps both
-            config, clone = planned.result()
+        # With the root read running, the credentials go to git's cache (a git process) in
+        # the mount process, before its clone: not on the way to the first ls.
+        config, clone = plan_repo(target.name, remote, branch, str(target.parent), store=given is None)
+        if given is not None:
+            from artifactd.fs import mountproc  # the import is the point: it overlaps the root read
     except BaseException:
         if given is not None:
             given.wait()
             given.remote.close()
         raise
+    if clone is not None and given is not None:
+        clone = store_then(state, remote, DEFAULT_CREDENTIAL_TTL, clone)
     if clone is None:  # cloned before: read it while the FUSE side is imported
         if given is not None:  # cloned meanwhile by another command
             given.wait()
             given.remote.close()
             given = None
+            store_then(state, remote, DEFAULT_CREDENTIAL_TTL, lambda: None)()  # its mount asks the cache
         early = Prepared.start(state, config)
         from artifactd.fs import mountproc  # noqa: F401 - the import is the point: it overlaps the reading
     else:

@@ -18,13 +18,16 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from artifactd.fs import fetchpack, objectinfo
+from artifactd.fs.gitcmd import GitFailed
 from artifactd.fs.tree import Entry
 from artifactd.fs.wire import Remote, WireError
 
 OBJ_COMMIT, OBJ_TREE = 1, 2
+HOT_SET_REF = "refs/artifact-fs/hotset"  # hotset.REF (not imported here: it loads logging and subprocess)
 COMMITTER = re.compile(rb"^committer .* (\d+) [+-]\d{4}$", re.MULTILINE)
 KINDS = {"040000": "tree", "160000": "commit"}  # any other mode is a blob
 
@@ -40,6 +43,7 @@ class RootRead:
     tree: str  # the root tree's id
     entries: list[Entry]  # the root's entries, in tree order
     sizes: dict[str, int]  # blob id -> size, for the root's blobs
+    hot_set: bool = False  # the remote has a hot set (``hotset.REF``): reads wait for its batch
 
 
 def request_body(commit: str, *, tip_only: bool = False) -> bytes:
@@ -105,7 +109,8 @@ def read_tree(remote: Remote, tree: str) -> tuple[list[Entry], dict[str, int]]:
 def read_root(remote: Remote, branch: str) -> RootRead:
     """The branch's commit, its root entries and their blobs' sizes (see the module)."""
     try:
-        commit = fetchpack.ls_ref(remote, f"refs/heads/{branch}")
+        refs = fetchpack.ls_refs(remote, f"refs/heads/{branch}", HOT_SET_REF)  # one request for both
+        commit = refs.get(f"refs/heads/{branch}")
         if commit is None:
             raise RootReadError(f"no branch {branch!r} on the remote")
         status, body = remote.request("POST", "/git-upload-pack", request_body(commit, tip_only=True),
@@ -130,7 +135,7 @@ def read_root(remote: Remote, branch: str) -> RootRead:
         sizes = objectinfo.sizes(remote, blobs) if blobs else {}
     except objectinfo.ObjectInfoError as exc:
         raise RootReadError(str(exc)) from exc
-    return RootRead(commit, commit_time, tree, entries, sizes)
+    return RootRead(commit, commit_time, tree, entries, sizes, HOT_SET_REF in refs)
 
 
 def fetchpack_id(kind: str, data: bytes) -> str:
@@ -143,21 +148,27 @@ class EarlyRoot:
     """``read_root`` on a thread of the command that forks the mount (``add-repo`` handed to a
     daemon, ``artifactd mount``), with the credentials it was given: it overlaps the import
     of the FUSE side, needs no ``git credential`` call, and the mount process inherits the
-    answer and the open connection (``wait`` before the fork: the child has no threads)."""
+    answer and the open connection (``wait`` before the fork: the child has no threads).
+    ``fill``: where the credentials come from when they were not given (the daemon mounting
+    a repo ``add-repo`` recorded: git's credential cache), asked on the same thread."""
 
-    def __init__(self, url: str, auth: tuple[str, str] | None, branch: str) -> None:
+    def __init__(self, url: str, auth: tuple[str, str] | None, branch: str,
+                 fill: Callable[[], tuple[str, str] | None] | None = None) -> None:
         self.remote = Remote(url, auth, objectinfo.TIMEOUT)
         self.read: RootRead | None = None
         self.error = ""
         self.seconds = 0.0  # the three requests' time, for the mount's log
+        self._fill = fill
         self._thread = threading.Thread(target=self._run, args=(branch,), name="rootfirst", daemon=True)
         self._thread.start()
 
     def _run(self, branch: str) -> None:
         started = time.monotonic()
         try:
+            if self._fill is not None:
+                self.remote.auth = self._fill()
             self.read = read_root(self.remote, branch)
-        except RootReadError as exc:
+        except (RootReadError, GitFailed, OSError) as exc:  # the last two: from git's credential cache
             self.error = str(exc)
             self.remote.close()
         self.seconds = time.monotonic() - started

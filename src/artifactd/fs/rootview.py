@@ -32,9 +32,12 @@ log = logging.getLogger("artifact_fs")
 
 
 class RootView(pyfuse3.Operations):
-    def __init__(self, early: ArtifactFS, remote: Remote | None = None) -> None:
+    def __init__(self, early: ArtifactFS, remote: Remote | None = None, *, reads_wait: bool = False) -> None:
         super().__init__()
         self.early = early
+        # A remote with a hot set: opening a file waits for the landing, which queues the
+        # hot set as one batch (a fork's first session: two fetch requests, not one a file).
+        self.reads_wait = reads_wait
         self.remote = remote  # for the directories below the root read before the landing
         # directories of ``early`` whose entries it has (a submodule has none to read)
         submodules = {e.path for e in early.tree.entries if e.kind == "commit"}
@@ -140,7 +143,7 @@ class RootView(pyfuse3.Operations):
         return None
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        if self._answers(inode) and inode != ROOT_INODE and not flags & WRITE_FLAGS:
+        if self._answers(inode) and inode != ROOT_INODE and not flags & WRITE_FLAGS and not self.reads_wait:
             info = await self.early.open(inode, flags, ctx)
             self.early_handles.add(info.fh)
             return info

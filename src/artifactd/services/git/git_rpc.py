@@ -42,7 +42,7 @@ from artifactd.observability import (
 from artifactd.services.backend import Backend
 from artifactd.services.clock import now_us
 from artifactd.services.events import event_stream, events
-from artifactd.services.git import blob_fetch, push_in_process, small_clone
+from artifactd.services.git import blob_fetch, push_in_process, root_fetch, small_clone
 from artifactd.services.git.git_access import AuthorizedGit, Service, push_ref_problem
 from artifactd.services.git.git_slots import SlotPool, SlotsBusy
 from artifactd.services.git.pktline import (
@@ -433,6 +433,8 @@ async def exchange(
         head, complete = await _read_head(body, blob_fetch.MAX_REQUEST)
         if complete:
             answer = await blob_fetch.serve(backend, authorized.git_dir, head)
+            if answer is None:  # ArtifactFS's root read: the tip and its root tree (issue 15)
+                answer = root_fetch.serve(backend, authorized.git_dir, head)
             if answer is not None:
                 GIT_BYTES_RECEIVED.labels(authorized.service).inc(len(head))
                 GIT_BYTES_SENT.labels(authorized.service).inc(len(answer))
