@@ -64,8 +64,14 @@ def test_the_client_imports_only_os_socket_and_json() -> None:
     probe = ("import sys; before = set(sys.modules); from artifactd.fs import cli, handoff; "
              "handoff.ask('/nonexistent/.artifact-fs/run/daemon.ctl', {}); "
              "print(' '.join(sorted(set(sys.modules) - before)))")
+    # ``-S`` skips site, and with it an editable install's .pth: the package's own directory
+    # goes on the path instead.
+    import artifactd
+
+    package_root = str(Path(artifactd.__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
     loaded = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, check=True,
-                            env={**os.environ}, timeout=60).stdout.split()
+                            env={**os.environ, "PYTHONPATH": path}, timeout=60).stdout.split()
     heavy = {"pathlib", "dataclasses", "typing", "click", "http.client", "artifactd.fs.inputs",
              "artifactd.fs.daemonctl", "artifactd.fs.state"}
     assert heavy.isdisjoint(loaded), sorted(heavy & set(loaded))
