@@ -10,7 +10,7 @@ import dataclasses
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 from artifactd.errors import Code, Conflict
 from artifactd.storage import outboxseq, pgcreate
+from artifactd.storage.db import sqlite_path
 from artifactd.storage.pglookups import PgLookups
 from artifactd.storage.schema import (
     account_storage,
@@ -45,6 +46,7 @@ from artifactd.storage.schema import (
     repos,
     server_settings,
 )
+from artifactd.storage.sqlitelookups import SqliteLookups
 from artifactd.storage.writerlock import WriterLock
 
 # Rows a namespace's running repo count is split into (``namespace_repo_counts``): more
@@ -276,8 +278,27 @@ _INTENT_RESERVED = select(push_intents.c.reserved_bytes).where(
 _DELETE_INTENT = delete(push_intents).where(push_intents.c.id == bindparam("p_intent"))
 
 
+class _Lookups(Protocol):
+    """The hot lookups' path past SQLAlchemy (storage/pglookups.py, storage/sqlitelookups.py)."""
+
+    def lookup(self, statement: Any) -> Any: ...
+
+    def first(self, lookup: Any, params: Mapping[str, Any]) -> dict[str, Any] | None: ...
+
+    def close(self) -> None: ...
+
+
+def _fast_lookups(engine: Engine) -> _Lookups | None:
+    if engine.dialect.name == "postgresql":
+        return PgLookups(engine)
+    path = sqlite_path(engine.url)
+    # An in-memory database exists only on the engine's own connections.
+    return SqliteLookups(path) if path is not None else None
+
+
 class MetadataStore:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, *, fast_lookups: bool = True):
+        """``fast_lookups=False``: every lookup through SQLAlchemy (the tests compare)."""
         self.engine = engine
         # SQLite answers in tens of microseconds from local disk: calling it straight from the
         # event loop beats a thread hop, and avoids the GIL convoy of many threads that each
@@ -286,14 +307,14 @@ class MetadataStore:
         self.inline_ok = engine.dialect.name == "sqlite"
         self.postgres = engine.dialect.name == "postgresql"
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-        # PostgreSQL's hot lookups skip SQLAlchemy's pool (storage/pglookups.py).
-        self._pg = PgLookups(engine) if self.postgres else None
-        if self._pg is not None:
-            self._pg_api_token = self._pg.lookup(_SELECT_API_TOKEN)
-            self._pg_repo_by_name = self._pg.lookup(_SELECT_REPO_BY_NAME)
-            self._pg_repo_by_id = self._pg.lookup(_SELECT_REPO_BY_ID)
-            self._pg_token_with_repo = self._pg.lookup(_SELECT_TOKEN_WITH_REPO)
-            self._pg_token_by_id = self._pg.lookup(_SELECT_TOKEN_BY_ID)
+        # The hot lookups skip SQLAlchemy (storage/pglookups.py, storage/sqlitelookups.py).
+        self._fast = _fast_lookups(engine) if fast_lookups else None
+        if self._fast is not None:
+            self._fast_api_token = self._fast.lookup(_SELECT_API_TOKEN)
+            self._fast_repo_by_name = self._fast.lookup(_SELECT_REPO_BY_NAME)
+            self._fast_repo_by_id = self._fast.lookup(_SELECT_REPO_BY_ID)
+            self._fast_token_with_repo = self._fast.lookup(_SELECT_TOKEN_WITH_REPO)
+            self._fast_token_by_id = self._fast.lookup(_SELECT_TOKEN_BY_ID)
         self._writer_lock = WriterLock(engine)
         # Called (from the writing thread, inside its transaction) when events are written:
         # the webhook thread waits on one instead of polling.
@@ -390,13 +411,13 @@ class MetadataStore:
             ))
 
     def close(self) -> None:
-        if self._pg is not None:
-            self._pg.close()
+        if self._fast is not None:
+            self._fast.close()
         self.engine.dispose()
 
     def find_api_token(self, secret_hash: str) -> ApiTokenRow | None:
-        if self._pg is not None:
-            found = self._pg.first(self._pg_api_token, {"h": secret_hash})
+        if self._fast is not None:
+            found = self._fast.first(self._fast_api_token, {"h": secret_hash})
             return _from_mapping(ApiTokenRow, found) if found else None
         with self._read() as conn:
             row = conn.execute(_SELECT_API_TOKEN, {"h": secret_hash}).first()
@@ -523,8 +544,8 @@ class MetadataStore:
                 listener()
 
     def get_repo(self, account_id: str, namespace: str, name: str) -> RepoRow | None:
-        if self._pg is not None:
-            found = self._pg.first(self._pg_repo_by_name, {"a": account_id, "ns": namespace, "n": name})
+        if self._fast is not None:
+            found = self._fast.first(self._fast_repo_by_name, {"a": account_id, "ns": namespace, "n": name})
             return _from_mapping(RepoRow, found) if found else None
         with self._read() as conn:
             row = conn.execute(
@@ -533,8 +554,8 @@ class MetadataStore:
         return _repo(row) if row else None
 
     def get_repo_by_id(self, repo_id: str) -> RepoRow | None:
-        if self._pg is not None:
-            found = self._pg.first(self._pg_repo_by_id, {"i": repo_id})
+        if self._fast is not None:
+            found = self._fast.first(self._fast_repo_by_id, {"i": repo_id})
             return _from_mapping(RepoRow, found) if found else None
         with self._read() as conn:
             row = conn.execute(_SELECT_REPO_BY_ID, {"i": repo_id}).first()
@@ -833,8 +854,8 @@ class MetadataStore:
 
     def find_repo_token(self, secret_hash: str) -> tuple[RepoTokenRow, RepoRow] | None:
         """The token with this secret and its repo, in one query (the git hot path)."""
-        if self._pg is not None:
-            found = self._pg.first(self._pg_token_with_repo, {"h": secret_hash})
+        if self._fast is not None:
+            found = self._fast.first(self._fast_token_with_repo, {"h": secret_hash})
             if found is None:
                 return None
             return _from_mapping(RepoTokenRow, found), _from_mapping(RepoRow, found, prefix="r_")
@@ -847,8 +868,8 @@ class MetadataStore:
         return _token(row), repo
 
     def get_repo_token(self, token_id: str) -> RepoTokenRow | None:
-        if self._pg is not None:
-            found = self._pg.first(self._pg_token_by_id, {"i": token_id})
+        if self._fast is not None:
+            found = self._fast.first(self._fast_token_by_id, {"i": token_id})
             return _from_mapping(RepoTokenRow, found) if found else None
         with self._read() as conn:
             row = conn.execute(_SELECT_TOKEN_BY_ID, {"i": token_id}).first()
