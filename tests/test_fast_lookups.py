@@ -13,7 +13,7 @@ from sqlalchemy import event
 
 from artifactd.services.access.repo_tokens import new_repo_token
 from artifactd.storage.db import make_engine, migrate
-from artifactd.storage.metadata import MetadataStore, RepoRow
+from artifactd.storage.metadata import MetadataStore, PushIntentRow, RepoRow
 
 
 def _repo(n: int, read_only: bool) -> RepoRow:
@@ -40,6 +40,8 @@ def _lookups(store: MetadataStore, repos: list[RepoRow], hashes: list[str],
     found += [store.get_repo("acct", "ns", "missing"), store.get_repo_by_id("f" * 32)]
     found += [store.find_repo_token(h) for h in [*hashes, "1" * 64]]
     found += [store.get_repo_token(t) for t in [*token_ids, "nope"]]
+    found += [store.account_size("acct"), store.account_size("nobody")]
+    found += [store.pending_pushes(repo.id) for repo in repos]
     return found
 
 
@@ -59,13 +61,19 @@ def test_the_fast_lookups_return_what_sqlalchemy_returns(url: str) -> None:
             fast.create_repo(repo, token, secret_hash, [])
             hashes.append(secret_hash)
             token_ids.append(token.id)
+        for n in range(2):  # two pushes in flight into the first repo
+            intent = PushIntentRow(id=f"in{n}", repo_id=repos[0].id, account_id="acct",
+                                   reserved_bytes=100 + n, updates="[]", started_us=n)
+            assert fast.reserve_push(intent, 10**9, 10**12) is None
         expected = _lookups(slow, repos, hashes, token_ids, "e" * 64)
         got = _lookups(fast, repos, hashes, token_ids, "e" * 64)
         assert got == expected
         # The same types too (SQLite stores a Boolean as 0/1): equal is not enough.
         assert [type(v) for v in vars(got[2])] == [type(v) for v in vars(expected[2])]
         assert got[4].read_only is True and got[2].read_only is False
-        assert got[-3] is not None and got[-3].revoked_us is None
+        assert got[-7] is not None and got[-7].revoked_us is None
+        assert got[-4] == 100 + 101  # the two reservations
+        assert len(got[-2]) == 2 and got[-1] == []
 
         fast.revoke_repo_token(token_ids[0], 10)
         assert fast.get_repo_token(token_ids[0]).revoked_us == 10  # type: ignore[union-attr]

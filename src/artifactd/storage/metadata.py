@@ -270,7 +270,8 @@ _RECORD_PUSH = _RELEASE_PUSH.values(
     last_push_us=bindparam("p_pushed", type_=BigInteger),
     updated_us=bindparam("p_pushed", type_=BigInteger),
     pushes_since_maintenance=repos.c.pushes_since_maintenance + 1)
-_ACCOUNT_SIZE = (select(account_storage.c.used_bytes + account_storage.c.reserved_bytes)
+_ACCOUNT_SIZE = (select((account_storage.c.used_bytes + account_storage.c.reserved_bytes)
+                        .label("size"))
                  .where(account_storage.c.account_id == bindparam("p_account_id")))
 _INSERT_INTENT = insert(push_intents)
 _INTENT_RESERVED = select(push_intents.c.reserved_bytes).where(
@@ -284,6 +285,8 @@ class _Lookups(Protocol):
     def lookup(self, statement: Any) -> Any: ...
 
     def first(self, lookup: Any, params: Mapping[str, Any]) -> dict[str, Any] | None: ...
+
+    def rows(self, lookup: Any, params: Mapping[str, Any]) -> list[dict[str, Any]]: ...
 
     def close(self) -> None: ...
 
@@ -315,6 +318,9 @@ class MetadataStore:
             self._fast_repo_by_id = self._fast.lookup(_SELECT_REPO_BY_ID)
             self._fast_token_with_repo = self._fast.lookup(_SELECT_TOKEN_WITH_REPO)
             self._fast_token_by_id = self._fast.lookup(_SELECT_TOKEN_BY_ID)
+            # Asked around every push: the limits' account total, the after-push intent check.
+            self._fast_account_size = self._fast.lookup(_ACCOUNT_SIZE)
+            self._fast_repo_intents = self._fast.lookup(_REPO_INTENTS)
         self._writer_lock = WriterLock(engine)
         # Called (from the writing thread, inside its transaction) when events are written:
         # the webhook thread waits on one instead of polling.
@@ -655,6 +661,9 @@ class MetadataStore:
 
     def account_size(self, account_id: str) -> int:
         """Bytes the account stores plus bytes reserved by pushes in flight: one row read."""
+        if self._fast is not None:
+            found = self._fast.first(self._fast_account_size, {"p_account_id": account_id})
+            return int(found["size"]) if found else 0
         with self._tx() as conn:
             row = conn.execute(_ACCOUNT_SIZE, {"p_account_id": account_id}).first()
         return int(row[0]) if row else 0
@@ -768,6 +777,9 @@ class MetadataStore:
 
     def pending_pushes(self, repo_id: str | None = None) -> list[PushIntentRow]:
         """Pushes admitted and not yet recorded (at start-up: left behind by a crash)."""
+        if self._fast is not None and repo_id is not None:
+            return [_from_mapping(PushIntentRow, found)
+                    for found in self._fast.rows(self._fast_repo_intents, {"p_repo": repo_id})]
         query, params = ((select(push_intents), {}) if repo_id is None
                          else (_REPO_INTENTS, {"p_repo": repo_id}))
         with self._tx() as conn:

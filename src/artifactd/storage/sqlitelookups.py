@@ -73,15 +73,22 @@ class SqliteLookups:
 
     def first(self, lookup: Lookup, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The first row of ``lookup`` as a dict of column name to value, or None."""
+        found = self.rows(lookup, params)
+        return found[0] if found else None
+
+    def rows(self, lookup: Lookup, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Every row of ``lookup``, as dicts of column name to value."""
         conn = self._connection()
         try:
-            rows = conn.execute(lookup.sql, params).fetchall()
+            fetched = conn.execute(lookup.sql, params).fetchall()
         except sqlite3.Error as exc:
             # No parameters in the error: they are secret hashes, and the error is logged.
             raise DBAPIError.instance(lookup.sql, None, exc, sqlite3.Error) from exc
-        if not rows:
-            return None
-        values = list(rows[0])
+        return [self._mapping(lookup, row) for row in fetched]
+
+    @staticmethod
+    def _mapping(lookup: Lookup, row: tuple[Any, ...]) -> dict[str, Any]:
+        values = list(row)
         for index, convert in lookup.converters:
             values[index] = convert(values[index])
         return dict(zip(lookup.columns, values, strict=True))
