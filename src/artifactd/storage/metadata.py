@@ -46,6 +46,7 @@ from artifactd.storage.schema import (
     repos,
     server_settings,
 )
+from artifactd.storage.sqliteexec import SqliteStatements
 from artifactd.storage.sqlitelookups import SqliteLookups
 from artifactd.storage.writerlock import WriterLock
 
@@ -321,10 +322,20 @@ class MetadataStore:
             # Asked around every push: the limits' account total, the after-push intent check.
             self._fast_account_size = self._fast.lookup(_ACCOUNT_SIZE)
             self._fast_repo_intents = self._fast.lookup(_REPO_INTENTS)
+        # SQLite: the hot write paths' statements past SQLAlchemy (storage/sqliteexec.py;
+        # tests/test_statement_reuse.py looks at what it compiled).
+        self.sqlite_statements = (SqliteStatements() if engine.dialect.name == "sqlite"
+                                   and fast_lookups else None)
         self._writer_lock = WriterLock(engine)
         # Called (from the writing thread, inside its transaction) when events are written:
         # the webhook thread waits on one instead of polling.
         self.outbox_listeners: list[Callable[[], None]] = []
+
+    def _exec(self, conn: Connection, statement: Any, params: Any) -> Any:
+        """A hot write path's statement (built once, module level) in ``conn``'s transaction."""
+        if self.sqlite_statements is not None:
+            return self.sqlite_statements.execute(conn, statement, params)
+        return conn.execute(statement, params)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -365,7 +376,7 @@ class MetadataStore:
                 conn.execute(_INSERT_OUTBOX_POSTGRES,
                              [{**_row_dict(row), "n": n} for n, row in enumerate(outbox)])
             else:
-                conn.execute(_INSERT_OUTBOX, [_row_dict(row) for row in outbox])
+                self._exec(conn, _INSERT_OUTBOX, [_row_dict(row) for row in outbox])
             for listener in self.outbox_listeners:
                 listener()
 
@@ -514,18 +525,20 @@ class MetadataStore:
                 self._create_repo_postgres(repo, token, secret_hash, outbox)
                 return
             with self._write_tx() as conn:
-                ns_exists = conn.execute(
-                    _SELECT_NAMESPACE_EXISTS, {"a": repo.account_id, "n": repo.namespace}
+                ns_exists = self._exec(
+                    conn, _SELECT_NAMESPACE_EXISTS, {"a": repo.account_id, "n": repo.namespace}
                 ).first()
                 if ns_exists is None:
-                    conn.execute(_INSERT_NAMESPACE_IF_NEW.get(self.engine.dialect.name, _INSERT_NAMESPACE), {
+                    insert_namespace = _INSERT_NAMESPACE_IF_NEW.get(self.engine.dialect.name,
+                                                                    _INSERT_NAMESPACE)
+                    self._exec(conn, insert_namespace, {
                         "account_id": repo.account_id, "name": repo.namespace,
                         "created_us": repo.created_us,
                     })
-                conn.execute(_INSERT_REPO, _row_dict(repo))
+                self._exec(conn, _INSERT_REPO, _row_dict(repo))
                 self._add_to_namespace(conn, repo.account_id, repo.namespace, 1, repo.id)
                 if token is not None and secret_hash is not None:
-                    conn.execute(_INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
+                    self._exec(conn, _INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
                 self._write_outbox(conn, outbox)
         except IntegrityError as exc:
             if self.get_repo(repo.account_id, repo.namespace, repo.name) is not None:
@@ -608,11 +621,11 @@ class MetadataStore:
         with self._write_tx() as conn:
             # The lock of ``_lock_repo``, and one read for both the sizes and the place.
             by_id = {"p_repo": repo_id}
-            conn.execute(_LOCK_REPO, by_id)
-            locked = conn.execute(_LOCKED_REPO_PLACE, by_id).first()
-            conn.execute(_DELETE_REPO_TOKENS, by_id)
-            conn.execute(_DELETE_REPO_INTENTS, by_id)
-            result = conn.execute(_DELETE_REPO, by_id)
+            self._exec(conn, _LOCK_REPO, by_id)
+            locked = self._exec(conn, _LOCKED_REPO_PLACE, by_id).first()
+            self._exec(conn, _DELETE_REPO_TOKENS, by_id)
+            self._exec(conn, _DELETE_REPO_INTENTS, by_id)
+            result = self._exec(conn, _DELETE_REPO, by_id)
             if locked is not None and result.rowcount:
                 self._add_to_namespace(conn, locked.account_id, locked.namespace, -1, repo_id)
             if locked is not None:
@@ -632,7 +645,7 @@ class MetadataStore:
             conn.execute(pgcreate.ADD_TO_NAMESPACE,
                          pgcreate.count_params(account_id, namespace, repos_added))
             return
-        conn.execute(_ADD_TO_NAMESPACE_SQLITE, {
+        self._exec(conn, _ADD_TO_NAMESPACE_SQLITE, {
             "p_account_id": account_id, "p_namespace": namespace,
             "p_shard": zlib.crc32(repo_id.encode()) % REPO_COUNT_SHARDS, "p_delta": repos_added})
 
@@ -649,14 +662,14 @@ class MetadataStore:
 
     def _lock_repo(self, conn: Connection, repo_id: str) -> tuple[int, int, str] | None:
         """Lock the repo's row; its (size_bytes, reserved_bytes, account_id), or None."""
-        conn.execute(_LOCK_REPO, {"p_repo": repo_id})
-        row = conn.execute(_LOCKED_REPO, {"p_repo": repo_id}).first()
+        self._exec(conn, _LOCK_REPO, {"p_repo": repo_id})
+        row = self._exec(conn, _LOCKED_REPO, {"p_repo": repo_id}).first()
         return (int(row.size_bytes), int(row.reserved_bytes), row.account_id) if row else None
 
     def _add_to_account(self, conn: Connection, account_id: str, used: int = 0,
                         reserved: int = 0) -> None:
         statement = _ADD_TO_ACCOUNT_PG if self.postgres else _ADD_TO_ACCOUNT_SQLITE
-        conn.execute(statement, {"p_account_id": account_id, "p_used": used,
+        self._exec(conn, statement, {"p_account_id": account_id, "p_used": used,
                                  "p_reserved": reserved})
 
     def account_size(self, account_id: str) -> int:
@@ -730,17 +743,17 @@ class MetadataStore:
         amount = intent.reserved_bytes
         try:
             with self._write_tx() as conn:
-                if not conn.execute(_RESERVE_IN_REPO, {
+                if not self._exec(conn, _RESERVE_IN_REPO, {
                     "p_repo": intent.repo_id, "p_amount": amount, "p_limit": repo_limit,
                 }).rowcount:
                     raise _Refused("repo")
                 self._add_to_account(conn, intent.account_id)
-                if not conn.execute(_RESERVE_IN_ACCOUNT, {
+                if not self._exec(conn, _RESERVE_IN_ACCOUNT, {
                     "p_account_id": intent.account_id, "p_amount": amount,
                     "p_limit": account_limit,
                 }).rowcount:
                     raise _Refused("account")
-                conn.execute(_INSERT_INTENT, _row_dict(intent))
+                self._exec(conn, _INSERT_INTENT, _row_dict(intent))
         except _Refused as refused:
             return refused.reason
         return None
@@ -757,10 +770,10 @@ class MetadataStore:
         """
         with self._write_tx() as conn:
             locked = self._lock_repo(conn, repo_id)
-            row = conn.execute(_INTENT_RESERVED, {"p_intent": intent_id}).first()
+            row = self._exec(conn, _INTENT_RESERVED, {"p_intent": intent_id}).first()
             if row is None:
                 return False
-            conn.execute(_DELETE_INTENT, {"p_intent": intent_id})
+            self._exec(conn, _DELETE_INTENT, {"p_intent": intent_id})
             if locked is None:
                 return False
             old, _reserved, account_id = locked
@@ -768,9 +781,9 @@ class MetadataStore:
             new = measure()
             params: dict[str, Any] = {"p_repo": repo_id, "p_size": new, "p_amount": amount}
             if pushed_us is None:
-                conn.execute(_RELEASE_PUSH, params)
+                self._exec(conn, _RELEASE_PUSH, params)
             else:
-                conn.execute(_RECORD_PUSH, {**params, "p_pushed": pushed_us})
+                self._exec(conn, _RECORD_PUSH, {**params, "p_pushed": pushed_us})
             self._add_to_account(conn, account_id, used=new - old, reserved=-amount)
             self._write_outbox(conn, outbox)
         return True
@@ -861,7 +874,7 @@ class MetadataStore:
     # -- repo tokens ---------------------------------------------------------------------
     def insert_repo_token(self, token: RepoTokenRow, secret_hash: str, outbox: Outbox = ()) -> None:
         with self._write_tx() as conn:
-            conn.execute(_INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
+            self._exec(conn, _INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
             self._write_outbox(conn, outbox)
 
     def find_repo_token(self, secret_hash: str) -> tuple[RepoTokenRow, RepoRow] | None:
