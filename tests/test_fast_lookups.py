@@ -122,3 +122,27 @@ def test_sqlite_lookups_skip_sqlalchemy_and_see_each_commit(tmp_path: Path) -> N
         store.close()
     finally:
         engine.dispose()
+
+
+def test_a_finished_threads_connection_is_closed(tmp_path: Path) -> None:
+    """The thread pool's threads come and go: their connections must not pile up."""
+    from sqlalchemy import bindparam, select
+
+    from artifactd.storage.schema import api_tokens
+    from artifactd.storage.sqlitelookups import SqliteLookups
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'meta.db'}")
+    try:
+        migrate(engine)
+        lookups = SqliteLookups(tmp_path / "meta.db")
+        lookup = lookups.lookup(select(api_tokens).where(api_tokens.c.secret_hash == bindparam("h")))
+        for _ in range(5):
+            thread = threading.Thread(target=lambda: lookups.first(lookup, {"h": "x"}))
+            thread.start()
+            thread.join()
+        assert lookups.first(lookup, {"h": "x"}) is None
+        assert lookups.open_connections <= 2  # this thread's, and at most the last one's
+        lookups.close()
+        assert lookups.open_connections == 0
+    finally:
+        engine.dispose()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,18 @@ class SqliteLookups:
         self._path = path
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._opened: list[sqlite3.Connection] = []
+        # Every connection opened, with its thread: the thread pool's threads come and go
+        # (anyio ends a worker idle for 10 s), and a dead thread's connection is closed when
+        # the next one opens, not kept open for the life of the process.
+        self._opened: list[tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = []
         # Bumped by ``close``: a thread's connection from before is not used again.
         self._generation = 0
         self._pid = os.getpid()
+
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._opened)
 
     def lookup(self, statement: Select[Any]) -> Lookup:
         return Lookup(statement)
@@ -97,7 +106,7 @@ class SqliteLookups:
         with self._lock:
             self._generation += 1
             opened, self._opened = self._opened, []
-        for conn in opened:
+        for _thread, conn in opened:
             conn.close()
 
     def _connection(self) -> sqlite3.Connection:
@@ -118,6 +127,14 @@ class SqliteLookups:
         except sqlite3.Error as exc:
             raise DBAPIError.instance("connect", None, exc, sqlite3.Error) from exc
         with self._lock:
-            self._opened.append(conn)
+            kept = []
+            for thread_ref, held in self._opened:
+                thread = thread_ref()
+                if thread is not None and thread.is_alive():
+                    kept.append((thread_ref, held))
+                else:
+                    held.close()
+            kept.append((weakref.ref(threading.current_thread()), conn))
+            self._opened = kept
             self._local.held = (self._generation, conn)
         return conn
