@@ -72,8 +72,11 @@ async def _reclaim_forever(backend: Backend) -> None:
 def build_routes(backend: Backend) -> list[BaseRoute]:
     control_plane = [*control.routes, *repo_actions.routes, *content.routes, *read_routes,
                      *writes_routes.routes, *event_subscriptions.routes]
+    # Starlette tries the routes in order, a regex each: git's own route first, since five of
+    # an agent loop's eight requests are git's and no other route takes a ``/git/`` path
+    # (after the 90 control-plane routes, matching one cost about 110 µs).
     routes: list[BaseRoute] = [
-        *control_plane, *v1.derive(control_plane), *git.routes, *graphql.routes,
+        git.routes[0], *control_plane, *v1.derive(control_plane), *git.routes[1:], *graphql.routes,
         *health.routes, *reference.routes, *mcp_routes(backend), *dashboard.routes,
     ]
     if backend.settings.metrics_enabled:

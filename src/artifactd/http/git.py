@@ -317,6 +317,7 @@ GIT_DOC = _git_doc(REMOTE)
 # The changelog's remote form, without /git and the account (the repo token names it).
 CHANGELOG_DOC = _git_doc("/{namespace}/{repo}.git", "_changelog_form")
 routes = [
+    # First: http/app.py puts this one ahead of every other route.
     Route("/git/{path:path}", describe(GitEndpoint(), GIT_DOC)),
     # Only git's three endpoints under a `<repo>.git` (git_access.parse_path), so no other
     # path is taken from the JSON routes.

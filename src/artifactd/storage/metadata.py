@@ -10,7 +10,7 @@ import dataclasses
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from artifactd.errors import Code, Conflict
 from artifactd.storage import outboxseq, pgcreate
+from artifactd.storage.db import sqlite_path
 from artifactd.storage.pglookups import PgLookups, Write
 from artifactd.storage.schema import (
     account_storage,
@@ -45,6 +46,8 @@ from artifactd.storage.schema import (
     repos,
     server_settings,
 )
+from artifactd.storage.sqliteexec import SqliteStatements
+from artifactd.storage.sqlitelookups import SqliteLookups
 from artifactd.storage.writerlock import WriterLock
 
 # Rows a namespace's running repo count is split into (``namespace_repo_counts``): more
@@ -268,7 +271,8 @@ _RECORD_PUSH = _RELEASE_PUSH.values(
     last_push_us=bindparam("p_pushed", type_=BigInteger),
     updated_us=bindparam("p_pushed", type_=BigInteger),
     pushes_since_maintenance=repos.c.pushes_since_maintenance + 1)
-_ACCOUNT_SIZE = (select(account_storage.c.used_bytes + account_storage.c.reserved_bytes)
+_ACCOUNT_SIZE = (select((account_storage.c.used_bytes + account_storage.c.reserved_bytes)
+                        .label("size"))
                  .where(account_storage.c.account_id == bindparam("p_account_id")))
 _INSERT_INTENT = insert(push_intents)
 _INTENT_RESERVED = select(push_intents.c.reserved_bytes).where(
@@ -276,8 +280,29 @@ _INTENT_RESERVED = select(push_intents.c.reserved_bytes).where(
 _DELETE_INTENT = delete(push_intents).where(push_intents.c.id == bindparam("p_intent"))
 
 
+class _Lookups(Protocol):
+    """The hot lookups' path past SQLAlchemy (storage/pglookups.py, storage/sqlitelookups.py)."""
+
+    def lookup(self, statement: Any) -> Any: ...
+
+    def first(self, lookup: Any, params: Mapping[str, Any]) -> dict[str, Any] | None: ...
+
+    def rows(self, lookup: Any, params: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+def _fast_lookups(engine: Engine) -> _Lookups | None:
+    if engine.dialect.name == "postgresql":
+        return PgLookups(engine)
+    path = sqlite_path(engine.url)
+    # An in-memory database exists only on the engine's own connections.
+    return SqliteLookups(path) if path is not None else None
+
+
 class MetadataStore:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, *, fast_lookups: bool = True):
+        """``fast_lookups=False``: every lookup through SQLAlchemy (the tests compare)."""
         self.engine = engine
         # SQLite answers in tens of microseconds from local disk: calling it straight from the
         # event loop beats a thread hop, and avoids the GIL convoy of many threads that each
@@ -286,19 +311,32 @@ class MetadataStore:
         self.inline_ok = engine.dialect.name == "sqlite"
         self.postgres = engine.dialect.name == "postgresql"
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-        # PostgreSQL's hot lookups skip SQLAlchemy's pool (storage/pglookups.py).
-        self._pg = PgLookups(engine) if self.postgres else None
-        if self._pg is not None:
-            self._pg_api_token = self._pg.lookup(_SELECT_API_TOKEN)
-            self._pg_repo_by_name = self._pg.lookup(_SELECT_REPO_BY_NAME)
-            self._pg_repo_by_id = self._pg.lookup(_SELECT_REPO_BY_ID)
-            self._pg_token_with_repo = self._pg.lookup(_SELECT_TOKEN_WITH_REPO)
-            self._pg_token_by_id = self._pg.lookup(_SELECT_TOKEN_BY_ID)
+        # The hot lookups skip SQLAlchemy (storage/pglookups.py, storage/sqlitelookups.py).
+        self._fast = _fast_lookups(engine) if fast_lookups else None
+        if self._fast is not None:
+            self._fast_api_token = self._fast.lookup(_SELECT_API_TOKEN)
+            self._fast_repo_by_name = self._fast.lookup(_SELECT_REPO_BY_NAME)
+            self._fast_repo_by_id = self._fast.lookup(_SELECT_REPO_BY_ID)
+            self._fast_token_with_repo = self._fast.lookup(_SELECT_TOKEN_WITH_REPO)
+            self._fast_token_by_id = self._fast.lookup(_SELECT_TOKEN_BY_ID)
+            # Asked around every push: the limits' account total, the after-push intent check.
+            self._fast_account_size = self._fast.lookup(_ACCOUNT_SIZE)
+            self._fast_repo_intents = self._fast.lookup(_REPO_INTENTS)
+        # SQLite: the hot write paths' statements past SQLAlchemy (storage/sqliteexec.py;
+        # tests/test_statement_reuse.py looks at what it compiled).
+        self.sqlite_statements = (SqliteStatements() if engine.dialect.name == "sqlite"
+                                   and fast_lookups else None)
         self._pg_creates: dict[tuple[bool, int], Write] = {}
         self._writer_lock = WriterLock(engine)
         # Called (from the writing thread, inside its transaction) when events are written:
         # the webhook thread waits on one instead of polling.
         self.outbox_listeners: list[Callable[[], None]] = []
+
+    def _exec(self, conn: Connection, statement: Any, params: Any) -> Any:
+        """A hot write path's statement (built once, module level) in ``conn``'s transaction."""
+        if self.sqlite_statements is not None:
+            return self.sqlite_statements.execute(conn, statement, params)
+        return conn.execute(statement, params)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -339,7 +377,7 @@ class MetadataStore:
                 conn.execute(_INSERT_OUTBOX_POSTGRES,
                              [{**_row_dict(row), "n": n} for n, row in enumerate(outbox)])
             else:
-                conn.execute(_INSERT_OUTBOX, [_row_dict(row) for row in outbox])
+                self._exec(conn, _INSERT_OUTBOX, [_row_dict(row) for row in outbox])
             for listener in self.outbox_listeners:
                 listener()
 
@@ -391,13 +429,13 @@ class MetadataStore:
             ))
 
     def close(self) -> None:
-        if self._pg is not None:
-            self._pg.close()
+        if self._fast is not None:
+            self._fast.close()
         self.engine.dispose()
 
     def find_api_token(self, secret_hash: str) -> ApiTokenRow | None:
-        if self._pg is not None:
-            found = self._pg.first(self._pg_api_token, {"h": secret_hash})
+        if self._fast is not None:
+            found = self._fast.first(self._fast_api_token, {"h": secret_hash})
             return _from_mapping(ApiTokenRow, found) if found else None
         with self._read() as conn:
             row = conn.execute(_SELECT_API_TOKEN, {"h": secret_hash}).first()
@@ -488,18 +526,20 @@ class MetadataStore:
                 self._create_repo_postgres(repo, token, secret_hash, outbox)
                 return
             with self._write_tx() as conn:
-                ns_exists = conn.execute(
-                    _SELECT_NAMESPACE_EXISTS, {"a": repo.account_id, "n": repo.namespace}
+                ns_exists = self._exec(
+                    conn, _SELECT_NAMESPACE_EXISTS, {"a": repo.account_id, "n": repo.namespace}
                 ).first()
                 if ns_exists is None:
-                    conn.execute(_INSERT_NAMESPACE_IF_NEW.get(self.engine.dialect.name, _INSERT_NAMESPACE), {
+                    insert_namespace = _INSERT_NAMESPACE_IF_NEW.get(self.engine.dialect.name,
+                                                                    _INSERT_NAMESPACE)
+                    self._exec(conn, insert_namespace, {
                         "account_id": repo.account_id, "name": repo.namespace,
                         "created_us": repo.created_us,
                     })
-                conn.execute(_INSERT_REPO, _row_dict(repo))
+                self._exec(conn, _INSERT_REPO, _row_dict(repo))
                 self._add_to_namespace(conn, repo.account_id, repo.namespace, 1, repo.id)
                 if token is not None and secret_hash is not None:
-                    conn.execute(_INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
+                    self._exec(conn, _INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
                 self._write_outbox(conn, outbox)
         except IntegrityError as exc:
             if self.get_repo(repo.account_id, repo.namespace, repo.name) is not None:
@@ -517,19 +557,25 @@ class MetadataStore:
         token_values = {**_row_dict(token), "secret_hash": secret_hash} if with_token else None
         params = pgcreate.create_params(_row_dict(repo), token_values,
                                         [_row_dict(row) for row in outbox])
-        assert self._pg is not None
-        statement = self._pg_create(with_token, len(outbox))
-        try:
-            self._pg.write(statement, params)
-        except OperationalError:
-            # The held connection died under the statement (a database restart, a cut idle
-            # connection), before or after the commit. Once more on a fresh connection: the
-            # repo id is this create's own, so a duplicate of it is the first try committed.
+        statement = pgcreate.create_statement(with_token, len(outbox))
+        if not isinstance(self._fast, PgLookups):  # fast_lookups=False: through SQLAlchemy
+            with self._autocommit.connect() as conn:
+                conn.execute(statement, params)
+        else:
+            held = self._fast
+            compiled = self._pg_create(with_token, len(outbox))
             try:
-                self._pg.write(statement, params, fresh=True)
-            except IntegrityError:
-                if self.get_repo_by_id(repo.id) is None:
-                    raise
+                held.write(compiled, params)
+            except OperationalError:
+                # The held connection died under the statement (a database restart, a cut
+                # idle connection), before or after the commit. Once more on a fresh
+                # connection: the repo id is this create's own, so a duplicate of it is the
+                # first try having committed.
+                try:
+                    held.write(compiled, params, fresh=True)
+                except IntegrityError:
+                    if self.get_repo_by_id(repo.id) is None:
+                        raise
         if outbox:
             for listener in self.outbox_listeners:
                 listener()
@@ -543,8 +589,8 @@ class MetadataStore:
         return found
 
     def get_repo(self, account_id: str, namespace: str, name: str) -> RepoRow | None:
-        if self._pg is not None:
-            found = self._pg.first(self._pg_repo_by_name, {"a": account_id, "ns": namespace, "n": name})
+        if self._fast is not None:
+            found = self._fast.first(self._fast_repo_by_name, {"a": account_id, "ns": namespace, "n": name})
             return _from_mapping(RepoRow, found) if found else None
         with self._read() as conn:
             row = conn.execute(
@@ -553,8 +599,8 @@ class MetadataStore:
         return _repo(row) if row else None
 
     def get_repo_by_id(self, repo_id: str) -> RepoRow | None:
-        if self._pg is not None:
-            found = self._pg.first(self._pg_repo_by_id, {"i": repo_id})
+        if self._fast is not None:
+            found = self._fast.first(self._fast_repo_by_id, {"i": repo_id})
             return _from_mapping(RepoRow, found) if found else None
         with self._read() as conn:
             row = conn.execute(_SELECT_REPO_BY_ID, {"i": repo_id}).first()
@@ -601,11 +647,11 @@ class MetadataStore:
         with self._write_tx() as conn:
             # The lock of ``_lock_repo``, and one read for both the sizes and the place.
             by_id = {"p_repo": repo_id}
-            conn.execute(_LOCK_REPO, by_id)
-            locked = conn.execute(_LOCKED_REPO_PLACE, by_id).first()
-            conn.execute(_DELETE_REPO_TOKENS, by_id)
-            conn.execute(_DELETE_REPO_INTENTS, by_id)
-            result = conn.execute(_DELETE_REPO, by_id)
+            self._exec(conn, _LOCK_REPO, by_id)
+            locked = self._exec(conn, _LOCKED_REPO_PLACE, by_id).first()
+            self._exec(conn, _DELETE_REPO_TOKENS, by_id)
+            self._exec(conn, _DELETE_REPO_INTENTS, by_id)
+            result = self._exec(conn, _DELETE_REPO, by_id)
             if locked is not None and result.rowcount:
                 self._add_to_namespace(conn, locked.account_id, locked.namespace, -1, repo_id)
             if locked is not None:
@@ -625,7 +671,7 @@ class MetadataStore:
             conn.execute(pgcreate.ADD_TO_NAMESPACE,
                          pgcreate.count_params(account_id, namespace, repos_added))
             return
-        conn.execute(_ADD_TO_NAMESPACE_SQLITE, {
+        self._exec(conn, _ADD_TO_NAMESPACE_SQLITE, {
             "p_account_id": account_id, "p_namespace": namespace,
             "p_shard": zlib.crc32(repo_id.encode()) % REPO_COUNT_SHARDS, "p_delta": repos_added})
 
@@ -642,18 +688,21 @@ class MetadataStore:
 
     def _lock_repo(self, conn: Connection, repo_id: str) -> tuple[int, int, str] | None:
         """Lock the repo's row; its (size_bytes, reserved_bytes, account_id), or None."""
-        conn.execute(_LOCK_REPO, {"p_repo": repo_id})
-        row = conn.execute(_LOCKED_REPO, {"p_repo": repo_id}).first()
+        self._exec(conn, _LOCK_REPO, {"p_repo": repo_id})
+        row = self._exec(conn, _LOCKED_REPO, {"p_repo": repo_id}).first()
         return (int(row.size_bytes), int(row.reserved_bytes), row.account_id) if row else None
 
     def _add_to_account(self, conn: Connection, account_id: str, used: int = 0,
                         reserved: int = 0) -> None:
         statement = _ADD_TO_ACCOUNT_PG if self.postgres else _ADD_TO_ACCOUNT_SQLITE
-        conn.execute(statement, {"p_account_id": account_id, "p_used": used,
+        self._exec(conn, statement, {"p_account_id": account_id, "p_used": used,
                                  "p_reserved": reserved})
 
     def account_size(self, account_id: str) -> int:
         """Bytes the account stores plus bytes reserved by pushes in flight: one row read."""
+        if self._fast is not None:
+            found = self._fast.first(self._fast_account_size, {"p_account_id": account_id})
+            return int(found["size"]) if found else 0
         with self._tx() as conn:
             row = conn.execute(_ACCOUNT_SIZE, {"p_account_id": account_id}).first()
         return int(row[0]) if row else 0
@@ -720,17 +769,17 @@ class MetadataStore:
         amount = intent.reserved_bytes
         try:
             with self._write_tx() as conn:
-                if not conn.execute(_RESERVE_IN_REPO, {
+                if not self._exec(conn, _RESERVE_IN_REPO, {
                     "p_repo": intent.repo_id, "p_amount": amount, "p_limit": repo_limit,
                 }).rowcount:
                     raise _Refused("repo")
                 self._add_to_account(conn, intent.account_id)
-                if not conn.execute(_RESERVE_IN_ACCOUNT, {
+                if not self._exec(conn, _RESERVE_IN_ACCOUNT, {
                     "p_account_id": intent.account_id, "p_amount": amount,
                     "p_limit": account_limit,
                 }).rowcount:
                     raise _Refused("account")
-                conn.execute(_INSERT_INTENT, _row_dict(intent))
+                self._exec(conn, _INSERT_INTENT, _row_dict(intent))
         except _Refused as refused:
             return refused.reason
         return None
@@ -747,10 +796,10 @@ class MetadataStore:
         """
         with self._write_tx() as conn:
             locked = self._lock_repo(conn, repo_id)
-            row = conn.execute(_INTENT_RESERVED, {"p_intent": intent_id}).first()
+            row = self._exec(conn, _INTENT_RESERVED, {"p_intent": intent_id}).first()
             if row is None:
                 return False
-            conn.execute(_DELETE_INTENT, {"p_intent": intent_id})
+            self._exec(conn, _DELETE_INTENT, {"p_intent": intent_id})
             if locked is None:
                 return False
             old, _reserved, account_id = locked
@@ -758,15 +807,18 @@ class MetadataStore:
             new = measure()
             params: dict[str, Any] = {"p_repo": repo_id, "p_size": new, "p_amount": amount}
             if pushed_us is None:
-                conn.execute(_RELEASE_PUSH, params)
+                self._exec(conn, _RELEASE_PUSH, params)
             else:
-                conn.execute(_RECORD_PUSH, {**params, "p_pushed": pushed_us})
+                self._exec(conn, _RECORD_PUSH, {**params, "p_pushed": pushed_us})
             self._add_to_account(conn, account_id, used=new - old, reserved=-amount)
             self._write_outbox(conn, outbox)
         return True
 
     def pending_pushes(self, repo_id: str | None = None) -> list[PushIntentRow]:
         """Pushes admitted and not yet recorded (at start-up: left behind by a crash)."""
+        if self._fast is not None and repo_id is not None:
+            return [_from_mapping(PushIntentRow, found)
+                    for found in self._fast.rows(self._fast_repo_intents, {"p_repo": repo_id})]
         query, params = ((select(push_intents), {}) if repo_id is None
                          else (_REPO_INTENTS, {"p_repo": repo_id}))
         with self._tx() as conn:
@@ -848,13 +900,13 @@ class MetadataStore:
     # -- repo tokens ---------------------------------------------------------------------
     def insert_repo_token(self, token: RepoTokenRow, secret_hash: str, outbox: Outbox = ()) -> None:
         with self._write_tx() as conn:
-            conn.execute(_INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
+            self._exec(conn, _INSERT_TOKEN, {**_row_dict(token), "secret_hash": secret_hash})
             self._write_outbox(conn, outbox)
 
     def find_repo_token(self, secret_hash: str) -> tuple[RepoTokenRow, RepoRow] | None:
         """The token with this secret and its repo, in one query (the git hot path)."""
-        if self._pg is not None:
-            found = self._pg.first(self._pg_token_with_repo, {"h": secret_hash})
+        if self._fast is not None:
+            found = self._fast.first(self._fast_token_with_repo, {"h": secret_hash})
             if found is None:
                 return None
             return _from_mapping(RepoTokenRow, found), _from_mapping(RepoRow, found, prefix="r_")
@@ -867,8 +919,8 @@ class MetadataStore:
         return _token(row), repo
 
     def get_repo_token(self, token_id: str) -> RepoTokenRow | None:
-        if self._pg is not None:
-            found = self._pg.first(self._pg_token_by_id, {"i": token_id})
+        if self._fast is not None:
+            found = self._fast.first(self._fast_token_by_id, {"i": token_id})
             return _from_mapping(RepoTokenRow, found) if found else None
         with self._read() as conn:
             row = conn.execute(_SELECT_TOKEN_BY_ID, {"i": token_id}).first()

@@ -84,13 +84,20 @@ class PgLookups:
 
     def first(self, lookup: Lookup, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The first row of ``lookup`` as a dict of column name to value, or None."""
+        found = self.rows(lookup, params, at_most_one=True)
+        return found[0] if found else None
+
+    def rows(self, lookup: Lookup, params: Mapping[str, Any],
+             at_most_one: bool = False) -> list[dict[str, Any]]:
+        """Every row of ``lookup`` (the first only, with ``at_most_one``), as dicts."""
         for attempt in (1, 2):
             try:
                 conn = self._checkout() if attempt == 1 else self._connect()
             except self._psycopg.OperationalError as exc:
                 raise _unavailable(lookup, exc) from exc
             try:
-                row = conn.execute(lookup.sql, params).fetchone()
+                cursor = conn.execute(lookup.sql, params)
+                found = [cursor.fetchone()] if at_most_one else cursor.fetchall()
             except (self._psycopg.OperationalError, self._psycopg.InterfaceError) as exc:
                 # Dead, and the idle ones most likely with it (a server restart ends them
                 # all): dropped, and the retry opens a fresh connection.
@@ -105,7 +112,8 @@ class PgLookups:
                 self._checkin(conn)
                 raise
             self._checkin(conn)
-            return dict(zip(lookup.columns, row, strict=True)) if row is not None else None
+            return [dict(zip(lookup.columns, row, strict=True)) for row in found
+                    if row is not None]
         raise AssertionError("unreachable")
 
     def write(self, write: Write, params: Mapping[str, Any], *, fresh: bool = False) -> None:

@@ -133,13 +133,13 @@ class RepoStore:
         """
         if not _REPO_ID.fullmatch(repo_id):
             raise ValueError("invalid repo id")
-        legacy = self.root / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
         if self.remote:  # the ``s3`` store's cache directories keep the two levels
-            return legacy
+            return self.root / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
         flat = self.root / repo_id[:2] / f"{repo_id}.git"
-        if os.path.lexists(flat) or not os.path.lexists(legacy):
+        if os.path.lexists(flat):  # the usual case, asked several times per request
             return flat
-        return legacy
+        legacy = self.root / repo_id[:2] / repo_id[2:4] / f"{repo_id}.git"
+        return legacy if os.path.lexists(legacy) else flat
 
     def exists(self, repo_id: str) -> bool:
         return (self.path(repo_id) / "HEAD").is_file()

@@ -546,6 +546,12 @@ async def _respond(
 async def _write_pulled(backend: Backend, repo: RepoRow, *, clone: bool) -> None:
     """The ``cloned``/``fetched`` event, before the last chunk reaches the client."""
     row = event_stream.pulled(repo, clone)
-    # A write transaction: in a thread on SQLite too, since a writer that meets another one
-    # sleeps in SQLite's busy handler, and inline the event loop would sleep with it.
-    await asyncio.to_thread(backend.meta.write_events, [row])
+    # A write transaction: in a thread when another writer holds SQLite's lock, since a
+    # writer that meets another one sleeps in SQLite's busy handler, and inline the event
+    # loop would sleep with it. With no writer in the way it is one short local
+    # transaction, cheaper than the thread hop (the push's record makes the same choice).
+    meta = backend.meta
+    if meta.inline_ok and not backend.repos.remote and not meta.writer_busy():
+        meta.write_events([row])
+    else:
+        await asyncio.to_thread(meta.write_events, [row])

@@ -94,6 +94,10 @@ class PushSession:
         as ``pre-receive`` gives, for ``incoming`` bytes about to be written; ``ok`` or
         ``refuse <message>``."""
         message = HookMessage("pre-receive", None, updates)
+        if self._inline():
+            # No writer holds SQLite's lock: one short local transaction, cheaper than the
+            # thread hop (``_blocking``), which woke a pool thread and passed the GIL twice.
+            return self._admit(message, incoming)
         return await _blocking(self.backend, lambda m: self._admit(m, incoming), message)
 
     def _admit(self, message: HookMessage, incoming: int = 0) -> str:
@@ -209,11 +213,12 @@ class PushSession:
 async def _blocking(
     backend: Backend, function: Callable[[HookMessage], str], message: HookMessage
 ) -> str:
-    """Always in a thread, SQLite too: admission is a write transaction, and a SQLite writer
-    that meets another one (a fork's or a create's, in this worker or the other) waits in
-    SQLite's busy handler, which sleeps 1 to 100 ms between tries; inline, the whole event
-    loop slept with it, and every GET on this worker waited (the GET p99 under pushes and
-    forks). A thread hop costs a push about 0.1 ms. The s3 store uploads here as well."""
+    """In a thread, SQLite too (unless ``PushSession._inline`` finds no writer in the way):
+    admission is a write transaction, and a SQLite writer that meets another one (a fork's
+    or a create's, in this worker or the other) waits in SQLite's busy handler, which sleeps
+    1 to 100 ms between tries; inline, the whole event loop slept with it, and every GET on
+    this worker waited (the GET p99 under pushes and forks). A thread hop costs a push about
+    0.1 ms. The s3 store uploads here as well."""
     return await run_in_threadpool(function, message)
 
 
