@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -105,18 +106,24 @@ def combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
             "cpu_ms_per_loop": round(cpu / max(loops, 1) * 1000, 1)}
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    work = work_dir("agent-loop-")
-    seconds = 8 if quick else 60
-    rounds = 1 if quick else ROUNDS
-    server = start_server(work / "data", extra_env={**UNLIMITED}, args=("--workers", str(WORKERS)))
-    env = git_env(work / "home")
+def make_seed(env: dict[str, str], work: Path) -> Path:
+    """The work tree every agent pushes: one small commit on ``main``."""
     seed = work / "seed"
     seed.mkdir()
     git(env, "init", "-q", "-b", "main", cwd=seed)
     (seed / "notes.txt").write_text("an agent's notes\n")
     git(env, "add", "-A", cwd=seed)
     git(env, "commit", "-q", "-m", "first", cwd=seed)
+    return seed
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    work = work_dir("agent-loop-")
+    seconds = 8 if quick else 60
+    rounds = 1 if quick else ROUNDS
+    server = start_server(work / "data", extra_env={**UNLIMITED}, args=("--workers", str(WORKERS)))
+    env = git_env(work / "home")
+    seed = make_seed(env, work)
     clones = work / "clones"
     clones.mkdir()
     backend = serve_http_backend(work / "ref", {})

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.agent_loop import make_seed
 from bench.common import UNLIMITED, start_server, work_dir
 from bench.scale import git, git_env
 
@@ -68,12 +69,7 @@ def run(loops: int = 60) -> dict[str, float]:
     server = start_server(work / "data", extra_env={**UNLIMITED})
     try:
         env = git_env(work / "home")
-        seed = work / "seed"
-        seed.mkdir()
-        git(env, "init", "-q", "-b", "main", cwd=seed)
-        (seed / "notes.txt").write_text("an agent's notes\n")
-        git(env, "add", "-A", cwd=seed)
-        git(env, "commit", "-q", "-m", "first", cwd=seed)
+        seed = make_seed(env, work)
         client = httpx.Client(base_url=server.ns_url(), timeout=60,
                               headers={"Authorization": f"Bearer {server.token}"})
         spent = dict.fromkeys(STEPS, 0)

@@ -57,16 +57,6 @@ def ask_at(path: Path, request: dict[str, Any]) -> dict[str, Any] | None:
         raise ControlError(str(exc)) from None
 
 
-def _read_line(connection: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n") and len(data) <= MAX_REQUEST:
-        chunk = connection.recv(1 << 16)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 def _alive(path: Path) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         try:
@@ -113,7 +103,7 @@ def serve_one(server: socket.socket, timeout: float,
     with connection:
         connection.settimeout(REQUEST_TIMEOUT)
         try:
-            request = json.loads(_read_line(connection))
+            request = json.loads(handoff.read_line(connection, MAX_REQUEST))
         except (OSError, ValueError):
             return
         if not isinstance(request, dict):

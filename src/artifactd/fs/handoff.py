@@ -18,6 +18,7 @@ guide's flow, ``add-repo`` before ``daemon``), still without click.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 # Not imported from ``inputs``, ``daemonctl`` and ``state`` (dataclasses, pathlib, re,
@@ -103,7 +104,6 @@ def ask(path: str, request: dict[str, object]) -> dict[str, object] | None:
     """The daemon's answer to ``request`` on its socket at ``path``; ``None`` when no daemon
     listens there (no socket, or one a daemon that is gone left)."""
     import json
-    import socket
 
     try:  # a socket path is limited to 107 bytes: reach it through its open directory
         folder = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY)
@@ -117,12 +117,7 @@ def ask(path: str, request: dict[str, object]) -> dict[str, object] | None:
                 return None
             client.settimeout(ANSWER_TIMEOUT)
             client.sendall(json.dumps(request).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n") and len(data) <= MAX_ANSWER:
-                chunk = client.recv(1 << 16)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_line(client, MAX_ANSWER)
     finally:
         os.close(folder)
     try:
@@ -132,3 +127,15 @@ def ask(path: str, request: dict[str, object]) -> dict[str, object] | None:
     if not isinstance(answer, dict):
         raise OSError("the daemon closed the connection without an answer: see its output")
     return answer
+
+
+def read_line(connection: socket.socket, limit: int) -> bytes:
+    """One newline-ended message of the control socket (both sides), at most ``limit``
+    bytes and the chunk that passed it; less if the peer closed first."""
+    data = b""
+    while not data.endswith(b"\n") and len(data) <= limit:
+        chunk = connection.recv(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    return data
