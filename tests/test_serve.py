@@ -107,7 +107,15 @@ def test_access_log_never_contains_tokens(sqlite_server: Server) -> None:
         c.get("/repos/log-probe")
     # A random secret: other tests on this shared server log 40-hex commit ids in their paths.
     probe = os.urandom(20).hex()
-    httpx.get(sqlite_server.ns_url() + "/repos", headers={"Authorization": "Bearer artd_" + probe})
+    request_id = f"log-probe-{probe[:8]}"
+    httpx.get(sqlite_server.ns_url() + "/repos",
+              headers={"Authorization": "Bearer artd_" + probe, "X-Request-Id": request_id})
+    # Access lines are written in batches (logs.py): wait for the last request's line, which
+    # comes after the others'.
+    deadline = time.monotonic() + 10
+    while f"rid={request_id}" not in sqlite_server.log_text():
+        assert time.monotonic() < deadline, sqlite_server.log_text()[-3000:]
+        time.sleep(0.05)
     log = sqlite_server.log_text()
     assert "/repos/log-probe" in log
     secret = created["token"].split("?")[0].removeprefix("art_v1_")
