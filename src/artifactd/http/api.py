@@ -13,13 +13,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from artifactd.errors import Code, PayloadTooLarge, ValidationError
 from artifactd.http.apidoc import Operation, describe
 from artifactd.http.jsonbody import check_text, check_tree, load_json
-from artifactd.http.offload import in_thread
 from artifactd.services import limits
 from artifactd.services.access import accounts
 from artifactd.services.access.accounts import Principal
@@ -147,7 +147,7 @@ def endpoint(
         # the other worker) would wait for it on the loop with every request it serves.
         if backend.meta.inline_ok and not blocking and not (edit and backend.meta.writer_busy()):
             return work()
-        return await in_thread(work)
+        return await run_in_threadpool(work)
 
     run.__name__ = handler.__name__
     return describe(run, doc) if doc is not None else run
