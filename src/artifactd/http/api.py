@@ -145,7 +145,7 @@ def endpoint(
 
         # A write whose SQLite writer lock is held elsewhere (a fork's create in a thread,
         # the other worker) would wait for it on the loop with every request it serves.
-        if backend.meta.inline_ok and not blocking and not (edit and backend.meta.writer_busy()):
+        if not blocking and (backend.meta.write_inline_ok() if edit else backend.meta.inline_ok):
             return work()
         return await run_in_threadpool(work)
 

@@ -343,9 +343,11 @@ class MetadataStore:
         with self.engine.begin() as conn:
             yield conn
 
-    def writer_busy(self) -> bool:
-        """Whether a write now would wait for another writer (SQLite; see writerlock.py)."""
-        return self._writer_lock.busy()
+    def write_inline_ok(self) -> bool:
+        """Whether a write may run on the caller's thread, the event loop included: SQLite
+        (a local transaction, cheaper than a thread hop) with no other writer in the way
+        (one would keep the loop waiting in SQLite's busy handler)."""
+        return self.inline_ok and not self._writer_lock.busy()
 
     @contextmanager
     def _write_tx(self) -> Iterator[Connection]:

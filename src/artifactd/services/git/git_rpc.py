@@ -551,7 +551,7 @@ async def _write_pulled(backend: Backend, repo: RepoRow, *, clone: bool) -> None
     # loop would sleep with it. With no writer in the way it is one short local
     # transaction, cheaper than the thread hop (the push's record makes the same choice).
     meta = backend.meta
-    if meta.inline_ok and not backend.repos.remote and not meta.writer_busy():
+    if not backend.repos.remote and meta.write_inline_ok():
         meta.write_events([row])
     else:
         await asyncio.to_thread(meta.write_events, [row])

@@ -194,8 +194,8 @@ class PushSession:
         """A push received in process on SQLite: recording it is a few local reads and one
         transaction, cheaper than a thread hop (admission makes the same choice); on a loaded
         machine the hop also costs a wait for the GIL."""
-        return (self.channel is None and self.backend.meta.inline_ok
-                and not self.backend.repos.remote and not self.backend.meta.writer_busy())
+        return (self.channel is None and not self.backend.repos.remote
+                and self.backend.meta.write_inline_ok())
 
     def _settle(self) -> None:
         backend, repo = self.backend, self.repo
