@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from artifactd.errors import Code, Conflict
 from artifactd.storage import outboxseq, pgcreate
 from artifactd.storage.db import sqlite_path
-from artifactd.storage.pglookups import PgLookups, Write
+from artifactd.storage.pglookups import PgLookups
 from artifactd.storage.schema import (
     account_storage,
     accounts,
@@ -326,7 +326,6 @@ class MetadataStore:
         # tests/test_statement_reuse.py looks at what it compiled).
         self.sqlite_statements = (SqliteStatements() if engine.dialect.name == "sqlite"
                                    and fast_lookups else None)
-        self._pg_creates: dict[tuple[bool, int], Write] = {}
         self._writer_lock = WriterLock(engine)
         # Called (from the writing thread, inside its transaction) when events are written:
         # the webhook thread waits on one instead of polling.
@@ -565,30 +564,21 @@ class MetadataStore:
                 conn.execute(statement, params)
         else:
             held = self._fast
-            compiled = self._pg_create(with_token, len(outbox))
             try:
-                held.write(compiled, params)
+                held.write(statement, params)
             except OperationalError:
                 # The held connection died under the statement (a database restart, a cut
                 # idle connection), before or after the commit. Once more on a fresh
                 # connection: the repo id is this create's own, so a duplicate of it is the
                 # first try having committed.
                 try:
-                    held.write(compiled, params, fresh=True)
+                    held.write(statement, params, fresh=True)
                 except IntegrityError:
                     if self.get_repo_by_id(repo.id) is None:
                         raise
         if outbox:
             for listener in self.outbox_listeners:
                 listener()
-
-    def _pg_create(self, with_token: bool, events: int) -> Write:
-        """The create statement (``pgcreate``) compiled for psycopg once per shape."""
-        found = self._pg_creates.get((with_token, events))
-        if found is None:
-            found = Write(pgcreate.create_statement(with_token, events), self.engine)
-            self._pg_creates[(with_token, events)] = found
-        return found
 
     def get_repo(self, account_id: str, namespace: str, name: str) -> RepoRow | None:
         if self._fast is not None:

@@ -56,13 +56,6 @@ class Lookup:
         self.columns = tuple(str(column.key) for column in statement.selected_columns)
 
 
-class Write:
-    """A data-modifying statement compiled once to PostgreSQL's SQL text."""
-
-    def __init__(self, statement: TextClause, engine: Engine) -> None:
-        self.sql = str(statement.compile(dialect=engine.dialect))
-
-
 class PgLookups:
     def __init__(self, engine: Engine, keep_idle: int = KEEP_IDLE) -> None:
         # Imported here: a SQLite-only install has no psycopg (the PostgreSQL extra).
@@ -75,6 +68,7 @@ class PgLookups:
         self._engine = engine
         self._idle: list[psycopg.Connection[Any]] = []
         self._idle_since: dict[int, float] = {}  # id(connection) -> when it was checked in
+        self._written: dict[int, tuple[TextClause, str]] = {}  # id(statement) -> its SQL
         self._lock = threading.Lock()
         self._keep_idle = keep_idle
         self._closed = False
@@ -94,7 +88,7 @@ class PgLookups:
             try:
                 conn = self._checkout() if attempt == 1 else self._connect()
             except self._psycopg.OperationalError as exc:
-                raise _unavailable(lookup, exc) from exc
+                raise _unavailable(lookup.sql, exc) from exc
             try:
                 cursor = conn.execute(lookup.sql, params)
                 found = [cursor.fetchone()] if at_most_one else cursor.fetchall()
@@ -104,7 +98,7 @@ class PgLookups:
                 conn.close()
                 self._drop_idle()
                 if attempt == 2:
-                    raise _unavailable(lookup, exc) from exc
+                    raise _unavailable(lookup.sql, exc) from exc
                 continue
             except BaseException:
                 # A statement error leaves an autocommit connection usable, but not one
@@ -116,26 +110,37 @@ class PgLookups:
                     if row is not None]
         raise AssertionError("unreachable")
 
-    def write(self, write: Write, params: Mapping[str, Any], *, fresh: bool = False) -> None:
-        """Run ``write`` in autocommit: all of it or, on an error, none of it. ``fresh``: on
-        a new connection (the caller's retry after a connection died under its write)."""
+    def write(self, statement: TextClause, params: Mapping[str, Any], *,
+              fresh: bool = False) -> None:
+        """Run ``statement`` (one built once, module level or cached: its SQL text is kept
+        by identity) in autocommit: all of it or, on an error, none of it. ``fresh``: on a
+        new connection (the caller's retry after a connection died under its write)."""
+        sql = self._sql_of(statement)
         try:
             conn = self._connect() if fresh else self._checkout_for_write()
         except self._psycopg.OperationalError as exc:
-            raise _unavailable(write, exc) from exc
+            raise _unavailable(sql, exc) from exc
         try:
-            conn.execute(write.sql, params)
+            conn.execute(sql, params)
         except self._psycopg.IntegrityError as exc:
             self._checkin(conn)
-            raise IntegrityError(write.sql, None, exc) from exc
+            raise IntegrityError(sql, None, exc) from exc
         except (self._psycopg.OperationalError, self._psycopg.InterfaceError) as exc:
             conn.close()
             self._drop_idle()
-            raise _unavailable(write, exc) from exc
+            raise _unavailable(sql, exc) from exc
         except BaseException:
             self._checkin(conn)
             raise
         self._checkin(conn)
+
+    def _sql_of(self, statement: TextClause) -> str:
+        known = self._written.get(id(statement))
+        if known is None:
+            # The statement is held with its text, so that its id is not reused.
+            known = self._written[id(statement)] = (
+                statement, str(statement.compile(dialect=self._engine.dialect)))
+        return known[1]
 
     def close(self) -> None:
         with self._lock:
@@ -187,6 +192,6 @@ class PgLookups:
         conn.close()
 
 
-def _unavailable(lookup: Lookup | Write, exc: Exception) -> OperationalError:
+def _unavailable(sql: str, exc: Exception) -> OperationalError:
     # No parameters in the error: they are secret hashes, and the error is logged.
-    return OperationalError(lookup.sql, None, exc)
+    return OperationalError(sql, None, exc)

@@ -28,7 +28,9 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import DBAPIError
 
-_NAMED = sqlite_dialect.dialect(paramstyle="named")
+# SQLite's dialect with parameters by name (``:h``), as the statements' ``bindparam`` name
+# them; the engine's own dialect compiles to ``?``. The hot lookups compile with it too.
+NAMED = sqlite_dialect.dialect(paramstyle="named")
 
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
@@ -55,7 +57,7 @@ class _Compiled:
             table_columns = statement.table.c
             named = [name for name in names if name in table_columns]
             column_keys = named or None
-        compiled = statement.compile(dialect=_NAMED, column_keys=column_keys)
+        compiled = statement.compile(dialect=NAMED, column_keys=column_keys)
         self.sql = str(compiled)
         # Values the statement carries itself (``pushes_since_maintenance + 1`` binds its 1).
         self.defaults = {name: value for name, value in compiled.params.items()

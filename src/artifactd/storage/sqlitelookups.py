@@ -31,16 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Boolean
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
+
+from artifactd.storage.sqliteexec import NAMED
 
 # As the engine's connections wait (storage/db.py): a reader in WAL mode rarely waits at
 # all, only while another connection recovers the WAL after a crash.
 BUSY_TIMEOUT_S = 30.0
-# Bind parameters by name (``:h``), as the statements' ``bindparam`` names them; the
-# engine's own dialect compiles to ``?``.
-_NAMED = sqlite_dialect.dialect(paramstyle="named")
 
 
 def _as_bool(value: Any) -> Any:
@@ -52,7 +50,7 @@ class Lookup:
     conversions that make its values what SQLAlchemy returns."""
 
     def __init__(self, statement: Select[Any]) -> None:
-        self.sql = str(statement.compile(dialect=_NAMED))
+        self.sql = str(statement.compile(dialect=NAMED))
         self.columns = tuple(str(column.key) for column in statement.selected_columns)
         self.converters: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(
             (index, _as_bool) for index, column in enumerate(statement.selected_columns)
