@@ -174,16 +174,30 @@ def ls_refs(remote: Remote, *refs: str) -> dict[str, str]:
     status, answer = remote.request("POST", "/git-upload-pack", ls_refs_body(*refs), POST_HEADERS)
     if status != 200:
         raise PackError(f"HTTP {status}")
+    listed = parse_ls_refs(answer)
+    if listed is None:
+        raise PackError("not an ls-refs answer")
+    return {name: oid for name, oid in listed.items() if name in refs}
+
+
+def parse_ls_refs(answer: bytes) -> dict[str, str] | None:
+    """Ref name -> object id of an ``ls-refs`` answer (``OID NAME[ ATTRIBUTES]`` lines, a
+    flush), or ``None`` for anything else: only a well-formed answer may say a ref is
+    missing."""
     found: dict[str, str] = {}
     at = 0
     while at + 4 <= len(answer):
-        length = int(answer[at:at + 4], 16)
-        if length < 4:
-            at += 4
-            continue
-        oid, _, name = answer[at + 4:at + length].rstrip(b"\n").decode(errors="replace").partition(" ")
+        try:
+            length = int(answer[at:at + 4], 16)
+        except ValueError:
+            return None
+        if length == 0:
+            return found if at + 4 == len(answer) else None
+        if length < 4 or at + length > len(answer):
+            return None
+        oid, _, rest = answer[at + 4:at + length].rstrip(b"\n").partition(b" ")
+        if len(oid) != 40 or not rest or any(c not in b"0123456789abcdef" for c in oid):
+            return None
+        found[rest.split(b" ")[0].decode(errors="replace")] = oid.decode("ascii")
         at += length
-        name = name.split(" ")[0]
-        if name in refs and len(oid) == 40:
-            found[name] = oid
-    return found
+    return None

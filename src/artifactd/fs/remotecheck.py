@@ -49,31 +49,10 @@ def branch_exists(remote: Remote, branch: str) -> bool:
         raise refused(remote.url)
     if status == 404:
         raise no_repository(remote.url)
-    refs = ref_lines(answer) if status == 200 else None
+    refs = fetchpack.parse_ls_refs(answer) if status == 200 else None
     if refs is None:  # not a v2 answer (an older server, a proxy's page): the clone finds out
         return False
     if ref not in refs:
         raise missing_branch(remote.url, branch)
     return True
 
-
-def ref_lines(answer: bytes) -> list[str] | None:
-    """The ref names of an ``ls-refs`` answer (``OID NAME[ ATTRIBUTES]`` lines, a flush), or
-    ``None`` for anything else: only a well-formed answer may say a branch is missing."""
-    names: list[str] = []
-    at = 0
-    while at + 4 <= len(answer):
-        try:
-            length = int(answer[at:at + 4], 16)
-        except ValueError:
-            return None
-        if length == 0:
-            return names if at + 4 == len(answer) else None
-        if length < 4 or at + length > len(answer):
-            return None
-        oid, _, rest = answer[at + 4:at + length].rstrip(b"\n").partition(b" ")
-        if len(oid) != 40 or not rest or any(c not in b"0123456789abcdef" for c in oid):
-            return None
-        names.append(rest.split(b" ")[0].decode(errors="replace"))
-        at += length
-    return None
