@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from artifactd.storage.db import make_engine, migrate
 from artifactd.storage.gitrunner import GitRunner
 from artifactd.storage.objectstore import ObjectStore, ObjectStoreConfig
 from artifactd.storage.repomaint import maintain
+from artifactd.storage.s3store import cache
 from artifactd.storage.s3store.catalog import Catalog, Pack
 from artifactd.storage.s3store.store import S3RepoStore
 from tests.gitutil import Git
@@ -104,6 +106,49 @@ def test_a_sync_during_a_repack_does_not_bring_back_the_packs_it_replaced(
     cold = b.store.ensure(repo_id, "main")
     Git(tmp_path / "home").run("fsck", "--strict", "--no-progress", cwd=cold)
     assert "refs/heads/other" in dict(b.store.catalog.refs(repo_id))
+
+
+def test_a_sync_during_maintenance_is_not_undone_by_its_pack_refs(
+        nodes: tuple[Node, Node], tmp_path: Path) -> None:
+    """git's pack-refs reads packed-refs when it takes its lock and renames its copy over the
+    file at the end; a sync rewriting the cache's refs in between was undone, leaving the
+    cache behind its generation for good (a clone through that node got an old head). The
+    maintenance's pack-refs waits for the cache's refs lock, which every sync holds."""
+    a, b = nodes
+    repo_id = _repo_of_many_packs(a, tmp_path)
+    path = a.store.ensure(repo_id, "main")
+    tip = dict(a.store.catalog.refs(repo_id))["refs/heads/main"]
+    # A push through this node leaves loose refs behind (receive-pack's), for pack-refs to pack.
+    loose = path / "refs" / "heads" / "pushed"
+    loose.write_text(f"{tip}\n")
+    with a.store.maintenance_lease(repo_id, "main") as held:
+        assert held
+        done: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                maintain(a.git, path, full=True, grace_seconds=3600,
+                         refs_guard=lambda: a.store.refs_guard(repo_id))
+                done.append(None)
+            except BaseException as exc:
+                done.append(exc)
+
+        with cache.refs_lock(path):  # a sync of this cache in progress
+            worker = threading.Thread(target=run)
+            worker.start()
+            time.sleep(1.0)
+            # pack-refs has not run: the loose ref is still there.
+            assert loose.is_file() and not (path / "packed-refs.lock").exists()
+            _move_a_ref_elsewhere(b, repo_id)
+            cache.bring_current(path, a.store.catalog.snapshot(repo_id), a.store.objects)
+        worker.join(60)
+        assert done == [None]
+        a.store.publish_maintenance(repo_id)
+    listing = Git(tmp_path / "home").out("for-each-ref", "--format=%(refname) %(objectname)",
+                                         cwd=path)
+    on_disk = dict(line.split(" ") for line in listing.splitlines())
+    assert on_disk == dict(a.store.catalog.refs(repo_id))
+    assert "refs/heads/other" in on_disk and "refs/heads/pushed" not in on_disk
 
 
 def test_a_cache_wiped_during_a_repack_leaves_the_pack_list_whole(

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,14 @@ def count_packs(path: Path) -> int:
 
 
 def maintain(git: GitRunner, path: Path, *, full: bool, grace_seconds: int,
-             small: bool = False) -> MaintenanceReport:
+             small: bool = False,
+             refs_guard: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
+             ) -> MaintenanceReport:
+    """``refs_guard``: makes the lock held while git rewrites the refs files (``pack-refs``, the empty
+    directories left under ``refs/``). A store that writes refs files other than through git's
+    lock files (the ``s3`` cache's sync, ``RepoStore.refs_guard``) orders its writes against
+    ``pack-refs`` with it: ``pack-refs`` reads ``packed-refs`` when it takes its lock and renames
+    its own copy over the file at the end, so a write in between would be undone."""
     started = time.monotonic()
     before = count_packs(path)
     expire = f"{int(grace_seconds)}.seconds.ago"
@@ -67,14 +75,16 @@ def maintain(git: GitRunner, path: Path, *, full: bool, grace_seconds: int,
         git.run(path, list(args), timeout=MAINTENANCE_TIMEOUT, low_priority=True,
                 config=[("core.packedRefsTimeout", "10000")])
 
-    run("pack-refs", "--all", "--prune")
+    with refs_guard() if refs_guard else contextlib.nullcontext():
+        run("pack-refs", "--all", "--prune")
     # Prune first: a geometric repack packs loose objects whether reachable or not, and a
     # packed unreachable object would no longer age out through prune.
     run("prune", f"--expire={expire}")
     if small:
         if before > 1 or _has_loose_objects(path):
             run("repack", "-a", "-d", "-f", "-q", "--cruft", f"--cruft-expiration={expire}")
-        _remove_empty_dirs(path / "refs")
+        with refs_guard() if refs_guard else contextlib.nullcontext():
+            _remove_empty_dirs(path / "refs")
         return MaintenanceReport(True, before, count_packs(path), time.monotonic() - started)
     if full:
         # -f recomputes deltas: packs made by many small pushes and geometric rolls carry

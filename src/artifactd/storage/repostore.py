@@ -295,6 +295,11 @@ class RepoStore:
                 found.append((match["repo"], match["owner"], entry))
         return found
 
+    def refs_guard(self, repo_id: str) -> contextlib.AbstractContextManager[object]:
+        """What maintenance holds while git rewrites the refs files (``repomaint.maintain``).
+        Here nothing: every writer of a local repo's refs goes through git's lock files."""
+        return contextlib.nullcontext()
+
     def begin_maintenance(self, repo_id: str) -> None:
         """Mark a maintenance of ``repo_id`` in progress: if this process dies before
         ``end_maintenance``, start-up knows the repo's packs and recorded size need a look."""

@@ -105,7 +105,7 @@ def maintain_repo(backend: Backend, repo: RepoRow, *, full: bool | None = None) 
         backend.repos.begin_maintenance(repo.id)
         report = maintain(backend.git, backend.repos.path(repo.id), full=full,
                           grace_seconds=int(backend.settings.gc_grace_seconds),
-                          small=small)
+                          small=small, refs_guard=lambda: backend.repos.refs_guard(repo.id))
         backend.repos.publish_maintenance(repo.id)
         # Measured with the row locked, so a push recorded meanwhile is not overwritten.
         backend.meta.finish_maintenance(repo.id, now_us(), repo.pushes_since_maintenance,

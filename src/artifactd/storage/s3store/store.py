@@ -241,6 +241,13 @@ class S3RepoStore(RepoStore):
         finally:
             os.close(fd)
 
+    def refs_guard(self, repo_id: str) -> contextlib.AbstractContextManager[object]:
+        """The cache's refs lock: a sync rewrites ``packed-refs`` by a rename of its own, which
+        git's ``pack-refs`` (maintenance) would undo by renaming the copy it read before over
+        it; the cache's refs would then be older than its generation says, for good (a fetch
+        through this node advertising a stale head while SQL has the new one)."""
+        return cache.refs_lock(self.path(repo_id))
+
     def incoming_pack(self, repo_id: str) -> IncomingPack:
         """Where a push's pack streams to the bucket while it arrives (``commit_push``)."""
         return IncomingPack(self.objects, self._parts, self._uploads,
