@@ -313,5 +313,10 @@ def test_no_descriptor_leak(sqlite_server: Server, seeded) -> None:
     for _ in range(10):
         exercise()
     assert wait_no_processes(repo.git_dir) == []
-    time.sleep(0.2)
-    assert pipes() <= before  # ten rounds of finished, refused and aborted git requests
+    # Ten rounds of finished, refused and aborted git requests leave no pipe behind. The shared
+    # server's own git processes of other repos (a maintenance run, a reader joining the pool)
+    # hold pipes for a moment; seen as 9 against 7 once in a full run. A leak stays; they go.
+    deadline = time.monotonic() + 15
+    while (now := pipes()) > before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert now <= before, f"{now} pipes open after the rounds, {before} before"
