@@ -25,6 +25,8 @@ import argparse
 import os
 import resource
 import shutil
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -179,6 +181,20 @@ def run(loops: int = 40) -> dict[str, dict[str, dict[str, float]]]:
             for side, steps in spent.items()}
 
 
+def inode_cost_us(count: int = 300) -> float:
+    """Kernel CPU per new inode (a directory and a file in it, alternately) on the filesystem
+    the benchmark works on: the clients' clones and every new repo pay it, on both sides."""
+    base = Path(tempfile.mkdtemp(prefix="inodes-", dir=work_dir("loop-cpu-inodes-")))
+    try:
+        started = time.process_time()
+        for n in range(count):
+            os.mkdir(base / f"d{n}")
+            (base / f"d{n}" / "HEAD").touch()
+        return (time.process_time() - started) / (2 * count) * 1e6
+    finally:
+        shutil.rmtree(base.parent, ignore_errors=True)
+
+
 def render(results: dict[str, dict[str, dict[str, float]]]) -> str:
     lines = ["| side | step | " + " | ".join(f"{part} (ms)" for part in PARTS) + " | all (ms) |",
              "|---|---|" + "---|" * (len(PARTS) + 1)]
@@ -201,6 +217,7 @@ def main() -> None:
     print(f"CPU per agent loop, one agent (load {os.getloadavg()[0]:.1f}), "
           f"from {Path(__file__).name}:")
     print(render(results))
+    print(f"Kernel CPU per new inode on the benchmark's filesystem: {inode_cost_us():.0f} µs")
 
 
 if __name__ == "__main__":
