@@ -24,7 +24,7 @@ ZERO = "0" * 40
 # What a repo directory holds besides its object store. In the dense layout ``objects`` is a
 # symlink to the repo directory itself (storage/repostore.py DENSE_LINKS), so a walk of
 # ``objects/`` sees these too and must leave them out to see the objects alone.
-_NOT_OBJECTS = frozenset({"HEAD", "packed-refs", "refs", "shallow", "artifactd-push.flock"})
+_NOT_OBJECTS = frozenset({"HEAD", "packed-refs", "refs", "shallow"})
 
 
 def object_files(git_dir: Path) -> list[Path]:

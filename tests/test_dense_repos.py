@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from artifactd.storage.repostore import PUSH_LOCK
+from artifactd.storage.repostore import RepoStore, push_lock_busy
 from tests.gitutil import Git, bearer, create_repo
 from tests.harness import Server, start_server
 
@@ -86,7 +86,8 @@ def test_a_one_commit_repo_is_small_and_still_works(prompt_server: Server, tmp_p
     names = {p.name for p in repo.git_dir.iterdir()}
     packs = {n for n in names if n.startswith("pack-")}
     assert {n.rsplit(".", 1)[1] for n in packs} == {"pack", "idx"} and len(packs) == 2, names
-    assert names - packs == {"HEAD", "objects", "pack", "refs", "packed-refs", PUSH_LOCK}, names
+    # No lock file: the push lock is a flock on the directory itself.
+    assert names - packs == {"HEAD", "objects", "pack", "refs", "packed-refs"}, names
     for link in ("objects", "pack"):
         assert os.readlink(repo.git_dir / link) == ".", link
     assert not list((repo.git_dir / "refs").iterdir()), listing(repo.git_dir)
@@ -166,3 +167,29 @@ def test_a_repo_in_the_old_layout_keeps_working(prompt_server: Server, tmp_path:
     with prompt_server.client() as c:
         assert c.delete(f"/repos/{repo.name}").status_code == 202
     assert not legacy.exists()
+
+
+def test_the_push_lock_is_the_repo_directory_itself(tmp_path: Path) -> None:
+    """A push holds a shared flock on the directory (no lock file, no inode): a cleanup's or
+    a backup's exclusive take fails while it is held and succeeds once it is released."""
+    store = RepoStore(tmp_path / "data")
+    repo_id = os.urandom(16).hex()
+    git_dir = store.ensure(repo_id, "main")
+    before = sorted(p.name for p in git_dir.iterdir())
+    fd = store.lock_push(repo_id)
+    assert fd is not None
+    try:
+        assert push_lock_busy(git_dir)
+        with store.idle_push_lock(repo_id) as idle:
+            assert not idle
+        second = store.lock_push(repo_id, wait=False)  # pushes share it
+        assert second is not None
+        os.close(second)
+    finally:
+        store.end_push(repo_id, fd)
+    assert not push_lock_busy(git_dir)
+    with store.idle_push_lock(repo_id) as idle:
+        assert idle
+    assert sorted(p.name for p in git_dir.iterdir()) == before
+    with store.idle_push_lock(os.urandom(16).hex()) as idle:  # never made: nothing to guard
+        assert idle

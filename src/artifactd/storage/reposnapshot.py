@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from artifactd.storage.forklink import ObjectsMoved, link_objects
-from artifactd.storage.repostore import PUSH_LOCK, RepoStore
+from artifactd.storage.repostore import RepoStore, open_push_lock
 
 LINK_ATTEMPTS = 5  # a repack between two attempts is rare; five in a row means something is wrong
 LOCK_POLL_S = 0.01
@@ -64,7 +64,7 @@ def _lock_exclusive(path: Path, timeout: float) -> int | None:
     """The push lock, exclusively, waiting up to ``timeout`` s for pushes in flight to end;
     None when the repo directory does not exist (never pushed to, or deleted)."""
     try:
-        fd = os.open(path / PUSH_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_push_lock(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     deadline = time.monotonic() + timeout

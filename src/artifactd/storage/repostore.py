@@ -37,7 +37,30 @@ _REPO_ID = re.compile(r"[0-9a-f]{32}")
 # receive-pack's quarantine: objects/tmp_objdir-incoming-XXXXXX (git's tmp-objdir.c).
 QUARANTINE_PREFIX = "tmp_objdir-"
 _QUARANTINE = re.compile(r"tmp_objdir-incoming-[A-Za-z0-9]{6}")
-PUSH_LOCK = "artifactd-push.flock"  # not *.lock: that is git's own lock-file pattern
+
+
+def open_push_lock(git_dir: Path) -> int:
+    """A descriptor of the repo's push lock: a ``flock`` on the repo directory itself, so the
+    lock costs no inode (a lock file did: one of a small repo's nine). Raises
+    ``FileNotFoundError`` (or ``NotADirectoryError``) when the directory is not there.
+    Directories made before this kept their empty ``artifactd-push.flock``, which nothing
+    uses any more."""
+    return os.open(git_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def push_lock_busy(git_dir: Path) -> bool:
+    """Whether some process holds the repo's push lock (a push in flight)."""
+    try:
+        fd = open_push_lock(git_dir)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 # What git needs to take a directory for a repository (setup.c ``is_git_directory``): a
 # valid HEAD, an ``objects`` and a ``refs`` directory. Everything else is made by git when it
@@ -416,8 +439,7 @@ class RepoStore:
 
         Returns the lock's descriptor; None without ``wait`` while a cleanup holds it.
         """
-        path = self.path(repo_id) / PUSH_LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_push_lock(self.path(repo_id))
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -430,9 +452,8 @@ class RepoStore:
         """Yields True while holding the repo's push lock exclusively: no receive-pack of
         this machine runs for it, so quarantines there belong to no one."""
         try:
-            fd = os.open(self.path(repo_id) / PUSH_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                         0o644)
-        except FileNotFoundError:  # the repo directory is gone (deleted, never made)
+            fd = open_push_lock(self.path(repo_id))
+        except (FileNotFoundError, NotADirectoryError):  # gone (deleted, never made)
             yield True
             return
         with exclusive_or_busy(fd) as held:

@@ -46,7 +46,7 @@ from artifactd.storage.objectstore import (
     ObjectStoreError,
     ObjectStoreUnavailable,
 )
-from artifactd.storage.repostore import PUSH_LOCK, PackTee, RepoStore
+from artifactd.storage.repostore import PackTee, RepoStore, push_lock_busy
 from artifactd.storage.s3store import cache
 from artifactd.storage.s3store.catalog import ZERO_IDS, Catalog, Pack, StaleRef, pack_keys
 from artifactd.storage.s3store.incoming import IncomingPack
@@ -183,7 +183,7 @@ class S3RepoStore(RepoStore):
                 if total <= self.cache_max_bytes:
                     break
                 if repo_id == keep or repo_id in self._maintained \
-                        or cache.lock_busy(path, PUSH_LOCK) \
+                        or push_lock_busy(path) \
                         or cache.lock_busy(path, cache.REFS_LOCK):
                     continue
                 self.drop_cache(repo_id)
