@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from artifactd.config import Settings
 from artifactd.storage import objectreader
 from tests.gitutil import Git, bearer, create_repo, pkt
 from tests.harness import Server, start_server
@@ -273,6 +274,29 @@ def test_serve_raises_the_open_file_limit_the_caps_need() -> None:
     )
     warning, raised = result.stdout.split("\n")[:2]
     assert warning == "None"
-    # content reads keep up to MAX_HANDLES repos open in process, each with a few descriptors
-    reads = objectreader.DESCRIPTORS_PER_HANDLE * objectreader.MAX_HANDLES
-    assert int(raised) == 1500 + 32 + 4 * 32 + 64 + reads
+    # content reads keep up to content_reader_max_repos repos open, each with a few
+    # descriptors; as far as the hard limit allows
+    reads = objectreader.DESCRIPTORS_PER_HANDLE * Settings().content_reader_max_repos
+    wanted = 1500 + 32 + 4 * 32 + 64 + reads
+    assert int(raised) == (wanted if hard == resource.RLIM_INFINITY else min(hard, wanted))
+
+
+def test_the_content_reader_keeps_as_many_repos_open_as_the_file_limit_leaves_room_for() -> None:
+    """Past the descriptors connections and git need, two per open repo; never fewer than
+    MIN_HANDLES, never more than the setting."""
+    code = ("from artifactd.config import Settings\n"
+            "from artifactd.services.descriptors import reader_repo_budget\n"
+            "print(reader_repo_budget(Settings()), reader_repo_budget(Settings("
+            "content_reader_max_repos=100)), reader_repo_budget(Settings("
+            "http_max_connections=5000)))\n")
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip("the hard open-file limit is below the one this test sets")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard)),
+    )
+    default, small, crowded = (int(x) for x in result.stdout.split())
+    assert default == (4096 - (512 + 32 + 4 * 32 + 64)) // objectreader.DESCRIPTORS_PER_HANDLE
+    assert small == 100
+    assert crowded == objectreader.MIN_HANDLES  # 5,000 connections leave no room

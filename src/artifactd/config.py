@@ -158,6 +158,10 @@ SETTINGS: tuple[Setting, ...] = (
             "PEM certificate file (the chain, leaf first); with `tls_key` the server speaks HTTPS "
             "and the default public URL starts with `https://`."),
     Setting("tls_key", "ARTIFACTD_TLS_KEY", str, "PEM private key file of `tls_cert`."),
+    Setting("content_reader_max_repos", "ARTIFACTD_CONTENT_READER_MAX_REPOS", int,
+            "Most repositories each worker keeps open for content reads (about 30 KiB and up to "
+            "2 descriptors each, only while read within the last minute); fitted to the "
+            "open-file limit at start-up."),
     Setting("git_max_processes_per_repo", "ARTIFACTD_GIT_MAX_PROCESSES_PER_REPO", int,
             "Most of the `git_max_processes` slots one repo may hold at once, so that one "
             "client cannot starve the others."),
@@ -278,6 +282,9 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     git_max_processes_per_repo: int = 8
+    # A read fan-out over 10,000 repos (one per agent) stays open: a read of a repo not open
+    # costs libgit2's open and pack load, about 7x a read of an open one (bench.dense).
+    content_reader_max_repos: int = 16384
     git_nice: int = 5
     git_in_process_clone: bool = True
     git_in_process_push: bool = True
@@ -409,7 +416,8 @@ def _validate(settings: Settings) -> None:
         settings.remote_url("a", "b", "c")
     except (KeyError, IndexError, ValueError) as exc:
         raise ConfigError(f"remote_template has an unknown placeholder: {exc}") from exc
-    for name in ("git_max_processes_per_repo", "http_max_request_line", "http_max_header_bytes",
+    for name in ("git_max_processes_per_repo", "content_reader_max_repos",
+                 "http_max_request_line", "http_max_header_bytes",
                  "http_max_headers", "http_max_connections"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name} must be at least 1")

@@ -39,6 +39,7 @@ from artifactd.errors import Code
 from artifactd.http.asgi import SETTINGS_ENV
 from artifactd.http.envelope import failure
 from artifactd.observability import HTTP_GUARD_REFUSALS
+from artifactd.services.descriptors import fixed_descriptors
 from artifactd.storage import objectreader
 
 # Served on the connections beyond ``http_max_connections`` (the reserve); others get 503.
@@ -78,29 +79,25 @@ class Limits:
         )
 
 
-# Descriptors per git process serving a client (stdin, stdout, stderr pipes, and some slack
-# for the database).
-DESCRIPTORS_PER_GIT = 4
-DESCRIPTORS_BASE = 64
-
-
 def ensure_descriptor_budget(settings: Settings) -> str | None:
     """Raise this process's soft ``RLIMIT_NOFILE`` (workers inherit it) so that a worker at
-    its connection cap can still accept health checks and run git; a warning when the hard
-    limit is too low (a worker out of descriptors cannot accept anyone)."""
-    needed = (settings.http_max_connections + settings.http_connection_reserve
-              + DESCRIPTORS_PER_GIT * settings.git_max_processes + DESCRIPTORS_BASE
-              + objectreader.DESCRIPTORS_PER_HANDLE * objectreader.MAX_HANDLES)  # content reads
+    its connection cap can still accept health checks and run git, and its content reader
+    can keep ``content_reader_max_repos`` repositories open (``reader_repo_budget`` fits
+    the reader to what the limit allows); a warning when the hard limit is too low for the
+    connections and git alone (a worker out of descriptors cannot accept anyone)."""
+    fixed = fixed_descriptors(settings)
+    needed = fixed + objectreader.DESCRIPTORS_PER_HANDLE * settings.content_reader_max_repos
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return None
     target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
     if target > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    if target < needed:
+    if target < fixed + objectreader.DESCRIPTORS_PER_HANDLE * objectreader.MIN_HANDLES:
         return (f"warning: open-file limit {target} is below the {needed} descriptors that "
-                f"http_max_connections, http_connection_reserve and git_max_processes need; "
-                f"raise `ulimit -n` or lower http_max_connections")
+                f"http_max_connections, http_connection_reserve, git_max_processes and "
+                f"content_reader_max_repos need; raise `ulimit -n` or lower "
+                f"http_max_connections")
     return None
 
 

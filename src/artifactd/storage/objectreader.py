@@ -46,10 +46,12 @@ from pygit2.enums import ConfigLevel, FileMode, ObjectType, RepositoryOpenFlag
 from artifactd.observability import CONTENT_REPO_OPENS
 from artifactd.storage.catfile import Answer, ObjectInfo
 
-# Sized for a read fan-out over a thousand repos staying warm. A handle holds an open
-# descriptor per pack it has read from (one after compaction, and the parent's for a fork),
-# which ``http.protocol``'s descriptor budget counts.
+# The default bound (the server passes its ``content_reader_max_repos``, fitted to the
+# open-file limit). A handle holds an open descriptor per pack it has read from (one after
+# compaction, and the parent's for a fork), which ``http.protocol``'s descriptor budget
+# counts, and about 30 KiB of memory.
 MAX_HANDLES = 1024
+MIN_HANDLES = 64  # what the reader keeps however low the open-file limit
 DESCRIPTORS_PER_HANDLE = 2
 # libgit2 caches parsed commits and trees (never blobs by default) across all repositories
 # of the process; its default total is 256 MB.

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from artifactd.errors import Code, InternalError, NotFound, ValidationError
 from artifactd.services.backend import Backend
+from artifactd.services.descriptors import reader_repo_budget
 from artifactd.services.names import ref_problem
 from artifactd.storage.catfile import Answer, stream_blob
 from artifactd.storage.gitobjects import (
@@ -62,7 +63,7 @@ def pool(backend: Backend) -> ObjectReader:
     existing = backend.extras.get(_POOL_KEY)
     if isinstance(existing, ObjectReader):
         return existing
-    created = ObjectReader()
+    created = ObjectReader(max_handles=reader_repo_budget(backend.settings))
     backend.extras[_POOL_KEY] = created
     return created
 
