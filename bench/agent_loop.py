@@ -70,10 +70,9 @@ def run_agents(loop: Callable[[int], None], seconds: float,
             "seconds": elapsed}
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds used by ``root`` and every process under it, alive or already reaped
-    (a reaped child's time is in its parent's ``cutime``): the difference over a round is
-    what that round cost the machine, whatever else ran beside it."""
+def process_table() -> tuple[dict[int, int], dict[int, float]]:
+    """Every process's parent and CPU seconds, its own and what it reaped (``/proc/*/stat``:
+    utime, stime, cutime, cstime)."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
@@ -87,14 +86,23 @@ def tree_cpu_seconds(root: int) -> float:
             continue
         parents[int(entry)] = int(fields[1])
         times[int(entry)] = sum(int(x) for x in fields[11:15]) / tick
-    total = 0.0
-    for pid, spent in times.items():
-        at, hops = pid, 0
-        while at not in (root, 0, 1) and hops < 64:
-            at, hops = parents.get(at, 0), hops + 1
-        if at == root:
-            total += spent
-    return total
+    return parents, times
+
+
+def root_of(pid: int, roots: tuple[int, ...], parents: dict[int, int]) -> int:
+    """The first of ``roots`` that ``pid`` is (or descends from), else 0."""
+    at, hops = pid, 0
+    while at not in (*roots, 0, 1) and hops < 64:
+        at, hops = parents.get(at, 0), hops + 1
+    return at if at in roots else 0
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds used by ``root`` and every process under it, alive or already reaped
+    (a reaped child's time is in its parent's ``cutime``): the difference over a round is
+    what that round cost the machine, whatever else ran beside it."""
+    parents, times = process_table()
+    return sum(spent for pid, spent in times.items() if root_of(pid, (root,), parents) == root)
 
 
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")
@@ -136,21 +144,9 @@ def reference_pids(server_pid: int) -> tuple[list[int], list[int]]:
     """(every live process under the benchmark outside artifactd's server: the reference's
     nginx and fcgiwrap processes; those of them that are the benchmark's own children)."""
     me = os.getpid()
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-    found = []
-    for pid in parents:
-        at, hops = pid, 0
-        while at not in (server_pid, me, 0, 1) and hops < 64:
-            at, hops = parents.get(at, 0), hops + 1
-        if at == me and pid != me:
-            found.append(pid)
+    parents, _times = process_table()
+    found = [pid for pid in parents
+             if pid != me and root_of(pid, (server_pid, me), parents) == me]
     return found, [pid for pid in found if parents.get(pid) == me]
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.agent_loop import ReferenceGroup, make_seed, reference_pids
+from bench.agent_loop import ReferenceGroup, make_seed, process_table, reference_pids, root_of
 from bench.common import UNLIMITED, start_server, work_dir
 from bench.dense import serve_cgi
 from bench.git_plane import serve_http_backend
@@ -50,7 +50,6 @@ class Meter:
     def __init__(self, server_pid: int, group: ReferenceGroup | None):
         self.server_pid = server_pid
         self.group = group
-        self.tick = os.sysconf("SC_CLK_TCK")
         self.overhead = 0.0
         self.last = self._now()
 
@@ -58,26 +57,13 @@ class Meter:
         """(artifactd's server tree, every other live process under the benchmark: the
         reference's servers), each with what its processes reaped (``cutime``, ``cstime``);
         the reference's from its cgroup when there is one."""
-        parents: dict[int, int] = {}
-        times: dict[int, float] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry)] = int(fields[1])
-            times[int(entry)] = sum(int(x) for x in fields[11:15]) / self.tick
+        parents, times = process_table()
         me, server, reference = os.getpid(), 0.0, 0.0
         for pid, spent in times.items():
-            at, hops = pid, 0
-            while at not in (self.server_pid, me, 0, 1) and hops < 64:
-                at, hops = parents.get(at, 0), hops + 1
-            if at == self.server_pid:
+            root = root_of(pid, (self.server_pid, me), parents)
+            if root == self.server_pid:
                 server += spent
-            elif at == me and pid != me:
+            elif root == me and pid != me:
                 reference += spent
         return server, (reference if self.group is None else self.group.seconds())
 

@@ -48,12 +48,8 @@ def open_push_lock(git_dir: Path) -> int:
     return os.open(git_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def push_lock_busy(git_dir: Path) -> bool:
-    """Whether some process holds the repo's push lock (a push in flight)."""
-    try:
-        fd = open_push_lock(git_dir)
-    except OSError:
-        return False
+def flock_busy(fd: int) -> bool:
+    """Whether another open file holds a ``flock`` on what ``fd`` names; ``fd`` is closed."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
@@ -61,6 +57,14 @@ def push_lock_busy(git_dir: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def push_lock_busy(git_dir: Path) -> bool:
+    """Whether some process holds the repo's push lock (a push in flight)."""
+    try:
+        return flock_busy(open_push_lock(git_dir))
+    except OSError:
+        return False
 
 # What git needs to take a directory for a repository (setup.c ``is_git_directory``): a
 # valid HEAD, an ``objects`` and a ``refs`` directory. Everything else is made by git when it

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from artifactd.storage.forklink import write_packed_refs
 from artifactd.storage.objectstore import ObjectMissing, ObjectStore
+from artifactd.storage.repostore import flock_busy
 from artifactd.storage.s3store.catalog import Pack, Snapshot, pack_keys
 
 GENERATION_FILE = "artifactd-generation"
@@ -60,16 +61,9 @@ def open_refs_lock(git_dir: Path) -> int:
 def lock_busy(git_dir: Path, name: str) -> bool:
     """Whether some process holds the flock of ``git_dir/name`` (a push, a sync)."""
     try:
-        fd = os.open(git_dir / name, os.O_RDWR | os.O_CLOEXEC)
+        return flock_busy(os.open(git_dir / name, os.O_RDWR | os.O_CLOEXEC))
     except OSError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def local_generation(git_dir: Path) -> int:
