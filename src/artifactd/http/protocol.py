@@ -93,10 +93,11 @@ def ensure_descriptor_budget(settings: Settings) -> str | None:
     target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
     if target > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    if target < fixed + objectreader.DESCRIPTORS_PER_HANDLE * objectreader.MIN_HANDLES:
-        return (f"warning: open-file limit {target} is below the {needed} descriptors that "
-                f"http_max_connections, http_connection_reserve, git_max_processes and "
-                f"content_reader_max_repos need; raise `ulimit -n` or lower "
+    least = fixed + objectreader.DESCRIPTORS_PER_HANDLE * objectreader.MIN_HANDLES
+    if target < least:
+        return (f"warning: open-file limit {target} is below the {least} descriptors that "
+                f"http_max_connections, http_connection_reserve, git_max_processes and the "
+                f"smallest content reader need; raise `ulimit -n` or lower "
                 f"http_max_connections")
     return None
 
