@@ -154,10 +154,11 @@ def everything_cpu_seconds(group: ReferenceGroup | None, roots: list[int]) -> fl
     """CPU seconds of the benchmark and every process it started: its process tree, with the
     reference's servers counted by their cgroup where there is one (their CGI processes
     reach no ``cutime``: see ``ReferenceGroup``)."""
-    total = tree_cpu_seconds(os.getpid())
-    if group is not None:
-        total += group.seconds() - sum(tree_cpu_seconds(root) for root in roots)
-    return total
+    me = os.getpid()
+    parents, times = process_table()
+    counted = (me,) if group is None else (*roots, me)  # the reference's trees: by the group
+    total = sum(spent for pid, spent in times.items() if root_of(pid, counted, parents) == me)
+    return total if group is None else total + group.seconds()
 
 
 def combined(parts: list[dict[str, Any]]) -> dict[str, Any]:

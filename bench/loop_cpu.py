@@ -9,8 +9,9 @@ time is split between:
 - the benchmark's own Python (its HTTP requests): ``RUSAGE_SELF``;
 - artifactd's server: its processes and what they reaped (``/proc/<pid>/stat``: maintenance's
   git processes count here);
-- the reference's servers: every other live process under the benchmark (nginx, fcgiwrap)
-  and what they reaped (the CGI processes).
+- the reference's servers (nginx, fcgiwrap and the CGI processes they start): a ``cpuacct``
+  cgroup holding them (``bench.agent_loop.ReferenceGroup``: the kernel reaps fcgiwrap's
+  children, so no ``cutime`` has them); without one, the live processes alone, too low.
 
 16 agents on 2 cores keep both cores busy on both sides, so loops/s follows CPU per loop: this
 tells how much of the loop the server can change at all (the clients are the same programs

@@ -59,10 +59,11 @@ def count_packs(path: Path) -> int:
 
 def maintain(git: GitRunner, path: Path, *, full: bool, grace_seconds: int,
              small: bool = False,
-             refs_guard: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
+             refs_guard: Callable[[], contextlib.AbstractContextManager[object]]
+             = contextlib.nullcontext,
              ) -> MaintenanceReport:
-    """``refs_guard``: makes the lock held while git rewrites the refs files (``pack-refs``, the empty
-    directories left under ``refs/``). A store that writes refs files other than through git's
+    """``refs_guard``: makes the lock to hold while git rewrites the refs files (``pack-refs``,
+    the empty directories left under ``refs/``). A store that writes refs files other than through git's
     lock files (the ``s3`` cache's sync, ``RepoStore.refs_guard``) orders its writes against
     ``pack-refs`` with it: ``pack-refs`` reads ``packed-refs`` when it takes its lock and renames
     its own copy over the file at the end, so a write in between would be undone."""
@@ -75,7 +76,7 @@ def maintain(git: GitRunner, path: Path, *, full: bool, grace_seconds: int,
         git.run(path, list(args), timeout=MAINTENANCE_TIMEOUT, low_priority=True,
                 config=[("core.packedRefsTimeout", "10000")])
 
-    with refs_guard() if refs_guard else contextlib.nullcontext():
+    with refs_guard():
         run("pack-refs", "--all", "--prune")
     # Prune first: a geometric repack packs loose objects whether reachable or not, and a
     # packed unreachable object would no longer age out through prune.
@@ -83,7 +84,7 @@ def maintain(git: GitRunner, path: Path, *, full: bool, grace_seconds: int,
     if small:
         if before > 1 or _has_loose_objects(path):
             run("repack", "-a", "-d", "-f", "-q", "--cruft", f"--cruft-expiration={expire}")
-        with refs_guard() if refs_guard else contextlib.nullcontext():
+        with refs_guard():
             _remove_empty_dirs(path / "refs")
         return MaintenanceReport(True, before, count_packs(path), time.monotonic() - started)
     if full:

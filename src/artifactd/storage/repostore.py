@@ -50,13 +50,8 @@ def open_push_lock(git_dir: Path) -> int:
 
 def flock_busy(fd: int) -> bool:
     """Whether another open file holds a ``flock`` on what ``fd`` names; ``fd`` is closed."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+    with exclusive_or_busy(fd) as held:
+        return not held
 
 
 def push_lock_busy(git_dir: Path) -> bool:
