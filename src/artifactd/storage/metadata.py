@@ -23,7 +23,6 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -271,6 +270,20 @@ _RECORD_PUSH = _RELEASE_PUSH.values(
     last_push_us=bindparam("p_pushed", type_=BigInteger),
     updated_us=bindparam("p_pushed", type_=BigInteger),
     pushes_since_maintenance=repos.c.pushes_since_maintenance + 1)
+# ``set_repo_size`` without other values (a fork's, an import's size): the account's total
+# moved by the delta, under the account limit for a growth or not, and the repo's size.
+_GROW_ACCOUNT = (
+    update(account_storage)
+    .where(account_storage.c.account_id == bindparam("p_account_id"))
+    .values(used_bytes=account_storage.c.used_bytes + bindparam("p_delta", type_=BigInteger)))
+_GROW_ACCOUNT_WITHIN = (
+    update(account_storage)
+    .where(account_storage.c.account_id == bindparam("p_account_id"),
+           account_storage.c.used_bytes + account_storage.c.reserved_bytes
+           + bindparam("p_delta", type_=BigInteger) <= bindparam("p_limit", type_=BigInteger))
+    .values(used_bytes=account_storage.c.used_bytes + bindparam("p_delta", type_=BigInteger)))
+_SET_REPO_SIZE = (update(repos).where(repos.c.id == bindparam("p_repo"))
+                  .values(size_bytes=bindparam("p_size", type_=BigInteger)))
 _ACCOUNT_SIZE = (select((account_storage.c.used_bytes + account_storage.c.reserved_bytes)
                         .label("size"))
                  .where(account_storage.c.account_id == bindparam("p_account_id")))
@@ -733,18 +746,19 @@ class MetadataStore:
                     new = size_bytes() if callable(size_bytes) else size_bytes
                 self._add_to_account(conn, account_id)
                 delta = new - old
-                changed = conn.execute(
-                    update(account_storage)
-                    .where(account_storage.c.account_id == account_id,
-                           (account_storage.c.used_bytes + account_storage.c.reserved_bytes
-                            + delta <= account_limit)
-                           if account_limit is not None and delta > 0 else true())
-                    .values(used_bytes=account_storage.c.used_bytes + delta)
+                within = account_limit is not None and delta > 0
+                changed = self._exec(
+                    conn, _GROW_ACCOUNT_WITHIN if within else _GROW_ACCOUNT,
+                    {"p_account_id": account_id, "p_delta": delta,
+                     **({"p_limit": account_limit} if within else {})},
                 ).rowcount
                 if not changed:
                     raise _Refused("account")
-                conn.execute(update(repos).where(repos.c.id == repo_id)
-                             .values(size_bytes=new, **values))
+                if values:  # maintenance's and REST writes' extra columns: built per call
+                    conn.execute(update(repos).where(repos.c.id == repo_id)
+                                 .values(size_bytes=new, **values))
+                else:
+                    self._exec(conn, _SET_REPO_SIZE, {"p_repo": repo_id, "p_size": new})
                 self._write_outbox(conn, outbox() if callable(outbox) else outbox)
         except _Refused:
             return False

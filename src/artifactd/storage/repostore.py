@@ -31,12 +31,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import pygit2
+from pygit2.enums import RepositoryOpenFlag
+
 from artifactd.storage.forklink import LinkedObjects, link_objects, write_packed_refs
 
 _REPO_ID = re.compile(r"[0-9a-f]{32}")
 # receive-pack's quarantine: objects/tmp_objdir-incoming-XXXXXX (git's tmp-objdir.c).
 QUARANTINE_PREFIX = "tmp_objdir-"
 _QUARANTINE = re.compile(r"tmp_objdir-incoming-[A-Za-z0-9]{6}")
+
+# A repo directory opened as itself: no search upwards, no work tree.
+_OPEN_BARE = RepositoryOpenFlag.NO_SEARCH | RepositoryOpenFlag.BARE
 
 
 def open_push_lock(git_dir: Path) -> int:
@@ -172,9 +178,26 @@ class RepoStore:
         return self.path(repo_id)
 
     def ref_list(self, repo_id: str) -> list[tuple[str, str]] | None:
-        """Every ref as (name, object id) when the store keeps them apart from git (None:
-        ask git)."""
-        return None
+        """Every direct ref under ``refs/`` as (name, object id), sorted by name, as ``git
+        for-each-ref`` lists them (symbolic refs left out); [] when the repo has no
+        directory. Read in process by libgit2, whose refs backend reads loose refs and
+        ``packed-refs`` as git does: a fork's snapshot costs no git process (2-3 ms each)."""
+        try:
+            repo = pygit2.Repository(str(self.path(repo_id)), _OPEN_BARE)
+        except (pygit2.GitError, OSError, KeyError):
+            if not self.exists(repo_id):
+                return []
+            raise
+        refs: list[tuple[str, str]] = []
+        for raw in sorted(repo.raw_listall_references()):
+            name = raw.decode("utf-8", "surrogateescape")
+            try:
+                ref = repo.references[name]
+            except (KeyError, pygit2.InvalidSpecError):  # deleted since the listing
+                continue
+            if ref.type == pygit2.enums.ReferenceType.DIRECT:
+                refs.append((name, str(ref.target)))
+        return refs
 
     def check_writable(self) -> None:
         """Raise ``ServiceUnavailable`` when a push cannot be stored now (the ``s3`` store's

@@ -47,22 +47,7 @@ def fork_source(parent: RepoRow) -> str:
 
 def read_refs(backend: Backend, parent: RepoRow) -> list[tuple[str, str]]:
     """The parent's refs as (name, object id); symbolic refs are not copied."""
-    stored = backend.repos.ref_list(parent.id)
-    if stored is not None:  # the s3 store: SQL has them, no cache needed
-        return stored
-    if not backend.repos.exists(parent.id):
-        return []
-    result = backend.git.run(
-        backend.repos.path(parent.id),
-        ["for-each-ref", "--format=%(objectname) %(refname) %(symref)"], timeout=60,
-    )
-    refs = []
-    for line in result.stdout.decode("utf-8", errors="replace").splitlines():
-        sha, _, rest = line.partition(" ")
-        name, _, symref = rest.partition(" ")
-        if name and not symref:
-            refs.append((name, sha))
-    return refs
+    return backend.repos.ref_list(parent.id) or []
 
 
 def check_fork_limits(backend: Backend, parent: RepoRow, linked_bytes: int) -> None:
