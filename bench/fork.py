@@ -59,8 +59,23 @@ def make_parent(git_dir: Path, blobs: int, blob_bytes: int) -> None:
         raise RuntimeError("git fast-import failed")
 
 
+# What a repo directory holds besides its object store: in the dense layout ``objects`` is a
+# link to the repo directory itself (``repostore.DENSE_LINKS``), so a walk of ``objects/``
+# meets the repo's own files too, which are not objects a fork could have copied.
+_NOT_OBJECTS = frozenset({"HEAD", "packed-refs", "refs", "shallow", "config"})
+
+
 def _files(git_dir: Path) -> list[Path]:
-    return [p for p in (git_dir / "objects").rglob("*") if p.is_file()]
+    objects = git_dir / "objects"
+    dense = objects.is_symlink()
+    found = []
+    for path in objects.rglob("*"):
+        top = path.relative_to(objects).parts[0]
+        if dense and (top in _NOT_OBJECTS or top.startswith("HEAD.") or top.endswith(".lock")):
+            continue
+        if path.is_file() and not path.is_symlink():
+            found.append(path)
+    return found
 
 
 def _unique_bytes(fork_dir: Path, parent_dir: Path) -> int:
@@ -152,8 +167,9 @@ A fork hardlinks the parent's object files (O(number of files), never O(bytes)),
 "object bytes added" counts bytes under the fork's `objects/` in inodes the parent does not
 share (zero: every object file is a link); the fork's own files (`packed-refs`, `HEAD`,
 `config`) are a few hundred bytes. The request time is mostly the REST path (API token check,
-name check, the row and its first token) plus one `git for-each-ref` process for the
-snapshot of the parent's refs.
+name check, the row and its first token); the snapshot of the parent's refs is read in
+process by libgit2 (`RepoStore.ref_list`, about 0.3 ms; a `git for-each-ref` process for it
+took 2.3 ms until 2026-12-03).
 Noise: 2 shared cores; runs vary by about ±20%, the max by more.
 """
 
