@@ -21,7 +21,7 @@ def _for_each_ref(git_dir: Path, env: dict[str, str]) -> list[tuple[str, str]]:
     out = _git(git_dir, env, "for-each-ref", "--format=%(objectname) %(refname) %(symref)")
     refs = []
     for line in out.splitlines():
-        sha, name, symref = (line.split(" ") + [""])[:3]
+        sha, name, symref = [*line.split(" "), ""][:3]
         if not symref:
             refs.append((name, sha))
     return refs
