@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.gitutil import object_files
+
 from bench.common import Target, bench_main, machine, start_server, summary, work_dir
 
 TARGET_MS = 200.0
@@ -59,23 +61,10 @@ def make_parent(git_dir: Path, blobs: int, blob_bytes: int) -> None:
         raise RuntimeError("git fast-import failed")
 
 
-# What a repo directory holds besides its object store: in the dense layout ``objects`` is a
-# link to the repo directory itself (``repostore.DENSE_LINKS``), so a walk of ``objects/``
-# meets the repo's own files too, which are not objects a fork could have copied.
-_NOT_OBJECTS = frozenset({"HEAD", "packed-refs", "refs", "shallow", "config"})
-
-
 def _files(git_dir: Path) -> list[Path]:
-    objects = git_dir / "objects"
-    dense = objects.is_symlink()
-    found = []
-    for path in objects.rglob("*"):
-        top = path.relative_to(objects).parts[0]
-        if dense and (top in _NOT_OBJECTS or top.startswith("HEAD.") or top.endswith(".lock")):
-            continue
-        if path.is_file() and not path.is_symlink():
-            found.append(path)
-    return found
+    """The repo's object files in either layout (the dense one links ``objects`` to the repo
+    directory itself, whose own files are not objects a fork could have copied)."""
+    return object_files(git_dir)
 
 
 def _unique_bytes(fork_dir: Path, parent_dir: Path) -> int:

@@ -246,13 +246,21 @@ _RESERVE_IN_REPO = (
            repos.c.size_bytes + repos.c.reserved_bytes + bindparam("p_amount", type_=BigInteger)
            <= bindparam("p_limit", type_=BigInteger))
     .values(reserved_bytes=repos.c.reserved_bytes + bindparam("p_amount", type_=BigInteger)))
-_RESERVE_IN_ACCOUNT = (
-    update(account_storage)
-    .where(account_storage.c.account_id == bindparam("p_account_id"),
-           account_storage.c.used_bytes + account_storage.c.reserved_bytes
-           + bindparam("p_amount", type_=BigInteger) <= bindparam("p_limit", type_=BigInteger))
-    .values(reserved_bytes=account_storage.c.reserved_bytes
-            + bindparam("p_amount", type_=BigInteger)))
+
+
+def _add_within_account_limit(column: str) -> Any:
+    """``column`` of the account's totals raised by ``p_amount`` only while used plus
+    reserved stays within ``p_limit``: one conditional update, so concurrent writers of one
+    account are admitted one after another against totals that include each other."""
+    amount = bindparam("p_amount", type_=BigInteger)
+    return (update(account_storage)
+            .where(account_storage.c.account_id == bindparam("p_account_id"),
+                   account_storage.c.used_bytes + account_storage.c.reserved_bytes + amount
+                   <= bindparam("p_limit", type_=BigInteger))
+            .values({column: account_storage.c[column] + amount}))
+
+
+_RESERVE_IN_ACCOUNT = _add_within_account_limit("reserved_bytes")
 _LOCKED_REPO_PLACE = (select(repos.c.size_bytes, repos.c.reserved_bytes, repos.c.account_id,
                              repos.c.namespace).where(repos.c.id == bindparam("p_repo")))
 _DELETE_REPO_TOKENS = delete(repo_tokens).where(repo_tokens.c.repo_id == bindparam("p_repo"))
@@ -275,13 +283,8 @@ _RECORD_PUSH = _RELEASE_PUSH.values(
 _GROW_ACCOUNT = (
     update(account_storage)
     .where(account_storage.c.account_id == bindparam("p_account_id"))
-    .values(used_bytes=account_storage.c.used_bytes + bindparam("p_delta", type_=BigInteger)))
-_GROW_ACCOUNT_WITHIN = (
-    update(account_storage)
-    .where(account_storage.c.account_id == bindparam("p_account_id"),
-           account_storage.c.used_bytes + account_storage.c.reserved_bytes
-           + bindparam("p_delta", type_=BigInteger) <= bindparam("p_limit", type_=BigInteger))
-    .values(used_bytes=account_storage.c.used_bytes + bindparam("p_delta", type_=BigInteger)))
+    .values(used_bytes=account_storage.c.used_bytes + bindparam("p_amount", type_=BigInteger)))
+_GROW_ACCOUNT_WITHIN = _add_within_account_limit("used_bytes")
 _SET_REPO_SIZE = (update(repos).where(repos.c.id == bindparam("p_repo"))
                   .values(size_bytes=bindparam("p_size", type_=BigInteger)))
 _ACCOUNT_SIZE = (select((account_storage.c.used_bytes + account_storage.c.reserved_bytes)
@@ -749,7 +752,7 @@ class MetadataStore:
                 within = account_limit is not None and delta > 0
                 changed = self._exec(
                     conn, _GROW_ACCOUNT_WITHIN if within else _GROW_ACCOUNT,
-                    {"p_account_id": account_id, "p_delta": delta,
+                    {"p_account_id": account_id, "p_amount": delta,
                      **({"p_limit": account_limit} if within else {})},
                 ).rowcount
                 if not changed:
