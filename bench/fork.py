@@ -61,15 +61,9 @@ def make_parent(git_dir: Path, blobs: int, blob_bytes: int) -> None:
         raise RuntimeError("git fast-import failed")
 
 
-def _files(git_dir: Path) -> list[Path]:
-    """The repo's object files in either layout (the dense one links ``objects`` to the repo
-    directory itself, whose own files are not objects a fork could have copied)."""
-    return object_files(git_dir)
-
-
 def _unique_bytes(fork_dir: Path, parent_dir: Path) -> int:
-    parent_inodes = {p.stat().st_ino for p in _files(parent_dir)}
-    return sum(p.stat().st_size for p in _files(fork_dir) if p.stat().st_ino not in parent_inodes)
+    parent_inodes = {p.stat().st_ino for p in object_files(parent_dir)}
+    return sum(p.stat().st_size for p in object_files(fork_dir) if p.stat().st_ino not in parent_inodes)
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -89,7 +83,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 started = time.perf_counter()
                 make_parent(parent_dir, blobs, blob_bytes)
                 generate_s = time.perf_counter() - started
-                parent_bytes = sum(p.stat().st_size for p in _files(parent_dir))
+                parent_bytes = sum(p.stat().st_size for p in object_files(parent_dir))
                 c.post(f"/repos/{name}/fork", json={"name": f"{name}-warmup"})  # first-request costs
                 samples = []
                 objects = 0
@@ -104,7 +98,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 results.append({
                     "parent": label,
                     "parent_bytes": parent_bytes,
-                    "parent_object_files": len(_files(parent_dir)),
+                    "parent_object_files": len(object_files(parent_dir)),
                     "generate_s": round(generate_s, 1),
                     "objects": objects,
                     "fork": summary(samples),

@@ -32,17 +32,15 @@ from pathlib import Path
 from typing import Protocol
 
 import pygit2
-from pygit2.enums import RepositoryOpenFlag
+from pygit2.enums import ReferenceType
 
+from artifactd.storage import objectreader
 from artifactd.storage.forklink import LinkedObjects, link_objects, write_packed_refs
 
 _REPO_ID = re.compile(r"[0-9a-f]{32}")
 # receive-pack's quarantine: objects/tmp_objdir-incoming-XXXXXX (git's tmp-objdir.c).
 QUARANTINE_PREFIX = "tmp_objdir-"
 _QUARANTINE = re.compile(r"tmp_objdir-incoming-[A-Za-z0-9]{6}")
-
-# A repo directory opened as itself: no search upwards, no work tree.
-_OPEN_BARE = RepositoryOpenFlag.NO_SEARCH | RepositoryOpenFlag.BARE
 
 
 def open_push_lock(git_dir: Path) -> int:
@@ -177,27 +175,22 @@ class RepoStore:
         local repo is what is on disk, possibly not made yet)."""
         return self.path(repo_id)
 
-    def ref_list(self, repo_id: str) -> list[tuple[str, str]] | None:
+    def ref_list(self, repo_id: str) -> list[tuple[str, str]]:
         """Every direct ref under ``refs/`` as (name, object id), sorted by name, as ``git
         for-each-ref`` lists them (symbolic refs left out); [] when the repo has no
-        directory. Read in process by libgit2, whose refs backend reads loose refs and
-        ``packed-refs`` as git does: a fork's snapshot costs no git process (2-3 ms each)."""
+        directory. Read in process by libgit2 (with the content reader's settings: no user
+        config, no ownership check), whose refs backend reads loose refs and ``packed-refs``
+        as git does: a fork's snapshot costs no git process (2-3 ms each)."""
+        objectreader.configure()
         try:
-            repo = pygit2.Repository(str(self.path(repo_id)), _OPEN_BARE)
+            repo = pygit2.Repository(str(self.path(repo_id)), objectreader.OPEN_FLAGS)
         except (pygit2.GitError, OSError, KeyError):
             if not self.exists(repo_id):
                 return []
             raise
-        refs: list[tuple[str, str]] = []
-        for raw in sorted(repo.raw_listall_references()):
-            name = raw.decode("utf-8", "surrogateescape")
-            try:
-                ref = repo.references[name]
-            except (KeyError, pygit2.InvalidSpecError):  # deleted since the listing
-                continue
-            if ref.type == pygit2.enums.ReferenceType.DIRECT:
-                refs.append((name, str(ref.target)))
-        return refs
+        direct = [ref for ref in repo.references.iterator() if ref.type == ReferenceType.DIRECT]
+        return [(ref.raw_name.decode("utf-8", "surrogateescape"), str(ref.target))
+                for ref in sorted(direct, key=lambda ref: ref.raw_name)]
 
     def check_writable(self) -> None:
         """Raise ``ServiceUnavailable`` when a push cannot be stored now (the ``s3`` store's

@@ -47,7 +47,7 @@ def fork_source(parent: RepoRow) -> str:
 
 def read_refs(backend: Backend, parent: RepoRow) -> list[tuple[str, str]]:
     """The parent's refs as (name, object id); symbolic refs are not copied."""
-    return backend.repos.ref_list(parent.id) or []
+    return backend.repos.ref_list(parent.id)
 
 
 def check_fork_limits(backend: Backend, parent: RepoRow, linked_bytes: int) -> None:

@@ -214,7 +214,7 @@ class S3RepoStore(RepoStore):
     def read_refs(self, repo_id: str, names: Sequence[str]) -> dict[str, str | None]:
         return self.catalog.read_refs(repo_id, names)
 
-    def ref_list(self, repo_id: str) -> list[tuple[str, str]] | None:
+    def ref_list(self, repo_id: str) -> list[tuple[str, str]]:
         return self.catalog.refs(repo_id)
 
     # -- pushes ------------------------------------------------------------------------------
