@@ -146,6 +146,17 @@ def test_fork_copies_rows_and_outlives_its_deleted_parent(
     sha = git.new_work(tmp_path / "w", {"big.bin": os.urandom(200_000)})
     git.run("-c", bearer(parent.token), "push", "-q", cluster.remote(parent, 0), "main",
             cwd=tmp_path / "w")
+    # The first push makes the parent due, and the eager schedulers compact it into a pack
+    # of their own within a second or so: wait for that, or its upload can land between the
+    # two listings below and look like bytes the fork copied.
+    deadline = time.monotonic() + 120  # a bound on a loaded host, not an expected time
+    while True:
+        with a.client() as c:
+            r = c.get(f"/repos/{parent.name}")
+        if r.status_code == 200 and r.json()["result"]["maintained_at"]:
+            break
+        assert time.monotonic() < deadline, "the parent's first push was never compacted"
+        time.sleep(0.2)
     before = cluster.bucket_keys()
     with b.client() as c:
         r = c.post(f"/repos/{parent.name}/fork", json={"name": f"{unique_name}-f"})
