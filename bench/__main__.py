@@ -40,6 +40,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("agent_loop", "Agent loop"),
     ("at_scale", "Flat at scale"),
     ("get_under_load", "GET p99 under pushes and forks"),
+    ("loop_slice", "Event loop CPU slice"),
     ("first_read", "First read of a fresh repo"),
     ("gc_pauses", "Garbage-collector pauses"),
     ("backends", "Database backends and workers"),

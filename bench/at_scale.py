@@ -202,12 +202,15 @@ def git_ops(accounts_: list[Account], env: dict[str, str], seed_work: Path, n: i
                 u, json={"name": f"fork-{uuid.uuid4().hex[:12]}"})), keep=i > 0)
 
 
-def patient_server(data_dir: Path, args: tuple[str, ...], wait: float = 300) -> Server:
+def patient_server(data_dir: Path, args: tuple[str, ...], wait: float = 300,
+                   settings: dict[str, str] | None = None) -> Server:
     """``start_server``, but waiting as long as a loaded machine needs (the harness gives a
     server 30 s, and on a shared 2-core box two workers can take longer to import), and
-    never leaving the process behind when it does not come up."""
+    never leaving the process behind when it does not come up. ``settings``: more
+    ``ARTIFACTD_*`` variables for the server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARTIFACTD_")}
     env.update(UNLIMITED)
+    env.update(settings or {})
     server = Server(data_dir=data_dir, port=free_port(), env=env)
     log = open(server.log_path, "ab")  # noqa: SIM115 - kept open for the process
     server.process = subprocess.Popen(

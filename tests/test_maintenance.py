@@ -212,6 +212,30 @@ def test_deleted_repo_storage_is_reclaimed(quiet_server: Server, tmp_path: Path)
     assert not any(p.name.startswith(repo["id"]) for p in trash.iterdir())
 
 
+def test_a_delete_wakes_the_sweeper(quiet_server: Server, tmp_path: Path) -> None:
+    """The sweeper's idle pass comes every 5 s (app.TRASH_SWEEP_INTERVAL); a delete wakes it.
+    Right after a pass removed a first repo, a second one deleted is gone long before the
+    next idle pass would have come."""
+    server = quiet_server
+    trash = server.data_dir / "trash"
+
+    def delete_and_wait(name: str, seconds: float) -> float:
+        repo = make_repo(server, name)
+        push_n(Git(tmp_path / "home"), repo, tmp_path / name, 1)  # a directory on disk
+        assert (server.data_dir / "repos" / repo["id"][:2] / f"{repo['id']}.git").exists()
+        with server.client() as c:
+            assert c.delete(f"/repos/{name}").status_code == 202
+        started = time.monotonic()
+        while any(p.name.startswith(repo["id"]) for p in trash.iterdir()):
+            assert time.monotonic() - started < seconds, f"{name} was not swept"
+            time.sleep(0.02)
+        return time.monotonic() - started
+
+    delete_and_wait("swept-first", 20)  # whichever pass removes it
+    # 2.5 s: half the idle interval, ten times what a woken pass takes on a loaded machine.
+    delete_and_wait("swept-second", 2.5)
+
+
 def test_stale_work_areas_are_cleaned(quiet_server: Server) -> None:
     backend = open_backend(quiet_server)
     try:

@@ -169,6 +169,10 @@ SETTINGS: tuple[Setting, ...] = (
             "How much nicer (0-19) than the server every git process it starts runs, so that "
             "the server's own request handling gets the CPU first when pushes and clones keep "
             "it busy (0: the server's own; maintenance always runs at 19)."),
+    Setting("loop_slice_us", "ARTIFACTD_LOOP_SLICE_US", int,
+            "CPU slice (microseconds, 100-100000) the Linux scheduler gives each worker's event "
+            "loop thread, so that a small request preempts git and other bulk work sooner (0: "
+            "the kernel's default; needs Linux 6.12, docs/operations.md)."),
     Setting("git_in_process_clone", "ARTIFACTD_GIT_IN_PROCESS_CLONE", _parse_bool,
             "Answer a protocol-v2 clone's `ls-refs` and `fetch` of a small repo in process "
             "(libgit2) instead of starting `git upload-pack` (docs/git.md)."),
@@ -286,6 +290,7 @@ class Settings:
     # costs libgit2's open and pack load, about 7x a read of an open one (bench.dense).
     content_reader_max_repos: int = 16384
     git_nice: int = 5
+    loop_slice_us: int = 100
     git_in_process_clone: bool = True
     git_in_process_push: bool = True
     http_max_request_line: int = 8 << 10
@@ -426,6 +431,8 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{name} must be a positive number of seconds")
     if not 0 <= settings.git_nice <= 19:
         raise ConfigError("git_nice must be between 0 and 19")
+    if settings.loop_slice_us and not 100 <= settings.loop_slice_us <= 100_000:
+        raise ConfigError("loop_slice_us must be 0 or between 100 and 100000")
     if settings.http_connection_reserve < 0:
         raise ConfigError("http_connection_reserve must not be negative")
     if settings.storage_backend not in {"local", "s3"}:

@@ -20,6 +20,7 @@ from artifactd.http import (
     graphql,
     health,
     heap,
+    loop_slice,
     metrics,
     reference,
     repo_actions,
@@ -43,17 +44,37 @@ from artifactd.storage.watchdog import Watchdog
 
 log = logging.getLogger("artifactd")
 
-TRASH_SWEEP_INTERVAL = 5.0  # seconds between passes of the deleted-repo sweeper
+TRASH_SWEEP_INTERVAL = 5.0  # seconds between passes of the deleted-repo sweeper when idle
+# After a delete wakes the sweeper it waits this long first, so that under a stream of
+# deletes (one repo per agent task) one pass removes a batch of them.
+TRASH_SWEEP_GATHER = 0.2
 RECLAIM_INTERVAL = 60.0  # seconds between looks for what a crashed sibling worker left
 
 
 async def _sweep_trash_forever(backend: Backend) -> None:
-    while True:
-        try:
-            await asyncio.to_thread(backend.repos.sweep_trash, backend.settings.trash_grace_seconds)
-        except Exception:  # keep sweeping whatever one pass hit
-            log.exception("trash sweep failed")
-        await asyncio.sleep(TRASH_SWEEP_INTERVAL)
+    """Remove deleted repos: soon after a delete (the store's trash listeners wake it), and
+    every ``TRASH_SWEEP_INTERVAL`` anyway (what a sibling worker or a grace period left)."""
+    loop = asyncio.get_running_loop()
+    deleted = asyncio.Event()
+
+    def wake() -> None:
+        if not deleted.is_set():  # a pass is already due: no wake-up per delete
+            loop.call_soon_threadsafe(deleted.set)
+
+    backend.repos.trash_listeners.append(wake)
+    try:
+        while True:
+            deleted.clear()
+            try:
+                await asyncio.to_thread(backend.repos.sweep_trash,
+                                        backend.settings.trash_grace_seconds)
+            except Exception:  # keep sweeping whatever one pass hit
+                log.exception("trash sweep failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(deleted.wait(), TRASH_SWEEP_INTERVAL)
+                await asyncio.sleep(TRASH_SWEEP_GATHER)
+    finally:
+        backend.repos.trash_listeners.remove(wake)
 
 
 async def _reclaim_forever(backend: Backend) -> None:
@@ -107,6 +128,7 @@ def create_app(backend: Backend) -> Starlette:
             checkpointer.start()
         await repo_actions.on_startup(backend)
         heap.settle()
+        loop_slice.shorten(backend.settings.loop_slice_us)  # after every thread started above
         try:
             async with mcp_running(backend):
                 yield

@@ -27,7 +27,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -144,6 +144,9 @@ class RepoStore:
         self.tmp_root = data_dir / "tmp"
         self.pending_root = self.tmp_root / "pending"
         self.owner = owner
+        # Called (from any thread) after each repo moved to the trash: the server's sweeper
+        # wakes, so that a deleted repo's disk is freed in a fraction of a second.
+        self.trash_listeners: list[Callable[[], None]] = []
         for path in (self.root, self.trash_root, self.tmp_root, self.pending_root):
             path.mkdir(parents=True, exist_ok=True)
 
@@ -395,6 +398,8 @@ class RepoStore:
         path = self.path(repo_id)
         if path.exists():
             os.rename(path, self.trash_root / f"{repo_id}.{secrets.token_hex(4)}")
+            for listener in self.trash_listeners:
+                listener()
 
     def sweep_trash(self, grace_seconds: float = 0.0) -> int:
         """Remove trashed repos older than the grace period; returns how many were removed."""
