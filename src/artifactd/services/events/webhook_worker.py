@@ -15,7 +15,10 @@ with the server's settings in its environment and two pipes:
   also marked like the server's git children (``orphans``), so that the watchdog and
   start-up reclaim end it as well.
 - its stdout: one JSON line per pass with what it counted (``PipeMeter``), applied to the
-  server's metrics, where /metrics is served.
+  server's metrics, where /metrics is served, and a line each time the worker starts or
+  stops having a webhook subscription to serve. While it has none, the server writes no
+  byte per outbox write (the loop would ignore it, and each is a system call on the
+  request path and a wake-up of this process); it looks every ``POLL`` anyway.
 
 A worker that dies is started again; what it had not recorded is delivered again
 (at least once).
@@ -58,6 +61,7 @@ class PipeMeter(Meter):
 
     def __init__(self, out: IO[str]):
         self.out = out
+        self._serving: bool | None = None  # as last reported; None: not yet
         self._reset()
 
     def _reset(self) -> None:
@@ -78,6 +82,12 @@ class PipeMeter(Meter):
     def depth(self, events: int) -> None:
         self.queue_depth = events
 
+    def serving(self, due: bool) -> None:
+        if due != self._serving:
+            self._serving = due
+            self.out.write(json.dumps({"serving": due}) + "\n")
+            self.out.flush()
+
     def flush(self) -> None:
         if self.latencies or self.failures or self.retries or self.queue_depth is not None:
             self.out.write(json.dumps({"delivered": self.latencies, "failed": self.failures,
@@ -86,10 +96,13 @@ class PipeMeter(Meter):
             self._reset()
 
 
-def apply_report(meter: Meter, line: str) -> None:
-    """One line of a worker's counts, onto the server's metrics (a bad line is ignored)."""
+def apply_report(meter: Meter, line: str) -> bool | None:
+    """One line of a worker's counts, onto the server's metrics (a bad line is ignored);
+    returns the line's ``serving`` state, None when it has none."""
     try:
         report = json.loads(line)
+        if "serving" in report:
+            return bool(report["serving"])
         for seconds in report.get("delivered", ()):
             meter.delivered(float(seconds))
         for _ in range(int(report.get("failed", 0))):
@@ -100,6 +113,7 @@ def apply_report(meter: Meter, line: str) -> None:
             meter.depth(int(report["depth"]))
     except (ValueError, TypeError, AttributeError):
         log.warning("ignored a malformed report of the webhook worker")
+    return None
 
 
 class DeliveryProcess:
@@ -111,6 +125,9 @@ class DeliveryProcess:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
+        # Whether the worker has a webhook subscription to serve, as it last said; a new
+        # worker is woken until it says otherwise.
+        self._serving = True
         self._supervisor = threading.Thread(target=self._supervise, name="artifactd-webhook-worker",
                                             daemon=True)
 
@@ -129,10 +146,24 @@ class DeliveryProcess:
         assert process.stdin is not None
         os.set_blocking(process.stdin.fileno(), False)
         with self._lock:
+            self._serving = True
             self._process = process
 
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return None if process is None else process.pid
+
+    @property
+    def worker_serving(self) -> bool:
+        """Whether outbox writes wake the worker (it last said it has a webhook to serve)."""
+        return self._serving
+
     def wake(self, byte: bytes = OUTBOX_WRITTEN) -> None:
-        """One byte down the pipe; a full pipe already holds wake-ups enough."""
+        """One byte down the pipe; a full pipe already holds wake-ups enough. An outbox
+        write wakes only a worker that has a webhook subscription to serve."""
+        if byte == OUTBOX_WRITTEN and not self._serving:
+            return
         process = self._process
         if process is not None and process.stdin is not None:
             with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError, ValueError):
@@ -147,7 +178,9 @@ class DeliveryProcess:
             process = self._process
             assert process is not None and process.stdout is not None
             for raw in process.stdout:
-                apply_report(self.meter, raw.decode(errors="replace"))
+                serving = apply_report(self.meter, raw.decode(errors="replace"))
+                if serving is not None:
+                    self._serving = serving
             process.wait()
             if self._stopping.is_set():
                 return

@@ -106,6 +106,10 @@ class Meter:
     def depth(self, events: int) -> None:
         EVENT_QUEUE_DEPTH.set(events)
 
+    def serving(self, due: bool) -> None:
+        """After each pass: whether some webhook subscription was due (only then do outbox
+        writes need to wake the loop)."""
+
     def flush(self) -> None:
         """The end of a pass over the subscriptions."""
 
@@ -213,6 +217,7 @@ class WebhookThread:
         self._sent = 0
         due = self.store.due_webhooks(now, 50, self.worker)
         self._serving = bool(due)
+        self.meter.serving(self._serving)
         # Held but no longer due: paused, deleted, or its claim lapsed to another worker.
         for sub_id in self._held.keys() - {sub.id for sub in due}:
             self._let_go(sub_id)
