@@ -171,17 +171,21 @@ def combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
             "cpu_ms_per_loop": round(cpu / max(loops, 1) * 1000, 1)}
 
 
-def drain_trash(trash: Path, limit: float = 60.0) -> float:
-    """Seconds until the server's sweeper has removed every repo deleted so far. A delete
-    moves the repo to ``trash`` and the sweeper removes it within seconds; a round that ended
-    before it did would leave that work (and its CPU) to the reference's round after it."""
+def drain_trash(trash: Path, server_pid: int, limit: float = 60.0) -> float:
+    """Wait until the server's sweeper has removed every repo deleted so far; returns the
+    seconds to charge to the round: the server's CPU meanwhile over the cores. A delete moves
+    the repo to ``trash`` and the sweeper removes it within a fraction of a second; a round
+    that ended before it did would leave that work to the reference's round after it. The
+    wait itself is not charged (in a steady stream the sweep runs beside the loops and takes
+    their CPU, not their time): only the CPU it took is, as the loop time it displaces."""
+    before = tree_cpu_seconds(server_pid)
     started = time.monotonic()
     while time.monotonic() - started < limit:
         with contextlib.suppress(FileNotFoundError):
             if not any(trash.iterdir()):
                 break
         time.sleep(0.02)
-    return time.monotonic() - started
+    return (tree_cpu_seconds(server_pid) - before) / (os.cpu_count() or 1)
 
 
 def make_seed(env: dict[str, str], work: Path) -> Path:
@@ -263,7 +267,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 before = everything_cpu_seconds(group, roots)
                 part = run_agents(loop, seconds / rounds, names)
                 if loop is ours:  # its deletes' sweep belongs to its round, not the next
-                    part["seconds"] += drain_trash(work / "data" / "trash")
+                    part["seconds"] += drain_trash(work / "data" / "trash", server.process.pid)
                 part["cpu_s"] = everything_cpu_seconds(group, roots) - before
                 side.append(part)
         artifactd, plain = combined(ours_rounds), combined(reference_rounds)
