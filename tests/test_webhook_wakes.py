@@ -29,6 +29,11 @@ def _unread(process: DeliveryProcess) -> int:
     return count[0]
 
 
+def _state(task: Path) -> str:
+    """A thread's state letter from /proc/<pid>/task/<tid>/stat (``T``: stopped)."""
+    return (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
 @contextmanager
 def _stopped(process: DeliveryProcess) -> Iterator[int]:
     """The worker stopped (SIGSTOP) once it has read everything: what is written meanwhile
@@ -38,6 +43,9 @@ def _stopped(process: DeliveryProcess) -> Iterator[int]:
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     try:
+        # kill() returns before every thread has stopped: a thread still running could read
+        # what is written next.
+        wait_for(lambda: all(_state(task) == "T" for task in Path(f"/proc/{pid}/task").iterdir()))
         yield _unread(process)
     finally:
         os.kill(pid, signal.SIGCONT)
