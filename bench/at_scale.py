@@ -202,6 +202,18 @@ def git_ops(accounts_: list[Account], env: dict[str, str], seed_work: Path, n: i
                 u, json={"name": f"fork-{uuid.uuid4().hex[:12]}"})), keep=i > 0)
 
 
+def seeded_account(data_dir: Path, namespace: str, count: int) -> tuple[str, str]:
+    """A new account with an edit API token and ``count`` seeded repos in ``namespace`` of a
+    data dir no server has open yet; returns (account id, token)."""
+    backend = Backend.open(Settings(data_dir=str(data_dir)))
+    try:
+        row, token = accounts.create_api_token(backend, secrets.token_hex(16), "edit")
+    finally:
+        backend.close()
+    seed(data_dir, row.account_id, namespace, count)
+    return row.account_id, token
+
+
 def patient_server(data_dir: Path, args: tuple[str, ...], wait: float = 300,
                    settings: dict[str, str] | None = None) -> Server:
     """``start_server``, but waiting as long as a loaded machine needs (the harness gives a

@@ -37,10 +37,7 @@ from typing import Any
 
 import httpx
 
-from artifactd.config import Settings
-from artifactd.services.access import accounts
-from artifactd.services.backend import Backend
-from bench.at_scale import patient_server, seed
+from bench.at_scale import patient_server, seeded_account
 from bench.common import Target, bench_main, machine, summary, work_dir
 from bench.scale import git, git_env, one_commit_work_tree
 
@@ -176,14 +173,11 @@ def run(quick: bool = False, size: int | None = None) -> dict[str, Any]:
     server = None
     load = None
     try:
-        backend = Backend.open(Settings(data_dir=str(data_dir)))
-        row, token = accounts.create_api_token(backend, secrets.token_hex(16), "edit")
-        backend.close()
         started = time.monotonic()
-        seed(data_dir, row.account_id, "agents", size)
+        account_id, token = seeded_account(data_dir, "agents", size)
         seed_seconds = time.monotonic() - started
         server = patient_server(data_dir, ("--workers", "2"))
-        ns_url = f"{server.url}/client/v4/accounts/{row.account_id}/artifacts/namespaces/agents"
+        ns_url = f"{server.url}/client/v4/accounts/{account_id}/artifacts/namespaces/agents"
         with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
             parent = client.post(f"{ns_url}/repos", json={"name": "parent"}).json()["result"]
             git(env, "-c", f"http.extraHeader=Authorization: Bearer {parent['token']}", "push", "-q",

@@ -24,10 +24,7 @@ from typing import Any
 
 import httpx
 
-from artifactd.config import Settings
-from artifactd.services.access import accounts
-from artifactd.services.backend import Backend
-from bench.at_scale import patient_server, seed
+from bench.at_scale import patient_server, seeded_account
 from bench.common import Server, Target, bench_main, machine, percentile, work_dir
 
 REPOS = 10_000
@@ -42,13 +39,10 @@ def _hogs(count: int) -> list[subprocess.Popen[bytes]]:
 
 def _server(base: Path, name: str, slice_us: str) -> tuple[Server, str, str]:
     data_dir = base / name
-    backend = Backend.open(Settings(data_dir=str(data_dir)))
-    row, token = accounts.create_api_token(backend, secrets.token_hex(16), "edit")
-    backend.close()
-    seed(data_dir, row.account_id, "agents", REPOS)
+    account_id, token = seeded_account(data_dir, "agents", REPOS)
     server = patient_server(data_dir, ("--workers", "2"),
                             settings={"ARTIFACTD_LOOP_SLICE_US": slice_us})
-    ns_url = f"{server.url}/client/v4/accounts/{row.account_id}/artifacts/namespaces/agents"
+    ns_url = f"{server.url}/client/v4/accounts/{account_id}/artifacts/namespaces/agents"
     return server, ns_url, token
 
 

@@ -219,7 +219,7 @@ def test_a_delete_wakes_the_sweeper(quiet_server: Server, tmp_path: Path) -> Non
     server = quiet_server
     trash = server.data_dir / "trash"
 
-    def delete_and_wait(name: str, seconds: float) -> float:
+    def delete_and_wait(name: str, seconds: float) -> None:
         repo = make_repo(server, name)
         push_n(Git(tmp_path / "home"), repo, tmp_path / name, 1)  # a directory on disk
         assert (server.data_dir / "repos" / repo["id"][:2] / f"{repo['id']}.git").exists()
@@ -229,7 +229,6 @@ def test_a_delete_wakes_the_sweeper(quiet_server: Server, tmp_path: Path) -> Non
         while any(p.name.startswith(repo["id"]) for p in trash.iterdir()):
             assert time.monotonic() - started < seconds, f"{name} was not swept"
             time.sleep(0.02)
-        return time.monotonic() - started
 
     delete_and_wait("swept-first", 20)  # whichever pass removes it
     # 2.5 s: half the idle interval, ten times what a woken pass takes on a loaded machine.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import logging
 import os
 import platform
@@ -39,6 +40,11 @@ _SCHED_FLAG_RESET_ON_FORK = 0x01
 _ATTR = struct.Struct("IIQiIQQQII")
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def shorten(slice_us: int) -> bool:
     """Give the calling thread a ``slice_us`` slice (0: leave the kernel's); True when set."""
     if slice_us <= 0:
@@ -50,8 +56,7 @@ def shorten(slice_us: int) -> bool:
         return False  # an operator chose a policy (chrt): theirs stands
     attr = _ATTR.pack(_ATTR.size, _SCHED_OTHER, _SCHED_FLAG_RESET_ON_FORK,
                       os.getpriority(os.PRIO_PROCESS, 0), 0, slice_us * 1000, 0, 0, 0, 0)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(_SCHED_SETATTR, 0, ctypes.create_string_buffer(attr), 0) != 0:
+    if _libc().syscall(_SCHED_SETATTR, 0, ctypes.create_string_buffer(attr), 0) != 0:
         code = ctypes.get_errno()
         log.info("event loop slice left at the kernel's default: %s",
                  errno.errorcode.get(code, str(code)))
@@ -65,7 +70,6 @@ def slice_ns(tid: int = 0) -> int | None:
     if _SCHED_GETATTR is None:
         return None
     buffer = ctypes.create_string_buffer(_ATTR.size)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(_SCHED_GETATTR, tid, buffer, _ATTR.size, 0) != 0:
+    if _libc().syscall(_SCHED_GETATTR, tid, buffer, _ATTR.size, 0) != 0:
         return None
     return int(_ATTR.unpack(buffer.raw)[5])
