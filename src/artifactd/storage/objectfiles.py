@@ -10,9 +10,10 @@ commit as one pack is two files instead of thousands.
 Loose objects are git's format: zlib at git's loose compression level (1), written to a
 temporary file in the fan-out directory and renamed to their id (an object of that id is the
 same bytes, so a concurrent writer of it is harmless). A pack is format v2 with an ``.idx``
-v2, no deltas (maintenance repacks later), written under git's ``tmp_pack_`` prefix in
-``objects/pack`` and renamed into place, the ``.idx`` last: a reader sees a pack only once
-its index is there, and never half a pack.
+v2, no deltas (maintenance repacks later), written to temporary files named as git's own
+(``tmp_pack_*`` and ``tmp_idx_*``, no ``.pack`` or ``.idx`` suffix, so that a ``git repack``
+listing the directory never takes one for a pack) and renamed into place, the ``.idx`` last:
+a reader sees a pack only once its index is there, and never half a pack.
 """
 
 from __future__ import annotations
@@ -75,13 +76,32 @@ def entry_header(kind: int, size: int) -> bytes:
     return bytes(out)
 
 
+@contextlib.contextmanager
+def _pack_temps(pack_dir: Path) -> Iterator[tuple[Path, Path]]:
+    """Temporary paths for a pack and its index in ``pack_dir`` (see the module docstring);
+    whichever is still there afterwards is removed."""
+    pack_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(8)
+    pack_tmp, idx_tmp = pack_dir / f"tmp_pack_{token}", pack_dir / f"tmp_idx_{token}"
+    try:
+        yield pack_tmp, idx_tmp
+    finally:
+        for leftover in (pack_tmp, idx_tmp):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def _install_pack(pack_tmp: Path, idx_tmp: Path, checksum: bytes) -> None:
+    """Rename a written pack and index into place, the index last."""
+    name = f"pack-{checksum.hex()}"
+    os.replace(pack_tmp, pack_tmp.parent / f"{name}.pack")
+    os.replace(idx_tmp, idx_tmp.parent / f"{name}.idx")
+
+
 def write_pack(pack_dir: Path, objects: list[PendingObject]) -> int:
     """Write ``objects`` (distinct ids) as ``pack-<checksum>.pack`` and ``.idx`` in
     ``pack_dir``; the bytes the two files hold."""
-    pack_dir.mkdir(parents=True, exist_ok=True)
-    stem = pack_dir / f"tmp_pack_{secrets.token_hex(8)}"
-    pack_tmp, idx_tmp = stem.with_suffix(".pack"), stem.with_suffix(".idx")
-    try:
+    with _pack_temps(pack_dir) as (pack_tmp, idx_tmp):
         index: list[tuple[bytes, int, int]] = []  # (id, crc32, offset)
         digest = hashlib.sha1(usedforsecurity=False)
         offset = 0
@@ -111,14 +131,8 @@ def write_pack(pack_dir: Path, objects: list[PendingObject]) -> int:
             out.write(checksum)
         idx = _index(index, checksum)
         idx_tmp.write_bytes(idx)
-        name = f"pack-{checksum.hex()}"
-        os.replace(pack_tmp, pack_dir / f"{name}.pack")
-        os.replace(idx_tmp, pack_dir / f"{name}.idx")
+        _install_pack(pack_tmp, idx_tmp, checksum)
         return offset + len(checksum) + len(idx)
-    finally:
-        for leftover in (pack_tmp, idx_tmp):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
 
 
 def pack_bytes(objects: list[PendingObject]) -> tuple[bytes, list[tuple[bytes, int, int]]]:
@@ -141,22 +155,13 @@ def write_received_pack(pack_dir: Path, data: bytes, entries: list[tuple[bytes, 
     """Keep a received pack (``data``, its trailer included) as it came, with an ``.idx`` of
     ``entries`` ((id, crc32, offset) each), named and installed as ``write_pack`` does (what
     ``git index-pack`` leaves for a pack that needed no fixing); the bytes the two files hold."""
-    pack_dir.mkdir(parents=True, exist_ok=True)
-    stem = pack_dir / f"tmp_pack_{secrets.token_hex(8)}"
-    pack_tmp, idx_tmp = stem.with_suffix(".pack"), stem.with_suffix(".idx")
     checksum = data[-20:]
-    try:
+    with _pack_temps(pack_dir) as (pack_tmp, idx_tmp):
         pack_tmp.write_bytes(data)
         idx = _index(entries, checksum)
         idx_tmp.write_bytes(idx)
-        name = f"pack-{checksum.hex()}"
-        os.replace(pack_tmp, pack_dir / f"{name}.pack")
-        os.replace(idx_tmp, pack_dir / f"{name}.idx")
+        _install_pack(pack_tmp, idx_tmp, checksum)
         return len(data) + len(idx)
-    finally:
-        for leftover in (pack_tmp, idx_tmp):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
 
 
 def _index(entries: list[tuple[bytes, int, int]], pack_checksum: bytes) -> bytes:
