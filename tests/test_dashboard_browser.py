@@ -414,7 +414,9 @@ def test_keyboard_only_and_phone_width(browser: Any, sqlite_server: Server, uniq
     page = context.new_page()
     page.set_default_timeout(20_000)
     page.goto(server.url + "/dashboard/login")
-    # The token field has the focus; Enter submits.
+    # The token field has the focus (autofocus, which Chromium applies a moment after the
+    # load: keys typed before that are lost); Enter submits.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'token'")
     page.keyboard.type(server.token)
     page.keyboard.press("Enter")
     page.wait_for_url(server.url + "/dashboard")
